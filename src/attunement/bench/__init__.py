@@ -1,0 +1,1 @@
+"""Benchmarks and the simulated OpenAI-compatible server they run against."""

@@ -1,0 +1,56 @@
+"""Options and helpers shared by the CLI verbs."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from attunement.jsonl import RecordError
+from attunement.llm import LLMError, LLMOptions
+
+T = TypeVar("T")
+
+console = Console(stderr=True)
+out = Console()
+
+Concurrency = Annotated[int, typer.Option("--concurrency", "-c", min=1,
+                                          help="Model requests in flight at once.")]
+Timeout = Annotated[float, typer.Option("--timeout", min=0.1, help="Deadline per model call, s.")]
+Retries = Annotated[int, typer.Option("--retries", min=0,
+                                      help="Retries on timeouts, 429 and 5xx answers.")]
+CachePath = Annotated[Path | None, typer.Option(
+    "--cache", help="sqlite file caching every completion (re-runs cost no calls).")]
+NoCache = Annotated[bool, typer.Option("--no-cache", help="Do not cache completions.")]
+
+
+def llm_options(concurrency: int = 8, timeout: float = 120.0, retries: int = 4,
+                cache: Path | None = None, no_cache: bool = False) -> LLMOptions:
+    return LLMOptions(concurrency=concurrency, timeout=timeout, max_retries=retries,
+                      cache=None if no_cache else cache)
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine, turning known failures into a clean message and exit 1."""
+    try:
+        return asyncio.run(coro)
+    except (RecordError, LLMError, ValueError, FileNotFoundError) as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted: finished records are kept; run again to resume[/]")
+        raise typer.Exit(130) from None
+
+
+def fail(message: str) -> typer.Exit:
+    console.print(f"[red]error:[/red] {message}", highlight=False)
+    return typer.Exit(1)
+
+
+def is_interactive() -> bool:
+    return sys.stderr.isatty()

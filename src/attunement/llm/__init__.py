@@ -1,0 +1,42 @@
+"""One async chat-model layer for every LLM call in attunement.
+
+>>> from attunement.llm import load_chat_model
+>>> model = load_chat_model("local")                                # doctest: +SKIP
+>>> [c.text for c in await model.complete([{"role": "user", "content": "hi"}])]  # doctest: +SKIP
+"""
+
+from attunement.llm.base import (
+    ChatModel,
+    ChatRequest,
+    Completion,
+    LLMError,
+    LLMResponseError,
+    LLMStatusError,
+    LLMTimeoutError,
+    Message,
+    make_request,
+)
+from attunement.llm.cache import CachedChatModel, CompletionCache
+from attunement.llm.scripted import ScriptedChatModel, Step
+from attunement.llm.spec import LLMOptions, ModelSpec, load_chat_model, parse_spec, register_backend
+
+__all__ = [
+    "CachedChatModel",
+    "ChatModel",
+    "ChatRequest",
+    "Completion",
+    "CompletionCache",
+    "LLMError",
+    "LLMOptions",
+    "LLMResponseError",
+    "LLMStatusError",
+    "LLMTimeoutError",
+    "Message",
+    "ModelSpec",
+    "ScriptedChatModel",
+    "Step",
+    "load_chat_model",
+    "make_request",
+    "parse_spec",
+    "register_backend",
+]

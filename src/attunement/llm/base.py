@@ -1,0 +1,220 @@
+"""The one chat-model interface every part of attunement calls.
+
+A :class:`ChatModel` answers a list of chat messages with ``n`` completions.
+Backends (an OpenAI-compatible endpoint, the embedded llama.cpp model, a
+transformers checkpoint, the scripted test model) subclass it and implement
+:meth:`ChatModel._complete`; the base class validates the request and keeps the
+token accounting, so every backend reports usage the same way.
+
+Samples are numbered. ``complete(..., n=4, sample_start=8)`` asks for samples
+8..11 of this request; the cache keys each sample by its number, so asking for
+k samples never collapses them into one, and a retry that wants *fresh*
+samples asks for numbers it has not used yet.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from attunement.records import Usage
+
+Message = dict[str, str]
+
+
+class LLMError(RuntimeError):
+    """A chat call failed for good (after any retries the backend makes)."""
+
+
+class LLMTimeoutError(LLMError):
+    """A call did not finish within its deadline."""
+
+
+class LLMStatusError(LLMError):
+    """The server answered with an error status."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
+
+
+class LLMResponseError(LLMError):
+    """The server answered with something that is not a chat completion."""
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One sampled answer with its token counts."""
+
+    text: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached: bool = False
+    finish_reason: str | None = None
+    sample_index: int = 0
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """Everything that determines an answer (and so the cache key)."""
+
+    messages: tuple[tuple[str, str], ...]
+    n: int = 1
+    temperature: float = 0.0
+    max_tokens: int = 512
+    json_schema: dict[str, Any] | None = field(default=None, hash=False, compare=False)
+    seed: int | None = None
+    stop: tuple[str, ...] | None = None
+    sample_start: int = 0
+
+    @property
+    def message_dicts(self) -> list[Message]:
+        return [{"role": r, "content": c} for r, c in self.messages]
+
+    def sample_seed(self, index: int) -> int:
+        """A per-sample seed, so the k samples of one request differ but repeat."""
+        return (self.seed if self.seed is not None else 0) * 1_000_003 + index
+
+    def cache_key(self, model: str, index: int) -> str:
+        """A stable key for sample ``index`` of this request on ``model``.
+
+        Retry, timeout and concurrency settings are deliberately not part of it:
+        changing them must not invalidate a cache.
+        """
+        doc = {
+            "model": model,
+            "messages": self.messages,
+            "temperature": round(float(self.temperature), 6),
+            "max_tokens": self.max_tokens,
+            "json_schema": self.json_schema,
+            "seed": self.seed,
+            "stop": self.stop,
+            "sample": index,
+        }
+        blob = json.dumps(doc, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def make_request(
+    messages: Sequence[Message],
+    *,
+    n: int = 1,
+    temperature: float = 0.0,
+    max_tokens: int = 512,
+    json_schema: dict[str, Any] | None = None,
+    seed: int | None = None,
+    stop: Sequence[str] | None = None,
+    sample_start: int = 0,
+) -> ChatRequest:
+    """Validate arguments once and freeze them into a :class:`ChatRequest`."""
+    if not messages:
+        raise ValueError("messages must not be empty")
+    frozen = []
+    for i, m in enumerate(messages):
+        role, content = m.get("role"), m.get("content")
+        if role not in ("system", "user", "assistant"):
+            raise ValueError(f"messages[{i}].role must be system/user/assistant, got {role!r}")
+        if not isinstance(content, str):
+            raise ValueError(f"messages[{i}].content must be a string")
+        frozen.append((role, content))
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    if max_tokens < 1:
+        raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
+    if not 0.0 <= temperature <= 2.0:
+        raise ValueError(f"temperature must be in [0, 2], got {temperature}")
+    if sample_start < 0:
+        raise ValueError("sample_start must be >= 0")
+    return ChatRequest(
+        messages=tuple(frozen),
+        n=n,
+        temperature=float(temperature),
+        max_tokens=int(max_tokens),
+        json_schema=json_schema,
+        seed=seed,
+        stop=tuple(stop) if stop else None,
+        sample_start=sample_start,
+    )
+
+
+class UsageMeter:
+    """Running totals of calls and tokens (cheap to update on the hot path)."""
+
+    __slots__ = ("calls", "cached_calls", "prompt_tokens", "completion_tokens")
+
+    def __init__(self) -> None:
+        self.calls = self.cached_calls = self.prompt_tokens = self.completion_tokens = 0
+
+    def add(self, completions: Sequence[Completion], *, calls: int = 1) -> None:
+        live = [c for c in completions if not c.cached]
+        self.calls += calls if live else 0
+        self.cached_calls += len(completions) - len(live)
+        # a request with n samples bills its prompt once
+        self.prompt_tokens += max((c.prompt_tokens for c in live), default=0)
+        self.completion_tokens += sum(c.completion_tokens for c in live)
+
+    def snapshot(self) -> Usage:
+        return Usage(calls=self.calls, cached_calls=self.cached_calls,
+                     prompt_tokens=self.prompt_tokens, completion_tokens=self.completion_tokens)
+
+
+class ChatModel(ABC):
+    """Async chat model. Subclasses implement :meth:`_complete`.
+
+    ``name`` identifies the model in cache keys and manifests; two models with
+    the same name must give the same answers to the same request.
+    """
+
+    name: str = "chat-model"
+    #: how many requests this backend serves at once (a scheduler hint)
+    max_concurrency: int = 1
+
+    def __init__(self) -> None:
+        self.usage = UsageMeter()
+
+    async def complete(
+        self,
+        messages: Sequence[Message],
+        *,
+        n: int = 1,
+        temperature: float = 0.0,
+        max_tokens: int = 512,
+        json_schema: dict[str, Any] | None = None,
+        seed: int | None = None,
+        stop: Sequence[str] | None = None,
+        sample_start: int = 0,
+    ) -> list[Completion]:
+        """Return ``n`` completions, numbered ``sample_start`` onwards."""
+        request = make_request(messages, n=n, temperature=temperature, max_tokens=max_tokens,
+                               json_schema=json_schema, seed=seed, stop=stop,
+                               sample_start=sample_start)
+        return await self.complete_request(request)
+
+    async def complete_request(self, request: ChatRequest) -> list[Completion]:
+        out = await self._complete(request)
+        if len(out) != request.n:
+            raise LLMResponseError(
+                f"{self.name}: asked for {request.n} completions, backend returned {len(out)}"
+            )
+        self.usage.add(out)
+        return out
+
+    @abstractmethod
+    async def _complete(self, request: ChatRequest) -> list[Completion]:
+        """Produce exactly ``request.n`` completions."""
+
+    async def aclose(self) -> None:
+        """Release connections or model memory. Safe to call twice."""
+
+    async def __aenter__(self) -> ChatModel:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"
