@@ -1,0 +1,47 @@
+"""``attune demo``: the whole method end to end on the embedded model."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from attunement.cli.common import Concurrency, console, llm_options, out, run
+
+
+def register(app: typer.Typer) -> None:
+    app.command("demo")(demo)
+
+
+def demo(
+    out_dir: Annotated[Path, typer.Option("--out", help="Run folder (resumable).")] = Path("runs/demo"),
+    model: Annotated[str, typer.Option("--model", help="Model spec for building and answering.")] = "local",
+    judge: Annotated[str | None, typer.Option("--judge", help="Judge spec (default: --model).")] = None,
+    queries: Annotated[int, typer.Option("--queries", min=1, help="Queries to answer and score.")] = 4,
+    k: Annotated[int, typer.Option("-k", min=1, help="PereGRM judge samples per dimension.")] = 1,
+    seed: int = 0,
+    concurrency: Concurrency = 1,
+) -> None:
+    """Build a dataset from the bundled example users, answer with full and mismatched
+    memory, score both with PereGRM and print Res / Exp / Rec / Avg per memory mode."""
+    from attunement.demo import run_demo
+
+    started = time.perf_counter()
+    report = run(run_demo(out_dir, model_spec=model, judge_spec=judge, max_queries=queries, k=k,
+                          seed=seed, options=llm_options(concurrency=concurrency)))
+    table = Table(title=f"PereGRM scores (1-5) on {report.examples} queries from "
+                        f"{report.users} example users")
+    for col in ("memory", "Res", "Exp", "Rec", "Avg", "unscorable"):
+        table.add_column(col, justify="right" if col != "memory" else "left")
+
+    def fmt(x: float | None) -> str:
+        return "-" if x is None else f"{x:.2f}"
+
+    for r in report.results:
+        table.add_row(r.mode, fmt(r.means.get("resonation")), fmt(r.means.get("expression")),
+                      fmt(r.means.get("reception")), fmt(r.average), f"{r.unscorable}/{r.replies}")
+    out.print(table)
+    console.print(f"run folder: {report.out_dir}  ({time.perf_counter() - started:.0f} s)")
