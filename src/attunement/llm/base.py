@@ -46,6 +46,10 @@ class LLMResponseError(LLMError):
     """The server answered with something that is not a chat completion."""
 
 
+class LLMConnectionError(LLMError):
+    """The server could not be reached, or closed the connection without answering."""
+
+
 @dataclass(frozen=True)
 class Completion:
     """One sampled answer with its token counts."""
@@ -206,6 +210,13 @@ class ChatModel(ABC):
     @abstractmethod
     async def _complete(self, request: ChatRequest) -> list[Completion]:
         """Produce exactly ``request.n`` completions."""
+
+    async def ensure_ready(self) -> None:
+        """Finish any set-up that :attr:`name` depends on (no-op by default).
+
+        An OpenAI-compatible model built without a model id asks the server
+        for it here; wrappers that key on ``name`` (the cache) call this first.
+        """
 
     async def aclose(self) -> None:
         """Release connections or model memory. Safe to call twice."""

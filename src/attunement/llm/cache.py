@@ -78,7 +78,14 @@ class CachedChatModel(ChatModel):
         self.name = inner.name
         self.max_concurrency = inner.max_concurrency
 
+    async def ensure_ready(self) -> None:
+        await self.inner.ensure_ready()
+        self.name = self.inner.name
+
     async def _complete(self, request: ChatRequest) -> list[Completion]:
+        # the key needs the inner model's final name (an endpoint built without
+        # a model id learns it from the server on first use)
+        await self.ensure_ready()
         indices = range(request.sample_start, request.sample_start + request.n)
         keys = {i: request.cache_key(self.name, i) for i in indices}
         found: dict[int, Completion] = {}

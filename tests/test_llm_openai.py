@@ -1,0 +1,265 @@
+"""OpenAIChatModel against the simulated server: faults, deadlines, limits, n."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import pytest
+
+from attunement.bench.simserver import SimConfig, SimServer
+from attunement.llm import (CachedChatModel, CompletionCache, LLMConnectionError, LLMOptions,
+                            LLMResponseError, LLMStatusError, LLMTimeoutError, load_chat_model)
+from attunement.llm.openai_compat import OpenAIChatModel
+
+MSG = [{"role": "user", "content": "How should I tell my sister I cannot come?"}]
+
+
+def fast_config(**kw) -> SimConfig:
+    kw.setdefault("base_latency", 0.001)
+    kw.setdefault("per_output_token", 0.0)
+    return SimConfig(**kw)
+
+
+def make_model(server: SimServer, model: str | None = "sim-judge", **opts) -> OpenAIChatModel:
+    """A model whose backoff sleeps are recorded instead of slept."""
+    opts.setdefault("timeout", 2.0)
+    opts.setdefault("backoff_base", 5.0)  # would be visible if it were slept
+    m = OpenAIChatModel(server.base_url, model, options=LLMOptions(**opts))
+    m.slept = []
+
+    async def no_sleep(seconds: float) -> None:
+        m.slept.append(seconds)
+
+    m._sleep = no_sleep
+    m._rand = lambda: 0.0
+    return m
+
+
+@pytest.fixture
+def serve():
+    servers = []
+
+    def start(**kw) -> SimServer:
+        server = SimServer(fast_config(**kw)).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for s in servers:
+        s.stop()
+
+
+async def test_plain_answer_and_usage(serve):
+    server = serve()
+    async with make_model(server) as model:
+        [c] = await model.complete(MSG, max_tokens=64)
+    assert c.text.startswith("Simulated answer")
+    assert c.sample_index == 0 and c.finish_reason == "stop"
+    stats = server.stats()
+    assert c.prompt_tokens == stats.prompt_tokens > 0
+    assert c.completion_tokens == stats.completion_tokens > 0
+    usage = model.usage.snapshot()
+    assert (usage.calls, usage.prompt_tokens, usage.completion_tokens) == (
+        1, stats.prompt_tokens, stats.completion_tokens)
+
+
+async def test_500_then_success(serve):
+    server = serve(faults=["500"])
+    model = make_model(server)
+    [c] = await model.complete(MSG)
+    assert c.text
+    assert server.stats().requests == 2 and server.stats().faults_served == 1
+    assert model.retries == 1
+    assert model.slept == [5.0]  # backoff_base * 2**0, no jitter
+
+
+async def test_429_waits_for_retry_after_not_backoff(serve):
+    server = serve(faults=["429", "429"])
+    model = make_model(server)
+    await model.complete(MSG)
+    assert model.slept == [0.0, 0.0]  # the server said Retry-After: 0
+    assert server.stats().requests == 3
+
+
+async def test_slow_answer_times_out_then_retry_succeeds(serve):
+    server = serve(faults=["slow"], slow_seconds=1.5)
+    model = make_model(server, timeout=0.2)
+    t0 = time.perf_counter()
+    [c] = await model.complete(MSG)
+    assert c.text
+    assert time.perf_counter() - t0 < 1.0  # did not wait for the slow answer
+    assert model.retries == 1
+
+
+async def test_staying_slow_raises_timeout_error(serve):
+    server = serve(faults=["slow", "slow"], slow_seconds=1.5)
+    model = make_model(server, timeout=0.15, max_retries=1)
+    with pytest.raises(LLMTimeoutError, match="after 2 attempts"):
+        await model.complete(MSG)
+    assert server.stats().samples == 0
+
+
+async def test_garbled_body_is_retried(serve):
+    server = serve(faults=["garbled"])
+    model = make_model(server)
+    [c] = await model.complete(MSG)
+    assert c.text.startswith("Simulated")
+    assert model.retries == 1
+
+
+async def test_dropped_connection_is_retried(serve):
+    server = serve(faults=["drop"])
+    model = make_model(server)
+    [c] = await model.complete(MSG)
+    assert c.text.startswith("Simulated")
+    assert model.retries == 1
+
+
+async def test_garbled_forever_raises_response_error(serve):
+    server = serve(faults=["garbled"] * 3)
+    model = make_model(server, max_retries=2)
+    with pytest.raises(LLMResponseError, match="after 3 attempts"):
+        await model.complete(MSG)
+
+
+async def test_drop_forever_raises_connection_error(serve):
+    server = serve(faults=["drop"] * 2)
+    model = make_model(server, max_retries=1)
+    with pytest.raises(LLMConnectionError):
+        await model.complete(MSG)
+
+
+async def test_400_is_not_retried(serve):
+    server = serve(faults=["400"])
+    model = make_model(server)
+    with pytest.raises(LLMStatusError) as info:
+        await model.complete(MSG)
+    assert info.value.status == 400
+    assert "first attempt" in str(info.value)
+    assert server.stats().requests == 1 and model.slept == []
+
+
+async def test_retries_run_out_with_typed_error_and_growing_backoff(serve):
+    server = serve(faults=["500"] * 3)
+    model = make_model(server, max_retries=2, backoff_base=0.5, backoff_max=0.8)
+    with pytest.raises(LLMStatusError) as info:
+        await model.complete(MSG)
+    assert info.value.status == 500
+    assert server.stats().requests == 3
+    assert model.slept == [0.5, 0.8]  # doubled, then capped by backoff_max
+
+
+async def test_concurrency_bound_respected(serve):
+    server = serve(slots=32, base_latency=0.02)
+    model = make_model(server, concurrency=3)
+    assert model.max_concurrency == 3
+    results = await asyncio.gather(*(model.complete(
+        [{"role": "user", "content": f"question {i}"}]) for i in range(24)))
+    assert len(results) == 24
+    assert server.stats().peak_in_flight == 3  # reached, never exceeded
+
+
+async def test_n_samples_in_one_request(serve):
+    server = serve()
+    model = make_model(server)
+    out = await model.complete(MSG, n=4, temperature=1.0, sample_start=2)
+    assert [c.sample_index for c in out] == [2, 3, 4, 5]
+    assert server.stats().requests == 1 and server.received()[0]["n"] == 4
+    assert model.n_supported is True
+    # the prompt is billed once for the request; completions are summed
+    stats = server.stats()
+    usage = model.usage.snapshot()
+    assert (usage.calls, usage.prompt_tokens) == (1, stats.prompt_tokens)
+    assert usage.completion_tokens == stats.completion_tokens == sum(
+        c.completion_tokens for c in out)
+
+
+async def test_n_fallback_when_server_ignores_n(serve):
+    server = serve(supports_n=False)
+    model = make_model(server)
+    out = await model.complete(MSG, n=4, temperature=1.0, seed=3)
+    assert [c.sample_index for c in out] == [0, 1, 2, 3]
+    assert len({c.text for c in out}) == 4  # fanned-out samples carry their own seeds
+    bodies = server.received()
+    assert bodies[0]["n"] == 4 and all("n" not in b for b in bodies[1:])
+    assert sorted(b["seed"] for b in bodies[1:]) == [3 * 1_000_003 + i for i in (1, 2, 3)]
+    assert model.n_supported is False
+    assert model.usage.snapshot().calls == 4
+
+    server.reset_stats()
+    out = await model.complete(MSG, n=3, temperature=1.0, sample_start=10)
+    assert [c.sample_index for c in out] == [10, 11, 12]
+    bodies = server.received()
+    assert len(bodies) == 3 and all("n" not in b for b in bodies)  # fans out directly
+
+
+async def test_json_schema_passed_through(serve):
+    schema = {"type": "object", "properties": {"score": {"type": "integer"}},
+              "required": ["score"], "additionalProperties": False}
+
+    def responder(messages, index, params):
+        fmt = params.get("response_format") or {}
+        return json.dumps({"score": 4}) if fmt.get("type") == "json_schema" else "free text"
+
+    server = serve(responder=responder)
+    model = make_model(server)
+    [c] = await model.complete(MSG, json_schema=schema)
+    assert json.loads(c.text) == {"score": 4}
+    assert server.received()[0]["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {"name": "output", "schema": schema, "strict": True}}
+
+
+async def test_model_id_from_server_when_not_given(serve):
+    server = serve()
+    model = make_model(server, model=None)
+    assert model.name == f"openai:{server.base_url}"
+    await model.complete(MSG)
+    await model.complete(MSG)
+    assert model.model == "sim-judge"
+    assert model.name == f"openai:{server.base_url}#sim-judge"
+    assert [b["model"] for b in server.received()] == ["sim-judge", "sim-judge"]
+
+
+async def test_cache_keys_on_resolved_model_name(serve, tmp_path):
+    server = serve()
+    cached = CachedChatModel(make_model(server, model=None), CompletionCache(tmp_path / "c.db"))
+    await cached.complete(MSG)
+    assert cached.name.endswith("#sim-judge")
+
+
+async def test_cache_survives_changed_retry_and_timeout_options(serve, tmp_path):
+    server = serve()
+    db = tmp_path / "cache.sqlite"
+    spec = f"openai:{server.base_url}#sim-judge"
+    first = load_chat_model(spec, LLMOptions(cache=db, timeout=5, max_retries=1, concurrency=2))
+    a = await first.complete(MSG, n=2, temperature=0.7)
+    second = load_chat_model(spec, LLMOptions(cache=db, timeout=60, max_retries=9,
+                                              concurrency=16, backoff_base=2.0))
+    b = await second.complete(MSG, n=2, temperature=0.7)
+    assert server.stats().requests == 1
+    assert [c.text for c in a] == [c.text for c in b] and all(c.cached for c in b)
+
+
+def test_api_key_read_from_env_at_construction(monkeypatch):
+    opts = LLMOptions(api_key_env="ATTUNE_TEST_KEY")
+    monkeypatch.delenv("ATTUNE_TEST_KEY", raising=False)
+    assert OpenAIChatModel("http://localhost:1/v1", "m", options=opts)._api_key == "EMPTY"
+    monkeypatch.setenv("ATTUNE_TEST_KEY", "sk-test")
+    assert OpenAIChatModel("http://localhost:1/v1", "m", options=opts)._api_key == "sk-test"
+    explicit = OpenAIChatModel("http://localhost:1/v1", "m", options=opts, api_key="given")
+    assert explicit._api_key == "given"
+
+
+def test_bad_base_url_rejected():
+    with pytest.raises(ValueError, match="http"):
+        OpenAIChatModel("localhost:8000", "m", options=LLMOptions())
+
+
+async def test_unreachable_server_raises_connection_error():
+    model = OpenAIChatModel("http://127.0.0.1:9/v1", "m",
+                            options=LLMOptions(max_retries=0, timeout=2))
+    with pytest.raises(LLMConnectionError):
+        await model.complete(MSG)
