@@ -9,8 +9,16 @@ import time
 import pytest
 
 from attunement.bench.simserver import SimConfig, SimServer
-from attunement.llm import (CachedChatModel, CompletionCache, LLMConnectionError, LLMOptions,
-                            LLMResponseError, LLMStatusError, LLMTimeoutError, load_chat_model)
+from attunement.llm import (
+    CachedChatModel,
+    CompletionCache,
+    LLMConnectionError,
+    LLMOptions,
+    LLMResponseError,
+    LLMStatusError,
+    LLMTimeoutError,
+    load_chat_model,
+)
 from attunement.llm.openai_compat import OpenAIChatModel
 
 MSG = [{"role": "user", "content": "How should I tell my sister I cannot come?"}]

@@ -7,12 +7,25 @@ import json
 
 import pytest
 
-from attunement.llm import (LLMConnectionError, LLMError, LLMOptions, LLMResponseError,
-                            LLMStatusError, LLMTimeoutError)
-from attunement.llm.openai_compat import (MAX_RETRY_AFTER_SECONDS, backoff_delay,
-                                          parse_choices, response_format_for,
-                                          retry_after_seconds, retry_delay, should_retry,
-                                          split_tokens, to_llm_error)
+from attunement.llm import (
+    LLMConnectionError,
+    LLMError,
+    LLMOptions,
+    LLMResponseError,
+    LLMStatusError,
+    LLMTimeoutError,
+)
+from attunement.llm.openai_compat import (
+    MAX_RETRY_AFTER_SECONDS,
+    backoff_delay,
+    parse_choices,
+    response_format_for,
+    retry_after_seconds,
+    retry_delay,
+    should_retry,
+    split_tokens,
+    to_llm_error,
+)
 
 
 @pytest.mark.parametrize("error, expected", [

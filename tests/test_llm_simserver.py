@@ -148,7 +148,7 @@ def test_reset_stats_and_received_log():
 def test_stop_is_idempotent_and_base_url_needs_running_server():
     server = SimServer(SimConfig())
     with pytest.raises(RuntimeError):
-        server.base_url
+        _ = server.base_url
     server.start()
     server.stop()
     server.stop()

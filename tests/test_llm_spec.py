@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from attunement.llm import (CachedChatModel, ChatModel, LLMOptions, ModelSpec, ScriptedChatModel,
-                            load_chat_model, parse_spec, register_backend)
+from attunement.llm import (
+    CachedChatModel,
+    ChatModel,
+    LLMOptions,
+    ModelSpec,
+    ScriptedChatModel,
+    load_chat_model,
+    parse_spec,
+    register_backend,
+)
 from attunement.llm.openai_compat import OpenAIChatModel
 
 

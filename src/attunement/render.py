@@ -102,6 +102,7 @@ def fence(label: str, text: str) -> str:
     and continue as if it were the instructions.
     """
     tag = _TAG.sub("_", label).lower() or "data"
-    pattern = re.compile(rf"<(/?)\s*{re.escape(tag)}\s*>", re.I)
+    # also catch spaced or decorated variants a model would still read as the tag
+    pattern = re.compile(rf"<\s*(/?)\s*{re.escape(tag)}\b[^<>]*>", re.I)
     safe = pattern.sub(lambda m: f"<{m.group(1)}{tag}\u200b>", text)
     return f"<{tag}>\n{safe}\n</{tag}>"
