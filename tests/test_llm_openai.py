@@ -30,7 +30,7 @@ def fast_config(**kw) -> SimConfig:
     return SimConfig(**kw)
 
 
-def make_model(server: SimServer, model: str | None = "sim-judge", **opts) -> OpenAIChatModel:
+def new_model(server: SimServer, model: str | None = "sim-judge", **opts) -> OpenAIChatModel:
     """A model whose backoff sleeps are recorded instead of slept."""
     opts.setdefault("timeout", 2.0)
     opts.setdefault("backoff_base", 5.0)  # would be visible if it were slept
@@ -43,6 +43,20 @@ def make_model(server: SimServer, model: str | None = "sim-judge", **opts) -> Op
     m._sleep = no_sleep
     m._rand = lambda: 0.0
     return m
+
+
+@pytest.fixture
+async def make_model():
+    """new_model, closing every model (and its connections) after the test."""
+    made = []
+
+    def make(*args, **kw) -> OpenAIChatModel:
+        made.append(new_model(*args, **kw))
+        return made[-1]
+
+    yield make
+    for m in made:
+        await m.aclose()
 
 
 @pytest.fixture
@@ -59,7 +73,7 @@ def serve():
         s.stop()
 
 
-async def test_plain_answer_and_usage(serve):
+async def test_plain_answer_and_usage(serve, make_model):
     server = serve()
     async with make_model(server) as model:
         [c] = await model.complete(MSG, max_tokens=64)
@@ -73,7 +87,7 @@ async def test_plain_answer_and_usage(serve):
         1, stats.prompt_tokens, stats.completion_tokens)
 
 
-async def test_500_then_success(serve):
+async def test_500_then_success(serve, make_model):
     server = serve(faults=["500"])
     model = make_model(server)
     [c] = await model.complete(MSG)
@@ -83,7 +97,7 @@ async def test_500_then_success(serve):
     assert model.slept == [5.0]  # backoff_base * 2**0, no jitter
 
 
-async def test_429_waits_for_retry_after_not_backoff(serve):
+async def test_429_waits_for_retry_after_not_backoff(serve, make_model):
     server = serve(faults=["429", "429"])
     model = make_model(server)
     await model.complete(MSG)
@@ -91,7 +105,7 @@ async def test_429_waits_for_retry_after_not_backoff(serve):
     assert server.stats().requests == 3
 
 
-async def test_slow_answer_times_out_then_retry_succeeds(serve):
+async def test_slow_answer_times_out_then_retry_succeeds(serve, make_model):
     server = serve(faults=["slow"], slow_seconds=1.5)
     model = make_model(server, timeout=0.2)
     t0 = time.perf_counter()
@@ -101,7 +115,7 @@ async def test_slow_answer_times_out_then_retry_succeeds(serve):
     assert model.retries == 1
 
 
-async def test_staying_slow_raises_timeout_error(serve):
+async def test_staying_slow_raises_timeout_error(serve, make_model):
     server = serve(faults=["slow", "slow"], slow_seconds=1.5)
     model = make_model(server, timeout=0.15, max_retries=1)
     with pytest.raises(LLMTimeoutError, match="after 2 attempts"):
@@ -109,7 +123,7 @@ async def test_staying_slow_raises_timeout_error(serve):
     assert server.stats().samples == 0
 
 
-async def test_garbled_body_is_retried(serve):
+async def test_garbled_body_is_retried(serve, make_model):
     server = serve(faults=["garbled"])
     model = make_model(server)
     [c] = await model.complete(MSG)
@@ -117,7 +131,7 @@ async def test_garbled_body_is_retried(serve):
     assert model.retries == 1
 
 
-async def test_dropped_connection_is_retried(serve):
+async def test_dropped_connection_is_retried(serve, make_model):
     server = serve(faults=["drop"])
     model = make_model(server)
     [c] = await model.complete(MSG)
@@ -125,21 +139,21 @@ async def test_dropped_connection_is_retried(serve):
     assert model.retries == 1
 
 
-async def test_garbled_forever_raises_response_error(serve):
+async def test_garbled_forever_raises_response_error(serve, make_model):
     server = serve(faults=["garbled"] * 3)
     model = make_model(server, max_retries=2)
     with pytest.raises(LLMResponseError, match="after 3 attempts"):
         await model.complete(MSG)
 
 
-async def test_drop_forever_raises_connection_error(serve):
+async def test_drop_forever_raises_connection_error(serve, make_model):
     server = serve(faults=["drop"] * 2)
     model = make_model(server, max_retries=1)
     with pytest.raises(LLMConnectionError):
         await model.complete(MSG)
 
 
-async def test_400_is_not_retried(serve):
+async def test_400_is_not_retried(serve, make_model):
     server = serve(faults=["400"])
     model = make_model(server)
     with pytest.raises(LLMStatusError) as info:
@@ -149,7 +163,7 @@ async def test_400_is_not_retried(serve):
     assert server.stats().requests == 1 and model.slept == []
 
 
-async def test_retries_run_out_with_typed_error_and_growing_backoff(serve):
+async def test_retries_run_out_with_typed_error_and_growing_backoff(serve, make_model):
     server = serve(faults=["500"] * 3)
     model = make_model(server, max_retries=2, backoff_base=0.5, backoff_max=0.8)
     with pytest.raises(LLMStatusError) as info:
@@ -159,7 +173,7 @@ async def test_retries_run_out_with_typed_error_and_growing_backoff(serve):
     assert model.slept == [0.5, 0.8]  # doubled, then capped by backoff_max
 
 
-async def test_concurrency_bound_respected(serve):
+async def test_concurrency_bound_respected(serve, make_model):
     server = serve(slots=32, base_latency=0.02)
     model = make_model(server, concurrency=3)
     assert model.max_concurrency == 3
@@ -169,7 +183,7 @@ async def test_concurrency_bound_respected(serve):
     assert server.stats().peak_in_flight == 3  # reached, never exceeded
 
 
-async def test_n_samples_in_one_request(serve):
+async def test_n_samples_in_one_request(serve, make_model):
     server = serve()
     model = make_model(server)
     out = await model.complete(MSG, n=4, temperature=1.0, sample_start=2)
@@ -184,7 +198,7 @@ async def test_n_samples_in_one_request(serve):
         c.completion_tokens for c in out)
 
 
-async def test_n_fallback_when_server_ignores_n(serve):
+async def test_n_fallback_when_server_ignores_n(serve, make_model):
     server = serve(supports_n=False)
     model = make_model(server)
     out = await model.complete(MSG, n=4, temperature=1.0, seed=3)
@@ -203,7 +217,7 @@ async def test_n_fallback_when_server_ignores_n(serve):
     assert len(bodies) == 3 and all("n" not in b for b in bodies)  # fans out directly
 
 
-async def test_json_schema_passed_through(serve):
+async def test_json_schema_passed_through(serve, make_model):
     schema = {"type": "object", "properties": {"score": {"type": "integer"}},
               "required": ["score"], "additionalProperties": False}
 
@@ -220,7 +234,7 @@ async def test_json_schema_passed_through(serve):
         "json_schema": {"name": "output", "schema": schema, "strict": True}}
 
 
-async def test_model_id_from_server_when_not_given(serve):
+async def test_model_id_from_server_when_not_given(serve, make_model):
     server = serve()
     model = make_model(server, model=None)
     assert model.name == f"openai:{server.base_url}"
@@ -231,7 +245,7 @@ async def test_model_id_from_server_when_not_given(serve):
     assert [b["model"] for b in server.received()] == ["sim-judge", "sim-judge"]
 
 
-async def test_cache_keys_on_resolved_model_name(serve, tmp_path):
+async def test_cache_keys_on_resolved_model_name(serve, tmp_path, make_model):
     server = serve()
     cached = CachedChatModel(make_model(server, model=None), CompletionCache(tmp_path / "c.db"))
     await cached.complete(MSG)
@@ -243,10 +257,12 @@ async def test_cache_survives_changed_retry_and_timeout_options(serve, tmp_path)
     db = tmp_path / "cache.sqlite"
     spec = f"openai:{server.base_url}#sim-judge"
     first = load_chat_model(spec, LLMOptions(cache=db, timeout=5, max_retries=1, concurrency=2))
-    a = await first.complete(MSG, n=2, temperature=0.7)
+    async with first:
+        a = await first.complete(MSG, n=2, temperature=0.7)
     second = load_chat_model(spec, LLMOptions(cache=db, timeout=60, max_retries=9,
                                               concurrency=16, backoff_base=2.0))
-    b = await second.complete(MSG, n=2, temperature=0.7)
+    async with second:
+        b = await second.complete(MSG, n=2, temperature=0.7)
     assert server.stats().requests == 1
     assert [c.text for c in a] == [c.text for c in b] and all(c.cached for c in b)
 
@@ -271,3 +287,24 @@ async def test_unreachable_server_raises_connection_error():
                             options=LLMOptions(max_retries=0, timeout=2))
     with pytest.raises(LLMConnectionError):
         await model.complete(MSG)
+
+
+def test_model_reused_across_event_loops(serve):
+    """Each asyncio.run gets its own SDK client and slots (they cannot cross loops)."""
+    server = serve()
+    model = new_model(server, concurrency=2)
+
+    async def ask() -> str:
+        [c] = await model.complete(MSG)
+        await model.aclose()
+        return c.text
+
+    assert asyncio.run(ask()) == asyncio.run(ask())
+    assert server.stats().requests == 2
+
+    async def close_twice() -> None:
+        await model.complete(MSG)
+        await model.aclose()
+        await model.aclose()
+
+    asyncio.run(close_twice())
