@@ -66,7 +66,8 @@ def test_skip_invalid_writes_rejects(tmp_path):
                  '{"memory_id": "m3", "value": "ok"}')
     good = read_jsonl(path, MemoryItem, skip_invalid=True)
     assert [m.memory_id for m in good] == ["m1", "m3"]
-    rejects = [json.loads(x) for x in (tmp_path / "in.jsonl.rejects.jsonl").read_text().splitlines()]
+    rejects_file = tmp_path / "in.jsonl.rejects.jsonl"
+    rejects = [json.loads(x) for x in rejects_file.read_text().splitlines()]
     assert [(r["line"], r["field"]) for r in rejects] == [(2, "value"), (4, "")]
     assert rejects[1]["raw"] == "not json"
     custom = tmp_path / "bad.jsonl"

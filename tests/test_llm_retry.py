@@ -123,3 +123,13 @@ def test_response_format_shape():
     schema = {"type": "object"}
     assert response_format_for(schema) == {
         "type": "json_schema", "json_schema": {"name": "output", "schema": schema, "strict": True}}
+
+
+def test_docstring_examples_hold():
+    import doctest
+
+    from attunement.llm import openai_compat, spec
+
+    for module in (openai_compat, spec):
+        result = doctest.testmod(module)
+        assert result.failed == 0 and result.attempted > 0, module.__name__

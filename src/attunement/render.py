@@ -14,8 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 
-from attunement.records import (BIG_FIVE_TRAITS, BigFive, Example, MemoryItem, Persona,
-                                Situation)
+from attunement.records import BIG_FIVE_TRAITS, BigFive, Example, MemoryItem, Persona, Situation
 
 
 def render_big_five(big_five: BigFive | None, *, with_reasons: bool = False) -> str:

@@ -122,8 +122,8 @@ def backoff_delay(attempt: int, *, base: float, cap: float,
     """Delay before retry number ``attempt + 1``: ``base * 2**attempt``, at most
     ``cap``, minus up to 25% jitter so that many clients do not retry in step.
 
-    >>> backoff_delay(0, base=0.5, cap=20, rand=lambda: 0.0), backoff_delay(10, base=0.5, cap=20, rand=lambda: 0.0)
-    (0.5, 20.0)
+    >>> [backoff_delay(a, base=0.5, cap=20, rand=lambda: 0.0) for a in (0, 1, 10)]
+    [0.5, 1.0, 20.0]
     """
     delay = min(cap, base * (2.0 ** attempt))
     return delay * (1.0 - JITTER * rand())
