@@ -59,33 +59,42 @@ def summarize_mode(mode: str, breakdowns: list[RewardBreakdown]) -> ModeResult:
     return ModeResult(mode=mode, replies=len(breakdowns), unscorable=unscorable, means=means)
 
 
+def load_demo_models(out_dir: Path, model_spec: str = "local", judge_spec: str | None = None,
+                     options: LLMOptions | None = None) -> tuple[ChatModel, ChatModel]:
+    """The policy/builder model and the judge, caching into the run folder by default."""
+    options = options or LLMOptions()
+    if options.cache is None:
+        options = options.model_copy(update={"cache": Path(out_dir) / "cache.sqlite"})
+    model = load_chat_model(model_spec, options)
+    judge = model if not judge_spec or judge_spec == model_spec \
+        else load_chat_model(judge_spec, options)
+    return model, judge
+
+
 async def run_demo(
     out_dir: Path,
+    model: ChatModel,
+    judge: ChatModel | None = None,
     *,
-    model_spec: str = "local",
-    judge_spec: str | None = None,
+    users: list[UserHistory] | None = None,
     max_queries: int = 4,
     k: int = 1,
     seed: int = 0,
-    options: LLMOptions | None = None,
+    concurrency: int = 1,
     show_progress: bool | None = None,
 ) -> DemoReport:
+    """Run the demo with the given models (``judge`` defaults to ``model``)."""
     from attunement.building import build_dataset
     from attunement.judging import PereGRMConfig, peregrm_reward, score_dataset
     from attunement.policy import generate_replies
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    options = options or LLMOptions()
-    if options.cache is None:
-        options = options.model_copy(update={"cache": out_dir / "cache.sqlite"})
-    model: ChatModel = load_chat_model(model_spec, options)
-    judge: ChatModel = model if not judge_spec or judge_spec == model_spec \
-        else load_chat_model(judge_spec, options)
+    judge = judge or model
 
-    users = read_jsonl(example_users_path(), UserHistory)
+    users = users if users is not None else read_jsonl(example_users_path(), UserHistory)
     data_dir = out_dir / "data"
-    await build_dataset(users, data_dir, model, seed=seed, concurrency=options.concurrency,
+    await build_dataset(users, data_dir, model, seed=seed, concurrency=concurrency,
                         show_progress=show_progress)
     examples = read_jsonl(data_dir / "examples.jsonl", Example)
     if not examples:
@@ -97,20 +106,17 @@ async def run_demo(
     for mode in DEMO_MODES:
         replies_path = out_dir / f"replies.{mode}.jsonl"
         await generate_replies(chosen, model, replies_path, memory_mode=mode, n=1, seed=seed,
-                               pool=examples, concurrency=options.concurrency,
+                               pool=examples, concurrency=concurrency,
                                show_progress=show_progress)
         replies = read_jsonl(replies_path, Reply)
         scores_path = out_dir / f"scores.{mode}.jsonl"
         await score_dataset(reward, chosen, replies, scores_path,
-                            concurrency=options.concurrency, show_progress=show_progress)
+                            concurrency=concurrency, show_progress=show_progress)
         results.append(summarize_mode(mode, read_jsonl(scores_path, RewardBreakdown)))
 
-    write_manifest(out_dir / "manifest.json", command="demo", model=model_spec,
-                   judge=judge_spec or model_spec, max_queries=max_queries, k=k, seed=seed,
+    write_manifest(out_dir / "manifest.json", command="demo", model=model.name,
+                   judge=judge.name, max_queries=max_queries, k=k, seed=seed,
                    reward=reward.manifest(), examples=[e.example_id for e in chosen])
-    await model.aclose()
-    if judge is not model:
-        await judge.aclose()
     return DemoReport(out_dir=out_dir, users=len({e.user_id for e in examples}),
                       examples=len(chosen), results=results)
 

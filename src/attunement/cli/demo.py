@@ -27,11 +27,22 @@ def demo(
 ) -> None:
     """Build a dataset from the bundled example users, answer with full and mismatched
     memory, score both with PereGRM and print Res / Exp / Rec / Avg per memory mode."""
-    from attunement.demo import run_demo
+    from attunement.demo import load_demo_models, run_demo
 
     started = time.perf_counter()
-    report = run(run_demo(out_dir, model_spec=model, judge_spec=judge, max_queries=queries, k=k,
-                          seed=seed, options=llm_options(concurrency=concurrency)))
+
+    async def go():
+        policy, judge_model = load_demo_models(out_dir, model, judge,
+                                               llm_options(concurrency=concurrency))
+        try:
+            return await run_demo(out_dir, policy, judge_model, max_queries=queries, k=k,
+                                  seed=seed, concurrency=concurrency)
+        finally:
+            await policy.aclose()
+            if judge_model is not policy:
+                await judge_model.aclose()
+
+    report = run(go())
     table = Table(title=f"PereGRM scores (1-5) on {report.examples} queries from "
                         f"{report.users} example users")
     for col in ("memory", "Res", "Exp", "Rec", "Avg", "unscorable"):
