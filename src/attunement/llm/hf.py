@@ -1,0 +1,204 @@
+"""A transformers checkpoint folder as a ChatModel (spec ``hf:/path/to/checkpoint``).
+
+Meant for a policy trained with attunement (or any chat model saved with
+``save_pretrained``) answering through the same interface as every other
+model, on a CPU or a single device. It needs ``torch`` and ``transformers``
+(``pip install torch==2.13.0 'attunement[train]'``).
+
+- The model and tokenizer are loaded from the local folder only
+  (``local_files_only=True``), on first use, and held by this object.
+- Prompts go through the tokenizer's chat template; a checkpoint without one
+  is refused with a clear error.
+- Sample ``i`` of a request is generated with its own seed
+  (:meth:`ChatRequest.sample_seed`), so it is the same whether it was asked
+  for alone or among ``n``; greedy requests (temperature 0) are decoded once
+  and the text repeated.
+- Stop strings end generation and are cut from the text, as OpenAI servers
+  do. Token counts are exact.
+- Calls are serialised and run in a worker thread, so the event loop stays
+  free; ``max_concurrency`` is 1.
+- ``json_schema`` (constrained output) is not supported: the call fails with
+  an :class:`LLMError` instead of returning unconstrained text.
+
+The model name is ``hf:<folder name>@<fingerprint>``, where the fingerprint
+covers the config and the weight files' sizes and modification times: a
+re-trained checkpoint saved to the same folder gets a new name, so cached
+completions of the old weights are not served for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import threading
+from pathlib import Path
+from typing import Any
+
+from attunement.llm.base import ChatModel, ChatRequest, Completion, LLMError
+
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
+
+
+def checkpoint_fingerprint(path: Path) -> str:
+    """A short hash of a checkpoint's config and weight files (name, size, mtime)."""
+    h = hashlib.sha256()
+    for f in sorted(path.iterdir()):
+        if f.name == "config.json":
+            h.update(f.read_bytes())
+        elif f.is_file() and f.name.endswith(_WEIGHT_SUFFIXES):
+            st = f.stat()
+            h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:10]
+
+
+def _stop_on_text(tokenizer: Any, stops: tuple[str, ...], prompt_len: int) -> Any:
+    """Stop when the *generated* text contains a stop string.
+
+    transformers' own ``stop_strings`` also match across the end of the
+    prompt (e.g. a prompt ending in a newline and a stop of two newlines),
+    unlike OpenAI servers; this criterion looks at the completion only.
+    """
+    import torch
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class StopOnText(StoppingCriteria):
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            done = [any(s in tokenizer.decode(row[prompt_len:], skip_special_tokens=True)
+                        for s in stops) for row in input_ids]
+            return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+    return StoppingCriteriaList([StopOnText()])
+
+
+class HFChatModel(ChatModel):
+    """Chat with a local transformers causal-LM checkpoint."""
+
+    max_concurrency = 1
+
+    def __init__(self, path: str | Path, *, device: str = "cpu", dtype: str = "float32",
+                 name: str | None = None):
+        super().__init__()
+        self.path = Path(path).expanduser()
+        if not self.path.is_dir():
+            raise LLMError(f"{self.path}: no such checkpoint folder")
+        if not (self.path / "config.json").exists():
+            raise LLMError(f"{self.path}: not a transformers checkpoint (no config.json)")
+        self.device = device
+        self.dtype = dtype
+        self.name = name or f"hf:{self.path.name}@{checkpoint_fingerprint(self.path)}"
+        self._model: Any = None
+        self._tokenizer: Any = None
+        self._load_lock = threading.Lock()
+        self._run_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ loading
+
+    def _load(self) -> tuple[Any, Any]:
+        with self._load_lock:
+            if self._model is None:
+                try:
+                    import torch
+                    from transformers import AutoModelForCausalLM, AutoTokenizer
+                except ImportError as exc:
+                    raise LLMError("the hf backend needs torch and transformers: "
+                                   "pip install torch==2.13.0 'attunement[train]'") from exc
+                torch_dtype = getattr(torch, self.dtype, None)
+                if not isinstance(torch_dtype, torch.dtype):
+                    raise LLMError(f"unknown torch dtype {self.dtype!r} (e.g. float32, bfloat16)")
+                try:
+                    tokenizer = AutoTokenizer.from_pretrained(self.path, local_files_only=True)
+                    model = AutoModelForCausalLM.from_pretrained(
+                        self.path, local_files_only=True, dtype=torch_dtype)
+                except (OSError, ValueError) as exc:
+                    raise LLMError(f"{self.path}: cannot load the checkpoint: {exc}") from exc
+                if not getattr(tokenizer, "chat_template", None):
+                    raise LLMError(f"{self.path}: the tokenizer has no chat template, so chat "
+                                   "messages cannot be turned into a prompt")
+                model.to(self.device)
+                model.eval()
+                self._tokenizer, self._model = tokenizer, model
+            return self._model, self._tokenizer
+
+    # ------------------------------------------------------------------ generation
+
+    def _eos_ids(self, model: Any, tokenizer: Any) -> set[int]:
+        ids = model.generation_config.eos_token_id
+        if ids is None:
+            ids = tokenizer.eos_token_id
+        if ids is None:
+            return set()
+        return set(ids) if isinstance(ids, list | tuple) else {int(ids)}
+
+    def _generate(self, request: ChatRequest) -> list[Completion]:
+        import torch
+        from transformers import set_seed
+
+        model, tokenizer = self._load()
+        encoded = tokenizer.apply_chat_template(request.message_dicts, add_generation_prompt=True,
+                                                return_tensors="pt", return_dict=True)
+        input_ids = encoded["input_ids"].to(self.device)
+        attention = encoded["attention_mask"].to(self.device)
+        prompt_len = int(input_ids.shape[1])
+        limit = getattr(model.config, "max_position_embeddings", None)
+        if limit is not None and prompt_len >= limit:
+            raise LLMError(f"{self.name}: the prompt has {prompt_len} tokens, the model's "
+                           f"context is {limit}")
+        eos = self._eos_ids(model, tokenizer)
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else \
+            (min(eos) if eos else 0)
+        sample = request.temperature > 0
+        kwargs: dict[str, Any] = dict(max_new_tokens=request.max_tokens, do_sample=sample,
+                                      pad_token_id=pad, attention_mask=attention)
+        if sample:
+            kwargs.update(temperature=request.temperature, top_p=1.0, top_k=0)
+        else:  # make greedy explicit, whatever the checkpoint's generation_config says
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        if request.stop:
+            kwargs["stopping_criteria"] = _stop_on_text(tokenizer, request.stop, prompt_len)
+
+        indices = range(request.sample_start, request.sample_start + request.n)
+        out: list[Completion] = []
+        with self._run_lock, torch.inference_mode():
+            greedy: Completion | None = None
+            for index in indices:
+                if greedy is not None:  # greedy decoding: every sample is the same
+                    out.append(Completion(text=greedy.text, prompt_tokens=prompt_len,
+                                          completion_tokens=greedy.completion_tokens,
+                                          finish_reason=greedy.finish_reason,
+                                          sample_index=index))
+                    continue
+                set_seed(request.sample_seed(index))
+                generated = model.generate(input_ids, **kwargs)[0, prompt_len:].tolist()
+                completion = self._decode(generated, tokenizer, eos, request, prompt_len, index)
+                out.append(completion)
+                if not sample:
+                    greedy = completion
+        return out
+
+    @staticmethod
+    def _decode(ids: list[int], tokenizer: Any, eos: set[int], request: ChatRequest,
+                prompt_len: int, index: int) -> Completion:
+        finish = "length"
+        for pos, tok in enumerate(ids):
+            if tok in eos:
+                ids, finish = ids[:pos], "stop"
+                break
+        text = tokenizer.decode(ids, skip_special_tokens=True)
+        if request.stop:
+            cuts = [text.find(s) for s in request.stop if s and s in text]
+            if cuts:
+                text, finish = text[:min(cuts)], "stop"
+        return Completion(text=text, prompt_tokens=prompt_len, completion_tokens=len(ids),
+                          finish_reason=finish, sample_index=index)
+
+    async def _complete(self, request: ChatRequest) -> list[Completion]:
+        if request.json_schema is not None:
+            raise LLMError(f"{self.name}: constrained output (json_schema) is not supported by "
+                           "the hf backend; use a local: (llama.cpp) or openai: (e.g. vLLM) "
+                           "model for steps that need JSON")
+        return await asyncio.to_thread(self._generate, request)
+
+    async def aclose(self) -> None:
+        with self._load_lock:
+            self._model = None
+            self._tokenizer = None

@@ -1,0 +1,74 @@
+"""The policy side: reply prompt and parsing, memory modes, generation, SFT data.
+
+>>> from attunement.policy import generate_replies, parse_reply, render_reply_messages
+"""
+
+from attunement.policy.distill import DistillReport, distill, sft_row
+from attunement.policy.generate import (
+                                        GenerateReport,
+                                        generate_replies,
+                                        make_replies,
+                                        manifest_path,
+                                        reply_id,
+)
+from attunement.policy.memory import (
+                                        MEMORY_MODES,
+                                        FullMemory,
+                                        MemoryStrategy,
+                                        MemoryView,
+                                        MismatchedMemory,
+                                        NoMemory,
+                                        RetrievedMemory,
+                                        SummaryMemory,
+                                        memories_by_user,
+                                        memory_strategy,
+)
+from attunement.policy.prompting import (
+                                        ParsedReply,
+                                        parse_reply,
+                                        prompt_versions,
+                                        render_reply_context,
+                                        render_reply_messages,
+                                        render_summary_messages,
+                                        reply_prompt_version,
+)
+from attunement.policy.retrieval import (
+                                        BM25Retriever,
+                                        EmbeddingRetriever,
+                                        Retriever,
+                                        RetrieverError,
+                                        make_retriever,
+)
+
+__all__ = [
+    "MEMORY_MODES",
+    "BM25Retriever",
+    "DistillReport",
+    "EmbeddingRetriever",
+    "FullMemory",
+    "GenerateReport",
+    "MemoryStrategy",
+    "MemoryView",
+    "MismatchedMemory",
+    "NoMemory",
+    "ParsedReply",
+    "RetrievedMemory",
+    "Retriever",
+    "RetrieverError",
+    "SummaryMemory",
+    "distill",
+    "generate_replies",
+    "make_replies",
+    "make_retriever",
+    "manifest_path",
+    "memories_by_user",
+    "memory_strategy",
+    "parse_reply",
+    "prompt_versions",
+    "render_reply_context",
+    "render_reply_messages",
+    "render_summary_messages",
+    "reply_id",
+    "reply_prompt_version",
+    "sft_row",
+]
