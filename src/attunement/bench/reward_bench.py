@@ -1,0 +1,410 @@
+"""``attune bench rewards``: how close reward scoring runs to the judge server's bound.
+
+A GRPO-sized batch (``prompts`` examples x ``replies`` replies) is scored by
+PERM, PereGRM inline and PereGRM shared against the simulated
+OpenAI-compatible server (:mod:`attunement.bench.simserver`), whose latency is
+``base + per_output_token * longest sample`` per request with a fixed number
+of parallel slots. For each mode the benchmark prints the wall time, the
+server's own lower bound for the calls it answered
+(``max(longest request, busy seconds / slots)``), their ratio, the judge
+calls, and prompt and output tokens per reply; then it scores the same batch
+again with the completion cache on and reports the calls that reached the
+server (zero when caching works).
+
+The simulated judge (:class:`RealisticJudge`) answers in the format each
+prompt asks for, with realistic lengths: a criteria list of ``criteria_items``
+weighted items of about ``item_tokens`` tokens, an analysis of about
+``analysis_tokens`` tokens, a score line, a bystander assessment with five
+sub-score lines. So every answer parses and the token counts mean something.
+The lengths are options: the shared-versus-inline saving depends on them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from attunement.cli.bench import bench_app
+
+# --------------------------------------------------------------------------- the simulated judge
+
+_WORDS = ("the user seems worried that their effort will not be seen and the reply should "
+          "acknowledge this before offering any practical step while keeping a calm and "
+          "respectful tone that fits a reserved person who values competence and privacy").split()
+
+
+def _filler(n_tokens: int, salt: str) -> str:
+    """About ``n_tokens`` plain words (deterministic for a given salt)."""
+    start = int(hashlib.sha256(salt.encode()).hexdigest()[:8], 16) % len(_WORDS)
+    return " ".join(_WORDS[(start + i) % len(_WORDS)] for i in range(max(1, n_tokens)))
+
+
+@dataclass
+class RealisticJudge:
+    """A SimServer responder that answers each judge prompt in its own format."""
+
+    criteria_items: int = 5
+    item_tokens: int = 34
+    inline_analysis_tokens: int = 85  # "three to five sentences"
+    score_analysis_tokens: int = 50  # "two or three sentences"
+    reason_tokens: int = 50  # PERM: "a short justification"
+    assessment_tokens: int = 40
+    part_tokens: int = 12
+    kinds: dict[str, int] = field(default_factory=dict)
+
+    def _score(self, salt: str, low: int = 2, high: int = 5) -> int:
+        return low + int(hashlib.sha256(salt.encode()).hexdigest()[:8], 16) % (high - low + 1)
+
+    def _criteria(self, salt: str, *, weighted: bool, as_json: bool) -> Any:
+        n = self.criteria_items
+        weights = [100 // n + (1 if i < 100 % n else 0) for i in range(n)]
+        items = []
+        for i in range(n):
+            name = f"Criterion {i + 1}"
+            desc = _filler(self.item_tokens - 6, f"{salt}/c{i}")
+            items.append((name, weights[i], desc))
+        if as_json:
+            return [{"name": a, "weight": w, "description": d} if weighted else f"{a}: {d}"
+                    for a, w, d in items]
+        return "\n".join(f"{i + 1}. {a}" + (f" ({w}%)" if weighted else "") + f": {d}"
+                         for i, (a, w, d) in enumerate(items))
+
+    def __call__(self, messages: list[dict[str, Any]], index: int, params: dict[str, Any]) -> str:
+        prompt = str(messages[-1].get("content", "")) if messages else ""
+        as_json = params.get("response_format") is not None
+        salt = hashlib.sha256(f"{prompt}|{index}|{params.get('seed')}".encode()).hexdigest()
+        score = self._score(salt)
+        if "Write the criteria that a reply" in prompt:
+            kind = "criteria"
+            if as_json:
+                text = json.dumps({"criteria": self._criteria(salt, weighted=True, as_json=True)})
+            else:
+                text = "Specific Criteria:\n" + self._criteria(salt, weighted=True, as_json=False)
+        elif "derive criteria specific to this user" in prompt:
+            kind = "inline"
+            analysis = _filler(self.inline_analysis_tokens, salt + "/a")
+            if as_json:
+                text = json.dumps({"criteria": self._criteria(salt, weighted=False, as_json=True),
+                                   "analysis": analysis, "score": score})
+            else:
+                text = ("Specific Criteria:\n" + self._criteria(salt, weighted=False, as_json=False)
+                        + f"\nAnalysis: {analysis}\nScores: \\boxed{{{score}}}")
+        elif "using the criteria below" in prompt:
+            kind = "score"
+            analysis = _filler(self.score_analysis_tokens, salt + "/a")
+            text = (json.dumps({"analysis": analysis, "score": score}) if as_json
+                    else f"Analysis: {analysis}\nScores: \\boxed{{{score}}}")
+        elif "neutral third party" in str(messages[0].get("content", "")):
+            kind = "bystander"
+            from attunement.judging.parsing import BYSTANDER_PARTS
+
+            parts = {key: 10 + self._score(f"{salt}/{key}", 0, 8) for key, _, _ in BYSTANDER_PARTS}
+            assessment = _filler(self.assessment_tokens, salt + "/b")
+            if as_json:
+                text = json.dumps({"assessment": assessment, **parts})
+            else:
+                lines = [f"Assessment: {assessment}"]
+                lines += [f"{label}: {parts[key]} / 20 - {_filler(self.part_tokens, salt + key)}"
+                          for key, label, _ in BYSTANDER_PARTS]
+                lines.append(f"Total Score: {sum(parts.values())} / 100")
+                text = "\n".join(lines)
+        else:
+            kind = "rating"
+            analysis = _filler(self.reason_tokens, salt + "/a")
+            text = (json.dumps({"reason": analysis, "score": score}) if as_json
+                    else f"Reason: {analysis}\nScore: {score}")
+        self.kinds[kind] = self.kinds.get(kind, 0) + 1
+        return text
+
+
+# --------------------------------------------------------------------------- a synthetic batch
+
+
+def bench_batch(prompts: int, replies: int):
+    """``prompts`` examples with realistic context and ``replies`` replies each."""
+    from attunement.records import Example, MemoryItem, Persona, Reply, Situation
+
+    examples, answers = [], []
+    for p in range(prompts):
+        memories = [MemoryItem(memory_id=f"u{p}-m{i}", label="States_Experiences/Mental_State",
+                               value=f"Mentioned (note {i}) that {_filler(14, f'{p}/m{i}')}")
+                    for i in range(8)]
+        ex = Example(
+            example_id=f"bench-{p}", user_id=f"user-{p}", category="ES",
+            query=f"I don't know who else to tell. {_filler(45, f'{p}/q')}?",
+            persona=Persona(profile=_filler(60, f"{p}/p"), topics=["work", "family"]),
+            situation=Situation(category="ES", description=_filler(40, f"{p}/s"),
+                                emotion="anxious"),
+            memories=memories)
+        examples.append(ex)
+        for r in range(replies):
+            answers.append(Reply(example_id=ex.example_id, reply_id=f"bench-{p}-r{r}",
+                                 analysis=_filler(80, f"{p}/{r}/a"),
+                                 response=_filler(150, f"{p}/{r}/r")))
+    return examples, answers
+
+
+# --------------------------------------------------------------------------- the server process
+
+
+def _serve(config: Any, conn: Any) -> None:
+    """Child process: run a SimServer and answer 'stats' / 'reset' / 'stop' on a pipe."""
+    from attunement.bench.simserver import SimServer
+
+    with SimServer(config) as server:
+        conn.send(server.base_url)
+        while True:
+            command = conn.recv()
+            if command == "stats":
+                conn.send((server.stats(), server.lower_bound_seconds()))
+            elif command == "reset":
+                server.reset_stats()
+                conn.send(None)
+            else:
+                return
+
+
+class ServerProcess:
+    """The simulated server in its own process, as a real judge server would be.
+
+    In the benchmark's process it would share the interpreter lock with the
+    client, and a busy client would delay the server's own timers, so the
+    figures would measure that contention rather than the client.
+    """
+
+    def __init__(self, config: Any):
+        self.config = config
+        self.base_url = ""
+        self._conn: Any = None
+        self._proc: Any = None
+
+    def __enter__(self) -> ServerProcess:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_serve, args=(self.config, child), daemon=True,
+                                 name="attune-simserver")
+        self._proc.start()
+        if not self._conn.poll(60):
+            self._proc.terminate()
+            raise RuntimeError("the simulated server did not start within 60 s")
+        self.base_url = self._conn.recv()
+        return self
+
+    def stats(self) -> tuple[Any, float]:
+        """(SimStats, lower bound seconds) since the last reset."""
+        self._conn.send("stats")
+        return self._conn.recv()
+
+    def reset_stats(self) -> None:
+        self._conn.send("reset")
+        self._conn.recv()
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self._conn.send("stop")
+        except (BrokenPipeError, OSError):
+            pass
+        self._proc.join(10)
+        if self._proc.is_alive():
+            self._proc.terminate()
+            self._proc.join(5)
+
+
+# --------------------------------------------------------------------------- the benchmark
+
+
+@dataclass
+class ModeResult:
+    mode: str
+    replies: int
+    wall: float
+    bound: float
+    requests: int
+    samples: int
+    prompt_tokens: int
+    completion_tokens: int
+    unscorable: int
+    cached_requests: int
+    cached_wall: float
+
+    @property
+    def ratio(self) -> float:
+        return self.wall / self.bound if self.bound > 0 else float("inf")
+
+
+@dataclass
+class BenchSettings:
+    prompts: int = 16
+    replies: int = 8
+    k: int = 4
+    slots: int = 16
+    base_latency: float = 0.05
+    per_output_token: float = 0.0015
+    per_prompt_token: float = 0.0
+    supports_n: bool = True
+    client_concurrency: int | None = None
+    output: str = "text"
+    judge: RealisticJudge = field(default_factory=RealisticJudge)
+
+
+MODES = ("perm", "peregrm-inline", "peregrm-shared")
+
+
+def _reward(mode: str, model, settings: BenchSettings):
+    from attunement.judging import PereGRMConfig, PermConfig, peregrm_reward, perm_reward
+
+    if mode == "perm":
+        return perm_reward(model, PermConfig(k=settings.k, output=settings.output))
+    criteria_mode = "inline" if mode == "peregrm-inline" else "shared"
+    return peregrm_reward(model, PereGRMConfig(k=settings.k, criteria_mode=criteria_mode,
+                                               output=settings.output))
+
+
+async def _run_mode(mode: str, settings: BenchSettings, workdir: Path) -> ModeResult:
+    from attunement.bench.simserver import SimConfig
+    from attunement.judging import score_dataset
+    from attunement.llm import LLMOptions, load_chat_model
+
+    examples, replies = bench_batch(settings.prompts, settings.replies)
+    sim = SimConfig(slots=settings.slots, base_latency=settings.base_latency,
+                    per_output_token=settings.per_output_token,
+                    per_prompt_token=settings.per_prompt_token,
+                    supports_n=settings.supports_n, responder=settings.judge)
+    cache = workdir / f"{mode}.sqlite"
+    options = LLMOptions(concurrency=settings.client_concurrency or 4 * settings.slots,
+                         cache=cache, max_retries=2, timeout=60)
+    with ServerProcess(sim) as server:
+        spec = f"openai:{server.base_url}#{sim.model_name}"
+        model = load_chat_model(spec, options)
+        try:
+            await model.ensure_ready()
+            reward = _reward(mode, model, settings)
+            started = time.perf_counter()
+            summary = await score_dataset(reward, examples, replies, workdir / f"{mode}.jsonl",
+                                          concurrency=len(examples), show_progress=False)
+            wall = time.perf_counter() - started
+            stats, bound = server.stats()
+            server.reset_stats()
+            again = _reward(mode, model, settings)
+            started = time.perf_counter()
+            await score_dataset(again, examples, replies, workdir / f"{mode}.cached.jsonl",
+                                concurrency=len(examples), show_progress=False)
+            cached_wall = time.perf_counter() - started
+            cached_requests = server.stats()[0].requests
+        finally:
+            await model.aclose()
+    return ModeResult(mode=mode, replies=len(replies), wall=wall, bound=bound,
+                      requests=stats.requests, samples=stats.samples,
+                      prompt_tokens=stats.prompt_tokens,
+                      completion_tokens=stats.completion_tokens, unscorable=summary.unscorable,
+                      cached_requests=cached_requests, cached_wall=cached_wall)
+
+
+async def run_reward_bench(settings: BenchSettings, modes: tuple[str, ...] = MODES
+                           ) -> list[ModeResult]:
+    results = []
+    with tempfile.TemporaryDirectory(prefix="attune-bench-") as tmp:
+        for mode in modes:
+            results.append(await _run_mode(mode, settings, Path(tmp)))
+    return results
+
+
+def check_targets(results: list[ModeResult], *, max_ratio: float = 1.1,
+                  min_saving: float = 2.5) -> list[tuple[str, bool, str]]:
+    """The issue's targets: (what, met, figures)."""
+    checks = []
+    for r in results:
+        checks.append((f"{r.mode}: wall <= {max_ratio}x bound", r.ratio <= max_ratio,
+                       f"{r.ratio:.2f}x"))
+        checks.append((f"{r.mode}: cached re-run makes no calls", r.cached_requests == 0,
+                       f"{r.cached_requests} calls"))
+    by = {r.mode: r for r in results}
+    if "peregrm-inline" in by and "peregrm-shared" in by:
+        inline, shared = by["peregrm-inline"], by["peregrm-shared"]
+        saving = (inline.completion_tokens / inline.replies) / max(
+            1e-9, shared.completion_tokens / shared.replies)
+        checks.append((f"shared: >= {min_saving}x fewer output tokens/reply than inline",
+                       saving >= min_saving, f"{saving:.2f}x"))
+        checks.append(("shared vs inline wall time", shared.wall <= inline.wall,
+                       f"{inline.wall / max(shared.wall, 1e-9):.2f}x faster"))
+    return checks
+
+
+@bench_app.command("rewards")
+def rewards_bench(
+    prompts: Annotated[int, typer.Option("--prompts", min=1, help="Examples in the batch.")] = 16,
+    replies: Annotated[int, typer.Option("--replies", min=1, help="Replies per example.")] = 8,
+    k: Annotated[int, typer.Option("-k", "--k", min=1, help="Judge samples per dimension.")] = 4,
+    slots: Annotated[int, typer.Option("--slots", min=1, help="Server parallel slots.")] = 16,
+    base_latency: Annotated[float, typer.Option("--base-latency", min=0.0,
+                                                help="Seconds per request.")] = 0.05,
+    per_output_token: Annotated[float, typer.Option(
+        "--per-output-token", min=0.0, help="Seconds per output token (longest sample).")] = 0.0015,
+    per_prompt_token: Annotated[float, typer.Option("--per-prompt-token", min=0.0)] = 0.0,
+    server_n: Annotated[bool, typer.Option(
+        "--server-n/--no-server-n",
+        help="Server decodes n samples of a request in parallel (default) or ignores n, so "
+             "each sample is its own request.")] = True,
+    client_concurrency: Annotated[int | None, typer.Option(
+        "--client-concurrency", min=1, help="Requests in flight (default 4 x slots).")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="Judge answer format: text | json.")] = "text",
+    modes: Annotated[str, typer.Option("--modes", help="Comma-separated subset of "
+                                       + ",".join(MODES))] = ",".join(MODES),
+    inline_analysis: Annotated[int, typer.Option(
+        "--inline-analysis-tokens", min=1, help="Simulated inline analysis length.")] = 85,
+    score_analysis: Annotated[int, typer.Option(
+        "--score-analysis-tokens", min=1, help="Simulated analysis length when scoring "
+        "against given criteria.")] = 50,
+    item_tokens: Annotated[int, typer.Option(
+        "--criterion-tokens", min=8, help="Simulated length of one criterion.")] = 34,
+) -> None:
+    """Score a GRPO-sized batch with PERM, PereGRM inline and PereGRM shared on a simulated
+    judge server; print wall time against the server's own lower bound."""
+    from rich.table import Table
+
+    from attunement.cli.common import console, fail, out, run
+
+    chosen = tuple(m.strip() for m in modes.split(",") if m.strip())
+    unknown = [m for m in chosen if m not in MODES]
+    if unknown:
+        raise fail(f"unknown modes {unknown}; expected some of {list(MODES)}")
+    if fmt not in ("text", "json"):
+        raise fail("--format must be text or json")
+    settings = BenchSettings(prompts=prompts, replies=replies, k=k, slots=slots,
+                             base_latency=base_latency, per_output_token=per_output_token,
+                             per_prompt_token=per_prompt_token, supports_n=server_n,
+                             client_concurrency=client_concurrency, output=fmt,
+                             judge=RealisticJudge(inline_analysis_tokens=inline_analysis,
+                                                  score_analysis_tokens=score_analysis,
+                                                  item_tokens=item_tokens))
+    console.print(f"batch: {prompts} prompts x {replies} replies, k={k}; server: {slots} slots, "
+                  f"{base_latency * 1000:.0f} ms + {per_output_token * 1000:.2f} ms/output token, "
+                  f"n {'decoded in parallel' if server_n else 'ignored (one sample per request)'}")
+    j = settings.judge
+    console.print(f"simulated answers: criteria {j.criteria_items} x ~{j.item_tokens} tokens, "
+                  f"analysis ~{j.inline_analysis_tokens} (inline) / ~{j.score_analysis_tokens} "
+                  f"(against given criteria) / ~{j.reason_tokens} (PERM reason) tokens")
+    results = run(run_reward_bench(settings, chosen))
+    table = Table(title="reward scoring on the simulated judge (per reply: /r)")
+    for col in ("mode", "wall s", "bound s", "ratio", "calls", "prompt tok/r", "out tok/r",
+                "unscorable", "cached calls", "cached s"):
+        table.add_column(col, justify="left" if col == "mode" else "right")
+    for r in results:
+        table.add_row(r.mode, f"{r.wall:.2f}", f"{r.bound:.2f}", f"{r.ratio:.2f}",
+                      str(r.requests), f"{r.prompt_tokens / r.replies:.0f}",
+                      f"{r.completion_tokens / r.replies:.0f}", str(r.unscorable),
+                      str(r.cached_requests), f"{r.cached_wall:.2f}")
+    out.print(table)
+    for what, met, figure in check_targets(results):
+        mark = "[green]met[/green]" if met else "[red]NOT met[/red]"
+        console.print(f"{mark}  {what}: {figure}")

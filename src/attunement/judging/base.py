@@ -1,0 +1,406 @@
+"""The RewardModel interface, reward configs, and the judge-sampling engine.
+
+A :class:`RewardModel` scores a *group* of replies to one example at once (a
+GRPO group), returning one :class:`~attunement.records.RewardBreakdown` per
+reply. :class:`JudgeReward` is the common base of PERM and PereGRM:
+
+- every judge call of a group is launched at once and bounded by one
+  semaphore per reward model (the judge's ``max_concurrency`` unless the
+  config says otherwise), so a batch keeps the judge server full;
+- ``k`` samples of one prompt are asked for in one request (``n=k``);
+- a sample whose verdict cannot be read is re-drawn with *fresh* sample
+  numbers (``sample_start`` beyond those used, so a cache never hands back the
+  same bad answer), at most ``max_resamples`` times;
+- a judge call that fails for good (after the client's own retries) is not
+  retried again here: its samples are recorded as failed, with the error;
+- a dimension's value is the mean of its valid samples; a reply is
+  unscorable (``reward=None``) only when an enabled dimension has no valid
+  sample at all. No constant ever stands in for a missing score.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from attunement.judging import aggregate as agg
+from attunement.judging.parsing import BYSTANDER_MAX, Parsed, parse_bystander
+from attunement.judging.templates import (BYSTANDER_SCHEMA, OutputChoice, fenced_judged,
+                                          fenced_message, render_context, resolve_output,
+                                          snippet, template, versions)
+from attunement.llm.base import ChatModel, Completion, LLMError, Message
+from attunement.llm.scripted import count_tokens
+from attunement.records import (EMPATHY_DIMENSIONS, Dimension, Example, Judgement, Reply,
+                                RewardBreakdown, Usage)
+
+TokenCounter = Callable[[str], int]
+
+
+# --------------------------------------------------------------------------- configs
+
+
+class RewardConfig(BaseModel):
+    """Settings shared by PERM and PereGRM. Defaults follow the papers."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    k: int = Field(1, ge=1, le=64, description="judge samples per dimension, averaged")
+    temperature: float = Field(0.3, ge=0.0, le=2.0, description="judge sampling temperature")
+    max_tokens: int = Field(1024, ge=16, description="token budget of one judge answer")
+    output: OutputChoice = Field(
+        "auto", description="judge answer format: 'text' (the papers' Score:/\\boxed{}/Total "
+        "Score lines), 'json' (schema-constrained), 'auto' (json for the embedded model)")
+    bystander_k: int = Field(1, ge=1, le=64, description="bystander samples (the papers "
+                             "scale only the empathy dimensions)")
+    max_resamples: int = Field(2, ge=0, description="fresh draws for unparseable samples")
+    seed: int | None = Field(0, description="base seed; sample i uses a seed derived from it")
+    max_concurrency: int | None = Field(
+        None, ge=1, description="judge calls in flight; None: the judge's max_concurrency")
+
+    use_resonation: bool = True
+    use_expression: bool = True
+    use_reception: bool = True
+    use_bystander: bool = True
+
+    aggregation: agg.Aggregation = "harmonic"
+    softmin_beta: float = Field(1.0, gt=0.0)
+    normalization: agg.Normalization = Field(
+        "max", description="'max': s/5 (authors' code); 'minmax': (s-1)/4")
+    lambda_bys: float = Field(0.5, ge=0.0, description="weight of the bystander penalty")
+
+    length_penalty: bool = False
+    length_limit: int = Field(768, ge=0, description="response tokens allowed before penalty")
+    length_coef: float = Field(0.001, ge=0.0, description="penalty per token over the limit")
+
+    resonation_on: Literal["analysis", "response"] = "analysis"
+    include_memories: bool = True
+
+    @model_validator(mode="after")
+    def _some_empathy(self) -> RewardConfig:
+        if not self.empathy_dimensions:
+            raise ValueError("at least one of resonation, expression, reception must be enabled")
+        return self
+
+    @property
+    def empathy_dimensions(self) -> tuple[Dimension, ...]:
+        return tuple(d for d in EMPATHY_DIMENSIONS if getattr(self, f"use_{d}"))
+
+    @property
+    def dimensions(self) -> tuple[Dimension, ...]:
+        return self.empathy_dimensions + (("bystander",) if self.use_bystander else ())
+
+
+class PermConfig(RewardConfig):
+    """PERM (seed 003): generic rubrics, resonation on the analysis, length penalty on."""
+
+    length_penalty: bool = True
+    resonation_on: Literal["analysis", "response"] = "analysis"
+    include_memories: bool = Field(
+        False, description="show the user's memories to the judges (PERM's rubrics have none)")
+
+
+CriteriaMode = Literal["shared", "inline", "fixed"]
+
+
+class PereGRMConfig(RewardConfig):
+    """PereGRM (seed 000): personalised criteria, then a score against them."""
+
+    criteria_mode: CriteriaMode = Field(
+        "shared", description="'shared': criteria once per example/dimension/sample, reused by "
+        "the whole group; 'inline': one call writes criteria+analysis+score per reply (the "
+        "authors' code); 'fixed': example.criteria prepared in advance, scored at "
+        "fixed_temperature")
+    criteria_temperature: float = Field(0.3, ge=0.0, le=2.0,
+                                        description="temperature of criteria writing (shared)")
+    fixed_temperature: float = Field(0.0, ge=0.0, le=2.0,
+                                     description="scoring temperature in fixed mode")
+    resonation_on: Literal["analysis", "response"] = Field(
+        "response", description="the authors' code judges the response for every dimension")
+    include_memories: bool = True
+
+
+# --------------------------------------------------------------------------- interface
+
+
+class RewardModel(ABC):
+    """Scores all replies to one example together; one breakdown per reply."""
+
+    name: str
+
+    @abstractmethod
+    async def score(self, example: Example, replies: Sequence[Reply]) -> list[RewardBreakdown]:
+        """One :class:`RewardBreakdown` per reply, in the order of ``replies``."""
+
+    @abstractmethod
+    def manifest(self) -> dict[str, Any]:
+        """Configuration, prompt versions and judge name, for output manifests."""
+
+    def check_examples(self, examples: Sequence[Example]) -> None:
+        """Raise ``ValueError`` if some example cannot be scored (before any call)."""
+
+
+# --------------------------------------------------------------------------- samples
+
+
+class _Verdict(Protocol):
+    @property
+    def ok(self) -> bool: ...
+
+    @property
+    def reason(self) -> str | None: ...
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One judge sample: its number, the round it was drawn in, text and verdict."""
+
+    index: int
+    attempt: int
+    raw: str
+    verdict: Any  # Parsed or ParsedCriteria
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.verdict is not None and self.verdict.ok
+
+    @property
+    def reason(self) -> str | None:
+        if self.error is not None:
+            return self.error
+        return None if self.ok else self.verdict.reason
+
+
+def usage_of(completions: Sequence[Completion]) -> Usage:
+    """Usage of one request (its prompt billed once, cached samples free)."""
+    live = [c for c in completions if not c.cached]
+    return Usage(calls=1 if live else 0, cached_calls=len(completions) - len(live),
+                 prompt_tokens=max((c.prompt_tokens for c in live), default=0),
+                 completion_tokens=sum(c.completion_tokens for c in live))
+
+
+def check_group(example: Example, replies: Sequence[Reply]) -> None:
+    seen: set[str] = set()
+    for reply in replies:
+        if reply.example_id != example.example_id:
+            raise ValueError(f"reply {reply.reply_id!r} belongs to example {reply.example_id!r}, "
+                             f"not {example.example_id!r}")
+        if reply.reply_id in seen:
+            raise ValueError(f"reply id {reply.reply_id!r} appears twice in one group")
+        seen.add(reply.reply_id)
+
+
+class JudgeSampler:
+    """Draws judge samples with bounded concurrency and bounded re-draws.
+
+    One sampler (and so one semaphore) per reward model or job; the limit is
+    the judge's ``max_concurrency`` unless given.
+    """
+
+    def __init__(self, judge: ChatModel, *, fmt: str, max_tokens: int, max_resamples: int,
+                 seed: int | None, limit: int | None = None):
+        self.judge = judge
+        self.fmt = fmt
+        self.max_tokens = max_tokens
+        self.max_resamples = max_resamples
+        self.seed = seed
+        self.limit = limit or max(1, judge.max_concurrency)
+        self._slots: asyncio.Semaphore | None = None
+        self._slots_loop: asyncio.AbstractEventLoop | None = None
+
+    def _semaphore(self) -> asyncio.Semaphore:
+        loop = asyncio.get_running_loop()
+        if self._slots is None or self._slots_loop is not loop:
+            self._slots = asyncio.Semaphore(self.limit)
+            self._slots_loop = loop
+        return self._slots
+
+    async def complete(self, messages: list[Message], *, n: int, sample_start: int,
+                       temperature: float, max_tokens: int,
+                       schema: dict[str, Any] | None) -> list[Completion]:
+        async with self._semaphore():
+            return await self.judge.complete(
+                messages, n=n, temperature=temperature, max_tokens=max_tokens,
+                json_schema=schema if self.fmt == "json" else None, seed=self.seed,
+                sample_start=sample_start)
+
+    async def sample(self, messages: list[Message], *, k: int, temperature: float,
+                     schema: dict[str, Any] | None, parse: Callable[[str], _Verdict],
+                     max_tokens: int | None = None) -> tuple[list[Sample], Usage]:
+        """Draw ``k`` samples of one prompt in one request, re-drawing failures.
+
+        Returns every sample drawn (failed ones included, in drawing order) and
+        the usage. At most ``k`` samples are valid; a failed sample is replaced
+        by a fresh one numbered after all those used so far, at most
+        ``max_resamples`` times. A call that raises :class:`LLMError` (the
+        client has already retried it) is not retried again.
+        """
+        samples: list[Sample] = []
+        usage = Usage()
+        need, start, attempt = k, 0, 1
+        while need > 0:
+            try:
+                completions = await self.complete(
+                    messages, n=need, sample_start=start, temperature=temperature,
+                    max_tokens=max_tokens or self.max_tokens, schema=schema)
+            except LLMError as exc:
+                error = f"judge call failed: {exc}"
+                samples.extend(Sample(index=start + j, attempt=attempt, raw="", verdict=None,
+                                      error=error) for j in range(need))
+                break
+            usage = usage + usage_of(completions)
+            fresh = [Sample(index=start + j, attempt=attempt, raw=c.text, verdict=parse(c.text))
+                     for j, c in enumerate(completions)]
+            samples.extend(fresh)
+            start += need
+            need = sum(1 for s in fresh if not s.ok)
+            if attempt > self.max_resamples:
+                break
+            attempt += 1
+        return samples, usage
+
+
+class JudgeReward(RewardModel):
+    """Common machinery of the LLM-judge rewards (sampling, retries, composition)."""
+
+    kind: str = "judge"
+    config: RewardConfig
+
+    def __init__(self, judge: ChatModel, config: RewardConfig, *,
+                 token_counter: TokenCounter | None = None):
+        self.judge = judge
+        self.config = config
+        self.fmt = resolve_output(config.output, judge)
+        self.token_counter = token_counter or count_tokens
+        self.token_counter_name = ("count_tokens (approximate: words and punctuation)"
+                                   if token_counter is None else
+                                   getattr(token_counter, "__name__", repr(token_counter)))
+        self.name = self.kind if config.k == 1 else f"{self.kind}@{config.k}"
+        self.sampler = JudgeSampler(judge, fmt=self.fmt, max_tokens=config.max_tokens,
+                                    max_resamples=config.max_resamples, seed=config.seed,
+                                    limit=config.max_concurrency)
+        self.sample = self.sampler.sample
+        self._record_config = {"judge": judge.name, "output": self.fmt,
+                               **config.model_dump(mode="json")}
+
+    # ------------------------------------------------------------------ manifest
+
+    @abstractmethod
+    def prompt_names(self) -> list[str]:
+        """Every prompt file this reward model may send."""
+
+    def manifest(self) -> dict[str, Any]:
+        return {
+            "reward_model": self.name,
+            "kind": self.kind,
+            "judge": self.judge.name,
+            "output_format": self.fmt,
+            "config": self.config.model_dump(mode="json"),
+            "token_counter": self.token_counter_name,
+            "prompts": versions(self.prompt_names()),
+        }
+
+    # ------------------------------------------------------------------ judgements
+
+    def rating_judgements(self, dimension: Dimension, samples: Sequence[Sample], *,
+                          criteria: str | None = None,
+                          index: int | None = None) -> list[Judgement]:
+        """Judgements of 1-5 samples (``index`` overrides the sample number)."""
+        out = []
+        for s in samples:
+            parsed: Parsed | None = s.verdict
+            score = parsed.score if (parsed is not None and s.error is None) else None
+            out.append(Judgement(
+                dimension=dimension, score=score,
+                normalized=(agg.normalize(score, method=self.config.normalization)
+                            if score is not None else None),
+                sample_index=s.index if index is None else index, attempts=s.attempt,
+                criteria=criteria if criteria is not None else (parsed.criteria if parsed else None),
+                rationale=parsed.rationale if parsed else None, raw=s.raw,
+                reason=None if score is not None else s.reason))
+        return out
+
+    async def judge_bystander(self, example: Example, reply: Reply) -> tuple[list[Judgement], Usage]:
+        """The bystander's 0-100 verdict on the response (same prompt for both rewards)."""
+        messages = template("judge_bystander").render(
+            context=render_context(example, include_memories=False),
+            message=fenced_message(example),
+            judged=fenced_judged("response", reply.response),
+            output_format=snippet(f"judge_format_bystander_{self.fmt}"))
+        samples, usage = await self.sample(
+            messages, k=self.config.bystander_k, temperature=self.config.temperature,
+            schema=BYSTANDER_SCHEMA, parse=lambda text: parse_bystander(text, fmt=self.fmt))
+        judgements = []
+        for s in samples:
+            parsed: Parsed | None = s.verdict
+            score = parsed.score if (parsed is not None and s.error is None) else None
+            judgements.append(Judgement(
+                dimension="bystander", score=score,
+                normalized=score / BYSTANDER_MAX if score is not None else None,
+                sample_index=s.index, attempts=s.attempt,
+                rationale=parsed.rationale if parsed else None,
+                sub_scores=dict(parsed.sub_scores) if parsed else {}, raw=s.raw,
+                reason=None if score is not None else s.reason))
+        return judgements, usage
+
+    # ------------------------------------------------------------------ scoring
+
+    @abstractmethod
+    async def judge_group(self, example: Example, replies: Sequence[Reply]
+                          ) -> dict[str, tuple[list[Judgement], Usage]]:
+        """All judgements of a group, keyed by reply id, with each reply's usage."""
+
+    async def score(self, example: Example, replies: Sequence[Reply]) -> list[RewardBreakdown]:
+        check_group(example, replies)
+        if not replies:
+            return []
+        self.check_examples([example])
+        started = time.perf_counter()
+        by_reply = await self.judge_group(example, replies)
+        seconds = time.perf_counter() - started
+        return [self.compose(example, reply, *by_reply[reply.reply_id], seconds=seconds)
+                for reply in replies]
+
+    def compose(self, example: Example, reply: Reply, judgements: list[Judgement],
+                usage: Usage, *, seconds: float) -> RewardBreakdown:
+        """Average the samples of each dimension and combine them into the reward."""
+        cfg = self.config
+        raw_means: dict[str, float | None] = {}
+        norm_means: dict[str, float] = {}
+        problems = []
+        for dim in cfg.dimensions:
+            mine = [j for j in judgements if j.dimension == dim]
+            valid = [j for j in mine if j.score is not None]
+            if not valid:
+                reasons = sorted({j.reason or "no score" for j in mine})
+                problems.append(f"{dim}: no valid judge sample out of {len(mine)} "
+                                f"({'; '.join(reasons)})")
+                raw_means[dim] = None
+                continue
+            raw_means[dim] = agg.mean([j.score for j in valid])  # type: ignore[misc]
+            norm_means[dim] = agg.mean([j.normalized for j in valid])  # type: ignore[misc]
+        record_config = dict(self._record_config)
+        common = dict(example_id=example.example_id, reply_id=reply.reply_id,
+                      reward_model=self.name, dimensions=raw_means, judgements=judgements,
+                      usage=usage, seconds=round(seconds, 4), config=record_config)
+        if problems:
+            return RewardBreakdown(reward=None, unscorable=True, reason="; ".join(problems),
+                                   **common)
+        terms: dict[str, float] = {
+            "r_emp": agg.aggregate([norm_means[d] for d in cfg.empathy_dimensions],
+                                   cfg.aggregation, beta=cfg.softmin_beta)}
+        if cfg.use_bystander:
+            terms["bystander_penalty"] = agg.bystander_penalty(norm_means["bystander"],
+                                                               cfg.lambda_bys)
+        if cfg.length_penalty:
+            tokens = self.token_counter(reply.response)
+            record_config["response_tokens"] = tokens
+            terms["length_penalty"] = agg.length_penalty(tokens, limit=cfg.length_limit,
+                                                         coef=cfg.length_coef)
+        return RewardBreakdown(reward=sum(terms.values()), terms=terms, **common)

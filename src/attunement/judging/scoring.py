@@ -1,0 +1,176 @@
+"""Score a dataset of replies to JSONL: resumable, with a manifest and a summary.
+
+:func:`score_dataset` joins replies to examples by ``example_id``, scores each
+group of replies to one example with one ``RewardModel.score`` call, and
+appends each :class:`~attunement.records.RewardBreakdown` to the output as
+soon as its group is done (flushed per record). Run it again on the same
+output and it skips the (example_id, reply_id) pairs already written. The
+manifest ``<out>.manifest.json`` records the reward model's configuration,
+prompt versions and judge; resuming with a different configuration is
+refused rather than mixing two rewards in one file.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from attunement.concurrency import run_bounded
+from attunement.jsonl import JsonlAppender, read_done_keys, read_jsonl, write_manifest
+from attunement.judging.base import RewardModel
+from attunement.records import ALL_DIMENSIONS, Example, Reply, RewardBreakdown, Usage
+
+
+class ScoreSummary(BaseModel):
+    """Totals over every breakdown in the output file (earlier runs included)."""
+
+    reward_model: str
+    out: str
+    replies: int = Field(description="breakdowns in the output file")
+    scored_now: int = Field(description="replies scored by this run")
+    resumed: int = Field(description="replies skipped because already in the file")
+    scorable: int
+    unscorable: int
+    reward_mean: float | None
+    reward_std: float | None
+    dimension_means: dict[str, float | None] = Field(
+        description="mean over replies of each dimension's sample mean (judge scale)")
+    judgements: int
+    failed_judgements: int = Field(description="samples with no valid score (parse or call)")
+    resampled_judgements: int = Field(description="samples drawn as re-draws")
+    unscorable_reasons: dict[str, int] = Field(default_factory=dict)
+    usage: Usage = Field(description="judge usage recorded in the file")
+    usage_now: Usage = Field(description="judge usage of this run")
+    seconds: float
+
+
+def manifest_path(out: Path) -> Path:
+    return out.with_name(out.name + ".manifest.json")
+
+
+def _check_manifest(out: Path, manifest: dict[str, Any]) -> None:
+    """Refuse to append to an output written by a different reward configuration."""
+    path = manifest_path(out)
+    if not out.exists() or out.stat().st_size == 0 or not path.exists():
+        return
+    try:
+        old = json.loads(path.read_text(encoding="utf-8")).get("reward")
+    except json.JSONDecodeError:
+        return
+    if old is not None and old != manifest:
+        changed = sorted(k for k in set(old) | set(manifest) if old.get(k) != manifest.get(k))
+        raise ValueError(f"{out} was written by a different reward configuration "
+                         f"(differs in: {', '.join(changed)}); write to a new --out file or "
+                         "delete the old one")
+
+
+def join_groups(examples: Sequence[Example], replies: Sequence[Reply]
+                ) -> tuple[dict[str, Example], dict[str, list[Reply]]]:
+    """Index examples by id and group replies by example id; fail on bad joins."""
+    by_id: dict[str, Example] = {}
+    for ex in examples:
+        if ex.example_id in by_id:
+            raise ValueError(f"example id {ex.example_id!r} appears twice")
+        by_id[ex.example_id] = ex
+    groups: dict[str, list[Reply]] = defaultdict(list)
+    seen: set[tuple[str, str]] = set()
+    orphans: list[str] = []
+    for r in replies:
+        key = (r.example_id, r.reply_id)
+        if key in seen:
+            raise ValueError(f"reply {r.reply_id!r} of example {r.example_id!r} appears twice")
+        seen.add(key)
+        if r.example_id not in by_id:
+            orphans.append(r.example_id)
+            continue
+        groups[r.example_id].append(r)
+    if orphans:
+        unknown = sorted(set(orphans))
+        raise ValueError(f"{len(orphans)} replies refer to {len(unknown)} unknown example ids "
+                         f"(e.g. {', '.join(map(repr, unknown[:3]))}); pass the examples file "
+                         "the replies were generated from")
+    return by_id, dict(groups)
+
+
+def summarize(breakdowns: Sequence[RewardBreakdown], *, reward_model: str, out: Path,
+              scored_now: int, resumed: int, usage_now: Usage, seconds: float) -> ScoreSummary:
+    rewards = [b.reward for b in breakdowns if b.reward is not None]
+    mean = sum(rewards) / len(rewards) if rewards else None
+    std = ((sum((r - mean) ** 2 for r in rewards) / len(rewards)) ** 0.5
+           if mean is not None else None)
+    dims: dict[str, float | None] = {}
+    for dim in ALL_DIMENSIONS:
+        values = [b.dimensions[dim] for b in breakdowns if b.dimensions.get(dim) is not None]
+        if any(dim in b.dimensions for b in breakdowns):
+            dims[dim] = sum(values) / len(values) if values else None  # type: ignore[arg-type]
+    judgements = [j for b in breakdowns for j in b.judgements]
+    reasons = Counter((b.reason or "unknown").split(":")[0] for b in breakdowns if b.unscorable)
+    usage = Usage()
+    for b in breakdowns:
+        usage = usage + b.usage
+    return ScoreSummary(
+        reward_model=reward_model, out=str(out), replies=len(breakdowns), scored_now=scored_now,
+        resumed=resumed, scorable=len(rewards), unscorable=len(breakdowns) - len(rewards),
+        reward_mean=mean, reward_std=std, dimension_means=dims, judgements=len(judgements),
+        failed_judgements=sum(1 for j in judgements if j.score is None),
+        resampled_judgements=sum(1 for j in judgements if j.attempts > 1),
+        unscorable_reasons=dict(reasons), usage=usage, usage_now=usage_now,
+        seconds=round(seconds, 3))
+
+
+async def score_dataset(
+    reward: RewardModel,
+    examples: list[Example],
+    replies: list[Reply],
+    out: Path,
+    *,
+    concurrency: int,
+    show_progress: bool | None = None,
+) -> ScoreSummary:
+    """Score every reply not yet in ``out``; append breakdowns; return a summary.
+
+    ``concurrency`` is the number of groups (examples) scored at once; each
+    group launches all of its judge calls together, bounded by the reward
+    model's own limit on judge calls in flight.
+    """
+    out = Path(out)
+    by_id, groups = join_groups(examples, replies)
+    reward.check_examples([by_id[eid] for eid in groups])
+    manifest = reward.manifest()
+    _check_manifest(out, manifest)
+    done = read_done_keys(out, lambda rec: (rec["example_id"], rec["reply_id"]))
+    todo = {eid: [r for r in group if (eid, r.reply_id) not in done]
+            for eid, group in groups.items()}
+    todo = {eid: group for eid, group in todo.items() if group}
+    resumed = sum(len(g) for g in groups.values()) - sum(len(g) for g in todo.values())
+    write_manifest(manifest_path(out), command="score", reward=manifest,
+                   examples=len(by_id), replies=len(replies), concurrency=concurrency)
+
+    started = time.perf_counter()
+    usage_now = Usage()
+    scored_now = 0
+    with JsonlAppender(out) as sink:
+        def write(_: str, breakdowns: list[RewardBreakdown]) -> None:
+            nonlocal usage_now, scored_now
+            for b in breakdowns:
+                sink.write(b)
+                usage_now = usage_now + b.usage
+                scored_now += 1
+
+        async def score_group(eid: str) -> list[RewardBreakdown]:
+            return await reward.score(by_id[eid], todo[eid])
+
+        await run_bounded(list(todo), score_group, limit=concurrency, on_result=write,
+                          description=f"scoring ({reward.name})", show_progress=show_progress)
+    seconds = time.perf_counter() - started
+    wanted = {(r.example_id, r.reply_id) for g in groups.values() for r in g}
+    breakdowns = [b for b in read_jsonl(out, RewardBreakdown)
+                  if (b.example_id, b.reply_id) in wanted]
+    return summarize(breakdowns, reward_model=reward.name, out=out, scored_now=scored_now,
+                     resumed=resumed, usage_now=usage_now, seconds=seconds)
