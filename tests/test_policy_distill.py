@@ -63,7 +63,8 @@ async def test_messages_format_and_raw_completions(tmp_path):
     assert all([m["role"] for m in r["messages"]] == ["system", "user", "assistant"]
                for r in rows)
     think = next(r for r in rows if r["example_id"] == "e3")
-    assert think["messages"][-1]["content"] == "<think>user seems tense 0</think>\nTake a breath, 0."
+    assert think["messages"][-1]["content"] == (
+        "<think>user seems tense 0</think>\nTake a breath, 0.")
 
 
 async def test_rerun_resumes_without_calls_and_rewrites_the_same_rows(tmp_path):

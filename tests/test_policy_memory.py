@@ -9,8 +9,14 @@ import os
 import pytest
 
 from attunement.llm import CachedChatModel, CompletionCache, LLMError, ScriptedChatModel, Step
-from attunement.policy.memory import (MEMORY_MODES, MemoryView, MismatchedMemory, NoMemory,
-                                      memories_by_user, memory_strategy)
+from attunement.policy.memory import (
+    MEMORY_MODES,
+    MemoryView,
+    MismatchedMemory,
+    NoMemory,
+    memories_by_user,
+    memory_strategy,
+)
 from attunement.policy.retrieval import BM25Retriever, EmbeddingRetriever, make_retriever
 from attunement.records import Example, MemoryItem, UserHistory
 

@@ -6,9 +6,15 @@ import re
 
 import pytest
 
-from attunement.policy.prompting import (MEMORY_HEADING, SUMMARY_HEADING, parse_reply,
-                                         prompt_versions, render_reply_messages,
-                                         render_summary_messages, reply_prompt_version)
+from attunement.policy.prompting import (
+    MEMORY_HEADING,
+    SUMMARY_HEADING,
+    parse_reply,
+    prompt_versions,
+    render_reply_messages,
+    render_summary_messages,
+    reply_prompt_version,
+)
 from attunement.prompts import load_prompt
 from attunement.records import BigFive, Example, MemoryItem, Persona, Situation
 
@@ -33,18 +39,18 @@ def full_example(**changes) -> Example:
 
 
 def headings(text: str) -> list[str]:
-    return re.findall(r"^#+ (.+)$", text, re.M)
+    return re.findall(r"^#+ (.+)$", text, re.MULTILINE)
 
 
 def assert_no_empty_sections(text: str) -> None:
     """Every '## ' heading is followed by some non-heading text before the next one."""
-    blocks = re.split(r"^## .*$", text, flags=re.M)[1:]
+    blocks = re.split(r"^## .*$", text, flags=re.MULTILINE)[1:]
     for heading, block in zip(headings_of_level(text, 2), blocks, strict=True):
         assert block.strip() and not block.strip().startswith("#"), f"empty section {heading!r}"
 
 
 def headings_of_level(text: str, level: int) -> list[str]:
-    return re.findall(rf"^{'#' * level} (.+)$", text, re.M)
+    return re.findall(rf"^{'#' * level} (.+)$", text, re.MULTILINE)
 
 
 # --------------------------------------------------------------------------- prompt
@@ -166,7 +172,8 @@ def test_word_analysis_inside_prose_is_not_a_heading():
     ("She feels forgotten.\n</think>\nThat must have stung.",
      "She feels forgotten.", "That must have stung."),
     # a thinking model that also used the headings
-    ("<think>Birthday.</think>\n# Analysis\nShe feels forgotten.\n# Response\nThat must have stung.",
+    (("<think>Birthday.</think>\n# Analysis\nShe feels forgotten.\n"
+      "# Response\nThat must have stung."),
      "Birthday.\n\nShe feels forgotten.", "That must have stung."),
     ("<think>Birthday.</think>\n# Response\nThat must have stung.",
      "Birthday.", "That must have stung."),

@@ -8,8 +8,16 @@ from typing import Annotated
 
 import typer
 
-from attunement.cli.common import (CachePath, Concurrency, NoCache, Retries, Timeout, console,
-                                   llm_options, run)
+from attunement.cli.common import (
+    CachePath,
+    Concurrency,
+    NoCache,
+    Retries,
+    Timeout,
+    console,
+    llm_options,
+    run,
+)
 
 
 class MemoryMode(str, Enum):
@@ -48,6 +56,8 @@ TopK = Annotated[int, typer.Option("-k", "--top-k", min=1, help="rag: memory ite
 Summarizer = Annotated[str | None, typer.Option(
     "--summarizer", help="summary: model spec writing the user summaries (default: the "
     "policy/teacher).")]
+SummaryMaxTokens = Annotated[int, typer.Option("--summary-max-tokens", min=1,
+                                               help="summary: token budget per user summary.")]
 NoPersona = Annotated[bool, typer.Option("--no-persona", help="Leave the persona out of the "
                                          "prompt (memory and query only, as in PereGRM's task).")]
 NoSituation = Annotated[bool, typer.Option("--no-situation", help="Leave the situation out "
@@ -115,6 +125,7 @@ def generate(
     retriever: Retriever = RetrieverKind.bm25,
     top_k: TopK = 3,
     summarizer: Summarizer = None,
+    summary_max_tokens: SummaryMaxTokens = 256,
     no_persona: NoPersona = False,
     no_situation: NoSituation = False,
     concurrency: Concurrency = 8,
@@ -137,7 +148,8 @@ def generate(
             return await generate_replies(
                 examples, model, out, memory_mode=memory.value, n=n, temperature=temperature,
                 max_tokens=max_tokens, seed=seed, concurrency=concurrency, pool=pool_examples,
-                summarizer=summary_model, retriever=rank, k=top_k, persona=not no_persona,
+                summarizer=summary_model, retriever=rank, k=top_k,
+                summary_max_tokens=summary_max_tokens, persona=not no_persona,
                 situation=not no_situation)
         finally:
             await model.aclose()
@@ -172,6 +184,7 @@ def distill(
     retriever: Retriever = RetrieverKind.bm25,
     top_k: TopK = 3,
     summarizer: Summarizer = None,
+    summary_max_tokens: SummaryMaxTokens = 256,
     concurrency: Concurrency = 8,
     timeout: Timeout = 120.0,
     retries: Retries = 4,
@@ -193,7 +206,7 @@ def distill(
                 examples, model, out, memory_mode=memory.value, n=n, temperature=temperature,
                 max_tokens=max_tokens, seed=seed, concurrency=concurrency, pool=pool_examples,
                 summarizer=summary_model, retriever=rank, k=top_k,
-                row_format=row_format.value, raw=raw)
+                summary_max_tokens=summary_max_tokens, row_format=row_format.value, raw=raw)
         finally:
             await model.aclose()
             if summary_model is not None and summary_model is not model:

@@ -147,8 +147,8 @@ class HFChatModel(ChatModel):
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else \
             (min(eos) if eos else 0)
         sample = request.temperature > 0
-        kwargs: dict[str, Any] = dict(max_new_tokens=request.max_tokens, do_sample=sample,
-                                      pad_token_id=pad, attention_mask=attention)
+        kwargs: dict[str, Any] = {"max_new_tokens": request.max_tokens, "do_sample": sample,
+                                  "pad_token_id": pad, "attention_mask": attention}
         if sample:
             kwargs.update(temperature=request.temperature, top_p=1.0, top_k=0)
         else:  # make greedy explicit, whatever the checkpoint's generation_config says

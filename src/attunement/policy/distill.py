@@ -103,6 +103,7 @@ async def distill(
     summarizer: ChatModel | None = None,
     retriever: Retriever | None = None,
     k: int = 3,
+    summary_max_tokens: int = 256,
     row_format: RowFormat = "prompt-completion",
     raw: bool = False,
     show_progress: bool | None = None,
@@ -120,7 +121,8 @@ async def distill(
     generation = await generate_replies(
         examples, teacher, replies_path, memory_mode=memory_mode, n=n, temperature=temperature,
         max_tokens=max_tokens, seed=seed, concurrency=concurrency, pool=pool,
-        summarizer=summarizer, retriever=retriever, k=k, prompts_out=prompts_path,
+        summarizer=summarizer, retriever=retriever, k=k,
+        summary_max_tokens=summary_max_tokens, prompts_out=prompts_path,
         show_progress=show_progress)
 
     prompts = _read_prompts(prompts_path)

@@ -144,6 +144,7 @@ async def generate_replies(
     summarizer: ChatModel | None = None,
     retriever: Retriever | None = None,
     k: int = 3,
+    summary_max_tokens: int = 256,
     strategy: MemoryStrategy | None = None,
     persona: bool = True,
     situation: bool = True,
@@ -156,7 +157,8 @@ async def generate_replies(
     The ``n`` samples of an example are asked for in one request (servers that
     support ``n`` share the prompt work). ``pool`` is where ``mismatch`` finds
     other users' memories (default: ``examples``); ``summarizer`` writes the
-    ``summary`` mode's user descriptions (default: ``policy``); ``retriever``
+    ``summary`` mode's user descriptions (default: ``policy``; at most
+    ``summary_max_tokens`` each); ``retriever``
     ranks memories for ``rag`` (default BM25) which keeps the top ``k``. A
     ready-made ``strategy`` overrides all of these.
 
@@ -176,7 +178,7 @@ async def generate_replies(
     if strategy is None:
         strategy = memory_strategy(memory_mode, pool=pool if pool is not None else examples,
                                    model=summarizer or policy, retriever=retriever, k=k,
-                                   seed=seed)
+                                   seed=seed, summary_max_tokens=summary_max_tokens)
     elif strategy.mode != memory_mode:
         raise ValueError(f"strategy is for memory mode {strategy.mode!r}, not {memory_mode!r}")
     limit = concurrency or max(1, policy.max_concurrency)

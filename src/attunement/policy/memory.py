@@ -203,7 +203,8 @@ class SummaryMemory(MemoryStrategy):
     def settings(self) -> dict[str, Any]:
         return {"mode": self.mode, "summarizer": self.model.name, "max_tokens": self.max_tokens,
                 "temperature": self.temperature, "seed": self.seed,
-                "max_points": self.max_points, "prompt": {SUMMARY_PROMPT: load_prompt(SUMMARY_PROMPT).version}}
+                "max_points": self.max_points,
+                "prompt": {SUMMARY_PROMPT: load_prompt(SUMMARY_PROMPT).version}}
 
 
 class RetrievedMemory(MemoryStrategy):

@@ -93,7 +93,8 @@ def render_reply_messages(
     return load_prompt(REPLY_PROMPT).render(context=context, query=example.query.strip())
 
 
-def render_summary_messages(memories: Sequence[MemoryItem], *, max_points: int = 6) -> list[Message]:
+def render_summary_messages(memories: Sequence[MemoryItem], *,
+                            max_points: int = 6) -> list[Message]:
     """Messages asking a model to describe a user from their memory items."""
     if not memories:
         raise ValueError("cannot summarise an empty memory list")
