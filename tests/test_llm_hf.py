@@ -126,6 +126,18 @@ async def test_generation_runs_off_the_event_loop(hf_model):
 
 
 @pytest.mark.slow
+async def test_concurrent_first_calls_load_once_and_all_answer(tiny_checkpoint, tmp_path):
+    from attunement.policy import generate_replies
+    from attunement.records import Example
+
+    fresh = HFChatModel(tiny_checkpoint)
+    examples = [Example(example_id=f"e{i}", query=f"question {i}") for i in range(3)]
+    report = await generate_replies(examples, fresh, tmp_path / "r.jsonl", n=2, max_tokens=4,
+                                    concurrency=3, show_progress=False)
+    assert report.replies_written == 6 and report.usage.calls == 3
+
+
+@pytest.mark.slow
 def test_spec_loads_the_hf_backend(tiny_checkpoint):
     model = load_chat_model(f"hf:{tiny_checkpoint}")
     assert isinstance(model, HFChatModel)

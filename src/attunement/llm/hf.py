@@ -11,7 +11,8 @@ model, on a CPU or a single device. It needs ``torch`` and ``transformers``
   is refused with a clear error.
 - Sample ``i`` of a request is generated with its own seed
   (:meth:`ChatRequest.sample_seed`), so it is the same whether it was asked
-  for alone or among ``n``; greedy requests (temperature 0) are decoded once
+  for alone or among ``n`` (the seed is set on torch's global generator,
+  under this model's lock); greedy requests (temperature 0) are decoded once
   and the text repeated.
 - Stop strings end generation and are cut from the text, as OpenAI servers
   do. Token counts are exact.
@@ -130,10 +131,9 @@ class HFChatModel(ChatModel):
         return set(ids) if isinstance(ids, list | tuple) else {int(ids)}
 
     def _generate(self, request: ChatRequest) -> list[Completion]:
+        model, tokenizer = self._load()  # imports torch and transformers under a lock
         import torch
-        from transformers import set_seed
 
-        model, tokenizer = self._load()
         encoded = tokenizer.apply_chat_template(request.message_dicts, add_generation_prompt=True,
                                                 return_tensors="pt", return_dict=True)
         input_ids = encoded["input_ids"].to(self.device)
@@ -167,7 +167,7 @@ class HFChatModel(ChatModel):
                                           finish_reason=greedy.finish_reason,
                                           sample_index=index))
                     continue
-                set_seed(request.sample_seed(index))
+                torch.manual_seed(request.sample_seed(index))  # sampling draws from torch's RNG
                 generated = model.generate(input_ids, **kwargs)[0, prompt_len:].tolist()
                 completion = self._decode(generated, tokenizer, eos, request, prompt_len, index)
                 out.append(completion)
