@@ -1,0 +1,73 @@
+"""Settings of a dataset build, built once at the edge and passed in."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from attunement.building.filters import FilterRules
+from attunement.building.importers import ImportOptions
+from attunement.building.llm_io import StageSettings
+from attunement.records import Category
+
+#: the stages of a build, in order
+STAGES: tuple[str, ...] = ("extract", "filter", "persona", "bigfive", "situations", "queries",
+                           "inspect", "export")
+
+#: the checks of the inspection stage; a query is kept only when all pass
+INSPECTION_CHECKS: tuple[str, ...] = ("emotional_need", "logical_consistency", "role_awareness",
+                                      "language")
+
+
+class BuildConfig(BaseModel):
+    """Everything that shapes a build besides the model, the seed and the source.
+
+    Stage settings bound the sampling of each LLM stage; ``max_tokens`` must
+    leave room for the longest JSON answer the stage's schema allows.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    import_options: ImportOptions = Field(default_factory=ImportOptions)
+    filter_rules: FilterRules = Field(default_factory=FilterRules)
+    categories: list[Category] = Field(default_factory=lambda: list(Category))
+
+    extract: StageSettings = Field(default_factory=lambda: StageSettings(
+        temperature=0.2, max_tokens=900))
+    persona: StageSettings = Field(default_factory=lambda: StageSettings(
+        temperature=0.3, max_tokens=450))
+    bigfive: StageSettings = Field(default_factory=lambda: StageSettings(
+        temperature=0.0, max_tokens=450))
+    situations: StageSettings = Field(default_factory=lambda: StageSettings(
+        temperature=0.7, max_tokens=700))
+    queries: StageSettings = Field(default_factory=lambda: StageSettings(
+        temperature=0.7, max_tokens=300))
+    inspect: StageSettings = Field(default_factory=lambda: StageSettings(
+        temperature=0.0, max_tokens=200))
+
+    max_prompt_memories: int = Field(default=30, ge=1,
+                                     description="memory items shown in a prompt")
+    user_text_chars: int = Field(default=1500, ge=0,
+                                 description="budget of the user's own words quoted in prompts")
+    turn_chars: int = Field(default=300, ge=20, description="longest excerpt of one turn")
+    extract_conversation_chars: int = Field(default=6000, ge=200,
+                                            description="budget of the conversation shown to "
+                                                        "memory extraction")
+    extract_max_items: int = Field(default=8, ge=1, le=30)
+    min_quote_chars: int = Field(default=12, ge=1,
+                                 description="shortest evidence quote extraction may use")
+    query_min_words: int = Field(default=4, ge=1)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> BuildConfig:
+        p = Path(path)
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{p}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        try:
+            return cls.model_validate(data)
+        except ValueError as exc:
+            raise ValueError(f"{p}: invalid build config: {exc}") from None

@@ -1,0 +1,85 @@
+"""Stage 7: join accepted queries with their users and write the dataset.
+
+``DIR/examples.jsonl`` holds one :class:`~attunement.records.Example` per
+accepted query (``example_id`` = query id = ``<user_id>:<category>``) with the
+user's persona (Big Five included), all of the user's memories, the situation,
+the language and ``meta`` (source, the memory ids the query relies on, the
+generator's reasoning, the inspector's reason).
+
+``DIR/prompts.jsonl`` holds TRL-style rows for the same examples:
+``{"prompt": [messages...], "example_id", "user_id", "category", "language",
+"query", "persona", "memories", "situation", "example"}``; the context
+columns are rendered text (what a reward function reads), ``example`` is the
+full Example as a JSON string (what a reward model needs to rebuild it).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from attunement.jsonl import write_jsonl
+from attunement.llm import Message
+from attunement.records import Example, MemoryItem
+from attunement.render import render_memories, render_persona, render_situation, sections
+
+PromptRenderer = Callable[[Example, Sequence[MemoryItem]], list[Message]]
+
+POLICY_RENDERER = "attunement.policy.prompting.render_reply_messages"
+FALLBACK_RENDERER = "attunement.building.export.render_context_messages"
+
+
+def render_context_messages(example: Example, memories: Sequence[MemoryItem]) -> list[Message]:
+    """A plain prompt (context sections, then the query) used only when the
+    policy package's renderer is not installed; the manifest says which was used."""
+    context = sections([
+        ("About the user", render_persona(example.persona)),
+        ("What you remember about the user", render_memories(memories)),
+        ("Their situation", render_situation(example.situation)),
+    ])
+    return [
+        {"role": "system", "content": "You are a warm, attentive assistant. Use what you know "
+                                      "about the user to answer their message with empathy."},
+        {"role": "user", "content": f"{context}\n\n## Their message\n{example.query}".strip()},
+    ]
+
+
+def prompt_renderer() -> tuple[PromptRenderer, str]:
+    """The policy's reply-prompt renderer when available, else the plain one (and its name)."""
+    module_name, _, attr = POLICY_RENDERER.rpartition(".")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and POLICY_RENDERER.startswith(exc.name):
+            return render_context_messages, FALLBACK_RENDERER
+        raise
+    fn = getattr(module, attr, None)
+    if fn is None:
+        return render_context_messages, FALLBACK_RENDERER
+    return fn, POLICY_RENDERER
+
+
+def prompt_row(example: Example, renderer: PromptRenderer) -> dict[str, Any]:
+    return {
+        "prompt": renderer(example, example.memories),
+        "example_id": example.example_id,
+        "user_id": example.user_id,
+        "category": example.category.value if example.category else None,
+        "language": example.language,
+        "query": example.query,
+        "persona": render_persona(example.persona),
+        "memories": render_memories(example.memories),
+        "situation": render_situation(example.situation),
+        "example": example.model_dump_json(),
+    }
+
+
+def write_dataset(out_dir: Path, examples: Sequence[Example]) -> tuple[dict[str, Path], str]:
+    """Write examples.jsonl and prompts.jsonl atomically; return paths and renderer name."""
+    renderer, name = prompt_renderer()
+    paths = {"examples": out_dir / "examples.jsonl", "prompts": out_dir / "prompts.jsonl"}
+    write_jsonl(paths["examples"], examples)
+    write_jsonl(paths["prompts"], (prompt_row(e, renderer) for e in examples))
+    return paths, name

@@ -1,0 +1,164 @@
+"""Stage 1: keep users whose memories show personal, emotional or social depth.
+
+The rules are data, not code: :class:`FilterRules` holds them with defaults,
+and a JSON file with any subset of its fields overrides them
+(``attune build --filter-rules my_rules.json``; ``attune build
+--show-filter-rules`` prints the defaults to start from).
+
+A memory item counts as *deep* when any of these holds:
+
+1. its label starts with one of ``deep_label_prefixes``
+   (e.g. ``Social_Relationships/``, ``States_Experiences/Mental_State``);
+2. it is unlabelled or ``UNMAPPED`` and one of ``keywords`` occurs in its label
+   suggestion or value: ``friend`` matches the word ``friend`` or ``friends``
+   (not ``friendly``); a trailing ``*`` matches any word starting so
+   (``anxi*`` matches ``anxious`` and ``anxiety``); a keyword may hold spaces
+   (``passed away``); case is ignored and underscores count as spaces;
+3. ``count_annotated_emotion`` is on and the item carries an ``emotion``.
+
+A user is kept when at least ``min_deep_memories`` items are deep and, if the
+history has ranked intents and ``require_intent_match`` is on, at least one
+intent contains an entry of ``intent_allowlist``. Every rejection says which
+rule failed and what was found.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from attunement.building.taxonomy import UNMAPPED
+from attunement.records import MemoryItem, UserHistory
+
+
+class FilterRules(BaseModel):
+    """The editable rules of the depth filter (see the module docstring)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    deep_label_prefixes: list[str] = Field(default_factory=lambda: [
+        "Social_Relationships/",
+        "States_Experiences/",
+        "Personal_Background/Family",
+        "Thoughts/Opinions/",
+        "Thoughts/Goals/",
+        "Constraints_and_Boundaries/Sensitive_Topics",
+    ])
+    keywords: list[str] = Field(default_factory=lambda: [
+        # relationships
+        "friend", "friendship", "family", "mother", "father", "parent*", "sister", "brother",
+        "sibling*", "cousin", "child", "children", "son", "daughter", "wife", "husband",
+        "partner", "girlfriend", "boyfriend", "marriage", "married", "divorc*", "relationship*",
+        "colleague", "manager", "boss", "coworker", "neighbo*", "roommate", "wedding",
+        # feelings and hard moments
+        "emotion*", "feel*", "upset", "sad*", "grief", "griev*", "loss", "lonel*", "isolat*",
+        "anxi*", "stress*", "worr*", "fear*", "afraid", "panic*", "depress*", "frustrat*",
+        "anger", "angry", "guilt*", "shame*", "regret*", "hurt*", "trauma*", "distress*",
+        "overwhelm*", "burnout", "conflict*", "tension", "argument*", "betray*", "trust",
+        "reject*", "bully*", "bullied", "abuse*", "racis*", "discriminat*", "insecur*",
+        "self-esteem", "confidence", "shy", "struggl*", "cope", "coping", "hope*", "proud",
+        "pride", "mental", "therap*", "counsel*",
+        # life events and values
+        "relocat*", "migrat*", "immigra*", "transition*", "exam", "exams", "illness",
+        "diagnos*", "death", "died", "passed away", "funeral", "identity", "belief*",
+        "values", "boundar*", "sensitive",
+    ])
+    count_annotated_emotion: bool = True
+    min_deep_memories: int = Field(default=2, ge=1)
+    intent_allowlist: list[str] = Field(default_factory=lambda: [
+        "Personal Advice", "Emotional", "Decision Support", "Career Advice",
+        "Conversational Engagement", "Reflection", "Existential", "Moral", "Ethical",
+        "Relationship", "Social", "Philosophical",
+    ])
+    require_intent_match: bool = True
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> FilterRules:
+        """Defaults overridden by the fields of a JSON file."""
+        p = Path(path)
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{p}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{p}: filter rules must be a JSON object")  # noqa: TRY004
+        try:
+            return cls.model_validate(data)
+        except ValueError as exc:
+            raise ValueError(f"{p}: invalid filter rules: {exc}") from None
+
+    @property
+    def version(self) -> str:
+        blob = json.dumps(self.model_dump(), sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    @cached_property
+    def _keyword_re(self) -> re.Pattern[str]:
+        parts = []
+        for kw in sorted({k.strip().lower() for k in self.keywords if k.strip()},
+                         key=len, reverse=True):
+            if kw.endswith("*"):
+                parts.append(re.escape(kw[:-1]) + r"\w*")
+            else:
+                parts.append(re.escape(kw) + r"(?:e?s)?(?!\w)")
+        if not parts:
+            return re.compile(r"(?!x)x")
+        return re.compile(r"(?<!\w)(?:" + "|".join(parts) + ")", re.IGNORECASE)
+
+    def why_deep(self, item: MemoryItem) -> str | None:
+        """The rule that makes ``item`` deep, or None."""
+        label = (item.label or "").strip()
+        if label and label != UNMAPPED:
+            for prefix in self.deep_label_prefixes:
+                if label.lower().startswith(prefix.lower()):
+                    return f"label {label}"
+        else:
+            text = " ".join(x for x in (item.label_suggestion, item.value) if x)
+            m = self._keyword_re.search(text.replace("_", " "))
+            if m:
+                return f"keyword '{m.group(0).lower()}'"
+        if self.count_annotated_emotion and item.emotion:
+            return f"emotion '{item.emotion}'"
+        return None
+
+
+class FilterDecision(BaseModel):
+    """The outcome of the filter for one user."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: str
+    keep: bool
+    reason_code: str | None = None
+    reason: str
+    deep_memory_ids: list[str] = Field(default_factory=list)
+
+
+def filter_user(user: UserHistory, rules: FilterRules) -> FilterDecision:
+    """Apply the rules to one user; the reason names what was found either way."""
+    deep = [(m.memory_id, why) for m in user.memories if (why := rules.why_deep(m))]
+    ids = [mid for mid, _ in deep]
+    found = ", ".join(f"{mid} ({why})" for mid, why in deep) or "none"
+    if not user.memories:
+        return FilterDecision(user_id=user.user_id, keep=False, reason_code="filter.no_memories",
+                              reason="the history has no memory items")
+    if len(deep) < rules.min_deep_memories:
+        return FilterDecision(
+            user_id=user.user_id, keep=False, reason_code="filter.shallow_memories",
+            reason=(f"{len(deep)} of {len(user.memories)} memory items show personal, emotional "
+                    f"or social depth (need {rules.min_deep_memories}); deep: {found}"),
+            deep_memory_ids=ids)
+    if user.intents and rules.require_intent_match:
+        allow = [a.lower() for a in rules.intent_allowlist]
+        if not any(a in intent.lower() for intent in user.intents for a in allow):
+            return FilterDecision(
+                user_id=user.user_id, keep=False, reason_code="filter.intents",
+                reason=f"no ranked intent in the allowlist (intents: {'; '.join(user.intents)})",
+                deep_memory_ids=ids)
+    return FilterDecision(user_id=user.user_id, keep=True,
+                          reason=f"{len(deep)} deep memory items: {found}", deep_memory_ids=ids)
