@@ -137,6 +137,7 @@ async def augment_dataset(data: Path, out_dir: Path, model: ChatModel, *,
     started = time.monotonic()
     settings = settings or StageSettings(temperature=0.7, max_tokens=260)
     out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     rows = read_jsonl(data, EDRow, skip_invalid=skip_invalid,
                       rejects=out_dir / "input.rejects.jsonl" if skip_invalid else None)
     ids = [r.conv_id for r in rows]

@@ -86,6 +86,8 @@ def load_users(source: str, options: ImportOptions | None = None) -> list[UserHi
     kind, path = parse_source(source)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file (source {source!r})")
+    if options.skip_invalid and options.rejects is not None:
+        options.rejects.parent.mkdir(parents=True, exist_ok=True)
     importer = _IMPORTERS[kind]
     users = importer(path, options)
     _check_unique(users, path)
