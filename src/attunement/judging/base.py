@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from attunement.judging import aggregate as agg
 from attunement.judging.parsing import BYSTANDER_MAX, Parsed, parse_bystander
-from attunement.judging.templates import (BYSTANDER_SCHEMA, OutputChoice, fenced_judged,
+from attunement.judging.templates import (JSON_TEXT_CHARS, OutputChoice, bystander_schema, fenced_judged,
                                           fenced_message, render_context, resolve_output,
                                           snippet, template, versions)
 from attunement.llm.base import ChatModel, Completion, LLMError, Message
@@ -59,6 +59,9 @@ class RewardConfig(BaseModel):
     bystander_k: int = Field(1, ge=1, le=64, description="bystander samples (the papers "
                              "scale only the empathy dimensions)")
     max_resamples: int = Field(2, ge=0, description="fresh draws for unparseable samples")
+    json_text_chars: int = Field(
+        JSON_TEXT_CHARS, ge=20, description="maxLength of free-text fields in JSON answers "
+        "(small local models otherwise write until the limit)")
     seed: int | None = Field(0, description="base seed; sample i uses a seed derived from it")
     max_concurrency: int | None = Field(
         None, ge=1, description="judge calls in flight; None: the judge's max_concurrency")
@@ -335,7 +338,7 @@ class JudgeReward(RewardModel):
             output_format=snippet(f"judge_format_bystander_{self.fmt}"))
         samples, usage = await self.sample(
             messages, k=self.config.bystander_k, temperature=self.config.temperature,
-            schema=BYSTANDER_SCHEMA, parse=lambda text: parse_bystander(text, fmt=self.fmt))
+            schema=bystander_schema(self.config.json_text_chars), parse=lambda text: parse_bystander(text, fmt=self.fmt))
         judgements = []
         for s in samples:
             parsed: Parsed | None = s.verdict

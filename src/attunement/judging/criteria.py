@@ -27,8 +27,8 @@ from attunement.concurrency import run_bounded
 from attunement.judging.base import JudgeSampler
 from attunement.judging.parsing import ParsedCriteria, parse_criteria
 from attunement.judging.peregrm import criteria_messages
-from attunement.judging.templates import (CRITERIA_SCHEMA, OutputChoice, resolve_output,
-                                          versions)
+from attunement.judging.templates import (JSON_TEXT_CHARS, OutputChoice, criteria_schema,
+                                          resolve_output, versions)
 from attunement.llm.base import ChatModel
 from attunement.records import EMPATHY_DIMENSIONS, Dimension, Example, Usage
 
@@ -42,6 +42,7 @@ class CriteriaConfig(BaseModel):
     max_tokens: int = Field(1024, ge=16)
     output: OutputChoice = "auto"
     max_resamples: int = Field(2, ge=0)
+    json_text_chars: int = Field(JSON_TEXT_CHARS, ge=20)
     seed: int | None = 0
     min_items: int = Field(4, ge=1)
     max_items: int = Field(6, ge=1)
@@ -90,6 +91,8 @@ async def prepare_criteria(
                            max_resamples=config.max_resamples, seed=config.seed,
                            limit=config.max_concurrency)
     info_base = criteria_manifest(judge, config)
+    schema = criteria_schema(config.json_text_chars, min_items=config.min_items,
+                             max_items=config.max_items)
 
     def parse(text: str) -> ParsedCriteria:
         return parse_criteria(text, fmt=fmt, min_items=config.min_items,
@@ -105,7 +108,7 @@ async def prepare_criteria(
         todo = [d for d in config.dimensions if overwrite or not criteria.get(d, "").strip()]
         results = await asyncio.gather(*(
             sampler.sample(criteria_messages(example, dim, fmt), k=1,
-                           temperature=config.temperature, schema=CRITERIA_SCHEMA, parse=parse)
+                           temperature=config.temperature, schema=schema, parse=parse)
             for dim in todo))
         for dim, (samples, used) in zip(todo, results):
             usage = usage + used

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 from attunement.judging.base import JudgeReward, PereGRMConfig, Sample, TokenCounter
 from attunement.judging.parsing import ParsedCriteria, parse_criteria, parse_rating
-from attunement.judging.templates import (CRITERIA_SCHEMA, INLINE_SCHEMA, SCORE_SCHEMA,
+from attunement.judging.templates import (criteria_schema, inline_schema, score_schema,
                                           fenced_judged, fenced_message, render_context,
                                           snippet, template)
 from attunement.llm.base import ChatModel, Message
@@ -182,7 +182,7 @@ class PereGRMReward(JudgeReward):
         self.criteria_requests += 1
         k = self.config.k
         samples, usage = await self.sample(
-            messages, k=k, temperature=self.config.criteria_temperature, schema=CRITERIA_SCHEMA,
+            messages, k=k, temperature=self.config.criteria_temperature, schema=criteria_schema(self.config.json_text_chars),
             parse=lambda text: parse_criteria(text, fmt=self.fmt, min_items=1, max_items=8))
         # slot j takes the j-th valid sample; the remaining slots the failures
         valid = [s for s in samples if s.ok]
@@ -199,7 +199,7 @@ class PereGRMReward(JudgeReward):
                              index: int | None) -> tuple[list[Judgement], Usage]:
         samples, usage = await self.sample(
             self.score_messages(example, reply, dimension, criteria), k=k,
-            temperature=temperature, schema=SCORE_SCHEMA, parse=self._parse_score)
+            temperature=temperature, schema=score_schema(self.config.json_text_chars), parse=self._parse_score)
         return self.rating_judgements(dimension, samples, criteria=criteria, index=index), usage
 
     async def _shared_dim(self, example: Example, reply: Reply, dimension: Dimension,
@@ -228,7 +228,8 @@ class PereGRMReward(JudgeReward):
                           dimension: Dimension) -> tuple[list[Judgement], Usage]:
         samples, usage = await self.sample(
             self.inline_messages(example, reply, dimension), k=self.config.k,
-            temperature=self.config.temperature, schema=INLINE_SCHEMA, parse=self._parse_score)
+            temperature=self.config.temperature,
+            schema=inline_schema(self.config.json_text_chars), parse=self._parse_score)
         return self.rating_judgements(dimension, samples), usage
 
     async def _judge_reply(self, example: Example, reply: Reply,

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 from attunement.judging.base import JudgeReward, PermConfig, TokenCounter
 from attunement.judging.parsing import parse_rating
-from attunement.judging.templates import (REASON_SCORE_SCHEMA, fenced_judged, fenced_message,
+from attunement.judging.templates import (reason_score_schema, fenced_judged, fenced_message,
                                           render_context, snippet, template)
 from attunement.llm.base import ChatModel
 from attunement.records import Dimension, Example, Judgement, Reply, Usage
@@ -48,7 +48,8 @@ class PermReward(JudgeReward):
                     dimension: Dimension) -> tuple[list[Judgement], Usage]:
         samples, usage = await self.sample(
             self.messages(example, reply, dimension), k=self.config.k,
-            temperature=self.config.temperature, schema=REASON_SCORE_SCHEMA,
+            temperature=self.config.temperature,
+            schema=reason_score_schema(self.config.json_text_chars),
             parse=lambda text: parse_rating(text, fmt=self.fmt))
         return self.rating_judgements(dimension, samples), usage
 

@@ -92,33 +92,44 @@ def _object(properties: dict[str, Any]) -> dict[str, Any]:
             "additionalProperties": False}
 
 
-REASON_SCORE_SCHEMA = _object({
-    "reason": {"type": "string", "maxLength": 400},
-    "score": _SCORE,
-})
+#: default maxLength of a free-text JSON field (characters)
+JSON_TEXT_CHARS = 400
 
-INLINE_SCHEMA = _object({
-    "criteria": {"type": "array", "minItems": 3, "maxItems": 5,
-                 "items": {"type": "string", "maxLength": 160}},
-    "analysis": {"type": "string", "maxLength": 400},
-    "score": _SCORE,
-})
 
-SCORE_SCHEMA = _object({
-    "analysis": {"type": "string", "maxLength": 400},
-    "score": _SCORE,
-})
+def reason_score_schema(chars: int = JSON_TEXT_CHARS) -> dict[str, Any]:
+    """PERM's 1-5 judges: a short reason, then the score."""
+    return _object({"reason": {"type": "string", "maxLength": chars}, "score": _SCORE})
 
-CRITERIA_SCHEMA = _object({
-    "criteria": {"type": "array", "minItems": 4, "maxItems": 6,
-                 "items": _object({
-                     "name": {"type": "string", "maxLength": 60},
-                     "weight": {"type": "integer", "enum": list(range(5, 65, 5))},
-                     "description": {"type": "string", "maxLength": 220},
-                 })},
-})
 
-BYSTANDER_SCHEMA = _object({
-    "assessment": {"type": "string", "maxLength": 300},
-    **{key: _PART for key in BYSTANDER_KEYS},
-})
+def inline_schema(chars: int = JSON_TEXT_CHARS) -> dict[str, Any]:
+    """PereGRM inline: 3-5 criteria, an analysis, then the score."""
+    return _object({
+        "criteria": {"type": "array", "minItems": 3, "maxItems": 5,
+                     "items": {"type": "string", "maxLength": max(20, chars // 2)}},
+        "analysis": {"type": "string", "maxLength": chars},
+        "score": _SCORE,
+    })
+
+
+def score_schema(chars: int = JSON_TEXT_CHARS) -> dict[str, Any]:
+    """PereGRM against given criteria: an analysis, then the score."""
+    return _object({"analysis": {"type": "string", "maxLength": chars}, "score": _SCORE})
+
+
+def criteria_schema(chars: int = JSON_TEXT_CHARS, *, min_items: int = 4,
+                    max_items: int = 6) -> dict[str, Any]:
+    """Weighted criteria (weights in steps of 5; their sum is checked after parsing)."""
+    return _object({
+        "criteria": {"type": "array", "minItems": min_items, "maxItems": max_items,
+                     "items": _object({
+                         "name": {"type": "string", "maxLength": max(12, min(60, chars // 4))},
+                         "weight": {"type": "integer", "enum": list(range(5, 65, 5))},
+                         "description": {"type": "string", "maxLength": max(20, chars // 2)},
+                     })},
+    })
+
+
+def bystander_schema(chars: int = JSON_TEXT_CHARS) -> dict[str, Any]:
+    """The bystander: a short assessment, then five 0-20 sub-scores."""
+    return _object({"assessment": {"type": "string", "maxLength": chars},
+                    **{key: _PART for key in BYSTANDER_KEYS}})

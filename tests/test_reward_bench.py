@@ -1,0 +1,67 @@
+"""The reward benchmark: its simulated judge answers every prompt parseably, and a
+tiny run reports sane figures and a cache re-run without calls."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from attunement.bench.reward_bench import (BenchSettings, RealisticJudge, bench_batch,
+                                           check_targets, run_reward_bench)
+from attunement.judging import PereGRMConfig, PermConfig, peregrm_reward, perm_reward
+from attunement.llm import ScriptedChatModel
+from attunement.llm.base import ChatRequest
+from attunement.llm.scripted import count_tokens
+
+
+def as_scripted(judge: RealisticJudge) -> ScriptedChatModel:
+    def respond(request: ChatRequest, index: int) -> str:
+        params = {"seed": request.seed,
+                  "response_format": {"type": "json_schema"} if request.json_schema else None}
+        return judge(request.message_dicts, index, params)
+
+    return ScriptedChatModel(respond)
+
+
+@pytest.mark.parametrize("output", ["text", "json"])
+@pytest.mark.parametrize("mode", ["perm", "inline", "shared"])
+def test_realistic_judge_answers_parse_in_every_mode(mode, output):
+    judge = RealisticJudge()
+    model = as_scripted(judge)
+    reward = (perm_reward(model, PermConfig(k=2, output=output)) if mode == "perm" else
+              peregrm_reward(model, PereGRMConfig(k=2, criteria_mode=mode, output=output)))
+    examples, replies = bench_batch(1, 3)
+    breakdowns = asyncio.run(reward.score(examples[0], replies))
+    assert not any(b.unscorable for b in breakdowns)
+    assert all(j.score is not None for b in breakdowns for j in b.judgements)
+    assert all(2 <= b.dimensions["resonation"] <= 5 for b in breakdowns)
+    expected = {"perm": {"rating", "bystander"}, "inline": {"inline", "bystander"},
+                "shared": {"criteria", "score", "bystander"}}[mode]
+    assert set(judge.kinds) == expected
+
+
+def test_realistic_judge_lengths_follow_its_settings():
+    judge = RealisticJudge(score_analysis_tokens=50, inline_analysis_tokens=85)
+    short = judge([{"role": "user", "content": "using the criteria below"}], 0, {})
+    long = judge([{"role": "user", "content": "derive criteria specific to this user"}], 0, {})
+    assert 50 <= count_tokens(short) <= 70
+    assert count_tokens(long) > 5 * 34 + 85
+
+
+def test_tiny_benchmark_run_reports_figures_and_cache_hits():
+    settings = BenchSettings(prompts=2, replies=3, k=2, slots=4, base_latency=0.002,
+                             per_output_token=0.00002)
+    results = asyncio.run(run_reward_bench(settings))
+    assert [r.mode for r in results] == ["perm", "peregrm-inline", "peregrm-shared"]
+    by = {r.mode: r for r in results}
+    for r in results:
+        assert r.replies == 6 and r.unscorable == 0
+        assert r.bound > 0 and r.wall >= r.bound * 0.99
+        assert r.cached_requests == 0  # the re-run is served from the cache
+    # requests per batch follow from the design: n=k in one request where possible
+    assert by["perm"].requests == 6 * 4
+    assert by["peregrm-inline"].requests == 6 * 3 + 6
+    assert by["peregrm-shared"].requests == 2 * 3 + 6 * 3 * 2 + 6
+    checks = {what: met for what, met, _ in check_targets(results)}
+    assert checks["perm: cached re-run makes no calls"]
