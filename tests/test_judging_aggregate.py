@@ -6,9 +6,17 @@ import math
 
 import pytest
 
-from attunement.judging.aggregate import (aggregate, arithmetic_mean, bystander_penalty,
-                                          geometric_mean, harmonic_mean, length_penalty, mean,
-                                          normalize, softmin)
+from attunement.judging.aggregate import (
+    aggregate,
+    arithmetic_mean,
+    bystander_penalty,
+    geometric_mean,
+    harmonic_mean,
+    length_penalty,
+    mean,
+    normalize,
+    softmin,
+)
 
 
 def test_normalize_max_divides_by_five():

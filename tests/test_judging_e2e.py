@@ -26,7 +26,7 @@ REPLIES = [
           response="Just practise more."),
 ]
 # short free-text fields keep the tiny model quick; one sample per dimension
-SMALL = dict(k=1, json_text_chars=60, max_tokens=256, max_resamples=1, output="json")
+SMALL = {"k": 1, "json_text_chars": 60, "max_tokens": 256, "max_resamples": 1, "output": "json"}
 
 
 @pytest.mark.parametrize("make", ["perm", "peregrm"])

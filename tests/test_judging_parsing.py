@@ -6,8 +6,13 @@ import json
 
 import pytest
 
-from attunement.judging.parsing import (BYSTANDER_KEYS, parse_bystander, parse_criteria,
-                                        parse_rating, strip_fenced)
+from attunement.judging.parsing import (
+    BYSTANDER_KEYS,
+    parse_bystander,
+    parse_criteria,
+    parse_rating,
+    strip_fenced,
+)
 from attunement.render import fence
 
 

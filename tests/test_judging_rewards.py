@@ -9,8 +9,7 @@ import re
 
 import pytest
 
-from attunement.judging import (PereGRMConfig, PermConfig, load_reward, peregrm_reward,
-                                perm_reward)
+from attunement.judging import PereGRMConfig, PermConfig, load_reward, peregrm_reward, perm_reward
 from attunement.llm import LLMError, ScriptedChatModel
 from attunement.llm.base import ChatRequest
 from attunement.records import Example, MemoryItem, Persona, Reply, Situation
@@ -48,7 +47,7 @@ def kind(request: ChatRequest) -> str:
 def dimension(request: ChatRequest) -> str | None:
     user = request.messages[-1][1]
     for d in DIMS:
-        if re.search(rf"on the {d} dimension", user, re.I):
+        if re.search(rf"on the {d} dimension", user, re.IGNORECASE):
             return d
     return None
 
@@ -299,7 +298,7 @@ def echoing_judge(score: int, bystander: int) -> ScriptedChatModel:
 
     def respond(request: ChatRequest, index: int) -> str:
         user = request.messages[-1][1]
-        quoted = re.findall(r"<response>.*?</response>|<analysis>.*?</analysis>", user, re.S)
+        quoted = re.findall(r"<response>.*?</response>|<analysis>.*?</analysis>", user, re.DOTALL)
         verdict = judge_answer(request, score, bystander)
         return verdict + "\n(quoted for reference)\n" + "\n".join(quoted)
 

@@ -7,16 +7,22 @@ import json
 import re
 
 import pytest
+from test_judging_rewards import DIMS, dimension, example, judge_answer, kind, reply, scripted
 from typer.testing import CliRunner
 
 from attunement.jsonl import read_jsonl, write_jsonl
-from attunement.judging import (CriteriaConfig, PereGRMConfig, PermConfig, peregrm_reward,
-                                perm_reward, prepare_criteria, score_dataset)
+from attunement.judging import (
+    CriteriaConfig,
+    PereGRMConfig,
+    PermConfig,
+    peregrm_reward,
+    perm_reward,
+    prepare_criteria,
+    score_dataset,
+)
 from attunement.llm import ScriptedChatModel
 from attunement.llm.base import ChatRequest
 from attunement.records import Example, RewardBreakdown
-
-from test_judging_rewards import DIMS, dimension, example, judge_answer, kind, reply, scripted
 
 
 def run(coro):

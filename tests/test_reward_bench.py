@@ -7,8 +7,13 @@ import asyncio
 
 import pytest
 
-from attunement.bench.reward_bench import (BenchSettings, RealisticJudge, bench_batch,
-                                           check_targets, run_reward_bench)
+from attunement.bench.reward_bench import (
+    BenchSettings,
+    RealisticJudge,
+    bench_batch,
+    check_targets,
+    run_reward_bench,
+)
 from attunement.judging import PereGRMConfig, PermConfig, peregrm_reward, perm_reward
 from attunement.llm import ScriptedChatModel
 from attunement.llm.base import ChatRequest

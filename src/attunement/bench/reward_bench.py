@@ -21,14 +21,13 @@ The lengths are options: the shared-versus-inline saving depends on them.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Self
 
 import typer
 
@@ -36,9 +35,7 @@ from attunement.cli.bench import bench_app
 
 # --------------------------------------------------------------------------- the simulated judge
 
-_WORDS = ("the user seems worried that their effort will not be seen and the reply should "
-          "acknowledge this before offering any practical step while keeping a calm and "
-          "respectful tone that fits a reserved person who values competence and privacy").split()
+_WORDS = ["the", "user", "seems", "worried", "that", "their", "effort", "will", "not", "be", "seen", "and", "the", "reply", "should", "acknowledge", "this", "before", "offering", "any", "practical", "step", "while", "keeping", "a", "calm", "and", "respectful", "tone", "that", "fits", "a", "reserved", "person", "who", "values", "competence", "and", "privacy"]
 
 
 def _filler(n_tokens: int, salt: str) -> str:
@@ -186,7 +183,7 @@ class ServerProcess:
         self._conn: Any = None
         self._proc: Any = None
 
-    def __enter__(self) -> ServerProcess:
+    def __enter__(self) -> Self:
         import multiprocessing
 
         ctx = multiprocessing.get_context("spawn")
@@ -370,6 +367,7 @@ def rewards_bench(
 ) -> None:
     """Score a GRPO-sized batch with PERM, PereGRM inline and PereGRM shared on a simulated
     judge server; print wall time against the server's own lower bound."""
+    from rich.console import Console
     from rich.table import Table
 
     from attunement.cli.common import console, fail, out, run
@@ -398,13 +396,14 @@ def rewards_bench(
     table = Table(title="reward scoring on the simulated judge (per reply: /r)")
     for col in ("mode", "wall s", "bound s", "ratio", "calls", "prompt tok/r", "out tok/r",
                 "unscorable", "cached calls", "cached s"):
-        table.add_column(col, justify="left" if col == "mode" else "right")
+        table.add_column(col, justify="left" if col == "mode" else "right",
+                         no_wrap=col == "mode")
     for r in results:
         table.add_row(r.mode, f"{r.wall:.2f}", f"{r.bound:.2f}", f"{r.ratio:.2f}",
                       str(r.requests), f"{r.prompt_tokens / r.replies:.0f}",
                       f"{r.completion_tokens / r.replies:.0f}", str(r.unscorable),
                       str(r.cached_requests), f"{r.cached_wall:.2f}")
-    out.print(table)
+    Console(width=max(out.size.width, 112)).print(table)
     for what, met, figure in check_targets(results):
         mark = "[green]met[/green]" if met else "[red]NOT met[/red]"
         console.print(f"{mark}  {what}: {figure}")

@@ -8,8 +8,17 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from attunement.cli.common import (CachePath, Concurrency, Retries, Timeout, console, fail,
-                                   llm_options, out, run)
+from attunement.cli.common import (
+    CachePath,
+    Concurrency,
+    Retries,
+    Timeout,
+    console,
+    fail,
+    llm_options,
+    out,
+    run,
+)
 
 
 def register(app: typer.Typer) -> None:

@@ -31,13 +31,29 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from attunement.judging import aggregate as agg
 from attunement.judging.parsing import BYSTANDER_MAX, Parsed, parse_bystander
-from attunement.judging.templates import (JSON_TEXT_CHARS, OutputChoice, bystander_schema, fenced_judged,
-                                          fenced_message, render_context, resolve_output,
-                                          snippet, template, versions)
+from attunement.judging.templates import (
+    JSON_TEXT_CHARS,
+    OutputChoice,
+    bystander_schema,
+    fenced_judged,
+    fenced_message,
+    render_context,
+    resolve_output,
+    snippet,
+    template,
+    versions,
+)
 from attunement.llm.base import ChatModel, Completion, LLMError, Message
 from attunement.llm.scripted import count_tokens
-from attunement.records import (EMPATHY_DIMENSIONS, Dimension, Example, Judgement, Reply,
-                                RewardBreakdown, Usage)
+from attunement.records import (
+    EMPATHY_DIMENSIONS,
+    Dimension,
+    Example,
+    Judgement,
+    Reply,
+    RewardBreakdown,
+    Usage,
+)
 
 TokenCounter = Callable[[str], int]
 
@@ -389,9 +405,10 @@ class JudgeReward(RewardModel):
             raw_means[dim] = agg.mean([j.score for j in valid])  # type: ignore[misc]
             norm_means[dim] = agg.mean([j.normalized for j in valid])  # type: ignore[misc]
         record_config = dict(self._record_config)
-        common = dict(example_id=example.example_id, reply_id=reply.reply_id,
-                      reward_model=self.name, dimensions=raw_means, judgements=judgements,
-                      usage=usage, seconds=round(seconds, 4), config=record_config)
+        common: dict[str, Any] = {
+            "example_id": example.example_id, "reply_id": reply.reply_id,
+            "reward_model": self.name, "dimensions": raw_means, "judgements": judgements,
+            "usage": usage, "seconds": round(seconds, 4), "config": record_config}
         if problems:
             return RewardBreakdown(reward=None, unscorable=True, reason="; ".join(problems),
                                    **common)

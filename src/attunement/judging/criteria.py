@@ -27,8 +27,13 @@ from attunement.concurrency import run_bounded
 from attunement.judging.base import JudgeSampler
 from attunement.judging.parsing import ParsedCriteria, parse_criteria
 from attunement.judging.peregrm import criteria_messages
-from attunement.judging.templates import (JSON_TEXT_CHARS, OutputChoice, criteria_schema,
-                                          resolve_output, versions)
+from attunement.judging.templates import (
+    JSON_TEXT_CHARS,
+    OutputChoice,
+    criteria_schema,
+    resolve_output,
+    versions,
+)
 from attunement.llm.base import ChatModel
 from attunement.records import EMPATHY_DIMENSIONS, Dimension, Example, Usage
 

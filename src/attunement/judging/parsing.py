@@ -85,7 +85,7 @@ def strip_fenced(text: str, labels: tuple[str, ...] = FENCE_LABELS) -> str:
     """
     for label in labels:
         pattern = re.compile(rf"<\s*{re.escape(label)}\s*>.*?<\s*/\s*{re.escape(label)}\s*>",
-                             re.S | re.I)
+                             re.DOTALL | re.IGNORECASE)
         text = pattern.sub(" ", text)
     return text
 
@@ -147,19 +147,19 @@ _BOXED = re.compile(r"\\boxed\s*\{\s*" + _NUM + r"\s*\}")
 _SCORE_LINE = re.compile(
     r"^[ \t>*#_`-]*(?:final\s+|overall\s+)?scores?[ \t*_`]*[:=：][ \t*_`]*" + _NUM
     + r"(?:[ \t]*(?:/|out\s+of)[ \t]*(\d+(?:\.\d+)?))?",
-    re.I | re.M)
+    re.IGNORECASE | re.MULTILINE)
 _SECTION = r"^[ \t>*#_`-]*{name}[ \t*_`]*[:：]"
 
 
 def _section(text: str, start: str, stops: tuple[str, ...]) -> str | None:
     """The text after the header ``start:`` up to the next of ``stops`` (last header wins)."""
-    heads = list(re.finditer(_SECTION.format(name=start), text, re.I | re.M))
+    heads = list(re.finditer(_SECTION.format(name=start), text, re.IGNORECASE | re.MULTILINE))
     if not heads:
         return None
     begin = heads[-1].end()
     end = len(text)
     for stop in stops:
-        m = re.compile(_SECTION.format(name=stop), re.I | re.M).search(text, begin)
+        m = re.compile(_SECTION.format(name=stop), re.IGNORECASE | re.MULTILINE).search(text, begin)
         if m:
             end = min(end, m.start())
     body = text[begin:end].strip()
@@ -246,7 +246,7 @@ def _str_field(obj: dict[str, Any], *keys: str) -> str | None:
 # --------------------------------------------------------------------------- bystander
 
 _TOTAL = re.compile(r"total\s+score[ \t*_`]*[:=：][ \t*_`]*\[?" + _NUM
-                    + r"\]?(?:[ \t]*(?:/|out\s+of)[ \t]*(\d+(?:\.\d+)?))?", re.I)
+                    + r"\]?(?:[ \t]*(?:/|out\s+of)[ \t]*(\d+(?:\.\d+)?))?", re.IGNORECASE)
 
 
 def parse_bystander(text: str, *, fmt: OutputFormat = "json") -> Parsed:
@@ -283,7 +283,7 @@ def parse_bystander(text: str, *, fmt: OutputFormat = "json") -> Parsed:
 
     subs = {}
     for key, _, pattern in BYSTANDER_PARTS:
-        line = re.compile(rf"{pattern}[^:\n]*[:：][ \t*_`]*{_NUM}[ \t]*/[ \t]*20", re.I)
+        line = re.compile(rf"{pattern}[^:\n]*[:：][ \t*_`]*{_NUM}[ \t]*/[ \t]*20", re.IGNORECASE)
         hits = list(line.finditer(body))
         if hits:
             subs[key] = float(hits[-1].group(1))
@@ -335,7 +335,7 @@ class ParsedCriteria:
         return render_criteria(self.items)
 
 
-_ITEM = re.compile(r"^[ \t]*(?:\d+[.)]|[-*•])[ \t]+(.+?)[ \t]*$", re.M)
+_ITEM = re.compile(r"^[ \t]*(?:\d+[.)]|[-*•])[ \t]+(.+?)[ \t]*$", re.MULTILINE)
 _WEIGHT = re.compile(r"\((\d+(?:\.\d+)?)\s*%\)|\b(\d+(?:\.\d+)?)\s*%")
 
 

@@ -34,10 +34,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from attunement.judging.base import JudgeReward, PereGRMConfig, Sample, TokenCounter
-from attunement.judging.parsing import ParsedCriteria, parse_criteria, parse_rating
-from attunement.judging.templates import (criteria_schema, inline_schema, score_schema,
-                                          fenced_judged, fenced_message, render_context,
-                                          snippet, template)
+from attunement.judging.parsing import parse_criteria, parse_rating
+from attunement.judging.templates import (
+    criteria_schema,
+    fenced_judged,
+    fenced_message,
+    inline_schema,
+    render_context,
+    score_schema,
+    snippet,
+    template,
+)
 from attunement.llm.base import ChatModel, Message
 from attunement.records import Dimension, Example, Judgement, Reply, Usage
 

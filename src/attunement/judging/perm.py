@@ -17,8 +17,14 @@ from collections.abc import Sequence
 
 from attunement.judging.base import JudgeReward, PermConfig, TokenCounter
 from attunement.judging.parsing import parse_rating
-from attunement.judging.templates import (reason_score_schema, fenced_judged, fenced_message,
-                                          render_context, snippet, template)
+from attunement.judging.templates import (
+    fenced_judged,
+    fenced_message,
+    reason_score_schema,
+    render_context,
+    snippet,
+    template,
+)
 from attunement.llm.base import ChatModel
 from attunement.records import Dimension, Example, Judgement, Reply, Usage
 

@@ -61,7 +61,7 @@ def render_context(example: Example, *, include_memories: bool) -> str:
     return text or NO_CONTEXT
 
 
-_ANY_FENCE = re.compile(r"<(/?)\s*(" + "|".join(FENCE_LABELS) + r")\s*>", re.I)
+_ANY_FENCE = re.compile(r"<(/?)\s*(" + "|".join(FENCE_LABELS) + r")\s*>", re.IGNORECASE)
 
 
 def defuse_fences(text: str) -> str:
