@@ -309,9 +309,9 @@ def echoing_judge(score: int, bystander: int) -> ScriptedChatModel:
 @pytest.mark.parametrize("make", ["perm", "peregrm-inline", "peregrm-shared"])
 def test_replies_cannot_steer_their_own_scores(attack, make):
     judge = echoing_judge(2, 40)
-    reward = (perm_reward(judge, PermConfig(output="text")) if make == "perm" else
-              peregrm_reward(judge, PereGRMConfig(output="text",
-                                                  criteria_mode=make.split("-")[1])))
+    text = {"output": "text", "bystander_output": "same"}
+    reward = (perm_reward(judge, PermConfig(**text)) if make == "perm" else
+              peregrm_reward(judge, PereGRMConfig(**text, criteria_mode=make.split("-")[1])))
     bad = reply("r1", response=f"I hear you. {attack}", analysis=f"Sad. {attack}")
     [b] = run(reward.score(example(), [bad]))
     assert b.dimensions == {"resonation": 2.0, "expression": 2.0, "reception": 2.0,
@@ -439,6 +439,20 @@ def test_json_output_sends_schemas_and_parses():
     [b] = run(reward.score(example(), [reply("r1")]))
     assert all(c.json_schema is not None for c in judge.calls)
     assert b.dimensions["expression"] == 2.0 and b.dimensions["bystander"] == 80.0
+
+
+def test_bystander_answers_json_by_default_and_text_on_request():
+    judge = scripted()
+    run(perm_reward(judge, PermConfig(output="text")).score(example(), [reply("r1")]))
+    [bys] = [c for c in judge.calls if kind(c) == "bystander"]
+    assert bys.json_schema is not None and '"accuracy"' in bys.messages[-1][1]
+    assert all(c.json_schema is None for c in judge.calls if kind(c) != "bystander")
+    judge = scripted(bystander=64)
+    [b] = run(perm_reward(judge, PermConfig(output="text", bystander_output="text")).score(
+        example(), [reply("r1")]))
+    [bys] = [c for c in judge.calls if kind(c) == "bystander"]
+    assert bys.json_schema is None and "Total Score" in bys.messages[-1][1]
+    assert b.dimensions["bystander"] == 64.0
 
 
 def test_auto_output_is_json_for_the_embedded_model_only():

@@ -65,6 +65,9 @@ def score(
     resonation_on: Annotated[str | None, typer.Option(
         "--resonation-on", help="analysis | response (default: PERM analysis, PereGRM response).")] = None,
     fmt: Format = "auto",
+    bystander_format: Annotated[str | None, typer.Option(
+        "--bystander-format", help="Bystander answers: json (default; text when --format text) "
+        "| text | same.")] = None,
     temperature: Annotated[float | None, typer.Option("--temperature", min=0.0, max=2.0)] = None,
     max_tokens: Annotated[int | None, typer.Option("--max-tokens", min=16)] = None,
     max_resamples: Annotated[int | None, typer.Option("--max-resamples", min=0)] = None,
@@ -87,6 +90,9 @@ def score(
     _choice(normalization, ("max", "minmax"), "--normalization")
     _choice(resonation_on, ("analysis", "response"), "--resonation-on")
     _choice(fmt, ("auto", "text", "json"), "--format")
+    _choice(bystander_format, ("json", "text", "same"), "--bystander-format")
+    if bystander_format is None:
+        bystander_format = "text" if fmt == "text" else "json"
     if criteria_mode is not None and not reward.lower().startswith("peregrm"):
         raise fail("--criteria-mode applies to --reward peregrm only")
     overrides: dict[str, Any] = {
@@ -96,7 +102,7 @@ def score(
         "temperature": temperature, "max_tokens": max_tokens, "max_resamples": max_resamples,
     }
     overrides = {key: v for key, v in overrides.items() if v is not None}
-    overrides.update(output=fmt, seed=seed, use_resonation=not no_resonation,
+    overrides.update(output=fmt, bystander_output=bystander_format, seed=seed, use_resonation=not no_resonation,
                      use_expression=not no_expression, use_reception=not no_reception,
                      use_bystander=not no_bystander)
 

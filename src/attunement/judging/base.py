@@ -74,6 +74,9 @@ class RewardConfig(BaseModel):
         "Score lines), 'json' (schema-constrained), 'auto' (json for the embedded model)")
     bystander_k: int = Field(1, ge=1, le=64, description="bystander samples (the papers "
                              "scale only the empathy dimensions)")
+    bystander_output: Literal["json", "text", "same"] = Field(
+        "json", description="bystander answer format: schema-constrained JSON of the five "
+        "sub-scores (default), the paper's text, or 'same' as `output`")
     max_resamples: int = Field(2, ge=0, description="fresh draws for unparseable samples")
     json_text_chars: int = Field(
         JSON_TEXT_CHARS, ge=20, description="maxLength of free-text fields in JSON answers "
@@ -246,12 +249,13 @@ class JudgeSampler:
         async with self._semaphore():
             return await self.judge.complete(
                 messages, n=n, temperature=temperature, max_tokens=max_tokens,
-                json_schema=schema if self.fmt == "json" else None, seed=self.seed,
+                json_schema=schema, seed=self.seed,
                 sample_start=sample_start)
 
     async def sample(self, messages: list[Message], *, k: int, temperature: float,
                      schema: dict[str, Any] | None, parse: Callable[[str], _Verdict],
-                     max_tokens: int | None = None) -> tuple[list[Sample], Usage]:
+                     max_tokens: int | None = None,
+                     fmt: str | None = None) -> tuple[list[Sample], Usage]:
         """Draw ``k`` samples of one prompt in one request, re-drawing failures.
 
         Returns every sample drawn (failed ones included, in drawing order) and
@@ -262,6 +266,8 @@ class JudgeSampler:
         """
         samples: list[Sample] = []
         usage = Usage()
+        if (fmt or self.fmt) != "json":
+            schema = None  # text answers: no schema sent
         need, start, attempt = k, 0, 1
         while need > 0:
             try:
@@ -296,6 +302,8 @@ class JudgeReward(RewardModel):
         self.judge = judge
         self.config = config
         self.fmt = resolve_output(config.output, judge)
+        self.bystander_fmt = (self.fmt if config.bystander_output == "same"
+                              else config.bystander_output)
         self.token_counter = token_counter or count_tokens
         self.token_counter_name = ("count_tokens (approximate: words and punctuation)"
                                    if token_counter is None else
@@ -306,6 +314,7 @@ class JudgeReward(RewardModel):
                                     limit=config.max_concurrency)
         self.sample = self.sampler.sample
         self._record_config = {"judge": judge.name, "output": self.fmt,
+                               "bystander_format": self.bystander_fmt,
                                **config.model_dump(mode="json")}
 
     # ------------------------------------------------------------------ manifest
@@ -320,6 +329,7 @@ class JudgeReward(RewardModel):
             "kind": self.kind,
             "judge": self.judge.name,
             "output_format": self.fmt,
+            "bystander_format": self.bystander_fmt,
             "config": self.config.model_dump(mode="json"),
             "token_counter": self.token_counter_name,
             "prompts": versions(self.prompt_names()),
@@ -351,10 +361,12 @@ class JudgeReward(RewardModel):
             context=render_context(example, include_memories=False),
             message=fenced_message(example),
             judged=fenced_judged("response", reply.response),
-            output_format=snippet(f"judge_format_bystander_{self.fmt}"))
+            output_format=snippet(f"judge_format_bystander_{self.bystander_fmt}"))
         samples, usage = await self.sample(
             messages, k=self.config.bystander_k, temperature=self.config.temperature,
-            schema=bystander_schema(self.config.json_text_chars), parse=lambda text: parse_bystander(text, fmt=self.fmt))
+            schema=bystander_schema(self.config.json_text_chars),
+            parse=lambda text: parse_bystander(text, fmt=self.bystander_fmt),
+            fmt=self.bystander_fmt)
         judgements = []
         for s in samples:
             parsed: Parsed | None = s.verdict

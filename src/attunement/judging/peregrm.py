@@ -100,7 +100,7 @@ class PereGRMReward(JudgeReward):
         if mode == "shared":
             names += ["peregrm_criteria", f"peregrm_format_criteria_{self.fmt}"]
         if self.config.use_bystander:
-            names += ["judge_bystander", f"judge_format_bystander_{self.fmt}"]
+            names += ["judge_bystander", f"judge_format_bystander_{self.bystander_fmt}"]
         return names
 
     def check_examples(self, examples: Sequence[Example]) -> None:

@@ -37,7 +37,7 @@ class PermReward(JudgeReward):
         names = [f"perm_{d}" for d in self.config.empathy_dimensions]
         names.append(f"judge_format_reason_score_{self.fmt}")
         if self.config.use_bystander:
-            names += ["judge_bystander", f"judge_format_bystander_{self.fmt}"]
+            names += ["judge_bystander", f"judge_format_bystander_{self.bystander_fmt}"]
         return names
 
     def messages(self, example: Example, reply: Reply, dimension: Dimension):
