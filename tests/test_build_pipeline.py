@@ -182,6 +182,29 @@ async def test_inspection_failures_drop_the_query_with_the_failed_check(tmp_path
     assert "failed role_awareness" in rec.reason
 
 
+async def test_annotate_mode_exports_failed_queries_with_their_verdict(tmp_path):
+    def inspect(request, index):
+        if "(HEQ)" in request.messages[-1][1]:
+            return json.dumps({"reason": "Reads like the assistant talking.",
+                               "emotional_need": True, "logical_consistency": True,
+                               "role_awareness": False, "language": True})
+        return default_answer(request, index)
+
+    model = scripted_builder({"inspect": inspect})
+    report = await build_dataset(EXAMPLE_USERS, tmp_path, model, show_progress=False,
+                                 config=BuildConfig(inspection="annotate"))
+    examples = read_jsonl(tmp_path / "examples.jsonl", Example)
+    assert {e.category for e in examples} == set(Category)
+    assert report.accepted == len(examples)
+    assert report.inspection_passed == sum(e.meta["inspection_passed"] for e in examples)
+    failed = [e for e in examples if not e.meta["inspection_passed"]]
+    assert failed and all(e.category == Category.HEQ for e in failed)
+    assert all(e.meta["inspection_checks"]["role_awareness"] is False for e in failed)
+    # the stage record keeps the honest verdict
+    rec = next(r for r in load_stage_records(tmp_path, "inspect") if r.key == "demo-leo:HEQ")
+    assert rec.status == "rejected"
+
+
 @pytest.mark.parametrize("fail_after", [3, 11, 26])
 async def test_resume_after_a_crash_gives_identical_output(tmp_path, fail_after):
     reference = tmp_path / "reference"

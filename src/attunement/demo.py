@@ -3,7 +3,8 @@
 It runs the whole method on the bundled example users with one model (the
 embedded SmolLM2 by default) and shows the paper's memory ablation in small:
 replies written with the user's own memory against replies written with
-another user's memory, both scored by PereGRM.
+another user's memory (drawn from the other bundled users), both scored by
+PereGRM.
 
 Every step writes into the run folder and resumes, and every model call is
 cached, so a second run prints the same table without calling the model.
@@ -15,9 +16,11 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from attunement.building.config import BuildConfig
 from attunement.jsonl import read_jsonl, write_manifest
 from attunement.llm import ChatModel, LLMOptions, load_chat_model
-from attunement.records import EMPATHY_DIMENSIONS, Example, Reply, RewardBreakdown, UserHistory
+from attunement.records import (EMPATHY_DIMENSIONS, Category, Example, Reply, RewardBreakdown,
+                                UserHistory)
 
 DEMO_MODES = ("full", "mismatch")
 
@@ -45,6 +48,7 @@ class DemoReport:
     out_dir: Path
     users: int
     examples: int
+    inspection_passed: int
     results: list[ModeResult]
 
 
@@ -77,13 +81,18 @@ async def run_demo(
     judge: ChatModel | None = None,
     *,
     users: list[UserHistory] | None = None,
-    max_queries: int = 4,
+    max_queries: int = 3,
     k: int = 1,
     seed: int = 0,
+    max_tokens: int = 128,
     concurrency: int = 1,
     show_progress: bool | None = None,
 ) -> DemoReport:
-    """Run the demo with the given models (``judge`` defaults to ``model``)."""
+    """Run the demo with the given models (``judge`` defaults to ``model``).
+
+    ``max_tokens`` caps each policy reply: the embedded model tends to write
+    until it is stopped, and PERM's 1024-token budget would make the demo slow.
+    """
     from attunement.building import build_dataset
     from attunement.judging import PereGRMConfig, peregrm_reward, score_dataset
     from attunement.policy import generate_replies
@@ -94,19 +103,26 @@ async def run_demo(
 
     users = users if users is not None else read_jsonl(example_users_path(), UserHistory)
     data_dir = out_dir / "data"
-    await build_dataset(users, data_dir, model, seed=seed, concurrency=concurrency,
-                        show_progress=show_progress)
+    config = BuildConfig(categories=[Category.ES], inspection="annotate")
+    to_build = _users_to_build(users, config, max_queries)
+    # One category, and only as many deep users as queries wanted, keep the demo to
+    # a few minutes on a CPU; the embedded model's
+    # inspection verdicts are close to random, so the demo keeps every inspected
+    # query and reports how many passed (a real build enforces the inspection).
+    await build_dataset(to_build, data_dir, model, config, seed=seed,
+                                concurrency=concurrency, show_progress=show_progress)
     examples = read_jsonl(data_dir / "examples.jsonl", Example)
     if not examples:
         raise RuntimeError(f"the builder accepted no query; see {data_dir} for the rejections")
     chosen = _spread_by_user(examples, max_queries)
 
-    reward = peregrm_reward(judge, PereGRMConfig(k=k))
+    # short free-text fields keep the tiny model from writing until its token limit
+    reward = peregrm_reward(judge, PereGRMConfig(k=k, json_text_chars=120))
     results = []
     for mode in DEMO_MODES:
         replies_path = out_dir / f"replies.{mode}.jsonl"
         await generate_replies(chosen, model, replies_path, memory_mode=mode, n=1, seed=seed,
-                               pool=examples, concurrency=concurrency,
+                               pool=users, concurrency=concurrency, max_tokens=max_tokens,
                                show_progress=show_progress)
         replies = read_jsonl(replies_path, Reply)
         scores_path = out_dir / f"scores.{mode}.jsonl"
@@ -117,8 +133,26 @@ async def run_demo(
     write_manifest(out_dir / "manifest.json", command="demo", model=model.name,
                    judge=judge.name, max_queries=max_queries, k=k, seed=seed,
                    reward=reward.manifest(), examples=[e.example_id for e in chosen])
-    return DemoReport(out_dir=out_dir, users=len({e.user_id for e in examples}),
-                      examples=len(chosen), results=results)
+    return DemoReport(out_dir=out_dir, users=len({e.user_id for e in chosen}),
+                      examples=len(chosen),
+                      inspection_passed=sum(1 for e in chosen if e.meta.get("inspection_passed")),
+                      results=results)
+
+
+def _users_to_build(users: list[UserHistory], config: BuildConfig,
+                    max_queries: int) -> list[UserHistory]:
+    """The first ``max_queries`` users that pass the depth filter, and every user it
+    rejects (the filter costs no model call, and its rejections are part of the show)."""
+    from attunement.building import filter_user
+
+    keep, chosen = 0, []
+    for user in users:
+        if filter_user(user, config.filter_rules).keep:
+            if keep >= max_queries:
+                continue
+            keep += 1
+        chosen.append(user)
+    return chosen
 
 
 def _spread_by_user(examples: list[Example], limit: int) -> list[Example]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -33,6 +34,12 @@ class BuildConfig(BaseModel):
     import_options: ImportOptions = Field(default_factory=ImportOptions)
     filter_rules: FilterRules = Field(default_factory=FilterRules)
     categories: list[Category] = Field(default_factory=lambda: list(Category))
+    inspection: Literal["enforce", "annotate"] = Field(
+        default="enforce",
+        description="enforce: export only queries that pass every inspection check (the "
+                    "paper); annotate: export every inspected query with its verdict in "
+                    "meta['inspection_passed'] (for audits, and for demos on a tiny model "
+                    "whose inspector rejects nearly everything)")
 
     extract: StageSettings = Field(default_factory=lambda: StageSettings(
         temperature=0.2, max_tokens=900))

@@ -83,6 +83,7 @@ class BuildReport(BaseModel):
     stages: dict[str, StageCount] = Field(default_factory=dict)
     accepted: int = 0  # examples exported
     accepted_users: int = 0
+    inspection_passed: int = 0  # exported examples that passed every inspection check
     rejected: int = 0  # rejection records over all stages
     rejection_reasons: dict[str, int] = Field(default_factory=dict)
     paths: dict[str, str] = Field(default_factory=dict)
@@ -298,15 +299,22 @@ async def build_dataset(
     examples: list[Example] = []
     for uid, q in queries:
         insp = b.stores["inspect"].ok(q.query_id)
+        if insp is None and config.inspection == "annotate":
+            insp = b.stores["inspect"].get(q.query_id)
+            if insp is not None and "checks" not in (insp.output or {}):
+                insp = None  # the inspector gave no verdict at all: nothing to annotate
         if insp is None:
             continue
+        passed = insp.status == "ok"
         user = by_id[uid]
         examples.append(Example(
             example_id=q.query_id, query=q.text, user_id=uid, category=q.category,
             situation=q.situation, persona=full[uid], memories=user.memories,
             language=q.language,
             meta={"source": user.source, "relevant_memory_ids": q.relevant_memory_ids,
-                  "reasoning": q.reasoning, "inspection": insp.output.get("reason")},
+                  "reasoning": q.reasoning, "inspection": insp.output.get("reason"),
+                  "inspection_passed": passed,
+                  "inspection_checks": insp.output.get("checks", {})},
         ))
 
     report = BuildReport(out_dir=str(out_dir), users=len(users))
@@ -330,6 +338,7 @@ async def build_dataset(
     report.stages = {s: b.counts[s] for s in STAGES if s in b.counts}
     report.accepted = len(examples)
     report.accepted_users = len({e.user_id for e in examples})
+    report.inspection_passed = sum(1 for e in examples if e.meta["inspection_passed"])
     report.rejected = sum(reasons.values())
     report.rejection_reasons = dict(reasons.most_common())
     report.usage = _usage_delta(usage_before, model.usage.snapshot())

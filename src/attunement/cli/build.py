@@ -60,6 +60,10 @@ def build(
                                "failing.")] = False,
     error_tags: Annotated[str, typer.Option(
         "--error-tags", help="Memory items tagged [ERROR: ...]: drop, strip or keep.")] = "drop",
+    inspection: Annotated[str, typer.Option(
+        "--inspection", help="enforce: export only queries passing every inspection check; "
+                             "annotate: export all inspected queries with the verdict in "
+                             "meta.")] = "enforce",
     concurrency: Concurrency = 4,
     timeout: Timeout = 120.0,
     retries: Retries = 4,
@@ -75,12 +79,14 @@ def build(
         raise typer.Exit()
     if source is None or out_dir is None:
         raise fail("--source and --out are required")
+    if inspection not in ("enforce", "annotate"):
+        raise fail(f"--inspection must be enforce or annotate, not {inspection!r}")
     if error_tags not in ("drop", "strip", "keep"):
         raise fail(f"--error-tags must be drop, strip or keep, not {error_tags!r}")
 
     def make_config() -> BuildConfig:
         config = BuildConfig.from_file(config_file) if config_file else BuildConfig()
-        update: dict = {}
+        update: dict = {"inspection": inspection}
         if filter_rules is not None:
             update["filter_rules"] = FilterRules.from_file(filter_rules)
         update["import_options"] = config.import_options.model_copy(update={

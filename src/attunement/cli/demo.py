@@ -20,7 +20,7 @@ def demo(
     out_dir: Annotated[Path, typer.Option("--out", help="Run folder (resumable).")] = Path("runs/demo"),
     model: Annotated[str, typer.Option("--model", help="Model spec for building and answering.")] = "local",
     judge: Annotated[str | None, typer.Option("--judge", help="Judge spec (default: --model).")] = None,
-    queries: Annotated[int, typer.Option("--queries", min=1, help="Queries to answer and score.")] = 4,
+    queries: Annotated[int, typer.Option("--queries", min=1, help="Queries to answer and score.")] = 3,
     k: Annotated[int, typer.Option("-k", min=1, help="PereGRM judge samples per dimension.")] = 1,
     seed: int = 0,
     concurrency: Concurrency = 1,
@@ -55,4 +55,6 @@ def demo(
         table.add_row(r.mode, fmt(r.means.get("resonation")), fmt(r.means.get("expression")),
                       fmt(r.means.get("reception")), fmt(r.average), f"{r.unscorable}/{r.replies}")
     out.print(table)
+    console.print(f"{report.inspection_passed} of {report.examples} queries passed the "
+                  "builder's inspection (the demo keeps all; see docs/building.md)")
     console.print(f"run folder: {report.out_dir}  ({time.perf_counter() - started:.0f} s)")

@@ -1,0 +1,129 @@
+"""attune demo: the whole chain on a scripted model (fast) and on the embedded model (slow)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from build_scripted import default_answer, stage_of
+from test_judging_rewards import judge_answer
+from typer.testing import CliRunner
+
+from attunement.cli import build_app
+from attunement.demo import DEMO_MODES, example_users_path, run_demo, summarize_mode
+from attunement.jsonl import read_jsonl
+from attunement.llm import ScriptedChatModel
+from attunement.llm.base import ChatRequest
+from attunement.records import Example, Judgement, Reply, RewardBreakdown, UserHistory
+
+POLICY_REPLY = "# Analysis\nThey feel alone with it.\n\n# Response\nThat sounds so heavy. I'm here."
+
+
+def _is_builder(request: ChatRequest) -> bool:
+    try:
+        stage_of(request)
+    except AssertionError:
+        return False
+    return True
+
+
+def scripted_everything() -> ScriptedChatModel:
+    """Builder stages, policy replies and judge answers from one scripted model."""
+    users = read_jsonl(example_users_path(), UserHistory)
+
+    def respond(request: ChatRequest, index: int) -> str:
+        if request.json_schema is not None and _is_builder(request):
+            answer = default_answer(request, index)
+            if stage_of(request) == "queries":  # name the asker so prompts can be told apart
+                text = "\n".join(c for _, c in request.messages)
+                asker = next(u.user_id for u in users
+                             if any(m.value in text for m in u.memories))
+                data = json.loads(answer)
+                data["query"] += f" (asked by {asker})"
+                answer = json.dumps(data)
+            return answer
+        system = request.messages[0][1]
+        if "caring, attentive assistant" in system:
+            return POLICY_REPLY
+        return judge_answer(request, score=4.0)
+
+    return ScriptedChatModel(respond, name="scripted-demo")
+
+
+async def test_demo_runs_the_chain_and_resumes_without_calls(tmp_path):
+    model = scripted_everything()
+    report = await run_demo(tmp_path, model, max_queries=3, show_progress=False)
+    assert [r.mode for r in report.results] == list(DEMO_MODES)
+    assert report.examples == 3 and report.users == 3
+    for r in report.results:
+        assert r.replies == 3 and r.unscorable == 0
+        assert r.means == {"resonation": 4.0, "expression": 4.0, "reception": 4.0}
+        assert r.average == 4.0
+
+    examples = {e.example_id: e for e in read_jsonl(tmp_path / "data/examples.jsonl", Example)}
+    users = {u.user_id: u for u in read_jsonl(example_users_path(), UserHistory)}
+    for mode in DEMO_MODES:
+        replies = read_jsonl(tmp_path / f"replies.{mode}.jsonl", Reply)
+        assert {r.memory_mode for r in replies} == {mode}
+        scores = read_jsonl(tmp_path / f"scores.{mode}.jsonl", RewardBreakdown)
+        assert {s.reply_id for s in scores} == {r.reply_id for r in replies}
+    # the policy saw the asker's own memories in full mode and another bundled
+    # user's memories in mismatch mode
+    policy_prompts = [c.messages[-1][1] for c in model.calls
+                      if "caring, attentive assistant" in c.messages[0][1]]
+    assert len(policy_prompts) == 2 * len(examples_chosen := manifest_examples(tmp_path))
+    for eid in examples_chosen:
+        ex = examples[eid]
+        own = [m.value for m in users[ex.user_id].memories]
+        others = [m.value for uid, u in users.items() if uid != ex.user_id for m in u.memories]
+        prompts = [p for p in policy_prompts if ex.query in p]
+        assert len(prompts) == 2
+        full = [p for p in prompts if any(v in p for v in own)]
+        mism = [p for p in prompts if not any(v in p for v in own)]
+        assert len(full) == 1 and len(mism) == 1
+        assert any(v in mism[0] for v in others)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["command"] == "demo" and len(manifest["examples"]) == 3
+    assert set(manifest["examples"]) <= set(examples)
+    assert set(users) >= {e.user_id for e in examples.values()}
+
+    calls = len(model.calls)
+    again = await run_demo(tmp_path, model, max_queries=3, show_progress=False)
+    assert len(model.calls) == calls, "a resumed demo must not call the model again"
+    assert [r.means for r in again.results] == [r.means for r in report.results]
+
+
+def manifest_examples(run_dir) -> list[str]:
+    return json.loads((run_dir / "manifest.json").read_text())["examples"]
+
+
+def test_summarize_mode_counts_unscorable_and_averages_valid_samples():
+    def bd(rid, scores, unscorable=False):
+        judgements = [Judgement(dimension=d, score=s) for d, s in scores.items()]
+        return RewardBreakdown(example_id="e", reply_id=rid, reward_model="peregrm",
+                               reward=None if unscorable else 0.5, unscorable=unscorable,
+                               reason="no valid reception sample" if unscorable else None,
+                               judgements=judgements)
+
+    result = summarize_mode("full", [
+        bd("a", {"resonation": 4, "expression": 2, "reception": 5}),
+        bd("b", {"resonation": 2, "expression": 4, "reception": None}, unscorable=True),
+    ])
+    assert result.unscorable == 1 and result.replies == 2
+    assert result.means == {"resonation": 3.0, "expression": 3.0, "reception": 5.0}
+    assert result.average == pytest.approx(11 / 3)
+
+
+@pytest.mark.slow
+def test_attune_demo_on_the_embedded_model(local_model, tmp_path):
+    result = CliRunner().invoke(build_app(), ["demo", "--out", str(tmp_path), "--queries", "2"])
+    assert result.exit_code == 0, result.output
+    for mode in DEMO_MODES:
+        assert mode in result.output
+        scores = read_jsonl(tmp_path / f"scores.{mode}.jsonl", RewardBreakdown)
+        assert len(scores) == 2
+        for s in scores:
+            for j in s.judgements:
+                if j.score is not None:
+                    assert (0 <= j.score <= 100) if j.dimension == "bystander" \
+                        else (1 <= j.score <= 5)
