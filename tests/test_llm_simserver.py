@@ -90,10 +90,30 @@ def test_service_time_uses_longest_sample_and_prompt_tokens():
     with SimServer(cfg) as server:
         post(server, chat("a b c d e", n=2, max_tokens=100))
         stats = server.stats()
-    # 0.01 + 5 prompt tokens * 0.001 + max(10, 40) * 0.001
-    assert stats.busy_seconds == pytest.approx(0.055)
+    # each sample: 0.01 + 5 prompt tokens * 0.001 + its own tokens * 0.001
     assert stats.max_request_seconds == pytest.approx(0.055)
+    assert stats.busy_seconds == pytest.approx(0.025 + 0.055)
     assert stats.completion_tokens == 50 and stats.samples == 2
+
+    # one slot for the longest sample
+    with SimServer(SimConfig(base_latency=0.01, per_prompt_token=0.001, per_output_token=0.001,
+                             responder=responder, n_shares_slot=True)) as server:
+        post(server, chat("a b c d e", n=2, max_tokens=100))
+        assert server.stats().busy_seconds == pytest.approx(0.055)
+
+
+def test_samples_of_one_request_occupy_sequence_slots():
+    cfg = SimConfig(slots=2, base_latency=0.08, per_output_token=0.0)
+    with SimServer(cfg) as server:
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(2) as pool:
+            statuses = [r.status for r, _ in pool.map(
+                lambda i: post(server, chat(f"q{i}", n=2)), range(2))]
+        wall = time.perf_counter() - t0
+        bound = server.lower_bound_seconds()
+    assert statuses == [200, 200]
+    assert bound == pytest.approx(2 * 0.08)  # 4 samples x 0.08 s on 2 slots
+    assert wall >= bound * 0.98  # two samples had to wait for a slot
 
 
 def test_slots_queue_requests_and_bound_holds():

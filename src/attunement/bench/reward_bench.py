@@ -249,6 +249,7 @@ class BenchSettings:
     per_output_token: float = 0.0015
     per_prompt_token: float = 0.0
     supports_n: bool = True
+    n_shares_slot: bool = False
     client_concurrency: int | None = None
     output: str = "text"
     judge: RealisticJudge = field(default_factory=RealisticJudge)
@@ -276,7 +277,8 @@ async def _run_mode(mode: str, settings: BenchSettings, workdir: Path) -> ModeRe
     sim = SimConfig(slots=settings.slots, base_latency=settings.base_latency,
                     per_output_token=settings.per_output_token,
                     per_prompt_token=settings.per_prompt_token,
-                    supports_n=settings.supports_n, responder=settings.judge)
+                    supports_n=settings.supports_n, n_shares_slot=settings.n_shares_slot,
+                    responder=settings.judge)
     cache = workdir / f"{mode}.sqlite"
     options = LLMOptions(concurrency=settings.client_concurrency or 4 * settings.slots,
                          cache=cache, max_retries=2, timeout=60)
@@ -350,8 +352,12 @@ def rewards_bench(
     per_prompt_token: Annotated[float, typer.Option("--per-prompt-token", min=0.0)] = 0.0,
     server_n: Annotated[bool, typer.Option(
         "--server-n/--no-server-n",
-        help="Server decodes n samples of a request in parallel (default) or ignores n, so "
-             "each sample is its own request.")] = True,
+        help="Server decodes the n samples of a request side by side (default) or ignores "
+             "n, so each sample is its own request.")] = True,
+    n_shares_slot: Annotated[bool, typer.Option(
+        "--n-shares-slot", help="The n samples of a request cost one sequence slot instead "
+        "of n (flatters n-sampling; real batching servers decode each sample as a "
+        "sequence).")] = False,
     client_concurrency: Annotated[int | None, typer.Option(
         "--client-concurrency", min=1, help="Requests in flight (default 4 x slots).")] = None,
     fmt: Annotated[str, typer.Option("--format", help="Judge answer format: text | json.")] = "text",
@@ -381,13 +387,14 @@ def rewards_bench(
     settings = BenchSettings(prompts=prompts, replies=replies, k=k, slots=slots,
                              base_latency=base_latency, per_output_token=per_output_token,
                              per_prompt_token=per_prompt_token, supports_n=server_n,
+                             n_shares_slot=n_shares_slot,
                              client_concurrency=client_concurrency, output=fmt,
                              judge=RealisticJudge(inline_analysis_tokens=inline_analysis,
                                                   score_analysis_tokens=score_analysis,
                                                   item_tokens=item_tokens))
     console.print(f"batch: {prompts} prompts x {replies} replies, k={k}; server: {slots} slots, "
                   f"{base_latency * 1000:.0f} ms + {per_output_token * 1000:.2f} ms/output token, "
-                  f"n {'decoded in parallel' if server_n else 'ignored (one sample per request)'}")
+                  f"n {'ignored (one sample per request)' if not server_n else 'samples share one slot' if n_shares_slot else 'one sequence slot per sample'}")
     j = settings.judge
     console.print(f"simulated answers: criteria {j.criteria_items} x ~{j.item_tokens} tokens, "
                   f"analysis ~{j.inline_analysis_tokens} (inline) / ~{j.score_analysis_tokens} "

@@ -11,17 +11,21 @@ alike::
         ...
         server.stats().requests
 
-Latency model (honest by construction): a request waits for one of ``slots``
-(first come, first served) and holds it for its whole service time::
+Latency model (honest by construction): ``slots`` is the number of sequences
+the server decodes at once (vLLM's ``max_num_seqs``, llama.cpp server's
+``--parallel``). Each sample of a request is one sequence: it waits, first come
+first served, for a free slot and holds it for::
 
-    service = base_latency
-            + per_prompt_token * prompt_tokens
-            + per_output_token * max(tokens of each sample)
+    base_latency + per_prompt_token * prompt_tokens + per_output_token * its tokens
 
-The ``n`` samples of one request decode in parallel, so only the longest one
-counts, as on a batching inference server. ``busy_seconds`` is the sum of the
-service times, so ``max(max_request_seconds, busy_seconds / slots)`` is a lower
-bound on the wall time any client needs for the calls the server answered
+and the request is answered when its last sample is done. So ``n`` samples in
+one request save HTTP round trips and client work, not decoding capacity (a
+server-side prefix cache is not modelled). ``n_shares_slot=True`` models a
+server whose n samples cost one slot for the longest sample's time, which
+flatters n-sampling. ``busy_seconds`` sums the slot-seconds of all samples and
+``max_request_seconds`` is the longest single sample, so
+``max(max_request_seconds, busy_seconds / slots)`` is a lower bound on the
+wall time any client needs for the calls the server answered
 (:meth:`SimServer.lower_bound_seconds`).
 
 Faults are applied to the first chat requests, in order, one per request.
@@ -77,6 +81,7 @@ class SimConfig:
     per_prompt_token: float = 0.0
     per_output_token: float = 0.002
     supports_n: bool = True
+    n_shares_slot: bool = False
     responder: SimResponder | None = None
     faults: list[str] = field(default_factory=list)
     slow_seconds: float = 5.0
@@ -420,15 +425,22 @@ class SimServer:
             lengths.append(tokens)
             choices.append({"index": i, "message": {"role": "assistant", "content": text},
                             "finish_reason": "length" if cut else "stop", "logprobs": None})
-        service = (cfg.base_latency + cfg.per_prompt_token * prompt_tokens
-                   + cfg.per_output_token * max(lengths))
+        start = cfg.base_latency + cfg.per_prompt_token * prompt_tokens
         if self._slots is None:
             raise RuntimeError("the server was not started")
-        async with self._slots:
-            await asyncio.sleep(service)
+        if cfg.n_shares_slot:
+            times = [start + cfg.per_output_token * max(lengths)]
+        else:
+            times = [start + cfg.per_output_token * t for t in lengths]
+
+        async def occupy(seconds: float) -> None:
+            async with self._slots:
+                await asyncio.sleep(seconds)
+
+        await asyncio.gather(*(occupy(t) for t in times))
         self._update(samples=count, prompt_tokens=prompt_tokens,
-                     completion_tokens=sum(lengths), busy_seconds=service,
-                     max_request_seconds=service)
+                     completion_tokens=sum(lengths), busy_seconds=sum(times),
+                     max_request_seconds=max(times))
         return {
             "id": f"chatcmpl-sim-{next(self._ids)}",
             "object": "chat.completion",
