@@ -99,7 +99,7 @@ class CachedChatModel(ChatModel):
         missing = [i for i in indices if i not in found]
         # fetch missing samples in contiguous runs so that each run's samples
         # keep their own numbers (and so their own per-sample seeds)
-        for start, count in _runs(missing):
+        for start, count in contiguous_runs(missing):
             sub = make_request(request.message_dicts, n=count, temperature=request.temperature,
                                max_tokens=request.max_tokens, json_schema=request.json_schema,
                                seed=request.seed, stop=request.stop, sample_start=start)
@@ -117,8 +117,8 @@ class CachedChatModel(ChatModel):
         await self.inner.aclose()
 
 
-def _runs(indices: list[int]) -> list[tuple[int, int]]:
-    """[3, 4, 5, 9] -> [(3, 3), (9, 1)]."""
+def contiguous_runs(indices: list[int]) -> list[tuple[int, int]]:
+    """Sorted sample numbers as (start, count) runs: [3, 4, 5, 9] -> [(3, 3), (9, 1)]."""
     runs: list[tuple[int, int]] = []
     for i in indices:
         if runs and runs[-1][0] + runs[-1][1] == i:

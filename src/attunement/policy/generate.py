@@ -28,6 +28,7 @@ from pydantic import BaseModel, Field
 from attunement.concurrency import run_bounded
 from attunement.jsonl import JsonlAppender, read_done_keys, write_manifest
 from attunement.llm.base import ChatModel, Completion, Message
+from attunement.llm.cache import contiguous_runs
 from attunement.policy.memory import MemoryStrategy, MemoryView, memory_strategy
 from attunement.policy.prompting import (
     REPLY_PROMPT,
@@ -63,17 +64,6 @@ def manifest_path(out: str | Path) -> Path:
     """``replies.jsonl`` -> ``replies.manifest.json``."""
     out = Path(out)
     return out.with_name((out.stem if out.suffix == ".jsonl" else out.name) + ".manifest.json")
-
-
-def _runs(indices: list[int]) -> list[tuple[int, int]]:
-    """Contiguous runs as (start, count): [0, 1, 3] -> [(0, 2), (3, 1)]."""
-    runs: list[tuple[int, int]] = []
-    for i in indices:
-        if runs and runs[-1][0] + runs[-1][1] == i:
-            runs[-1] = (runs[-1][0], runs[-1][1] + 1)
-        else:
-            runs.append((i, 1))
-    return runs
 
 
 def _usage_since(model: ChatModel, before: Usage) -> Usage:
@@ -217,7 +207,7 @@ async def generate_replies(
             example, list(view.memories), summary=view.summary, persona=persona,
             situation=situation)
         completions: list[Completion] = []
-        for start, count in _runs(missing):
+        for start, count in contiguous_runs(missing):
             completions += await policy.complete(messages, n=count, temperature=temperature,
                                                  max_tokens=max_tokens, seed=seed,
                                                  sample_start=start)
