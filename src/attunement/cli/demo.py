@@ -25,8 +25,12 @@ def demo(
     seed: int = 0,
     concurrency: Concurrency = 1,
 ) -> None:
-    """Build a dataset from the bundled example users, answer with full and mismatched
-    memory, score both with PereGRM and print Res / Exp / Rec / Avg per memory mode."""
+    """Run the whole method on the bundled example users (the embedded model by default).
+
+    Builds a small dataset, answers each query with the user's own memory (full)
+    and with another user's memory (mismatch), scores both with PereGRM and prints
+    Res / Exp / Rec / Avg per memory mode. Resumable; a re-run costs no model calls.
+    """
     from attunement.demo import load_demo_models, run_demo
 
     started = time.perf_counter()
