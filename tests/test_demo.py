@@ -27,17 +27,23 @@ def _is_builder(request: ChatRequest) -> bool:
     return True
 
 
-def scripted_everything() -> ScriptedChatModel:
-    """Builder stages, policy replies and judge answers from one scripted model."""
+def scripted_everything(no_situation_for: str | None = None) -> ScriptedChatModel:
+    """Builder stages, policy replies and judge answers from one scripted model.
+
+    ``no_situation_for``: a user for whom the situation stage finds nothing.
+    """
     users = read_jsonl(example_users_path(), UserHistory)
 
     def respond(request: ChatRequest, index: int) -> str:
         if request.json_schema is not None and _is_builder(request):
             answer = default_answer(request, index)
+            text = "\n".join(c for _, c in request.messages)
+            asker = next((u.user_id for u in users
+                          if any(m.value in text for m in u.memories)), None)
+            if stage_of(request) == "situations" and asker == no_situation_for:
+                return json.dumps({"ES": {"supported": False,
+                                          "why_not": "nothing in the memories"}})
             if stage_of(request) == "queries":  # name the asker so prompts can be told apart
-                text = "\n".join(c for _, c in request.messages)
-                asker = next(u.user_id for u in users
-                             if any(m.value in text for m in u.memories))
                 data = json.loads(answer)
                 data["query"] += f" (asked by {asker})"
                 answer = json.dumps(data)
@@ -91,6 +97,15 @@ async def test_demo_runs_the_chain_and_resumes_without_calls(tmp_path):
     again = await run_demo(tmp_path, model, max_queries=3, show_progress=False)
     assert len(model.calls) == calls, "a resumed demo must not call the model again"
     assert [r.means for r in again.results] == [r.means for r in report.results]
+
+
+async def test_demo_replaces_a_user_whose_query_was_rejected(tmp_path):
+    users = read_jsonl(example_users_path(), UserHistory)
+    model = scripted_everything(no_situation_for=users[0].user_id)
+    report = await run_demo(tmp_path, model, max_queries=3, show_progress=False)
+    assert report.examples == 3
+    chosen = {e.split(":")[0] for e in manifest_examples(tmp_path)}
+    assert users[0].user_id not in chosen and len(chosen) == 3
 
 
 def manifest_examples(run_dir) -> list[str]:

@@ -104,14 +104,20 @@ async def run_demo(
     users = users if users is not None else read_jsonl(example_users_path(), UserHistory)
     data_dir = out_dir / "data"
     config = BuildConfig(categories=[Category.ES], inspection="annotate")
-    to_build = _users_to_build(users, config, max_queries)
-    # One category, and only as many deep users as queries wanted, keep the demo to
-    # a few minutes on a CPU; the embedded model's
-    # inspection verdicts are close to random, so the demo keeps every inspected
-    # query and reports how many passed (a real build enforces the inspection).
-    await build_dataset(to_build, data_dir, model, config, seed=seed,
-                                concurrency=concurrency, show_progress=show_progress)
-    examples = read_jsonl(data_dir / "examples.jsonl", Example)
+    # One category, and only as many users as the queries wanted, keep the demo to a
+    # few minutes on a CPU. A user whose query the builder rejects is replaced by the
+    # next one (the build resumes, so finished users cost nothing). The embedded
+    # model's inspection verdicts are close to random, so the demo keeps every
+    # inspected query and reports how many passed (a real build enforces them).
+    deep, shallow = _split_by_filter(users, config)
+    take = max_queries
+    while True:
+        await build_dataset(shallow + deep[:take], data_dir, model, config, seed=seed,
+                            concurrency=concurrency, show_progress=show_progress)
+        examples = read_jsonl(data_dir / "examples.jsonl", Example)
+        if len(examples) >= max_queries or take >= len(deep):
+            break
+        take += max_queries - len(examples)
     if not examples:
         raise RuntimeError(f"the builder accepted no query; see {data_dir} for the rejections")
     chosen = _spread_by_user(examples, max_queries)
@@ -139,20 +145,16 @@ async def run_demo(
                       results=results)
 
 
-def _users_to_build(users: list[UserHistory], config: BuildConfig,
-                    max_queries: int) -> list[UserHistory]:
-    """The first ``max_queries`` users that pass the depth filter, and every user it
-    rejects (the filter costs no model call, and its rejections are part of the show)."""
+def _split_by_filter(users: list[UserHistory],
+                     config: BuildConfig) -> tuple[list[UserHistory], list[UserHistory]]:
+    """(users the depth filter keeps, users it rejects); the filter costs no model call,
+    and the rejected users are built too, so the demo shows a rejection."""
     from attunement.building import filter_user
 
-    keep, chosen = 0, []
+    deep, shallow = [], []
     for user in users:
-        if filter_user(user, config.filter_rules).keep:
-            if keep >= max_queries:
-                continue
-            keep += 1
-        chosen.append(user)
-    return chosen
+        (deep if filter_user(user, config.filter_rules).keep else shallow).append(user)
+    return deep, shallow
 
 
 def _spread_by_user(examples: list[Example], limit: int) -> list[Example]:
