@@ -455,9 +455,11 @@ def test_bystander_answers_json_by_default_and_text_on_request():
     assert b.dimensions["bystander"] == 64.0
 
 
-def test_auto_output_is_json_for_the_embedded_model_only():
-    assert perm_reward(scripted(name="local:smollm2.gguf")).fmt == "json"
-    assert perm_reward(scripted(name="openai:http://x/v1#m")).fmt == "text"
+def test_auto_output_is_json_only_where_the_backend_enforces_the_schema():
+    grammar = scripted(name="anything")
+    grammar.enforces_json_schema = True
+    assert perm_reward(grammar).fmt == "json"
+    assert perm_reward(scripted(name="local:looks-local.gguf")).fmt == "text"
 
 
 def test_group_checks_and_order():
@@ -500,3 +502,17 @@ def test_manifest_lists_prompt_versions_and_judge():
     assert {"peregrm_criteria", "peregrm_score", "judge_bystander"} <= set(m["prompts"])
     assert all(re.fullmatch(r"[0-9a-f]{12}", v) for v in m["prompts"].values())
     assert m["config"]["criteria_mode"] == "shared" and m["config"]["lambda_bys"] == 0.5
+
+
+def test_auto_output_follows_whether_the_backend_enforces_json(tmp_path):
+    from attunement.judging.templates import resolve_output
+    from attunement.llm import CachedChatModel, CompletionCache
+
+    plain = ScriptedChatModel(outputs=[])
+    assert resolve_output("auto", plain) == "text"
+    grammar = ScriptedChatModel(outputs=[])
+    grammar.enforces_json_schema = True
+    assert resolve_output("auto", grammar) == "json"
+    cached = CachedChatModel(grammar, CompletionCache(tmp_path / "c.sqlite"))
+    assert resolve_output("auto", cached) == "json"
+    assert resolve_output("text", cached) == "text"

@@ -47,10 +47,11 @@ def versions(names: list[str] | tuple[str, ...]) -> dict[str, str]:
 
 
 def resolve_output(choice: OutputChoice, judge: ChatModel) -> OutputFormat:
-    """``auto`` asks the embedded model for JSON (its grammar sampler makes it
-    parseable) and every other judge for the papers' text formats."""
+    """``auto`` asks for JSON from a backend that enforces the schema itself (the
+    embedded llama.cpp model's grammar sampler makes even a tiny model parseable)
+    and for the papers' text formats from every other judge."""
     if choice == "auto":
-        return "json" if judge.name.startswith("local") else "text"
+        return "json" if judge.enforces_json_schema else "text"
     return choice
 
 

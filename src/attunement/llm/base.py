@@ -176,6 +176,10 @@ class ChatModel(ABC):
     name: str = "chat-model"
     #: how many requests this backend serves at once (a scheduler hint)
     max_concurrency: int = 1
+    #: True when the backend itself guarantees output matching ``json_schema``
+    #: (a grammar sampler), so schema-constrained prompts are the safe choice
+    #: even for a weak model
+    enforces_json_schema: bool = False
 
     def __init__(self) -> None:
         self.usage = UsageMeter()

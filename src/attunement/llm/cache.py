@@ -77,6 +77,7 @@ class CachedChatModel(ChatModel):
         self.cache = cache
         self.name = inner.name
         self.max_concurrency = inner.max_concurrency
+        self.enforces_json_schema = inner.enforces_json_schema
 
     async def ensure_ready(self) -> None:
         await self.inner.ensure_ready()

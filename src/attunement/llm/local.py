@@ -78,6 +78,7 @@ class LocalChatModel(ChatModel):
     """Chat with a GGUF model in-process through llama-cpp-python."""
 
     max_concurrency = 1
+    enforces_json_schema = True  # llama.cpp's grammar sampler
 
     def __init__(self, path: str | Path | None = None, *, n_ctx: int = 4096,
                  n_threads: int | None = None):
