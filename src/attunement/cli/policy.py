@@ -95,6 +95,23 @@ def _models(spec: str, summarizer: str | None, memory: MemoryMode, out: Path, op
     return model, summary_model
 
 
+async def _answer_with(job, *, data: Path, pool: Path | None, retriever: RetrieverKind,
+                       memory: MemoryMode, spec: str, summarizer: str | None, out: Path,
+                       options, no_cache: bool, **settings):
+    """Load the examples, build the models, run ``job`` (generate or distill), close."""
+    examples = _load_examples(data)
+    pool_examples = _load_examples(pool) if pool else None
+    rank = _retriever(retriever, memory)
+    model, summary_model = _models(spec, summarizer, memory, out, options, no_cache)
+    try:
+        return await job(examples, model, out, memory_mode=memory.value, pool=pool_examples,
+                         summarizer=summary_model, retriever=rank, **settings)
+    finally:
+        await model.aclose()
+        if summary_model is not None and summary_model is not model:
+            await summary_model.aclose()
+
+
 def _load_examples(path: Path):
     from attunement.jsonl import read_jsonl
     from attunement.records import Example
@@ -139,24 +156,12 @@ def generate(
 
     options = llm_options(concurrency, timeout, retries, cache, no_cache)
 
-    async def go():
-        examples = _load_examples(data)
-        pool_examples = _load_examples(pool) if pool else None
-        rank = _retriever(retriever, memory)
-        model, summary_model = _models(policy, summarizer, memory, out, options, no_cache)
-        try:
-            return await generate_replies(
-                examples, model, out, memory_mode=memory.value, n=n, temperature=temperature,
-                max_tokens=max_tokens, seed=seed, concurrency=concurrency, pool=pool_examples,
-                summarizer=summary_model, retriever=rank, k=top_k,
-                summary_max_tokens=summary_max_tokens, persona=not no_persona,
-                situation=not no_situation)
-        finally:
-            await model.aclose()
-            if summary_model is not None and summary_model is not model:
-                await summary_model.aclose()
-
-    report = run(go())
+    report = run(_answer_with(
+        generate_replies, data=data, pool=pool, retriever=retriever, memory=memory,
+        spec=policy, summarizer=summarizer, out=out, options=options, no_cache=no_cache,
+        n=n, temperature=temperature, max_tokens=max_tokens, seed=seed,
+        concurrency=concurrency, k=top_k, summary_max_tokens=summary_max_tokens,
+        persona=not no_persona, situation=not no_situation))
     console.print(
         f"{report.replies_written} replies written to {report.out} "
         f"({report.already_done} already there; {report.format_failures} did not follow the "
@@ -196,23 +201,12 @@ def distill(
 
     options = llm_options(concurrency, timeout, retries, cache, no_cache)
 
-    async def go():
-        examples = _load_examples(data)
-        pool_examples = _load_examples(pool) if pool else None
-        rank = _retriever(retriever, memory)
-        model, summary_model = _models(teacher, summarizer, memory, out, options, no_cache)
-        try:
-            return await run_distill(
-                examples, model, out, memory_mode=memory.value, n=n, temperature=temperature,
-                max_tokens=max_tokens, seed=seed, concurrency=concurrency, pool=pool_examples,
-                summarizer=summary_model, retriever=rank, k=top_k,
-                summary_max_tokens=summary_max_tokens, row_format=row_format.value, raw=raw)
-        finally:
-            await model.aclose()
-            if summary_model is not None and summary_model is not model:
-                await summary_model.aclose()
-
-    report = run(go())
+    report = run(_answer_with(
+        run_distill, data=data, pool=pool, retriever=retriever, memory=memory,
+        spec=teacher, summarizer=summarizer, out=out, options=options, no_cache=no_cache,
+        n=n, temperature=temperature, max_tokens=max_tokens, seed=seed,
+        concurrency=concurrency, k=top_k, summary_max_tokens=summary_max_tokens,
+        row_format=row_format.value, raw=raw))
     console.print(
         f"{report.rows} SFT rows written to {report.out}; {report.skipped_format} replies "
         f"skipped for not following the format. Teacher replies: {report.replies}",
