@@ -221,6 +221,11 @@ class Example(Record):
     ``criteria`` holds fixed evaluation criteria per empathy dimension, prepared
     ahead of time (PereGRM's fixed-criteria evaluation); it is empty for
     training data.
+
+    ``dialogue`` holds the earlier turns of a multi-turn conversation, oldest
+    first, ending before ``query`` (the user's latest message). It is empty for
+    the single-turn data of both papers; when present, policies answer and
+    judges judge the last reply *in* that dialogue.
     """
 
     example_id: str
@@ -231,10 +236,22 @@ class Example(Record):
     persona: Persona | None = None
     memories: list[MemoryItem] = Field(default_factory=list)
     criteria: dict[str, str] = Field(default_factory=dict)
+    dialogue: list[Turn] = Field(default_factory=list)
     language: str = "en"
     meta: dict[str, Any] = Field(default_factory=dict)
 
     _cat = field_validator("category", mode="before")(_coerce_category)
+
+    @field_validator("dialogue")
+    @classmethod
+    def _dialogue_roles(cls, value: list[Turn]) -> list[Turn]:
+        for i, turn in enumerate(value):
+            if turn.role == "system":
+                raise ValueError(f"dialogue[{i}]: a system turn does not belong in a dialogue")
+        if value and value[-1].role != "assistant":
+            raise ValueError("dialogue must end with an assistant turn (the query is the "
+                             "user's next message)")
+        return value
 
     @field_validator("criteria")
     @classmethod

@@ -10,6 +10,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from attunement.jsonl import RecordError
 from attunement.llm import LLMError, LLMOptions
@@ -40,15 +41,21 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     try:
         return asyncio.run(coro)
     except (RecordError, LLMError, ValueError, FileNotFoundError) as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        print_error(str(exc))
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         console.print("[yellow]interrupted: finished records are kept; run again to resume[/]")
         raise typer.Exit(130) from None
 
 
+def print_error(message: str) -> None:
+    """``error: message`` on stderr, never wrapped at the terminal width: a person
+    copies the ``file:line: field`` it names, and tests read it whole."""
+    console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
+
+
 def fail(message: str) -> typer.Exit:
-    console.print(f"[red]error:[/red] {message}", highlight=False)
+    print_error(message)
     return typer.Exit(1)
 
 

@@ -34,11 +34,16 @@ from attunement.judging.parsing import (
 )
 from attunement.judging.peregrm import PereGRMReward, peregrm_reward
 from attunement.judging.perm import PermReward, perm_reward
-from attunement.judging.registry import REWARDS, load_reward
+from attunement.judging.registry import (
+    RewardSpec,
+    load_reward,
+    register_reward,
+    reward_config,
+    reward_names,
+)
 from attunement.judging.scoring import ScoreSummary, score_dataset
 
 __all__ = [
-    "REWARDS",
     "CriteriaConfig",
     "JudgeReward",
     "JudgeSampler",
@@ -49,6 +54,7 @@ __all__ = [
     "PermReward",
     "RewardConfig",
     "RewardModel",
+    "RewardSpec",
     "ScoreSummary",
     "arithmetic_mean",
     "bystander_penalty",
@@ -63,6 +69,9 @@ __all__ = [
     "peregrm_reward",
     "perm_reward",
     "prepare_criteria",
+    "register_reward",
+    "reward_config",
+    "reward_names",
     "score_dataset",
     "softmin",
     "strip_fenced",

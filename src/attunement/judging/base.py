@@ -156,8 +156,16 @@ class RewardModel(ABC):
     name: str
 
     @abstractmethod
-    async def score(self, example: Example, replies: Sequence[Reply]) -> list[RewardBreakdown]:
-        """One :class:`RewardBreakdown` per reply, in the order of ``replies``."""
+    async def score(self, example: Example, replies: Sequence[Reply], *,
+                    criteria_round: int = 0) -> list[RewardBreakdown]:
+        """One :class:`RewardBreakdown` per reply, in the order of ``replies``.
+
+        ``criteria_round`` says which draw of reply-independent judge work
+        (PereGRM's criteria) to use: the same round gives the same criteria, a
+        new round fresh ones. A trainer passes its step, so a group is judged
+        by one criteria set and the next step by a new one; evaluation keeps 0.
+        Rewards without such work ignore it.
+        """
 
     @abstractmethod
     def manifest(self) -> dict[str, Any]:
@@ -197,6 +205,19 @@ class Sample:
         if self.error is not None:
             return self.error
         return None if self.ok else self.verdict.reason
+
+
+def round_seed(seed: int | None, criteria_round: int) -> int | None:
+    """The seed of criteria round ``criteria_round``: the base seed in round 0
+    (so evaluation is unchanged), a distinct derived seed in every later round.
+
+    >>> round_seed(0, 0), round_seed(0, 1) != round_seed(0, 2), round_seed(None, 0)
+    (0, True, None)
+    """
+    if criteria_round == 0:
+        return seed
+    base = 0 if seed is None else seed
+    return (base * 1_000_033 + criteria_round * 7_919 + 1) % (2**31 - 1)
 
 
 def usage_of(completions: Sequence[Completion]) -> Usage:
@@ -245,17 +266,18 @@ class JudgeSampler:
 
     async def complete(self, messages: list[Message], *, n: int, sample_start: int,
                        temperature: float, max_tokens: int,
-                       schema: dict[str, Any] | None) -> list[Completion]:
+                       schema: dict[str, Any] | None,
+                       seed: int | None = None) -> list[Completion]:
         async with self._semaphore():
             return await self.judge.complete(
                 messages, n=n, temperature=temperature, max_tokens=max_tokens,
-                json_schema=schema, seed=self.seed,
+                json_schema=schema, seed=self.seed if seed is None else seed,
                 sample_start=sample_start)
 
     async def sample(self, messages: list[Message], *, k: int, temperature: float,
                      schema: dict[str, Any] | None, parse: Callable[[str], _Verdict],
-                     max_tokens: int | None = None,
-                     fmt: str | None = None) -> tuple[list[Sample], Usage]:
+                     max_tokens: int | None = None, fmt: str | None = None,
+                     seed: int | None = None) -> tuple[list[Sample], Usage]:
         """Draw ``k`` samples of one prompt in one request, re-drawing failures.
 
         Returns every sample drawn (failed ones included, in drawing order) and
@@ -273,7 +295,7 @@ class JudgeSampler:
             try:
                 completions = await self.complete(
                     messages, n=need, sample_start=start, temperature=temperature,
-                    max_tokens=max_tokens or self.max_tokens, schema=schema)
+                    max_tokens=max_tokens or self.max_tokens, schema=schema, seed=seed)
             except LLMError as exc:
                 error = f"judge call failed: {exc}"
                 samples.extend(Sample(index=start + j, attempt=attempt, raw="", verdict=None,
@@ -383,17 +405,20 @@ class JudgeReward(RewardModel):
     # ------------------------------------------------------------------ scoring
 
     @abstractmethod
-    async def judge_group(self, example: Example, replies: Sequence[Reply]
-                          ) -> dict[str, tuple[list[Judgement], Usage]]:
+    async def judge_group(self, example: Example, replies: Sequence[Reply], *,
+                          criteria_round: int = 0) -> dict[str, tuple[list[Judgement], Usage]]:
         """All judgements of a group, keyed by reply id, with each reply's usage."""
 
-    async def score(self, example: Example, replies: Sequence[Reply]) -> list[RewardBreakdown]:
+    async def score(self, example: Example, replies: Sequence[Reply], *,
+                    criteria_round: int = 0) -> list[RewardBreakdown]:
         check_group(example, replies)
         if not replies:
             return []
+        if criteria_round < 0:
+            raise ValueError(f"criteria_round must be >= 0, got {criteria_round}")
         self.check_examples([example])
         started = time.perf_counter()
-        by_reply = await self.judge_group(example, replies)
+        by_reply = await self.judge_group(example, replies, criteria_round=criteria_round)
         seconds = time.perf_counter() - started
         return [self.compose(example, reply, *by_reply[reply.reply_id], seconds=seconds)
                 for reply in replies]

@@ -33,7 +33,13 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from attunement.judging.base import JudgeReward, PereGRMConfig, Sample, TokenCounter
+from attunement.judging.base import (
+    JudgeReward,
+    PereGRMConfig,
+    Sample,
+    TokenCounter,
+    round_seed,
+)
 from attunement.judging.parsing import parse_criteria, parse_rating
 from attunement.judging.templates import (
     criteria_schema,
@@ -145,7 +151,7 @@ class PereGRMReward(JudgeReward):
 
     # ------------------------------------------------------------------ shared criteria
 
-    def _criteria_task(self, example: Example, dimension: Dimension
+    def _criteria_task(self, example: Example, dimension: Dimension, criteria_round: int = 0
                        ) -> tuple[asyncio.Task[CriteriaSet], bool]:
         """The (possibly in-flight) criteria of one example and dimension.
 
@@ -158,15 +164,16 @@ class PereGRMReward(JudgeReward):
             self._memo.clear()
             self._memo_loop = loop
         messages = criteria_messages(example, dimension, self.fmt)
+        seed = round_seed(self.config.seed, criteria_round)
         key = hashlib.sha256(json.dumps(
-            [messages, self.config.k, self.config.criteria_temperature, self.config.seed,
+            [messages, self.config.k, self.config.criteria_temperature, seed,
              self.config.max_tokens, self.fmt, self.judge.name],
             sort_keys=True).encode()).hexdigest()
         task = self._memo.get(key)
         if task is not None and not (task.done() and (task.cancelled() or task.exception())):
             self._memo.move_to_end(key)
             return task, False
-        task = loop.create_task(self._write_criteria(messages))
+        task = loop.create_task(self._write_criteria(messages, seed))
         self._memo[key] = task
         task.add_done_callback(lambda t, key=key: self._forget_failed(key, t))
         while len(self._memo) > CRITERIA_MEMO_SIZE:
@@ -185,11 +192,12 @@ class PereGRMReward(JudgeReward):
         if any(s is None or not s.ok for s in result.slots) and self._memo.get(key) is task:
             self._memo.pop(key, None)
 
-    async def _write_criteria(self, messages: list[Message]) -> CriteriaSet:
+    async def _write_criteria(self, messages: list[Message], seed: int | None) -> CriteriaSet:
         self.criteria_requests += 1
         k = self.config.k
         samples, usage = await self.sample(
-            messages, k=k, temperature=self.config.criteria_temperature, schema=criteria_schema(self.config.json_text_chars),
+            messages, k=k, temperature=self.config.criteria_temperature, seed=seed,
+            schema=criteria_schema(self.config.json_text_chars),
             parse=lambda text: parse_criteria(text, fmt=self.fmt, min_items=1, max_items=8))
         # slot j takes the j-th valid sample; the remaining slots the failures
         valid = [s for s in samples if s.ok]
@@ -264,13 +272,13 @@ class PereGRMReward(JudgeReward):
             usage = usage + u
         return judgements, usage
 
-    async def judge_group(self, example: Example, replies: Sequence[Reply]
-                          ) -> dict[str, tuple[list[Judgement], Usage]]:
+    async def judge_group(self, example: Example, replies: Sequence[Reply], *,
+                          criteria_round: int = 0) -> dict[str, tuple[list[Judgement], Usage]]:
         tasks: dict[str, asyncio.Task[CriteriaSet]] = {}
         created: list[asyncio.Task[CriteriaSet]] = []
         if self.config.criteria_mode == "shared":
             for dim in self.config.empathy_dimensions:
-                tasks[dim], new = self._criteria_task(example, dim)
+                tasks[dim], new = self._criteria_task(example, dim, criteria_round)
                 if new:
                     created.append(tasks[dim])
         results = await asyncio.gather(*(self._judge_reply(example, r, tasks) for r in replies))

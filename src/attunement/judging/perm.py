@@ -70,8 +70,9 @@ class PermReward(JudgeReward):
             usage = usage + u
         return judgements, usage
 
-    async def judge_group(self, example: Example, replies: Sequence[Reply]
-                          ) -> dict[str, tuple[list[Judgement], Usage]]:
+    async def judge_group(self, example: Example, replies: Sequence[Reply], *,
+                          criteria_round: int = 0) -> dict[str, tuple[list[Judgement], Usage]]:
+        # PERM has no reply-independent judge work: criteria_round changes nothing
         results = await asyncio.gather(*(self._judge_reply(example, r) for r in replies))
         return {r.reply_id: res for r, res in zip(replies, results)}
 

@@ -1,39 +1,155 @@
-"""Build a reward model by name: ``"perm"``, ``"peregrm"``, ``"peregrm@8"``."""
+"""Reward models by name, and :class:`RewardSpec`: a reward that any process can build.
+
+Names: ``"perm"``, ``"peregrm"``, ``"peregrm@8"`` (``@k`` sets the judge samples
+per dimension). Each kind pairs a config class with a factory; settings are
+validated by building the config, before any model is loaded.
+
+A trainer's reward function, a verl worker and ``attune serve`` all receive a
+:class:`RewardSpec` (plain data: reward name, judge spec, LLM options, config
+overrides) and build the judge and reward where they run, instead of pickling
+a live client across processes.
+"""
 
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
-from attunement.judging.base import JudgeReward, PereGRMConfig, PermConfig, TokenCounter
+from pydantic import BaseModel, ConfigDict, Field
+
+from attunement.judging.base import (
+    PereGRMConfig,
+    PermConfig,
+    RewardConfig,
+    RewardModel,
+    TokenCounter,
+)
 from attunement.judging.peregrm import peregrm_reward
 from attunement.judging.perm import perm_reward
 from attunement.llm.base import ChatModel
-
-REWARDS = ("perm", "peregrm")
-_NAME = re.compile(r"^(perm|peregrm)(?:@(\d+))?$")
+from attunement.llm.spec import LLMOptions, load_chat_model
 
 
-def load_reward(name: str, judge: ChatModel, *, token_counter: TokenCounter | None = None,
-                **overrides: Any) -> JudgeReward:
+@dataclass(frozen=True)
+class RewardKind:
+    """A named reward: its config class and the factory that builds it on a judge."""
+
+    config: type[BaseModel]
+    factory: Callable[..., RewardModel]
+
+
+_KINDS: dict[str, RewardKind] = {
+    "perm": RewardKind(PermConfig, perm_reward),
+    "peregrm": RewardKind(PereGRMConfig, peregrm_reward),
+}
+_NAME = re.compile(r"^([a-z][a-z0-9_]*)(?:@(\d+))?$")
+
+
+def register_reward(
+    name: str, config: type[BaseModel], factory: Callable[..., RewardModel]
+) -> None:
+    """Add a reward kind; ``factory(judge, config, token_counter=...)`` builds it."""
+    _KINDS[name.lower()] = RewardKind(config, factory)
+
+
+def reward_names() -> tuple[str, ...]:
+    """The registered reward kinds.
+
+    >>> reward_names()[:2]
+    ('perm', 'peregrm')
+    """
+    return tuple(_KINDS)
+
+
+def parse_reward_name(name: str) -> tuple[str, int | None]:
+    """``"peregrm@8"`` -> ``("peregrm", 8)``; unknown names are a ``ValueError``.
+
+    >>> parse_reward_name("PereGRM@8"), parse_reward_name("perm")
+    (('peregrm', 8), ('perm', None))
+    """
+    match = _NAME.match(name.strip().lower())
+    if not match or match.group(1) not in _KINDS:
+        raise ValueError(
+            f"unknown reward {name!r}; expected one of {', '.join(_KINDS)} "
+            "(optionally with @k, e.g. peregrm@8)"
+        )
+    k = match.group(2)
+    return match.group(1), (int(k) if k is not None else None)
+
+
+def reward_config(name: str, **overrides: Any) -> BaseModel:
+    """The validated config a reward name and overrides describe (no model needed).
+
+    >>> reward_config("peregrm@4", use_bystander=False).k
+    4
+    """
+    kind, k = parse_reward_name(name)
+    if k is not None:
+        if "k" in overrides and overrides["k"] is not None and overrides["k"] != k:
+            raise ValueError(f"{name!r} asks for k={k} but k={overrides['k']} was also given")
+        overrides["k"] = k
+    return _KINDS[kind].config(**overrides)
+
+
+def load_reward(
+    name: str, judge: ChatModel, *, token_counter: TokenCounter | None = None, **overrides: Any
+) -> RewardModel:
     """A reward model by name; ``@k`` sets the number of judge samples.
 
-    ``overrides`` are fields of :class:`PermConfig` / :class:`PereGRMConfig`
-    (unknown fields are an error).
+    ``overrides`` are fields of the kind's config (:class:`PermConfig`,
+    :class:`PereGRMConfig`, ...); unknown fields are an error.
 
     >>> from attunement.llm import ScriptedChatModel
     >>> load_reward("peregrm@4", ScriptedChatModel(outputs=[])).config.k
     4
     """
-    match = _NAME.match(name.strip().lower())
-    if not match:
-        raise ValueError(f"unknown reward {name!r}; expected one of {', '.join(REWARDS)} "
-                         "(optionally with @k, e.g. peregrm@8)")
-    kind, k = match.group(1), match.group(2)
-    if k is not None:
-        if "k" in overrides and overrides["k"] != int(k):
-            raise ValueError(f"{name!r} asks for k={k} but k={overrides['k']} was also given")
-        overrides["k"] = int(k)
-    if kind == "perm":
-        return perm_reward(judge, PermConfig(**overrides), token_counter=token_counter)
-    return peregrm_reward(judge, PereGRMConfig(**overrides), token_counter=token_counter)
+    kind, _ = parse_reward_name(name)
+    config = reward_config(name, **overrides)
+    return _KINDS[kind].factory(judge, config, token_counter=token_counter)
+
+
+class RewardSpec(BaseModel):
+    """A reward as plain data: what to build, on which judge, with which settings.
+
+    >>> spec = RewardSpec(reward="perm", judge="local", overrides={"use_bystander": False})
+    >>> spec.config().use_bystander
+    False
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    reward: str = Field(
+        "peregrm", description="perm | peregrm (optionally @k) | other registered kinds"
+    )
+    judge: str = Field("local", description="judge model spec")
+    options: LLMOptions = Field(
+        default_factory=LLMOptions, description="how to run the judge (concurrency, timeout, cache)"
+    )
+    overrides: dict[str, Any] = Field(
+        default_factory=dict, description="fields of the reward's config"
+    )
+
+    def config(self) -> RewardConfig | BaseModel:
+        """Validate the reward name and overrides (raises ``ValueError``)."""
+        return reward_config(self.reward, **dict(self.overrides))
+
+    def load(self, judge: ChatModel, *, token_counter: TokenCounter | None = None) -> RewardModel:
+        """The reward on an already open judge."""
+        return load_reward(self.reward, judge, token_counter=token_counter, **dict(self.overrides))
+
+    @asynccontextmanager
+    async def open(
+        self, *, token_counter: TokenCounter | None = None
+    ) -> AsyncIterator[RewardModel]:
+        """Load the judge, build the reward, close the judge afterwards.
+
+        >>> async with spec.open() as reward:                      # doctest: +SKIP
+        ...     breakdowns = await reward.score(example, replies)
+        """
+        self.config()  # fail on bad settings before a model is loaded
+        async with load_chat_model(self.judge, self.options) as judge:
+            await judge.ensure_ready()
+            yield self.load(judge, token_counter=token_counter)
