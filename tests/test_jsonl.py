@@ -33,8 +33,8 @@ def write(tmp_path, *lines, name="in.jsonl"):
      "valid number"),
     ('{"memory_id": "m2", "value": "x", "mood": "calm"}', MemoryItem, "mood", "Extra inputs"),
     ('{"value": "x"}', MemoryItem, "memory_id", "Field required"),
-    ('{"query_id": "q", "category": "Chit-chat", "text": "hi", '
-     '"situation": {"category": "ES", "description": "d"}}', Query, "category",
+    (('{"query_id": "q", "category": "Chit-chat", "text": "hi", '
+      '"situation": {"category": "ES", "description": "d"}}'), Query, "category",
      "unknown query category"),
     ('{"memory_id": "m2", "value": "x", "type": "sideways"}', MemoryItem, "type", "direct"),
 ])
@@ -93,6 +93,28 @@ def test_appender_repairs_torn_tail_and_resumes(tmp_path):
     lines = out.read_text().splitlines()
     assert [json.loads(x).get("id") or json.loads(x)["memory_id"] for x in lines] == [
         "a", "b", "c"]
+
+
+def test_resume_keeps_a_whole_last_record_without_its_newline(tmp_path):
+    """The record counts as done, so the appender must keep it, not cut it."""
+    out = tmp_path / "out.jsonl"
+    out.write_text('{"id": "a"}\n{"id": "b"}', encoding="utf-8")  # no final newline
+    done = read_done_keys(out, lambda r: r["id"])
+    assert done == {"a", "b"}
+    with JsonlAppender(out) as app:
+        app.write({"id": "c"})
+    assert [json.loads(x)["id"] for x in out.read_text().splitlines()] == ["a", "b", "c"]
+    assert out.read_text().endswith("\n")
+
+
+def test_repair_tail_cuts_only_what_is_not_a_record(tmp_path):
+    p = tmp_path / "x.jsonl"
+    p.write_text('{"a": 1}\n[1, 2]')  # valid JSON, but not a record a writer wrote
+    assert repair_tail(p) is True and p.read_text() == '{"a": 1}\n'
+    p.write_text('{"a": 1}')
+    assert repair_tail(p) is True and p.read_text() == '{"a": 1}\n'
+    p.write_text('{"a": 1}\n{"b": "\u00e9')  # torn inside a multi-byte string
+    assert repair_tail(p) is True and p.read_text() == '{"a": 1}\n'
 
 
 def test_appender_flushes_each_record(tmp_path):
