@@ -1,4 +1,10 @@
-"""Options and helpers shared by the CLI verbs."""
+"""Options and helpers shared by the CLI verbs.
+
+Both consoles soft-wrap: a plain line (an error naming ``file:line: field``, a
+``written: PATH`` line) is printed whole at any terminal width, because a
+person copies it and a test reads it. Tables still fit the terminal; tests
+read files and plain lines, never a table's layout.
+"""
 
 from __future__ import annotations
 
@@ -14,15 +20,22 @@ from rich.markup import escape
 
 from attunement.jsonl import RecordError
 from attunement.llm import LLMError, LLMOptions
+from attunement.llm.constants import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_TIMEOUT,
+)
 
 T = TypeVar("T")
 
-console = Console(stderr=True)
-out = Console()
+#: messages and progress (stderr) and results (stdout); plain lines never wrap
+console = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
 
 Concurrency = Annotated[int, typer.Option("--concurrency", "-c", min=1,
                                           help="Model requests in flight at once.")]
-Timeout = Annotated[float, typer.Option("--timeout", min=0.1, help="Deadline per model call, s.")]
+Timeout = Annotated[float, typer.Option(
+    "--timeout", min=0.1, help="Deadline of one model call, retries included, s.")]
 Retries = Annotated[int, typer.Option("--retries", min=0,
                                       help="Retries on timeouts, 429 and 5xx answers.")]
 CachePath = Annotated[Path | None, typer.Option(
@@ -30,8 +43,9 @@ CachePath = Annotated[Path | None, typer.Option(
 NoCache = Annotated[bool, typer.Option("--no-cache", help="Do not cache completions.")]
 
 
-def llm_options(concurrency: int = 8, timeout: float = 120.0, retries: int = 4,
-                cache: Path | None = None, no_cache: bool = False) -> LLMOptions:
+def llm_options(concurrency: int = DEFAULT_CONCURRENCY, timeout: float = DEFAULT_TIMEOUT,
+                retries: int = DEFAULT_MAX_RETRIES, cache: Path | None = None,
+                no_cache: bool = False) -> LLMOptions:
     return LLMOptions(concurrency=concurrency, timeout=timeout, max_retries=retries,
                       cache=None if no_cache else cache)
 
@@ -52,6 +66,12 @@ def print_error(message: str) -> None:
     """``error: message`` on stderr, never wrapped at the terminal width: a person
     copies the ``file:line: field`` it names, and tests read it whole."""
     console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+def say(message: str, *, style: str | None = None) -> None:
+    """One plain line on stderr (``written: PATH``, counts), never wrapped and
+    never read as markup, so paths with brackets print as they are."""
+    console.print(message, style=style, markup=False, highlight=False, soft_wrap=True)
 
 
 def fail(message: str) -> typer.Exit:

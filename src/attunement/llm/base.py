@@ -10,6 +10,13 @@ Samples are numbered. ``complete(..., n=4, sample_start=8)`` asks for samples
 8..11 of this request; the cache keys each sample by its number, so asking for
 k samples never collapses them into one, and a retry that wants *fresh*
 samples asks for numbers it has not used yet.
+
+Usage is counted per HTTP request, not per ``complete()`` call: a backend that
+needs several requests for one call (a server that rejects ``n``) reports each,
+through :meth:`ChatModel.complete_with_usage`, so a wrapper (the cache) can add
+up exactly what it spent. A call that fails after some samples were drawn
+raises with those samples in :attr:`LLMError.partial` and their cost in
+:attr:`LLMError.spent`, so nothing paid for is lost.
 """
 
 from __future__ import annotations
@@ -21,13 +28,27 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from attunement.llm.constants import DEFAULT_MAX_TOKENS, DEFAULT_TEMPERATURE
 from attunement.records import Usage
 
 Message = dict[str, str]
 
 
 class LLMError(RuntimeError):
-    """A chat call failed for good (after any retries the backend makes)."""
+    """A chat call failed for good (after any retries the backend makes).
+
+    ``partial`` holds the samples of the call that did arrive (a fan-out that
+    lost one sibling keeps the others) and ``spent`` what the failed call cost.
+    """
+
+    partial: tuple[Completion, ...] = ()
+    spent: Usage | None = None
+
+    def keeping(self, partial: Sequence[Completion], spent: Usage) -> LLMError:
+        """This error, carrying the samples that did arrive and their cost."""
+        self.partial = tuple(partial)
+        self.spent = spent
+        return self
 
 
 class LLMTimeoutError(LLMError):
@@ -35,11 +56,12 @@ class LLMTimeoutError(LLMError):
 
 
 class LLMStatusError(LLMError):
-    """The server answered with an error status."""
+    """The server answered with an error status; ``body`` is the start of its text."""
 
-    def __init__(self, message: str, status: int | None = None):
+    def __init__(self, message: str, status: int | None = None, body: str = ""):
         super().__init__(message)
         self.status = status
+        self.body = body
 
 
 class LLMResponseError(LLMError):
@@ -60,6 +82,8 @@ class Completion:
     cached: bool = False
     finish_reason: str | None = None
     sample_index: int = 0
+    #: where a cache keeps this sample (set by the cache; see ChatModel.reject)
+    cache_key: str | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -68,8 +92,8 @@ class ChatRequest:
 
     messages: tuple[tuple[str, str], ...]
     n: int = 1
-    temperature: float = 0.0
-    max_tokens: int = 512
+    temperature: float = DEFAULT_TEMPERATURE
+    max_tokens: int = DEFAULT_MAX_TOKENS
     json_schema: dict[str, Any] | None = field(default=None, hash=False, compare=False)
     seed: int | None = None
     stop: tuple[str, ...] | None = None
@@ -107,8 +131,8 @@ def make_request(
     messages: Sequence[Message],
     *,
     n: int = 1,
-    temperature: float = 0.0,
-    max_tokens: int = 512,
+    temperature: float = DEFAULT_TEMPERATURE,
+    max_tokens: int = DEFAULT_MAX_TOKENS,
     json_schema: dict[str, Any] | None = None,
     seed: int | None = None,
     stop: Sequence[str] | None = None,
@@ -145,21 +169,28 @@ def make_request(
     )
 
 
+def usage_of(completions: Sequence[Completion]) -> Usage:
+    """What one request returning ``completions`` cost: one call (if any sample
+    was not cached), its prompt once, every sample's completion tokens."""
+    live = [c for c in completions if not c.cached]
+    return Usage(calls=1 if live else 0, cached_calls=len(completions) - len(live),
+                 prompt_tokens=max((c.prompt_tokens for c in live), default=0),
+                 completion_tokens=sum(c.completion_tokens for c in live))
+
+
 class UsageMeter:
     """Running totals of calls and tokens (cheap to update on the hot path)."""
 
-    __slots__ = ("calls", "cached_calls", "prompt_tokens", "completion_tokens")
+    __slots__ = ("cached_calls", "calls", "completion_tokens", "prompt_tokens")
 
     def __init__(self) -> None:
         self.calls = self.cached_calls = self.prompt_tokens = self.completion_tokens = 0
 
-    def add(self, completions: Sequence[Completion], *, calls: int = 1) -> None:
-        live = [c for c in completions if not c.cached]
-        self.calls += calls if live else 0
-        self.cached_calls += len(completions) - len(live)
-        # a request with n samples bills its prompt once
-        self.prompt_tokens += max((c.prompt_tokens for c in live), default=0)
-        self.completion_tokens += sum(c.completion_tokens for c in live)
+    def add(self, usage: Usage) -> None:
+        self.calls += usage.calls
+        self.cached_calls += usage.cached_calls
+        self.prompt_tokens += usage.prompt_tokens
+        self.completion_tokens += usage.completion_tokens
 
     def snapshot(self) -> Usage:
         return Usage(calls=self.calls, cached_calls=self.cached_calls,
@@ -189,8 +220,8 @@ class ChatModel(ABC):
         messages: Sequence[Message],
         *,
         n: int = 1,
-        temperature: float = 0.0,
-        max_tokens: int = 512,
+        temperature: float = DEFAULT_TEMPERATURE,
+        max_tokens: int = DEFAULT_MAX_TOKENS,
         json_schema: dict[str, Any] | None = None,
         seed: int | None = None,
         stop: Sequence[str] | None = None,
@@ -203,17 +234,39 @@ class ChatModel(ABC):
         return await self.complete_request(request)
 
     async def complete_request(self, request: ChatRequest) -> list[Completion]:
-        out = await self._complete(request)
+        return (await self.complete_with_usage(request))[0]
+
+    async def complete_with_usage(self, request: ChatRequest) -> tuple[list[Completion], Usage]:
+        """Answer ``request`` and say what it cost (also added to :attr:`usage`)."""
+        try:
+            out, spent = await self._complete_with_usage(request)
+        except LLMError as exc:
+            if exc.spent is not None:
+                self.usage.add(exc.spent)
+            raise
+        self.usage.add(spent)
         if len(out) != request.n:
             raise LLMResponseError(
                 f"{self.name}: asked for {request.n} completions, backend returned {len(out)}"
             )
-        self.usage.add(out)
-        return out
+        return out, spent
+
+    async def _complete_with_usage(self, request: ChatRequest) -> tuple[list[Completion], Usage]:
+        """Backends that make several requests per call override this to bill each."""
+        out = await self._complete(request)
+        return out, usage_of(out)
 
     @abstractmethod
     async def _complete(self, request: ChatRequest) -> list[Completion]:
         """Produce exactly ``request.n`` completions."""
+
+    async def reject(self, completions: Sequence[Completion]) -> None:
+        """Tell the model these samples were unusable (empty, unparseable).
+
+        A cache forgets them, so a later identical request asks the backend
+        again instead of serving the same useless answer forever. A no-op for
+        models without a cache.
+        """
 
     async def ensure_ready(self) -> None:
         """Finish any set-up that :attr:`name` depends on (no-op by default).

@@ -22,9 +22,11 @@ model, on a CPU or a single device. It needs ``torch`` and ``transformers``
   an :class:`LLMError` instead of returning unconstrained text.
 
 The model name is ``hf:<folder name>@<fingerprint>``, where the fingerprint
-covers the config and the weight files' sizes and modification times: a
-re-trained checkpoint saved to the same folder gets a new name, so cached
-completions of the old weights are not served for it.
+covers everything that changes an answer: the config and generation config,
+the tokenizer files (chat template included), the weight files' sizes and
+modification times, and the dtype the model is run in. A re-trained
+checkpoint saved to the same folder, or the same one run in bfloat16, gets a
+new name, so cached completions of the other are not served for it.
 """
 
 from __future__ import annotations
@@ -38,14 +40,21 @@ from typing import Any
 from attunement.llm.base import ChatModel, ChatRequest, Completion, LLMError
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
+#: small files whose content decides how a prompt is encoded or decoded
+_CONTENT_FILES = ("config.json", "generation_config.json", "tokenizer.json",
+                  "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                  "vocab.json", "merges.txt", "tokenizer.model", "chat_template.jinja",
+                  "chat_template.json")
 
 
-def checkpoint_fingerprint(path: Path) -> str:
-    """A short hash of a checkpoint's config and weight files (name, size, mtime)."""
-    h = hashlib.sha256()
+def checkpoint_fingerprint(path: Path, dtype: str = "float32") -> str:
+    """A short hash of what decides a checkpoint's answers: its config,
+    generation config and tokenizer files (by content), its weight files (by
+    name, size and modification time) and the dtype it runs in."""
+    h = hashlib.sha256(f"dtype:{dtype}".encode())
     for f in sorted(path.iterdir()):
-        if f.name == "config.json":
-            h.update(f.read_bytes())
+        if f.name in _CONTENT_FILES:
+            h.update(f"{f.name}:".encode() + f.read_bytes())
         elif f.is_file() and f.name.endswith(_WEIGHT_SUFFIXES):
             st = f.stat()
             h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
@@ -86,7 +95,7 @@ class HFChatModel(ChatModel):
             raise LLMError(f"{self.path}: not a transformers checkpoint (no config.json)")
         self.device = device
         self.dtype = dtype
-        self.name = name or f"hf:{self.path.name}@{checkpoint_fingerprint(self.path)}"
+        self.name = name or f"hf:{self.path.name}@{checkpoint_fingerprint(self.path, dtype)}"
         self._model: Any = None
         self._tokenizer: Any = None
         self._load_lock = threading.Lock()
