@@ -174,6 +174,7 @@ class SummaryMemory(MemoryStrategy):
                                                  max_tokens=self.max_tokens, seed=self.seed)
         text = completion.text.strip()
         if not text:
+            await self.model.reject([completion])  # a cache must ask again next time
             raise LLMError(f"{self.model.name} returned an empty memory summary for user "
                            f"{user!r}")
         return text
