@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -72,6 +72,23 @@ def say(message: str, *, style: str | None = None) -> None:
     """One plain line on stderr (``written: PATH``, counts), never wrapped and
     never read as markup, so paths with brackets print as they are."""
     console.print(message, style=style, markup=False, highlight=False, soft_wrap=True)
+
+
+def report_failures(failed: Sequence[Any], what: str = "example", *, shown: int = 5) -> None:
+    """After a long job: the first failed items with their reasons, a count, and
+    exit code 1 (finished records are kept; running the command again retries
+    the failed ones). Does nothing when nothing failed."""
+    if not failed:
+        return
+    for item in failed[:shown]:
+        say(f"failed: {item.key}: {item.reason}", style="yellow")
+    if len(failed) > shown:
+        say(f"... and {len(failed) - shown} more", style="yellow")
+    one = len(failed) == 1
+    say(f"{len(failed)} {what}{'' if one else 's'} failed and {'was' if one else 'were'} not "
+        f"written; run the same command again to retry {'it' if one else 'them'}",
+        style="yellow")
+    raise typer.Exit(1)
 
 
 def fail(message: str) -> typer.Exit:

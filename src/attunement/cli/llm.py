@@ -12,22 +12,31 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from attunement import __version__
+from attunement.bench.llm_bench import DEFAULT_PROMPT, bench_local_llm
 from attunement.cli.bench import bench_app
 from attunement.cli.common import (
     CachePath,
     Concurrency,
     Retries,
     Timeout,
-    console,
     fail,
     llm_options,
     out,
     run,
+    say,
 )
 from attunement.llm import LLMError, LLMOptions, load_chat_model
+from attunement.llm.constants import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_TEMPERATURE,
+    DEFAULT_TIMEOUT,
+)
+from attunement.llm.local import LocalChatModel, ModelNotFoundError, find_default_gguf
 
 #: (label, distribution names to try) shown by ``attune doctor``
 PACKAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -92,15 +101,16 @@ def chat(
     model: ModelSpecOpt = "local",
     system: Annotated[str | None, typer.Option("--system", help="A system message.")] = None,
     max_tokens: Annotated[int, typer.Option("--max-tokens", min=1)] = 256,
-    temperature: Annotated[float, typer.Option("--temperature", min=0.0, max=2.0)] = 0.0,
+    temperature: Annotated[float, typer.Option("--temperature", min=0.0, max=2.0)] = (
+        DEFAULT_TEMPERATURE),
     n: Annotated[int, typer.Option("-n", "--n", min=1, help="Samples to draw.")] = 1,
     seed: Annotated[int | None, typer.Option("--seed")] = None,
     json_schema: Annotated[Path | None, typer.Option(
         "--json-schema", help="A JSON schema file the answer must follow.")] = None,
     cache: CachePath = None,
-    concurrency: Concurrency = 8,
-    timeout: Timeout = 120.0,
-    retries: Retries = 4,
+    concurrency: Concurrency = DEFAULT_CONCURRENCY,
+    timeout: Timeout = DEFAULT_TIMEOUT,
+    retries: Retries = DEFAULT_MAX_RETRIES,
 ) -> None:
     """Send one message to a model and print the answer(s) and token counts."""
     schema = load_schema(json_schema) if json_schema is not None else None
@@ -109,8 +119,7 @@ def chat(
         {"role": "user", "content": message}]
 
     async def go() -> tuple[str, list[Any], Any, float]:
-        chat_model = load_chat_model(model, options)
-        async with chat_model:
+        async with load_chat_model(model, options) as chat_model:
             t0 = time.perf_counter()
             answers = await chat_model.complete(messages, n=n, temperature=temperature,
                                                 max_tokens=max_tokens, json_schema=schema,
@@ -124,17 +133,16 @@ def chat(
             typer.echo(f"--- sample {c.sample_index} ---")
         typer.echo(c.text)
     cached = sum(c.cached for c in answers)
-    console.print(
-        f"{name}: {usage.calls} call(s), {usage.prompt_tokens} prompt + "
+    say(f"{name}: {usage.calls} call(s), {usage.prompt_tokens} prompt + "
         f"{usage.completion_tokens} completion tokens"
         + (f", {cached} of {len(answers)} from cache" if cached else "")
-        + f", {seconds:.2f} s", highlight=False)
+        + f", {seconds:.2f} s")
 
 
 def doctor(
     endpoint: Annotated[str, typer.Option(
         "--endpoint", "-e", help="Model spec to check (default: the embedded model).")] = "local",
-    timeout: Timeout = 120.0,
+    timeout: Timeout = DEFAULT_TIMEOUT,
 ) -> None:
     """Print versions, where the embedded model is, and check that a model answers."""
     table = Table(title="attunement doctor", show_header=True)
@@ -143,9 +151,6 @@ def doctor(
     for label, version in versions().items():
         table.add_row(label, version)
     table.add_row("platform", f"{platform.platform()} ({sys.executable})")
-
-    from attunement.llm.local import ModelNotFoundError, find_default_gguf
-
     try:
         gguf = find_default_gguf()
         table.add_row("embedded model", f"{gguf} ({gguf.stat().st_size / 1e6:.1f} MB)")
@@ -156,8 +161,7 @@ def doctor(
     options = LLMOptions(timeout=timeout, max_retries=1, concurrency=1)
 
     async def check() -> tuple[str, str, float]:
-        model = load_chat_model(endpoint, options)
-        async with model:
+        async with load_chat_model(endpoint, options) as model:
             t0 = time.perf_counter()
             [answer] = await model.complete([{"role": "user", "content": DOCTOR_PROMPT}],
                                             max_tokens=24, temperature=0.0)
@@ -166,13 +170,14 @@ def doctor(
     try:
         name, text, seconds = asyncio.run(check())
     except (LLMError, ValueError, OSError) as exc:
-        out.print(f"[red]check failed[/red]: {exc}", highlight=False)
+        out.print(f"[red]check failed[/red]: {escape(str(exc))}", highlight=False)
         raise typer.Exit(1) from None
     if not text.strip():
-        out.print(f"[red]check failed[/red]: {name} answered with empty text", highlight=False)
+        out.print(f"[red]check failed[/red]: {escape(name)} answered with empty text",
+                  highlight=False)
         raise typer.Exit(1)
-    out.print(f"[green]check passed[/green]: {name} answered in {seconds:.2f} s: "
-              f"{text.strip()[:120]!r}", highlight=False)
+    out.print(f"[green]check passed[/green]: {escape(name)} answered in {seconds:.2f} s: "
+              f"{escape(repr(text.strip()[:120]))}", highlight=False)
 
 
 def bench_llm(
@@ -182,9 +187,6 @@ def bench_llm(
     repeat: Annotated[int, typer.Option("--repeat", min=1)] = 3,
 ) -> None:
     """Tokens/s of the embedded model through attunement vs a raw llama.cpp call."""
-    from attunement.bench.llm_bench import DEFAULT_PROMPT, bench_local_llm
-    from attunement.llm.local import LocalChatModel
-
     try:
         chat_model = load_chat_model(model, LLMOptions())
     except (LLMError, ValueError) as exc:

@@ -16,6 +16,7 @@ from attunement.cli.common import (
     Timeout,
     console,
     llm_options,
+    report_failures,
     run,
 )
 
@@ -167,6 +168,7 @@ def generate(
         f"({report.already_done} already there; {report.format_failures} did not follow the "
         f"format); {report.usage.calls} calls, {report.usage.cached_calls} cached, "
         f"{report.seconds:.0f} s. Manifest: {report.manifest}", highlight=False)
+    report_failures(report.failed)
 
 
 def distill(
@@ -211,3 +213,4 @@ def distill(
         f"{report.rows} SFT rows written to {report.out}; {report.skipped_format} replies "
         f"skipped for not following the format. Teacher replies: {report.replies}",
         highlight=False)
+    report_failures(report.generation.failed)
