@@ -45,15 +45,19 @@ def test_plain_lines_are_not_wrapped_nor_read_as_markup(narrow, deep, capsys):
     common.say(f"written: {path} (12 replies)")
     common.console.print(f"train: 4 users / 12 examples; written: {path}", markup=False)
     assert capsys.readouterr().err.splitlines() == [
-        f"written: {path} (12 replies)", f"train: 4 users / 12 examples; written: {path}"]
+        f"written: {path} (12 replies)",
+        f"train: 4 users / 12 examples; written: {path}",
+    ]
 
 
 def test_cli_error_for_a_missing_file_is_one_line(narrow, deep):
     app = typer.Typer()
     llm_cli.register(app)
     missing = deep / "schema.json"
-    result = CliRunner().invoke(app, ["chat", "hi", "--model", "openai:http://127.0.0.1:9/v1#m",
-                                      "--json-schema", str(missing)])
+    result = CliRunner().invoke(
+        app,
+        ["chat", "hi", "--model", "openai:http://127.0.0.1:9/v1#m", "--json-schema", str(missing)],
+    )
     assert result.exit_code == 1
     assert f"error: {missing}: no such file" in result.stderr.splitlines()
 
@@ -63,8 +67,9 @@ def test_a_corrupt_cache_is_one_clear_line(narrow, deep):
     llm_cli.register(app)
     cache = deep / "cache.sqlite"
     cache.write_bytes(b"not a database " * 200)
-    result = CliRunner().invoke(app, ["chat", "hi", "--model", "openai:http://127.0.0.1:9/v1#m",
-                                      "--cache", str(cache)])
+    result = CliRunner().invoke(
+        app, ["chat", "hi", "--model", "openai:http://127.0.0.1:9/v1#m", "--cache", str(cache)]
+    )
     assert result.exit_code == 1 and "Traceback" not in result.output
     [line] = [x for x in result.stderr.splitlines() if x.startswith("error:")]
     assert line.startswith(f"error: {cache}: cannot use this completion cache")

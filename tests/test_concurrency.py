@@ -22,8 +22,9 @@ async def test_limit_respected_and_order_kept():
         return i * i
 
     seen = []
-    out = await run_bounded(range(30), job, limit=4, on_result=lambda i, r: seen.append(i),
-                            show_progress=False)
+    out = await run_bounded(
+        range(30), job, limit=4, on_result=lambda i, r: seen.append(i), show_progress=False
+    )
     assert out == [i * i for i in range(30)]
     assert state["peak"] == 4
     assert sorted(seen) == list(range(30))
@@ -40,8 +41,9 @@ async def test_results_delivered_before_error_is_raised():
         return i
 
     with pytest.raises(RuntimeError, match="item 5 failed"):
-        await run_bounded(range(8), job, limit=2,
-                          on_result=lambda i, r: delivered.append(r), show_progress=False)
+        await run_bounded(
+            range(8), job, limit=2, on_result=lambda i, r: delivered.append(r), show_progress=False
+        )
     # everything finished before the failure was handed over
     assert {0, 1, 2, 3, 4} <= set(delivered) and 5 not in delivered
 
@@ -80,13 +82,20 @@ async def test_on_failure_records_the_item_and_the_run_goes_on():
             raise ValueError(f"HTTP 400: item {i} is refused\nfor good")
         return i * 10
 
-    out = await run_bounded(range(8), job, limit=3, on_result=lambda i, r: delivered.append(i),
-                            on_failure=failures, show_progress=False)
+    out = await run_bounded(
+        range(8),
+        job,
+        limit=3,
+        on_result=lambda i, r: delivered.append(i),
+        on_failure=failures,
+        show_progress=False,
+    )
     assert out == [0, 10, None, 30, 40, None, 60, 70]
     assert sorted(delivered) == [0, 1, 3, 4, 6, 7]
     assert [(f.key, f.reason) for f in sorted(failures.items, key=lambda f: f.key)] == [
         ("item-2", "ValueError: HTTP 400: item 2 is refused for good"),
-        ("item-5", "ValueError: HTTP 400: item 5 is refused for good")]
+        ("item-5", "ValueError: HTTP 400: item 5 is refused for good"),
+    ]
 
 
 async def test_on_failure_does_not_swallow_cancellation():
@@ -94,8 +103,9 @@ async def test_on_failure_does_not_swallow_cancellation():
         await asyncio.sleep(10)
         return i
 
-    task = asyncio.ensure_future(run_bounded(range(4), job, limit=2,
-                                             on_failure=lambda i, e: None, show_progress=False))
+    task = asyncio.ensure_future(
+        run_bounded(range(4), job, limit=2, on_failure=lambda i, e: None, show_progress=False)
+    )
     await asyncio.sleep(0.01)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):

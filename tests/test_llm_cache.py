@@ -84,16 +84,19 @@ async def test_gaps_are_fetched_as_contiguous_runs(cache):
     assert [(r.sample_start, r.n) for r in inner.calls[1:]] == [(0, 2), (3, 2)]
 
 
-BASE = dict(n=1, temperature=0.7, max_tokens=64, json_schema=None, seed=1, stop=None)
+BASE = {"n": 1, "temperature": 0.7, "max_tokens": 64, "json_schema": None, "seed": 1, "stop": None}
 
 
-@pytest.mark.parametrize("change", [
-    {"temperature": 0.8},
-    {"max_tokens": 65},
-    {"json_schema": {"type": "object"}},
-    {"seed": 2},
-    {"stop": ["\n"]},
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"temperature": 0.8},
+        {"max_tokens": 65},
+        {"json_schema": {"type": "object"}},
+        {"seed": 2},
+        {"stop": ["\n"]},
+    ],
+)
 def test_key_covers_every_answer_parameter(change):
     a = make_request(MSG, **BASE)
     b = make_request(MSG, **{**BASE, **change})
@@ -202,18 +205,29 @@ def test_local_models_are_keyed_by_their_weights(tmp_path):
     same_size.write_bytes(b"GGUF" + b"\0" * 80)
     stat = same_size.stat()
     os.utime(same_size, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10_000_000_000))
-    assert LocalChatModel(same_size).name.split("@")[1] != LocalChatModel(gguf).name.split(
-        "@")[1]
+    assert LocalChatModel(same_size).name.split("@")[1] != LocalChatModel(gguf).name.split("@")[1]
 
 
-@pytest.mark.parametrize("change", ["generation_config.json", "tokenizer_config.json",
-                                    "tokenizer.json", "config.json", "model.safetensors",
-                                    "dtype"])
+@pytest.mark.parametrize(
+    "change",
+    [
+        "generation_config.json",
+        "tokenizer_config.json",
+        "tokenizer.json",
+        "config.json",
+        "model.safetensors",
+        "dtype",
+    ],
+)
 def test_hf_checkpoints_are_keyed_by_what_changes_an_answer(tmp_path, change):
     from attunement.llm.hf import checkpoint_fingerprint
 
-    for name in ("config.json", "generation_config.json", "tokenizer.json",
-                 "tokenizer_config.json"):
+    for name in (
+        "config.json",
+        "generation_config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ):
         (tmp_path / name).write_text('{"a": 1}')
     (tmp_path / "model.safetensors").write_bytes(b"\0" * 32)
     (tmp_path / "README.md").write_text("notes")

@@ -47,8 +47,19 @@ def spec(server: SimServer) -> str:
 
 
 def test_chat_prints_answer_and_tokens(app, runner, server):
-    result = runner.invoke(app, ["chat", "I feel lonely", "--model", spec(server),
-                                 "--system", "Be kind.", "--max-tokens", "20"])
+    result = runner.invoke(
+        app,
+        [
+            "chat",
+            "I feel lonely",
+            "--model",
+            spec(server),
+            "--system",
+            "Be kind.",
+            "--max-tokens",
+            "20",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines()[0] == "answer 0 seed None"
     assert "1 call(s)" in flat(result.stderr) and "prompt +" in flat(result.stderr)
@@ -60,8 +71,21 @@ def test_chat_prints_answer_and_tokens(app, runner, server):
 def test_chat_n_samples_and_schema(app, runner, server, tmp_path):
     schema = tmp_path / "schema.json"
     schema.write_text(json.dumps({"type": "object", "properties": {"mood": {"type": "string"}}}))
-    result = runner.invoke(app, ["chat", "hi", "-m", spec(server), "-n", "3",
-                                 "--temperature", "1", "--json-schema", str(schema)])
+    result = runner.invoke(
+        app,
+        [
+            "chat",
+            "hi",
+            "-m",
+            spec(server),
+            "-n",
+            "3",
+            "--temperature",
+            "1",
+            "--json-schema",
+            str(schema),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert result.stdout.count("--- sample") == 3
     assert result.stdout.count('{"mood": "calm"}') == 3
@@ -91,9 +115,21 @@ def test_chat_bad_spec_exits_cleanly(app, runner):
 def test_doctor_checks_an_endpoint(app, runner, server):
     result = runner.invoke(app, ["doctor", "--endpoint", spec(server)])
     assert result.exit_code == 0, result.output
-    for name in ("python", "attunement", "openai", "pydantic", "llama_cpp", "torch",
-                 "transformers", "trl", "peft", "kmodes", "bm25s", "matplotlib",
-                 "embedded model"):
+    for name in (
+        "python",
+        "attunement",
+        "openai",
+        "pydantic",
+        "llama_cpp",
+        "torch",
+        "transformers",
+        "trl",
+        "peft",
+        "kmodes",
+        "bm25s",
+        "matplotlib",
+        "embedded model",
+    ):
         assert name in result.stdout
     assert "check passed" in result.stdout and "answer 0" in flat(result.stdout)
 

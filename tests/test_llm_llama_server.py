@@ -28,17 +28,30 @@ from attunement.llm.openai_compat import forget_endpoints
 pytestmark = pytest.mark.slow
 
 START_SECONDS = 180  # loading on a busy 2-core machine
-MSG = [{"role": "system", "content": "You rate how a person feels."},
-       {"role": "user", "content": "My cat is sick and I cannot sleep. How do I feel?"}]
-SCHEMA = {"type": "object",
-          "properties": {"mood": {"type": "string", "maxLength": 12},
-                         "score": {"type": "integer", "minimum": 1, "maximum": 5}},
-          "required": ["mood", "score"], "additionalProperties": False}
+MSG = [
+    {"role": "system", "content": "You rate how a person feels."},
+    {"role": "user", "content": "My cat is sick and I cannot sleep. How do I feel?"},
+]
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "mood": {"type": "string", "maxLength": 12},
+        "score": {"type": "integer", "minimum": 1, "maximum": 5},
+    },
+    "required": ["mood", "score"],
+    "additionalProperties": False,
+}
 
 
 def _missing() -> str | None:
-    for module in ("llama_cpp", "uvicorn", "fastapi", "sse_starlette", "starlette_context",
-                   "pydantic_settings"):
+    for module in (
+        "llama_cpp",
+        "uvicorn",
+        "fastapi",
+        "sse_starlette",
+        "starlette_context",
+        "pydantic_settings",
+    ):
         if importlib.util.find_spec(module) is None:
             return f"{module} is not installed (pip install 'llama-cpp-python[server]')"
     from attunement.llm.local import ModelNotFoundError, find_default_gguf
@@ -69,23 +82,42 @@ def llama_server(tmp_path_factory):
     log = tmp_path_factory.mktemp("llama-server") / "server.log"
     with log.open("wb") as sink:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "llama_cpp.server", "--model", str(find_default_gguf()),
-             "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048",
-             "--verbose", "False"], stdout=sink, stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-m",
+                "llama_cpp.server",
+                "--model",
+                str(find_default_gguf()),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--n_ctx",
+                "2048",
+                "--verbose",
+                "False",
+            ],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
     base = f"http://127.0.0.1:{port}/v1"
     try:
         deadline = time.monotonic() + START_SECONDS
         while True:
             if proc.poll() is not None:
-                pytest.fail(f"the server exited with {proc.returncode}:\n"
-                            + log.read_text(errors="replace")[-2000:])
+                pytest.fail(
+                    f"the server exited with {proc.returncode}:\n"
+                    + log.read_text(errors="replace")[-2000:]
+                )
             try:
                 with urllib.request.urlopen(f"{base}/models", timeout=2):
                     break
             except OSError:
                 if time.monotonic() > deadline:
-                    pytest.fail(f"the server did not start in {START_SECONDS} s:\n"
-                                + log.read_text(errors="replace")[-2000:])
+                    pytest.fail(
+                        f"the server did not start in {START_SECONDS} s:\n"
+                        + log.read_text(errors="replace")[-2000:]
+                    )
                 time.sleep(0.5)
         yield base
     finally:

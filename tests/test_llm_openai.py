@@ -40,14 +40,19 @@ def fresh_endpoints():
     forget_endpoints()
 
 
-def new_model(server: SimServer, model: str | None = "sim-judge", *, environ=None,
-              **opts) -> OpenAIChatModel:
+def new_model(
+    server: SimServer, model: str | None = "sim-judge", *, environ=None, **opts
+) -> OpenAIChatModel:
     """A model whose backoff sleeps are recorded instead of slept (its clock
     moves by what it would have slept, so deadlines see the time pass)."""
     opts.setdefault("timeout", 30.0)
     opts.setdefault("backoff_base", 5.0)  # would be visible if it were slept
-    m = OpenAIChatModel(server.base_url, model, options=LLMOptions(**opts),
-                        environ=environ if environ is not None else {})
+    m = OpenAIChatModel(
+        server.base_url,
+        model,
+        options=LLMOptions(**opts),
+        environ=environ if environ is not None else {},
+    )
     m.slept = []
 
     async def no_sleep(seconds: float) -> None:
@@ -98,7 +103,10 @@ async def test_plain_answer_and_usage(serve, make_model):
     assert c.completion_tokens == stats.completion_tokens > 0
     usage = model.usage.snapshot()
     assert (usage.calls, usage.prompt_tokens, usage.completion_tokens) == (
-        1, stats.prompt_tokens, stats.completion_tokens)
+        1,
+        stats.prompt_tokens,
+        stats.completion_tokens,
+    )
 
 
 async def test_500_then_success(serve, make_model):
@@ -196,8 +204,9 @@ async def test_concurrency_bound_respected(serve, make_model):
     server = serve(slots=32, base_latency=0.02)
     model = make_model(server, concurrency=3)
     assert model.max_concurrency == 3
-    results = await asyncio.gather(*(model.complete(
-        [{"role": "user", "content": f"question {i}"}]) for i in range(24)))
+    results = await asyncio.gather(
+        *(model.complete([{"role": "user", "content": f"question {i}"}]) for i in range(24))
+    )
     assert len(results) == 24
     assert server.stats().peak_in_flight == 3  # reached, never exceeded
 
@@ -213,8 +222,9 @@ async def test_n_samples_in_one_request(serve, make_model):
     stats = server.stats()
     usage = model.usage.snapshot()
     assert (usage.calls, usage.prompt_tokens) == (1, stats.prompt_tokens)
-    assert usage.completion_tokens == stats.completion_tokens == sum(
-        c.completion_tokens for c in out)
+    assert (
+        usage.completion_tokens == stats.completion_tokens == sum(c.completion_tokens for c in out)
+    )
 
 
 async def test_n_fallback_when_server_ignores_n(serve, make_model):
@@ -237,8 +247,12 @@ async def test_n_fallback_when_server_ignores_n(serve, make_model):
 
 
 async def test_json_schema_passed_through(serve, make_model):
-    schema = {"type": "object", "properties": {"score": {"type": "integer"}},
-              "required": ["score"], "additionalProperties": False}
+    schema = {
+        "type": "object",
+        "properties": {"score": {"type": "integer"}},
+        "required": ["score"],
+        "additionalProperties": False,
+    }
 
     def responder(messages, index, params):
         fmt = params.get("response_format") or {}
@@ -250,7 +264,8 @@ async def test_json_schema_passed_through(serve, make_model):
     assert json.loads(c.text) == {"score": 4}
     assert server.received()[0]["response_format"] == {
         "type": "json_schema",
-        "json_schema": {"name": "output", "schema": schema, "strict": True}}
+        "json_schema": {"name": "output", "schema": schema, "strict": True},
+    }
 
 
 async def test_model_id_from_server_when_not_given(serve, make_model):
@@ -285,8 +300,9 @@ async def test_cache_survives_changed_retry_and_timeout_options(serve, tmp_path)
     first = load_chat_model(spec, LLMOptions(cache=db, timeout=5, max_retries=1, concurrency=2))
     async with first:
         a = await first.complete(MSG, n=2, temperature=0.7)
-    second = load_chat_model(spec, LLMOptions(cache=db, timeout=60, max_retries=9,
-                                              concurrency=16, backoff_base=2.0))
+    second = load_chat_model(
+        spec, LLMOptions(cache=db, timeout=60, max_retries=9, concurrency=16, backoff_base=2.0)
+    )
     async with second:
         b = await second.complete(MSG, n=2, temperature=0.7)
     assert server.stats().requests == 1
@@ -347,8 +363,9 @@ def test_bad_base_url_rejected():
 
 
 async def test_unreachable_server_raises_connection_error():
-    model = OpenAIChatModel("http://127.0.0.1:9/v1", "m",
-                            options=LLMOptions(max_retries=0, timeout=2))
+    model = OpenAIChatModel(
+        "http://127.0.0.1:9/v1", "m", options=LLMOptions(max_retries=0, timeout=2)
+    )
     with pytest.raises(LLMConnectionError):
         await model.complete(MSG)
 
@@ -379,7 +396,8 @@ def test_model_reused_across_event_loops(serve):
 
 @pytest.mark.parametrize("status", [400, 500])
 async def test_server_that_refuses_n_gets_single_requests_remembered_per_endpoint(
-        serve, make_model, status):
+    serve, make_model, status
+):
     """llama.cpp server: 'Only one completion choice is allowed'."""
     server = serve(n_rejection=status)
     model = make_model(server)
@@ -421,8 +439,12 @@ def _json_aware(messages, index, params):
     return json.dumps({"score": 3}) if "JSON schema" in messages[-1]["content"] else "free"
 
 
-SCHEMA = {"type": "object", "properties": {"score": {"type": "integer"}},
-          "required": ["score"], "additionalProperties": False}
+SCHEMA = {
+    "type": "object",
+    "properties": {"score": {"type": "integer"}},
+    "required": ["score"],
+    "additionalProperties": False,
+}
 
 
 async def test_server_without_json_schema_falls_back_to_json_object(serve, make_model):

@@ -42,12 +42,17 @@ from attunement.llm.openai_compat import (
     with_schema_instruction,
 )
 
-httpx = next(importlib.import_module(m) for m in ("httpx2", "httpx")
-             if importlib.util.find_spec(m) is not None)
+httpx = next(
+    importlib.import_module(m)
+    for m in ("httpx2", "httpx")
+    if importlib.util.find_spec(m) is not None
+)
 
-VALIDATION_500 = ("1 validation error:\n  {'type': 'literal_error', 'loc': ('body', "
-                  "'response_format', 'type'), 'msg': \"Input should be 'text' or "
-                  "'json_object'\", 'input': 'json_schema'}")
+VALIDATION_500 = (
+    "1 validation error:\n  {'type': 'literal_error', 'loc': ('body', "
+    "'response_format', 'type'), 'msg': \"Input should be 'text' or "
+    "'json_object'\", 'input': 'json_schema'}"
+)
 
 
 @pytest.fixture(autouse=True)
@@ -57,49 +62,56 @@ def fresh_endpoints():
     forget_endpoints()
 
 
-@pytest.mark.parametrize("error, expected", [
-    (LLMTimeoutError("t"), True),
-    (LLMConnectionError("c"), True),
-    (LLMResponseError("garbled"), True),
-    (LLMStatusError("", status=408), True),
-    (LLMStatusError("", status=409), True),
-    (LLMStatusError("", status=429), True),
-    (LLMStatusError("", status=500), True),
-    (LLMStatusError("", status=503, body="upstream connect error"), True),
-    (LLMStatusError("", status=400), False),
-    (LLMStatusError("", status=401), False),
-    (LLMStatusError("", status=404), False),
-    (LLMStatusError("", status=422), False),
-    (LLMStatusError("", status=None), False),
-    # a 500 whose body says the request is invalid: resending it cannot help
-    (LLMStatusError("", status=500, body=VALIDATION_500), False),
-    (LLMStatusError("", status=500, body="Only one completion choice is allowed"), False),
-    (LLMError("other"), False),
-])
+@pytest.mark.parametrize(
+    "error, expected",
+    [
+        (LLMTimeoutError("t"), True),
+        (LLMConnectionError("c"), True),
+        (LLMResponseError("garbled"), True),
+        (LLMStatusError("", status=408), True),
+        (LLMStatusError("", status=409), True),
+        (LLMStatusError("", status=429), True),
+        (LLMStatusError("", status=500), True),
+        (LLMStatusError("", status=503, body="upstream connect error"), True),
+        (LLMStatusError("", status=400), False),
+        (LLMStatusError("", status=401), False),
+        (LLMStatusError("", status=404), False),
+        (LLMStatusError("", status=422), False),
+        (LLMStatusError("", status=None), False),
+        # a 500 whose body says the request is invalid: resending it cannot help
+        (LLMStatusError("", status=500, body=VALIDATION_500), False),
+        (LLMStatusError("", status=500, body="Only one completion choice is allowed"), False),
+        (LLMError("other"), False),
+    ],
+)
 def test_should_retry(error, expected):
     assert should_retry(error) is expected
 
 
 def test_request_errors_are_told_from_server_errors():
     assert is_request_error(LLMStatusError("", 500, body=VALIDATION_500))
-    assert is_request_error(LLMStatusError("", 400, body='{"error": {"type": '
-                                                         '"invalid_request_error"}}'))
+    assert is_request_error(
+        LLMStatusError("", 400, body='{"error": {"type": "invalid_request_error"}}')
+    )
     assert not is_request_error(LLMStatusError("", 500, body="CUDA error: out of memory"))
     assert not is_request_error(LLMTimeoutError("no body"))
 
 
 def test_n_and_format_refusals_are_recognised():
     assert rejects_n(LLMStatusError("", 400, body="Only one completion choice is allowed"))
-    assert rejects_n(LLMStatusError("", 500, body='{"error":{"message":"only one completion '
-                                                  'choice is allowed"}}'))
+    assert rejects_n(
+        LLMStatusError(
+            "", 500, body='{"error":{"message":"only one completion choice is allowed"}}'
+        )
+    )
     assert rejects_n(LLMStatusError("", 400, body="n must be 1 for this model"))
     assert not rejects_n(LLMStatusError("", 400, body="prompt is too long"))
     assert rejects_json_format(LLMStatusError("", 500, body=VALIDATION_500))
-    assert rejects_json_format(LLMStatusError("", 400, body="response_format json_schema "
-                                                            "is not supported"))
+    assert rejects_json_format(
+        LLMStatusError("", 400, body="response_format json_schema is not supported")
+    )
     # a 500 that mentions the format but is a crash, not a refusal, is retried instead
-    assert not rejects_json_format(LLMStatusError("", 500, body="segfault in json_schema "
-                                                                "grammar"))
+    assert not rejects_json_format(LLMStatusError("", 500, body="segfault in json_schema grammar"))
     assert not rejects_json_format(LLMStatusError("", 400, body="prompt is too long"))
 
 
@@ -131,7 +143,7 @@ def test_backoff_doubles_caps_and_jitters():
 
 def test_retry_delay_prefers_a_reasonable_retry_after():
     opts = LLMOptions(backoff_base=1.0, backoff_max=8.0, retry_after_max=120.0)
-    never = lambda: 0.0  # noqa: E731 - no jitter
+    never = lambda: 0.0
     # no wish: the backoff of this attempt
     assert retry_delay(0, None, opts, rand=never) == 1.0
     assert retry_delay(2, None, opts, rand=never) == 4.0
@@ -166,12 +178,14 @@ def test_parse_choices_rejects_non_completions():
             self.finish_reason = "stop"
 
     class Resp:
-        choices = [Choice(1, "b"), Choice(0, None)]
+        def __init__(self) -> None:
+            self.choices = [Choice(1, "b"), Choice(0, None)]
 
     assert parse_choices(Resp()) == [("", "stop"), ("b", "stop")]
 
     class Empty:
-        choices = []
+        def __init__(self) -> None:
+            self.choices = []
 
     with pytest.raises(LLMResponseError):
         parse_choices(Empty())
@@ -190,10 +204,10 @@ MSGS = [{"role": "system", "content": "Rate."}, {"role": "user", "content": "The
 
 def test_response_format_per_json_mode():
     assert response_format_for(SCHEMA) == {
-        "type": "json_schema", "json_schema": {"name": "output", "schema": SCHEMA,
-                                               "strict": True}}
-    assert response_format_for(SCHEMA, "json_object") == {"type": "json_object",
-                                                          "schema": SCHEMA}
+        "type": "json_schema",
+        "json_schema": {"name": "output", "schema": SCHEMA, "strict": True},
+    }
+    assert response_format_for(SCHEMA, "json_object") == {"type": "json_object", "schema": SCHEMA}
     assert response_format_for(SCHEMA, "text") is None
 
 
@@ -217,14 +231,17 @@ def test_schema_instruction_added_when_there_is_no_user_message():
     assert [m["role"] for m in out] == ["system", "user"]
 
 
-@pytest.mark.parametrize("url, named, env, expected", [
-    ("http://localhost:8000/v1", None, {"OPENAI_API_KEY": "sk-1"}, None),
-    ("http://10.0.0.5:8000/v1", None, {"OPENAI_API_KEY": "sk-1"}, None),
-    ("https://api.example.com/v1", None, {"OPENAI_API_KEY": "sk-1"}, "sk-1"),
-    ("https://api.example.com/v1", None, {}, None),
-    ("http://gpu:8000/v1", "VLLM_KEY", {"VLLM_KEY": "k2", "OPENAI_API_KEY": "sk-1"}, "k2"),
-    ("https://api.example.com/v1", "OTHER", {"OTHER": "k3", "OPENAI_API_KEY": "sk-1"}, "k3"),
-])
+@pytest.mark.parametrize(
+    "url, named, env, expected",
+    [
+        ("http://localhost:8000/v1", None, {"OPENAI_API_KEY": "sk-1"}, None),
+        ("http://10.0.0.5:8000/v1", None, {"OPENAI_API_KEY": "sk-1"}, None),
+        ("https://api.example.com/v1", None, {"OPENAI_API_KEY": "sk-1"}, "sk-1"),
+        ("https://api.example.com/v1", None, {}, None),
+        ("http://gpu:8000/v1", "VLLM_KEY", {"VLLM_KEY": "k2", "OPENAI_API_KEY": "sk-1"}, "k2"),
+        ("https://api.example.com/v1", "OTHER", {"OTHER": "k3", "OPENAI_API_KEY": "sk-1"}, "k3"),
+    ],
+)
 def test_api_key_policy(url, named, env, expected):
     assert api_key_for(url, named, env) == expected
 
@@ -262,16 +279,19 @@ def rigged(t: FrozenTime, url: str = "http://sim.invalid:1/v1", **opts) -> OpenA
     return model
 
 
-def status_error(status: int, *, body: str = "{}", headers: dict | None = None,
-                 ) -> openai.APIStatusError:
+def status_error(
+    status: int,
+    *,
+    body: str = "{}",
+    headers: dict | None = None,
+) -> openai.APIStatusError:
     request = httpx.Request("POST", "http://sim.invalid:1/v1/chat/completions")
     response = httpx.Response(status, headers=headers or {}, text=body, request=request)
     cls = openai.RateLimitError if status == 429 else openai.InternalServerError
     return cls(f"Error code: {status}", response=response, body=None)
 
 
-def failing(t: FrozenTime, errors: list[BaseException], *, takes: float = 0.0,
-            answer: str = "ok"):
+def failing(t: FrozenTime, errors: list[BaseException], *, takes: float = 0.0, answer: str = "ok"):
     """A fake HTTP exchange: raises the given errors in turn, then answers;
     each attempt moves the clock by ``takes`` seconds."""
     calls = []

@@ -23,7 +23,7 @@ import logging
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import IO, Any, Generic, TypeVar
+from typing import IO, Any, Generic, Self, TypeVar
 
 from pydantic import BaseModel
 from rich.progress import (
@@ -84,7 +84,7 @@ def _duration(seconds: float) -> str:
     >>> _duration(42.4), _duration(185), _duration(3720)
     ('42s', '3m05s', '1h02m')
     """
-    s = int(round(seconds))
+    s = round(seconds)
     if s < 60:
         return f"{s}s"
     if s < 3600:
@@ -99,9 +99,15 @@ class LogProgress:
     one; the closing line is written when any line was (short jobs stay quiet).
     """
 
-    def __init__(self, total: int | None, description: str, *,
-                 interval: float | None = None, clock: Callable[[], float] = time.monotonic,
-                 stream: IO[str] | None = None):
+    def __init__(
+        self,
+        total: int | None,
+        description: str,
+        *,
+        interval: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        stream: IO[str] | None = None,
+    ):
         self.total = total
         self.description = description
         self.interval = PROGRESS_LOG_SECONDS if interval is None else interval
@@ -131,7 +137,7 @@ class LogProgress:
             parts.append(f"ETA {_duration((self.total - self.done) / rate)}")
         return ", ".join(parts)
 
-    def __enter__(self) -> LogProgress:
+    def __enter__(self) -> Self:
         self._started = self._last = self._clock()
         return self
 
@@ -154,15 +160,20 @@ class _Bar:
     """A rich progress bar on a terminal."""
 
     def __init__(self, total: int | None, description: str):
-        self._progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
-                                  MofNCompleteColumn(), TimeElapsedColumn(),
-                                  TimeRemainingColumn(), transient=False)
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            transient=False,
+        )
         self._total = total
         self._description = description
         self._task: Any = None
         self.failed = 0
 
-    def __enter__(self) -> _Bar:
+    def __enter__(self) -> Self:
         self._progress.__enter__()
         self._task = self._progress.add_task(self._description, total=self._total)
         return self
@@ -170,8 +181,9 @@ class _Bar:
     def advance(self, n: int = 1, *, failed: bool = False) -> None:
         if failed:
             self.failed += n
-            self._progress.update(self._task,
-                                  description=f"{self._description} ({self.failed} failed)")
+            self._progress.update(
+                self._task, description=f"{self._description} ({self.failed} failed)"
+            )
         self._progress.advance(self._task, n)
 
     def __exit__(self, *exc: object) -> None:
@@ -179,7 +191,7 @@ class _Bar:
 
 
 class _Silent:
-    def __enter__(self) -> _Silent:
+    def __enter__(self) -> Self:
         return self
 
     def advance(self, n: int = 1, *, failed: bool = False) -> None:
@@ -189,8 +201,12 @@ class _Silent:
         pass
 
 
-def progress_bar(total: int | None, description: str, *, enabled: bool | None = None,
-                 ) -> _Bar | LogProgress | _Silent:
+def progress_bar(
+    total: int | None,
+    description: str,
+    *,
+    enabled: bool | None = None,
+) -> _Bar | LogProgress | _Silent:
     """A progress display: ``enabled=None`` picks a bar on a terminal and log
     lines elsewhere; True forces the bar, False shows nothing."""
     if enabled is False:
@@ -230,8 +246,9 @@ async def run_bounded(
     for i in range(len(items)):
         queue.put_nowait(i)
 
-    with progress_bar(total if total is not None else len(items), description or "working",
-                      enabled=show_progress) as bar:
+    with progress_bar(
+        total if total is not None else len(items), description or "working", enabled=show_progress
+    ) as bar:
 
         async def worker() -> None:
             while True:

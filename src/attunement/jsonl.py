@@ -98,8 +98,9 @@ def read_jsonl(
         except RecordError as err:
             if not skip_invalid:
                 raise
-            bad.append({"line": lineno, "field": err.field, "error": err.message,
-                        "raw": line.rstrip("\n")})
+            bad.append(
+                {"line": lineno, "field": err.field, "error": err.message, "raw": line.rstrip("\n")}
+            )
     if bad:
         target = Path(rejects) if rejects else Path(str(path) + ".rejects.jsonl")
         with target.open("w", encoding="utf-8") as fh:
@@ -251,5 +252,7 @@ def write_manifest(path: str | Path, **fields: Any) -> Path:
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         **fields,
     }
-    p.write_text(json.dumps(doc, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+    p.write_text(
+        json.dumps(doc, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8"
+    )
     return p

@@ -66,7 +66,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 from attunement.llm.scripted import count_tokens
 
@@ -76,9 +76,16 @@ FAULTS = ("500", "429", "slow", "garbled", "drop", "400", "none")
 SimResponder = Callable[[list[dict[str, Any]], int, dict[str, Any]], str]
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
-            411: "Length Required", 413: "Payload Too Large", 429: "Too Many Requests",
-            500: "Internal Server Error"}
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    411: "Length Required",
+    413: "Payload Too Large",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+}
 _MAX_BODY = 32 * 1024 * 1024
 _LOG_SIZE = 1000
 
@@ -244,7 +251,7 @@ class SimServer:
         self._thread = None
         self._loop = None
 
-    def __enter__(self) -> SimServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -292,8 +299,9 @@ class SimServer:
 
     # ------------------------------------------------------------------ HTTP
 
-    async def _serve_connection(self, reader: asyncio.StreamReader,
-                                writer: asyncio.StreamWriter) -> None:
+    async def _serve_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         task = asyncio.current_task()
         if task is not None:
             self._tasks.add(task)
@@ -301,8 +309,7 @@ class SimServer:
             while True:
                 try:
                     head = await reader.readuntil(b"\r\n\r\n")
-                except (asyncio.IncompleteReadError, asyncio.LimitOverrunError,
-                        ConnectionError):
+                except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
                     return
                 keep_alive = await self._serve_request(head, reader, writer)
                 if not keep_alive:
@@ -318,8 +325,9 @@ class SimServer:
                 self._tasks.discard(task)
             writer.close()
 
-    async def _serve_request(self, head: bytes, reader: asyncio.StreamReader,
-                             writer: asyncio.StreamWriter) -> bool:
+    async def _serve_request(
+        self, head: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bool:
         """Answer one request; return whether the connection stays open."""
         lines = head.decode("latin-1").split("\r\n")
         try:
@@ -363,8 +371,13 @@ class SimServer:
         await self._send_json(writer, 404, _error(f"no route {path!r}"), keep_alive)
         return keep_alive
 
-    async def _chat(self, body: bytes, reader: asyncio.StreamReader,
-                    writer: asyncio.StreamWriter, keep_alive: bool) -> bool:
+    async def _chat(
+        self,
+        body: bytes,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        keep_alive: bool,
+    ) -> bool:
         with self._lock:
             index = self._chat_requests
             self._chat_requests += 1
@@ -377,22 +390,26 @@ class SimServer:
             if fault is not None:
                 self._update(faults_served=1)
                 if fault == "500":
-                    await self._send_json(writer, 500, _error("simulated failure", "server_error"),
-                                          keep_alive)
+                    await self._send_json(
+                        writer, 500, _error("simulated failure", "server_error"), keep_alive
+                    )
                     return keep_alive
                 if fault == "429":
-                    await self._send_json(writer, 429, _error("simulated rate limit",
-                                                              "rate_limit_exceeded"),
-                                          keep_alive,
-                                          extra={"Retry-After": self.config.retry_after})
+                    await self._send_json(
+                        writer,
+                        429,
+                        _error("simulated rate limit", "rate_limit_exceeded"),
+                        keep_alive,
+                        extra={"Retry-After": self.config.retry_after},
+                    )
                     return keep_alive
                 if fault == "400":
-                    await self._send_json(writer, 400, _error("simulated bad request"),
-                                          keep_alive)
+                    await self._send_json(writer, 400, _error("simulated bad request"), keep_alive)
                     return keep_alive
                 if fault == "garbled":
-                    await self._send(writer, 200, b'{"id": "chatcmpl-garbled", "choi<<<<',
-                                     keep_alive)
+                    await self._send(
+                        writer, 200, b'{"id": "chatcmpl-garbled", "choi<<<<', keep_alive
+                    )
                     return keep_alive
                 if fault == "drop":
                     writer.transport.abort()
@@ -452,8 +469,12 @@ class SimServer:
         if kind is not None and kind not in cfg.response_formats:
             # llama-cpp-python's server: a FastAPI validation error, sent as HTTP 500
             expected = " or ".join(repr(k) for k in cfg.response_formats)
-            detail = {"type": "literal_error", "loc": ("body", "response_format", "type"),
-                      "msg": f"Input should be {expected}", "input": kind}
+            detail = {
+                "type": "literal_error",
+                "loc": ("body", "response_format", "type"),
+                "msg": f"Input should be {expected}",
+                "input": kind,
+            }
             return 500, _error(f"1 validation error:\n  {detail}", "internal_server_error")
         return None
 
@@ -470,8 +491,14 @@ class SimServer:
         for i in range(count):
             text, tokens, cut = truncate_tokens(str(responder(messages, i, params)), max_tokens)
             lengths.append(tokens)
-            choices.append({"index": i, "message": {"role": "assistant", "content": text},
-                            "finish_reason": "length" if cut else "stop", "logprobs": None})
+            choices.append(
+                {
+                    "index": i,
+                    "message": {"role": "assistant", "content": text},
+                    "finish_reason": "length" if cut else "stop",
+                    "logprobs": None,
+                }
+            )
         start = cfg.base_latency + cfg.per_prompt_token * prompt_tokens
         if self._slots is None:
             raise RuntimeError("the server was not started")
@@ -485,33 +512,63 @@ class SimServer:
                 await asyncio.sleep(seconds)
 
         await asyncio.gather(*(occupy(t) for t in times))
-        self._update(samples=count, prompt_tokens=prompt_tokens,
-                     completion_tokens=sum(lengths), busy_seconds=sum(times),
-                     max_request_seconds=max(times))
+        self._update(
+            samples=count,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=sum(lengths),
+            busy_seconds=sum(times),
+            max_request_seconds=max(times),
+        )
         return {
             "id": f"chatcmpl-sim-{next(self._ids)}",
             "object": "chat.completion",
             "created": int(time.time()),
             "model": payload.get("model") or cfg.model_name,
             "choices": choices,
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": sum(lengths),
-                      "total_tokens": prompt_tokens + sum(lengths)},
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": sum(lengths),
+                "total_tokens": prompt_tokens + sum(lengths),
+            },
         }
 
     def _models_body(self) -> dict[str, Any]:
-        return {"object": "list", "data": [{"id": self.config.model_name, "object": "model",
-                                            "created": 0, "owned_by": "attunement-sim"}]}
+        return {
+            "object": "list",
+            "data": [
+                {
+                    "id": self.config.model_name,
+                    "object": "model",
+                    "created": 0,
+                    "owned_by": "attunement-sim",
+                }
+            ],
+        }
 
-    async def _send_json(self, writer: asyncio.StreamWriter, status: int, doc: Any,
-                         keep_alive: bool, extra: dict[str, str] | None = None) -> None:
+    async def _send_json(
+        self,
+        writer: asyncio.StreamWriter,
+        status: int,
+        doc: Any,
+        keep_alive: bool,
+        extra: dict[str, str] | None = None,
+    ) -> None:
         await self._send(writer, status, json.dumps(doc).encode("utf-8"), keep_alive, extra)
 
-    async def _send(self, writer: asyncio.StreamWriter, status: int, body: bytes,
-                    keep_alive: bool, extra: dict[str, str] | None = None) -> None:
-        head = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}",
-                "Content-Type: application/json",
-                f"Content-Length: {len(body)}",
-                f"Connection: {'keep-alive' if keep_alive else 'close'}"]
+    async def _send(
+        self,
+        writer: asyncio.StreamWriter,
+        status: int,
+        body: bytes,
+        keep_alive: bool,
+        extra: dict[str, str] | None = None,
+    ) -> None:
+        head = [
+            f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}",
+            "Content-Type: application/json",
+            f"Content-Length: {len(body)}",
+            f"Connection: {'keep-alive' if keep_alive else 'close'}",
+        ]
         head += [f"{k}: {v}" for k, v in (extra or {}).items()]
         writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
         await writer.drain()

@@ -32,22 +32,36 @@ T = TypeVar("T")
 console = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
 
-Concurrency = Annotated[int, typer.Option("--concurrency", "-c", min=1,
-                                          help="Model requests in flight at once.")]
-Timeout = Annotated[float, typer.Option(
-    "--timeout", min=0.1, help="Deadline of one model call, retries included, s.")]
-Retries = Annotated[int, typer.Option("--retries", min=0,
-                                      help="Retries on timeouts, 429 and 5xx answers.")]
-CachePath = Annotated[Path | None, typer.Option(
-    "--cache", help="sqlite file caching every completion (re-runs cost no calls).")]
+Concurrency = Annotated[
+    int, typer.Option("--concurrency", "-c", min=1, help="Model requests in flight at once.")
+]
+Timeout = Annotated[
+    float,
+    typer.Option("--timeout", min=0.1, help="Deadline of one model call, retries included, s."),
+]
+Retries = Annotated[
+    int, typer.Option("--retries", min=0, help="Retries on timeouts, 429 and 5xx answers.")
+]
+CachePath = Annotated[
+    Path | None,
+    typer.Option("--cache", help="sqlite file caching every completion (re-runs cost no calls)."),
+]
 NoCache = Annotated[bool, typer.Option("--no-cache", help="Do not cache completions.")]
 
 
-def llm_options(concurrency: int = DEFAULT_CONCURRENCY, timeout: float = DEFAULT_TIMEOUT,
-                retries: int = DEFAULT_MAX_RETRIES, cache: Path | None = None,
-                no_cache: bool = False) -> LLMOptions:
-    return LLMOptions(concurrency=concurrency, timeout=timeout, max_retries=retries,
-                      cache=None if no_cache else cache)
+def llm_options(
+    concurrency: int = DEFAULT_CONCURRENCY,
+    timeout: float = DEFAULT_TIMEOUT,
+    retries: int = DEFAULT_MAX_RETRIES,
+    cache: Path | None = None,
+    no_cache: bool = False,
+) -> LLMOptions:
+    return LLMOptions(
+        concurrency=concurrency,
+        timeout=timeout,
+        max_retries=retries,
+        cache=None if no_cache else cache,
+    )
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
@@ -85,9 +99,11 @@ def report_failures(failed: Sequence[Any], what: str = "example", *, shown: int 
     if len(failed) > shown:
         say(f"... and {len(failed) - shown} more", style="yellow")
     one = len(failed) == 1
-    say(f"{len(failed)} {what}{'' if one else 's'} failed and {'was' if one else 'were'} not "
+    say(
+        f"{len(failed)} {what}{'' if one else 's'} failed and {'was' if one else 'were'} not "
         f"written; run the same command again to retry {'it' if one else 'them'}",
-        style="yellow")
+        style="yellow",
+    )
     raise typer.Exit(1)
 
 

@@ -55,8 +55,14 @@ PACKAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
 
 DOCTOR_PROMPT = "Say hello in one short sentence."
 
-ModelSpecOpt = Annotated[str, typer.Option("--model", "-m", help=(
-    "Model spec: local, local:/path/model.gguf, openai:http://host:8000/v1#model."))]
+ModelSpecOpt = Annotated[
+    str,
+    typer.Option(
+        "--model",
+        "-m",
+        help=("Model spec: local, local:/path/model.gguf, openai:http://host:8000/v1#model."),
+    ),
+]
 
 
 def package_version(distributions: tuple[str, ...]) -> str | None:
@@ -102,11 +108,14 @@ def chat(
     system: Annotated[str | None, typer.Option("--system", help="A system message.")] = None,
     max_tokens: Annotated[int, typer.Option("--max-tokens", min=1)] = 256,
     temperature: Annotated[float, typer.Option("--temperature", min=0.0, max=2.0)] = (
-        DEFAULT_TEMPERATURE),
+        DEFAULT_TEMPERATURE
+    ),
     n: Annotated[int, typer.Option("-n", "--n", min=1, help="Samples to draw.")] = 1,
     seed: Annotated[int | None, typer.Option("--seed")] = None,
-    json_schema: Annotated[Path | None, typer.Option(
-        "--json-schema", help="A JSON schema file the answer must follow.")] = None,
+    json_schema: Annotated[
+        Path | None,
+        typer.Option("--json-schema", help="A JSON schema file the answer must follow."),
+    ] = None,
     cache: CachePath = None,
     concurrency: Concurrency = DEFAULT_CONCURRENCY,
     timeout: Timeout = DEFAULT_TIMEOUT,
@@ -116,14 +125,20 @@ def chat(
     schema = load_schema(json_schema) if json_schema is not None else None
     options = llm_options(concurrency=concurrency, timeout=timeout, retries=retries, cache=cache)
     messages = ([{"role": "system", "content": system}] if system else []) + [
-        {"role": "user", "content": message}]
+        {"role": "user", "content": message}
+    ]
 
     async def go() -> tuple[str, list[Any], Any, float]:
         async with load_chat_model(model, options) as chat_model:
             t0 = time.perf_counter()
-            answers = await chat_model.complete(messages, n=n, temperature=temperature,
-                                                max_tokens=max_tokens, json_schema=schema,
-                                                seed=seed)
+            answers = await chat_model.complete(
+                messages,
+                n=n,
+                temperature=temperature,
+                max_tokens=max_tokens,
+                json_schema=schema,
+                seed=seed,
+            )
             seconds = time.perf_counter() - t0
             return chat_model.name, answers, chat_model.usage.snapshot(), seconds
 
@@ -133,15 +148,19 @@ def chat(
             typer.echo(f"--- sample {c.sample_index} ---")
         typer.echo(c.text)
     cached = sum(c.cached for c in answers)
-    say(f"{name}: {usage.calls} call(s), {usage.prompt_tokens} prompt + "
+    say(
+        f"{name}: {usage.calls} call(s), {usage.prompt_tokens} prompt + "
         f"{usage.completion_tokens} completion tokens"
         + (f", {cached} of {len(answers)} from cache" if cached else "")
-        + f", {seconds:.2f} s")
+        + f", {seconds:.2f} s"
+    )
 
 
 def doctor(
-    endpoint: Annotated[str, typer.Option(
-        "--endpoint", "-e", help="Model spec to check (default: the embedded model).")] = "local",
+    endpoint: Annotated[
+        str,
+        typer.Option("--endpoint", "-e", help="Model spec to check (default: the embedded model)."),
+    ] = "local",
     timeout: Timeout = DEFAULT_TIMEOUT,
 ) -> None:
     """Print versions, where the embedded model is, and check that a model answers."""
@@ -163,8 +182,9 @@ def doctor(
     async def check() -> tuple[str, str, float]:
         async with load_chat_model(endpoint, options) as model:
             t0 = time.perf_counter()
-            [answer] = await model.complete([{"role": "user", "content": DOCTOR_PROMPT}],
-                                            max_tokens=24, temperature=0.0)
+            [answer] = await model.complete(
+                [{"role": "user", "content": DOCTOR_PROMPT}], max_tokens=24, temperature=0.0
+            )
             return model.name, answer.text, time.perf_counter() - t0
 
     try:
@@ -173,11 +193,15 @@ def doctor(
         out.print(f"[red]check failed[/red]: {escape(str(exc))}", highlight=False)
         raise typer.Exit(1) from None
     if not text.strip():
-        out.print(f"[red]check failed[/red]: {escape(name)} answered with empty text",
-                  highlight=False)
+        out.print(
+            f"[red]check failed[/red]: {escape(name)} answered with empty text", highlight=False
+        )
         raise typer.Exit(1)
-    out.print(f"[green]check passed[/green]: {escape(name)} answered in {seconds:.2f} s: "
-              f"{escape(repr(text.strip()[:120]))}", highlight=False)
+    out.print(
+        f"[green]check passed[/green]: {escape(name)} answered in {seconds:.2f} s: "
+        f"{escape(repr(text.strip()[:120]))}",
+        highlight=False,
+    )
 
 
 def bench_llm(
@@ -192,21 +216,31 @@ def bench_llm(
     except (LLMError, ValueError) as exc:
         raise fail(str(exc)) from None
     if not isinstance(chat_model, LocalChatModel):
-        raise fail(f"{model!r}: the raw comparison needs a local GGUF model "
-                   "(local or local:/path/model.gguf)")
+        raise fail(
+            f"{model!r}: the raw comparison needs a local GGUF model "
+            "(local or local:/path/model.gguf)"
+        )
     try:
-        result = bench_local_llm(chat_model, prompt=prompt or DEFAULT_PROMPT,
-                                 max_tokens=max_tokens, repeat=repeat)
+        result = bench_local_llm(
+            chat_model, prompt=prompt or DEFAULT_PROMPT, max_tokens=max_tokens, repeat=repeat
+        )
     except (LLMError, ValueError) as exc:
         raise fail(str(exc)) from None
-    table = Table(title=f"{result.model}: {repeat} call(s) each, max_tokens={max_tokens}, "
-                        "temperature 0")
+    table = Table(
+        title=f"{result.model}: {repeat} call(s) each, max_tokens={max_tokens}, temperature 0"
+    )
     for col in ("path", "calls", "tokens", "seconds", "tokens/s"):
         table.add_column(col, justify="left" if col == "path" else "right")
-    for label, t in (("attunement interface", result.interface),
-                     ("raw llama_cpp", result.raw)):
-        table.add_row(label, str(len(t.seconds)), str(t.total_tokens),
-                      f"{t.total_seconds:.3f}", f"{t.tokens_per_second:.1f}")
+    for label, t in (("attunement interface", result.interface), ("raw llama_cpp", result.raw)):
+        table.add_row(
+            label,
+            str(len(t.seconds)),
+            str(t.total_tokens),
+            f"{t.total_seconds:.3f}",
+            f"{t.tokens_per_second:.1f}",
+        )
     out.print(table)
-    out.print(f"overhead ratio (interface s/token / raw s/token): {result.overhead_ratio:.3f}",
-              highlight=False)
+    out.print(
+        f"overhead ratio (interface s/token / raw s/token): {result.overhead_ratio:.3f}",
+        highlight=False,
+    )

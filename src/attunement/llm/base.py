@@ -26,7 +26,7 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 from attunement.llm.constants import DEFAULT_MAX_TOKENS, DEFAULT_TEMPERATURE
 from attunement.records import Usage
@@ -147,7 +147,7 @@ def make_request(
         if role not in ("system", "user", "assistant"):
             raise ValueError(f"messages[{i}].role must be system/user/assistant, got {role!r}")
         if not isinstance(content, str):
-            raise ValueError(f"messages[{i}].content must be a string")
+            raise ValueError(f"messages[{i}].content must be a string")  # noqa: TRY004 - bad input
         frozen.append((role, content))
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
@@ -173,9 +173,12 @@ def usage_of(completions: Sequence[Completion]) -> Usage:
     """What one request returning ``completions`` cost: one call (if any sample
     was not cached), its prompt once, every sample's completion tokens."""
     live = [c for c in completions if not c.cached]
-    return Usage(calls=1 if live else 0, cached_calls=len(completions) - len(live),
-                 prompt_tokens=max((c.prompt_tokens for c in live), default=0),
-                 completion_tokens=sum(c.completion_tokens for c in live))
+    return Usage(
+        calls=1 if live else 0,
+        cached_calls=len(completions) - len(live),
+        prompt_tokens=max((c.prompt_tokens for c in live), default=0),
+        completion_tokens=sum(c.completion_tokens for c in live),
+    )
 
 
 class UsageMeter:
@@ -193,8 +196,12 @@ class UsageMeter:
         self.completion_tokens += usage.completion_tokens
 
     def snapshot(self) -> Usage:
-        return Usage(calls=self.calls, cached_calls=self.cached_calls,
-                     prompt_tokens=self.prompt_tokens, completion_tokens=self.completion_tokens)
+        return Usage(
+            calls=self.calls,
+            cached_calls=self.cached_calls,
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+        )
 
 
 class ChatModel(ABC):
@@ -228,9 +235,16 @@ class ChatModel(ABC):
         sample_start: int = 0,
     ) -> list[Completion]:
         """Return ``n`` completions, numbered ``sample_start`` onwards."""
-        request = make_request(messages, n=n, temperature=temperature, max_tokens=max_tokens,
-                               json_schema=json_schema, seed=seed, stop=stop,
-                               sample_start=sample_start)
+        request = make_request(
+            messages,
+            n=n,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            json_schema=json_schema,
+            seed=seed,
+            stop=stop,
+            sample_start=sample_start,
+        )
         return await self.complete_request(request)
 
     async def complete_request(self, request: ChatRequest) -> list[Completion]:
@@ -278,7 +292,7 @@ class ChatModel(ABC):
     async def aclose(self) -> None:
         """Release connections or model memory. Safe to call twice."""
 
-    async def __aenter__(self) -> ChatModel:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:

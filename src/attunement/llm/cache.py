@@ -72,11 +72,18 @@ class CompletionCache:
             raise self._error(exc) from None
 
     def _error(self, exc: BaseException) -> CacheError:
-        return CacheError(f"{self.path}: cannot use this completion cache ({exc}); delete the "
-                          "file or point --cache elsewhere")
+        return CacheError(
+            f"{self.path}: cannot use this completion cache ({exc}); delete the "
+            "file or point --cache elsewhere"
+        )
 
-    def _run(self, sql: str, rows: Sequence[tuple] = ((),), *, many: bool = False,
-             ) -> list[tuple]:
+    def _run(
+        self,
+        sql: str,
+        rows: Sequence[tuple] = ((),),
+        *,
+        many: bool = False,
+    ) -> list[tuple]:
         with self._lock:
             try:
                 if many:
@@ -93,14 +100,21 @@ class CompletionCache:
         """The cached samples among ``keys`` (absent keys are left out)."""
         found: dict[str, Completion] = {}
         for start in range(0, len(keys), 500):  # stay under sqlite's variable limit
-            chunk = list(keys[start:start + 500])
+            chunk = list(keys[start : start + 500])
             marks = ",".join("?" * len(chunk))
             for key, text, prompt, completion, finish in self._run(
-                    "SELECT key, text, prompt_tokens, completion_tokens, finish_reason "
-                    f"FROM completions WHERE key IN ({marks})", (tuple(chunk),)):
-                found[key] = Completion(text=text, prompt_tokens=prompt,
-                                        completion_tokens=completion, finish_reason=finish,
-                                        cached=True, cache_key=key)
+                "SELECT key, text, prompt_tokens, completion_tokens, finish_reason "
+                f"FROM completions WHERE key IN ({marks})",
+                (tuple(chunk),),
+            ):
+                found[key] = Completion(
+                    text=text,
+                    prompt_tokens=prompt,
+                    completion_tokens=completion,
+                    finish_reason=finish,
+                    cached=True,
+                    cache_key=key,
+                )
         return found
 
     def get(self, key: str) -> Completion | None:
@@ -108,9 +122,14 @@ class CompletionCache:
 
     def put_many(self, model: str, items: Sequence[tuple[str, Completion]]) -> None:
         now = time.time()
-        self._run("INSERT OR REPLACE INTO completions VALUES (?, ?, ?, ?, ?, ?, ?)",
-                  [(key, model, c.text, c.prompt_tokens, c.completion_tokens, c.finish_reason,
-                    now) for key, c in items], many=True)
+        self._run(
+            "INSERT OR REPLACE INTO completions VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [
+                (key, model, c.text, c.prompt_tokens, c.completion_tokens, c.finish_reason, now)
+                for key, c in items
+            ],
+            many=True,
+        )
 
     def put(self, key: str, model: str, completion: Completion) -> None:
         self.put_many(model, [(key, completion)])
@@ -140,9 +159,15 @@ class CompletionCache:
 
 
 def _numbered(c: Completion, index: int, key: str, *, cached: bool) -> Completion:
-    return Completion(text=c.text, prompt_tokens=c.prompt_tokens,
-                      completion_tokens=c.completion_tokens, finish_reason=c.finish_reason,
-                      cached=cached, sample_index=index, cache_key=key)
+    return Completion(
+        text=c.text,
+        prompt_tokens=c.prompt_tokens,
+        completion_tokens=c.completion_tokens,
+        finish_reason=c.finish_reason,
+        cached=cached,
+        sample_index=index,
+        cache_key=key,
+    )
 
 
 class CachedChatModel(ChatModel):
@@ -170,16 +195,24 @@ class CachedChatModel(ChatModel):
         indices = range(request.sample_start, request.sample_start + request.n)
         keys = {i: request.cache_key(self.name, i) for i in indices}
         hits = await self.cache.aget_many(list(keys.values()))
-        found = {i: _numbered(hits[keys[i]], i, keys[i], cached=True)
-                 for i in indices if keys[i] in hits}
+        found = {
+            i: _numbered(hits[keys[i]], i, keys[i], cached=True) for i in indices if keys[i] in hits
+        }
         spent = Usage(cached_calls=len(found))
         missing = [i for i in indices if i not in found]
         # fetch missing samples in contiguous runs so that each run's samples
         # keep their own numbers (and so their own per-sample seeds)
         for start, count in contiguous_runs(missing):
-            sub = make_request(request.message_dicts, n=count, temperature=request.temperature,
-                               max_tokens=request.max_tokens, json_schema=request.json_schema,
-                               seed=request.seed, stop=request.stop, sample_start=start)
+            sub = make_request(
+                request.message_dicts,
+                n=count,
+                temperature=request.temperature,
+                max_tokens=request.max_tokens,
+                json_schema=request.json_schema,
+                seed=request.seed,
+                stop=request.stop,
+                sample_start=start,
+            )
             try:
                 fresh, cost = await self.inner.complete_with_usage(sub)
             except LLMError as exc:
@@ -191,10 +224,16 @@ class CachedChatModel(ChatModel):
                 found[comp.sample_index] = comp
         return [found[i] for i in indices], spent
 
-    async def _store(self, keys: dict[int, str], samples: Sequence[Completion],
-                     ) -> list[Completion]:
-        stored = [_numbered(c, c.sample_index, keys[c.sample_index], cached=False)
-                  for c in samples if c.sample_index in keys]
+    async def _store(
+        self,
+        keys: dict[int, str],
+        samples: Sequence[Completion],
+    ) -> list[Completion]:
+        stored = [
+            _numbered(c, c.sample_index, keys[c.sample_index], cached=False)
+            for c in samples
+            if c.sample_index in keys
+        ]
         await self.cache.aput_many(self.name, [(keys[c.sample_index], c) for c in stored])
         return stored
 

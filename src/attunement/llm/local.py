@@ -81,9 +81,12 @@ def _load(path: Path, n_ctx: int, n_threads: int | None) -> Any:
                 raise LLMError(
                     "the embedded model needs llama-cpp-python: pip install 'attunement[local]'"
                 ) from exc
-            _LOADED[key] = Llama(model_path=str(path), n_ctx=n_ctx,
-                                 n_threads=n_threads or max(1, os.cpu_count() or 1),
-                                 verbose=False)
+            _LOADED[key] = Llama(
+                model_path=str(path),
+                n_ctx=n_ctx,
+                n_threads=n_threads or max(1, os.cpu_count() or 1),
+                verbose=False,
+            )
             _RUN_LOCKS[key] = threading.Lock()
         return _LOADED[key], _RUN_LOCKS[key]
 
@@ -94,8 +97,13 @@ class LocalChatModel(ChatModel):
     max_concurrency = 1
     enforces_json_schema = True  # llama.cpp's grammar sampler
 
-    def __init__(self, path: str | Path | None = None, *, n_ctx: int = DEFAULT_N_CTX,
-                 n_threads: int | None = None):
+    def __init__(
+        self,
+        path: str | Path | None = None,
+        *,
+        n_ctx: int = DEFAULT_N_CTX,
+        n_threads: int | None = None,
+    ):
         super().__init__()
         self.path = Path(path) if path else find_default_gguf()
         if not self.path.exists():
@@ -111,12 +119,12 @@ class LocalChatModel(ChatModel):
 
     def _run_one(self, request: ChatRequest, index: int) -> Completion:
         llama, lock = _load(self.path, self.n_ctx, self.n_threads)
-        kwargs: dict[str, Any] = dict(
-            messages=request.message_dicts,
-            temperature=request.temperature,
-            max_tokens=request.max_tokens,
-            seed=request.sample_seed(index),
-        )
+        kwargs: dict[str, Any] = {
+            "messages": request.message_dicts,
+            "temperature": request.temperature,
+            "max_tokens": request.max_tokens,
+            "seed": request.sample_seed(index),
+        }
         if request.stop:
             kwargs["stop"] = list(request.stop)
         if request.json_schema is not None:

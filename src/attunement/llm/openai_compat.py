@@ -88,12 +88,16 @@ JSON_MODES: tuple[JsonMode, ...] = get_args(JsonMode)
 #: OpenAI-style errors, the llama.cpp server's refusal of n)
 _REQUEST_INVALID = re.compile(
     r"validation error|input should be|field required|extra inputs are not permitted"
-    r"|invalid_request_error|only one completion choice", re.IGNORECASE)
+    r"|invalid_request_error|only one completion choice",
+    re.IGNORECASE,
+)
 #: a body refusing n > 1
 _N_REJECTED = re.compile(
     r"only one completion choice|\bn\b\W{0,3}(must|should) be 1\b"
     r"|\bn\b\W{0,3}(> ?1|greater than 1)\W{0,3}(is )?not supported"
-    r"|multiple (choices|completions) (is|are) not supported", re.IGNORECASE)
+    r"|multiple (choices|completions) (is|are) not supported",
+    re.IGNORECASE,
+)
 #: a body that is about the requested output format
 _FORMAT_WORDS = re.compile(r"response_format|json_schema|json_object", re.IGNORECASE)
 #: how much of an error body is kept on the error
@@ -127,8 +131,9 @@ def should_retry(error: LLMError) -> bool:
     return isinstance(error, LLMTimeoutError | LLMConnectionError | LLMResponseError)
 
 
-def retry_after_seconds(headers: Mapping[str, str] | None, *,
-                        now: Callable[[], float] = time.time) -> float | None:
+def retry_after_seconds(
+    headers: Mapping[str, str] | None, *, now: Callable[[], float] = time.time
+) -> float | None:
     """How long the server asked us to wait, or None if it did not say.
 
     Reads ``Retry-After-Ms`` (milliseconds), then ``Retry-After`` as a number
@@ -164,20 +169,26 @@ def retry_after_seconds(headers: Mapping[str, str] | None, *,
     return value if value >= 0 else None
 
 
-def backoff_delay(attempt: int, *, base: float, cap: float,
-                  rand: Callable[[], float] = random.random) -> float:
+def backoff_delay(
+    attempt: int, *, base: float, cap: float, rand: Callable[[], float] = random.random
+) -> float:
     """Delay before retry number ``attempt + 1``: ``base * 2**attempt``, at most
     ``cap``, minus up to 25% jitter so that many clients do not retry in step.
 
     >>> [backoff_delay(a, base=0.5, cap=20, rand=lambda: 0.0) for a in (0, 1, 10)]
     [0.5, 1.0, 20.0]
     """
-    delay = min(cap, base * (2.0 ** attempt))
+    delay = min(cap, base * (2.0**attempt))
     return delay * (1.0 - JITTER * rand())
 
 
-def retry_delay(attempt: int, retry_after: float | None, options: LLMOptions, *,
-                rand: Callable[[], float] = random.random) -> float | None:
+def retry_delay(
+    attempt: int,
+    retry_after: float | None,
+    options: LLMOptions,
+    *,
+    rand: Callable[[], float] = random.random,
+) -> float | None:
     """How long to wait before the next attempt.
 
     The server's ``Retry-After`` when it sent one, up to
@@ -196,14 +207,14 @@ def to_llm_error(exc: BaseException) -> LLMError:
     if isinstance(exc, TimeoutError | openai.APITimeoutError):
         return LLMTimeoutError("no answer within the deadline")
     if isinstance(exc, openai.APIStatusError):
-        return LLMStatusError(f"HTTP {exc.status_code}: {exc.message}", status=exc.status_code,
-                              body=_body_text(exc))
+        return LLMStatusError(
+            f"HTTP {exc.status_code}: {exc.message}", status=exc.status_code, body=_body_text(exc)
+        )
     if isinstance(exc, openai.APIConnectionError):
         cause = exc.__cause__ or exc.__context__
         detail = f" ({type(cause).__name__}: {cause})" if cause else ""
         return LLMConnectionError(f"connection failed{detail}")
-    if isinstance(exc, openai.APIResponseValidationError | json.JSONDecodeError
-                  | ValidationError):
+    if isinstance(exc, openai.APIResponseValidationError | json.JSONDecodeError | ValidationError):
         return LLMResponseError(f"the body is not a chat completion ({exc})")
     if isinstance(exc, openai.APIError):
         return LLMError(f"API error: {exc}")
@@ -219,8 +230,13 @@ def _body_text(exc: openai.APIStatusError) -> str:
 
 
 #: exceptions of one HTTP attempt that become an LLMError (anything else is a bug)
-_ATTEMPT_FAILURES = (TimeoutError, openai.APIError, json.JSONDecodeError, ValidationError,
-                     LLMResponseError)
+_ATTEMPT_FAILURES = (
+    TimeoutError,
+    openai.APIError,
+    json.JSONDecodeError,
+    ValidationError,
+    LLMResponseError,
+)
 
 
 def _status_headers(exc: BaseException) -> Mapping[str, str] | None:
@@ -253,13 +269,17 @@ def rejects_json_format(error: LLMError) -> bool:
 
 def schema_instruction(schema: dict[str, Any]) -> str:
     """The shape of the answer, written out for a server that cannot enforce it."""
-    return ("Answer with one JSON object and nothing else (no code fence, no comment). "
-            "It must be valid against this JSON schema:\n"
-            + json.dumps(schema, ensure_ascii=False, sort_keys=True))
+    return (
+        "Answer with one JSON object and nothing else (no code fence, no comment). "
+        "It must be valid against this JSON schema:\n"
+        + json.dumps(schema, ensure_ascii=False, sort_keys=True)
+    )
 
 
-def with_schema_instruction(messages: Sequence[Message], schema: dict[str, Any],
-                            ) -> list[Message]:
+def with_schema_instruction(
+    messages: Sequence[Message],
+    schema: dict[str, Any],
+) -> list[Message]:
     """The messages with the answer's shape appended to the last user message
     (not as an extra system message: many chat templates allow only one, first)."""
     out = [dict(m) for m in messages]
@@ -270,27 +290,35 @@ def with_schema_instruction(messages: Sequence[Message], schema: dict[str, Any],
     return [*out, {"role": "user", "content": schema_instruction(schema)}]
 
 
-def response_format_for(schema: dict[str, Any], mode: JsonMode = "json_schema",
-                        ) -> dict[str, Any] | None:
+def response_format_for(
+    schema: dict[str, Any],
+    mode: JsonMode = "json_schema",
+) -> dict[str, Any] | None:
     """The ``response_format`` asking for JSON valid against ``schema`` in ``mode``.
 
     ``json_object`` carries the schema too: llama-cpp-python's server turns it
     into a grammar; servers that only know plain JSON mode ignore it.
     """
     if mode == "json_schema":
-        return {"type": "json_schema",
-                "json_schema": {"name": "output", "schema": schema, "strict": True}}
+        return {
+            "type": "json_schema",
+            "json_schema": {"name": "output", "schema": schema, "strict": True},
+        }
     if mode == "json_object":
         return {"type": "json_object", "schema": schema}
     return None
 
 
-def request_body(request: ChatRequest, *, model: str | None, n: int, seed: int | None,
-                 json_mode: JsonMode) -> dict[str, Any]:
+def request_body(
+    request: ChatRequest, *, model: str | None, n: int, seed: int | None, json_mode: JsonMode
+) -> dict[str, Any]:
     """The keyword arguments of one ``chat.completions.create`` call."""
     messages = request.message_dicts
-    body: dict[str, Any] = {"model": model, "temperature": request.temperature,
-                            "max_tokens": request.max_tokens}
+    body: dict[str, Any] = {
+        "model": model,
+        "temperature": request.temperature,
+        "max_tokens": request.max_tokens,
+    }
     if n > 1:
         body["n"] = n
     if seed is not None:
@@ -328,8 +356,10 @@ def api_key_for(base_url: str, key_env: str | None, environ: Mapping[str, str]) 
     if key_env is not None:
         value = environ.get(key_env)
         if not value:
-            raise LLMError(f"the API key of {redact_url(base_url)} is to come from the "
-                           f"environment variable {key_env}, which is not set")
+            raise LLMError(
+                f"the API key of {redact_url(base_url)} is to come from the "
+                f"environment variable {key_env}, which is not set"
+            )
         return value
     if urllib.parse.urlsplit(base_url).scheme == "https":
         return environ.get(DEFAULT_API_KEY_ENV) or None
@@ -479,9 +509,16 @@ class OpenAIChatModel(ChatModel):
     show what the endpoint has shown (see :class:`Endpoint`).
     """
 
-    def __init__(self, base_url: str, model: str | None, *, options: LLMOptions,
-                 api_key: str | None = None, api_key_env: str | None = None,
-                 environ: Mapping[str, str] | None = None):
+    def __init__(
+        self,
+        base_url: str,
+        model: str | None,
+        *,
+        options: LLMOptions,
+        api_key: str | None = None,
+        api_key_env: str | None = None,
+        environ: Mapping[str, str] | None = None,
+    ):
         super().__init__()
         if not base_url.startswith(("http://", "https://")):
             raise ValueError(f"base_url must start with http:// or https://, got {base_url!r}")
@@ -490,8 +527,11 @@ class OpenAIChatModel(ChatModel):
         self.options = options
         self.max_concurrency = options.concurrency
         environ = os.environ if environ is None else environ
-        self._api_key = api_key if api_key is not None else api_key_for(
-            self.base_url, api_key_env or options.api_key_env, environ)
+        self._api_key = (
+            api_key
+            if api_key is not None
+            else api_key_for(self.base_url, api_key_env or options.api_key_env, environ)
+        )
         # sent with every request (the SDK only honours a left-out Authorization there)
         self._headers = {} if self._api_key is not None else _keyless_headers(environ)
         self.retries = 0
@@ -503,8 +543,7 @@ class OpenAIChatModel(ChatModel):
         self._update_name()
 
     def _update_name(self) -> None:
-        self.name = f"openai:{redact_url(self.base_url)}" + (f"#{self.model}" if self.model
-                                                             else "")
+        self.name = f"openai:{redact_url(self.base_url)}" + (f"#{self.model}" if self.model else "")
 
     @property
     def endpoint(self) -> Endpoint:
@@ -522,12 +561,18 @@ class OpenAIChatModel(ChatModel):
         loop = asyncio.get_running_loop()
         if self._state_ is None or self._state_.loop is not loop:
             # a client from a finished loop cannot be closed or reused; drop it
-            client = openai.AsyncOpenAI(base_url=self.base_url,
-                                        api_key=self._api_key or NO_API_KEY,
-                                        max_retries=0, timeout=self.options.timeout)
-            self._state_ = _LoopState(loop=loop, client=client,
-                                      slots=asyncio.Semaphore(self.options.concurrency),
-                                      models_lock=asyncio.Lock())
+            client = openai.AsyncOpenAI(
+                base_url=self.base_url,
+                api_key=self._api_key or NO_API_KEY,
+                max_retries=0,
+                timeout=self.options.timeout,
+            )
+            self._state_ = _LoopState(
+                loop=loop,
+                client=client,
+                slots=asyncio.Semaphore(self.options.concurrency),
+                models_lock=asyncio.Lock(),
+            )
         return self._state_
 
     async def aclose(self) -> None:
@@ -537,8 +582,9 @@ class OpenAIChatModel(ChatModel):
 
     # ------------------------------------------------------------------ retries
 
-    async def _with_retries(self, what: str, call: Callable[[openai.AsyncOpenAI], Awaitable[T]],
-                            deadline: Deadline) -> T:
+    async def _with_retries(
+        self, what: str, call: Callable[[openai.AsyncOpenAI], Awaitable[T]], deadline: Deadline
+    ) -> T:
         """Run one HTTP exchange under the slot limit and the deadline, retrying."""
         for attempt in range(self.options.max_retries + 1):
             try:
@@ -548,14 +594,21 @@ class OpenAIChatModel(ChatModel):
                 delay, why = self._next_delay(error, _status_headers(exc), attempt, deadline)
                 if delay is None:
                     raise self._final_error(what, error, attempt + 1, why) from exc
-                log.info("%s: %s failed (%s); retry %d in %.2fs", self.name, what, error,
-                         attempt + 1, delay)
+                log.info(
+                    "%s: %s failed (%s); retry %d in %.2fs",
+                    self.name,
+                    what,
+                    error,
+                    attempt + 1,
+                    delay,
+                )
             self.retries += 1
             await self._sleep(delay)
         raise AssertionError("the last attempt returns or raises")  # pragma: no cover
 
-    def _next_delay(self, error: LLMError, headers: Mapping[str, str] | None, attempt: int,
-                    deadline: Deadline) -> tuple[float | None, str]:
+    def _next_delay(
+        self, error: LLMError, headers: Mapping[str, str] | None, attempt: int, deadline: Deadline
+    ) -> tuple[float | None, str]:
         """The wait before the next attempt, or None and why there is none."""
         if not should_retry(error):
             return None, ""
@@ -566,8 +619,10 @@ class OpenAIChatModel(ChatModel):
         if attempt >= self.options.max_retries:
             return None, ""
         if delay is None:
-            return None, (f"the server asks to wait {wish:.0f} s, more than retry_after_max "
-                          f"({self.options.retry_after_max:.0f} s)")
+            return None, (
+                f"the server asks to wait {wish:.0f} s, more than retry_after_max "
+                f"({self.options.retry_after_max:.0f} s)"
+            )
         if delay >= deadline.remaining():
             return None, f"no time left for a retry within the {self.options.timeout:g} s deadline"
         return delay, ""
@@ -576,16 +631,18 @@ class OpenAIChatModel(ChatModel):
         tries = f"after {attempts} attempts" if attempts > 1 else "on the first attempt"
         if isinstance(error, LLMTimeoutError):
             error = LLMTimeoutError(f"no answer within the {self.options.timeout:g} s deadline")
-        return _with_message(error, f"{self.name}: {what} failed {tries}: {error}"
-                             + (f" ({why})" if why else ""))
+        return _with_message(
+            error, f"{self.name}: {what} failed {tries}: {error}" + (f" ({why})" if why else "")
+        )
 
     def _cool_down(self, seconds: float) -> None:
         """Hold every request to this endpoint back for ``seconds`` (after a 429)."""
         endpoint = self.endpoint
         endpoint.cooldown_until = max(endpoint.cooldown_until, self._clock() + seconds)
 
-    async def _attempt(self, call: Callable[[openai.AsyncOpenAI], Awaitable[T]],
-                       deadline: Deadline) -> T:
+    async def _attempt(
+        self, call: Callable[[openai.AsyncOpenAI], Awaitable[T]], deadline: Deadline
+    ) -> T:
         state = self._state()
         await self._wait_for_cool_down(deadline)
         async with self._slot(state.slots, deadline):
@@ -602,7 +659,8 @@ class OpenAIChatModel(ChatModel):
         if deadline.started is not None and wait >= deadline.remaining():
             raise LLMTimeoutError(
                 f"{self.name}: the server asked for a pause of {wait:.1f} s (HTTP 429), more "
-                f"than the {max(0.0, deadline.remaining()):.1f} s left of the deadline")
+                f"than the {max(0.0, deadline.remaining()):.1f} s left of the deadline"
+            )
         await self._sleep(wait)
 
     @contextlib.asynccontextmanager
@@ -654,8 +712,9 @@ class OpenAIChatModel(ChatModel):
             return await self._fan_out(request, range(start, start + n), deadline)
         seed = request.sample_seed(start) if request.seed is not None else None
         try:
-            got, spent = await self._request(request, n=n, first=start, seed=seed,
-                                             deadline=deadline)
+            got, spent = await self._request(
+                request, n=n, first=start, seed=seed, deadline=deadline
+            )
         except LLMStatusError as exc:
             if not rejects_n(exc):
                 raise
@@ -665,19 +724,25 @@ class OpenAIChatModel(ChatModel):
             self._learn_n(True, "")
             return got[:n], spent
         self._learn_n(False, f"it returned {len(got)} of {n} samples")
-        return await self._fan_out(request, range(start + len(got), start + n), deadline,
-                                   kept=got, spent=spent)
+        return await self._fan_out(
+            request, range(start + len(got), start + n), deadline, kept=got, spent=spent
+        )
 
     def _learn_n(self, supported: bool, why: str) -> None:
         endpoint = self.endpoint
         if endpoint.n_supported is not False and not supported:
-            log.warning("%s: %s; asking for one sample per request from now on", self.name,
-                        why)
+            log.warning("%s: %s; asking for one sample per request from now on", self.name, why)
         endpoint.n_supported = endpoint.n_supported is not False and supported
 
-    async def _fan_out(self, request: ChatRequest, indices: range, deadline: Deadline, *,
-                       kept: Sequence[Completion] = (), spent: Usage | None = None,
-                       ) -> tuple[list[Completion], Usage]:
+    async def _fan_out(
+        self,
+        request: ChatRequest,
+        indices: range,
+        deadline: Deadline,
+        *,
+        kept: Sequence[Completion] = (),
+        spent: Usage | None = None,
+    ) -> tuple[list[Completion], Usage]:
         """One request per sample, concurrently. A request that fails does not
         cancel its siblings: their samples travel on the error (``partial``)."""
         spent = spent or Usage()
@@ -685,9 +750,12 @@ class OpenAIChatModel(ChatModel):
             i = indices[0]
             seed = request.sample_seed(i) if request.seed is not None or request.n > 1 else None
             return await self._request(request, n=1, first=i, seed=seed, deadline=deadline)
-        tasks = [asyncio.ensure_future(self._request(
-            request, n=1, first=i, seed=request.sample_seed(i), deadline=deadline))
-            for i in indices]
+        tasks = [
+            asyncio.ensure_future(
+                self._request(request, n=1, first=i, seed=request.sample_seed(i), deadline=deadline)
+            )
+            for i in indices
+        ]
         try:
             results = await asyncio.gather(*tasks, return_exceptions=True)
         except BaseException:
@@ -710,18 +778,22 @@ class OpenAIChatModel(ChatModel):
             raise first.keeping(out, spent)
         return out, spent
 
-    async def _request(self, request: ChatRequest, *, n: int, first: int, seed: int | None,
-                       deadline: Deadline) -> tuple[list[Completion], Usage]:
+    async def _request(
+        self, request: ChatRequest, *, n: int, first: int, seed: int | None, deadline: Deadline
+    ) -> tuple[list[Completion], Usage]:
         """One chat request for up to ``n`` samples numbered from ``first``,
         stepping down the JSON modes the endpoint refuses."""
         for _ in JSON_MODES:
             mode = self.endpoint.json_mode
             body = request_body(request, model=self.model, n=n, seed=seed, json_mode=mode)
 
-            async def call(client: openai.AsyncOpenAI, body: dict[str, Any] = body,
-                           ) -> tuple[list[tuple[str, str | None]], Any]:
+            async def call(
+                client: openai.AsyncOpenAI,
+                body: dict[str, Any] = body,
+            ) -> tuple[list[tuple[str, str | None]], Any]:
                 response = await client.chat.completions.create(
-                    **body, extra_headers=self._headers or None)
+                    **body, extra_headers=self._headers or None
+                )
                 return parse_choices(response), response
 
             try:
@@ -735,12 +807,19 @@ class OpenAIChatModel(ChatModel):
             choices = choices[:n]
             prompt_tokens, completion_tokens = usage_of(response)
             shares = split_tokens(completion_tokens, [text for text, _ in choices])
-            out = [Completion(text=text, prompt_tokens=prompt_tokens, completion_tokens=share,
-                              finish_reason=finish, sample_index=first + j)
-                   for j, ((text, finish), share) in enumerate(zip(choices, shares,
-                                                                   strict=True))]
-            return out, Usage(calls=1, prompt_tokens=prompt_tokens,
-                              completion_tokens=completion_tokens)
+            out = [
+                Completion(
+                    text=text,
+                    prompt_tokens=prompt_tokens,
+                    completion_tokens=share,
+                    finish_reason=finish,
+                    sample_index=first + j,
+                )
+                for j, ((text, finish), share) in enumerate(zip(choices, shares, strict=True))
+            ]
+            return out, Usage(
+                calls=1, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens
+            )
         raise AssertionError("every JSON mode was refused")  # pragma: no cover
 
     def _step_down_json(self, refused: JsonMode, error: LLMStatusError) -> bool:
@@ -751,7 +830,12 @@ class OpenAIChatModel(ChatModel):
         endpoint = self.endpoint
         lower = JSON_MODES[position + 1]
         if JSON_MODES.index(endpoint.json_mode) < position + 1:
-            log.warning("%s refuses response_format %s (%s); using %s from now on", self.name,
-                        refused, error.body[:120], lower)
+            log.warning(
+                "%s refuses response_format %s (%s); using %s from now on",
+                self.name,
+                refused,
+                error.body[:120],
+                lower,
+            )
             endpoint.json_mode = lower
         return True

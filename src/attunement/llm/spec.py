@@ -53,20 +53,29 @@ class LLMOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    concurrency: int = Field(default=DEFAULT_CONCURRENCY, ge=1,
-                             description="requests in flight at once")
-    timeout: float = Field(default=DEFAULT_TIMEOUT, gt=0,
-                           description="deadline of one call, retries and backoff included, s")
-    max_retries: int = Field(default=DEFAULT_MAX_RETRIES, ge=0,
-                             description="retries on timeouts, 429 and 5xx")
+    concurrency: int = Field(
+        default=DEFAULT_CONCURRENCY, ge=1, description="requests in flight at once"
+    )
+    timeout: float = Field(
+        default=DEFAULT_TIMEOUT,
+        gt=0,
+        description="deadline of one call, retries and backoff included, s",
+    )
+    max_retries: int = Field(
+        default=DEFAULT_MAX_RETRIES, ge=0, description="retries on timeouts, 429 and 5xx"
+    )
     backoff_base: float = Field(default=DEFAULT_BACKOFF_BASE, ge=0)
     backoff_max: float = Field(default=DEFAULT_BACKOFF_MAX, ge=0)
     retry_after_max: float = Field(
-        default=DEFAULT_RETRY_AFTER_MAX, ge=0,
-        description="longest Retry-After honoured, s; a longer wish fails the call")
+        default=DEFAULT_RETRY_AFTER_MAX,
+        ge=0,
+        description="longest Retry-After honoured, s; a longer wish fails the call",
+    )
     api_key_env: str | None = Field(
-        default=None, description="environment variable holding the API key, sent to any URL; "
-        "unset: OPENAI_API_KEY, sent to https URLs only")
+        default=None,
+        description="environment variable holding the API key, sent to any URL; "
+        "unset: OPENAI_API_KEY, sent to https URLs only",
+    )
     cache: Path | None = Field(default=None, description="sqlite file caching completions")
     n_ctx: int = Field(default=DEFAULT_N_CTX, ge=256, description="context size of local models")
     n_threads: int | None = Field(default=None, ge=1)
@@ -110,8 +119,7 @@ def redact_spec(spec: str) -> str:
     parsed = parse_spec(spec)
     if parsed.kind != "openai":
         return str(parsed)
-    return str(ModelSpec(parsed.kind, redact_url(parsed.target), parsed.model,
-                         parsed.api_key_env))
+    return str(ModelSpec(parsed.kind, redact_url(parsed.target), parsed.model, parsed.api_key_env))
 
 
 def parse_spec(spec: str) -> ModelSpec:
@@ -139,12 +147,14 @@ def parse_spec(spec: str) -> ModelSpec:
     if kind == "openai":
         suffix = _KEY_SUFFIX.search(rest)
         if suffix:
-            key_env, rest = suffix.group(1), rest[:suffix.start()]
+            key_env, rest = suffix.group(1), rest[: suffix.start()]
         rest, _, model = rest.partition("#")
         model = model or None
         if not rest.startswith(("http://", "https://")):
-            raise ValueError(f"{spec!r}: an openai spec needs a URL, e.g. "
-                             "openai:http://localhost:8000/v1#model-name")
+            raise ValueError(
+                f"{spec!r}: an openai spec needs a URL, e.g. "
+                "openai:http://localhost:8000/v1#model-name"
+            )
     return ModelSpec(kind=kind, target=rest, model=model, api_key_env=key_env)
 
 
@@ -157,8 +167,12 @@ def _make_local(spec: ModelSpec, options: LLMOptions) -> ChatModel:
 def _make_openai(spec: ModelSpec, options: LLMOptions) -> ChatModel:
     from attunement.llm.openai_compat import OpenAIChatModel
 
-    return OpenAIChatModel(spec.target, spec.model, options=options,
-                           api_key_env=spec.api_key_env or options.api_key_env)
+    return OpenAIChatModel(
+        spec.target,
+        spec.model,
+        options=options,
+        api_key_env=spec.api_key_env or options.api_key_env,
+    )
 
 
 def _make_hf(spec: ModelSpec, options: LLMOptions) -> ChatModel:
