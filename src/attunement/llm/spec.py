@@ -24,7 +24,6 @@ config file) and passed in.
 
 from __future__ import annotations
 
-import importlib
 import re
 import urllib.parse
 from collections.abc import Callable
@@ -34,6 +33,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from attunement.llm.base import ChatModel
+from attunement.llm.cache import CachedChatModel, CompletionCache
 from attunement.llm.constants import (
     DEFAULT_BACKOFF_BASE,
     DEFAULT_BACKOFF_MAX,
@@ -43,6 +43,8 @@ from attunement.llm.constants import (
     DEFAULT_RETRY_AFTER_MAX,
     DEFAULT_TIMEOUT,
 )
+from attunement.llm.hf import HFChatModel  # torch and transformers load on first use
+from attunement.llm.local import LocalChatModel  # llama_cpp loads on first use
 
 #: ``,key=NAME`` at the end of an openai spec: the environment variable of its key
 _KEY_SUFFIX = re.compile(r",key=([A-Za-z_][A-Za-z0-9_]*)$")
@@ -159,12 +161,11 @@ def parse_spec(spec: str) -> ModelSpec:
 
 
 def _make_local(spec: ModelSpec, options: LLMOptions) -> ChatModel:
-    from attunement.llm.local import LocalChatModel
-
     return LocalChatModel(spec.target or None, n_ctx=options.n_ctx, n_threads=options.n_threads)
 
 
 def _make_openai(spec: ModelSpec, options: LLMOptions) -> ChatModel:
+    # imported here: openai_compat needs LLMOptions from this module
     from attunement.llm.openai_compat import OpenAIChatModel
 
     return OpenAIChatModel(
@@ -176,10 +177,9 @@ def _make_openai(spec: ModelSpec, options: LLMOptions) -> ChatModel:
 
 
 def _make_hf(spec: ModelSpec, options: LLMOptions) -> ChatModel:
-    module = importlib.import_module("attunement.llm.hf")
     if not spec.target:
         raise ValueError("an hf spec needs a checkpoint folder: hf:/path/to/checkpoint")
-    return module.HFChatModel(spec.target)
+    return HFChatModel(spec.target)
 
 
 Factory = Callable[[ModelSpec, LLMOptions], ChatModel]
@@ -197,7 +197,5 @@ def load_chat_model(spec: str | ModelSpec, options: LLMOptions | None = None) ->
     parsed = spec if isinstance(spec, ModelSpec) else parse_spec(spec)
     model = _BACKENDS[parsed.kind](parsed, options)
     if options.cache is not None:
-        from attunement.llm.cache import CachedChatModel, CompletionCache
-
         model = CachedChatModel(model, CompletionCache(options.cache))
     return model
