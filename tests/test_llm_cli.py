@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from attunement.bench.simserver import SimConfig, SimServer
 from attunement.cli import bench as bench_cli
 from attunement.cli import llm as llm_cli
+from attunement.llm.openai_compat import forget_endpoints
 
 
 @pytest.fixture(scope="module")
@@ -19,6 +20,14 @@ def app() -> typer.Typer:
     llm_cli.register(app)
     bench_cli.register(app)
     return app
+
+
+@pytest.fixture(autouse=True)
+def fresh_endpoints():
+    """What servers showed about themselves is remembered per process: start clean."""
+    forget_endpoints()
+    yield
+    forget_endpoints()
 
 
 @pytest.fixture
@@ -166,3 +175,22 @@ def test_bench_llm_on_embedded_model(app, runner, local_model):
     result = runner.invoke(app, ["bench", "llm", "--max-tokens", "8", "--repeat", "1"])
     assert result.exit_code == 0, result.output
     assert "raw llama_cpp" in result.stdout and "overhead ratio" in result.stdout
+
+
+def test_doctor_says_how_it_will_talk_to_a_limited_server(app, runner):
+    """A llama.cpp-like server: n refused, json_schema refused, json_object taken."""
+    with SimServer(
+        SimConfig(base_latency=0.0, n_rejection=400, response_formats=("text", "json_object"))
+    ) as limited:
+        result = runner.invoke(app, ["doctor", "--endpoint", spec(limited)])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert "n > 1 samples: one request per sample" in lines
+    assert "JSON output: json_object (the schema in the request and in the prompt)" in lines
+
+
+def test_doctor_on_a_full_server(app, runner, server):
+    result = runner.invoke(app, ["doctor", "--endpoint", spec(server)])
+    lines = result.stdout.splitlines()
+    assert "n > 1 samples: one request" in lines
+    assert "JSON output: json_schema (enforced by the server)" in lines

@@ -37,6 +37,7 @@ from attunement.llm.constants import (
     DEFAULT_TIMEOUT,
 )
 from attunement.llm.local import LocalChatModel, ModelNotFoundError, find_default_gguf
+from attunement.llm.openai_compat import OpenAIChatModel
 
 #: (label, distribution names to try) shown by ``attune doctor``
 PACKAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -179,16 +180,18 @@ def doctor(
 
     options = LLMOptions(timeout=timeout, max_retries=1, concurrency=1)
 
-    async def check() -> tuple[str, str, float]:
+    async def check() -> tuple[str, str, float, list[str]]:
         async with load_chat_model(endpoint, options) as model:
             t0 = time.perf_counter()
             [answer] = await model.complete(
                 [{"role": "user", "content": DOCTOR_PROMPT}], max_tokens=24, temperature=0.0
             )
-            return model.name, answer.text, time.perf_counter() - t0
+            seconds = time.perf_counter() - t0
+            found = await endpoint_capabilities(model) if answer.text.strip() else []
+            return model.name, answer.text, seconds, found
 
     try:
-        name, text, seconds = asyncio.run(check())
+        name, text, seconds, found = asyncio.run(check())
     except (LLMError, ValueError, OSError) as exc:
         out.print(f"[red]check failed[/red]: {escape(str(exc))}", highlight=False)
         raise typer.Exit(1) from None
@@ -202,6 +205,38 @@ def doctor(
         f"{escape(repr(text.strip()[:120]))}",
         highlight=False,
     )
+    for line in found:
+        out.print(line, markup=False, highlight=False)
+
+
+#: what each JSON mode means, for ``attune doctor``
+JSON_MODE_TEXT = {
+    "json_schema": "json_schema (enforced by the server)",
+    "json_object": "json_object (the schema in the request and in the prompt)",
+    "text": "text (the schema in the prompt only; nothing enforces it)",
+}
+
+
+async def endpoint_capabilities(model: Any) -> list[str]:
+    """Ask an OpenAI-compatible endpoint for 2 samples and for JSON, and say
+    how the client will talk to it from then on (see docs/llm.md)."""
+    if not isinstance(model, OpenAIChatModel):
+        return []
+    ask = [{"role": "user", "content": "Is the sky blue? Answer yes or no."}]
+    lines = []
+    try:
+        await model.complete(ask, n=2, temperature=0.7, max_tokens=4)
+        how = "one request" if model.n_supported else "one request per sample"
+        lines.append(f"n > 1 samples: {how}")
+    except LLMError as exc:
+        lines.append(f"n > 1 samples: failed ({exc})")
+    schema = {"type": "object", "properties": {"yes": {"type": "boolean"}}, "required": ["yes"]}
+    try:
+        await model.complete(ask, json_schema=schema, max_tokens=16)
+        lines.append(f"JSON output: {JSON_MODE_TEXT[model.json_mode]}")
+    except LLMError as exc:
+        lines.append(f"JSON output: failed ({exc})")
+    return lines
 
 
 def bench_llm(
