@@ -466,7 +466,7 @@ def parse_choices(response: Any) -> list[tuple[str, str | None]]:
     return out
 
 
-def usage_of(response: Any) -> tuple[int, int]:
+def reported_usage(response: Any) -> tuple[int, int]:
     """(prompt_tokens, completion_tokens) the server reported, zeros if absent."""
     usage = getattr(response, "usage", None)
     prompt = getattr(usage, "prompt_tokens", None) if usage is not None else None
@@ -805,7 +805,7 @@ class OpenAIChatModel(ChatModel):
                     raise
                 continue
             choices = choices[:n]
-            prompt_tokens, completion_tokens = usage_of(response)
+            prompt_tokens, completion_tokens = reported_usage(response)
             shares = split_tokens(completion_tokens, [text for text, _ in choices])
             out = [
                 Completion(
