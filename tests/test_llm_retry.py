@@ -81,6 +81,8 @@ def fresh_endpoints():
         # a 500 whose body says the request is invalid: resending it cannot help
         (LLMStatusError("", status=500, body=VALIDATION_500), False),
         (LLMStatusError("", status=500, body="Only one completion choice is allowed"), False),
+        # a rate limit is retried whatever its body calls itself
+        (LLMStatusError("", status=429, body='{"type": "invalid_request_error"}'), True),
         (LLMError("other"), False),
     ],
 )

@@ -125,9 +125,11 @@ def should_retry(error: LLMError) -> bool:
     (True, False)
     """
     if isinstance(error, LLMStatusError):
-        if error.status is None or is_request_error(error):
+        if error.status is None:
             return False
-        return error.status in RETRY_STATUSES or error.status >= 500
+        if error.status in RETRY_STATUSES:
+            return True
+        return error.status >= 500 and not is_request_error(error)
     return isinstance(error, LLMTimeoutError | LLMConnectionError | LLMResponseError)
 
 
