@@ -276,6 +276,11 @@ def bench_llm(
         )
     out.print(table)
     out.print(
+        f"tokens/s: attunement interface {result.interface.tokens_per_second:.1f}, "
+        f"raw llama_cpp {result.raw.tokens_per_second:.1f}",
+        highlight=False,
+    )
+    out.print(
         f"overhead ratio (interface s/token / raw s/token): {result.overhead_ratio:.3f}",
         highlight=False,
     )
