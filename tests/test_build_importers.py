@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from attunement.building.importers import ImportOptions, guess_language, load_users, parse_source
+from attunement.building.importers import ImportOptions, load_users, parse_source
 from attunement.jsonl import RecordError
 from attunement.records import UserHistory
 
@@ -93,8 +93,8 @@ def test_bundled_example_users_are_valid():
     (('{"session_id": "s", "dialogue": [{"role": "robot", "text": "x"}], '
      '"task1": {"ground_truth_memories": []}}'), "dialogue[0].role", "unknown role"),
     (('{"session_id": "s", "dialogue": [], "task1": {"ground_truth_memories": '
-     '[{"memory_id": "m1", "value": "x", "confidence": 7}]}}'),
-     "task1.ground_truth_memories[0].confidence", "less than or equal"),
+     '[{"memory_id": "m1", "label": "States_Experiences/Mental_State"}]}}'),
+     "task1.ground_truth_memories[0].value", "field required"),
     (('{"session_id": "s", "dialogue": [], "task1": {"ground_truth_memories": '
      '[{"memory_id": "m1", "value": "a"}, {"memory_id": "m1", "value": "b"}]}}'),
      "task1.ground_truth_memories[1].memory_id", "duplicate"),
@@ -148,14 +148,6 @@ def test_duplicate_users_are_an_error(tmp_path, fixtures_dir):
 def test_missing_file_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.jsonl"):
         load_users(f"users:{tmp_path / 'nope.jsonl'}")
-
-
-def test_guess_language_only_claims_non_latin_scripts():
-    assert guess_language(["我最近压力很大，睡不着"]) == "zh"
-    assert guess_language(["今日はとても疲れました"]) == "ja"
-    assert guess_language(["Мне очень грустно сегодня"]) == "ru"
-    assert guess_language(["Estoy muy triste hoy"], default="en") == "en"
-    assert guess_language([], default="fr") == "fr"
 
 
 @pytest.mark.shared

@@ -136,7 +136,7 @@ async def test_unknown_memory_ids_are_invalid(tmp_path):
     def situations(request, index):
         data = json.loads(default_answer(request, index))
         if index == 0:
-            data["ES"]["relevant_memory_ids"] = ["m99"]
+            data["ES"]["situations"][0]["relevant_memory_ids"] = ["m99"]
         return json.dumps(data)
 
     model = scripted_builder({"situations": situations})
@@ -150,9 +150,11 @@ async def test_unsupported_categories_are_recorded_not_forced(tmp_path):
     def situations(request, index):
         data = json.loads(default_answer(request, index))
         text = "\n".join(c for _, c in request.messages)
-        data["SS"] = {"supported": False, "why_not": "No social goal in the memories."}
+        data["SS"] = {"supported": False, "why_not": "No social goal in the memories.",
+                      "situations": []}
         if "bass in a blues band" in text:
-            data = {c: {"supported": False, "why_not": "Too thin."} for c in ("ES", "HEQ", "SS")}
+            data = {c: {"supported": False, "why_not": "Too thin.", "situations": []}
+                    for c in ("ES", "HEQ", "SS")}
         return json.dumps(data)
 
     model = scripted_builder({"situations": situations})
@@ -168,8 +170,8 @@ async def test_inspection_failures_drop_the_query_with_the_failed_check(tmp_path
     def inspect(request, index):
         if "(HEQ)" in request.messages[-1][1]:
             return json.dumps({"reason": "Reads like the assistant talking.",
-                               "emotional_need": True, "logical_consistency": True,
-                               "role_awareness": False, "language": True})
+                               "emotional_support": True, "logical_consistency": True,
+                               "role_awareness": False, "language": "en"})
         return default_answer(request, index)
 
     model = scripted_builder({"inspect": inspect})
@@ -186,8 +188,8 @@ async def test_annotate_mode_exports_failed_queries_with_their_verdict(tmp_path)
     def inspect(request, index):
         if "(HEQ)" in request.messages[-1][1]:
             return json.dumps({"reason": "Reads like the assistant talking.",
-                               "emotional_need": True, "logical_consistency": True,
-                               "role_awareness": False, "language": True})
+                               "emotional_support": True, "logical_consistency": True,
+                               "role_awareness": False, "language": "en"})
         return default_answer(request, index)
 
     model = scripted_builder({"inspect": inspect})
