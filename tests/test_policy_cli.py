@@ -73,7 +73,7 @@ def test_generate_rag(tmp_path, data, scripted_spec):
 def test_generate_summary_caches_summaries_next_to_the_output(tmp_path, data, scripted_spec):
     out = tmp_path / "replies.jsonl"
     result = invoke("generate", "--data", str(data), "--policy", "scripted:p", "--memory",
-                    "summary", "--out", str(out), "--no-persona")
+                    "summary", "--out", str(out))
     assert result.exit_code == 0, result.output
     assert (tmp_path / "replies.cache.sqlite").exists()
     [policy] = scripted_spec  # the policy itself summarised: one model was built
@@ -83,7 +83,7 @@ def test_generate_summary_caches_summaries_next_to_the_output(tmp_path, data, sc
     out2 = tmp_path / "replies.jsonl"
     out2.unlink()
     result = invoke("generate", "--data", str(data), "--policy", "scripted:p", "--memory",
-                    "summary", "--out", str(out2), "--no-persona")
+                    "summary", "--out", str(out2))
     assert result.exit_code == 0, result.output
     assert not [c for c in scripted_spec[-1].calls if "Describe this user" in c.messages[-1][1]]
 

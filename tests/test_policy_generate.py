@@ -184,7 +184,7 @@ async def test_every_mode_reaches_the_prompt(tmp_path):
     summary_calls = [c for c in policy.calls if "Describe this user" in user_turn(c)]
     reply_calls = [c for c in policy.calls if "The user's message" in user_turn(c)]
     assert len(summary_calls) == 2 and len(reply_calls) == 4
-    assert all(f"## {SUMMARY_HEADING}\n- Loves animals; tired" in user_turn(c)
+    assert all(f"## {SUMMARY_HEADING}\n<memory_summary>\n- Loves animals; tired" in user_turn(c)
                and MEMORY_HEADING not in user_turn(c) for c in reply_calls)
 
     # rag: the 3 best memory items for the query
@@ -221,12 +221,12 @@ async def test_separate_summariser_and_prompts_file(tmp_path):
     assert row["messages"][1]["content"].endswith(policy.calls[0].messages[-1][1][-40:])
 
 
-async def test_persona_can_be_left_out(tmp_path):
+async def test_persona_is_shown_only_when_asked(tmp_path):
     from attunement.records import Persona
 
     ex = Example(example_id="p", query="hello", persona=Persona(profile="Retired sailor"))
     policy = ScriptedChatModel(well_formed)
-    await generate_replies([ex], policy, tmp_path / "with.jsonl")
-    await generate_replies([ex], policy, tmp_path / "without.jsonl", persona=False)
-    assert "Retired sailor" in user_turn(policy.calls[0])
-    assert "Retired sailor" not in user_turn(policy.calls[1])
+    await generate_replies([ex], policy, tmp_path / "without.jsonl")
+    await generate_replies([ex], policy, tmp_path / "with.jsonl", with_persona=True)
+    assert "Retired sailor" not in user_turn(policy.calls[0])
+    assert "Retired sailor" in user_turn(policy.calls[1])

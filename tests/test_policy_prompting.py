@@ -57,7 +57,7 @@ def headings_of_level(text: str, level: int) -> list[str]:
 
 
 def test_prompt_has_system_and_user_turn_with_every_part():
-    messages = render_reply_messages(full_example(), None)
+    messages = render_reply_messages(full_example(), None, persona=True, situation=True)
     assert [m["role"] for m in messages] == ["system", "user"]
     user = messages[1]["content"]
     assert "Nobody at home even noticed my birthday today." in user
@@ -76,7 +76,8 @@ def test_prompt_has_system_and_user_turn_with_every_part():
 def test_no_empty_section_when_a_field_is_missing(missing):
     changes = {"persona": None, "situation": None, "memories": []} if missing == "all" \
         else {missing: [] if missing == "memories" else None}
-    user = render_reply_messages(full_example(**changes), None)[1]["content"]
+    user = render_reply_messages(full_example(**changes), None, persona=True,
+                                 situation=True)[1]["content"]
     assert_no_empty_sections(user)
     present = headings_of_level(user, 2)
     if missing in ("persona", "all"):
@@ -101,16 +102,40 @@ def test_explicit_memories_replace_the_examples_own():
 def test_summary_is_shown_under_its_own_heading():
     user = render_reply_messages(full_example(), [], summary="- Caring, tired, feels unseen")[1][
         "content"]
-    assert f"## {SUMMARY_HEADING}\n- Caring, tired, feels unseen" in user
+    # the summary is a model's text: fenced as data
+    assert f"## {SUMMARY_HEADING}\n<memory_summary>\n- Caring, tired, feels unseen\n" \
+           "</memory_summary>" in user
     assert MEMORY_HEADING not in user
 
 
-def test_persona_and_situation_can_be_switched_off():
-    user = render_reply_messages(full_example(), None, persona=False, situation=False)[1][
-        "content"]
-    assert "A nurse in her thirties" not in user and "unmarked by family" not in user
-    assert "Tomas" in user
-    assert_no_empty_sections(user)
+def test_memory_and_query_only_by_default():
+    for user in (render_reply_messages(full_example(), None)[1]["content"],
+                 render_reply_messages(full_example(), None, persona=False,
+                                       situation=False)[1]["content"]):
+        assert "A nurse in her thirties" not in user and "unmarked by family" not in user
+        assert "Tomas" in user
+        assert_no_empty_sections(user)
+
+
+def test_another_users_persona_and_situation_can_be_shown():
+    other = Persona(profile="A retired sailor who misses the sea.")
+    where = Situation(category="ES", description="His boat was sold today.")
+    user = render_reply_messages(full_example(), [], persona=other, situation=where)[1]["content"]
+    assert "retired sailor" in user and "boat was sold" in user
+    assert "nurse in her thirties" not in user and "unmarked by family" not in user
+
+
+def test_earlier_turns_come_as_chat_turns_before_the_final_message():
+    from attunement.records import Turn
+
+    dialogue = [Turn(role="user", text="I had a rough week at the hospital."),
+                Turn(role="assistant", text="I'm sorry. What made it so rough?")]
+    messages = render_reply_messages(full_example(dialogue=dialogue), None)
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
+    assert messages[1]["content"] == "I had a rough week at the hospital."
+    assert messages[2]["content"] == "I'm sorry. What made it so rough?"
+    assert "Nobody at home even noticed my birthday" in messages[3]["content"]
+    assert "Tomas" in messages[3]["content"]  # the context stays with the final message
 
 
 def test_prompt_versions_are_file_hashes():

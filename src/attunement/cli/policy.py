@@ -58,10 +58,12 @@ Summarizer = Annotated[str | None, typer.Option(
     "policy/teacher).")]
 SummaryMaxTokens = Annotated[int, typer.Option("--summary-max-tokens", min=1,
                                                help="summary: token budget per user summary.")]
-NoPersona = Annotated[bool, typer.Option("--no-persona", help="Leave the persona out of the "
-                                         "prompt (memory and query only, as in PereGRM's task).")]
-NoSituation = Annotated[bool, typer.Option("--no-situation", help="Leave the situation out "
-                                           "of the prompt.")]
+WithPersona = Annotated[bool, typer.Option(
+    "--with-persona", help="Show the user's persona (derived from their memories; mismatch "
+    "shows the other user's). Default: memory and query only, as in PereGRM's task.")]
+WithSituation = Annotated[bool, typer.Option(
+    "--with-situation", help="Show the situation behind the query (memory-derived; mismatch "
+    "shows the other user's situation of the same category).")]
 
 
 def register(app: typer.Typer) -> None:
@@ -143,8 +145,8 @@ def generate(
     top_k: TopK = 3,
     summarizer: Summarizer = None,
     summary_max_tokens: SummaryMaxTokens = 256,
-    no_persona: NoPersona = False,
-    no_situation: NoSituation = False,
+    with_persona: WithPersona = False,
+    with_situation: WithSituation = False,
     concurrency: Concurrency = 8,
     timeout: Timeout = 120.0,
     retries: Retries = 4,
@@ -161,7 +163,7 @@ def generate(
         spec=policy, summarizer=summarizer, out=out, options=options, no_cache=no_cache,
         n=n, temperature=temperature, max_tokens=max_tokens, seed=seed,
         concurrency=concurrency, k=top_k, summary_max_tokens=summary_max_tokens,
-        persona=not no_persona, situation=not no_situation))
+        with_persona=with_persona, with_situation=with_situation))
     console.print(
         f"{report.replies_written} replies written to {report.out} "
         f"({report.already_done} already there; {report.format_failures} did not follow the "
@@ -190,6 +192,8 @@ def distill(
     top_k: TopK = 3,
     summarizer: Summarizer = None,
     summary_max_tokens: SummaryMaxTokens = 256,
+    with_persona: WithPersona = False,
+    with_situation: WithSituation = False,
     concurrency: Concurrency = 8,
     timeout: Timeout = 120.0,
     retries: Retries = 4,
@@ -206,6 +210,7 @@ def distill(
         spec=teacher, summarizer=summarizer, out=out, options=options, no_cache=no_cache,
         n=n, temperature=temperature, max_tokens=max_tokens, seed=seed,
         concurrency=concurrency, k=top_k, summary_max_tokens=summary_max_tokens,
+        with_persona=with_persona, with_situation=with_situation,
         row_format=row_format.value, raw=raw))
     console.print(
         f"{report.rows} SFT rows written to {report.out}; {report.skipped_format} replies "

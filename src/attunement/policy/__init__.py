@@ -6,7 +6,9 @@
 from attunement.policy.distill import DistillReport, distill, sft_row
 from attunement.policy.generate import (
                                         GenerateReport,
+                                        GenerationSettings,
                                         generate_replies,
+                                        generation_settings,
                                         make_replies,
                                         manifest_path,
                                         reply_id,
@@ -14,6 +16,7 @@ from attunement.policy.generate import (
 from attunement.policy.memory import (
                                         MEMORY_MODES,
                                         FullMemory,
+                                        MemoryMode,
                                         MemoryStrategy,
                                         MemoryView,
                                         MismatchedMemory,
@@ -47,6 +50,8 @@ __all__ = [
     "EmbeddingRetriever",
     "FullMemory",
     "GenerateReport",
+    "GenerationSettings",
+    "MemoryMode",
     "MemoryStrategy",
     "MemoryView",
     "MismatchedMemory",
@@ -58,6 +63,7 @@ __all__ = [
     "SummaryMemory",
     "distill",
     "generate_replies",
+    "generation_settings",
     "make_replies",
     "make_retriever",
     "manifest_path",

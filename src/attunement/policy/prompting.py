@@ -11,8 +11,14 @@ the required output format::
     # Response
     ...the reply itself...
 
-Every piece of user context is rendered by :mod:`attunement.render`, and a
-piece that is missing leaves no heading behind.
+Every piece of user context is rendered by :mod:`attunement.render` (the
+memory summary, written by a model, is fenced as data), and a piece that is
+missing leaves no heading behind. By default the prompt holds memory and query
+only (the paper's task); the persona and situation are shown when given.
+
+When the example is one turn of a longer conversation (``Example.dialogue``),
+the earlier turns come as real chat turns between the system message and the
+final user message, which holds the context and the user's latest message.
 
 :func:`parse_reply` splits a completion back into analysis and response. It
 also accepts the ``<think>...</think>`` replies of reasoning models, and it
@@ -29,8 +35,8 @@ from dataclasses import dataclass
 
 from attunement.llm.base import Message
 from attunement.prompts import load_prompt
-from attunement.records import Example, MemoryItem
-from attunement.render import render_memories, render_persona, render_situation, sections
+from attunement.records import Example, MemoryItem, Persona, Situation
+from attunement.render import fence, render_memories, render_persona, render_situation, sections
 
 REPLY_PROMPT = "policy_reply"
 SUMMARY_PROMPT = "policy_summary"
@@ -49,26 +55,38 @@ def prompt_versions() -> dict[str, str]:
     return {name: load_prompt(name).version for name in (REPLY_PROMPT, SUMMARY_PROMPT)}
 
 
+def _chosen(given: Persona | Situation | bool | None, own: Persona | Situation | None):
+    """``True`` means the example's own, ``False``/``None`` nothing, an object itself."""
+    if given is True:
+        return own
+    if given is False:
+        return None
+    return given
+
+
 def render_reply_context(
     example: Example,
     memories: Sequence[MemoryItem] | None,
     *,
     summary: str | None = None,
-    persona: bool = True,
-    situation: bool = True,
+    persona: Persona | bool | None = None,
+    situation: Situation | bool | None = None,
 ) -> str:
     """The user-context sections of the reply prompt (empty sections are left out).
 
     ``memories=None`` means the example's own memories; an empty sequence means
     none. A ``summary`` is shown in place of (or, if both are given, after) the
-    memory list.
+    memory list. ``persona`` and ``situation`` are shown when given (``True``:
+    the example's own).
     """
     mem = example.memories if memories is None else memories
+    shown_persona = _chosen(persona, example.persona)
+    shown_situation = _chosen(situation, example.situation)
     return sections([
-        ("User profile", render_persona(example.persona) if persona else ""),
+        ("User profile", render_persona(shown_persona)),
         (MEMORY_HEADING, render_memories(mem)),
-        (SUMMARY_HEADING, summary or ""),
-        ("Current situation", render_situation(example.situation) if situation else ""),
+        (SUMMARY_HEADING, fence("memory_summary", summary) if summary else ""),
+        ("Current situation", render_situation(shown_situation)),
     ])
 
 
@@ -77,20 +95,25 @@ def render_reply_messages(
     memories: Sequence[MemoryItem] | None,
     *,
     summary: str | None = None,
-    persona: bool = True,
-    situation: bool = True,
+    persona: Persona | bool | None = None,
+    situation: Situation | bool | None = None,
 ) -> list[Message]:
     """System and user messages asking the policy to answer ``example``.
 
     ``memories`` are the memory items the policy may see (``None``: the
     example's own; ``[]``: none); ``summary`` is a memory summary (the
-    "Memory" baseline). ``persona`` and ``situation`` switch those sections
-    off, e.g. to give the policy only memory and query as in PereGRM's task
-    definition.
+    "Memory" baseline). ``persona`` and ``situation`` are left out unless
+    given (PereGRM's task: memory and query only); pass ``True`` for the
+    example's own, or another user's in a mismatch ablation. Earlier turns of
+    the conversation (``example.dialogue``) come before the final user message.
     """
     context = render_reply_context(example, memories, summary=summary, persona=persona,
                                    situation=situation)
-    return load_prompt(REPLY_PROMPT).render(context=context, query=example.query.strip())
+    messages = load_prompt(REPLY_PROMPT).render(context=context, query=example.query.strip())
+    if not example.dialogue:
+        return messages
+    turns: list[Message] = [{"role": t.role, "content": t.text} for t in example.dialogue]
+    return [messages[0], *turns, *messages[1:]]
 
 
 def render_summary_messages(memories: Sequence[MemoryItem], *,
