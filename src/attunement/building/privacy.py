@@ -16,9 +16,11 @@ kind            what                                                        plac
                 FL, 33431``), or a line that is a postal address without a
                 number (``Wanfeng Second Village, Wulidian Street``)
 ``phone``       7 to 15 digits in phone layout (``+1 (561) 559-9768``,      ``[PHONE]``
-                ``18302378068``, ``555-0142``); dates are not phones
+                ``18302378068``, ``1-800-555-0142``); dates and ranges
+                (``500-1000``) are not phones
 ``id_number``   long digit runs with separators that are not phones         ``[ID]``
-                (national ids, ISBNs, card and account numbers)
+                (national ids, ISBNs, card and account numbers), and one or
+                two capitals followed by 7 to 9 digits (passport numbers)
 ==============  ==========================================================  ===============
 
 Patterns, not a named-entity model: person names and place names are left
@@ -67,13 +69,21 @@ _ADDRESS_LINE = re.compile(
     rf"(?m)^[ \t]*(?:{_CAP}[ \t]+){{1,6}}(?:Village|Estate|Block|Building|Tower|Garden|"
     rf"Gardens|Compound)?,?[ \t]*(?:{_CAP}[ \t]+){{0,4}}(?:{_STREET_TYPES})\b\.?[ \t]*"
     r"(?:,[ \t]*[^\n]{0,60})?$")
+# Chinese and Japanese postal addresses: admin units, then a road and a house number
+# ("重庆市渝北区金龙路88号", "东京都港区芝公园4丁目2番8号")
+_CJK_ADDRESS = re.compile(
+    r"(?:[\u4e00-\u9fff]{1,6}?(?:省|市|区|県|都|府|县|镇|街道))*"
+    r"[\u4e00-\u9fff\d]{1,8}?(?:路|街|巷|弄|大道|丁目|番地?)\d{1,5}(?:号|號|番|丁目)"
+    r"(?:[\d\u4e00-\u9fff-]{0,8}?(?:号|號|室|楼|栋|單元|单元))?")
 _PHONE = re.compile(
-    r"(?<![\w/.-])"
-    r"(?:\+\d{1,3}[\s.-]?)?(?:\(\d{2,4}\)[\s.-]?)?\d{2,4}(?:[\s.-]\d{2,4}){1,4}(?![\w/-])"
-    r"|(?<![\w/.-])\+?\d{10,15}(?![\w/-])"
-    r"|(?<![\w/.-])\(\d{3}\)\s?\d{3}[\s.-]?\d{4}(?![\w/-])")
+    r"(?<![A-Za-z0-9_/.-])"
+    r"(?:\+\d{1,3}[\s.-]?)?(?:\(\d{2,4}\)[\s.-]?)?\d{2,4}(?:[\s.-]\d{2,4}){1,4}"
+    r"(?![A-Za-z0-9_/-])"
+    r"|(?<![A-Za-z0-9_/.-])\+?\d{10,15}(?![A-Za-z0-9_/-])"
+    r"|(?<![A-Za-z0-9_/.-])\(\d{3}\)\s?\d{3}[\s.-]?\d{4}(?![A-Za-z0-9_/-])")
 _DATE = re.compile(r"^(?:\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d{2,4})$")
-_ID = re.compile(r"(?<![\w/])(?:[A-Z]{1,3}-?)?\d[\d-]{7,}\d(?![\w/])")
+_ID = re.compile(r"(?<![A-Za-z0-9_/])(?:[A-Z]{1,3}-?)?\d[\d-]{7,}\d(?![A-Za-z0-9_/])"
+                 r"|(?<![A-Za-z0-9_/])[A-Z]{1,2}\d{7,9}(?![A-Za-z0-9_/])")
 
 
 def _digits(text: str) -> int:
@@ -93,8 +103,9 @@ def _phone_like(match: str) -> bool:
         return n >= 10
     if stripped.startswith(("+", "(")):
         return True
-    # plain grouped digits: the local part ends in a group of 4 (555-0142, 559 9768)
-    return len(groups[-1]) == 4 and len(groups) <= 4
+    # plain grouped digits: three or four groups ending in four digits (1-800-555-0142,
+    # 030 1234 5678); two groups are more often a range ("500-1000") than a phone
+    return n >= 10 or (len(groups[-1]) == 4 and 3 <= len(groups) <= 4)
 
 
 def scrub_text(text: str, kinds: list[str] | tuple[str, ...] = SCRUB_KINDS
@@ -124,6 +135,7 @@ def scrub_text(text: str, kinds: list[str] | tuple[str, ...] = SCRUB_KINDS
     out = sub("url", _URL, out, keep=_bare_domain)
     out = sub("address", _NUMBERED_ADDRESS, out)
     out = sub("address", _ADDRESS_LINE, out)
+    out = sub("address", _CJK_ADDRESS, out)
     out = sub("phone", _PHONE, out, keep=lambda s: not _phone_like(s))
     out = sub("id_number", _ID, out, keep=lambda s: _DATE.match(s) is not None)
     return out, counts
