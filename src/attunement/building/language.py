@@ -3,12 +3,12 @@
 **Language.** A user's language is identified from their own turns with
 `py3langid <https://pypi.org/project/py3langid/>`_ (a naive Bayes model over
 byte n-grams, 97 languages, shipped inside the package: nothing is downloaded).
-Each user turn with enough letters is classified on its own and votes for its
-language with a weight of its length, capped at ``turn_cap`` characters, when
-the model is at least ``min_confidence`` sure. Capping keeps one long pasted
-document from outvoting the user's own short messages; per-turn votes keep a
-mixed-language history (a Spanish speaker who pastes English text) with the
-language most of their turns are in. When no turn is confident, the script of
+Each user turn with enough letters is classified on its own and, when the
+model is at least ``min_confidence`` sure, votes for its language with its
+confidence, scaled down for turns shorter than ``full_vote_units`` words
+(:func:`text_units`). A turn counts once however long it is, so one pasted
+document does not outvote the user's own messages: a Spanish speaker who
+pastes an English letter stays Spanish. When no turn is confident, the script of
 the text decides for non-Latin scripts (:func:`guess_script`), else the
 default.
 
@@ -141,12 +141,12 @@ class LanguageGuess:
 
     def as_meta(self) -> dict[str, Any]:
         return {"language": self.language, "method": self.method,
-                "votes": {k: round(v, 1) for k, v in sorted(
+                "votes": {k: round(v, 2) for k, v in sorted(
                     self.votes.items(), key=lambda kv: -kv[1])[:5]}}
 
 
 def identify_language(texts: Iterable[str], default: str = "en", *, min_letters: int = 12,
-                      turn_cap: int = 300, min_confidence: float = 0.5) -> LanguageGuess:
+                      full_vote_units: int = 12, min_confidence: float = 0.5) -> LanguageGuess:
     """The language of a user's own turns (see the module docstring)."""
     texts = [t for t in texts if t and t.strip()]
     ident = _identifier()
@@ -160,7 +160,8 @@ def identify_language(texts: Iterable[str], default: str = "en", *, min_letters:
         if conf < min_confidence or lang == "zxx":
             continue
         lang = _ALIASES.get(lang, lang)
-        votes[lang] = votes.get(lang, 0.0) + min(letters, turn_cap) * conf
+        weight = min(1.0, text_units(sample) / full_vote_units)
+        votes[lang] = votes.get(lang, 0.0) + weight * conf
     if votes:
         return LanguageGuess(max(votes.items(), key=lambda kv: kv[1])[0], "langid", votes)
     script = guess_script(texts, default)
