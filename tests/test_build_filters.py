@@ -94,3 +94,39 @@ def test_real_packets_shallow_users_are_all_rejected(shared_data):
     keep = [filter_user(u, FilterRules()).keep for u in users]
     assert not any(keep[40:])  # every shallow user is rejected
     assert sum(keep[:40]) >= 35  # and nearly all personal ones kept
+
+
+def test_authors_preset_follows_their_filter_script():
+    rules = FilterRules.preset("authors")
+    # one deep memory is enough, Possessions labels count, emotion does not
+    assert filter_user(_user(_m("a", "Owns a guitar", "Possessions/Important_Items")),
+                       rules).keep
+    assert rules.why_deep(_m("b", "Likes jazz", "Preferences/Music", emotion="joy")) is None
+    # family background and goals are not among their prefixes
+    assert rules.why_deep(_m("c", "Has two sisters", "Personal_Background/Family")) is None
+    # UNMAPPED items: plain substring of the label suggestion only ("care" in "career")
+    career = _m("d", "Wants a new job", "UNMAPPED", label_suggestion="Career/Switch")
+    assert rules.why_deep(career) == "keyword 'care'"
+    assert rules.why_deep(_m("e", "Feels stress", "UNMAPPED", label_suggestion="Tech")) is None
+    assert FilterRules().why_deep(career) is None  # whole words in the default rules
+    # their intent allowlist
+    learner = _user(_m("f", "x", "States_Experiences/Mental_State"),
+                    intents=["Learning Support / Homework Help"])
+    assert filter_user(learner, rules).keep and not filter_user(learner, FilterRules()).keep
+    assert FilterRules.load("authors") == rules
+    with pytest.raises(ValueError, match="unknown filter preset"):
+        FilterRules.preset("paper")
+
+
+@pytest.mark.shared
+def test_presets_on_the_shared_packets(shared_data):
+    from attunement.building import ImportOptions
+
+    path = f"alpsbench-packets:{shared_data / 'alpsbench' / 'sessions.jsonl'}"
+    users = load_users(path)
+    kept = {name: sum(filter_user(u, FilterRules.preset(name)).keep for u in users)
+            for name in ("default", "authors")}
+    assert kept == {"default": 38, "authors": 45}
+    # the authors' script also sees the items annotators tagged [ERROR]: it keeps 46
+    tagged = load_users(path, ImportOptions(error_tags="keep"))
+    assert sum(filter_user(u, FilterRules.preset("authors")).keep for u in tagged) == 46
