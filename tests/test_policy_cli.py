@@ -119,6 +119,22 @@ def test_generate_bad_data_names_file_and_line(tmp_path, scripted_spec):
     assert scripted_spec == [] or scripted_spec[0].calls == []
 
 
+def test_persona_and_situation_flags(tmp_path, data, scripted_spec):
+    from attunement.records import Persona
+
+    rows = [e.model_copy(update={"persona": Persona(profile=f"{e.user_id} likes the hills")})
+            for e in read_jsonl(data, Example)]
+    write_jsonl(data, rows)
+    for verb, model_flag in (("generate", "--policy"), ("distill", "--teacher")):
+        for extra in ([], ["--with-persona"]):
+            out = tmp_path / f"{verb}{len(extra)}.jsonl"
+            result = invoke(verb, "--data", str(data), model_flag, "scripted:p", "--out",
+                            str(out), *extra)
+            assert result.exit_code == 0, result.output
+            seen = "likes the hills" in scripted_spec[-1].calls[0].messages[-1][1]
+            assert seen == bool(extra), (verb, extra)
+
+
 def test_distill(tmp_path, data, scripted_spec):
     out = tmp_path / "sft.jsonl"
     result = invoke("distill", "--data", str(data), "--teacher", "scripted:t", "--out", str(out),

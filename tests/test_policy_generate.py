@@ -230,3 +230,75 @@ async def test_persona_is_shown_only_when_asked(tmp_path):
     await generate_replies([ex], policy, tmp_path / "with.jsonl", with_persona=True)
     assert "Retired sailor" not in user_turn(policy.calls[0])
     assert "Retired sailor" in user_turn(policy.calls[1])
+
+
+# --------------------------------------------------------------------------- ablations
+
+
+def examples_with_context() -> list[Example]:
+    from attunement.records import Persona, Situation
+
+    out = []
+    for user, fact in (("ana", "father had two heart surgeries"),
+                       ("ben", "partner moved to another city")):
+        memories = [MemoryItem(memory_id=f"{user}0", value=f"Her {fact}")]
+        for j, cat in enumerate(("ES", "SS")):
+            out.append(Example(
+                example_id=f"{user}-{j}", user_id=user, category=cat,
+                query=f"I can't sleep again, {cat} (from {user})", memories=memories,
+                persona=Persona(profile=f"Someone whose {fact} ({user} persona)."),
+                situation=Situation(category=cat, description=f"Tonight the {fact} weighs on "
+                                    f"them ({user} {cat} situation).")))
+    return out
+
+
+async def test_ablations_show_nothing_memory_derived_of_the_real_user(tmp_path):
+    examples = examples_with_context()
+    policy = ScriptedChatModel(well_formed)
+    await generate_replies(examples, policy, tmp_path / "none.jsonl", memory_mode="none")
+    for call in policy.calls:  # the default prompt is memory and query only
+        context = user_turn(call).split("## The user's message")[0]
+        assert "heart surgeries" not in context and "another city" not in context
+        assert "persona" not in context and "situation)" not in context
+
+    policy = ScriptedChatModel(well_formed)
+    await generate_replies(examples, policy, tmp_path / "mm.jsonl", memory_mode="mismatch",
+                           with_persona=True, with_situation=True)
+    for call in policy.calls:
+        asker = re.search(r"\(from (\w+)\)", query_of(call)).group(1)
+        other = "ben" if asker == "ana" else "ana"
+        context = user_turn(call).split("## The user's message")[0]
+        assert f"({asker} persona)" not in context and f"({asker} " not in context
+        assert f"({other} persona)" in context
+        # the other user's situation of the same category
+        cat = re.search(r"again, (\w+) \(from", query_of(call)).group(1)
+        assert f"({other} {cat} situation)" in context
+
+    policy = ScriptedChatModel(well_formed)
+    await generate_replies(examples, policy, tmp_path / "full.jsonl", with_persona=True,
+                           with_situation=True)
+    assert all("(ana persona)" in user_turn(c) for c in policy.calls
+               if "(from ana)" in query_of(c))
+    doc = json.loads((tmp_path / "full.manifest.json").read_text())
+    assert doc["settings"]["with_persona"] is True and doc["settings"]["with_situation"] is True
+
+
+async def test_distill_takes_the_same_switches_and_carries_earlier_turns(tmp_path):
+    from attunement.policy import distill
+    from attunement.records import Turn
+
+    dialogue = [Turn(role="user", text="My dad is in hospital again."),
+                Turn(role="assistant", text="I'm so sorry. How are you holding up?")]
+    examples = [e.model_copy(update={"dialogue": dialogue}) for e in examples_with_context()]
+    teacher = ScriptedChatModel(well_formed)
+    report = await distill(examples, teacher, tmp_path / "sft.jsonl", with_persona=True)
+    assert report.rows == 4
+    row = json.loads((tmp_path / "sft.jsonl").read_text().splitlines()[0])
+    assert [m["role"] for m in row["prompt"]] == ["system", "user", "assistant", "user"]
+    assert row["prompt"][1]["content"] == "My dad is in hospital again."
+    assert "persona)" in row["prompt"][-1]["content"]  # --with-persona reached the prompt
+    assert all(len(c.messages) == 4 for c in teacher.calls)
+
+    plain = ScriptedChatModel(well_formed)
+    await distill(examples, plain, tmp_path / "plain.jsonl")
+    assert all("persona)" not in c.messages[-1][1] for c in plain.calls)
