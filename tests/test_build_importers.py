@@ -87,20 +87,42 @@ def test_bundled_example_users_are_valid():
             assert turn.role == "user" and ev.text in turn.text
 
 
-@pytest.mark.parametrize(("line", "field", "message"), [
-    ('{"session_id": "s", "dialogue": [], "task1": {}}', "task1.ground_truth_memories",
-     "field required"),
-    (('{"session_id": "s", "dialogue": [{"role": "robot", "text": "x"}], '
-     '"task1": {"ground_truth_memories": []}}'), "dialogue[0].role", "unknown role"),
-    (('{"session_id": "s", "dialogue": [], "task1": {"ground_truth_memories": '
-     '[{"memory_id": "m1", "label": "States_Experiences/Mental_State"}]}}'),
-     "task1.ground_truth_memories[0].value", "field required"),
-    (('{"session_id": "s", "dialogue": [], "task1": {"ground_truth_memories": '
-     '[{"memory_id": "m1", "value": "a"}, {"memory_id": "m1", "value": "b"}]}}'),
-     "task1.ground_truth_memories[1].memory_id", "duplicate"),
-    ("[1, 2]", "", "expected a JSON object"),
-    ("{not json", "", "not valid JSON"),
-])
+@pytest.mark.parametrize(
+    ("line", "field", "message"),
+    [
+        (
+            '{"session_id": "s", "dialogue": [], "task1": {}}',
+            "task1.ground_truth_memories",
+            "field required",
+        ),
+        (
+            (
+                '{"session_id": "s", "dialogue": [{"role": "robot", "text": "x"}], '
+                '"task1": {"ground_truth_memories": []}}'
+            ),
+            "dialogue[0].role",
+            "unknown role",
+        ),
+        (
+            (
+                '{"session_id": "s", "dialogue": [], "task1": {"ground_truth_memories": '
+                '[{"memory_id": "m1", "label": "States_Experiences/Mental_State"}]}}'
+            ),
+            "task1.ground_truth_memories[0].value",
+            "field required",
+        ),
+        (
+            (
+                '{"session_id": "s", "dialogue": [], "task1": {"ground_truth_memories": '
+                '[{"memory_id": "m1", "value": "a"}, {"memory_id": "m1", "value": "b"}]}}'
+            ),
+            "task1.ground_truth_memories[1].memory_id",
+            "duplicate",
+        ),
+        ("[1, 2]", "", "expected a JSON object"),
+        ("{not json", "", "not valid JSON"),
+    ],
+)
 def test_malformed_packet_names_file_line_and_field(tmp_path, fixtures_dir, line, field, message):
     good = (fixtures_dir / "build_packets.jsonl").read_text().splitlines()[0]
     p = tmp_path / "packets.jsonl"
@@ -129,8 +151,7 @@ def test_skip_invalid_writes_rejects_file(tmp_path, fixtures_dir):
     p = tmp_path / "packets.jsonl"
     p.write_text(lines[0] + "\n{broken\n" + lines[1] + "\n")
     rejects = tmp_path / "rejects.jsonl"
-    users = load_users(f"alpsbench-packets:{p}",
-                       ImportOptions(skip_invalid=True, rejects=rejects))
+    users = load_users(f"alpsbench-packets:{p}", ImportOptions(skip_invalid=True, rejects=rejects))
     assert [u.user_id for u in users] == ["sess_fx_deep", "sess_fx_shallow"]
     bad = [json.loads(x) for x in rejects.read_text().splitlines()]
     assert len(bad) == 1 and bad[0]["line"] == 2 and "not valid JSON" in bad[0]["error"]
@@ -183,14 +204,27 @@ def test_bom_bad_bytes_and_unused_fields_do_not_lose_users(tmp_path, fixtures_di
 
 
 def test_null_utterance_index_is_ordered_by_position(tmp_path):
-    record = {"user_id": "u1", "sessions": [{"session_id": "s1", "turns": [
-        {"utterance_index": None, "role": "user", "text": "first"},
-        {"utterance_index": None, "role": "assistant", "text": "second"},
-        {"role": "user", "text": "third"}]}],
-        "memory_items": [{"memory_id": "g1", "value": "Misses her sister",
-                          "label": "Social_Relationships/Family",
-                          "evidence": {"session_id": "s1", "utterance_index": None,
-                                       "text": "first"}}]}
+    record = {
+        "user_id": "u1",
+        "sessions": [
+            {
+                "session_id": "s1",
+                "turns": [
+                    {"utterance_index": None, "role": "user", "text": "first"},
+                    {"utterance_index": None, "role": "assistant", "text": "second"},
+                    {"role": "user", "text": "third"},
+                ],
+            }
+        ],
+        "memory_items": [
+            {
+                "memory_id": "g1",
+                "value": "Misses her sister",
+                "label": "Social_Relationships/Family",
+                "evidence": {"session_id": "s1", "utterance_index": None, "text": "first"},
+            }
+        ],
+    }
     p = tmp_path / "records.jsonl"
     p.write_text(json.dumps(record) + "\n")
     [user] = load_users(f"alpsbench:{p}")

@@ -23,33 +23,53 @@ from attunement.records import Example
 CONTACT_PACKETS = ("sess_b42cc4f65851", "sess_e8c133f52906", "sess_088e73a8342a")
 #: the contact details those three packets carry (in the users' own turns)
 CONTACT_DETAILS = (
-    "care4kids2@gmail.com", "cmccaff1@fau.edu", "559-9768", "427-8710", "18302378068",
-    "Spanish River Blvd", "33431", "Wulidian Street", "Wanfeng Second Village",
+    "care4kids2@gmail.com",
+    "cmccaff1@fau.edu",
+    "559-9768",
+    "427-8710",
+    "18302378068",
+    "Spanish River Blvd",
+    "33431",
+    "Wulidian Street",
+    "Wanfeng Second Village",
 )
 
 
-@pytest.mark.parametrize(("text", "scrubbed"), [
-    ("Mail me at ana.lopez+work@example.co.uk today", "Mail me at [EMAIL] today"),
-    ("call +1 (561) 559-9768 or 18302378068", "call [PHONE] or [PHONE]"),
-    ("Llámame al +34 612 345 678", "Llámame al [PHONE]"),
-    ("our office: 500 NE Spanish River Blvd., Suite 30, Boca Raton, FL, 33431. Thanks",
-     "our office: [ADDRESS]. Thanks"),
-    ("I'm Gou\nWanfeng Second Village, Wulidian Street\nChongqing", "I'm Gou\n[ADDRESS]\nChongqing"),
-    ("我住在重庆市渝北区金龙路88号，电话18302378068", "[ADDRESS]，电话[PHONE]"),
-    ("see https://example.org/users/8812?ref=mail and https://example.org",
-     "see [URL] and https://example.org"),
-    ("passport X12345678, card 4111-1111-1111-1111", "passport [ID], card [ID]"),
-    ("ISBN 0-06-082623-1 noted", "ISBN [ID] noted"),
-])
+@pytest.mark.parametrize(
+    ("text", "scrubbed"),
+    [
+        ("Mail me at ana.lopez+work@example.co.uk today", "Mail me at [EMAIL] today"),
+        ("call +1 (561) 559-9768 or 18302378068", "call [PHONE] or [PHONE]"),
+        ("Llámame al +34 612 345 678", "Llámame al [PHONE]"),
+        (
+            "our office: 500 NE Spanish River Blvd., Suite 30, Boca Raton, FL, 33431. Thanks",
+            "our office: [ADDRESS]. Thanks",
+        ),
+        (
+            "I'm Gou\nWanfeng Second Village, Wulidian Street\nChongqing",
+            "I'm Gou\n[ADDRESS]\nChongqing",
+        ),
+        ("我住在重庆市渝北区金龙路88号，电话18302378068", "[ADDRESS]，电话[PHONE]"),
+        (
+            "see https://example.org/users/8812?ref=mail and https://example.org",
+            "see [URL] and https://example.org",
+        ),
+        ("passport X12345678, card 4111-1111-1111-1111", "passport [ID], card [ID]"),
+        ("ISBN 0-06-082623-1 noted", "ISBN [ID] noted"),
+    ],
+)
 def test_scrub_replaces_contact_details(text, scrubbed):
     assert scrub_text(text)[0] == scrubbed
 
 
-@pytest.mark.parametrize("text", [
-    "On 2024-03-06 I turned 31; in 2023 I lost 2 parents within 9 days.",
-    "It costs 500-1000 dollars, version 3.11.2, at 10:30 on 12/05/2023.",
-    "我在北京路上走了很久，心里很难过。",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "On 2024-03-06 I turned 31; in 2023 I lost 2 parents within 9 days.",
+        "It costs 500-1000 dollars, version 3.11.2, at 10:30 on 12/05/2023.",
+        "我在北京路上走了很久，心里很难过。",
+    ],
+)
 def test_scrub_leaves_ordinary_numbers_alone(text):
     assert scrub_text(text) == (text, {})
 
@@ -60,8 +80,11 @@ def _packets(shared_data: Path) -> list[dict]:
 
 
 def _all_text(folder: Path) -> str:
-    return "\n".join(p.read_text(encoding="utf-8", errors="replace")
-                     for p in sorted(folder.rglob("*")) if p.is_file() and p.name != ".lock")
+    return "\n".join(
+        p.read_text(encoding="utf-8", errors="replace")
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != ".lock"
+    )
 
 
 def _assert_no_contact_details(model, out: Path) -> None:
@@ -74,7 +97,8 @@ def _assert_no_contact_details(model, out: Path) -> None:
 
 @pytest.mark.shared
 async def test_contact_details_of_the_three_packets_reach_no_prompt_or_export(
-        tmp_path, shared_data):
+    tmp_path, shared_data
+):
     lines = [p for p in _packets(shared_data) if p["session_id"] in CONTACT_PACKETS]
     source = tmp_path / "three.jsonl"
     source.write_text("".join(json.dumps(p) + "\n" for p in lines), encoding="utf-8")
@@ -83,8 +107,7 @@ async def test_contact_details_of_the_three_packets_reach_no_prompt_or_export(
 
     model = scripted_builder()
     out = tmp_path / "out"
-    report = await build_dataset(f"alpsbench-packets:{source}", out, model,
-                                 show_progress=False)
+    report = await build_dataset(f"alpsbench-packets:{source}", out, model, show_progress=False)
     assert report.stages["filter"].ok == 3 and report.accepted == 9  # all three were built
     _assert_no_contact_details(model, out)
     assert report.scrubbed["email"] >= 3 and report.scrubbed["phone"] >= 3
@@ -93,21 +116,28 @@ async def test_contact_details_of_the_three_packets_reach_no_prompt_or_export(
     # no evidence text and no dialogue in the dataset folder by default
     example = read_jsonl(out / "examples.jsonl", Example)[0]
     assert example.memories and all(e.text == "" for m in example.memories for e in m.evidence)
-    assert all(not json.loads(line)["sessions"]
-               for line in (out / "users.jsonl").read_text().splitlines())
+    assert all(
+        not json.loads(line)["sessions"] for line in (out / "users.jsonl").read_text().splitlines()
+    )
 
 
 SPANISH_TURNS = [
-    "Hola, trabajo como cuidadora en una empresa de atención a domicilio desde que me mudé "
-    "al Reino Unido. Mis jefes compiten conmigo y me siento muy sola en el trabajo.",
-    "¿Me ayudas a escribir una carta a recursos humanos? Firma así:\nLucía Martínez\n"
-    "lucia.martinez@correo.es\n+34 612 345 678",
+    (
+        "Hola, trabajo como cuidadora en una empresa de atención a domicilio desde que me mudé "
+        "al Reino Unido. Mis jefes compiten conmigo y me siento muy sola en el trabajo."
+    ),
+    (
+        "¿Me ayudas a escribir una carta a recursos humanos? Firma así:\nLucía Martínez\n"
+        "lucia.martinez@correo.es\n+34 612 345 678"
+    ),
     "Gracias. Me cuesta mucho dormir pensando en todo esto, echo de menos a mi familia.",
 ]
 CHINESE_TURNS = [
     "你好，请帮我修改一下我的简历，我想找一份幼儿园老师的工作。",
-    "Hello\nI'm Gou Lingqiao\nWanfeng Second Village, Wulidian Street\nChongqing,  China\n"
-    "18302378068\nSkills: 3 years of customer service on the phone.",
+    (
+        "Hello\nI'm Gou Lingqiao\nWanfeng Second Village, Wulidian Street\nChongqing,  China\n"
+        "18302378068\nSkills: 3 years of customer service on the phone."
+    ),
     "我因为丈夫在厦门找到了工作，所以辞掉了原来的工作，现在很焦虑，不知道能不能找到合适的岗位。",
     "我以前在一个帮助自闭症儿童的机构做志愿者，这段经历对我很重要。",
 ]
@@ -126,17 +156,25 @@ def _rewrite(packet: dict, turns: list[str]) -> dict:
 async def test_sixty_packets_build_zh_and_es_users_in_their_language(tmp_path, shared_data):
     packets = _packets(shared_data)
     variants = {"sess_04e2539a63ae": SPANISH_TURNS, "sess_088e73a8342a": CHINESE_TURNS}
-    packets = [_rewrite(p, variants[p["session_id"]]) if p["session_id"] in variants else p
-               for p in packets]
+    packets = [
+        _rewrite(p, variants[p["session_id"]]) if p["session_id"] in variants else p
+        for p in packets
+    ]
     source = tmp_path / "sixty.jsonl"
-    source.write_text("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in packets),
-                      encoding="utf-8")
+    source.write_text(
+        "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in packets), encoding="utf-8"
+    )
 
     model = scripted_builder(name="scripted-multilingual")
     out = tmp_path / "out"
-    report = await build_dataset(f"alpsbench-packets:{source}", out, model,
-                                 BuildConfig(split_by_language=True), show_progress=False,
-                                 concurrency=8)
+    report = await build_dataset(
+        f"alpsbench-packets:{source}",
+        out,
+        model,
+        BuildConfig(split_by_language=True),
+        show_progress=False,
+        concurrency=8,
+    )
     users = {u.user_id: u for u in load_users(f"alpsbench-packets:{source}")}
     assert users["sess_04e2539a63ae"].language == "es"
     assert users["sess_088e73a8342a"].language == "zh"
@@ -151,13 +189,18 @@ async def test_sixty_packets_build_zh_and_es_users_in_their_language(tmp_path, s
         for e in by_user[user]:
             assert e.language == lang and detect_text_language(e.query)[0] == lang
             assert e.meta["inspection_language"] == lang
-        asked = [c for c in model.calls if c.json_schema["title"] == "queries"
-                 and f"[{e.memories[0].memory_id}]" in c.messages[-1][1]
-                 and ("Spanish (es)" in c.messages[-1][1] or "Chinese (zh)" in c.messages[-1][1])]
+        asked = [
+            c
+            for c in model.calls
+            if c.json_schema["title"] == "queries"
+            and f"[{e.memories[0].memory_id}]" in c.messages[-1][1]
+            and ("Spanish (es)" in c.messages[-1][1] or "Chinese (zh)" in c.messages[-1][1])
+        ]
         assert asked
     assert report.languages["zh"] == 3 and report.languages["es"] == 3
     assert {"examples.zh.jsonl", "examples.es.jsonl", "examples.en.jsonl"} <= {
-        p.name for p in out.iterdir()}
+        p.name for p in out.iterdir()
+    }
     zh = read_jsonl(out / "examples.zh.jsonl", Example)
     assert [e.user_id for e in zh] == ["sess_088e73a8342a"] * 3
 

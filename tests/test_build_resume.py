@@ -42,8 +42,9 @@ async def test_a_smoke_run_with_another_model_is_not_reused(tmp_path):
     assert "--redo stale" in message
     assert big.calls == []  # refused before any call
 
-    report = await build_dataset(EXAMPLE_USERS, tmp_path, big, limit=2, redo=["stale"],
-                                 show_progress=False)
+    report = await build_dataset(
+        EXAMPLE_USERS, tmp_path, big, limit=2, redo=["stale"], show_progress=False
+    )
     assert len(big.calls) == 2 * 3 + 6 + 6 and report.accepted == 6
     for stage in ("persona", "bigfive", "situations", "queries", "inspect"):
         assert {r.model for r in load_stage_records(tmp_path, stage)} == {big.name}, stage
@@ -52,25 +53,26 @@ async def test_a_smoke_run_with_another_model_is_not_reused(tmp_path):
 
 
 async def test_a_changed_stage_setting_makes_only_that_stage_stale(tmp_path):
-    await build_dataset(EXAMPLE_USERS, tmp_path, scripted_builder(), limit=2,
-                        show_progress=False)
+    await build_dataset(EXAMPLE_USERS, tmp_path, scripted_builder(), limit=2, show_progress=False)
     config = BuildConfig(queries=StageSettings(temperature=0.2, max_tokens=300))
     model = scripted_builder()
-    with pytest.raises(StaleRecordsError, match=r"queries.jsonl: 6 record\(s\).*inputs or "
-                                                r"settings changed"):
-        await build_dataset(EXAMPLE_USERS, tmp_path, model, config, limit=2,
-                            show_progress=False)
+    with pytest.raises(
+        StaleRecordsError,
+        match=r"queries.jsonl: 6 record\(s\).*inputs or "
+        r"settings changed",
+    ):
+        await build_dataset(EXAMPLE_USERS, tmp_path, model, config, limit=2, show_progress=False)
     assert model.calls == []
-    await build_dataset(EXAMPLE_USERS, tmp_path, model, config, limit=2, redo=["stale"],
-                        show_progress=False)
+    await build_dataset(
+        EXAMPLE_USERS, tmp_path, model, config, limit=2, redo=["stale"], show_progress=False
+    )
     # the queries are redone; the scripted model wrote the same queries again, so the
     # inspections (whose input did not change) are kept
     assert _stages(model.calls) == {"queries": 6}
 
 
 async def test_downstream_records_follow_a_redone_upstream_record(tmp_path):
-    await build_dataset(EXAMPLE_USERS, tmp_path, scripted_builder(), limit=2,
-                        show_progress=False)
+    await build_dataset(EXAMPLE_USERS, tmp_path, scripted_builder(), limit=2, show_progress=False)
 
     def persona(request, index):  # the redo draws a different persona for demo-maren
         data = json.loads(default_answer(request, index))
@@ -80,12 +82,23 @@ async def test_downstream_records_follow_a_redone_upstream_record(tmp_path):
     keys = tmp_path / "redo.txt"
     keys.write_text("demo-maren\n")
     model = scripted_builder({"persona": persona})
-    await build_dataset(EXAMPLE_USERS, tmp_path, model, limit=2, redo=[f"keys:{keys}"],
-                        stages=["persona", "bigfive", "situations", "queries", "inspect",
-                                "export"], show_progress=False)
+    await build_dataset(
+        EXAMPLE_USERS,
+        tmp_path,
+        model,
+        limit=2,
+        redo=[f"keys:{keys}"],
+        stages=["persona", "bigfive", "situations", "queries", "inspect", "export"],
+        show_progress=False,
+    )
     # demo-maren's persona changed, so everything after it was redone for her only
-    assert _stages(model.calls) == {"persona": 1, "bigfive": 1, "situations": 1, "queries": 3,
-                                    "inspect": 3}
+    assert _stages(model.calls) == {
+        "persona": 1,
+        "bigfive": 1,
+        "situations": 1,
+        "queries": 3,
+        "inspect": 3,
+    }
     examples = read_jsonl(tmp_path / "examples.jsonl", Example)
     maren = [e for e in examples if e.user_id == "demo-maren"]
     assert maren and all(e.persona.profile.startswith("A teacher") for e in maren)
@@ -101,13 +114,18 @@ async def test_redo_rejected_and_by_code_draws_fresh_samples_from_a_cache(tmp_pa
     cache = CompletionCache(tmp_path / "cache.sqlite")
     inner = scripted_builder({"inspect": inspect})
     model = CachedChatModel(inner, cache)
-    report = await build_dataset(EXAMPLE_USERS, tmp_path / "b", model, limit=2,
-                                 show_progress=False)
+    report = await build_dataset(EXAMPLE_USERS, tmp_path / "b", model, limit=2, show_progress=False)
     assert report.rejection_reasons == {"inspect.role_awareness": 2}
     before = len(inner.calls)
 
-    report = await build_dataset(EXAMPLE_USERS, tmp_path / "b", model, limit=2,
-                                 redo=["codes:inspect.role_awareness"], show_progress=False)
+    report = await build_dataset(
+        EXAMPLE_USERS,
+        tmp_path / "b",
+        model,
+        limit=2,
+        redo=["codes:inspect.role_awareness"],
+        show_progress=False,
+    )
     assert len(inner.calls) - before == 2  # not served from the cache: new sample numbers
     assert all(c.sample_start == 1 for c in inner.calls[before:])
     assert report.rejection_reasons == {} and report.accepted == 6
@@ -115,8 +133,9 @@ async def test_redo_rejected_and_by_code_draws_fresh_samples_from_a_cache(tmp_pa
 
     # nothing rejected any more: redo rejected has nothing to do
     idle = len(inner.calls)
-    await build_dataset(EXAMPLE_USERS, tmp_path / "b", model, limit=2, redo=["rejected"],
-                        show_progress=False)
+    await build_dataset(
+        EXAMPLE_USERS, tmp_path / "b", model, limit=2, redo=["rejected"], show_progress=False
+    )
     assert len(inner.calls) == idle
     await model.aclose()
 
@@ -127,12 +146,18 @@ async def test_redo_rejected_redoes_every_rejected_record(tmp_path):
             return "not json"
         return default_answer(request, index)
 
-    report = await build_dataset(EXAMPLE_USERS, tmp_path, scripted_builder({"queries": queries}),
-                                 limit=2, show_progress=False)
+    report = await build_dataset(
+        EXAMPLE_USERS,
+        tmp_path,
+        scripted_builder({"queries": queries}),
+        limit=2,
+        show_progress=False,
+    )
     assert report.rejection_reasons == {"queries.invalid_output": 2}
     model = scripted_builder({"queries": queries})
-    report = await build_dataset(EXAMPLE_USERS, tmp_path, model, limit=2, redo=["rejected"],
-                                 show_progress=False)
+    report = await build_dataset(
+        EXAMPLE_USERS, tmp_path, model, limit=2, redo=["rejected"], show_progress=False
+    )
     assert _stages(model.calls) == {"queries": 2, "inspect": 2}
     assert report.accepted == 6
     with pytest.raises(ValueError, match="unknown redo"):
@@ -142,8 +167,9 @@ async def test_redo_rejected_redoes_every_rejected_record(tmp_path):
 async def test_two_builds_on_one_folder_are_refused(tmp_path):
     slow = scripted_builder()
     slow.delay = 0.05
-    first = asyncio.create_task(build_dataset(EXAMPLE_USERS, tmp_path, slow, limit=1,
-                                              show_progress=False))
+    first = asyncio.create_task(
+        build_dataset(EXAMPLE_USERS, tmp_path, slow, limit=1, show_progress=False)
+    )
     await asyncio.sleep(0.02)
     second = scripted_builder()
     with pytest.raises(BuildLockedError, match="another build is running"):

@@ -41,14 +41,19 @@ FALLBACK_RENDERER = "attunement.building.export.render_context_messages"
 def render_context_messages(example: Example, memories: Sequence[MemoryItem]) -> list[Message]:
     """A plain prompt (context sections, then the query) used only when the
     policy package's renderer is not installed; the manifest says which was used."""
-    context = sections([
-        ("About the user", render_persona(example.persona)),
-        ("What you remember about the user", render_memories(memories)),
-        ("Their situation", render_situation(example.situation)),
-    ])
+    context = sections(
+        [
+            ("About the user", render_persona(example.persona)),
+            ("What you remember about the user", render_memories(memories)),
+            ("Their situation", render_situation(example.situation)),
+        ]
+    )
     return [
-        {"role": "system", "content": "You are a warm, attentive assistant. Use what you know "
-                                      "about the user to answer their message with empathy."},
+        {
+            "role": "system",
+            "content": "You are a warm, attentive assistant. Use what you know "
+            "about the user to answer their message with empathy.",
+        },
         {"role": "user", "content": f"{context}\n\n## Their message\n{example.query}".strip()},
     ]
 
@@ -85,12 +90,19 @@ def prompt_row(example: Example, renderer: PromptRenderer) -> dict[str, Any]:
 
 def without_evidence_text(memories: Sequence[MemoryItem]) -> list[MemoryItem]:
     """The memory items with their quoted evidence text removed (where it came from stays)."""
-    return [m.model_copy(update={"evidence": [e.model_copy(update={"text": ""})
-                                              for e in m.evidence]}) for m in memories]
+    return [
+        m.model_copy(update={"evidence": [e.model_copy(update={"text": ""}) for e in m.evidence]})
+        for m in memories
+    ]
 
 
-def write_users(path: Path, users: Sequence[UserHistory], *, keep_dialogues: bool = False,
-                keep_evidence: bool = False) -> int:
+def write_users(
+    path: Path,
+    users: Sequence[UserHistory],
+    *,
+    keep_dialogues: bool = False,
+    keep_evidence: bool = False,
+) -> int:
     """``users.jsonl``: the imported users, without dialogues and evidence text by default."""
     rows = []
     for u in users:
@@ -103,13 +115,19 @@ def write_users(path: Path, users: Sequence[UserHistory], *, keep_dialogues: boo
     return write_jsonl(path, rows)
 
 
-def write_dataset(out_dir: Path, examples: Sequence[Example], *, keep_evidence: bool = False,
-                  split_by_language: bool = False) -> tuple[dict[str, Path], str]:
+def write_dataset(
+    out_dir: Path,
+    examples: Sequence[Example],
+    *,
+    keep_evidence: bool = False,
+    split_by_language: bool = False,
+) -> tuple[dict[str, Path], str]:
     """Write examples.jsonl and prompts.jsonl atomically; return paths and renderer name."""
     renderer, name = prompt_renderer()
     if not keep_evidence:
-        examples = [e.model_copy(update={"memories": without_evidence_text(e.memories)})
-                    for e in examples]
+        examples = [
+            e.model_copy(update={"memories": without_evidence_text(e.memories)}) for e in examples
+        ]
     paths = {"examples": out_dir / "examples.jsonl", "prompts": out_dir / "prompts.jsonl"}
     write_jsonl(paths["examples"], examples)
     write_jsonl(paths["prompts"], (prompt_row(e, renderer) for e in examples))

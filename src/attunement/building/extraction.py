@@ -49,8 +49,9 @@ def extract_answer(max_items: int) -> type[Answer]:
 
 
 def _norm(s: str) -> str:
-    return " ".join(s.replace("\u2019", "'").replace("\u201c", '"').replace("\u201d", '"')
-                    .casefold().split())
+    return " ".join(
+        s.replace("\u2019", "'").replace("\u201c", '"').replace("\u201d", '"').casefold().split()
+    )
 
 
 def render_conversation(user: UserHistory, max_chars: int) -> str:
@@ -83,8 +84,9 @@ def find_quote(user: UserHistory, quote: str) -> tuple[str, int] | None:
     return None
 
 
-def extract_call(user: UserHistory, model: ChatModel, config: BuildConfig, *,
-                 seed: int | None = None) -> StageCall[tuple[list[MemoryItem], list[dict]]]:
+def extract_call(
+    user: UserHistory, model: ChatModel, config: BuildConfig, *, seed: int | None = None
+) -> StageCall[tuple[list[MemoryItem], list[dict]]]:
     """Extract labelled memory items with evidence quoted from the user's own turns."""
     answer = extract_answer(config.extract_max_items)
 
@@ -95,24 +97,41 @@ def extract_call(user: UserHistory, model: ChatModel, config: BuildConfig, *,
         for raw in out.memories:
             quote = raw.quote.strip()
             if len(quote) < config.min_quote_chars:
-                dropped.append({"value": raw.value, "quote": quote,
-                                "reason": f"quote shorter than {config.min_quote_chars} chars"})
+                dropped.append(
+                    {
+                        "value": raw.value,
+                        "quote": quote,
+                        "reason": f"quote shorter than {config.min_quote_chars} chars",
+                    }
+                )
                 continue
             where = find_quote(user, quote)
             if where is None:
-                dropped.append({"value": raw.value, "quote": quote,
-                                "reason": "quote not found in any user turn"})
+                dropped.append(
+                    {
+                        "value": raw.value,
+                        "quote": quote,
+                        "reason": "quote not found in any user turn",
+                    }
+                )
                 continue
             label = raw.label if raw.label in TAXONOMY_LABELS else UNMAPPED
             suggestion = raw.label_suggestion.strip() or None
-            items.append(MemoryItem(
-                memory_id=f"x{len(items) + 1}", value=raw.value.strip(), label=label,
-                label_suggestion=suggestion if label == UNMAPPED else None, type=raw.type,
-                evidence=[Evidence(session_id=where[0], utterance_index=where[1], text=quote)],
-            ))
+            items.append(
+                MemoryItem(
+                    memory_id=f"x{len(items) + 1}",
+                    value=raw.value.strip(),
+                    label=label,
+                    label_suggestion=suggestion if label == UNMAPPED else None,
+                    type=raw.type,
+                    evidence=[Evidence(session_id=where[0], utterance_index=where[1], text=quote)],
+                )
+            )
         if out.memories and not items:
-            raise InvalidOutput(f"none of the {len(out.memories)} items quotes a user turn: "
-                                + "; ".join(d["reason"] for d in dropped[:3]))
+            raise InvalidOutput(
+                f"none of the {len(out.memories)} items quotes a user turn: "
+                + "; ".join(d["reason"] for d in dropped[:3])
+            )
         return items, dropped
 
     def decide(call: StageCall[Any], asked: Asked[Any]) -> StageRecord:
@@ -121,15 +140,25 @@ def extract_call(user: UserHistory, model: ChatModel, config: BuildConfig, *,
         items, dropped = asked.value
         output = {"memories": [m.model_dump(mode="json") for m in items], "dropped": dropped}
         if not items:
-            return call.rejected("nothing_found",
-                                 "the model found nothing to remember about the user", asked,
-                                 output)
+            return call.rejected(
+                "nothing_found", "the model found nothing to remember about the user", asked, output
+            )
         return call.ok(asked, output)
 
     return _stage_call(
-        "extract", user.user_id, user, model, config, answer_schema(answer), parse, decide, seed,
+        "extract",
+        user.user_id,
+        user,
+        model,
+        config,
+        answer_schema(answer),
+        parse,
+        decide,
+        seed,
         rules={"min_quote_chars": config.min_quote_chars},
-        conversation=fence("conversation", render_conversation(
-            user, config.extract_conversation_chars)),
+        conversation=fence(
+            "conversation", render_conversation(user, config.extract_conversation_chars)
+        ),
         labels="\n".join(f"  {label}" for label in TAXONOMY_LABELS),
-        max_items=config.extract_max_items)
+        max_items=config.extract_max_items,
+    )

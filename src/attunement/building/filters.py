@@ -38,14 +38,12 @@ import json
 import re
 from functools import cached_property
 from pathlib import Path
-
 from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from attunement.building.taxonomy import UNMAPPED
 from attunement.records import MemoryItem, UserHistory
-
 
 FilterPreset = Literal["default", "authors"]
 FILTER_PRESETS: tuple[str, ...] = get_args(FilterPreset)
@@ -58,46 +56,148 @@ class FilterRules(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     keyword_match: Literal["word", "substring"] = Field(
-        default="word", description="word: whole words (with * for prefixes); substring: "
-                                    "anywhere in the text, as the authors' script does")
+        default="word",
+        description="word: whole words (with * for prefixes); substring: "
+        "anywhere in the text, as the authors' script does",
+    )
     keyword_fields: list[KeywordField] = Field(
         default_factory=lambda: ["label_suggestion", "value"],
-        description="fields of an unlabelled or UNMAPPED item searched for keywords")
+        description="fields of an unlabelled or UNMAPPED item searched for keywords",
+    )
 
-    deep_label_prefixes: list[str] = Field(default_factory=lambda: [
-        "Social_Relationships/",
-        "States_Experiences/",
-        "Personal_Background/Family",
-        "Thoughts/Opinions/",
-        "Thoughts/Goals/",
-        "Constraints_and_Boundaries/Sensitive_Topics",
-    ])
-    keywords: list[str] = Field(default_factory=lambda: [
-        # relationships
-        "friend", "friendship", "family", "mother", "father", "parent*", "sister", "brother",
-        "sibling*", "cousin", "child", "children", "son", "daughter", "wife", "husband",
-        "partner", "girlfriend", "boyfriend", "marriage", "married", "divorc*", "relationship*",
-        "colleague", "manager", "boss", "coworker", "neighbo*", "roommate", "wedding",
-        # feelings and hard moments
-        "emotion*", "feel*", "upset", "sad*", "grief", "griev*", "loss", "lonel*", "isolat*",
-        "anxi*", "stress*", "worr*", "fear*", "afraid", "panic*", "depress*", "frustrat*",
-        "anger", "angry", "guilt*", "shame*", "regret*", "hurt*", "trauma*", "distress*",
-        "overwhelm*", "burnout", "conflict*", "tension", "argument*", "betray*", "trust",
-        "reject*", "bully*", "bullied", "abuse*", "racis*", "discriminat*", "insecur*",
-        "self-esteem", "confidence", "shy", "struggl*", "cope", "coping", "hope*", "proud",
-        "pride", "mental", "therap*", "counsel*",
-        # life events and values
-        "relocat*", "migrat*", "immigra*", "transition*", "exam", "exams", "illness",
-        "diagnos*", "death", "died", "passed away", "funeral", "identity", "belief*",
-        "values", "boundar*", "sensitive",
-    ])
+    deep_label_prefixes: list[str] = Field(
+        default_factory=lambda: [
+            "Social_Relationships/",
+            "States_Experiences/",
+            "Personal_Background/Family",
+            "Thoughts/Opinions/",
+            "Thoughts/Goals/",
+            "Constraints_and_Boundaries/Sensitive_Topics",
+        ]
+    )
+    keywords: list[str] = Field(
+        default_factory=lambda: [
+            # relationships
+            "friend",
+            "friendship",
+            "family",
+            "mother",
+            "father",
+            "parent*",
+            "sister",
+            "brother",
+            "sibling*",
+            "cousin",
+            "child",
+            "children",
+            "son",
+            "daughter",
+            "wife",
+            "husband",
+            "partner",
+            "girlfriend",
+            "boyfriend",
+            "marriage",
+            "married",
+            "divorc*",
+            "relationship*",
+            "colleague",
+            "manager",
+            "boss",
+            "coworker",
+            "neighbo*",
+            "roommate",
+            "wedding",
+            # feelings and hard moments
+            "emotion*",
+            "feel*",
+            "upset",
+            "sad*",
+            "grief",
+            "griev*",
+            "loss",
+            "lonel*",
+            "isolat*",
+            "anxi*",
+            "stress*",
+            "worr*",
+            "fear*",
+            "afraid",
+            "panic*",
+            "depress*",
+            "frustrat*",
+            "anger",
+            "angry",
+            "guilt*",
+            "shame*",
+            "regret*",
+            "hurt*",
+            "trauma*",
+            "distress*",
+            "overwhelm*",
+            "burnout",
+            "conflict*",
+            "tension",
+            "argument*",
+            "betray*",
+            "trust",
+            "reject*",
+            "bully*",
+            "bullied",
+            "abuse*",
+            "racis*",
+            "discriminat*",
+            "insecur*",
+            "self-esteem",
+            "confidence",
+            "shy",
+            "struggl*",
+            "cope",
+            "coping",
+            "hope*",
+            "proud",
+            "pride",
+            "mental",
+            "therap*",
+            "counsel*",
+            # life events and values
+            "relocat*",
+            "migrat*",
+            "immigra*",
+            "transition*",
+            "exam",
+            "exams",
+            "illness",
+            "diagnos*",
+            "death",
+            "died",
+            "passed away",
+            "funeral",
+            "identity",
+            "belief*",
+            "values",
+            "boundar*",
+            "sensitive",
+        ]
+    )
     count_annotated_emotion: bool = True
     min_deep_memories: int = Field(default=2, ge=1)
-    intent_allowlist: list[str] = Field(default_factory=lambda: [
-        "Personal Advice", "Emotional", "Decision Support", "Career Advice",
-        "Conversational Engagement", "Reflection", "Existential", "Moral", "Ethical",
-        "Relationship", "Social", "Philosophical",
-    ])
+    intent_allowlist: list[str] = Field(
+        default_factory=lambda: [
+            "Personal Advice",
+            "Emotional",
+            "Decision Support",
+            "Career Advice",
+            "Conversational Engagement",
+            "Reflection",
+            "Existential",
+            "Moral",
+            "Ethical",
+            "Relationship",
+            "Social",
+            "Philosophical",
+        ]
+    )
     require_intent_match: bool = True
 
     @classmethod
@@ -107,8 +207,10 @@ class FilterRules(BaseModel):
             return cls()
         if name == "authors":
             return cls(**AUTHORS_RULES)
-        raise ValueError(f"unknown filter preset {name!r}; choose from "
-                         f"{', '.join(FILTER_PRESETS)} or give a JSON file")
+        raise ValueError(
+            f"unknown filter preset {name!r}; choose from "
+            f"{', '.join(FILTER_PRESETS)} or give a JSON file"
+        )
 
     @classmethod
     def load(cls, spec: str | Path) -> FilterRules:
@@ -140,8 +242,9 @@ class FilterRules(BaseModel):
     @cached_property
     def _keyword_re(self) -> re.Pattern[str]:
         parts = []
-        words = sorted({k.strip().lower() for k in self.keywords if k.strip()},
-                       key=len, reverse=True)
+        words = sorted(
+            {k.strip().lower() for k in self.keywords if k.strip()}, key=len, reverse=True
+        )
         if self.keyword_match == "substring":
             if not words:
                 return re.compile(r"(?!x)x")
@@ -193,67 +296,228 @@ def filter_user(user: UserHistory, rules: FilterRules) -> FilterDecision:
     ids = [mid for mid, _ in deep]
     found = ", ".join(f"{mid} ({why})" for mid, why in deep) or "none"
     if not user.memories:
-        return FilterDecision(user_id=user.user_id, keep=False, reason_code="filter.no_memories",
-                              reason="the history has no memory items")
+        return FilterDecision(
+            user_id=user.user_id,
+            keep=False,
+            reason_code="filter.no_memories",
+            reason="the history has no memory items",
+        )
     if len(deep) < rules.min_deep_memories:
         return FilterDecision(
-            user_id=user.user_id, keep=False, reason_code="filter.shallow_memories",
-            reason=(f"{len(deep)} of {len(user.memories)} memory items show personal, emotional "
-                    f"or social depth (need {rules.min_deep_memories}); deep: {found}"),
-            deep_memory_ids=ids)
+            user_id=user.user_id,
+            keep=False,
+            reason_code="filter.shallow_memories",
+            reason=(
+                f"{len(deep)} of {len(user.memories)} memory items show personal, emotional "
+                f"or social depth (need {rules.min_deep_memories}); deep: {found}"
+            ),
+            deep_memory_ids=ids,
+        )
     if user.intents and rules.require_intent_match:
         allow = [a.lower() for a in rules.intent_allowlist]
         if not any(a in intent.lower() for intent in user.intents for a in allow):
             return FilterDecision(
-                user_id=user.user_id, keep=False, reason_code="filter.intents",
+                user_id=user.user_id,
+                keep=False,
+                reason_code="filter.intents",
                 reason=f"no ranked intent in the allowlist (intents: {'; '.join(user.intents)})",
-                deep_memory_ids=ids)
-    return FilterDecision(user_id=user.user_id, keep=True,
-                          reason=f"{len(deep)} deep memory items: {found}", deep_memory_ids=ids)
+                deep_memory_ids=ids,
+            )
+    return FilterDecision(
+        user_id=user.user_id,
+        keep=True,
+        reason=f"{len(deep)} deep memory items: {found}",
+        deep_memory_ids=ids,
+    )
 
 
 #: the PersonaEmp authors' filter rules (their filter script's lists, as data)
 AUTHORS_RULES: dict = {
     "deep_label_prefixes": [
-        "Social_Relationships", "States_Experiences", "Personal_Background/Past_Experience",
+        "Social_Relationships",
+        "States_Experiences",
+        "Personal_Background/Past_Experience",
         "Constraints_and_Boundaries/Disliked_Topics",
-        "Constraints_and_Boundaries/Sensitive_Topics", "Thoughts/Opinions/Positive",
-        "Thoughts/Opinions/Negative", "Possessions",
+        "Constraints_and_Boundaries/Sensitive_Topics",
+        "Thoughts/Opinions/Positive",
+        "Thoughts/Opinions/Negative",
+        "Possessions",
     ],
     "keyword_match": "substring",
     "keyword_fields": ["label_suggestion"],
     "keywords": [
-        "interaction", "preferences", "preference", "assistance", "help", "communication",
-        "support", "social", "personal", "feedback", "relationships", "relationship", "ethics",
-        "ethical", "behavior", "needs", "advice", "psychology", "emotional", "mental",
-        "conflict", "negotiation", "trust", "respect", "etiquette", "norms", "formality",
-        "interpersonal", "conversation", "dialogue", "dialog", "dialogues", "collaboration",
-        "collaborative", "leadership", "responsibility", "expectations", "boundaries",
-        "boundary", "sensitive", "sensitivity", "care", "understanding", "listening", "team",
-        "stress", "frustration", "confusion", "anxiety", "disapproval", "dissatisfaction",
-        "limitation", "restriction", "exclusion", "loss", "difficulty", "uncertainty", "pain",
-        "weakness", "warnings", "urgency", "delay", "error", "issues", "problem", "success",
-        "achievement", "improvement", "goal", "progress", "strength", "desire", "seeking",
-        "participation", "engagement", "development", "learning", "creativity", "passion",
-        "inspiration", "cultural", "society", "morality", "values", "culture", "community",
-        "family", "organizational", "legal", "policy", "regulations", "affection",
-        "appreciation", "appropriate", "attentiveness", "caregiving", "caregiver",
-        "compassion", "confidence", "counseling", "equality", "fairness", "gratitude",
-        "guidance", "harmony", "honesty", "inclusivity", "kinship", "patience", "polite",
-        "reciprocity", "respectful", "traditions", "adverse", "ambiguous", "ambiguity",
-        "bullying", "conflicted", "damage", "doubt", "failure", "failures", "fear", "fears",
-        "fatigue", "isolation", "melancholy", "mobbing", "nervous", "panic", "regret",
-        "regrets", "solitary", "tension", "traumatic", "uncertain", "unclear", "unknown",
-        "vague", "vulnerable", "accomplishments", "advance", "advancement", "aspirations",
-        "desires", "growth", "hope", "hopes", "inspirational", "joy", "milestone",
-        "milestones", "optimism", "positive", "praise", "strong", "victories",
+        "interaction",
+        "preferences",
+        "preference",
+        "assistance",
+        "help",
+        "communication",
+        "support",
+        "social",
+        "personal",
+        "feedback",
+        "relationships",
+        "relationship",
+        "ethics",
+        "ethical",
+        "behavior",
+        "needs",
+        "advice",
+        "psychology",
+        "emotional",
+        "mental",
+        "conflict",
+        "negotiation",
+        "trust",
+        "respect",
+        "etiquette",
+        "norms",
+        "formality",
+        "interpersonal",
+        "conversation",
+        "dialogue",
+        "dialog",
+        "dialogues",
+        "collaboration",
+        "collaborative",
+        "leadership",
+        "responsibility",
+        "expectations",
+        "boundaries",
+        "boundary",
+        "sensitive",
+        "sensitivity",
+        "care",
+        "understanding",
+        "listening",
+        "team",
+        "stress",
+        "frustration",
+        "confusion",
+        "anxiety",
+        "disapproval",
+        "dissatisfaction",
+        "limitation",
+        "restriction",
+        "exclusion",
+        "loss",
+        "difficulty",
+        "uncertainty",
+        "pain",
+        "weakness",
+        "warnings",
+        "urgency",
+        "delay",
+        "error",
+        "issues",
+        "problem",
+        "success",
+        "achievement",
+        "improvement",
+        "goal",
+        "progress",
+        "strength",
+        "desire",
+        "seeking",
+        "participation",
+        "engagement",
+        "development",
+        "learning",
+        "creativity",
+        "passion",
+        "inspiration",
+        "cultural",
+        "society",
+        "morality",
+        "values",
+        "culture",
+        "community",
+        "family",
+        "organizational",
+        "legal",
+        "policy",
+        "regulations",
+        "affection",
+        "appreciation",
+        "appropriate",
+        "attentiveness",
+        "caregiving",
+        "caregiver",
+        "compassion",
+        "confidence",
+        "counseling",
+        "equality",
+        "fairness",
+        "gratitude",
+        "guidance",
+        "harmony",
+        "honesty",
+        "inclusivity",
+        "kinship",
+        "patience",
+        "polite",
+        "reciprocity",
+        "respectful",
+        "traditions",
+        "adverse",
+        "ambiguous",
+        "ambiguity",
+        "bullying",
+        "conflicted",
+        "damage",
+        "doubt",
+        "failure",
+        "failures",
+        "fear",
+        "fears",
+        "fatigue",
+        "isolation",
+        "melancholy",
+        "mobbing",
+        "nervous",
+        "panic",
+        "regret",
+        "regrets",
+        "solitary",
+        "tension",
+        "traumatic",
+        "uncertain",
+        "unclear",
+        "unknown",
+        "vague",
+        "vulnerable",
+        "accomplishments",
+        "advance",
+        "advancement",
+        "aspirations",
+        "desires",
+        "growth",
+        "hope",
+        "hopes",
+        "inspirational",
+        "joy",
+        "milestone",
+        "milestones",
+        "optimism",
+        "positive",
+        "praise",
+        "strong",
+        "victories",
     ],
     "count_annotated_emotion": False,
     "min_deep_memories": 1,
     "intent_allowlist": [
-        "Learning Support", "Conversational Engagement", "Personal Advice", "Decision Support",
-        "Business", "Career Advice", "Moral and Ethical Queries", "Reflection and Insight",
-        "Existential Questions", "Societal and Cultural Inquiry", "Philosophical",
+        "Learning Support",
+        "Conversational Engagement",
+        "Personal Advice",
+        "Decision Support",
+        "Business",
+        "Career Advice",
+        "Moral and Ethical Queries",
+        "Reflection and Insight",
+        "Existential Questions",
+        "Societal and Cultural Inquiry",
+        "Philosophical",
     ],
     "require_intent_match": True,
 }

@@ -62,7 +62,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from attunement.building.language import guess_script, identify_language
+from attunement.building.language import identify_language
 from attunement.building.privacy import ScrubOptions, scrub_text
 from attunement.jsonl import RecordError, parse_line
 from attunement.records import Evidence, MemoryItem, Session, Turn, UserHistory
@@ -72,8 +72,16 @@ SOURCE_KINDS = ("alpsbench-packets", "alpsbench", "chatlog", "users")
 ErrorTagPolicy = Literal["drop", "strip", "keep"]
 
 _ERROR_TAG = re.compile(r"\s*\[ERROR:[^\]]*\]?", re.IGNORECASE)
-_ROLES = {"user": "user", "human": "user", "assistant": "assistant", "bot": "assistant",
-          "gpt": "assistant", "ai": "assistant", "model": "assistant", "system": "system"}
+_ROLES = {
+    "user": "user",
+    "human": "user",
+    "assistant": "assistant",
+    "bot": "assistant",
+    "gpt": "assistant",
+    "ai": "assistant",
+    "model": "assistant",
+    "system": "system",
+}
 
 
 class ImportOptions(BaseModel):
@@ -96,9 +104,11 @@ def parse_source(source: str) -> tuple[str, Path]:
     """
     kind, sep, path = source.partition(":")
     if not sep or not path or kind not in SOURCE_KINDS:
-        raise ValueError(f"source {source!r} must be KIND:PATH with KIND one of "
-                         + ", ".join(SOURCE_KINDS)
-                         + " (e.g. alpsbench-packets:/data/sessions.jsonl)")
+        raise ValueError(
+            f"source {source!r} must be KIND:PATH with KIND one of "
+            + ", ".join(SOURCE_KINDS)
+            + " (e.g. alpsbench-packets:/data/sessions.jsonl)"
+        )
     return kind, Path(path)
 
 
@@ -129,12 +139,22 @@ def scrub_user(user: UserHistory, options: ScrubOptions) -> UserHistory:
         total.update(counts)
         return out
 
-    sessions = [s.model_copy(update={"turns": [t.model_copy(update={"text": clean(t.text)})
-                                              for t in s.turns]}) for s in user.sessions]
-    memories = [m.model_copy(update={
-        "value": clean(m.value), "label_suggestion": clean(m.label_suggestion),
-        "evidence": [e.model_copy(update={"text": clean(e.text)}) for e in m.evidence]})
-        for m in user.memories]
+    sessions = [
+        s.model_copy(
+            update={"turns": [t.model_copy(update={"text": clean(t.text)}) for t in s.turns]}
+        )
+        for s in user.sessions
+    ]
+    memories = [
+        m.model_copy(
+            update={
+                "value": clean(m.value),
+                "label_suggestion": clean(m.label_suggestion),
+                "evidence": [e.model_copy(update={"text": clean(e.text)}) for e in m.evidence],
+            }
+        )
+        for m in user.memories
+    ]
     meta = dict(user.meta)
     meta["scrubbed"] = dict(sorted(total.items()))
     return user.model_copy(update={"sessions": sessions, "memories": memories, "meta": meta})
@@ -186,8 +206,9 @@ class _Collector:
     def fail(self, err: RecordError, raw: str) -> None:
         if not self.options.skip_invalid:
             raise err
-        self.bad.append({"line": err.line, "field": err.field, "error": err.message,
-                         "raw": raw.rstrip("\n")})
+        self.bad.append(
+            {"line": err.line, "field": err.field, "error": err.message, "raw": raw.rstrip("\n")}
+        )
 
     def finish(self) -> None:
         if not self.bad:
@@ -228,8 +249,9 @@ def _with_warnings(user: UserHistory, ctx: _Ctx) -> UserHistory:
     return user.model_copy(update={"meta": meta})
 
 
-def _convert_lines(path: Path, options: ImportOptions,
-                   convert: Callable[[_Ctx, dict[str, Any]], UserHistory]) -> list[UserHistory]:
+def _convert_lines(
+    path: Path, options: ImportOptions, convert: Callable[[_Ctx, dict[str, Any]], UserHistory]
+) -> list[UserHistory]:
     col = _Collector(path, options)
     users = []
     for ctx, raw, obj in col.lines():
@@ -249,8 +271,16 @@ def _check_unique(users: list[UserHistory], path: Path) -> None:
         seen.add(u.user_id)
 
 
-def _get(ctx: _Ctx, obj: dict[str, Any], key: str, where: str, kind: type | tuple[type, ...],
-         *, required: bool = True, default: Any = None) -> Any:
+def _get(
+    ctx: _Ctx,
+    obj: dict[str, Any],
+    key: str,
+    where: str,
+    kind: type | tuple[type, ...],
+    *,
+    required: bool = True,
+    default: Any = None,
+) -> Any:
     value = obj.get(key)
     name = f"{where}.{key}" if where else key
     if value is None:
@@ -288,19 +318,15 @@ def _turn(ctx: _Ctx, raw: Any, where: str, *, text_key: str = "text") -> Turn:
     return Turn(role=mapped, text=text)
 
 
-def _user_language(ctx: _Ctx, sessions: list[Session], given: Any = None
-                   ) -> tuple[str, dict[str, Any]]:
+def _user_language(
+    ctx: _Ctx, sessions: list[Session], given: Any = None
+) -> tuple[str, dict[str, Any]]:
     """The record's own language, else the one identified from the user's turns."""
     if isinstance(given, str) and given.strip():
         return given.strip(), {"language": given.strip(), "method": "record"}
     texts = [t.text for s in sessions for t in s.turns if t.role == "user"]
     guess = identify_language(texts, ctx.options.default_language)
     return guess.language, guess.as_meta()
-
-
-def guess_language(texts: list[str], default: str = "en") -> str:
-    """The language of some texts: identified, or guessed from the script."""
-    return identify_language(texts, default).language
 
 
 # --------------------------------------------------------------------------- memory items
@@ -338,15 +364,23 @@ def _evidence(ctx: _Ctx, raw: Any, where: str, session_id: str | None) -> list[E
                 ctx.warn(f"{name}.utterance_index", f"not an integer ({index!r}); dropped")
                 index = None
         text = ev.get("text")
-        data = {"session_id": ev.get("session_id") or session_id,
-                "utterance_index": index,
-                "text": text if isinstance(text, str) else ""}
+        data = {
+            "session_id": ev.get("session_id") or session_id,
+            "utterance_index": index,
+            "text": text if isinstance(text, str) else "",
+        }
         out.append(_validate(ctx, name, Evidence, data))
     return out
 
 
-def _memory(ctx: _Ctx, raw: Any, where: str, index: int, session_id: str | None,
-            dropped: list[dict[str, Any]]) -> MemoryItem | None:
+def _memory(
+    ctx: _Ctx,
+    raw: Any,
+    where: str,
+    index: int,
+    session_id: str | None,
+    dropped: list[dict[str, Any]],
+) -> MemoryItem | None:
     """Map one raw AlpsBench memory item onto :class:`MemoryItem` (None when dropped)."""
     if not isinstance(raw, dict):
         raise ctx.error(where, f"expected an object, got {type(raw).__name__}")
@@ -358,8 +392,9 @@ def _memory(ctx: _Ctx, raw: Any, where: str, index: int, session_id: str | None,
         evidence = [Evidence(session_id=session_id, text=raw["evidence_text"])]
     label_suggestion = raw.get("label_suggestion")
 
-    tag = error_tag(value) or error_tag(label_suggestion if isinstance(label_suggestion, str)
-                                        else None)
+    tag = error_tag(value) or error_tag(
+        label_suggestion if isinstance(label_suggestion, str) else None
+    )
     policy = ctx.options.error_tags
     if tag and policy == "drop":
         dropped.append({"memory_id": memory_id, "value": value, "reason": tag})
@@ -369,8 +404,13 @@ def _memory(ctx: _Ctx, raw: Any, where: str, index: int, session_id: str | None,
         if isinstance(label_suggestion, str):
             label_suggestion = strip_error_tags(label_suggestion) or None
         if not value:
-            dropped.append({"memory_id": memory_id, "value": raw.get("value"),
-                            "reason": f"{tag} (nothing left after stripping)"})
+            dropped.append(
+                {
+                    "memory_id": memory_id,
+                    "value": raw.get("value"),
+                    "reason": f"{tag} (nothing left after stripping)",
+                }
+            )
             return None
     if not value.strip():
         dropped.append({"memory_id": memory_id, "value": value, "reason": "empty value"})
@@ -380,11 +420,17 @@ def _memory(ctx: _Ctx, raw: Any, where: str, index: int, session_id: str | None,
         "value": value.strip(),
         "label": _text_field(ctx, raw, "label", where),
         "label_suggestion": label_suggestion if isinstance(label_suggestion, str) else None,
-        "type": _unused(ctx, raw, "type", where,
-                        lambda v: v in ("direct", "indirect"), "not direct or indirect"),
-        "confidence": _unused(ctx, raw, "confidence", where,
-                              lambda v: isinstance(v, int | float) and not isinstance(v, bool)
-                              and 0.0 <= v <= 1.0, "not a number in 0..1"),
+        "type": _unused(
+            ctx, raw, "type", where, lambda v: v in ("direct", "indirect"), "not direct or indirect"
+        ),
+        "confidence": _unused(
+            ctx,
+            raw,
+            "confidence",
+            where,
+            lambda v: isinstance(v, int | float) and not isinstance(v, bool) and 0.0 <= v <= 1.0,
+            "not a number in 0..1",
+        ),
         "evidence": evidence,
         "time_scope": _text_field(ctx, raw, "time_scope", where),
         "emotion": _text_field(ctx, raw, "emotion", where),
@@ -393,8 +439,9 @@ def _memory(ctx: _Ctx, raw: Any, where: str, index: int, session_id: str | None,
     return _validate(ctx, where, MemoryItem, data)
 
 
-def _unused(ctx: _Ctx, raw: dict[str, Any], key: str, where: str,
-            valid: Callable[[Any], bool], problem: str) -> Any:
+def _unused(
+    ctx: _Ctx, raw: dict[str, Any], key: str, where: str, valid: Callable[[Any], bool], problem: str
+) -> Any:
     """A field the builder does not use: kept when valid, else dropped with a warning."""
     value = raw.get(key)
     if value is None or valid(value):
@@ -411,8 +458,9 @@ def _text_field(ctx: _Ctx, raw: dict[str, Any], key: str, where: str) -> str | N
     return None
 
 
-def _memories(ctx: _Ctx, raw: Any, where: str, session_id: str | None
-              ) -> tuple[list[MemoryItem], list[dict[str, Any]]]:
+def _memories(
+    ctx: _Ctx, raw: Any, where: str, session_id: str | None
+) -> tuple[list[MemoryItem], list[dict[str, Any]]]:
     if raw is None:
         return [], []
     if not isinstance(raw, list):
@@ -453,11 +501,17 @@ def import_alpsbench_packets(path: Path, options: ImportOptions) -> list[UserHis
         if dropped:
             meta["dropped_memories"] = dropped
         language, meta["language_detection"] = _user_language(ctx, sessions)
-        return _history(ctx, {
-            "user_id": session_id, "source": f"alpsbench-packets:{path.name}",
-            "language": language,
-            "sessions": sessions, "memories": memories, "meta": meta,
-        })
+        return _history(
+            ctx,
+            {
+                "user_id": session_id,
+                "source": f"alpsbench-packets:{path.name}",
+                "language": language,
+                "sessions": sessions,
+                "memories": memories,
+                "meta": meta,
+            },
+        )
 
     return _convert_lines(path, options, convert)
 
@@ -467,8 +521,11 @@ def _intent_text(ctx: _Ctx, raw: Any, where: str) -> str:
         return raw
     if not isinstance(raw, dict):
         raise ctx.error(where, f"expected an object or string, got {type(raw).__name__}")
-    parts = [str(raw[k]).strip() for k in ("intent_category", "intent_subtype")
-             if raw.get(k) not in (None, "")]
+    parts = [
+        str(raw[k]).strip()
+        for k in ("intent_category", "intent_subtype")
+        if raw.get(k) not in (None, "")
+    ]
     if not parts:
         raise ctx.error(f"{where}.intent_category", "field required")
     return " / ".join(parts)
@@ -505,16 +562,25 @@ def import_alpsbench_records(path: Path, options: ImportOptions) -> list[UserHis
         first_sid = sessions[0].session_id if sessions else None
         memories, dropped = _memories(ctx, obj.get("memory_items"), "memory_items", first_sid)
         raw_intents = _get(ctx, obj, "intents_ranked", "", list, required=False, default=[])
-        intents = [_intent_text(ctx, it, f"intents_ranked[{i}]") for i, it in enumerate(raw_intents)]
+        intents = [
+            _intent_text(ctx, it, f"intents_ranked[{i}]") for i, it in enumerate(raw_intents)
+        ]
         meta: dict[str, Any] = {"source_line": ctx.line, "annotated": True}
         if dropped:
             meta["dropped_memories"] = dropped
         language, meta["language_detection"] = _user_language(ctx, sessions, obj.get("language"))
-        return _history(ctx, {
-            "user_id": str(user_id), "source": f"alpsbench:{path.name}",
-            "language": language,
-            "sessions": sessions, "memories": memories, "intents": intents, "meta": meta,
-        })
+        return _history(
+            ctx,
+            {
+                "user_id": str(user_id),
+                "source": f"alpsbench:{path.name}",
+                "language": language,
+                "sessions": sessions,
+                "memories": memories,
+                "intents": intents,
+                "meta": meta,
+            },
+        )
 
     return _convert_lines(path, options, convert)
 
@@ -532,12 +598,14 @@ def import_chatlog(path: Path, options: ImportOptions) -> list[UserHistory]:
             messages = _get(ctx, obj, "messages", "", list)
             if not messages:
                 raise ctx.error("messages", "a conversation needs at least one message")
-            turns = [_turn(ctx, m, f"messages[{i}]", text_key="content")
-                     for i, m in enumerate(messages)]
+            turns = [
+                _turn(ctx, m, f"messages[{i}]", text_key="content") for i, m in enumerate(messages)
+            ]
             if not any(t.role == "user" for t in turns):
                 raise ctx.error("messages", "no message with role 'user'")
-            entry = by_user.setdefault(user_id, {"sessions": [], "lines": [], "language": None,
-                                                 "warnings": []})
+            entry = by_user.setdefault(
+                user_id, {"sessions": [], "lines": [], "language": None, "warnings": []}
+            )
             entry["warnings"] += ctx.warnings
             sid = obj.get("session_id")
             sid = str(sid) if sid not in (None, "") else f"{user_id}#s{len(entry['sessions']) + 1}"
@@ -553,17 +621,25 @@ def import_chatlog(path: Path, options: ImportOptions) -> list[UserHistory]:
         sessions = entry["sessions"]
         ids = [s.session_id for s in sessions]
         if len(set(ids)) != len(ids):
-            raise ValueError(f"{path}: user {user_id!r} has two conversations with the same "
-                             f"session_id (lines {entry['lines']})")
+            raise ValueError(
+                f"{path}: user {user_id!r} has two conversations with the same "
+                f"session_id (lines {entry['lines']})"
+            )
         ctx = _Ctx(path, entry["lines"][0], options)
         language, detection = _user_language(ctx, sessions, entry["language"])
         meta: dict[str, Any] = {"source_lines": entry["lines"], "language_detection": detection}
         if entry["warnings"]:
             meta["import_warnings"] = entry["warnings"]
-        users.append(UserHistory(
-            user_id=user_id, source=f"chatlog:{path.name}", language=language,
-            sessions=sessions, memories=[], meta=meta,
-        ))
+        users.append(
+            UserHistory(
+                user_id=user_id,
+                source=f"chatlog:{path.name}",
+                language=language,
+                sessions=sessions,
+                memories=[],
+                meta=meta,
+            )
+        )
     return users
 
 

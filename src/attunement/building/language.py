@@ -29,23 +29,86 @@ from dataclasses import dataclass, field
 from typing import Any
 
 LANGUAGE_NAMES = {
-    "af": "Afrikaans", "ar": "Arabic", "az": "Azerbaijani", "be": "Belarusian",
-    "bg": "Bulgarian", "bn": "Bengali", "bs": "Bosnian", "ca": "Catalan", "cs": "Czech",
-    "cy": "Welsh", "da": "Danish", "de": "German", "el": "Greek", "en": "English",
-    "eo": "Esperanto", "es": "Spanish", "et": "Estonian", "eu": "Basque", "fa": "Persian",
-    "fi": "Finnish", "fr": "French", "ga": "Irish", "gl": "Galician", "gu": "Gujarati",
-    "he": "Hebrew", "hi": "Hindi", "hr": "Croatian", "hu": "Hungarian", "hy": "Armenian",
-    "id": "Indonesian", "is": "Icelandic", "it": "Italian", "ja": "Japanese",
-    "ka": "Georgian", "kk": "Kazakh", "km": "Khmer", "kn": "Kannada", "ko": "Korean",
-    "ky": "Kyrgyz", "la": "Latin", "lo": "Lao", "lt": "Lithuanian", "lv": "Latvian",
-    "mk": "Macedonian", "ml": "Malayalam", "mn": "Mongolian", "mr": "Marathi", "ms": "Malay",
-    "mt": "Maltese", "my": "Burmese", "ne": "Nepali", "nl": "Dutch", "no": "Norwegian",
-    "nn": "Norwegian Nynorsk", "pa": "Punjabi", "pl": "Polish", "ps": "Pashto",
-    "pt": "Portuguese", "ro": "Romanian", "ru": "Russian", "si": "Sinhala", "sk": "Slovak",
-    "sl": "Slovenian", "sq": "Albanian", "sr": "Serbian", "sv": "Swedish", "sw": "Swahili",
-    "ta": "Tamil", "te": "Telugu", "tg": "Tajik", "th": "Thai", "tl": "Tagalog",
-    "tr": "Turkish", "uk": "Ukrainian", "ur": "Urdu", "uz": "Uzbek", "vi": "Vietnamese",
-    "yue": "Cantonese", "wuu": "Wu Chinese", "zh": "Chinese",
+    "af": "Afrikaans",
+    "ar": "Arabic",
+    "az": "Azerbaijani",
+    "be": "Belarusian",
+    "bg": "Bulgarian",
+    "bn": "Bengali",
+    "bs": "Bosnian",
+    "ca": "Catalan",
+    "cs": "Czech",
+    "cy": "Welsh",
+    "da": "Danish",
+    "de": "German",
+    "el": "Greek",
+    "en": "English",
+    "eo": "Esperanto",
+    "es": "Spanish",
+    "et": "Estonian",
+    "eu": "Basque",
+    "fa": "Persian",
+    "fi": "Finnish",
+    "fr": "French",
+    "ga": "Irish",
+    "gl": "Galician",
+    "gu": "Gujarati",
+    "he": "Hebrew",
+    "hi": "Hindi",
+    "hr": "Croatian",
+    "hu": "Hungarian",
+    "hy": "Armenian",
+    "id": "Indonesian",
+    "is": "Icelandic",
+    "it": "Italian",
+    "ja": "Japanese",
+    "ka": "Georgian",
+    "kk": "Kazakh",
+    "km": "Khmer",
+    "kn": "Kannada",
+    "ko": "Korean",
+    "ky": "Kyrgyz",
+    "la": "Latin",
+    "lo": "Lao",
+    "lt": "Lithuanian",
+    "lv": "Latvian",
+    "mk": "Macedonian",
+    "ml": "Malayalam",
+    "mn": "Mongolian",
+    "mr": "Marathi",
+    "ms": "Malay",
+    "mt": "Maltese",
+    "my": "Burmese",
+    "ne": "Nepali",
+    "nl": "Dutch",
+    "no": "Norwegian",
+    "nn": "Norwegian Nynorsk",
+    "pa": "Punjabi",
+    "pl": "Polish",
+    "ps": "Pashto",
+    "pt": "Portuguese",
+    "ro": "Romanian",
+    "ru": "Russian",
+    "si": "Sinhala",
+    "sk": "Slovak",
+    "sl": "Slovenian",
+    "sq": "Albanian",
+    "sr": "Serbian",
+    "sv": "Swedish",
+    "sw": "Swahili",
+    "ta": "Tamil",
+    "te": "Telugu",
+    "tg": "Tajik",
+    "th": "Thai",
+    "tl": "Tagalog",
+    "tr": "Turkish",
+    "uk": "Ukrainian",
+    "ur": "Urdu",
+    "uz": "Uzbek",
+    "vi": "Vietnamese",
+    "yue": "Cantonese",
+    "wuu": "Wu Chinese",
+    "zh": "Chinese",
 }
 
 _NAME_TO_CODE = {name.lower(): code for code, name in LANGUAGE_NAMES.items()}
@@ -78,10 +141,17 @@ def language_code(label: str) -> str | None:
 # --------------------------------------------------------------------------- scripts
 
 _SCRIPTS = (
-    ((0x3040, 0x30FF), "ja"), ((0x4E00, 0x9FFF), "zh"), ((0x3400, 0x4DBF), "zh"),
-    ((0xAC00, 0xD7AF), "ko"), ((0x1100, 0x11FF), "ko"), ((0x0400, 0x04FF), "ru"),
-    ((0x0600, 0x06FF), "ar"), ((0x0590, 0x05FF), "he"), ((0x0370, 0x03FF), "el"),
-    ((0x0900, 0x097F), "hi"), ((0x0E00, 0x0E7F), "th"),
+    ((0x3040, 0x30FF), "ja"),
+    ((0x4E00, 0x9FFF), "zh"),
+    ((0x3400, 0x4DBF), "zh"),
+    ((0xAC00, 0xD7AF), "ko"),
+    ((0x1100, 0x11FF), "ko"),
+    ((0x0400, 0x04FF), "ru"),
+    ((0x0600, 0x06FF), "ar"),
+    ((0x0590, 0x05FF), "he"),
+    ((0x0370, 0x03FF), "el"),
+    ((0x0900, 0x097F), "hi"),
+    ((0x0E00, 0x0E7F), "th"),
 )
 
 
@@ -122,7 +192,8 @@ def _identifier() -> Any:
             except ImportError as exc:
                 raise RuntimeError(
                     "identifying the users' language needs the py3langid package: "
-                    "pip install 'attunement[build]'") from exc
+                    "pip install 'attunement[build]'"
+                ) from exc
             _IDENTIFIER = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
     return _IDENTIFIER
 
@@ -140,13 +211,23 @@ class LanguageGuess:
     votes: dict[str, float] = field(default_factory=dict)
 
     def as_meta(self) -> dict[str, Any]:
-        return {"language": self.language, "method": self.method,
-                "votes": {k: round(v, 2) for k, v in sorted(
-                    self.votes.items(), key=lambda kv: -kv[1])[:5]}}
+        return {
+            "language": self.language,
+            "method": self.method,
+            "votes": {
+                k: round(v, 2) for k, v in sorted(self.votes.items(), key=lambda kv: -kv[1])[:5]
+            },
+        }
 
 
-def identify_language(texts: Iterable[str], default: str = "en", *, min_letters: int = 12,
-                      full_vote_units: int = 12, min_confidence: float = 0.5) -> LanguageGuess:
+def identify_language(
+    texts: Iterable[str],
+    default: str = "en",
+    *,
+    min_letters: int = 12,
+    full_vote_units: int = 12,
+    min_confidence: float = 0.5,
+) -> LanguageGuess:
     """The language of a user's own turns (see the module docstring)."""
     texts = [t for t in texts if t and t.strip()]
     ident = _identifier()
@@ -178,8 +259,10 @@ def detect_text_language(text: str) -> tuple[str, float]:
 
 _DENSE = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]")
 _ABUGIDA = re.compile(r"[\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff]")
-_SPACED_WORD = re.compile(r"[^\W\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
-                          r"\uac00-\ud7af\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff]+")
+_SPACED_WORD = re.compile(
+    r"[^\W\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+    r"\uac00-\ud7af\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff]+"
+)
 
 
 def text_units(text: str) -> int:

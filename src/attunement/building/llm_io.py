@@ -70,12 +70,15 @@ class StageSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     temperature: float = Field(default=0.7, ge=0.0, le=2.0)
-    retry_temperature: float = Field(default=0.9, ge=0.0, le=2.0,
-                                     description="temperature of retries (a fresh sample)")
-    max_tokens: int = Field(default=512, ge=16,
-                            description="token budget; raised to the schema's floor")
-    max_tokens_cap: int = Field(default=4096, ge=16,
-                                description="largest budget a truncated answer is retried with")
+    retry_temperature: float = Field(
+        default=0.9, ge=0.0, le=2.0, description="temperature of retries (a fresh sample)"
+    )
+    max_tokens: int = Field(
+        default=512, ge=16, description="token budget; raised to the schema's floor"
+    )
+    max_tokens_cap: int = Field(
+        default=4096, ge=16, description="largest budget a truncated answer is retried with"
+    )
     max_attempts: int = Field(default=3, ge=1)
 
 
@@ -126,8 +129,9 @@ def loads_json_object(text: str) -> dict[str, Any]:
     try:
         obj = json.loads(body, strict=False)  # literal newlines inside strings are fine
     except json.JSONDecodeError as exc:
-        raise NotJSON(f"not valid JSON ({exc.msg} at char {exc.pos}); "
-                      f"answer began {body[:80]!r}") from None
+        raise NotJSON(
+            f"not valid JSON ({exc.msg} at char {exc.pos}); answer began {body[:80]!r}"
+        ) from None
     if not isinstance(obj, dict):
         raise NotJSON(f"expected a JSON object, got {type(obj).__name__}")
     return obj
@@ -184,8 +188,14 @@ async def ask_json(
         sample = sample_base + attempt
         samples.append(sample)
         [completion] = await model.complete(
-            list(messages), n=1, temperature=temperature, max_tokens=max_tokens,
-            json_schema=schema, seed=seed, sample_start=sample)
+            list(messages),
+            n=1,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            json_schema=schema,
+            seed=seed,
+            sample_start=sample,
+        )
         truncated = completion.finish_reason == "length"
         try:
             data = loads_json_object(completion.text)
@@ -204,11 +214,17 @@ async def ask_json(
             failures.append(note)
             kinds.append(kind)
             continue
-        return Asked(value=value, attempts=attempt + 1, failures=failures, kinds=kinds,
-                     samples=samples)
-    return Asked(value=None, attempts=settings.max_attempts,
-                 reason=f"invalid output after {settings.max_attempts} attempts: {failures[-1]}",
-                 failures=failures, kinds=kinds, samples=samples)
+        return Asked(
+            value=value, attempts=attempt + 1, failures=failures, kinds=kinds, samples=samples
+        )
+    return Asked(
+        value=None,
+        attempts=settings.max_attempts,
+        reason=f"invalid output after {settings.max_attempts} attempts: {failures[-1]}",
+        failures=failures,
+        kinds=kinds,
+        samples=samples,
+    )
 
 
 # --------------------------------------------------------------------------- schemas
@@ -243,8 +259,9 @@ def _fill_memory_ids(node: Any, memory_ids: Sequence[str] | None) -> Any:
     return node
 
 
-def answer_schema(model: type[BaseModel], *, memory_ids: Sequence[str] | None = None
-                  ) -> dict[str, Any]:
+def answer_schema(
+    model: type[BaseModel], *, memory_ids: Sequence[str] | None = None
+) -> dict[str, Any]:
     """The JSON schema of ``model`` as a request constraint.
 
     References are inlined, objects forbid extra keys, titles are dropped
@@ -270,8 +287,9 @@ def json_example(schema: dict[str, Any]) -> str:
     def build(node: dict[str, Any]) -> Any:
         if "enum" in node:
             values = node["enum"]
-            return values[0] if len(values) != 3 or node.get("type") != "string" \
-                else "|".join(values)
+            return (
+                values[0] if len(values) != 3 or node.get("type") != "string" else "|".join(values)
+            )
         if "const" in node:
             return node["const"]
         if "anyOf" in node:
@@ -327,11 +345,17 @@ _PLACEHOLDER = re.compile(r"\$\{?\w+\}?")
 
 
 def _ngrams(words: Sequence[str], n: int) -> list[tuple[str, ...]]:
-    return [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+    return [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
 
 
-def template_echo(texts: Iterator[str] | Sequence[str], instructions: str, *, n: int = 4,
-                  share: float = 0.5, min_ngrams: int = 2) -> str | None:
+def template_echo(
+    texts: Iterator[str] | Sequence[str],
+    instructions: str,
+    *,
+    n: int = 4,
+    share: float = 0.5,
+    min_ngrams: int = 2,
+) -> str | None:
     """The first text that is mostly made of the template's own wording, or None.
 
     A text counts as an echo when at least ``share`` of its word ``n``-grams

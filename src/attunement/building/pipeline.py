@@ -38,7 +38,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -195,11 +195,16 @@ class Redo:
                 path = Path(arg)
                 if not path.exists():
                     raise FileNotFoundError(f"{path}: no such file (redo {spec!r})")
-                self.keys |= {line.strip() for line in path.read_text(encoding="utf-8")
-                              .splitlines() if line.strip() and not line.startswith("#")}
+                self.keys |= {
+                    line.strip()
+                    for line in path.read_text(encoding="utf-8").splitlines()
+                    if line.strip() and not line.startswith("#")
+                }
             else:
-                raise ValueError(f"unknown redo {spec!r}: use stale, rejected, "
-                                 "codes:STAGE.CODE[,...] or keys:FILE")
+                raise ValueError(
+                    f"unknown redo {spec!r}: use stale, rejected, "
+                    "codes:STAGE.CODE[,...] or keys:FILE"
+                )
 
     def selects(self, rec: StageRecord) -> bool:
         if self.rejected and rec.status == "rejected":
@@ -216,7 +221,7 @@ class BuildLock:
         self.path = out_dir / ".lock"
         self._fh: Any = None
 
-    def __enter__(self) -> BuildLock:
+    def __enter__(self) -> Self:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fh = self.path.open("a+", encoding="utf-8")
         try:
@@ -227,7 +232,8 @@ class BuildLock:
             fh.close()
             raise BuildLockedError(
                 f"{self.path.parent}: another build is running on this folder "
-                f"(process {holder}); wait for it or build into another folder") from None
+                f"(process {holder}); wait for it or build into another folder"
+            ) from None
         fh.seek(0)
         fh.truncate()
         fh.write(str(os.getpid()))
@@ -248,18 +254,31 @@ def needs_memory_extraction(user: UserHistory) -> bool:
 
 
 def _usage_delta(before: Usage, after: Usage) -> Usage:
-    return Usage(calls=after.calls - before.calls,
-                 cached_calls=after.cached_calls - before.cached_calls,
-                 prompt_tokens=after.prompt_tokens - before.prompt_tokens,
-                 completion_tokens=after.completion_tokens - before.completion_tokens)
+    return Usage(
+        calls=after.calls - before.calls,
+        cached_calls=after.cached_calls - before.cached_calls,
+        prompt_tokens=after.prompt_tokens - before.prompt_tokens,
+        completion_tokens=after.completion_tokens - before.completion_tokens,
+    )
 
 
 class _Build:
     """One run over a build folder: one method per stage, in order."""
 
-    def __init__(self, out_dir: Path, users: list[UserHistory], models: dict[str, ChatModel],
-                 config: BuildConfig, *, selected: set[str], redo: Redo, seed: int,
-                 concurrency: int, show_progress: bool | None, probe: bool):
+    def __init__(
+        self,
+        out_dir: Path,
+        users: list[UserHistory],
+        models: dict[str, ChatModel],
+        config: BuildConfig,
+        *,
+        selected: set[str],
+        redo: Redo,
+        seed: int,
+        concurrency: int,
+        show_progress: bool | None,
+        probe: bool,
+    ):
         self.out_dir = out_dir
         self.users = users
         self.by_id = {u.user_id: u for u in users}
@@ -296,8 +315,9 @@ class _Build:
                 todo.append(call)
                 continue
             changed = rec.fingerprint != call.fingerprint
-            if self.redo.selects(rec) or (changed and (self.redo.stale
-                                                       or call.user_id in self.fresh_users)):
+            if self.redo.selects(rec) or (
+                changed and (self.redo.stale or call.user_id in self.fresh_users)
+            ):
                 call.sample_base = rec.next_sample
                 todo.append(call)
                 redone += 1
@@ -328,10 +348,14 @@ class _Build:
                     self.probe_pending = False
                     keep(_probed(stage, await todo[0].run()))
                     todo = todo[1:]
-                await run_bounded(todo, lambda call: call.run(), limit=self.concurrency,
-                                  on_result=lambda _call, rec: keep(rec),
-                                  description=f"{stage} ({len(calls)} keys)",
-                                  show_progress=self.show_progress)
+                await run_bounded(
+                    todo,
+                    lambda call: call.run(),
+                    limit=self.concurrency,
+                    on_result=lambda _call, rec: keep(rec),
+                    description=f"{stage} ({len(calls)} keys)",
+                    show_progress=self.show_progress,
+                )
         else:
             count.redone = 0
         count.usage = _usage_delta(before, model.usage.snapshot())
@@ -348,8 +372,10 @@ class _Build:
     async def extract(self) -> None:
         """Memories for chat-log users that arrive without any (and no annotation)."""
         needs = [u for u in self.users if needs_memory_extraction(u)]
-        await self.run_stage("extract", [
-            extract_call(u, self.models["extract"], self.config, seed=self.seed) for u in needs])
+        await self.run_stage(
+            "extract",
+            [extract_call(u, self.models["extract"], self.config, seed=self.seed) for u in needs],
+        )
         for u in needs:
             out = self.ok_output("extract", u.user_id)
             if out is not None:
@@ -363,65 +389,129 @@ class _Build:
         records = []
         for u in self.users:
             d = filter_user(u, self.config.filter_rules)
-            extract_rec = self.stores["extract"].get(u.user_id) \
-                if u.user_id in self.extracted else None
+            extract_rec = (
+                self.stores["extract"].get(u.user_id) if u.user_id in self.extracted else None
+            )
             if not d.keep and extract_rec is not None and extract_rec.status == "rejected":
-                d = d.model_copy(update={"reason_code": "filter.no_memories",
-                                         "reason": f"no memories: {extract_rec.reason}"})
-            records.append(StageRecord(
-                stage="filter", key=u.user_id, user_id=u.user_id,
-                status="ok" if d.keep else "rejected", reason_code=d.reason_code,
-                reason=d.reason, output={"deep_memory_ids": d.deep_memory_ids}))
+                d = d.model_copy(
+                    update={
+                        "reason_code": "filter.no_memories",
+                        "reason": f"no memories: {extract_rec.reason}",
+                    }
+                )
+            records.append(
+                StageRecord(
+                    stage="filter",
+                    key=u.user_id,
+                    user_id=u.user_id,
+                    status="ok" if d.keep else "rejected",
+                    reason_code=d.reason_code,
+                    reason=d.reason,
+                    output={"deep_memory_ids": d.deep_memory_ids},
+                )
+            )
         write_jsonl(self.out_dir / "stages" / "filter.jsonl", records)
         self.filter_records = records
         kept = [self.by_id[r.user_id] for r in records if r.status == "ok"]
-        self.counts["filter"] = StageCount(input=len(self.users), ok=len(kept),
-                                           rejected=len(self.users) - len(kept),
-                                           new=len(self.users))
+        self.counts["filter"] = StageCount(
+            input=len(self.users),
+            ok=len(kept),
+            rejected=len(self.users) - len(kept),
+            new=len(self.users),
+        )
         self.keys["filter"] = [u.user_id for u in self.users]
         return kept
 
     async def persona(self, kept: list[UserHistory]) -> dict[str, Persona]:
         """Persona and depth gate per kept user."""
-        await self.run_stage("persona", [
-            persona_call(u, self.models["persona"], self.config, seed=self.seed) for u in kept])
-        return {u.user_id: Persona.model_validate(out) for u in kept
-                if (out := self.ok_output("persona", u.user_id)) is not None}
+        await self.run_stage(
+            "persona",
+            [persona_call(u, self.models["persona"], self.config, seed=self.seed) for u in kept],
+        )
+        return {
+            u.user_id: Persona.model_validate(out)
+            for u in kept
+            if (out := self.ok_output("persona", u.user_id)) is not None
+        }
 
     async def bigfive(self, personas: dict[str, Persona]) -> dict[str, Persona]:
         """Big Five levels added to each persona."""
-        await self.run_stage("bigfive", [
-            bigfive_call(self.by_id[uid], p, self.models["bigfive"], self.config, seed=self.seed)
-            for uid, p in personas.items()])
-        return {uid: p.model_copy(update={"big_five": BigFive.model_validate(out)})
+        await self.run_stage(
+            "bigfive",
+            [
+                bigfive_call(
+                    self.by_id[uid], p, self.models["bigfive"], self.config, seed=self.seed
+                )
                 for uid, p in personas.items()
-                if (out := self.ok_output("bigfive", uid)) is not None}
+            ],
+        )
+        return {
+            uid: p.model_copy(update={"big_five": BigFive.model_validate(out)})
+            for uid, p in personas.items()
+            if (out := self.ok_output("bigfive", uid)) is not None
+        }
 
-    async def situations(self, personas: dict[str, Persona]
-                         ) -> list[tuple[str, str, Situation]]:
+    async def situations(self, personas: dict[str, Persona]) -> list[tuple[str, str, Situation]]:
         """(user id, item key, situation) for every supported situation."""
-        await self.run_stage("situations", [
-            situations_call(self.by_id[uid], p, self.models["situations"], self.config,
-                            seed=self.seed) for uid, p in personas.items()])
-        return [(uid, key, s) for uid in personas
-                if (out := self.ok_output("situations", uid)) is not None
-                for key, s in situation_items(uid, out)]
+        await self.run_stage(
+            "situations",
+            [
+                situations_call(
+                    self.by_id[uid], p, self.models["situations"], self.config, seed=self.seed
+                )
+                for uid, p in personas.items()
+            ],
+        )
+        return [
+            (uid, key, s)
+            for uid in personas
+            if (out := self.ok_output("situations", uid)) is not None
+            for key, s in situation_items(uid, out)
+        ]
 
-    async def queries(self, personas: dict[str, Persona],
-                      situations: list[tuple[str, str, Situation]]) -> list[tuple[str, Query]]:
+    async def queries(
+        self, personas: dict[str, Persona], situations: list[tuple[str, str, Situation]]
+    ) -> list[tuple[str, Query]]:
         """One query per situation."""
-        await self.run_stage("queries", [
-            query_call(self.by_id[uid], personas[uid], key, s, self.models["queries"],
-                       self.config, seed=self.seed) for uid, key, s in situations])
-        return [(uid, Query.model_validate(out)) for uid, key, _ in situations
-                if (out := self.ok_output("queries", key)) is not None]
+        await self.run_stage(
+            "queries",
+            [
+                query_call(
+                    self.by_id[uid],
+                    personas[uid],
+                    key,
+                    s,
+                    self.models["queries"],
+                    self.config,
+                    seed=self.seed,
+                )
+                for uid, key, s in situations
+            ],
+        )
+        return [
+            (uid, Query.model_validate(out))
+            for uid, key, _ in situations
+            if (out := self.ok_output("queries", key)) is not None
+        ]
 
-    async def inspect(self, personas: dict[str, Persona], queries: list[tuple[str, Query]]
-                      ) -> list[tuple[str, Query, StageRecord]]:
+    async def inspect(
+        self, personas: dict[str, Persona], queries: list[tuple[str, Query]]
+    ) -> list[tuple[str, Query, StageRecord]]:
         """The inspector's verdict on each query; (user, query, verdict) of those exported."""
-        await self.run_stage("inspect", [
-            inspect_call(self.by_id[uid], personas[uid], q, self.models["inspect"], self.config,
-                         seed=self.seed) for uid, q in queries])
+        await self.run_stage(
+            "inspect",
+            [
+                inspect_call(
+                    self.by_id[uid],
+                    personas[uid],
+                    q,
+                    self.models["inspect"],
+                    self.config,
+                    seed=self.seed,
+                )
+                for uid, q in queries
+            ],
+        )
         kept = []
         for uid, q in queries:
             rec = self.stores["inspect"].get(q.query_id)
@@ -431,20 +521,33 @@ class _Build:
                 kept.append((uid, q, rec))
         return kept
 
-    def examples(self, personas: dict[str, Persona],
-                 inspected: list[tuple[str, Query, StageRecord]]) -> list[Example]:
+    def examples(
+        self, personas: dict[str, Persona], inspected: list[tuple[str, Query, StageRecord]]
+    ) -> list[Example]:
         out = []
         for uid, q, insp in inspected:
             user = self.by_id[uid]
-            out.append(Example(
-                example_id=q.query_id, query=q.text, user_id=uid, category=q.category,
-                situation=q.situation, persona=personas[uid], memories=user.memories,
-                language=q.language,
-                meta={"source": user.source, "relevant_memory_ids": q.relevant_memory_ids,
-                      "reasoning": q.reasoning, "inspection": insp.output.get("reason"),
-                      "inspection_passed": insp.status == "ok",
-                      "inspection_checks": insp.output.get("checks", {}),
-                      "inspection_language": insp.output.get("language")}))
+            out.append(
+                Example(
+                    example_id=q.query_id,
+                    query=q.text,
+                    user_id=uid,
+                    category=q.category,
+                    situation=q.situation,
+                    persona=personas[uid],
+                    memories=user.memories,
+                    language=q.language,
+                    meta={
+                        "source": user.source,
+                        "relevant_memory_ids": q.relevant_memory_ids,
+                        "reasoning": q.reasoning,
+                        "inspection": insp.output.get("reason"),
+                        "inspection_passed": insp.status == "ok",
+                        "inspection_checks": insp.output.get("checks", {}),
+                        "inspection_language": insp.output.get("language"),
+                    },
+                )
+            )
         return out
 
     def rejection_reasons(self) -> Counter[str]:
@@ -469,50 +572,66 @@ class _Build:
             prompt_chars.append(sum(len(m["content"]) for m in call.messages))
         avg_tokens = (sum(prompt_chars) // max(len(prompt_chars), 1)) // 4
         needs = sum(1 for u in self.users if needs_memory_extraction(u))
-        keys = {"extract": needs, "persona": len(kept), "bigfive": len(kept),
-                "situations": len(kept), "queries": len(kept) * per_user,
-                "inspect": len(kept) * per_user}
+        keys = {
+            "extract": needs,
+            "persona": len(kept),
+            "bigfive": len(kept),
+            "situations": len(kept),
+            "queries": len(kept) * per_user,
+            "inspect": len(kept) * per_user,
+        }
         for stage, n in keys.items():
-            done = len(self.stores[stage].records) if stage != "extract" else len(
-                [1 for u in self.users if self.stores["extract"].get(u.user_id)])
+            done = (
+                len(self.stores[stage].records)
+                if stage != "extract"
+                else len([1 for u in self.users if self.stores["extract"].get(u.user_id)])
+            )
             calls = max(n - done, 0)
             settings = self.config.stage_settings(stage)
             est.stages[stage] = StageEstimate(
-                calls=calls, prompt_tokens=calls * avg_tokens,
-                max_completion_tokens=calls * settings.max_tokens)
+                calls=calls,
+                prompt_tokens=calls * avg_tokens,
+                max_completion_tokens=calls * settings.max_tokens,
+            )
         return est
 
 
 def _probed(stage: str, rec: StageRecord) -> StageRecord:
     """Stop the build when the very first answer was never JSON at all."""
-    if rec.status == "rejected" and rec.failure_kinds \
-            and all(k == "not_json" for k in rec.failure_kinds):
+    if (
+        rec.status == "rejected"
+        and rec.failure_kinds
+        and all(k == "not_json" for k in rec.failure_kinds)
+    ):
         raise EndpointError(
             f"the model's answers to the first {stage} request were not JSON "
             f"({len(rec.failure_kinds)} of {len(rec.failure_kinds)} attempts; last: "
             f"{rec.failures[-1]}). The endpoint probably ignores response_format: use a server "
             "that supports JSON schemas (vLLM, SGLang, llama.cpp server) or a stronger model. "
-            "Nothing was recorded for it.")
+            "Nothing was recorded for it."
+        )
     return rec
 
 
-def _stale_message(stage: str, path: Path,
-                   stale: list[tuple[StageCall[Any], StageRecord]]) -> str:
+def _stale_message(stage: str, path: Path, stale: list[tuple[StageCall[Any], StageRecord]]) -> str:
     reasons: Counter[str] = Counter()
     for call, rec in stale:
         if rec.model != call.model.name:
             reasons[f"model {rec.model!r} -> {call.model.name!r}"] += 1
         elif rec.prompt_version != call.template.version:
-            reasons[f"prompt {call.template.name} {rec.prompt_version} -> "
-                    f"{call.template.version}"] += 1
+            reasons[
+                f"prompt {call.template.name} {rec.prompt_version} -> {call.template.version}"
+            ] += 1
         elif rec.fingerprint is None:
             reasons["made before fingerprints were recorded"] += 1
         else:
             reasons["inputs or settings changed"] += 1
     detail = "; ".join(f"{why} ({n})" for why, n in reasons.most_common())
-    return (f"{path}: {len(stale)} record(s) were made with other settings ({detail}). "
-            "Run again with --redo stale (redo=['stale']) to redo them, or build into a new "
-            "folder.")
+    return (
+        f"{path}: {len(stale)} record(s) were made with other settings ({detail}). "
+        "Run again with --redo stale (redo=['stale']) to redo them, or build into a new "
+        "folder."
+    )
 
 
 async def build_dataset(
@@ -571,22 +690,44 @@ async def build_dataset(
         users = users[:limit]
 
     with BuildLock(out_dir):
-        report = await _run(users, out_dir, models, config, selected=selected, redo=redo_rules,
-                            seed=seed, concurrency=concurrency, show_progress=show_progress,
-                            probe=probe, on_estimate=on_estimate)
+        report = await _run(
+            users,
+            out_dir,
+            models,
+            config,
+            selected=selected,
+            redo=redo_rules,
+            seed=seed,
+            concurrency=concurrency,
+            show_progress=show_progress,
+            probe=probe,
+            on_estimate=on_estimate,
+        )
         report.seconds = round(time.monotonic() - started, 3)
         manifest = out_dir / "manifest.json"
         write_manifest(
-            manifest, kind="attunement.build", source=source_label, limit=limit, seed=seed,
-            model=model.name, stage_models={s: m.name for s, m in models.items()},
-            stages=sorted(selected, key=STAGES.index), redo=list(redo), concurrency=concurrency,
-            prompts={stage: {"name": name, "version": load_prompt(name).version}
-                     for stage, name in STAGE_PROMPTS.items()},
+            manifest,
+            kind="attunement.build",
+            source=source_label,
+            limit=limit,
+            seed=seed,
+            model=model.name,
+            stage_models={s: m.name for s, m in models.items()},
+            stages=sorted(selected, key=STAGES.index),
+            redo=list(redo),
+            concurrency=concurrency,
+            prompts={
+                stage: {"name": name, "version": load_prompt(name).version}
+                for stage, name in STAGE_PROMPTS.items()
+            },
             filter_rules_version=config.filter_rules.version,
             categories=[c.value for c in config.categories],
-            privacy={"scrub": config.import_options.scrub.model_dump(),
-                     "scrubbed": report.scrubbed, "export_evidence": config.export_evidence,
-                     "keep_dialogues": config.keep_dialogues},
+            privacy={
+                "scrub": config.import_options.scrub.model_dump(),
+                "scrubbed": report.scrubbed,
+                "export_evidence": config.export_evidence,
+                "keep_dialogues": config.keep_dialogues,
+            },
             config=json.loads(config.model_dump_json()),
             report=json.loads(report.model_dump_json()),
         )
@@ -594,16 +735,40 @@ async def build_dataset(
     return report
 
 
-async def _run(users: list[UserHistory], out_dir: Path, models: dict[str, ChatModel],
-               config: BuildConfig, *, selected: set[str], redo: Redo, seed: int,
-               concurrency: int, show_progress: bool | None, probe: bool,
-               on_estimate: Callable[[BuildEstimate], None] | None) -> BuildReport:
-    write_users(out_dir / "users.jsonl", users, keep_dialogues=config.keep_dialogues,
-                keep_evidence=config.export_evidence)
+async def _run(
+    users: list[UserHistory],
+    out_dir: Path,
+    models: dict[str, ChatModel],
+    config: BuildConfig,
+    *,
+    selected: set[str],
+    redo: Redo,
+    seed: int,
+    concurrency: int,
+    show_progress: bool | None,
+    probe: bool,
+    on_estimate: Callable[[BuildEstimate], None] | None,
+) -> BuildReport:
+    write_users(
+        out_dir / "users.jsonl",
+        users,
+        keep_dialogues=config.keep_dialogues,
+        keep_evidence=config.export_evidence,
+    )
     distinct = list({id(m): m for m in models.values()}.values())
     before = [m.usage.snapshot() for m in distinct]
-    b = _Build(out_dir, users, models, config, selected=selected, redo=redo, seed=seed,
-               concurrency=concurrency, show_progress=show_progress, probe=probe)
+    b = _Build(
+        out_dir,
+        users,
+        models,
+        config,
+        selected=selected,
+        redo=redo,
+        seed=seed,
+        concurrency=concurrency,
+        show_progress=show_progress,
+        probe=probe,
+    )
 
     await b.extract()
     kept = b.filter()
@@ -617,11 +782,18 @@ async def _run(users: list[UserHistory], out_dir: Path, models: dict[str, ChatMo
     examples = b.examples(personas, await b.inspect(personas, queries))
 
     report = BuildReport(out_dir=str(out_dir), users=len(users), estimate=estimate)
-    report.paths = {"out_dir": str(out_dir), "users": str(out_dir / "users.jsonl"),
-                    "stages": str(out_dir / "stages")}
+    report.paths = {
+        "out_dir": str(out_dir),
+        "users": str(out_dir / "users.jsonl"),
+        "stages": str(out_dir / "stages"),
+    }
     if "export" in selected:
-        paths, renderer = write_dataset(out_dir, examples, keep_evidence=config.export_evidence,
-                                        split_by_language=config.split_by_language)
+        paths, renderer = write_dataset(
+            out_dir,
+            examples,
+            keep_evidence=config.export_evidence,
+            split_by_language=config.split_by_language,
+        )
         report.paths.update({k: str(v) for k, v in paths.items()})
         report.prompt_renderer = renderer
         b.counts["export"] = StageCount(input=len(examples), ok=len(examples), new=len(examples))
@@ -651,6 +823,16 @@ def load_stage_records(out_dir: Path, stage: str) -> list[StageRecord]:
     return list(StageStore(Path(out_dir) / "stages" / f"{stage}.jsonl").records.values())
 
 
-__all__ = ["BuildEstimate", "BuildLock", "BuildLockedError", "BuildReport", "EndpointError",
-           "Redo", "StageCount", "StageStore", "StaleRecordsError", "build_dataset",
-           "load_stage_records"]
+__all__ = [
+    "BuildEstimate",
+    "BuildLock",
+    "BuildLockedError",
+    "BuildReport",
+    "EndpointError",
+    "Redo",
+    "StageCount",
+    "StageStore",
+    "StaleRecordsError",
+    "build_dataset",
+    "load_stage_records",
+]

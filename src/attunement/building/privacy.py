@@ -39,8 +39,13 @@ from pydantic import BaseModel, ConfigDict, Field
 ScrubKind = Literal["email", "url", "address", "phone", "id_number"]
 SCRUB_KINDS: tuple[ScrubKind, ...] = ("email", "url", "address", "phone", "id_number")
 
-PLACEHOLDERS: dict[str, str] = {"email": "[EMAIL]", "url": "[URL]", "address": "[ADDRESS]",
-                                "phone": "[PHONE]", "id_number": "[ID]"}
+PLACEHOLDERS: dict[str, str] = {
+    "email": "[EMAIL]",
+    "url": "[URL]",
+    "address": "[ADDRESS]",
+    "phone": "[PHONE]",
+    "id_number": "[ID]",
+}
 
 
 class ScrubOptions(BaseModel):
@@ -54,36 +59,44 @@ class ScrubOptions(BaseModel):
 
 _EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
 _URL = re.compile(r"\b(?:https?://|www\.)[^\s<>\"')\]]+", re.IGNORECASE)
-_STREET_TYPES = (r"Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Dr|Court|Ct|"
-                 r"Place|Pl|Way|Terrace|Parkway|Pkwy|Highway|Hwy|Square|Sq|Circle|Cir|"
-                 r"Crescent|Close|Alley|Row|Calle|Avenida|Rue|Straße|Strasse|Via|Carrer")
+_STREET_TYPES = (
+    r"Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Dr|Court|Ct|"
+    r"Place|Pl|Way|Terrace|Parkway|Pkwy|Highway|Hwy|Square|Sq|Circle|Cir|"
+    r"Crescent|Close|Alley|Row|Calle|Avenida|Rue|Straße|Strasse|Via|Carrer"
+)
 _CAP = r"[A-Z0-9][\w'.-]*"
 # "500 NE Spanish River Blvd., Suite 30, Boca Raton, FL, 33431"
 _NUMBERED_ADDRESS = re.compile(
     rf"\b\d{{1,6}}[A-Za-z]?\s+(?:{_CAP}\s+){{0,5}}(?:{_STREET_TYPES})\b\.?"
     r"(?:,?\s*(?:Suite|Ste|Apt|Apartment|Unit|Floor|Fl|#)\.?\s*[\w-]+)?"
     r"(?:,\s*[A-Z][\w'.-]*(?:\s+[A-Z][\w'.-]*){0,3})?"  # city
-    r"(?:,?\s*[A-Z]{2})?(?:,?\s*\d{5}(?:-\d{4})?)?")
+    r"(?:,?\s*[A-Z]{2})?(?:,?\s*\d{5}(?:-\d{4})?)?"
+)
 # a whole line that is an address: capitalised words, commas, ending in a street type
 _ADDRESS_LINE = re.compile(
     rf"(?m)^[ \t]*(?:{_CAP}[ \t]+){{1,6}}(?:Village|Estate|Block|Building|Tower|Garden|"
     rf"Gardens|Compound)?,?[ \t]*(?:{_CAP}[ \t]+){{0,4}}(?:{_STREET_TYPES})\b\.?[ \t]*"
-    r"(?:,[ \t]*[^\n]{0,60})?$")
+    r"(?:,[ \t]*[^\n]{0,60})?$"
+)
 # Chinese and Japanese postal addresses: admin units, then a road and a house number
 # ("重庆市渝北区金龙路88号", "东京都港区芝公园4丁目2番8号")
 _CJK_ADDRESS = re.compile(
     r"(?:[\u4e00-\u9fff]{1,6}?(?:省|市|区|県|都|府|县|镇|街道))*"
     r"[\u4e00-\u9fff\d]{1,8}?(?:路|街|巷|弄|大道|丁目|番地?)\d{1,5}(?:号|號|番|丁目)"
-    r"(?:[\d\u4e00-\u9fff-]{0,8}?(?:号|號|室|楼|栋|單元|单元))?")
+    r"(?:[\d\u4e00-\u9fff-]{0,8}?(?:号|號|室|楼|栋|單元|单元))?"
+)
 _PHONE = re.compile(
     r"(?<![A-Za-z0-9_/.-])"
     r"(?:\+\d{1,3}[\s.-]?)?(?:\(\d{2,4}\)[\s.-]?)?\d{2,4}(?:[\s.-]\d{2,4}){1,4}"
     r"(?![A-Za-z0-9_/-])"
     r"|(?<![A-Za-z0-9_/.-])\+?\d{10,15}(?![A-Za-z0-9_/-])"
-    r"|(?<![A-Za-z0-9_/.-])\(\d{3}\)\s?\d{3}[\s.-]?\d{4}(?![A-Za-z0-9_/-])")
+    r"|(?<![A-Za-z0-9_/.-])\(\d{3}\)\s?\d{3}[\s.-]?\d{4}(?![A-Za-z0-9_/-])"
+)
 _DATE = re.compile(r"^(?:\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d{2,4})$")
-_ID = re.compile(r"(?<![A-Za-z0-9_/])(?:[A-Z]{1,3}-?)?\d[\d-]{7,}\d(?![A-Za-z0-9_/])"
-                 r"|(?<![A-Za-z0-9_/])[A-Z]{1,2}\d{7,9}(?![A-Za-z0-9_/])")
+_ID = re.compile(
+    r"(?<![A-Za-z0-9_/])(?:[A-Z]{1,3}-?)?\d[\d-]{7,}\d(?![A-Za-z0-9_/])"
+    r"|(?<![A-Za-z0-9_/])[A-Z]{1,2}\d{7,9}(?![A-Za-z0-9_/])"
+)
 
 
 def _digits(text: str) -> int:
@@ -108,8 +121,9 @@ def _phone_like(match: str) -> bool:
     return n >= 10 or (len(groups[-1]) == 4 and 3 <= len(groups) <= 4)
 
 
-def scrub_text(text: str, kinds: list[str] | tuple[str, ...] = SCRUB_KINDS
-               ) -> tuple[str, Counter[str]]:
+def scrub_text(
+    text: str, kinds: list[str] | tuple[str, ...] = SCRUB_KINDS
+) -> tuple[str, Counter[str]]:
     """``text`` with personal data replaced by placeholders, and counts per kind.
 
     >>> scrub_text("Write to care4kids@gmail.com or call +1 (561) 555-0142.")[0]

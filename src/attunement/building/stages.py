@@ -96,6 +96,50 @@ class StageRecord(BaseModel):
     next_sample: int = 0
     failure_kinds: list[str] = Field(default_factory=list)
 
+    @classmethod
+    def from_call(
+        cls, call: StageCall[Any], status: str, asked: Asked[Any] | None, **fields: Any
+    ) -> StageRecord:
+        samples = asked.samples if asked is not None else []
+        return cls(
+            stage=call.stage,
+            key=call.key,
+            user_id=call.user_id,
+            status=status,
+            attempts=asked.attempts if asked is not None else 0,
+            failures=asked.failures if asked is not None else [],
+            failure_kinds=asked.kinds if asked is not None else [],
+            model=call.model.name,
+            prompt_version=call.template.version,
+            fingerprint=call.fingerprint,
+            next_sample=(max(samples) + 1) if samples else call.sample_base,
+            **fields,
+        )
+
+    @classmethod
+    def ok(cls, call: StageCall[Any], asked: Asked[Any], output: dict[str, Any]) -> StageRecord:
+        """The record of a call whose answer was accepted."""
+        return cls.from_call(call, "ok", asked, output=output)
+
+    @classmethod
+    def rejected(
+        cls,
+        call: StageCall[Any],
+        code: str,
+        reason: str,
+        asked: Asked[Any] | None = None,
+        output: dict[str, Any] | None = None,
+    ) -> StageRecord:
+        """The record of a rejection: ``code`` is prefixed with the stage's name."""
+        return cls.from_call(
+            call,
+            "rejected",
+            asked,
+            reason_code=f"{call.stage}.{code}",
+            reason=reason,
+            output=output or {},
+        )
+
 
 def _digest(doc: Any) -> str:
     blob = json.dumps(doc, sort_keys=True, ensure_ascii=False, default=str)
@@ -128,36 +172,43 @@ class StageCall(Generic[T]):
     @property
     def fingerprint(self) -> str:
         """Hash of what determines the answer: model, prompt, messages, schema, settings."""
-        return _digest({"stage": self.stage, "model": self.model.name,
-                        "prompt": [self.template.name, self.template.version],
-                        "messages": self.messages, "schema": self.schema,
-                        "settings": self.settings.model_dump(), "seed": self.seed,
-                        "rules": self.rules})
+        return _digest(
+            {
+                "stage": self.stage,
+                "model": self.model.name,
+                "prompt": [self.template.name, self.template.version],
+                "messages": self.messages,
+                "schema": self.schema,
+                "settings": self.settings.model_dump(),
+                "seed": self.seed,
+                "rules": self.rules,
+            }
+        )
 
     async def run(self) -> StageRecord:
-        asked = await ask_json(self.model, self.messages, self.schema, self.parse, self.settings,
-                               seed=self.seed, sample_base=self.sample_base,
-                               instructions=instructions_of(self.template))
+        asked = await ask_json(
+            self.model,
+            self.messages,
+            self.schema,
+            self.parse,
+            self.settings,
+            seed=self.seed,
+            sample_base=self.sample_base,
+            instructions=instructions_of(self.template),
+        )
         return self.decide(self, asked)
 
-    def _record(self, status: str, asked: Asked[Any] | None, **fields: Any) -> StageRecord:
-        samples = asked.samples if asked is not None else []
-        return StageRecord(
-            stage=self.stage, key=self.key, user_id=self.user_id, status=status,
-            attempts=asked.attempts if asked is not None else 0,
-            failures=asked.failures if asked is not None else [],
-            failure_kinds=asked.kinds if asked is not None else [],
-            model=self.model.name, prompt_version=self.template.version,
-            fingerprint=self.fingerprint,
-            next_sample=(max(samples) + 1) if samples else self.sample_base, **fields)
-
     def ok(self, asked: Asked[Any], output: dict[str, Any]) -> StageRecord:
-        return self._record("ok", asked, output=output)
+        return StageRecord.ok(self, asked, output)
 
-    def rejected(self, code: str, reason: str, asked: Asked[Any] | None = None,
-                 output: dict[str, Any] | None = None) -> StageRecord:
-        return self._record("rejected", asked, reason_code=f"{self.stage}.{code}",
-                            reason=reason, output=output or {})
+    def rejected(
+        self,
+        code: str,
+        reason: str,
+        asked: Asked[Any] | None = None,
+        output: dict[str, Any] | None = None,
+    ) -> StageRecord:
+        return StageRecord.rejected(self, code, reason, asked, output)
 
     def invalid(self, asked: Asked[Any]) -> StageRecord:
         """The record of an answer that stayed invalid after every attempt."""
@@ -165,8 +216,9 @@ class StageCall(Generic[T]):
         return self.rejected(code, asked.reason or "invalid output", asked)
 
 
-def _ok_or_invalid(to_output: Callable[[Any], dict[str, Any]]
-                   ) -> Callable[[StageCall[Any], Asked[Any]], StageRecord]:
+def _ok_or_invalid(
+    to_output: Callable[[Any], dict[str, Any]],
+) -> Callable[[StageCall[Any], Asked[Any]], StageRecord]:
     def decide(call: StageCall[Any], asked: Asked[Any]) -> StageRecord:
         return call.ok(asked, to_output(asked.value)) if asked.ok else call.invalid(asked)
 
@@ -214,16 +266,35 @@ def _min_units(text: str, minimum: int, what: str) -> str:
     return body
 
 
-def _stage_call(stage: str, key: str, user: UserHistory, model: ChatModel, config: BuildConfig,
-                schema: dict[str, Any], parse: Callable[[dict[str, Any]], T],
-                decide: Callable[[StageCall[T], Asked[T]], StageRecord], seed: int | None,
-                rules: dict[str, Any] | None = None, **values: Any) -> StageCall[T]:
+def _stage_call(
+    stage: str,
+    key: str,
+    user: UserHistory,
+    model: ChatModel,
+    config: BuildConfig,
+    schema: dict[str, Any],
+    parse: Callable[[dict[str, Any]], T],
+    decide: Callable[[StageCall[T], Asked[T]], StageRecord],
+    seed: int | None,
+    rules: dict[str, Any] | None = None,
+    **values: Any,
+) -> StageCall[T]:
     template = load_prompt(STAGE_PROMPTS[stage])
     messages = template.render(answer_format=json_example(schema), **values)
-    return StageCall(stage=stage, key=key, user_id=user.user_id, model=model,
-                     template=template, messages=messages, schema=schema, parse=parse,
-                     settings=config.stage_settings(stage), decide=decide, seed=seed,
-                     rules=rules or {})
+    return StageCall(
+        stage=stage,
+        key=key,
+        user_id=user.user_id,
+        model=model,
+        template=template,
+        messages=messages,
+        schema=schema,
+        parse=parse,
+        settings=config.stage_settings(stage),
+        decide=decide,
+        seed=seed,
+        rules=rules or {},
+    )
 
 
 Text = Annotated[str, Field(min_length=1, max_length=160)]
@@ -237,14 +308,14 @@ class PersonaAnswer(Answer):
     model_config = ConfigDict(title="persona")
 
     profile: Annotated[str, Field(min_length=20, max_length=500)]
-    topics: Annotated[list[Annotated[str, Field(min_length=1, max_length=40)]],
-                      Field(max_length=5)]
+    topics: Annotated[list[Annotated[str, Field(min_length=1, max_length=40)]], Field(max_length=5)]
     is_deep: bool
     gate_reason: Text
 
 
-def persona_call(user: UserHistory, model: ChatModel, config: BuildConfig, *,
-                 seed: int | None = None) -> StageCall[Persona]:
+def persona_call(
+    user: UserHistory, model: ChatModel, config: BuildConfig, *, seed: int | None = None
+) -> StageCall[Persona]:
     """Persona profile, topics and the depth gate (is there enough for empathy queries?)."""
 
     def parse(data: dict[str, Any]) -> Persona:
@@ -255,22 +326,35 @@ def persona_call(user: UserHistory, model: ChatModel, config: BuildConfig, *,
             t = t.strip()
             if t and t.lower() not in (x.lower() for x in topics):
                 topics.append(t)
-        return Persona(profile=profile, is_deep=out.is_deep,
-                       gate_reason=out.gate_reason.strip(), topics=topics)
+        return Persona(
+            profile=profile, is_deep=out.is_deep, gate_reason=out.gate_reason.strip(), topics=topics
+        )
 
     def decide(call: StageCall[Persona], asked: Asked[Persona]) -> StageRecord:
         if not asked.ok:
             return call.invalid(asked)
         if not asked.value.is_deep:
-            return call.rejected("gate", f"persona gate: {asked.value.gate_reason}", asked,
-                                 asked.value.model_dump())
+            return call.rejected(
+                "gate", f"persona gate: {asked.value.gate_reason}", asked, asked.value.model_dump()
+            )
         return call.ok(asked, asked.value.model_dump())
 
     return _stage_call(
-        "persona", user.user_id, user, model, config, answer_schema(PersonaAnswer), parse, decide,
-        seed, memories=_memories_text(user.memories, config),
-        user_turns=fence("user_messages", user_turns_excerpt(
-            user, config.user_text_chars, config.turn_chars) or "(none)"))
+        "persona",
+        user.user_id,
+        user,
+        model,
+        config,
+        answer_schema(PersonaAnswer),
+        parse,
+        decide,
+        seed,
+        memories=_memories_text(user.memories, config),
+        user_turns=fence(
+            "user_messages",
+            user_turns_excerpt(user, config.user_text_chars, config.turn_chars) or "(none)",
+        ),
+    )
 
 
 # --------------------------------------------------------------------------- Big Five
@@ -291,21 +375,37 @@ class BigFiveAnswer(Answer):
     neuroticism: TraitAnswer
 
 
-def bigfive_call(user: UserHistory, persona: Persona, model: ChatModel, config: BuildConfig,
-                 *, seed: int | None = None) -> StageCall[BigFive]:
+def bigfive_call(
+    user: UserHistory,
+    persona: Persona,
+    model: ChatModel,
+    config: BuildConfig,
+    *,
+    seed: int | None = None,
+) -> StageCall[BigFive]:
     """Each Big Five trait low / medium / high with a reason grounded in memory."""
 
     def parse(data: dict[str, Any]) -> BigFive:
         out = BigFiveAnswer.model_validate(data)
         traits = {t: getattr(out, t) for t in BIG_FIVE_TRAITS}
-        return BigFive(**{t: a.level for t, a in traits.items()},
-                       justifications={t: a.reason.strip() for t, a in traits.items()})
+        return BigFive(
+            **{t: a.level for t, a in traits.items()},
+            justifications={t: a.reason.strip() for t, a in traits.items()},
+        )
 
     return _stage_call(
-        "bigfive", user.user_id, user, model, config, answer_schema(BigFiveAnswer), parse,
-        _ok_or_invalid(lambda v: v.model_dump()), seed,
+        "bigfive",
+        user.user_id,
+        user,
+        model,
+        config,
+        answer_schema(BigFiveAnswer),
+        parse,
+        _ok_or_invalid(lambda v: v.model_dump()),
+        seed,
         persona=render_persona(persona, with_big_five=False),
-        memories=_memories_text(user.memories, config))
+        memories=_memories_text(user.memories, config),
+    )
 
 
 # --------------------------------------------------------------------------- situations
@@ -321,12 +421,17 @@ class SituationAnswer(Answer):
 def situations_answer(categories: tuple[Category, ...], per_category: int) -> type[BaseModel]:
     """The answer model: one explicit decision per category, with up to N situations."""
     decision = create_model(
-        "CategoryDecision", __base__=Answer,
+        "CategoryDecision",
+        __base__=Answer,
         supported=(bool, ...),
         why_not=(Annotated[str, Field(max_length=160)], ...),
-        situations=(Annotated[list[SituationAnswer], Field(max_length=per_category)], ...))
-    return create_model("SituationsAnswer", __base__=_SituationsBase,
-                        **{c.value: (decision, ...) for c in categories})
+        situations=(Annotated[list[SituationAnswer], Field(max_length=per_category)], ...),
+    )
+    return create_model(
+        "SituationsAnswer",
+        __base__=_SituationsBase,
+        **{c.value: (decision, ...) for c in categories},
+    )
 
 
 class _SituationsBase(Answer):
@@ -341,13 +446,22 @@ class Situations:
     unsupported: dict[str, str]
 
     def as_output(self) -> dict[str, Any]:
-        return {"situations": [s.model_dump(mode="json") for sits in self.by_category.values()
-                               for s in sits],
-                "unsupported": dict(self.unsupported)}
+        return {
+            "situations": [
+                s.model_dump(mode="json") for sits in self.by_category.values() for s in sits
+            ],
+            "unsupported": dict(self.unsupported),
+        }
 
 
-def situations_call(user: UserHistory, persona: Persona, model: ChatModel, config: BuildConfig,
-                    *, seed: int | None = None) -> StageCall[Situations]:
+def situations_call(
+    user: UserHistory,
+    persona: Persona,
+    model: ChatModel,
+    config: BuildConfig,
+    *,
+    seed: int | None = None,
+) -> StageCall[Situations]:
     """Situations per category, only where the evidence supports them.
 
     The model decides for each category explicitly; an unsupported category is
@@ -372,9 +486,14 @@ def situations_call(user: UserHistory, persona: Persona, model: ChatModel, confi
             for s in decision.situations:
                 description = _min_units(s.description, 8, f"{cat.value}: description")
                 ids = _known_ids(s.relevant_memory_ids, known, cat.value)
-                sits.append(Situation(category=cat, description=description,
-                                      emotion=s.emotion.strip() or None,
-                                      relevant_memory_ids=ids))
+                sits.append(
+                    Situation(
+                        category=cat,
+                        description=description,
+                        emotion=s.emotion.strip() or None,
+                        relevant_memory_ids=ids,
+                    )
+                )
             by_category[cat] = sits
         return Situations(by_category, unsupported)
 
@@ -382,28 +501,40 @@ def situations_call(user: UserHistory, persona: Persona, model: ChatModel, confi
         if not asked.ok:
             return call.invalid(asked)
         if not asked.value.by_category:
-            return call.rejected("none_supported", "no category is supported by the evidence: "
-                                 + "; ".join(f"{k}: {v}" for k, v in
-                                             asked.value.unsupported.items()),
-                                 asked, asked.value.as_output())
+            return call.rejected(
+                "none_supported",
+                "no category is supported by the evidence: "
+                + "; ".join(f"{k}: {v}" for k, v in asked.value.unsupported.items()),
+                asked,
+                asked.value.as_output(),
+            )
         return call.ok(asked, asked.value.as_output())
 
     kinds = "\n".join(f'- "{c.value}" ({c.title}): {_CATEGORY_MOMENTS[c]}' for c in categories)
     return _stage_call(
-        "situations", user.user_id, user, model, config,
-        answer_schema(answer, memory_ids=sorted(known)), parse, decide, seed,
+        "situations",
+        user.user_id,
+        user,
+        model,
+        config,
+        answer_schema(answer, memory_ids=sorted(known)),
+        parse,
+        decide,
+        seed,
         persona=render_persona(persona, with_big_five=config.big_five_in_prompts),
-        memories=_memories_text(user.memories, config), kinds=kinds,
-        per_category=config.situations_per_category)
+        memories=_memories_text(user.memories, config),
+        kinds=kinds,
+        per_category=config.situations_per_category,
+    )
 
 
 _CATEGORY_MOMENTS = {
     Category.ES: "they are hurting, stressed, lonely or overwhelmed and want to feel "
-                 "understood and comforted.",
+    "understood and comforted.",
     Category.HEQ: "a delicate moment with someone else (a tension, a conflict, a relationship "
-                  "to mend or protect) where a tactful, emotionally aware response matters.",
+    "to mend or protect) where a tactful, emotionally aware response matters.",
     Category.SS: "they need a concrete way to act or phrase things with other people "
-                 "(etiquette, persuasion, setting a boundary, how to bring something up).",
+    "(etiquette, persuasion, setting a boundary, how to bring something up).",
 }
 
 
@@ -437,9 +568,16 @@ class QueryAnswer(Answer):
     reasoning: Text
 
 
-def query_call(user: UserHistory, persona: Persona, key: str, situation: Situation,
-               model: ChatModel, config: BuildConfig, *, seed: int | None = None
-               ) -> StageCall[Query]:
+def query_call(
+    user: UserHistory,
+    persona: Persona,
+    key: str,
+    situation: Situation,
+    model: ChatModel,
+    config: BuildConfig,
+    *,
+    seed: int | None = None,
+) -> StageCall[Query]:
     """One query in the user's own voice and language for one situation."""
     known = {m.memory_id for m in user.memories}
 
@@ -450,22 +588,38 @@ def query_call(user: UserHistory, persona: Persona, key: str, situation: Situati
         if body.lower() == situation.description.lower():
             raise InvalidOutput("query repeats the situation description")
         ids = _known_ids(out.relevant_memory_ids, known, "query")
-        return Query(query_id=key, category=situation.category, text=body, situation=situation,
-                     relevant_memory_ids=ids, reasoning=out.reasoning.strip() or None,
-                     language=user.language)
+        return Query(
+            query_id=key,
+            category=situation.category,
+            text=body,
+            situation=situation,
+            relevant_memory_ids=ids,
+            reasoning=out.reasoning.strip() or None,
+            language=user.language,
+        )
 
     return _stage_call(
-        "queries", key, user, model, config, answer_schema(QueryAnswer, memory_ids=sorted(known)),
-        parse, _ok_or_invalid(lambda v: v.model_dump(mode="json")), seed,
+        "queries",
+        key,
+        user,
+        model,
+        config,
+        answer_schema(QueryAnswer, memory_ids=sorted(known)),
+        parse,
+        _ok_or_invalid(lambda v: v.model_dump(mode="json")),
+        seed,
         rules={"query_min_words": config.query_min_words},
         persona=render_persona(persona, with_big_five=config.big_five_in_prompts),
         memories=_memories_text(user.memories, config),
-        user_turns=fence("user_messages", user_turns_excerpt(
-            user, config.user_text_chars // 2, config.turn_chars) or "(none)"),
+        user_turns=fence(
+            "user_messages",
+            user_turns_excerpt(user, config.user_text_chars // 2, config.turn_chars) or "(none)",
+        ),
         category_title=situation.category.title,
         category_goal=CATEGORY_GOALS[situation.category],
         situation=situation.description,
-        language=f"{language_name(user.language)} ({user.language})")
+        language=f"{language_name(user.language)} ({user.language})",
+    )
 
 
 # --------------------------------------------------------------------------- inspection
@@ -488,8 +642,15 @@ class Verdict:
     language_label: str
 
 
-def inspect_call(user: UserHistory, persona: Persona, query: Query, model: ChatModel,
-                 config: BuildConfig, *, seed: int | None = None) -> StageCall[Verdict]:
+def inspect_call(
+    user: UserHistory,
+    persona: Persona,
+    query: Query,
+    model: ChatModel,
+    config: BuildConfig,
+    *,
+    seed: int | None = None,
+) -> StageCall[Verdict]:
     """Check emotional support, logical consistency, role awareness; label the language.
 
     The inspector sees what the authors' inspector sees: the persona, the
@@ -507,10 +668,12 @@ def inspect_call(user: UserHistory, persona: Persona, query: Query, model: ChatM
         out = InspectAnswer.model_validate(data)
         label = out.language.strip()
         code = language_code(label)
-        checks = {"emotional_support": out.emotional_support,
-                  "logical_consistency": out.logical_consistency,
-                  "role_awareness": out.role_awareness,
-                  "language": code == expected}
+        checks = {
+            "emotional_support": out.emotional_support,
+            "logical_consistency": out.logical_consistency,
+            "role_awareness": out.role_awareness,
+            "language": code == expected,
+        }
         return Verdict(checks=checks, reason=out.reason.strip(), language_label=code or label)
 
     def decide(call: StageCall[Verdict], asked: Asked[Verdict]) -> StageRecord:
@@ -518,30 +681,58 @@ def inspect_call(user: UserHistory, persona: Persona, query: Query, model: ChatM
             return call.invalid(asked)
         v = asked.value
         failed = [c for c in config.inspection_gates if not v.checks[c]]
-        output = {"checks": v.checks, "reason": v.reason, "passed": not failed,
-                  "language": v.language_label, "gates": list(config.inspection_gates)}
+        output = {
+            "checks": v.checks,
+            "reason": v.reason,
+            "passed": not failed,
+            "language": v.language_label,
+            "gates": list(config.inspection_gates),
+        }
         if failed:
-            return call.rejected(failed[0], f"failed {', '.join(failed)}: {v.reason}", asked,
-                                 output)
+            return call.rejected(
+                failed[0], f"failed {', '.join(failed)}: {v.reason}", asked, output
+            )
         return call.ok(asked, output)
 
     return _stage_call(
-        "inspect", query.query_id, user, model, config, answer_schema(InspectAnswer), parse,
-        decide, seed, rules={"gates": list(config.inspection_gates)},
+        "inspect",
+        query.query_id,
+        user,
+        model,
+        config,
+        answer_schema(InspectAnswer),
+        parse,
+        decide,
+        seed,
+        rules={"gates": list(config.inspection_gates)},
         persona=render_persona(persona, with_big_five=config.big_five_in_prompts),
         relevant_memories=_memories_text(used, config),
         other_memories=_memories_text(other, config),
-        user_turns=fence("user_messages", user_turns_excerpt(
-            user, config.user_text_chars // 2, config.turn_chars) or "(none)"),
+        user_turns=fence(
+            "user_messages",
+            user_turns_excerpt(user, config.user_text_chars // 2, config.turn_chars) or "(none)",
+        ),
         category_title=query.category.title,
         situation=render_situation(query.situation),
         query=fence("message", query.text),
         reasoning=fence("reasoning", query.reasoning or "(none given)"),
-        language=f"{language_name(query.language)} ({query.language})")
+        language=f"{language_name(query.language)} ({query.language})",
+    )
 
 
 __all__ = [
-    "CATEGORY_GOALS", "INSPECTION_CHECKS", "STAGE_PROMPTS", "StageCall", "StageRecord",
-    "StageSettings", "bigfive_call", "inspect_call", "item_key", "persona_call", "query_call",
-    "situation_items", "situations_call", "user_turns_excerpt",
+    "CATEGORY_GOALS",
+    "INSPECTION_CHECKS",
+    "STAGE_PROMPTS",
+    "StageCall",
+    "StageRecord",
+    "StageSettings",
+    "bigfive_call",
+    "inspect_call",
+    "item_key",
+    "persona_call",
+    "query_call",
+    "situation_items",
+    "situations_call",
+    "user_turns_excerpt",
 ]

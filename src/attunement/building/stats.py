@@ -111,8 +111,9 @@ def plot_stats(stats: BuildStats, out: str | Path) -> Path:
 
     colors = {"low": "#9ecae1", "medium": "#4292c6", "high": "#08306b"}
     fig, axes = plt.subplots(2, 2, figsize=(12, 8.5))
-    fig.suptitle(f"{stats.examples} queries from {stats.users} users  ({stats.source})",
-                 fontsize=11)
+    fig.suptitle(
+        f"{stats.examples} queries from {stats.users} users  ({stats.source})", fontsize=11
+    )
 
     ax = axes[0][0]
     traits = list(BIG_FIVE_TRAITS)
@@ -122,20 +123,26 @@ def plot_stats(stats: BuildStats, out: str | Path) -> Path:
         ax.barh([t.capitalize() for t in traits], vals, left=left, color=colors[lvl], label=lvl)
         for i, v in enumerate(vals):
             if v:
-                ax.text(left[i] + v / 2, i, str(v), ha="center", va="center", fontsize=8,
-                        color="white" if lvl != "low" else "black")
+                ax.text(
+                    left[i] + v / 2,
+                    i,
+                    str(v),
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if lvl != "low" else "black",
+                )
         left = [a + b for a, b in zip(left, vals, strict=True)]
     ax.invert_yaxis()
     ax.set_title("Big Five levels (users)")
     ax.set_xlabel("users")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), fontsize=8, ncols=3,
-              frameon=False)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), fontsize=8, ncols=3, frameon=False)
 
     ax = axes[0][1]
     names = [f"{Category(c).title}\n({c})" for c in stats.categories]
     vals = list(stats.categories.values())
-    bars = ax.bar(names, vals, color=["#e6550d", "#31a354", "#756bb1"][:len(vals)])
+    bars = ax.bar(names, vals, color=["#e6550d", "#31a354", "#756bb1"][: len(vals)])
     ax.bar_label(bars, fontsize=9)
     ax.set_title("Queries per category")
     ax.set_ylabel("queries")

@@ -70,8 +70,13 @@ def format_completion(reply: Reply, *, raw: bool = False) -> str:
     return f"# Analysis\n{reply.analysis.strip()}\n\n# Response\n{reply.response.strip()}"
 
 
-def sft_row(messages: Sequence[dict[str, str]], reply: Reply, *,
-            row_format: RowFormat = "prompt-completion", raw: bool = False) -> dict[str, Any]:
+def sft_row(
+    messages: Sequence[dict[str, str]],
+    reply: Reply,
+    *,
+    row_format: RowFormat = "prompt-completion",
+    raw: bool = False,
+) -> dict[str, Any]:
     """One SFT row in TRL's conversational format."""
     assistant = {"role": "assistant", "content": format_completion(reply, raw=raw)}
     ids = {"example_id": reply.example_id, "reply_id": reply.reply_id}
@@ -79,8 +84,9 @@ def sft_row(messages: Sequence[dict[str, str]], reply: Reply, *,
         return {"prompt": list(messages), "completion": [assistant], **ids}
     if row_format == "messages":
         return {"messages": [*messages, assistant], **ids}
-    raise ValueError(f"unknown SFT row format {row_format!r}; expected 'prompt-completion' "
-                     "or 'messages'")
+    raise ValueError(
+        f"unknown SFT row format {row_format!r}; expected 'prompt-completion' or 'messages'"
+    )
 
 
 def _read_prompts(path: Path) -> dict[str, list[dict[str, str]]]:
@@ -114,20 +120,30 @@ async def distill(
     are joined to prompts by ``example_id`` and ordered like ``examples``.
     """
     if row_format not in ("prompt-completion", "messages"):
-        raise ValueError(f"unknown SFT row format {row_format!r}; expected "
-                         "'prompt-completion' or 'messages'")
+        raise ValueError(
+            f"unknown SFT row format {row_format!r}; expected 'prompt-completion' or 'messages'"
+        )
     settings = generation_settings(settings, **overrides)
     n = settings.n
     out = Path(out)
     replies_path, prompts_path = sidecar(out, "replies"), sidecar(out, "prompts")
     generation = await generate_replies(
-        examples, teacher, replies_path, settings, pool=pool, summarizer=summarizer,
-        retriever=retriever, prompts_out=prompts_path, show_progress=show_progress)
+        examples,
+        teacher,
+        replies_path,
+        settings,
+        pool=pool,
+        summarizer=summarizer,
+        retriever=retriever,
+        prompts_out=prompts_path,
+        show_progress=show_progress,
+    )
 
     prompts = _read_prompts(prompts_path)
     wanted = {ex.example_id: pos for pos, ex in enumerate(examples)}
-    replies = [r for r in read_jsonl(replies_path, Reply)
-               if r.example_id in wanted and r.sample_index < n]
+    replies = [
+        r for r in read_jsonl(replies_path, Reply) if r.example_id in wanted and r.sample_index < n
+    ]
     replies.sort(key=lambda r: (wanted[r.example_id], r.sample_index))
     rows, skipped = [], 0
     for reply in replies:
@@ -136,14 +152,29 @@ async def distill(
             continue
         messages = prompts.get(reply.example_id)
         if messages is None:
-            raise ValueError(f"{prompts_path}: no prompt recorded for example "
-                             f"{reply.example_id!r}; delete {replies_path} to regenerate")
+            raise ValueError(
+                f"{prompts_path}: no prompt recorded for example "
+                f"{reply.example_id!r}; delete {replies_path} to regenerate"
+            )
         rows.append(sft_row(messages, reply, row_format=row_format, raw=raw))
     write_jsonl(out, rows)
-    write_manifest(out.with_name((out.stem if out.suffix == ".jsonl" else out.name)
-                                 + ".manifest.json"),
-                   command="distill", teacher=teacher.name,
-                   settings=settings.model_dump(mode="json"), row_format=row_format, raw=raw, rows=len(rows), skipped_format=skipped,
-                   replies=str(replies_path), prompts=str(prompts_path))
-    return DistillReport(out=out, replies=replies_path, prompts=prompts_path, rows=len(rows),
-                         skipped_format=skipped, generation=generation)
+    write_manifest(
+        out.with_name((out.stem if out.suffix == ".jsonl" else out.name) + ".manifest.json"),
+        command="distill",
+        teacher=teacher.name,
+        settings=settings.model_dump(mode="json"),
+        row_format=row_format,
+        raw=raw,
+        rows=len(rows),
+        skipped_format=skipped,
+        replies=str(replies_path),
+        prompts=str(prompts_path),
+    )
+    return DistillReport(
+        out=out,
+        replies=replies_path,
+        prompts=prompts_path,
+        rows=len(rows),
+        skipped_format=skipped,
+        generation=generation,
+    )

@@ -56,17 +56,18 @@ class GenerationSettings(BaseModel):
     temperature: float = Field(default=0.7, ge=0.0, le=2.0)
     max_tokens: int = Field(default=DEFAULT_MAX_TOKENS, ge=1)
     seed: int = 0
-    concurrency: int | None = Field(default=None, ge=1,
-                                    description="requests in flight (default: the model's)")
+    concurrency: int | None = Field(
+        default=None, ge=1, description="requests in flight (default: the model's)"
+    )
     k: int = Field(default=3, ge=1, description="rag: memory items kept")
     summary_max_tokens: int = Field(default=256, ge=1, description="summary: token budget")
     with_persona: bool = Field(default=False, description="show the persona (memory-derived)")
-    with_situation: bool = Field(default=False,
-                                 description="show the situation (memory-derived)")
+    with_situation: bool = Field(default=False, description="show the situation (memory-derived)")
 
 
-def generation_settings(settings: GenerationSettings | None = None, **overrides: Any
-                        ) -> GenerationSettings:
+def generation_settings(
+    settings: GenerationSettings | None = None, **overrides: Any
+) -> GenerationSettings:
     """``settings`` (or the defaults) with keyword overrides, validated."""
     base = (settings or GenerationSettings()).model_dump()
     return GenerationSettings.model_validate({**base, **overrides})
@@ -98,18 +99,22 @@ def manifest_path(out: str | Path) -> Path:
 
 def _usage_since(model: ChatModel, before: Usage) -> Usage:
     now = model.usage.snapshot()
-    return Usage(calls=now.calls - before.calls,
-                 cached_calls=now.cached_calls - before.cached_calls,
-                 prompt_tokens=now.prompt_tokens - before.prompt_tokens,
-                 completion_tokens=now.completion_tokens - before.completion_tokens)
+    return Usage(
+        calls=now.calls - before.calls,
+        cached_calls=now.cached_calls - before.cached_calls,
+        prompt_tokens=now.prompt_tokens - before.prompt_tokens,
+        completion_tokens=now.completion_tokens - before.completion_tokens,
+    )
 
 
 def _check_unique(examples: Sequence[Example]) -> None:
     seen: set[str] = set()
     for ex in examples:
         if ex.example_id in seen:
-            raise ValueError(f"duplicate example_id {ex.example_id!r}: replies are joined to "
-                             "examples by id, so ids must be unique")
+            raise ValueError(
+                f"duplicate example_id {ex.example_id!r}: replies are joined to "
+                "examples by id, so ids must be unique"
+            )
         seen.add(ex.example_id)
 
 
@@ -120,32 +125,43 @@ def _check_settings(path: Path, settings: dict[str, Any]) -> None:
     try:
         previous = json.loads(path.read_text(encoding="utf-8")).get("settings")
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: unreadable manifest ({exc.msg}); remove it or use a new "
-                         "output file") from None
+        raise ValueError(
+            f"{path}: unreadable manifest ({exc.msg}); remove it or use a new output file"
+        ) from None
     if previous is None:
         return
     previous = json.loads(json.dumps(previous))
     current = json.loads(json.dumps(settings, default=str))
-    changed = sorted(k for k in set(previous) | set(current)
-                     if previous.get(k) != current.get(k))
+    changed = sorted(k for k in set(previous) | set(current) if previous.get(k) != current.get(k))
     if changed:
         detail = "; ".join(f"{k}: {previous.get(k)!r} -> {current.get(k)!r}" for k in changed)
-        raise ValueError(f"{path.with_suffix('')} was written with other settings ({detail}); "
-                         "write to a new output file")
+        raise ValueError(
+            f"{path.with_suffix('')} was written with other settings ({detail}); "
+            "write to a new output file"
+        )
 
 
-def make_replies(example: Example, completions: Sequence[Completion], *, policy: str,
-                 memory_mode: str) -> list[Reply]:
+def make_replies(
+    example: Example, completions: Sequence[Completion], *, policy: str, memory_mode: str
+) -> list[Reply]:
     """Parse completions into Reply records (format failures are kept, flagged)."""
     out = []
     for c in completions:
         parsed = parse_reply(c.text)
-        out.append(Reply(
-            example_id=example.example_id,
-            reply_id=reply_id(example.example_id, memory_mode, c.sample_index),
-            response=parsed.response, analysis=parsed.analysis, raw=c.text,
-            format_ok=parsed.format_ok, policy=policy, memory_mode=memory_mode,
-            sample_index=c.sample_index, completion_tokens=c.completion_tokens))
+        out.append(
+            Reply(
+                example_id=example.example_id,
+                reply_id=reply_id(example.example_id, memory_mode, c.sample_index),
+                response=parsed.response,
+                analysis=parsed.analysis,
+                raw=c.text,
+                format_ok=parsed.format_ok,
+                policy=policy,
+                memory_mode=memory_mode,
+                sample_index=c.sample_index,
+                completion_tokens=c.completion_tokens,
+            )
+        )
     return out
 
 
@@ -190,21 +206,39 @@ async def generate_replies(
     _check_unique(examples)
     out = Path(out)
     if strategy is None:
-        strategy = memory_strategy(memory_mode, pool=pool if pool is not None else examples,
-                                   model=summarizer or policy, retriever=retriever, k=settings.k,
-                                   seed=seed, summary_max_tokens=settings.summary_max_tokens)
+        strategy = memory_strategy(
+            memory_mode,
+            pool=pool if pool is not None else examples,
+            model=summarizer or policy,
+            retriever=retriever,
+            k=settings.k,
+            seed=seed,
+            summary_max_tokens=settings.summary_max_tokens,
+        )
     elif strategy.mode != memory_mode:
         raise ValueError(f"strategy is for memory mode {strategy.mode!r}, not {memory_mode!r}")
-    if memory_mode == "mismatch" and (settings.with_persona or settings.with_situation) \
-            and pool is not None and any(isinstance(p, UserHistory) for p in pool):
-        raise ValueError("mismatch with --with-persona/--with-situation needs a pool of "
-                         "examples (user histories carry no persona or situation)")
+    if (
+        memory_mode == "mismatch"
+        and (settings.with_persona or settings.with_situation)
+        and pool is not None
+        and any(isinstance(p, UserHistory) for p in pool)
+    ):
+        raise ValueError(
+            "mismatch with --with-persona/--with-situation needs a pool of "
+            "examples (user histories carry no persona or situation)"
+        )
     limit = settings.concurrency or max(1, policy.max_concurrency)
 
-    recorded = {"policy": policy.name, "memory": strategy.settings(),
-                "temperature": temperature, "max_tokens": max_tokens, "seed": seed,
-                "with_persona": settings.with_persona, "with_situation": settings.with_situation,
-                "prompt": {REPLY_PROMPT: reply_prompt_version()}}
+    recorded = {
+        "policy": policy.name,
+        "memory": strategy.settings(),
+        "temperature": temperature,
+        "max_tokens": max_tokens,
+        "seed": seed,
+        "with_persona": settings.with_persona,
+        "with_situation": settings.with_situation,
+        "prompt": {REPLY_PROMPT: reply_prompt_version()},
+    }
     manifest = manifest_path(out)
     _check_settings(manifest, recorded)
 
@@ -221,8 +255,15 @@ async def generate_replies(
             todo.append((ex, missing))
 
     def write_manifest_now(**extra: Any) -> None:
-        write_manifest(manifest, command="generate", out=str(out), settings=recorded, n=n,
-                       examples=len(examples), **extra)
+        write_manifest(
+            manifest,
+            command="generate",
+            out=str(out),
+            settings=recorded,
+            n=n,
+            examples=len(examples),
+            **extra,
+        )
 
     write_manifest_now(status="running")
     before = policy.usage.snapshot()
@@ -233,29 +274,42 @@ async def generate_replies(
         example, missing = job
         view: MemoryView = await strategy.select(example)
         messages: list[Message] = render_reply_messages(
-            example, list(view.memories), summary=view.summary,
+            example,
+            list(view.memories),
+            summary=view.summary,
             persona=view.persona if settings.with_persona else None,
-            situation=view.situation if settings.with_situation else None)
+            situation=view.situation if settings.with_situation else None,
+        )
         completions: list[Completion] = []
         for start, count in contiguous_runs(missing):
-            completions += await policy.complete(messages, n=count, temperature=temperature,
-                                                 max_tokens=max_tokens, seed=seed,
-                                                 sample_start=start)
-        replies = make_replies(example, completions, policy=policy.name,
-                               memory_mode=strategy.mode)
+            completions += await policy.complete(
+                messages,
+                n=count,
+                temperature=temperature,
+                max_tokens=max_tokens,
+                seed=seed,
+                sample_start=start,
+            )
+        replies = make_replies(example, completions, policy=policy.name, memory_mode=strategy.mode)
         prompt_row = None
         if prompts_out is not None and example.example_id not in prompts_done:
-            prompt_row = {"example_id": example.example_id, "memory_mode": strategy.mode,
-                          "messages": messages,
-                          "memory_ids": [m.memory_id for m in view.memories],
-                          "summary": view.summary, "source_user_id": view.source_user_id}
+            prompt_row = {
+                "example_id": example.example_id,
+                "memory_mode": strategy.mode,
+                "messages": messages,
+                "memory_ids": [m.memory_id for m in view.memories],
+                "summary": view.summary,
+                "source_user_id": view.source_user_id,
+            }
         return replies, prompt_row
 
     with JsonlAppender(out) as writer:
         prompt_writer = JsonlAppender(prompts_out) if prompts_out is not None else None
         try:
-            def on_result(job: tuple[Example, list[int]],
-                          result: tuple[list[Reply], dict | None]) -> None:
+
+            def on_result(
+                job: tuple[Example, list[int]], result: tuple[list[Reply], dict | None]
+            ) -> None:
                 replies, prompt_row = result
                 if prompt_writer is not None and prompt_row is not None:
                     prompt_writer.write(prompt_row)  # before the replies: resume relies on it
@@ -267,18 +321,30 @@ async def generate_replies(
                     if on_reply is not None:
                         on_reply(reply)
 
-            await run_bounded(todo, answer, limit=limit, on_result=on_result,
-                              description=f"generate ({strategy.mode})",
-                              show_progress=show_progress)
+            await run_bounded(
+                todo,
+                answer,
+                limit=limit,
+                on_result=on_result,
+                description=f"generate ({strategy.mode})",
+                show_progress=show_progress,
+            )
         finally:
             if prompt_writer is not None:
                 prompt_writer.close()
 
     report = GenerateReport(
-        out=out, manifest=manifest, examples=len(examples), samples_requested=len(examples) * n,
-        replies_written=counts["written"], already_done=already,
-        format_failures=counts["format_failures"], usage=_usage_since(policy, before),
-        seconds=round(time.perf_counter() - started, 3))
-    write_manifest_now(status="complete", report=report.model_dump(mode="json",
-                                                                   exclude={"out", "manifest"}))
+        out=out,
+        manifest=manifest,
+        examples=len(examples),
+        samples_requested=len(examples) * n,
+        replies_written=counts["written"],
+        already_done=already,
+        format_failures=counts["format_failures"],
+        usage=_usage_since(policy, before),
+        seconds=round(time.perf_counter() - started, 3),
+    )
+    write_manifest_now(
+        status="complete", report=report.model_dump(mode="json", exclude={"out", "manifest"})
+    )
     return report

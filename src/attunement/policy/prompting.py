@@ -82,12 +82,14 @@ def render_reply_context(
     mem = example.memories if memories is None else memories
     shown_persona = _chosen(persona, example.persona)
     shown_situation = _chosen(situation, example.situation)
-    return sections([
-        ("User profile", render_persona(shown_persona)),
-        (MEMORY_HEADING, render_memories(mem)),
-        (SUMMARY_HEADING, fence("memory_summary", summary) if summary else ""),
-        ("Current situation", render_situation(shown_situation)),
-    ])
+    return sections(
+        [
+            ("User profile", render_persona(shown_persona)),
+            (MEMORY_HEADING, render_memories(mem)),
+            (SUMMARY_HEADING, fence("memory_summary", summary) if summary else ""),
+            ("Current situation", render_situation(shown_situation)),
+        ]
+    )
 
 
 def render_reply_messages(
@@ -107,8 +109,9 @@ def render_reply_messages(
     example's own, or another user's in a mismatch ablation. Earlier turns of
     the conversation (``example.dialogue``) come before the final user message.
     """
-    context = render_reply_context(example, memories, summary=summary, persona=persona,
-                                   situation=situation)
+    context = render_reply_context(
+        example, memories, summary=summary, persona=persona, situation=situation
+    )
     messages = load_prompt(REPLY_PROMPT).render(context=context, query=example.query.strip())
     if not example.dialogue:
         return messages
@@ -116,13 +119,15 @@ def render_reply_messages(
     return [messages[0], *turns, *messages[1:]]
 
 
-def render_summary_messages(memories: Sequence[MemoryItem], *,
-                            max_points: int = 6) -> list[Message]:
+def render_summary_messages(
+    memories: Sequence[MemoryItem], *, max_points: int = 6
+) -> list[Message]:
     """Messages asking a model to describe a user from their memory items."""
     if not memories:
         raise ValueError("cannot summarise an empty memory list")
-    return load_prompt(SUMMARY_PROMPT).render(memories=render_memories(memories),
-                                              max_points=max_points)
+    return load_prompt(SUMMARY_PROMPT).render(
+        memories=render_memories(memories), max_points=max_points
+    )
 
 
 # --------------------------------------------------------------------------- parsing
@@ -148,8 +153,10 @@ class ParsedReply:
 # keyword, an optional colon. Text after the colon on the same line belongs to
 # the section ("# Analysis: she feels...").
 def _heading(word: str) -> re.Pattern[str]:
-    return re.compile(r"^[ \t]*(?:#{1,6}[ \t]*|\*\*[ \t]*)?" + word
-                      + r"\b[ \t]*(?:\*\*)?[ \t]*:?(?:\*\*)?[ \t]*", re.IGNORECASE | re.MULTILINE)
+    return re.compile(
+        r"^[ \t]*(?:#{1,6}[ \t]*|\*\*[ \t]*)?" + word + r"\b[ \t]*(?:\*\*)?[ \t]*:?(?:\*\*)?[ \t]*",
+        re.IGNORECASE | re.MULTILINE,
+    )
 
 
 _ANALYSIS = _heading("analysis")
@@ -165,7 +172,7 @@ def _is_heading(match: re.Match[str], text: str) -> bool:
     if marked:
         return True
     line_end = text.find("\n", match.end())
-    rest = text[match.end(): line_end if line_end >= 0 else len(text)]
+    rest = text[match.end() : line_end if line_end >= 0 else len(text)]
     return match.group(0).rstrip().endswith(":") or not rest.strip()
 
 
@@ -186,21 +193,25 @@ def _parse_headings(text: str) -> ParsedReply:
     if analysis is None and response is None:
         return _unformatted(text, "no '# Analysis' or '# Response' heading")
     if analysis is None:
-        body = text[response.end():].strip()
+        body = text[response.end() :].strip()
         if not body:
             return _unformatted(text, "empty '# Response' section and no '# Analysis' heading")
-        return ParsedReply(analysis="", response=body, format_ok=False,
-                           reason="no '# Analysis' heading")
+        return ParsedReply(
+            analysis="", response=body, format_ok=False, reason="no '# Analysis' heading"
+        )
     if response is None:
         if _find(_RESPONSE, text):
             return _unformatted(text, "'# Response' comes before '# Analysis'")
-        return _unformatted(text, "no '# Response' heading after '# Analysis' "
-                                  "(was the reply cut off by max_tokens?)")
-    body = text[response.end():].strip()
+        return _unformatted(
+            text,
+            "no '# Response' heading after '# Analysis' (was the reply cut off by max_tokens?)",
+        )
+    body = text[response.end() :].strip()
     if not body:
         return _unformatted(text, "empty '# Response' section")
-    return ParsedReply(analysis=text[analysis.end():response.start()].strip(), response=body,
-                       format_ok=True)
+    return ParsedReply(
+        analysis=text[analysis.end() : response.start()].strip(), response=body, format_ok=True
+    )
 
 
 def parse_reply(text: str) -> ParsedReply:
@@ -231,13 +242,14 @@ def parse_reply(text: str) -> ParsedReply:
     close = _THINK_CLOSE.search(text)
     opened = _THINK_OPEN.search(text)
     if opened and not close:
-        return _unformatted(text, "'<think>' block never closed (was the reply cut off "
-                                  "by max_tokens?)")
+        return _unformatted(
+            text, "'<think>' block never closed (was the reply cut off by max_tokens?)"
+        )
     if close is None:
         return _parse_headings(text)
     start = opened.end() if opened and opened.start() < close.start() else 0
-    thought = text[start:close.start()].strip()
-    after = text[close.end():].strip()
+    thought = text[start : close.start()].strip()
+    after = text[close.end() :].strip()
     if not after:
         return _unformatted(text, "nothing after '</think>'")
     inner = _parse_headings(after)
