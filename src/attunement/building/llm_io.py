@@ -333,7 +333,7 @@ def token_floor(schema: dict[str, Any], chars_per_token: float = 2.0) -> int:
     other scripts; a truncated answer is retried with a larger budget anyway.
 
     >>> token_floor({"type": "object", "properties": {"a": {"type": "string", "maxLength": 100}}})
-    58
+    59
     """
     return math.ceil(_max_chars(schema) / chars_per_token) + 4
 
