@@ -18,8 +18,8 @@ stale: if an upstream record of the same user was (re)done in this run, it is
 redone; otherwise the build stops before calling anything in that stage and
 says what changed (``redo=["stale"]`` redoes them). ``redo`` also selects
 records to do again without deleting files: ``rejected``, ``codes:C1,C2``
-(reason codes, e.g. ``inspect.language``) and ``keys:FILE`` (user ids or item
-keys, one per line). A redo asks for sample numbers the key has not used, so a
+(reason codes, e.g. ``inspect.language``) and ``keys:FILE`` (record keys, one
+per line: a user id for the user-level stages, ``user:CAT`` for an item). A redo asks for sample numbers the key has not used, so a
 cache serves fresh answers. The newest record of a key wins; files only grow.
 
 ``stages=[...]`` only chooses which stages may do *new* work:
@@ -211,7 +211,7 @@ class Redo:
             return True
         if rec.reason_code and rec.reason_code in self.codes:
             return True
-        return rec.key in self.keys or rec.user_id in self.keys
+        return rec.key in self.keys
 
 
 class BuildLock:
