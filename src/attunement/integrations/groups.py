@@ -41,7 +41,7 @@ import asyncio
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -157,11 +157,14 @@ class GroupTracker:
             return False
         return now - group.opened <= self.window
 
-    def join(self, key: str, count: int = 1, *, fixed_round: int | None = None) -> Group:
-        """The group ``count`` replies of example ``key`` belong to (opened if needed)."""
+    def join(
+        self, key: str, count: int = 1, *, fixed_round: int | None = None, new: bool = False
+    ) -> Group:
+        """The group ``count`` replies of example ``key`` belong to, opened if needed
+        (``new`` opens the next generation whatever the state of the current one)."""
         now = self.clock()
         group = self._groups.get(key)
-        if group is None or not self._accepts(group, now):
+        if group is None or new or not self._accepts(group, now):
             generation = group.generation + 1 if group is not None else 1
             group = Group(
                 key=key,
@@ -304,30 +307,49 @@ class ReplyScorer:
         split: str | None = None,
         criteria_round: int | None = None,
         deadline: float | None = None,
+        whole_group: bool = False,
+        failed: Mapping[str, str] | None = None,
     ) -> list[Outcome]:
         """One :class:`Outcome` per reply, in order, within ``deadline`` seconds.
 
         ``criteria_round`` overrides the group's round (a trainer that knows its
-        step passes it). Raises ``ValueError`` for an example the reward cannot
-        score (e.g. missing fixed criteria), before any judge call.
+        step passes it). ``whole_group`` says the replies are a complete group
+        (a new generation opens for them). ``failed`` maps the ids of replies
+        known to be unscorable before judging (e.g. no response found) to the
+        reason; they get the fallback without a judge call. Raises
+        ``ValueError`` for an example the reward cannot score (e.g. missing
+        fixed criteria), before any judge call.
         """
         if not replies:
             return []
         self.check(example)
         started = self.clock()
+        failed = failed or {}
         key, fixed = self._group_key(example, split)
-        group = self.tracker.join(key, len(replies), fixed_round=fixed)
+        group = self.tracker.join(key, len(replies), fixed_round=fixed, new=whole_group)
         round_ = group.criteria_round if criteria_round is None else criteria_round
         budget = (self.policy.deadline if deadline is None else deadline) - (self.clock() - started)
-        breakdowns: dict[str, RewardBreakdown] = {}
+        breakdowns = {
+            rid: RewardBreakdown(
+                example_id=example.example_id,
+                reply_id=rid,
+                reward_model=self.reward.name,
+                reward=None,
+                unscorable=True,
+                reason=reason,
+            )
+            for rid, reason in failed.items()
+        }
+        judged = [r for r in replies if r.reply_id not in failed]
         timed_out = False
         try:
-            if budget <= 0:
-                raise TimeoutError
-            scored = await asyncio.wait_for(
-                self.reward.score(example, replies, criteria_round=round_), timeout=budget
-            )
-            breakdowns = {b.reply_id: b for b in scored}
+            if judged:
+                if budget <= 0:
+                    raise TimeoutError
+                scored = await asyncio.wait_for(
+                    self.reward.score(example, judged, criteria_round=round_), timeout=budget
+                )
+                breakdowns.update((b.reply_id, b) for b in scored)
         except TimeoutError:
             timed_out = True
         for b in breakdowns.values():
