@@ -30,7 +30,11 @@ Per-dimension values travel with every score under a fixed set of keys
 (:func:`metric_keys`), identical for scorable and unscorable replies, because
 verl takes the keys of the first sample of a batch and indexes every other
 sample with them. A value that does not exist (a dimension the judge could not
-score) is NaN, never a made-up number.
+score, the reward of an unscorable reply) is written as 0.0 in a row flagged
+``unscorable=1``: JSON has no NaN, OpenRLHF turns every logged value into a
+tensor (a null would crash it) and both trainers average these columns per
+step, where a NaN would hide the whole step's value while a 0 keeps it
+recoverable (mean over scorable rows = column mean / (1 - unscorable rate)).
 
 One :class:`ReplyScorer` per event loop; it is not thread-safe.
 """
@@ -38,7 +42,6 @@ One :class:`ReplyScorer` per event loop; it is not thread-safe.
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
@@ -231,7 +234,7 @@ class Outcome:
         return self.breakdown.reason if self.breakdown is not None else None
 
     def metrics(self, keys: Sequence[str]) -> dict[str, float]:
-        """One float per key (NaN where a value does not exist)."""
+        """One float per key (0.0 where a value does not exist; see the module docstring)."""
         b = self.breakdown
         known: dict[str, float] = {
             "score": float(self.score),
@@ -254,7 +257,7 @@ class Outcome:
 
 
 def _num(value: float | None) -> float:
-    return math.nan if value is None else float(value)
+    return 0.0 if value is None else float(value)
 
 
 @dataclass

@@ -82,8 +82,9 @@ END_MARKERS = (
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 MIN_TOKEN_CHARS = 16
 NOT_LOCATED = "the response could not be located in the query (its prompt is not in it)"
-#: how much of the end of a prompt locates the response in a query whose start differs
-_PROMPT_TAIL = 256
+#: how much of the end of a prompt locates the response in a query whose start
+#: differs (longest first)
+_PROMPT_TAILS = (256, 128, 64, 32)
 
 
 class ServeSettings(ScoringPolicy):
@@ -462,11 +463,14 @@ def split_query(query: str, prompt: str, end_markers: Sequence[str] = END_MARKER
     if query.startswith(prompt):
         rest = query[len(prompt) :]
     else:  # the prompt was truncated on the left, or re-tokenised differently
-        tail = prompt[-_PROMPT_TAIL:]
-        at = query.find(tail) if tail else -1
-        if at < 0:
+        for size in _PROMPT_TAILS:
+            tail = prompt[-size:]
+            at = query.find(tail) if tail else -1
+            if at >= 0:
+                rest = query[at + len(tail) :]
+                break
+        else:
             return None
-        rest = query[at + len(tail) :]
     rest = rest.rstrip()
     stripped = True
     while stripped:
