@@ -289,3 +289,19 @@ def test_reply_from_solution_splits_the_analysis():
     reply = verl.reply_from_solution(examples[0], SOLUTION)
     assert isinstance(reply, Reply) and reply.format_ok
     assert reply.analysis.startswith("She feels") and reply.response.startswith("That sounds")
+
+
+def test_a_deadline_on_one_reply_does_not_cancel_its_groups_criteria():
+    examples, replies = bench_batch(1, 2)
+    judge = ScriptedJudge(delay=0.2)
+    scorer = ReplyScorer(load_reward("peregrm", judge.model(), output="text"),
+                         ScoringPolicy(group_size=2))
+
+    async def run():
+        return await asyncio.gather(scorer.score(examples[0], replies[:1], deadline=0.05),
+                                    scorer.score(examples[0], replies[1:], deadline=30.0))
+
+    [[late], [mate]] = asyncio.run(run())
+    assert late.timed_out and late.unscorable
+    assert not mate.unscorable and mate.criteria_round == late.criteria_round
+    assert judge.criteria_samples == 3  # the criteria request was not cancelled and redone
