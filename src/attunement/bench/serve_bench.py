@@ -52,8 +52,8 @@ class ServeBenchSettings:
     judge_concurrency: int = 64
     max_active: int = 512
     overload_pending: int = 64
-    deadline: float = 60.0
-    retry_budget: float = 120.0
+    deadline: float = 150.0
+    retry_budget: float = 900.0
     phases: tuple[str, ...] = ("capacity", "overload")
 
 
