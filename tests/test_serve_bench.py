@@ -14,10 +14,18 @@ pytest.importorskip("uvicorn")
 
 @pytest.mark.slow
 def test_small_load_test_meets_every_claim():
-    settings = ServeBenchSettings(requests=48, concurrency=48, groups=8, slots=16,
-                                  base_latency=0.005, per_output_token=0.00005,
-                                  judge_concurrency=32, max_active=64, overload_pending=8,
-                                  retry_budget=60.0)
+    settings = ServeBenchSettings(
+        requests=48,
+        concurrency=48,
+        groups=8,
+        slots=16,
+        base_latency=0.005,
+        per_output_token=0.00005,
+        judge_concurrency=32,
+        max_active=64,
+        overload_pending=8,
+        retry_budget=60.0,
+    )
     results = run_serve_bench(settings)
     assert [r.phase for r in results] == ["capacity", "overload"]
     failed = [(what, figure) for what, met, figure in check_results(results) if not met]
