@@ -70,6 +70,7 @@ class PhaseResult:
     wall: float = 0.0
     unscorable: int = 0
     retry_after: list[int] = field(default_factory=list, repr=False)
+    transport_retries: dict[str, int] = field(default_factory=dict)
 
     def percentile(self, q: float) -> float:
         if not self.latencies:
@@ -178,6 +179,7 @@ async def fire(
     latencies: list[float] = []
     retry_after: list[int] = []
     counters = {"answered": 0, "refused": 0, "retries": 0, "lost": 0, "unscorable": 0}
+    transport: dict[str, int] = {}
     gate = asyncio.Semaphore(concurrency)
 
     async with httpx2.AsyncClient(
@@ -191,6 +193,20 @@ async def fire(
                     sent = time.monotonic()
                     try:
                         response = await client.post("/get_reward", json=body)
+                    except (
+                        httpx2.ConnectError,
+                        httpx2.RemoteProtocolError,
+                        httpx2.ReadError,
+                        httpx2.WriteError,
+                    ) as exc:
+                        # a pooled keep-alive connection the server had just closed, or
+                        # a refused connect: the request never reached the app; retry
+                        # as any HTTP client does (OpenRLHF's: 5 tries)
+                        transport[type(exc).__name__] = transport.get(type(exc).__name__, 0) + 1
+                        if sum(transport.values()) > 5 * len(bodies):
+                            counters["lost"] += 1
+                            return
+                        continue
                     except httpx2.HTTPError:
                         counters["lost"] += 1
                         return
@@ -416,6 +432,11 @@ def serve_bench(
         )
     Console(width=max(out.size.width, 110)).print(table)
     for r in results:
+        if r.transport_retries:
+            console.print(
+                f"{r.phase}: transport errors retried (request never reached the "
+                f"server): {json.dumps(r.transport_retries, sort_keys=True)}"
+            )
         if r.retry_after:
             console.print(
                 f"{r.phase}: Retry-After median {statistics.median(r.retry_after):.0f} s, "
