@@ -400,3 +400,30 @@ def test_attune_serve_drains_on_sigterm(tmp_path, data):
     # uvicorn re-raises the captured SIGTERM once drained: exit by that signal
     assert code in (0, -signal.SIGTERM), output
     assert "Application shutdown complete" in output
+
+
+def test_openrlhf_reward_func_sends_the_token_and_waits_out_a_503(server, data, monkeypatch):
+    from attunement.integrations import openrlhf
+
+    prompt, example_id = PROMPT, data[0][0].example_id
+    func = openrlhf.RemoteReward(server.url, token=TOKEN)
+    doc = func([prompt + ANSWER + "<|im_end|>"], [prompt], [example_id])
+    assert len(doc["rewards"]) == 1 and doc["extra_logs"]["unscorable"] == [0.0]
+
+    waits: list[float] = []
+    server.service.draining = True  # the server answers 503 + Retry-After
+
+    def fake_sleep(seconds: float) -> None:
+        waits.append(seconds)
+        server.service.draining = False  # back after the wait
+
+    monkeypatch.setattr(openrlhf.time, "sleep", fake_sleep)
+    doc = func([prompt + ANSWER], [prompt], [example_id])
+    assert len(doc["rewards"]) == 1 and len(waits) == 1 and waits[0] >= 1
+
+    with pytest.raises(RuntimeError, match="HTTP 401"):
+        openrlhf.RemoteReward(server.url, token="not-the-token-not-the-token")(
+            [prompt + ANSWER], [prompt], [example_id]
+        )
+    with pytest.raises(RuntimeError, match="unknown example id"):
+        func([prompt + ANSWER], [prompt], ["no-such-example"])
