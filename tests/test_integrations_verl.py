@@ -172,10 +172,19 @@ def test_group_mean_fallback_gives_an_unscorable_reply_its_groups_mean():
 
 def test_group_tracker_rounds_by_size_window_and_split():
     now = [0.0]
-    tracker = GroupTracker(size=2, window=10.0, max_groups=2, clock=lambda: now[0])
+    tracker = GroupTracker(size=2, idle=5.0, window=10.0, max_groups=2, clock=lambda: now[0])
     assert [tracker.join("a").criteria_round for _ in range(5)] == [1, 1, 2, 2, 3]
-    now[0] = 100.0  # the open group of "a" expired
+    now[0] = 6.0  # no reply joined "a" for longer than group_idle
     assert tracker.join("a").criteria_round == 4
+    now[0] = 10.0
+    assert tracker.join("a").criteria_round == 4  # still open: joined 4 s ago
+    tracker = GroupTracker(size=None, idle=5.0, window=10.0, max_groups=2, clock=lambda: now[0])
+    now[0] = 0.0
+    rounds = []
+    for t in (0.0, 4.0, 8.0, 12.0):  # joined every 4 s: idle never hit, the window is
+        now[0] = t
+        rounds.append(tracker.join("a").criteria_round)
+    assert rounds == [1, 1, 1, 2]
     assert tracker.join("val\x00a", fixed_round=0).criteria_round == 0
     tracker.join("b")
     assert len(tracker) == 2  # bounded: the least recently used group was evicted
@@ -294,12 +303,15 @@ def test_reply_from_solution_splits_the_analysis():
 def test_a_deadline_on_one_reply_does_not_cancel_its_groups_criteria():
     examples, replies = bench_batch(1, 2)
     judge = ScriptedJudge(delay=0.2)
-    scorer = ReplyScorer(load_reward("peregrm", judge.model(), output="text"),
-                         ScoringPolicy(group_size=2))
+    scorer = ReplyScorer(
+        load_reward("peregrm", judge.model(), output="text"), ScoringPolicy(group_size=2)
+    )
 
     async def run():
-        return await asyncio.gather(scorer.score(examples[0], replies[:1], deadline=0.05),
-                                    scorer.score(examples[0], replies[1:], deadline=30.0))
+        return await asyncio.gather(
+            scorer.score(examples[0], replies[:1], deadline=0.05),
+            scorer.score(examples[0], replies[1:], deadline=30.0),
+        )
 
     [[late], [mate]] = asyncio.run(run())
     assert late.timed_out and late.unscorable

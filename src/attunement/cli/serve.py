@@ -88,6 +88,12 @@ def serve_cmd(
     group_window: Annotated[
         float, typer.Option("--group-window", min=1.0, help="Seconds a group stays open at most.")
     ] = 600.0,
+    group_idle: Annotated[
+        float,
+        typer.Option(
+            "--group-idle", min=0.1, help="Seconds without a new reply that close a group."
+        ),
+    ] = 60.0,
     fallback: Annotated[
         Fallback,
         typer.Option(
@@ -134,6 +140,7 @@ def serve_cmd(
             max_pending=max_pending,
             group_size=group_size,
             group_window=group_window,
+            group_idle=group_idle,
             fallback=fallback,
             fallback_score=fallback_score,
             access_log=access_log,

@@ -11,7 +11,8 @@ group from the calls themselves:
   hands the concurrent calls one in-flight criteria request
   (:mod:`attunement.judging.peregrm`), so criteria are written once per group;
 - a group closes after ``group_size`` replies (the trainer's samples per
-  prompt) or ``group_window`` seconds after it opened; the next call for that
+  prompt), when no reply joined it for ``group_idle`` seconds (60), or
+  ``group_window`` seconds (600) after it opened; the next call for that
   example opens a new generation with the next round, so a new training step
   draws fresh criteria. Rows of a validation split always use round 0 (the
   evaluation criteria), so validations stay comparable;
@@ -87,6 +88,12 @@ class ScoringPolicy(BaseModel):
         "rollout.n, OpenRLHF n_samples_per_prompt): a group "
         "closes when it has them all",
     )
+    group_idle: float = Field(
+        60.0,
+        gt=0,
+        description="seconds without a new reply after which an open group closes "
+        "(shorter than the time between two training steps)",
+    )
     group_window: float = Field(
         600.0,
         gt=0,
@@ -120,6 +127,7 @@ class Group:
     generation: int
     criteria_round: int
     opened: float
+    last_join: float
     members: int = 0
     rewards: list[float] = field(default_factory=list)
 
@@ -131,7 +139,7 @@ class GroupTracker:
     """Which group (and so which criteria round) a call for an example joins.
 
     >>> clock = iter([0.0, 1.0, 2.0, 3.0]).__next__
-    >>> t = GroupTracker(size=2, window=60.0, max_groups=8, clock=clock)
+    >>> t = GroupTracker(size=2, idle=30.0, window=60.0, max_groups=8, clock=clock)
     >>> [t.join("ex").criteria_round for _ in range(4)]
     [1, 1, 2, 2]
     """
@@ -142,10 +150,12 @@ class GroupTracker:
         size: int | None,
         window: float,
         max_groups: int,
+        idle: float | None = None,
         clock: Callable[[], float] = time.monotonic,
     ):
         self.size = size
         self.window = window
+        self.idle = window if idle is None else idle
         self.max_groups = max_groups
         self.clock = clock
         self._groups: OrderedDict[str, Group] = OrderedDict()
@@ -158,7 +168,7 @@ class GroupTracker:
     def _accepts(self, group: Group, now: float) -> bool:
         if self.size is not None and group.members >= self.size:
             return False
-        return now - group.opened <= self.window
+        return now - group.last_join <= self.idle and now - group.opened <= self.window
 
     def join(
         self, key: str, count: int = 1, *, fixed_round: int | None = None, new: bool = False
@@ -173,6 +183,7 @@ class GroupTracker:
                 key=key,
                 generation=generation,
                 opened=now,
+                last_join=now,
                 criteria_round=generation if fixed_round is None else fixed_round,
             )
             self._groups[key] = group
@@ -181,6 +192,7 @@ class GroupTracker:
                 self._groups.popitem(last=False)
         self._groups.move_to_end(key)
         group.members += count
+        group.last_join = now
         return group
 
 
@@ -287,6 +299,7 @@ class ReplyScorer:
         self.tracker = GroupTracker(
             size=self.policy.group_size,
             window=self.policy.group_window,
+            idle=self.policy.group_idle,
             max_groups=self.policy.max_groups,
             clock=clock,
         )
