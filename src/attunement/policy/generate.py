@@ -84,8 +84,10 @@ class GenerateReport(BaseModel):
     already_done: int
     format_failures: int = Field(description="written replies whose format was not followed")
     failed: list[FailedItem] = Field(
-        default_factory=list, description="examples whose generation failed in this run (by "
-        "example_id), with the reason; a re-run retries them")
+        default_factory=list,
+        description="examples whose generation failed in this run (by "
+        "example_id), with the reason; a re-run retries them",
+    )
     usage: Usage = Field(default_factory=Usage)
     seconds: float = 0.0
 
