@@ -26,18 +26,31 @@ def write(tmp_path, *lines, name="in.jsonl"):
     return p
 
 
-@pytest.mark.parametrize("bad, model, field, words", [
-    ('{"memory_id": "m2", "value": ', MemoryItem, "", "not valid JSON"),
-    ('[1, 2]', MemoryItem, "", "expected a JSON object"),
-    ('{"memory_id": "m2", "value": "x", "confidence": "very"}', MemoryItem, "confidence",
-     "valid number"),
-    ('{"memory_id": "m2", "value": "x", "mood": "calm"}', MemoryItem, "mood", "Extra inputs"),
-    ('{"value": "x"}', MemoryItem, "memory_id", "Field required"),
-    ('{"query_id": "q", "category": "Chit-chat", "text": "hi", '
-     '"situation": {"category": "ES", "description": "d"}}', Query, "category",
-     "unknown query category"),
-    ('{"memory_id": "m2", "value": "x", "type": "sideways"}', MemoryItem, "type", "direct"),
-])
+@pytest.mark.parametrize(
+    "bad, model, field, words",
+    [
+        ('{"memory_id": "m2", "value": ', MemoryItem, "", "not valid JSON"),
+        ("[1, 2]", MemoryItem, "", "expected a JSON object"),
+        (
+            '{"memory_id": "m2", "value": "x", "confidence": "very"}',
+            MemoryItem,
+            "confidence",
+            "valid number",
+        ),
+        ('{"memory_id": "m2", "value": "x", "mood": "calm"}', MemoryItem, "mood", "Extra inputs"),
+        ('{"value": "x"}', MemoryItem, "memory_id", "Field required"),
+        (
+            (
+                '{"query_id": "q", "category": "Chit-chat", "text": "hi", '
+                '"situation": {"category": "ES", "description": "d"}}'
+            ),
+            Query,
+            "category",
+            "unknown query category",
+        ),
+        ('{"memory_id": "m2", "value": "x", "type": "sideways"}', MemoryItem, "type", "direct"),
+    ],
+)
 def test_bad_line_names_file_line_and_field(tmp_path, bad, model, field, words):
     path = write(tmp_path, GOOD if model is MemoryItem else "", bad)
     with pytest.raises(RecordError) as info:
@@ -49,8 +62,10 @@ def test_bad_line_names_file_line_and_field(tmp_path, bad, model, field, words):
 
 
 def test_nested_field_path(tmp_path):
-    line = ('{"example_id": "e", "query": "q", '
-            '"memories": [{"memory_id": "a", "value": "v"}, {"memory_id": "b", "value": ""}]}')
+    line = (
+        '{"example_id": "e", "query": "q", '
+        '"memories": [{"memory_id": "a", "value": "v"}, {"memory_id": "b", "value": ""}]}'
+    )
     with pytest.raises(RecordError) as info:
         read_jsonl(write(tmp_path, line), Example)
     assert info.value.field == "memories.1.value"
@@ -62,8 +77,9 @@ def test_several_errors_are_counted(tmp_path):
 
 
 def test_skip_invalid_writes_rejects(tmp_path):
-    path = write(tmp_path, GOOD, '{"memory_id": "m2"}', "", "not json",
-                 '{"memory_id": "m3", "value": "ok"}')
+    path = write(
+        tmp_path, GOOD, '{"memory_id": "m2"}', "", "not json", '{"memory_id": "m3", "value": "ok"}'
+    )
     good = read_jsonl(path, MemoryItem, skip_invalid=True)
     assert [m.memory_id for m in good] == ["m1", "m3"]
     rejects_file = tmp_path / "in.jsonl.rejects.jsonl"
@@ -91,8 +107,29 @@ def test_appender_repairs_torn_tail_and_resumes(tmp_path):
     with JsonlAppender(out) as app:
         app.write({"id": "c", "v": 3})
     lines = out.read_text().splitlines()
-    assert [json.loads(x).get("id") or json.loads(x)["memory_id"] for x in lines] == [
-        "a", "b", "c"]
+    assert [json.loads(x).get("id") or json.loads(x)["memory_id"] for x in lines] == ["a", "b", "c"]
+
+
+def test_resume_keeps_a_whole_last_record_without_its_newline(tmp_path):
+    """The record counts as done, so the appender must keep it, not cut it."""
+    out = tmp_path / "out.jsonl"
+    out.write_text('{"id": "a"}\n{"id": "b"}', encoding="utf-8")  # no final newline
+    done = read_done_keys(out, lambda r: r["id"])
+    assert done == {"a", "b"}
+    with JsonlAppender(out) as app:
+        app.write({"id": "c"})
+    assert [json.loads(x)["id"] for x in out.read_text().splitlines()] == ["a", "b", "c"]
+    assert out.read_text().endswith("\n")
+
+
+def test_repair_tail_cuts_only_what_is_not_a_record(tmp_path):
+    p = tmp_path / "x.jsonl"
+    p.write_text('{"a": 1}\n[1, 2]')  # valid JSON, but not a record a writer wrote
+    assert repair_tail(p) is True and p.read_text() == '{"a": 1}\n'
+    p.write_text('{"a": 1}')
+    assert repair_tail(p) is True and p.read_text() == '{"a": 1}\n'
+    p.write_text('{"a": 1}\n{"b": "\u00e9')  # torn inside a multi-byte string
+    assert repair_tail(p) is True and p.read_text() == '{"a": 1}\n'
 
 
 def test_appender_flushes_each_record(tmp_path):
@@ -126,8 +163,9 @@ def test_write_jsonl_atomic_and_readable(tmp_path):
 
 
 def test_manifest_records_provenance(tmp_path):
-    path = write_manifest(tmp_path / "run" / "manifest.json", seed=7, model="local",
-                          prompts={"judge": "abc123"})
+    path = write_manifest(
+        tmp_path / "run" / "manifest.json", seed=7, model="local", prompts={"judge": "abc123"}
+    )
     doc = json.loads(path.read_text())
     assert doc["seed"] == 7 and doc["prompts"] == {"judge": "abc123"}
     assert {"attunement", "python", "platform", "created"} <= set(doc)

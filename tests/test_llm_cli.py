@@ -10,7 +10,9 @@ from typer.testing import CliRunner
 
 from attunement.bench.simserver import SimConfig, SimServer
 from attunement.cli import bench as bench_cli
+from attunement.cli import common
 from attunement.cli import llm as llm_cli
+from attunement.llm.openai_compat import forget_endpoints
 
 
 @pytest.fixture(scope="module")
@@ -19,6 +21,14 @@ def app() -> typer.Typer:
     llm_cli.register(app)
     bench_cli.register(app)
     return app
+
+
+@pytest.fixture(autouse=True)
+def fresh_endpoints():
+    """What servers showed about themselves is remembered per process: start clean."""
+    forget_endpoints()
+    yield
+    forget_endpoints()
 
 
 @pytest.fixture
@@ -47,8 +57,19 @@ def spec(server: SimServer) -> str:
 
 
 def test_chat_prints_answer_and_tokens(app, runner, server):
-    result = runner.invoke(app, ["chat", "I feel lonely", "--model", spec(server),
-                                 "--system", "Be kind.", "--max-tokens", "20"])
+    result = runner.invoke(
+        app,
+        [
+            "chat",
+            "I feel lonely",
+            "--model",
+            spec(server),
+            "--system",
+            "Be kind.",
+            "--max-tokens",
+            "20",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines()[0] == "answer 0 seed None"
     assert "1 call(s)" in flat(result.stderr) and "prompt +" in flat(result.stderr)
@@ -60,8 +81,21 @@ def test_chat_prints_answer_and_tokens(app, runner, server):
 def test_chat_n_samples_and_schema(app, runner, server, tmp_path):
     schema = tmp_path / "schema.json"
     schema.write_text(json.dumps({"type": "object", "properties": {"mood": {"type": "string"}}}))
-    result = runner.invoke(app, ["chat", "hi", "-m", spec(server), "-n", "3",
-                                 "--temperature", "1", "--json-schema", str(schema)])
+    result = runner.invoke(
+        app,
+        [
+            "chat",
+            "hi",
+            "-m",
+            spec(server),
+            "-n",
+            "3",
+            "--temperature",
+            "1",
+            "--json-schema",
+            str(schema),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert result.stdout.count("--- sample") == 3
     assert result.stdout.count('{"mood": "calm"}') == 3
@@ -88,12 +122,26 @@ def test_chat_bad_spec_exits_cleanly(app, runner):
     assert result.exit_code == 1 and "unknown model spec" in flat(result.stderr)
 
 
-def test_doctor_checks_an_endpoint(app, runner, server):
+def test_doctor_checks_an_endpoint(app, runner, server, monkeypatch):
+    # the table is read here: give it room, whatever the terminal (a table may wrap)
+    monkeypatch.setattr(common.out, "_width", 400)
     result = runner.invoke(app, ["doctor", "--endpoint", spec(server)])
     assert result.exit_code == 0, result.output
-    for name in ("python", "attunement", "openai", "pydantic", "llama_cpp", "torch",
-                 "transformers", "trl", "peft", "kmodes", "bm25s", "matplotlib",
-                 "embedded model"):
+    for name in (
+        "python",
+        "attunement",
+        "openai",
+        "pydantic",
+        "llama_cpp",
+        "torch",
+        "transformers",
+        "trl",
+        "peft",
+        "kmodes",
+        "bm25s",
+        "matplotlib",
+        "embedded model",
+    ):
         assert name in result.stdout
     assert "check passed" in result.stdout and "answer 0" in flat(result.stdout)
 
@@ -122,11 +170,36 @@ def test_chat_and_doctor_on_embedded_model(app, runner, local_model):
     assert result.stdout.strip() and "local:" in result.stderr
     doctor = runner.invoke(app, ["doctor"])
     assert doctor.exit_code == 0, doctor.output
-    assert "check passed" in doctor.stdout and ".gguf" in doctor.stdout
+    assert any(
+        x.startswith("check passed: local:") and ".gguf@" in x for x in doctor.stdout.splitlines()
+    )
 
 
 @pytest.mark.slow
 def test_bench_llm_on_embedded_model(app, runner, local_model):
     result = runner.invoke(app, ["bench", "llm", "--max-tokens", "8", "--repeat", "1"])
     assert result.exit_code == 0, result.output
-    assert "raw llama_cpp" in result.stdout and "overhead ratio" in result.stdout
+    lines = result.stdout.splitlines()  # plain lines: the table may wrap
+    assert any(
+        x.startswith("tokens/s: attunement interface ") and ", raw llama_cpp " in x for x in lines
+    )
+    assert any(x.startswith("overhead ratio (interface s/token / raw s/token): ") for x in lines)
+
+
+def test_doctor_says_how_it_will_talk_to_a_limited_server(app, runner):
+    """A llama.cpp-like server: n refused, json_schema refused, json_object taken."""
+    with SimServer(
+        SimConfig(base_latency=0.0, n_rejection=400, response_formats=("text", "json_object"))
+    ) as limited:
+        result = runner.invoke(app, ["doctor", "--endpoint", spec(limited)])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert "n > 1 samples: one request per sample" in lines
+    assert "JSON output: json_object (the schema in the request and in the prompt)" in lines
+
+
+def test_doctor_on_a_full_server(app, runner, server):
+    result = runner.invoke(app, ["doctor", "--endpoint", spec(server)])
+    lines = result.stdout.splitlines()
+    assert "n > 1 samples: one request" in lines
+    assert "JSON output: json_schema (enforced by the server)" in lines

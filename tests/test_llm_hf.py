@@ -22,8 +22,10 @@ from attunement.llm.hf import HFChatModel, checkpoint_fingerprint
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-MESSAGES = [{"role": "system", "content": "Be kind."},
-            {"role": "user", "content": "I had a rough day at work."}]
+MESSAGES = [
+    {"role": "system", "content": "Be kind."},
+    {"role": "user", "content": "I had a rough day at work."},
+]
 
 
 @pytest.fixture(scope="session")
@@ -41,10 +43,18 @@ def tiny_checkpoint(tmp_path_factory):
 
     path = tmp_path_factory.mktemp("hf") / "tiny-chat"
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
-                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=2048, bos_token_id=tokenizer.bos_token_id,
-                         eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=True)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=True,
+    )
     torch.manual_seed(0)
     LlamaForCausalLM(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
@@ -64,8 +74,9 @@ async def test_samples_are_counted_and_reproducible_by_index(hf_model):
     assert all(c.prompt_tokens > 10 for c in four)
     assert len({c.text for c in four}) > 1  # different seeds, different samples
     # sample 2 asked for on its own is the same text as sample 2 of the batch
-    [again] = await hf_model.complete(MESSAGES, n=1, temperature=1.0, max_tokens=8, seed=3,
-                                      sample_start=2)
+    [again] = await hf_model.complete(
+        MESSAGES, n=1, temperature=1.0, max_tokens=8, seed=3, sample_start=2
+    )
     assert again.text == four[2].text and again.sample_index == 2
 
 
@@ -81,8 +92,9 @@ async def test_greedy_samples_are_identical_and_length_limited(hf_model):
 @pytest.mark.slow
 async def test_prompt_uses_the_chat_template(hf_model):
     _, tokenizer = hf_model._load()
-    ids = tokenizer.apply_chat_template(MESSAGES, add_generation_prompt=True,
-                                        return_dict=True)["input_ids"]
+    ids = tokenizer.apply_chat_template(MESSAGES, add_generation_prompt=True, return_dict=True)[
+        "input_ids"
+    ]
     [c] = await hf_model.complete(MESSAGES, max_tokens=1)
     assert c.prompt_tokens == len(ids)
     assert "<|im_start|>assistant" in tokenizer.decode(ids)
@@ -94,9 +106,9 @@ async def test_stop_strings_end_the_completion_and_are_cut(hf_model):
     [free] = await hf_model.complete(MESSAGES, **args)
     assert len(free.text) >= 6, free.text  # the seeded random model writes 16 tokens of noise
     middle = len(free.text) // 2
-    stop = free.text[middle:middle + 2]
+    stop = free.text[middle : middle + 2]
     [cut] = await hf_model.complete(MESSAGES, stop=[stop], **args)
-    assert cut.text == free.text[:free.text.find(stop)]
+    assert cut.text == free.text[: free.text.find(stop)]
     assert cut.finish_reason == "stop"
     assert cut.completion_tokens < free.completion_tokens
 
@@ -118,8 +130,9 @@ async def test_generation_runs_off_the_event_loop(hf_model):
             ticks += 1
 
     task = asyncio.create_task(ticker())
-    results = await asyncio.gather(*(hf_model.complete(MESSAGES, max_tokens=4, seed=i,
-                                                       temperature=1.0) for i in range(3)))
+    results = await asyncio.gather(
+        *(hf_model.complete(MESSAGES, max_tokens=4, seed=i, temperature=1.0) for i in range(3))
+    )
     task.cancel()
     assert [len(r) for r in results] == [1, 1, 1]
     assert ticks > 0  # the loop kept running while the model generated
@@ -132,8 +145,9 @@ async def test_concurrent_first_calls_load_once_and_all_answer(tiny_checkpoint, 
 
     fresh = HFChatModel(tiny_checkpoint)
     examples = [Example(example_id=f"e{i}", query=f"question {i}") for i in range(3)]
-    report = await generate_replies(examples, fresh, tmp_path / "r.jsonl", n=2, max_tokens=4,
-                                    concurrency=3, show_progress=False)
+    report = await generate_replies(
+        examples, fresh, tmp_path / "r.jsonl", n=2, max_tokens=4, concurrency=3, show_progress=False
+    )
     assert report.replies_written == 6 and report.usage.calls == 3
 
 

@@ -25,8 +25,10 @@ async def test_embedded_model_answers(local_model):
 async def test_embedded_model_json_schema_output_parses(local_model):
     schema = {
         "type": "object",
-        "properties": {"feeling": {"type": "string", "maxLength": 20},
-                       "score": {"type": "integer", "minimum": 1, "maximum": 5}},
+        "properties": {
+            "feeling": {"type": "string", "maxLength": 20},
+            "score": {"type": "integer", "minimum": 1, "maximum": 5},
+        },
         "required": ["feeling", "score"],
         "additionalProperties": False,
     }
@@ -36,10 +38,8 @@ async def test_embedded_model_json_schema_output_parses(local_model):
 
 
 async def test_embedded_samples_are_numbered_and_repeatable(local_model):
-    a = await local_model.complete(MSG, n=2, temperature=1.0, max_tokens=8, seed=11,
-                                   sample_start=3)
-    b = await local_model.complete(MSG, n=1, temperature=1.0, max_tokens=8, seed=11,
-                                   sample_start=4)
+    a = await local_model.complete(MSG, n=2, temperature=1.0, max_tokens=8, seed=11, sample_start=3)
+    b = await local_model.complete(MSG, n=1, temperature=1.0, max_tokens=8, seed=11, sample_start=4)
     assert [c.sample_index for c in a] == [3, 4]
     assert b[0].text == a[1].text  # sample 4 is sample 4, however it was asked for
 

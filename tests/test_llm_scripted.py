@@ -25,8 +25,9 @@ async def test_rules_outputs_and_responder():
 
 
 async def test_injected_errors_and_delays():
-    model = ScriptedChatModel(outputs=[Step("slow", delay=0.02, completion_tokens=7),
-                                       TimeoutError("injected")])
+    model = ScriptedChatModel(
+        outputs=[Step("slow", delay=0.02, completion_tokens=7), TimeoutError("injected")]
+    )
     [c] = await model.complete(MSG)
     assert (c.text, c.completion_tokens) == ("slow", 7)
     with pytest.raises(TimeoutError, match="injected"):
@@ -46,12 +47,15 @@ def test_exactly_one_answer_source():
         ScriptedChatModel(lambda r, i: "x", outputs=["y"])
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"n": 0}, "n must be"),
-    ({"max_tokens": 0}, "max_tokens"),
-    ({"temperature": 3.0}, "temperature"),
-    ({"sample_start": -1}, "sample_start"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"n": 0}, "n must be"),
+        ({"max_tokens": 0}, "max_tokens"),
+        ({"temperature": 3.0}, "temperature"),
+        ({"sample_start": -1}, "sample_start"),
+    ],
+)
 def test_request_validation(kwargs, message):
     with pytest.raises(ValueError, match=message):
         make_request(MSG, **kwargs)

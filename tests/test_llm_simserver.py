@@ -17,8 +17,12 @@ def post(server: SimServer, body: dict, conn: http.client.HTTPConnection | None 
     url = urlparse(server.base_url)
     own = conn is None
     conn = conn or http.client.HTTPConnection(url.hostname, url.port, timeout=5)
-    conn.request("POST", "/v1/chat/completions", body=json.dumps(body),
-                 headers={"Content-Type": "application/json"})
+    conn.request(
+        "POST",
+        "/v1/chat/completions",
+        body=json.dumps(body),
+        headers={"Content-Type": "application/json"},
+    )
     resp = conn.getresponse()
     data = resp.read()
     if own:
@@ -85,8 +89,9 @@ def test_service_time_uses_longest_sample_and_prompt_tokens():
     def responder(messages, index, params):
         return " ".join(["w"] * (10 if index == 0 else 40))
 
-    cfg = SimConfig(base_latency=0.01, per_prompt_token=0.001, per_output_token=0.001,
-                    responder=responder)
+    cfg = SimConfig(
+        base_latency=0.01, per_prompt_token=0.001, per_output_token=0.001, responder=responder
+    )
     with SimServer(cfg) as server:
         post(server, chat("a b c d e", n=2, max_tokens=100))
         stats = server.stats()
@@ -96,8 +101,15 @@ def test_service_time_uses_longest_sample_and_prompt_tokens():
     assert stats.completion_tokens == 50 and stats.samples == 2
 
     # one slot for the longest sample
-    with SimServer(SimConfig(base_latency=0.01, per_prompt_token=0.001, per_output_token=0.001,
-                             responder=responder, n_shares_slot=True)) as server:
+    with SimServer(
+        SimConfig(
+            base_latency=0.01,
+            per_prompt_token=0.001,
+            per_output_token=0.001,
+            responder=responder,
+            n_shares_slot=True,
+        )
+    ) as server:
         post(server, chat("a b c d e", n=2, max_tokens=100))
         assert server.stats().busy_seconds == pytest.approx(0.055)
 
@@ -107,8 +119,9 @@ def test_samples_of_one_request_occupy_sequence_slots():
     with SimServer(cfg) as server:
         t0 = time.perf_counter()
         with ThreadPoolExecutor(2) as pool:
-            statuses = [r.status for r, _ in pool.map(
-                lambda i: post(server, chat(f"q{i}", n=2)), range(2))]
+            statuses = [
+                r.status for r, _ in pool.map(lambda i: post(server, chat(f"q{i}", n=2)), range(2))
+            ]
         wall = time.perf_counter() - t0
         bound = server.lower_bound_seconds()
     assert statuses == [200, 200]
@@ -121,8 +134,9 @@ def test_slots_queue_requests_and_bound_holds():
     with SimServer(cfg) as server:
         t0 = time.perf_counter()
         with ThreadPoolExecutor(6) as pool:
-            statuses = [r.status for r, _ in pool.map(lambda i: post(server, chat(f"q{i}")),
-                                                      range(6))]
+            statuses = [
+                r.status for r, _ in pool.map(lambda i: post(server, chat(f"q{i}")), range(6))
+            ]
         wall = time.perf_counter() - t0
         stats = server.stats()
         bound = server.lower_bound_seconds()
@@ -140,7 +154,12 @@ def test_faults_apply_in_order_then_normal_service():
         fourth, _ = post(s, chat())
         fifth, _ = post(s, chat())
         assert (first.status, second.status, third.status, fourth.status, fifth.status) == (
-            500, 429, 200, 400, 200)
+            500,
+            429,
+            200,
+            400,
+            200,
+        )
         assert second.getheader("Retry-After") == "0"
         with pytest.raises(json.JSONDecodeError):
             json.loads(body)

@@ -17,26 +17,32 @@ from attunement.llm import (
 from attunement.llm.openai_compat import OpenAIChatModel
 
 
-@pytest.mark.parametrize("text, kind, target, model", [
-    ("local", "local", "", None),
-    ("  LOCAL ", "local", "", None),
-    ("local:/models/x.gguf", "local", "/models/x.gguf", None),
-    ("openai:http://localhost:8000/v1#qwen", "openai", "http://localhost:8000/v1", "qwen"),
-    ("openai:https://api.example.com/v1", "openai", "https://api.example.com/v1", None),
-    ("openai:http://h:1/v1#org/model-7b", "openai", "http://h:1/v1", "org/model-7b"),
-    ("hf:/ckpt/policy", "hf", "/ckpt/policy", None),
-])
+@pytest.mark.parametrize(
+    "text, kind, target, model",
+    [
+        ("local", "local", "", None),
+        ("  LOCAL ", "local", "", None),
+        ("local:/models/x.gguf", "local", "/models/x.gguf", None),
+        ("openai:http://localhost:8000/v1#qwen", "openai", "http://localhost:8000/v1", "qwen"),
+        ("openai:https://api.example.com/v1", "openai", "https://api.example.com/v1", None),
+        ("openai:http://h:1/v1#org/model-7b", "openai", "http://h:1/v1", "org/model-7b"),
+        ("hf:/ckpt/policy", "hf", "/ckpt/policy", None),
+    ],
+)
 def test_parse_spec(text, kind, target, model):
     spec = parse_spec(text)
     assert spec == ModelSpec(kind=kind, target=target, model=model)
     assert parse_spec(str(spec)) == spec  # round trip
 
 
-@pytest.mark.parametrize("text, message", [
-    ("", "empty"),
-    ("gpt4", "unknown model spec"),
-    ("openai:localhost:8000#m", "needs a URL"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("", "empty"),
+        ("gpt4", "unknown model spec"),
+        ("openai:localhost:8000#m", "needs a URL"),
+    ],
+)
 def test_parse_spec_errors(text, message):
     with pytest.raises(ValueError, match=message):
         parse_spec(text)
@@ -47,9 +53,13 @@ def test_load_openai_applies_options_and_cache(tmp_path):
     model = load_chat_model("openai:http://localhost:8000/v1#judge", opts)
     assert isinstance(model, OpenAIChatModel)
     assert (model.model, model.max_concurrency, model.name) == (
-        "judge", 5, "openai:http://localhost:8000/v1#judge")
-    cached = load_chat_model("openai:http://localhost:8000/v1#judge",
-                             LLMOptions(cache=tmp_path / "c.db", concurrency=5))
+        "judge",
+        5,
+        "openai:http://localhost:8000/v1#judge",
+    )
+    cached = load_chat_model(
+        "openai:http://localhost:8000/v1#judge", LLMOptions(cache=tmp_path / "c.db", concurrency=5)
+    )
     assert isinstance(cached, CachedChatModel) and cached.max_concurrency == 5
     assert cached.name == model.name
 

@@ -7,7 +7,8 @@ rejects file instead, each with its error, and the good ones are returned.
 Writing is append-only and flushed per record, so a long job that is killed
 loses at most the record it was writing; :func:`read_done_keys` lets the job
 skip what it already wrote when it is run again. A torn last line (the process
-died mid-write) is tolerated on resume and truncated away.
+died mid-write) is tolerated on resume and truncated away; a whole record that
+only lacks its newline is kept (:func:`repair_tail`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -97,8 +98,9 @@ def read_jsonl(
         except RecordError as err:
             if not skip_invalid:
                 raise
-            bad.append({"line": lineno, "field": err.field, "error": err.message,
-                        "raw": line.rstrip("\n")})
+            bad.append(
+                {"line": lineno, "field": err.field, "error": err.message, "raw": line.rstrip("\n")}
+            )
     if bad:
         target = Path(rejects) if rejects else Path(str(path) + ".rejects.jsonl")
         with target.open("w", encoding="utf-8") as fh:
@@ -128,30 +130,51 @@ def write_jsonl(path: str | Path, records: Iterable[BaseModel | dict[str, Any]])
 
 
 def repair_tail(path: str | Path) -> bool:
-    """Drop a torn last line left by a killed writer. Returns True if it cut one."""
+    """Make the file end on a whole line. Returns True if it changed the file.
+
+    A last line without its newline is either torn (the writer was killed
+    mid-line: it is cut away) or a whole record whose newline never made it
+    (it is valid JSON, :func:`read_done_keys` counts it as done, so it is
+    kept and the newline is added; cutting it would lose a finished record).
+    """
     p = Path(path)
     if not p.exists() or p.stat().st_size == 0:
         return False
     with p.open("rb+") as fh:
         fh.seek(0, os.SEEK_END)
         size = fh.tell()
-        fh.seek(max(0, size - 1))
+        fh.seek(size - 1)
         if fh.read(1) == b"\n":
             return False
-        # find the last newline and cut after it
-        pos = size - 1
-        chunk = 4096
-        while pos > 0:
-            start = max(0, pos - chunk)
-            fh.seek(start)
-            data = fh.read(pos - start)
-            idx = data.rfind(b"\n")
-            if idx >= 0:
-                fh.truncate(start + idx + 1)
-                return True
-            pos = start
-        fh.truncate(0)
+        start = _last_line_start(fh, size)
+        fh.seek(start)
+        if _is_record(fh.read(size - start)):
+            fh.seek(size)
+            fh.write(b"\n")
+        else:
+            fh.truncate(start)
         return True
+
+
+def _last_line_start(fh: Any, size: int, chunk: int = 4096) -> int:
+    """Offset just after the last newline of an open binary file (0 if none)."""
+    pos = size
+    while pos > 0:
+        start = max(0, pos - chunk)
+        fh.seek(start)
+        idx = fh.read(pos - start).rfind(b"\n")
+        if idx >= 0:
+            return start + idx + 1
+        pos = start
+    return 0
+
+
+def _is_record(raw: bytes) -> bool:
+    """Is this line a whole JSON object (what a JSONL writer writes per line)?"""
+    try:
+        return isinstance(json.loads(raw.decode("utf-8")), dict)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return False
 
 
 class JsonlAppender:
@@ -174,7 +197,7 @@ class JsonlAppender:
     def close(self) -> None:
         self._fh.close()
 
-    def __enter__(self) -> JsonlAppender:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -229,5 +252,7 @@ def write_manifest(path: str | Path, **fields: Any) -> Path:
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         **fields,
     }
-    p.write_text(json.dumps(doc, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+    p.write_text(
+        json.dumps(doc, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8"
+    )
     return p

@@ -18,8 +18,10 @@ from dataclasses import dataclass, field
 
 from attunement.llm.local import LocalChatModel
 
-DEFAULT_PROMPT = ("My best friend forgot my birthday and I am trying not to be hurt. "
-                  "How can I bring it up without starting a fight?")
+DEFAULT_PROMPT = (
+    "My best friend forgot my birthday and I am trying not to be hurt. "
+    "How can I bring it up without starting a fight?"
+)
 
 
 @dataclass(frozen=True)
@@ -59,9 +61,14 @@ class LLMBenchResult:
         return self.raw.tokens_per_second / self.interface.tokens_per_second
 
 
-def bench_local_llm(model: LocalChatModel, *, prompt: str = DEFAULT_PROMPT,
-                    max_tokens: int = 128, repeat: int = 3, warmup: bool = True,
-                    ) -> LLMBenchResult:
+def bench_local_llm(
+    model: LocalChatModel,
+    *,
+    prompt: str = DEFAULT_PROMPT,
+    max_tokens: int = 128,
+    repeat: int = 3,
+    warmup: bool = True,
+) -> LLMBenchResult:
     """Time ``repeat`` calls each way (after one untimed warm-up call each way)."""
     if repeat < 1:
         raise ValueError("repeat must be >= 1")
@@ -72,8 +79,9 @@ def bench_local_llm(model: LocalChatModel, *, prompt: str = DEFAULT_PROMPT,
     seed = 0  # what the interface sends for sample 0 of a request without a seed
 
     def raw_call() -> int:
-        out = llama.create_chat_completion(messages=messages, temperature=0.0,
-                                           max_tokens=max_tokens, seed=seed)
+        out = llama.create_chat_completion(
+            messages=messages, temperature=0.0, max_tokens=max_tokens, seed=seed
+        )
         return int((out.get("usage") or {}).get("completion_tokens", 0))
 
     async def interface_call() -> int:
@@ -95,5 +103,11 @@ def bench_local_llm(model: LocalChatModel, *, prompt: str = DEFAULT_PROMPT,
                 timing = raw if side == "raw" else interface
                 timing.seconds.append(elapsed)
                 timing.tokens.append(tokens)
-    return LLMBenchResult(model=model.name, prompt=prompt, max_tokens=max_tokens,
-                          repeat=repeat, interface=interface, raw=raw)
+    return LLMBenchResult(
+        model=model.name,
+        prompt=prompt,
+        max_tokens=max_tokens,
+        repeat=repeat,
+        interface=interface,
+        raw=raw,
+    )

@@ -32,16 +32,27 @@ Faults are applied to the first chat requests, in order, one per request.
 They bypass the slots (they model a broken proxy or network, not the model):
 
 - ``"500"``: an internal server error;
-- ``"429"``: too many requests, with ``Retry-After: 0``;
+- ``"429"``: too many requests, with ``Retry-After: <retry_after>`` (default 0);
 - ``"slow"``: wait ``slow_seconds`` first, then answer normally if the client
   is still connected (a client with a shorter deadline has given up);
 - ``"garbled"``: status 200 with a body that is not JSON;
 - ``"drop"``: close the connection without answering;
-- ``"400"``: a bad-request error (a client must not retry it).
+- ``"400"``: a bad-request error (a client must not retry it);
+- ``"none"``: no fault for this request (to put a fault on a later one).
+
+Servers that support less of the API than vLLM are modelled too:
+
+- ``supports_n=False`` ignores ``n`` (one choice, whatever was asked);
+- ``n_rejection=400`` (or 500) refuses ``n > 1`` with the llama.cpp server's
+  message "Only one completion choice is allowed";
+- ``response_formats`` lists the ``response_format`` types accepted; another
+  type is answered as llama-cpp-python's server does, HTTP 500 with a pydantic
+  validation message ("Input should be 'text' or 'json_object'").
 
 Tokens are counted with :func:`attunement.llm.scripted.count_tokens` (words
 and punctuation runs), and an answer is cut to ``max_tokens`` tokens
-(``finish_reason="length"``).
+(``finish_reason="length"``). :meth:`SimServer.received_headers` lists the
+headers of the last chat requests (to check which credentials were sent).
 """
 
 from __future__ import annotations
@@ -55,19 +66,26 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 from attunement.llm.scripted import count_tokens
 
-FAULTS = ("500", "429", "slow", "garbled", "drop", "400")
+FAULTS = ("500", "429", "slow", "garbled", "drop", "400", "none")
 
 #: responder(messages, index, params) -> answer text
 SimResponder = Callable[[list[dict[str, Any]], int, dict[str, Any]], str]
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
-            411: "Length Required", 413: "Payload Too Large", 429: "Too Many Requests",
-            500: "Internal Server Error"}
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    411: "Length Required",
+    413: "Payload Too Large",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+}
 _MAX_BODY = 32 * 1024 * 1024
 _LOG_SIZE = 1000
 
@@ -86,6 +104,9 @@ class SimConfig:
     faults: list[str] = field(default_factory=list)
     slow_seconds: float = 5.0
     model_name: str = "sim-judge"
+    retry_after: str = "0"
+    n_rejection: int | None = None
+    response_formats: tuple[str, ...] = ("text", "json_object", "json_schema")
 
     def __post_init__(self) -> None:
         if self.slots < 1:
@@ -96,6 +117,8 @@ class SimConfig:
         unknown = [f for f in self.faults if f not in FAULTS]
         if unknown:
             raise ValueError(f"unknown faults {unknown}; expected some of {list(FAULTS)}")
+        if self.n_rejection not in (None, 400, 500):
+            raise ValueError("n_rejection must be None, 400 or 500")
 
 
 @dataclass(frozen=True)
@@ -154,6 +177,7 @@ class SimServer:
         self._in_flight = 0
         self._chat_requests = 0
         self._received: deque[dict[str, Any]] = deque(maxlen=_LOG_SIZE)
+        self._headers: deque[dict[str, str]] = deque(maxlen=_LOG_SIZE)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: asyncio.base_events.Server | None = None
@@ -227,7 +251,7 @@ class SimServer:
         self._thread = None
         self._loop = None
 
-    def __enter__(self) -> SimServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -244,6 +268,7 @@ class SimServer:
         with self._lock:
             self._stats = SimStats(peak_in_flight=self._in_flight)
             self._received.clear()
+            self._headers.clear()
 
     def lower_bound_seconds(self) -> float:
         """No client can be served the calls answered so far in less time than this."""
@@ -254,6 +279,11 @@ class SimServer:
         """The JSON bodies of the last chat requests received (oldest first)."""
         with self._lock:
             return list(self._received)
+
+    def received_headers(self) -> list[dict[str, str]]:
+        """The headers (names lower-cased) of the last chat requests, oldest first."""
+        with self._lock:
+            return list(self._headers)
 
     def _update(self, **changes: Any) -> None:
         with self._lock:
@@ -269,8 +299,9 @@ class SimServer:
 
     # ------------------------------------------------------------------ HTTP
 
-    async def _serve_connection(self, reader: asyncio.StreamReader,
-                                writer: asyncio.StreamWriter) -> None:
+    async def _serve_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         task = asyncio.current_task()
         if task is not None:
             self._tasks.add(task)
@@ -278,8 +309,7 @@ class SimServer:
             while True:
                 try:
                     head = await reader.readuntil(b"\r\n\r\n")
-                except (asyncio.IncompleteReadError, asyncio.LimitOverrunError,
-                        ConnectionError):
+                except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
                     return
                 keep_alive = await self._serve_request(head, reader, writer)
                 if not keep_alive:
@@ -295,8 +325,9 @@ class SimServer:
                 self._tasks.discard(task)
             writer.close()
 
-    async def _serve_request(self, head: bytes, reader: asyncio.StreamReader,
-                             writer: asyncio.StreamWriter) -> bool:
+    async def _serve_request(
+        self, head: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bool:
         """Answer one request; return whether the connection stays open."""
         lines = head.decode("latin-1").split("\r\n")
         try:
@@ -334,12 +365,19 @@ class SimServer:
             if method != "POST":
                 await self._send_json(writer, 405, _error("use POST"), keep_alive)
                 return keep_alive
+            with self._lock:
+                self._headers.append(headers)
             return await self._chat(body, reader, writer, keep_alive)
         await self._send_json(writer, 404, _error(f"no route {path!r}"), keep_alive)
         return keep_alive
 
-    async def _chat(self, body: bytes, reader: asyncio.StreamReader,
-                    writer: asyncio.StreamWriter, keep_alive: bool) -> bool:
+    async def _chat(
+        self,
+        body: bytes,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        keep_alive: bool,
+    ) -> bool:
         with self._lock:
             index = self._chat_requests
             self._chat_requests += 1
@@ -347,24 +385,31 @@ class SimServer:
         try:
             self._update(requests=1)
             fault = self.config.faults[index] if index < len(self.config.faults) else None
+            if fault == "none":
+                fault = None
             if fault is not None:
                 self._update(faults_served=1)
                 if fault == "500":
-                    await self._send_json(writer, 500, _error("simulated failure", "server_error"),
-                                          keep_alive)
+                    await self._send_json(
+                        writer, 500, _error("simulated failure", "server_error"), keep_alive
+                    )
                     return keep_alive
                 if fault == "429":
-                    await self._send_json(writer, 429, _error("simulated rate limit",
-                                                              "rate_limit_exceeded"),
-                                          keep_alive, extra={"Retry-After": "0"})
+                    await self._send_json(
+                        writer,
+                        429,
+                        _error("simulated rate limit", "rate_limit_exceeded"),
+                        keep_alive,
+                        extra={"Retry-After": self.config.retry_after},
+                    )
                     return keep_alive
                 if fault == "400":
-                    await self._send_json(writer, 400, _error("simulated bad request"),
-                                          keep_alive)
+                    await self._send_json(writer, 400, _error("simulated bad request"), keep_alive)
                     return keep_alive
                 if fault == "garbled":
-                    await self._send(writer, 200, b'{"id": "chatcmpl-garbled", "choi<<<<',
-                                     keep_alive)
+                    await self._send(
+                        writer, 200, b'{"id": "chatcmpl-garbled", "choi<<<<', keep_alive
+                    )
                     return keep_alive
                 if fault == "drop":
                     writer.transport.abort()
@@ -380,6 +425,10 @@ class SimServer:
                 return keep_alive
             with self._lock:
                 self._received.append(payload)
+            refusal = self._refusal(payload)
+            if refusal is not None:
+                await self._send_json(writer, refusal[0], refusal[1], keep_alive)
+                return keep_alive
             response = await self._generate(payload)
             await self._send_json(writer, 200, response, keep_alive)
             return keep_alive
@@ -410,6 +459,25 @@ class SimServer:
             raise _BadRequest(400, f"'max_tokens' must be a positive integer, got {max_tokens!r}")
         return payload
 
+    def _refusal(self, payload: dict[str, Any]) -> tuple[int, dict[str, Any]] | None:
+        """The error a less capable server gives this request, if any."""
+        cfg = self.config
+        if cfg.n_rejection is not None and (payload.get("n") or 1) > 1:
+            return cfg.n_rejection, _error("Only one completion choice is allowed")
+        fmt = payload.get("response_format") or {}
+        kind = fmt.get("type") if isinstance(fmt, dict) else None
+        if kind is not None and kind not in cfg.response_formats:
+            # llama-cpp-python's server: a FastAPI validation error, sent as HTTP 500
+            expected = " or ".join(repr(k) for k in cfg.response_formats)
+            detail = {
+                "type": "literal_error",
+                "loc": ("body", "response_format", "type"),
+                "msg": f"Input should be {expected}",
+                "input": kind,
+            }
+            return 500, _error(f"1 validation error:\n  {detail}", "internal_server_error")
+        return None
+
     async def _generate(self, payload: dict[str, Any]) -> dict[str, Any]:
         cfg = self.config
         messages = payload["messages"]
@@ -423,8 +491,14 @@ class SimServer:
         for i in range(count):
             text, tokens, cut = truncate_tokens(str(responder(messages, i, params)), max_tokens)
             lengths.append(tokens)
-            choices.append({"index": i, "message": {"role": "assistant", "content": text},
-                            "finish_reason": "length" if cut else "stop", "logprobs": None})
+            choices.append(
+                {
+                    "index": i,
+                    "message": {"role": "assistant", "content": text},
+                    "finish_reason": "length" if cut else "stop",
+                    "logprobs": None,
+                }
+            )
         start = cfg.base_latency + cfg.per_prompt_token * prompt_tokens
         if self._slots is None:
             raise RuntimeError("the server was not started")
@@ -438,33 +512,63 @@ class SimServer:
                 await asyncio.sleep(seconds)
 
         await asyncio.gather(*(occupy(t) for t in times))
-        self._update(samples=count, prompt_tokens=prompt_tokens,
-                     completion_tokens=sum(lengths), busy_seconds=sum(times),
-                     max_request_seconds=max(times))
+        self._update(
+            samples=count,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=sum(lengths),
+            busy_seconds=sum(times),
+            max_request_seconds=max(times),
+        )
         return {
             "id": f"chatcmpl-sim-{next(self._ids)}",
             "object": "chat.completion",
             "created": int(time.time()),
             "model": payload.get("model") or cfg.model_name,
             "choices": choices,
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": sum(lengths),
-                      "total_tokens": prompt_tokens + sum(lengths)},
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": sum(lengths),
+                "total_tokens": prompt_tokens + sum(lengths),
+            },
         }
 
     def _models_body(self) -> dict[str, Any]:
-        return {"object": "list", "data": [{"id": self.config.model_name, "object": "model",
-                                            "created": 0, "owned_by": "attunement-sim"}]}
+        return {
+            "object": "list",
+            "data": [
+                {
+                    "id": self.config.model_name,
+                    "object": "model",
+                    "created": 0,
+                    "owned_by": "attunement-sim",
+                }
+            ],
+        }
 
-    async def _send_json(self, writer: asyncio.StreamWriter, status: int, doc: Any,
-                         keep_alive: bool, extra: dict[str, str] | None = None) -> None:
+    async def _send_json(
+        self,
+        writer: asyncio.StreamWriter,
+        status: int,
+        doc: Any,
+        keep_alive: bool,
+        extra: dict[str, str] | None = None,
+    ) -> None:
         await self._send(writer, status, json.dumps(doc).encode("utf-8"), keep_alive, extra)
 
-    async def _send(self, writer: asyncio.StreamWriter, status: int, body: bytes,
-                    keep_alive: bool, extra: dict[str, str] | None = None) -> None:
-        head = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}",
-                "Content-Type: application/json",
-                f"Content-Length: {len(body)}",
-                f"Connection: {'keep-alive' if keep_alive else 'close'}"]
+    async def _send(
+        self,
+        writer: asyncio.StreamWriter,
+        status: int,
+        body: bytes,
+        keep_alive: bool,
+        extra: dict[str, str] | None = None,
+    ) -> None:
+        head = [
+            f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}",
+            "Content-Type: application/json",
+            f"Content-Length: {len(body)}",
+            f"Connection: {'keep-alive' if keep_alive else 'close'}",
+        ]
         head += [f"{k}: {v}" for k, v in (extra or {}).items()]
         writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
         await writer.drain()

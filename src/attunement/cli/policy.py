@@ -16,6 +16,7 @@ from attunement.cli.common import (
     Timeout,
     console,
     llm_options,
+    report_failures,
     run,
 )
 
@@ -245,6 +246,7 @@ def generate(
         f"{report.seconds:.0f} s. Manifest: {report.manifest}",
         highlight=False,
     )
+    report_failures(report.failed)
 
 
 def distill(
@@ -319,3 +321,4 @@ def distill(
         f"skipped for not following the format. Teacher replies: {report.replies}",
         highlight=False,
     )
+    report_failures(report.generation.failed)

@@ -17,7 +17,9 @@ from attunement.cli.common import (
     fail,
     llm_options,
     out,
+    report_failures,
     run,
+    say,
 )
 
 
@@ -125,6 +127,9 @@ def score(
 
     summary = run(go())
     _print_summary(summary)
+    say(f"written: {out_path} ({summary.replies} breakdowns: {summary.scorable} scorable, "
+        f"{summary.unscorable} unscorable)")
+    report_failures(summary.failed)
 
 
 def _fmt(x: float | None, digits: int = 3) -> str:

@@ -86,11 +86,15 @@ class VerlSettings(ScoringPolicy):
         default_factory=dict, description="reward config fields; win over reward_config"
     )
     concurrency: int = Field(8, ge=1, description="judge requests in flight per worker process")
-    timeout: float = Field(120.0, gt=0, description="seconds per judge request attempt")
+    timeout: float = Field(
+        120.0, gt=0, description="seconds per judge call, retries included (LLMOptions.timeout)"
+    )
     retries: int = Field(4, ge=0, description="retries of a judge request (timeouts, 429, 5xx)")
     cache: Path | None = Field(None, description="sqlite completion cache (per node)")
-    api_key_env: str = Field(
-        "OPENAI_API_KEY", description="environment variable with the judge server's API key"
+    api_key_env: str | None = Field(
+        None,
+        description="environment variable with the judge server's API key, sent to any URL; "
+        "unset: OPENAI_API_KEY, sent to https URLs only (see docs/llm.md)",
     )
 
     def spec(self) -> RewardSpec:

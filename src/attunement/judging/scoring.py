@@ -21,7 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from attunement.concurrency import run_bounded
+from attunement.concurrency import FailedItem, FailureLog, run_bounded
 from attunement.jsonl import JsonlAppender, read_done_keys, read_jsonl, write_manifest
 from attunement.judging.base import RewardModel
 from attunement.records import ALL_DIMENSIONS, Example, Reply, RewardBreakdown, Usage
@@ -48,6 +48,9 @@ class ScoreSummary(BaseModel):
     usage: Usage = Field(description="judge usage recorded in the file")
     usage_now: Usage = Field(description="judge usage of this run")
     seconds: float
+    failed: list[FailedItem] = Field(
+        default_factory=list, description="examples whose scoring failed in this run (by "
+        "example_id), with the reason; not written, so a re-run retries them")
 
 
 def manifest_path(out: Path) -> Path:
@@ -166,11 +169,15 @@ async def score_dataset(
         async def score_group(eid: str) -> list[RewardBreakdown]:
             return await reward.score(by_id[eid], todo[eid])
 
+        failures: FailureLog[str] = FailureLog(str)
         await run_bounded(list(todo), score_group, limit=concurrency, on_result=write,
-                          description=f"scoring ({reward.name})", show_progress=show_progress)
+                          on_failure=failures, description=f"scoring ({reward.name})",
+                          show_progress=show_progress)
     seconds = time.perf_counter() - started
     wanted = {(r.example_id, r.reply_id) for g in groups.values() for r in g}
     breakdowns = [b for b in read_jsonl(out, RewardBreakdown)
                   if (b.example_id, b.reply_id) in wanted]
-    return summarize(breakdowns, reward_model=reward.name, out=out, scored_now=scored_now,
-                     resumed=resumed, usage_now=usage_now, seconds=seconds)
+    summary = summarize(breakdowns, reward_model=reward.name, out=out, scored_now=scored_now,
+                        resumed=resumed, usage_now=usage_now, seconds=seconds)
+    summary.failed = failures.items
+    return summary

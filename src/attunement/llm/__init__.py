@@ -17,11 +17,20 @@ from attunement.llm.base import (
     Message,
     make_request,
 )
-from attunement.llm.cache import CachedChatModel, CompletionCache
+from attunement.llm.cache import CachedChatModel, CacheError, CompletionCache
 from attunement.llm.scripted import ScriptedChatModel, Step
-from attunement.llm.spec import LLMOptions, ModelSpec, load_chat_model, parse_spec, register_backend
+from attunement.llm.spec import (
+    LLMOptions,
+    ModelSpec,
+    load_chat_model,
+    parse_spec,
+    redact_spec,
+    redact_url,
+    register_backend,
+)
 
 __all__ = [
+    "CacheError",
     "CachedChatModel",
     "ChatModel",
     "ChatRequest",
@@ -40,5 +49,7 @@ __all__ = [
     "load_chat_model",
     "make_request",
     "parse_spec",
+    "redact_spec",
+    "redact_url",
     "register_backend",
 ]

@@ -10,6 +10,13 @@ Samples are numbered. ``complete(..., n=4, sample_start=8)`` asks for samples
 8..11 of this request; the cache keys each sample by its number, so asking for
 k samples never collapses them into one, and a retry that wants *fresh*
 samples asks for numbers it has not used yet.
+
+Usage is counted per HTTP request, not per ``complete()`` call: a backend that
+needs several requests for one call (a server that rejects ``n``) reports each,
+through :meth:`ChatModel.complete_with_usage`, so a wrapper (the cache) can add
+up exactly what it spent. A call that fails after some samples were drawn
+raises with those samples in :attr:`LLMError.partial` and their cost in
+:attr:`LLMError.spent`, so nothing paid for is lost.
 """
 
 from __future__ import annotations
@@ -19,15 +26,29 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
+from attunement.llm.constants import DEFAULT_MAX_TOKENS, DEFAULT_TEMPERATURE
 from attunement.records import Usage
 
 Message = dict[str, str]
 
 
 class LLMError(RuntimeError):
-    """A chat call failed for good (after any retries the backend makes)."""
+    """A chat call failed for good (after any retries the backend makes).
+
+    ``partial`` holds the samples of the call that did arrive (a fan-out that
+    lost one sibling keeps the others) and ``spent`` what the failed call cost.
+    """
+
+    partial: tuple[Completion, ...] = ()
+    spent: Usage | None = None
+
+    def keeping(self, partial: Sequence[Completion], spent: Usage) -> LLMError:
+        """This error, carrying the samples that did arrive and their cost."""
+        self.partial = tuple(partial)
+        self.spent = spent
+        return self
 
 
 class LLMTimeoutError(LLMError):
@@ -35,11 +56,12 @@ class LLMTimeoutError(LLMError):
 
 
 class LLMStatusError(LLMError):
-    """The server answered with an error status."""
+    """The server answered with an error status; ``body`` is the start of its text."""
 
-    def __init__(self, message: str, status: int | None = None):
+    def __init__(self, message: str, status: int | None = None, body: str = ""):
         super().__init__(message)
         self.status = status
+        self.body = body
 
 
 class LLMResponseError(LLMError):
@@ -60,6 +82,8 @@ class Completion:
     cached: bool = False
     finish_reason: str | None = None
     sample_index: int = 0
+    #: where a cache keeps this sample (set by the cache; see ChatModel.reject)
+    cache_key: str | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -68,8 +92,8 @@ class ChatRequest:
 
     messages: tuple[tuple[str, str], ...]
     n: int = 1
-    temperature: float = 0.0
-    max_tokens: int = 512
+    temperature: float = DEFAULT_TEMPERATURE
+    max_tokens: int = DEFAULT_MAX_TOKENS
     json_schema: dict[str, Any] | None = field(default=None, hash=False, compare=False)
     seed: int | None = None
     stop: tuple[str, ...] | None = None
@@ -107,8 +131,8 @@ def make_request(
     messages: Sequence[Message],
     *,
     n: int = 1,
-    temperature: float = 0.0,
-    max_tokens: int = 512,
+    temperature: float = DEFAULT_TEMPERATURE,
+    max_tokens: int = DEFAULT_MAX_TOKENS,
     json_schema: dict[str, Any] | None = None,
     seed: int | None = None,
     stop: Sequence[str] | None = None,
@@ -123,7 +147,7 @@ def make_request(
         if role not in ("system", "user", "assistant"):
             raise ValueError(f"messages[{i}].role must be system/user/assistant, got {role!r}")
         if not isinstance(content, str):
-            raise ValueError(f"messages[{i}].content must be a string")
+            raise ValueError(f"messages[{i}].content must be a string")  # noqa: TRY004 - bad input
         frozen.append((role, content))
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
@@ -145,25 +169,39 @@ def make_request(
     )
 
 
+def usage_of(completions: Sequence[Completion]) -> Usage:
+    """What one request returning ``completions`` cost: one call (if any sample
+    was not cached), its prompt once, every sample's completion tokens."""
+    live = [c for c in completions if not c.cached]
+    return Usage(
+        calls=1 if live else 0,
+        cached_calls=len(completions) - len(live),
+        prompt_tokens=max((c.prompt_tokens for c in live), default=0),
+        completion_tokens=sum(c.completion_tokens for c in live),
+    )
+
+
 class UsageMeter:
     """Running totals of calls and tokens (cheap to update on the hot path)."""
 
-    __slots__ = ("calls", "cached_calls", "prompt_tokens", "completion_tokens")
+    __slots__ = ("cached_calls", "calls", "completion_tokens", "prompt_tokens")
 
     def __init__(self) -> None:
         self.calls = self.cached_calls = self.prompt_tokens = self.completion_tokens = 0
 
-    def add(self, completions: Sequence[Completion], *, calls: int = 1) -> None:
-        live = [c for c in completions if not c.cached]
-        self.calls += calls if live else 0
-        self.cached_calls += len(completions) - len(live)
-        # a request with n samples bills its prompt once
-        self.prompt_tokens += max((c.prompt_tokens for c in live), default=0)
-        self.completion_tokens += sum(c.completion_tokens for c in live)
+    def add(self, usage: Usage) -> None:
+        self.calls += usage.calls
+        self.cached_calls += usage.cached_calls
+        self.prompt_tokens += usage.prompt_tokens
+        self.completion_tokens += usage.completion_tokens
 
     def snapshot(self) -> Usage:
-        return Usage(calls=self.calls, cached_calls=self.cached_calls,
-                     prompt_tokens=self.prompt_tokens, completion_tokens=self.completion_tokens)
+        return Usage(
+            calls=self.calls,
+            cached_calls=self.cached_calls,
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+        )
 
 
 class ChatModel(ABC):
@@ -189,31 +227,60 @@ class ChatModel(ABC):
         messages: Sequence[Message],
         *,
         n: int = 1,
-        temperature: float = 0.0,
-        max_tokens: int = 512,
+        temperature: float = DEFAULT_TEMPERATURE,
+        max_tokens: int = DEFAULT_MAX_TOKENS,
         json_schema: dict[str, Any] | None = None,
         seed: int | None = None,
         stop: Sequence[str] | None = None,
         sample_start: int = 0,
     ) -> list[Completion]:
         """Return ``n`` completions, numbered ``sample_start`` onwards."""
-        request = make_request(messages, n=n, temperature=temperature, max_tokens=max_tokens,
-                               json_schema=json_schema, seed=seed, stop=stop,
-                               sample_start=sample_start)
+        request = make_request(
+            messages,
+            n=n,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            json_schema=json_schema,
+            seed=seed,
+            stop=stop,
+            sample_start=sample_start,
+        )
         return await self.complete_request(request)
 
     async def complete_request(self, request: ChatRequest) -> list[Completion]:
-        out = await self._complete(request)
+        return (await self.complete_with_usage(request))[0]
+
+    async def complete_with_usage(self, request: ChatRequest) -> tuple[list[Completion], Usage]:
+        """Answer ``request`` and say what it cost (also added to :attr:`usage`)."""
+        try:
+            out, spent = await self._complete_with_usage(request)
+        except LLMError as exc:
+            if exc.spent is not None:
+                self.usage.add(exc.spent)
+            raise
+        self.usage.add(spent)
         if len(out) != request.n:
             raise LLMResponseError(
                 f"{self.name}: asked for {request.n} completions, backend returned {len(out)}"
             )
-        self.usage.add(out)
-        return out
+        return out, spent
+
+    async def _complete_with_usage(self, request: ChatRequest) -> tuple[list[Completion], Usage]:
+        """Backends that make several requests per call override this to bill each."""
+        out = await self._complete(request)
+        return out, usage_of(out)
 
     @abstractmethod
     async def _complete(self, request: ChatRequest) -> list[Completion]:
         """Produce exactly ``request.n`` completions."""
+
+    async def reject(self, completions: Sequence[Completion]) -> None:
+        """Tell the model these samples were unusable (empty, unparseable).
+
+        A cache forgets them, so a later identical request asks the backend
+        again instead of serving the same useless answer forever. A no-op for
+        models without a cache.
+        """
 
     async def ensure_ready(self) -> None:
         """Finish any set-up that :attr:`name` depends on (no-op by default).
@@ -225,7 +292,7 @@ class ChatModel(ABC):
     async def aclose(self) -> None:
         """Release connections or model memory. Safe to call twice."""
 
-    async def __aenter__(self) -> ChatModel:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:

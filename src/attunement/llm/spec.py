@@ -12,6 +12,11 @@ spec                                        model
                                             a trained policy
 ==========================================  =========================================
 
+An ``openai:`` spec may end in ``,key=NAME``: the API key is then read from
+the environment variable ``NAME`` and sent whatever the URL
+(``openai:http://gpu:8000/v1#qwen,key=VLLM_API_KEY``). Without it a key is sent
+to https URLs only (see :func:`attunement.llm.openai_compat.api_key_for`).
+
 Runtime settings (concurrency, deadline, retries, cache) are not part of the
 spec; they come from :class:`LLMOptions`, built once at the edge (CLI flags or a
 config file) and passed in.
@@ -19,7 +24,8 @@ config file) and passed in.
 
 from __future__ import annotations
 
-import importlib
+import re
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +33,21 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from attunement.llm.base import ChatModel
+from attunement.llm.cache import CachedChatModel, CompletionCache
+from attunement.llm.constants import (
+    DEFAULT_BACKOFF_BASE,
+    DEFAULT_BACKOFF_MAX,
+    DEFAULT_CONCURRENCY,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_N_CTX,
+    DEFAULT_RETRY_AFTER_MAX,
+    DEFAULT_TIMEOUT,
+)
+from attunement.llm.hf import HFChatModel  # torch and transformers load on first use
+from attunement.llm.local import LocalChatModel  # llama_cpp loads on first use
+
+#: ``,key=NAME`` at the end of an openai spec: the environment variable of its key
+_KEY_SUFFIX = re.compile(r",key=([A-Za-z_][A-Za-z0-9_]*)$")
 
 
 class LLMOptions(BaseModel):
@@ -34,15 +55,31 @@ class LLMOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    concurrency: int = Field(default=8, ge=1, description="requests in flight at once")
-    timeout: float = Field(default=120.0, gt=0, description="deadline per call, seconds")
-    max_retries: int = Field(default=4, ge=0, description="retries on timeouts, 429 and 5xx")
-    backoff_base: float = Field(default=0.5, ge=0)
-    backoff_max: float = Field(default=20.0, ge=0)
-    api_key_env: str = Field(default="OPENAI_API_KEY",
-                             description="environment variable holding the API key")
+    concurrency: int = Field(
+        default=DEFAULT_CONCURRENCY, ge=1, description="requests in flight at once"
+    )
+    timeout: float = Field(
+        default=DEFAULT_TIMEOUT,
+        gt=0,
+        description="deadline of one call, retries and backoff included, s",
+    )
+    max_retries: int = Field(
+        default=DEFAULT_MAX_RETRIES, ge=0, description="retries on timeouts, 429 and 5xx"
+    )
+    backoff_base: float = Field(default=DEFAULT_BACKOFF_BASE, ge=0)
+    backoff_max: float = Field(default=DEFAULT_BACKOFF_MAX, ge=0)
+    retry_after_max: float = Field(
+        default=DEFAULT_RETRY_AFTER_MAX,
+        ge=0,
+        description="longest Retry-After honoured, s; a longer wish fails the call",
+    )
+    api_key_env: str | None = Field(
+        default=None,
+        description="environment variable holding the API key, sent to any URL; "
+        "unset: OPENAI_API_KEY, sent to https URLs only",
+    )
     cache: Path | None = Field(default=None, description="sqlite file caching completions")
-    n_ctx: int = Field(default=4096, ge=256, description="context size of local models")
+    n_ctx: int = Field(default=DEFAULT_N_CTX, ge=256, description="context size of local models")
     n_threads: int | None = Field(default=None, ge=1)
 
 
@@ -51,19 +88,51 @@ class ModelSpec:
     kind: str
     target: str = ""
     model: str | None = None
+    #: environment variable holding the API key (``,key=NAME``), openai specs only
+    api_key_env: str | None = None
 
     def __str__(self) -> str:
         text = self.kind + (f":{self.target}" if self.target else "")
-        return text + (f"#{self.model}" if self.model else "")
+        text += f"#{self.model}" if self.model else ""
+        return text + (f",key={self.api_key_env}" if self.api_key_env else "")
+
+
+def redact_url(url: str) -> str:
+    """A URL without the credentials it may carry (user:password@, query string),
+    fit for names, manifests, logs and cache keys.
+
+    >>> redact_url("https://user:secret@host:8443/v1?api-key=abc")
+    'https://host:8443/v1'
+    """
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:  # an IPv6 literal
+        host = f"[{host}]"
+    netloc = host + (f":{parts.port}" if parts.port is not None else "")
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def redact_spec(spec: str) -> str:
+    """A spec string with the credentials of its URL removed (for manifests).
+
+    >>> redact_spec("openai:http://u:pw@localhost:8000/v1#judge")
+    'openai:http://localhost:8000/v1#judge'
+    """
+    parsed = parse_spec(spec)
+    if parsed.kind != "openai":
+        return str(parsed)
+    return str(ModelSpec(parsed.kind, redact_url(parsed.target), parsed.model, parsed.api_key_env))
 
 
 def parse_spec(spec: str) -> ModelSpec:
     """Split a spec string into kind, target and model name.
 
     >>> parse_spec("openai:http://localhost:8000/v1#qwen")
-    ModelSpec(kind='openai', target='http://localhost:8000/v1', model='qwen')
+    ModelSpec(kind='openai', target='http://localhost:8000/v1', model='qwen', api_key_env=None)
+    >>> parse_spec("openai:http://gpu:8000/v1#qwen,key=VLLM_API_KEY").api_key_env
+    'VLLM_API_KEY'
     >>> parse_spec("local")
-    ModelSpec(kind='local', target='', model=None)
+    ModelSpec(kind='local', target='', model=None, api_key_env=None)
     """
     text = spec.strip()
     if not text:
@@ -76,33 +145,41 @@ def parse_spec(spec: str) -> ModelSpec:
             + ", ".join(f"'{k}'" for k in sorted(_BACKENDS))
             + " (e.g. local, local:/path/model.gguf, openai:http://host:8000/v1#model)"
         )
-    model = None
+    model = key_env = None
     if kind == "openai":
+        suffix = _KEY_SUFFIX.search(rest)
+        if suffix:
+            key_env, rest = suffix.group(1), rest[: suffix.start()]
         rest, _, model = rest.partition("#")
         model = model or None
         if not rest.startswith(("http://", "https://")):
-            raise ValueError(f"{spec!r}: an openai spec needs a URL, e.g. "
-                             "openai:http://localhost:8000/v1#model-name")
-    return ModelSpec(kind=kind, target=rest, model=model)
+            raise ValueError(
+                f"{spec!r}: an openai spec needs a URL, e.g. "
+                "openai:http://localhost:8000/v1#model-name"
+            )
+    return ModelSpec(kind=kind, target=rest, model=model, api_key_env=key_env)
 
 
 def _make_local(spec: ModelSpec, options: LLMOptions) -> ChatModel:
-    from attunement.llm.local import LocalChatModel
-
     return LocalChatModel(spec.target or None, n_ctx=options.n_ctx, n_threads=options.n_threads)
 
 
 def _make_openai(spec: ModelSpec, options: LLMOptions) -> ChatModel:
+    # imported here: openai_compat needs LLMOptions from this module
     from attunement.llm.openai_compat import OpenAIChatModel
 
-    return OpenAIChatModel(spec.target, spec.model, options=options)
+    return OpenAIChatModel(
+        spec.target,
+        spec.model,
+        options=options,
+        api_key_env=spec.api_key_env or options.api_key_env,
+    )
 
 
 def _make_hf(spec: ModelSpec, options: LLMOptions) -> ChatModel:
-    module = importlib.import_module("attunement.llm.hf")
     if not spec.target:
         raise ValueError("an hf spec needs a checkpoint folder: hf:/path/to/checkpoint")
-    return module.HFChatModel(spec.target)
+    return HFChatModel(spec.target)
 
 
 Factory = Callable[[ModelSpec, LLMOptions], ChatModel]
@@ -120,7 +197,5 @@ def load_chat_model(spec: str | ModelSpec, options: LLMOptions | None = None) ->
     parsed = spec if isinstance(spec, ModelSpec) else parse_spec(spec)
     model = _BACKENDS[parsed.kind](parsed, options)
     if options.cache is not None:
-        from attunement.llm.cache import CachedChatModel, CompletionCache
-
         model = CachedChatModel(model, CompletionCache(options.cache))
     return model

@@ -29,7 +29,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from attunement.concurrency import run_bounded
+from attunement.concurrency import FailedItem, FailureLog, run_bounded
 from attunement.jsonl import JsonlAppender, read_done_keys, write_manifest
 from attunement.llm.base import ChatModel, Completion, Message
 from attunement.llm.cache import contiguous_runs
@@ -83,6 +83,11 @@ class GenerateReport(BaseModel):
     replies_written: int
     already_done: int
     format_failures: int = Field(description="written replies whose format was not followed")
+    failed: list[FailedItem] = Field(
+        default_factory=list,
+        description="examples whose generation failed in this run (by "
+        "example_id), with the reason; a re-run retries them",
+    )
     usage: Usage = Field(default_factory=Usage)
     seconds: float = 0.0
 
@@ -196,9 +201,9 @@ async def generate_replies(
     exactly what the policy saw (``attune distill`` builds SFT rows from it).
 
     Replies whose format was not followed are written too, with
-    ``format_ok=False``; the report counts them. A model call that fails for
-    good stops the job with its error; finished replies are kept and a re-run
-    resumes.
+    ``format_ok=False``; the report counts them. An example whose model call
+    fails for good is recorded in ``report.failed`` with its reason and the
+    job goes on; a re-run retries it (finished replies are kept).
     """
     settings = generation_settings(settings, **overrides)
     memory_mode, n = settings.memory_mode, settings.n
@@ -303,6 +308,7 @@ async def generate_replies(
             }
         return replies, prompt_row
 
+    failures: FailureLog[tuple[Example, list[int]]] = FailureLog(lambda job: job[0].example_id)
     with JsonlAppender(out) as writer:
         prompt_writer = JsonlAppender(prompts_out) if prompts_out is not None else None
         try:
@@ -326,6 +332,7 @@ async def generate_replies(
                 answer,
                 limit=limit,
                 on_result=on_result,
+                on_failure=failures,
                 description=f"generate ({strategy.mode})",
                 show_progress=show_progress,
             )
@@ -341,10 +348,12 @@ async def generate_replies(
         replies_written=counts["written"],
         already_done=already,
         format_failures=counts["format_failures"],
+        failed=failures.items,
         usage=_usage_since(policy, before),
         seconds=round(time.perf_counter() - started, 3),
     )
     write_manifest_now(
-        status="complete", report=report.model_dump(mode="json", exclude={"out", "manifest"})
+        status="incomplete" if failures.items else "complete",
+        report=report.model_dump(mode="json", exclude={"out", "manifest"}),
     )
     return report

@@ -222,6 +222,7 @@ class SummaryMemory(MemoryStrategy):
         )
         text = completion.text.strip()
         if not text:
+            await self.model.reject([completion])  # a cache must ask again next time
             raise LLMError(f"{self.model.name} returned an empty memory summary for user {user!r}")
         return text
 
