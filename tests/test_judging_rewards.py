@@ -10,6 +10,7 @@ import re
 import pytest
 
 from attunement.judging import PereGRMConfig, PermConfig, load_reward, peregrm_reward, perm_reward
+from attunement.judging.parsing import BYSTANDER_KEYS
 from attunement.llm import LLMError, ScriptedChatModel
 from attunement.llm.base import ChatRequest
 from attunement.records import Example, MemoryItem, Persona, Reply, Situation
@@ -56,9 +57,8 @@ def judge_answer(request: ChatRequest, score: float, bystander: float = 80.0) ->
     k = kind(request)
     as_json = request.json_schema is not None
     if k == "bystander":
-        parts = {"content_effectiveness": bystander / 5, "logical_clarity": bystander / 5,
-                 "communication_efficiency": bystander / 5, "objectivity": bystander / 5,
-                 "accuracy": bystander / 5}
+        whole, extra = divmod(int(bystander), 5)  # five whole sub-scores adding up to it
+        parts = {key: whole + (1 if i < extra else 0) for i, key in enumerate(BYSTANDER_KEYS)}
         if as_json:
             return json.dumps({"assessment": "fine", **parts})
         return f"Assessment: fine\nTotal Score: {bystander:g} / 100"
@@ -190,7 +190,7 @@ def test_length_penalty_uses_the_token_counter():
     reward = perm_reward(judge, token_counter=lambda text: len(text.split()))
     [b] = run(reward.score(example(), [long_reply]))
     assert b.terms["length_penalty"] == pytest.approx(-0.032)
-    assert b.config["response_tokens"] == 800
+    assert b.config["length_tokens"] == 800
     assert b.reward == pytest.approx(b.terms["r_emp"] - 0.032)
     # PereGRM has no length term by default
     [g] = run(peregrm_reward(scripted(bystander=100)).score(example(), [long_reply]))

@@ -184,7 +184,7 @@ async def test_every_mode_reaches_the_prompt(tmp_path):
     summary_calls = [c for c in policy.calls if "Describe this user" in user_turn(c)]
     reply_calls = [c for c in policy.calls if "The user's message" in user_turn(c)]
     assert len(summary_calls) == 2 and len(reply_calls) == 4
-    assert all(f"## {SUMMARY_HEADING}\n- Loves animals; tired" in user_turn(c)
+    assert all(f"## {SUMMARY_HEADING}\n<data>\n- Loves animals; tired" in user_turn(c)
                and MEMORY_HEADING not in user_turn(c) for c in reply_calls)
 
     # rag: the 3 best memory items for the query

@@ -101,7 +101,7 @@ def test_explicit_memories_replace_the_examples_own():
 def test_summary_is_shown_under_its_own_heading():
     user = render_reply_messages(full_example(), [], summary="- Caring, tired, feels unseen")[1][
         "content"]
-    assert f"## {SUMMARY_HEADING}\n- Caring, tired, feels unseen" in user
+    assert f"## {SUMMARY_HEADING}\n<data>\n- Caring, tired, feels unseen\n</data>" in user
     assert MEMORY_HEADING not in user
 
 

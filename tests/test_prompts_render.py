@@ -86,35 +86,46 @@ def test_fence_label_is_sanitised():
     assert fence("user dialogue!", "hi").startswith("<user_dialogue_>\n")
 
 
-def test_sections_skip_empty_bodies():
+def test_sections_skip_empty_bodies_and_fence_the_rest_once():
     text = sections([("Persona", "kind"), ("Memories", ""), ("Situation", "  \n "),
-                     ("Query", "help")])
-    assert text == "## Persona\nkind\n\n## Query\nhelp"
+                     ("Query", fence("message", "help"))])
+    assert text == "## Persona\n<data>\nkind\n</data>\n\n## Query\n<message>\nhelp\n</message>"
 
 
 def test_renderers():
     b5 = BigFive(openness="high", conscientiousness="low", extraversion="medium",
                  agreeableness="high", neuroticism="low",
                  justifications={"openness": "tries new food"})
-    assert render_big_five(b5).splitlines()[0] == "- Openness: high"
+    assert render_big_five(b5, fenced=False).splitlines()[0] == "- Openness: high"
+    assert render_big_five(b5).splitlines()[:2] == ["<persona>", "- Openness: high"]
     assert "(tries new food)" in render_big_five(b5, with_reasons=True)
     persona = Persona(profile="A nurse who loves hiking.", name="Ana", age=31, big_five=b5,
                       topics=["work", "hiking"])
     text = render_persona(persona)
-    assert text.startswith("Name: Ana; Age: 31") and "Recurring topics: work, hiking" in text
+    assert text.startswith("<persona>\nName: Ana; Age: 31") and text.endswith("\n</persona>")
+    assert "Recurring topics: work, hiking" in text and text.count("<persona>") == 1
     assert "Big Five" not in render_persona(persona, with_big_five=False)
+    bare = render_persona(persona, with_big_five=False, with_topics=False,
+                          with_demographics=False, fenced=False)
+    assert bare == "A nurse who loves hiking."
     mems = [MemoryItem(memory_id="m1", value="has a cat", label="Pets"),
             MemoryItem(memory_id="m2", value="night shifts", label="UNMAPPED",
                        label_suggestion="Work/Schedule")]
-    assert render_memories(mems) == "- [m1] has a cat (Pets)\n- [m2] night shifts (Work/Schedule)"
-    assert render_memories(mems, limit=1) == "- [m1] has a cat (Pets)"
+    assert render_memories(mems) == ("<memories>\n- [m1] has a cat (Pets)\n"
+                                     "- [m2] night shifts (Work/Schedule)\n</memories>")
+    assert render_memories(mems, limit=1, fenced=False) == "- [m1] has a cat (Pets)"
+    assert render_memories(mems, with_labels=False, fenced=False) == (
+        "- [m1] has a cat\n- [m2] night shifts")
     sit = Situation(category="ES", description="lost her cat", emotion="grief")
-    assert render_situation(sit) == "Emotional Support: lost her cat\nFeeling: grief"
+    assert render_situation(sit, fenced=False) == "Emotional Support: lost her cat\nFeeling: grief"
+    assert render_situation(sit, with_category=False, with_emotion=False) == (
+        "<situation>\nlost her cat\n</situation>")
     assert render_persona(None) == render_situation(None) == render_big_five(None) == ""
 
 
 def test_user_context_drops_missing_parts_and_accepts_memory_override():
     ex = Example(example_id="e", query="q",
                  memories=[MemoryItem(memory_id="m1", value="has a cat")])
-    assert render_user_context(ex) == "## What you remember about the user\n- [m1] has a cat"
+    assert render_user_context(ex) == ("## What you remember about the user\n"
+                                       "<memories>\n- [m1] has a cat\n</memories>")
     assert render_user_context(ex, memories=[]) == ""

@@ -15,7 +15,10 @@ reply. :class:`JudgeReward` is the common base of PERM and PereGRM:
   retried again here: its samples are recorded as failed, with the error;
 - a dimension's value is the mean of its valid samples; a reply is
   unscorable (``reward=None``) only when an enabled dimension has no valid
-  sample at all. No constant ever stands in for a missing score.
+  sample at all. No constant ever stands in for a missing score;
+- every verdict is parsed with the texts the judge saw as data (the reply,
+  the query, the earlier turns, the user's record), so a verdict the judge
+  merely copied out of them is refused (:mod:`attunement.judging.parsing`).
 """
 
 from __future__ import annotations
@@ -23,42 +26,60 @@ from __future__ import annotations
 import asyncio
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from attunement.judging import aggregate as agg
+from attunement.judging.answers import BystanderAnswer
 from attunement.judging.parsing import BYSTANDER_MAX, Parsed, parse_bystander
 from attunement.judging.templates import (
     JSON_TEXT_CHARS,
+    JudgeContext,
     OutputChoice,
-    bystander_schema,
     fenced_judged,
-    fenced_message,
+    prompt_piece,
+    recording,
     render_context,
+    render_message,
+    render_prompt,
     resolve_output,
-    snippet,
-    template,
+    schema,
     versions,
 )
+from attunement.judging.tokens import TOKENIZER_PATTERN, TokenCounter, load_token_counter
 from attunement.llm.base import ChatModel, Completion, LLMError, Message
-from attunement.llm.scripted import count_tokens
 from attunement.records import (
     EMPATHY_DIMENSIONS,
     Dimension,
     Example,
     Judgement,
+    MemoryItem,
+    Persona,
     Reply,
     RewardBreakdown,
+    Situation,
+    Turn,
     Usage,
 )
 
-TokenCounter = Callable[[str], int]
-
+__all__ = ["CriteriaMode", "Definitions", "JudgeReward", "JudgeSampler", "LengthOn",
+           "PereGRMConfig", "PermConfig", "RewardConfig", "RewardModel", "TokenCounter",
+           "Unformatted", "round_seed"]
 
 # --------------------------------------------------------------------------- configs
+
+ResonationOn = Literal["analysis", "response"]
+BystanderOutput = Literal["json", "text", "same"]
+#: what is judged when a reply broke the "# Analysis / # Response" format
+Unformatted = Literal["judge_whole", "empty"]
+#: what the length penalty counts
+LengthOn = Literal["response", "completion"]
+CriteriaMode = Literal["shared", "per_reply", "inline", "fixed"]
+#: which dimension definitions PereGRM's judges read
+Definitions = Literal["training", "evaluation"]
 
 
 class RewardConfig(BaseModel):
@@ -74,7 +95,7 @@ class RewardConfig(BaseModel):
         "Score lines), 'json' (schema-constrained), 'auto' (json for the embedded model)")
     bystander_k: int = Field(1, ge=1, le=64, description="bystander samples (the papers "
                              "scale only the empathy dimensions)")
-    bystander_output: Literal["json", "text", "same"] = Field(
+    bystander_output: BystanderOutput = Field(
         "json", description="bystander answer format: schema-constrained JSON of the five "
         "sub-scores (default), the paper's text, or 'same' as `output`")
     max_resamples: int = Field(2, ge=0, description="fresh draws for unparseable samples")
@@ -97,11 +118,27 @@ class RewardConfig(BaseModel):
     lambda_bys: float = Field(0.5, ge=0.0, description="weight of the bystander penalty")
 
     length_penalty: bool = False
-    length_limit: int = Field(768, ge=0, description="response tokens allowed before penalty")
+    length_limit: int = Field(768, ge=0, description="tokens allowed before penalty")
     length_coef: float = Field(0.001, ge=0.0, description="penalty per token over the limit")
+    length_on: LengthOn = Field(
+        "response", description="'response': the response's tokens (PERM's paper); "
+        "'completion': the whole completion, analysis included (the PERM authors' code), "
+        "Reply.completion_tokens when the trainer set it")
+    tokenizer: str = Field(
+        "approx", pattern=TOKENIZER_PATTERN,
+        description="token counter of the length penalty when none is passed in: approx "
+        "(words, punctuation, CJK characters), local[:PATH.gguf] (llama.cpp), hf:DIR")
 
-    resonation_on: Literal["analysis", "response"] = "analysis"
+    resonation_on: ResonationOn = "analysis"
     include_memories: bool = True
+    judge_context: JudgeContext = Field(
+        "authors", description="'authors': judges see what the authors' judges saw (profile, "
+        "memory values, situation text); 'full': also Big Five, topics, labels, category, "
+        "emotion")
+    unformatted: Unformatted = Field(
+        "judge_whole", description="a reply that broke the '# Analysis / # Response' format: "
+        "'judge_whole' judges its whole text as analysis and response; 'empty' judges it as "
+        "an empty reply (the PERM authors' code)")
 
     @model_validator(mode="after")
     def _some_empathy(self) -> RewardConfig:
@@ -119,32 +156,51 @@ class RewardConfig(BaseModel):
 
 
 class PermConfig(RewardConfig):
-    """PERM (seed 003): generic rubrics, resonation on the analysis, length penalty on."""
+    """PERM (seed 003): generic rubrics, resonation on the analysis, length penalty on,
+    an unformatted reply judged as empty (the authors' code)."""
 
     length_penalty: bool = True
-    resonation_on: Literal["analysis", "response"] = "analysis"
+    resonation_on: ResonationOn = "analysis"
     include_memories: bool = Field(
         False, description="show the user's memories to the judges (PERM's rubrics have none)")
-
-
-CriteriaMode = Literal["shared", "inline", "fixed"]
+    unformatted: Unformatted = Field(
+        "empty", description="the PERM authors' code scores a reply that breaks the format "
+        "as empty; 'judge_whole' judges its whole text")
 
 
 class PereGRMConfig(RewardConfig):
     """PereGRM (seed 000): personalised criteria, then a score against them."""
 
     criteria_mode: CriteriaMode = Field(
-        "shared", description="'shared': criteria once per example/dimension/sample, reused by "
-        "the whole group; 'inline': one call writes criteria+analysis+score per reply (the "
+        "shared", description="'shared': criteria once per example/dimension/sample and round, "
+        "reused by the whole group; 'per_reply': criteria written without the reply in view, "
+        "one set per reply; 'inline': one call writes criteria+analysis+score per reply (the "
         "authors' code); 'fixed': example.criteria prepared in advance, scored at "
         "fixed_temperature")
+    definitions: Definitions = Field(
+        "training", description="dimension definitions the judges read: 'training' (the "
+        "authors' training reward: personality detection, personalised strategy, the user's "
+        "own reception) or 'evaluation' (the authors' criteria-writing definitions); default "
+        "'evaluation' in fixed mode, 'training' otherwise")
     criteria_temperature: float = Field(0.3, ge=0.0, le=2.0,
-                                        description="temperature of criteria writing (shared)")
+                                        description="temperature of criteria writing")
     fixed_temperature: float = Field(0.0, ge=0.0, le=2.0,
                                      description="scoring temperature in fixed mode")
-    resonation_on: Literal["analysis", "response"] = Field(
+    resonation_on: ResonationOn = Field(
         "response", description="the authors' code judges the response for every dimension")
     include_memories: bool = True
+    unformatted: Unformatted = Field(
+        "judge_whole", description="the PereGRM authors' code judges the whole completion "
+        "when it has no reasoning block")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _definitions_follow_mode(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("definitions") is None:
+            data = {k: v for k, v in data.items() if k != "definitions"}
+            if data.get("criteria_mode") == "fixed":
+                data["definitions"] = "evaluation"
+        return data
 
 
 # --------------------------------------------------------------------------- interface
@@ -277,20 +333,23 @@ class JudgeSampler:
     async def sample(self, messages: list[Message], *, k: int, temperature: float,
                      schema: dict[str, Any] | None, parse: Callable[[str], _Verdict],
                      max_tokens: int | None = None, fmt: str | None = None,
-                     seed: int | None = None) -> tuple[list[Sample], Usage]:
+                     seed: int | None = None, first_index: int = 0
+                     ) -> tuple[list[Sample], Usage]:
         """Draw ``k`` samples of one prompt in one request, re-drawing failures.
 
         Returns every sample drawn (failed ones included, in drawing order) and
         the usage. At most ``k`` samples are valid; a failed sample is replaced
         by a fresh one numbered after all those used so far, at most
-        ``max_resamples`` times. A call that raises :class:`LLMError` (the
-        client has already retried it) is not retried again.
+        ``max_resamples`` times. Sample numbers start at ``first_index`` (so
+        independent draws of the same prompt never share a number, nor a cache
+        entry). A call that raises :class:`LLMError` (the client has already
+        retried it) is not retried again.
         """
         samples: list[Sample] = []
         usage = Usage()
         if (fmt or self.fmt) != "json":
             schema = None  # text answers: no schema sent
-        need, start, attempt = k, 0, 1
+        need, start, attempt = k, first_index, 1
         while need > 0:
             try:
                 completions = await self.complete(
@@ -313,6 +372,18 @@ class JudgeSampler:
         return samples, usage
 
 
+#: a record with every field a judge prompt can show, to render each prompt once
+#: when listing a reward's prompt files (never sent to a judge)
+PROBE_EXAMPLE = Example(
+    example_id="probe", query="(probe)", persona=Persona(profile="(probe)"),
+    memories=[MemoryItem(memory_id="p1", value="(probe)")],
+    situation=Situation(category="ES", description="(probe)"),
+    dialogue=[Turn(role="user", text="(probe)"), Turn(role="assistant", text="(probe)")],
+    criteria={d: "1. (probe) (100%): (probe)" for d in EMPATHY_DIMENSIONS})
+PROBE_REPLY = Reply(example_id="probe", reply_id="probe", analysis="(probe)",
+                    response="(probe)")
+
+
 class JudgeReward(RewardModel):
     """Common machinery of the LLM-judge rewards (sampling, retries, composition)."""
 
@@ -326,10 +397,7 @@ class JudgeReward(RewardModel):
         self.fmt = resolve_output(config.output, judge)
         self.bystander_fmt = (self.fmt if config.bystander_output == "same"
                               else config.bystander_output)
-        self.token_counter = token_counter or count_tokens
-        self.token_counter_name = ("count_tokens (approximate: words and punctuation)"
-                                   if token_counter is None else
-                                   getattr(token_counter, "__name__", repr(token_counter)))
+        self._token_counter = token_counter
         self.name = self.kind if config.k == 1 else f"{self.kind}@{config.k}"
         self.sampler = JudgeSampler(judge, fmt=self.fmt, max_tokens=config.max_tokens,
                                     max_resamples=config.max_resamples, seed=config.seed,
@@ -339,11 +407,81 @@ class JudgeReward(RewardModel):
                                "bystander_format": self.bystander_fmt,
                                **config.model_dump(mode="json")}
 
+    @property
+    def token_counter(self) -> TokenCounter:
+        """The counter of the length penalty: the one passed in, else the config's
+        ``tokenizer`` (loaded on first use)."""
+        if self._token_counter is None:
+            self._token_counter = load_token_counter(self.config.tokenizer)
+        return self._token_counter
+
+    @property
+    def token_counter_name(self) -> str:
+        if self._token_counter is None and self.config.tokenizer == "approx":
+            return str(load_token_counter("approx"))
+        counter = self.token_counter
+        return getattr(counter, "__name__", repr(counter))
+
+    # ------------------------------------------------------------------ what is judged
+
+    def judged_texts(self, reply: Reply) -> tuple[str, str]:
+        """(analysis, response) as the judges see them.
+
+        A reply that broke the "# Analysis / # Response" format
+        (``format_ok=False``) is judged on its whole text for both
+        (``unformatted="judge_whole"``) or as an empty reply (``"empty"``).
+        """
+        if reply.format_ok:
+            return reply.analysis, reply.response
+        if self.config.unformatted == "empty":
+            return "", ""
+        whole = reply.raw.strip() or "\n\n".join(
+            t for t in (reply.analysis.strip(), reply.response.strip()) if t)
+        return whole, whole
+
+    def untrusted(self, example: Example, reply: Reply) -> tuple[str, ...]:
+        """Every text a judge is shown as data (a verdict copied from one is refused)."""
+        texts = [*self.judged_texts(reply), reply.raw, example.query,
+                 *(t.text for t in example.dialogue), *(m.value for m in example.memories)]
+        if example.persona is not None:
+            texts.append(example.persona.profile)
+        if example.situation is not None:
+            texts.append(example.situation.description)
+        return tuple(t for t in texts if t and t.strip())
+
+    def context(self, example: Example) -> str:
+        """The user's record as the empathy judges see it."""
+        return render_context(example, judge_context=self.config.judge_context,
+                              include_memories=self.config.include_memories,
+                              demographics=self.kind == "perm")
+
+    def bystander_context(self, example: Example) -> str:
+        """The user's record as the bystander sees it (no memories in either paper)."""
+        return render_context(example, judge_context=self.config.judge_context,
+                              include_memories=False, demographics=self.kind == "perm")
+
+    def length_tokens(self, reply: Reply) -> int:
+        """The length the penalty counts (``length_on``), in the policy's tokens when known."""
+        if self.config.length_on == "completion":
+            if reply.completion_tokens is not None:
+                return reply.completion_tokens
+            whole = reply.raw or "\n\n".join(t for t in (reply.analysis, reply.response) if t)
+            return self.token_counter(whole)
+        return self.token_counter(self.judged_texts(reply)[1])
+
     # ------------------------------------------------------------------ manifest
 
     @abstractmethod
+    def probe_prompts(self, example: Example, reply: Reply) -> Iterator[list[Message]]:
+        """Render every prompt this reward may send for one reply (for :meth:`prompt_names`)."""
+
     def prompt_names(self) -> list[str]:
-        """Every prompt file this reward model may send."""
+        """Every prompt file this reward model may send, as recorded by rendering
+        each of its prompts once on a probe example (nothing is sent)."""
+        with recording() as names:
+            for _ in self.probe_prompts(PROBE_EXAMPLE, PROBE_REPLY):
+                pass
+        return sorted(names)
 
     def manifest(self) -> dict[str, Any]:
         return {
@@ -353,7 +491,7 @@ class JudgeReward(RewardModel):
             "output_format": self.fmt,
             "bystander_format": self.bystander_fmt,
             "config": self.config.model_dump(mode="json"),
-            "token_counter": self.token_counter_name,
+            "token_counter": self.token_counter_name if self.config.length_penalty else None,
             "prompts": versions(self.prompt_names()),
         }
 
@@ -377,17 +515,22 @@ class JudgeReward(RewardModel):
                 reason=None if score is not None else s.reason))
         return out
 
+    def bystander_messages(self, example: Example, reply: Reply) -> list[Message]:
+        return render_prompt(
+            "judge_bystander", context=self.bystander_context(example),
+            message=render_message(example),
+            judged=fenced_judged("response", self.judged_texts(reply)[1]),
+            output_format=prompt_piece(f"judge_format_bystander_{self.bystander_fmt}"))
+
     async def judge_bystander(self, example: Example, reply: Reply) -> tuple[list[Judgement], Usage]:
         """The bystander's 0-100 verdict on the response (same prompt for both rewards)."""
-        messages = template("judge_bystander").render(
-            context=render_context(example, include_memories=False),
-            message=fenced_message(example),
-            judged=fenced_judged("response", reply.response),
-            output_format=snippet(f"judge_format_bystander_{self.bystander_fmt}"))
+        untrusted = self.untrusted(example, reply)
         samples, usage = await self.sample(
-            messages, k=self.config.bystander_k, temperature=self.config.temperature,
-            schema=bystander_schema(self.config.json_text_chars),
-            parse=lambda text: parse_bystander(text, fmt=self.bystander_fmt),
+            self.bystander_messages(example, reply), k=self.config.bystander_k,
+            temperature=self.config.temperature,
+            schema=schema(BystanderAnswer, self.config.json_text_chars),
+            parse=lambda text: parse_bystander(text, fmt=self.bystander_fmt,
+                                               untrusted=untrusted),
             fmt=self.bystander_fmt)
         judgements = []
         for s in samples:
@@ -456,8 +599,8 @@ class JudgeReward(RewardModel):
             terms["bystander_penalty"] = agg.bystander_penalty(norm_means["bystander"],
                                                                cfg.lambda_bys)
         if cfg.length_penalty:
-            tokens = self.token_counter(reply.response)
-            record_config["response_tokens"] = tokens
+            tokens = self.length_tokens(reply)
+            record_config["length_tokens"] = tokens
             terms["length_penalty"] = agg.length_penalty(tokens, limit=cfg.length_limit,
                                                          coef=cfg.length_coef)
         return RewardBreakdown(reward=sum(terms.values()), terms=terms, **common)
