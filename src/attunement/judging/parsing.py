@@ -12,10 +12,11 @@ parser here follows the same rules:
    end of the answer.
 2. **The verdict ends the answer.** The verdict is the last score token (a
    ``Score:`` line, a ``\\boxed{}``, a JSON object with a score, the bystander's
-   ``Total Score:`` line); if anything score-like (a digit, a number word,
-   ``score``, ``\\boxed``) follows it, the sample fails: a trailing
-   "\\boxed{5} would need more depth" never overrides the verdict, and never
-   stands as one either.
+   ``Total Score:`` line). It must end its line (only punctuation or Markdown
+   after it), and nothing score-like (a digit, a number word, ``score``,
+   ``\\boxed``) may follow it anywhere; otherwise the sample fails. So a
+   trailing "\\boxed{5} would need more depth" neither overrides the verdict
+   nor stands as one, and an earlier "Score: 2 would be harsh" is not read.
 3. **A verdict is one number.** ``Score: 3-4``, ``Score: 3 to 4``, an echoed
    template ``Total Score: [0-100] / 100``, a quoted line ``> Score: 5``
    (quotes are not verdicts) and a value off the scale are failures with a
@@ -26,8 +27,9 @@ parser here follows the same rules:
    saw (``untrusted=``), the verdict is compared, after
    :func:`attunement.render.fold` (invisible characters dropped, NFKC,
    look-alike letters mapped, case folded, Markdown decoration ignored), with
-   them: if the verdict *and the tokens just before it* appear in an untrusted
-   text, the verdict is a copy of that text and the sample fails.
+   them: if the verdict *and the tokens just before it* (three, or all of that
+   text's tokens before it) appear in an untrusted text, the verdict is a copy
+   of that text and the sample fails.
 5. **The bystander's arithmetic is checked.** A text total must equal the sum
    of its five sub-scores when they are given; some but not all five is a
    failure.
@@ -163,16 +165,25 @@ def _tokens(text: str) -> list[str]:
 
 
 def _copied(body: str, start: int, end: int, untrusted: Sequence[str]) -> bool:
-    """Whether ``body[start:end]`` (a verdict) and the tokens just before it
-    appear together in one of the untrusted texts (after folding)."""
-    if not untrusted:
-        return False
+    """Whether the verdict ``body[start:end]`` was copied from an untrusted text:
+    it occurs there (after folding) preceded by the same tokens as in the answer,
+    at least :data:`ECHO_CONTEXT` of them or all of that text's tokens before it."""
     verdict = _tokens(body[start:end])
     before = _tokens(body[:start])
-    if not verdict or len(before) < ECHO_CONTEXT:
+    if not verdict:
         return False
-    window = " " + " ".join(before[-ECHO_CONTEXT:] + verdict) + " "
-    return any(window in " " + " ".join(_tokens(u)) + " " for u in untrusted if u)
+    n = len(verdict)
+    for text in untrusted:
+        source = _tokens(text)
+        for i in range(len(source) - n + 1):
+            if source[i:i + n] != verdict:
+                continue
+            m = 0
+            while m < min(i, len(before)) and source[i - 1 - m] == before[-1 - m]:
+                m += 1
+            if m >= ECHO_CONTEXT or (m == i and m > 0):
+                return True
+    return False
 
 
 # --------------------------------------------------------------------------- verdict tokens
@@ -278,18 +289,28 @@ def _json_candidate(found: Found, answer: type[BaseModel] | None) -> Candidate:
     return Candidate(found.start, found.end, float(number), "JSON score")
 
 
+_TRIVIAL = re.compile(r"(?:[ \t.,;:!*_`'\"()\[\]]|```(?:json)?)*")
+
+
 def _final(body: str, candidates: list[Candidate], untrusted: Sequence[str]
            ) -> tuple[Candidate | None, str | None]:
-    """The verdict: the last candidate, if nothing score-like follows it and it
-    is not a copy of an untrusted text. Returns (verdict, problem)."""
+    """The verdict: the last candidate, if it ends its line (only punctuation or
+    Markdown after it), nothing score-like follows it, and it is not a copy of
+    an untrusted text. Returns (verdict, problem)."""
     if not candidates:
         return None, None
     last = max(candidates, key=lambda c: (c.end, -c.start))
-    tail = body[last.end:]
-    trailing = _SCORE_LIKE.search(tail)
+    line_end = _line_end(body, last.end)
+    rest_of_line = body[last.end:line_end]
+    tail = body[line_end:]
+    trailing = _SCORE_LIKE.search(rest_of_line + tail)
     if trailing:
-        line = tail[trailing.start():_line_end(tail, trailing.start())].strip()
-        return None, f"score-like text after the verdict {last.what!r}: {line[:60]!r}"
+        after = (rest_of_line + tail)[trailing.start():]
+        shown = after[:_line_end(after, 0)].strip()
+        return None, f"score-like text after the verdict {last.what!r}: {shown[:60]!r}"
+    if not _TRIVIAL.fullmatch(rest_of_line):
+        return None, (f"text after the verdict {last.what!r} on its line: "
+                      f"{rest_of_line.strip()[:60]!r}")
     if last.value is None:
         return None, last.what
     if _copied(body, last.start, last.end, untrusted):
