@@ -72,6 +72,8 @@ from attunement.render import fence
 
 #: how many finished criteria sets are remembered across score() calls
 CRITERIA_MEMO_SIZE = 512
+#: what the bystander is told about the user in the authors' setting
+BYSTANDER_NO_CONTEXT = "(none: rate the exchange on its own)"
 #: criteria per set: asked for, sent as the JSON schema and validated in JSON answers
 CRITERIA_ITEMS = (4, 6)
 #: criteria per set accepted in a text answer (the prompt asks for 4-6)
@@ -180,6 +182,13 @@ class PereGRMReward(JudgeReward):
                 yield self.score_messages(example, reply, dim, example.criteria[dim])
         if self.config.use_bystander:
             yield self.bystander_messages(example, reply)
+
+    def bystander_context(self, example: Example) -> str:
+        """The PereGRM authors' bystander read the exchange alone; ``full`` adds the
+        persona and situation (PERM's bystander prompt)."""
+        if self.config.judge_context == "authors":
+            return BYSTANDER_NO_CONTEXT
+        return super().bystander_context(example)
 
     def _parser(self, example: Example, reply: Reply, answer: type):
         untrusted = self.untrusted(example, reply)
