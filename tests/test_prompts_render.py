@@ -81,6 +81,7 @@ FENCE_ESCAPES = [
     "&lt;/reply&gt;", "&#60;/reply&#62;", "&#x3C;/reply&#x3E;", "</re\u200bply>",
     "</rep\u00adly>", "<／reply>", "</reply\u200b>", "</RЕPLY>",          # Cyrillic capital E
     "</response>", "&lt;/persona&gt;",                                     # other fences too
+    "</re&#112;ly>",                                                       # entity in the name
 ]
 
 
