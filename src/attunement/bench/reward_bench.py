@@ -17,12 +17,25 @@ weighted items of about ``item_tokens`` tokens, an analysis of about
 ``analysis_tokens`` tokens, a score line, a bystander assessment with five
 sub-score lines. So every answer parses and the token counts mean something.
 The lengths are options: the shared-versus-inline saving depends on them.
+
+Its 1-5 scores follow a stated model, so that criteria modes can be compared
+on what they do to a GRPO group (:func:`run_variance_bench`): every reply has
+a latent quality ``q`` (uniform in [1.5, 4.5], a hash of its text); each
+criteria set is a yardstick with its own offset ``b`` (uniform in
+``[-criteria_spread, criteria_spread]``, a hash of the criteria text, so two
+replies scored against the same criteria get the same offset); each sample
+adds noise ``e`` (uniform in ``[-noise, noise]``); the score is
+``clip(round(q + b + e), 1, 5)``. Inline criteria are written per sample, so
+every inline score has its own ``b``. PERM's fixed rubric has ``b = 0``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
+import re
+import statistics
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -44,10 +57,26 @@ def _filler(n_tokens: int, salt: str) -> str:
     return " ".join(_WORDS[(start + i) % len(_WORDS)] for i in range(max(1, n_tokens)))
 
 
+_RESPONSE = re.compile(r"<response>\n(.*?)\n</response>", re.DOTALL)
+_CRITERIA = re.compile(r"<criteria>\n(.*?)\n</criteria>", re.DOTALL)
+
+
+def _unit(salt: str) -> float:
+    """A deterministic number in [0, 1) from a string."""
+    return int(hashlib.sha256(salt.encode()).hexdigest()[:12], 16) / 16**12
+
+
+def latent_quality(response: str) -> float:
+    """The simulated judge's hidden quality of a reply, in [1.5, 4.5]."""
+    return 1.5 + 3.0 * _unit("quality/" + response.strip())
+
+
 @dataclass
 class RealisticJudge:
     """A SimServer responder that answers each judge prompt in its own format."""
 
+    criteria_spread: float = 0.75
+    noise: float = 0.5
     criteria_items: int = 5
     item_tokens: int = 34
     inline_analysis_tokens: int = 85  # "three to five sentences"
@@ -59,6 +88,15 @@ class RealisticJudge:
 
     def _score(self, salt: str, low: int = 2, high: int = 5) -> int:
         return low + int(hashlib.sha256(salt.encode()).hexdigest()[:8], 16) % (high - low + 1)
+
+    def _rating(self, prompt: str, salt: str, yardstick: str | None) -> int:
+        """``clip(round(q + b + e), 1, 5)``: see the module docstring."""
+        reply = _RESPONSE.search(prompt)
+        q = latent_quality(reply.group(1)) if reply else 3.0
+        b = (0.0 if yardstick is None
+             else self.criteria_spread * (2 * _unit("criteria/" + yardstick) - 1))
+        e = self.noise * (2 * _unit("noise/" + salt) - 1)
+        return max(1, min(5, round(q + b + e)))
 
     def _criteria(self, salt: str, *, weighted: bool, as_json: bool) -> Any:
         n = self.criteria_items
@@ -78,7 +116,6 @@ class RealisticJudge:
         prompt = str(messages[-1].get("content", "")) if messages else ""
         as_json = params.get("response_format") is not None
         salt = hashlib.sha256(f"{prompt}|{index}|{params.get('seed')}".encode()).hexdigest()
-        score = self._score(salt)
         if "Write the criteria that a reply" in prompt:
             kind = "criteria"
             if as_json:
@@ -87,6 +124,7 @@ class RealisticJudge:
                 text = "Specific Criteria:\n" + self._criteria(salt, weighted=True, as_json=False)
         elif "derive criteria specific to this user" in prompt:
             kind = "inline"
+            score = self._rating(prompt, salt, yardstick=salt)  # criteria written per sample
             analysis = _filler(self.inline_analysis_tokens, salt + "/a")
             if as_json:
                 text = json.dumps({"criteria": self._criteria(salt, weighted=False, as_json=True),
@@ -96,6 +134,8 @@ class RealisticJudge:
                         + f"\nAnalysis: {analysis}\nScores: \\boxed{{{score}}}")
         elif "using the criteria below" in prompt:
             kind = "score"
+            given = _CRITERIA.search(prompt)
+            score = self._rating(prompt, salt, yardstick=given.group(1) if given else "")
             analysis = _filler(self.score_analysis_tokens, salt + "/a")
             text = (json.dumps({"analysis": analysis, "score": score}) if as_json
                     else f"Analysis: {analysis}\nScores: \\boxed{{{score}}}")
@@ -115,6 +155,7 @@ class RealisticJudge:
                 text = "\n".join(lines)
         else:
             kind = "rating"
+            score = self._rating(prompt, salt, yardstick=None)
             analysis = _filler(self.reason_tokens, salt + "/a")
             text = (json.dumps({"reason": analysis, "score": score}) if as_json
                     else f"Reason: {analysis}\nScore: {score}")
@@ -318,6 +359,113 @@ async def run_reward_bench(settings: BenchSettings, modes: tuple[str, ...] = MOD
     return results
 
 
+# --------------------------------------------------------------------------- group variance
+
+VARIANCE_MODES = ("inline", "shared", "per_reply")
+
+
+@dataclass
+class VarianceResult:
+    """What a criteria mode does to GRPO groups: spread, ties and signal."""
+
+    mode: str
+    k: int
+    groups: int
+    replies: int
+    unscorable: int
+    group_std: float  # mean over groups of the within-group reward std
+    tie_rate: float  # share of reply pairs in a group with exactly equal rewards
+    flat_groups: float  # share of groups whose rewards are all equal (zero advantage)
+    quality_corr: float  # within-group correlation of reward with the latent quality
+    criteria_calls: int
+
+
+def group_statistics(rewards: dict[str, list[float]], quality: dict[str, list[float]]
+                     ) -> tuple[float, float, float, float]:
+    """(mean within-group std, tie rate, flat-group share, within-group correlation
+    of reward with quality) over groups keyed alike.
+
+    >>> group_statistics({"a": [1.0, 1.0, 0.0]}, {"a": [2.0, 2.0, 1.0]})[1:3]
+    (0.3333333333333333, 0.0)
+    """
+    stds, ties, pairs, flat = [], 0, 0, 0
+    dr, dq = [], []
+    for key, values in rewards.items():
+        if len(values) < 2:
+            continue
+        stds.append(statistics.pstdev(values))
+        flat += len(set(values)) == 1
+        for i in range(len(values)):
+            for j in range(i + 1, len(values)):
+                pairs += 1
+                ties += abs(values[i] - values[j]) < 1e-12
+        mr, mq = statistics.fmean(values), statistics.fmean(quality[key])
+        dr += [v - mr for v in values]
+        dq += [q - mq for q in quality[key]]
+    num = sum(a * b for a, b in zip(dr, dq))
+    den = (sum(a * a for a in dr) * sum(b * b for b in dq)) ** 0.5
+    return (statistics.fmean(stds) if stds else 0.0, ties / pairs if pairs else 0.0,
+            flat / len(stds) if stds else 0.0, num / den if den else 0.0)
+
+
+async def measure_groups(model, *, prompts: int = 16, replies: int = 8,
+                         ks: tuple[int, ...] = (1, 4), modes: tuple[str, ...] = VARIANCE_MODES
+                         ) -> list[VarianceResult]:
+    """Score one synthetic batch with PereGRM in each criteria mode and k on
+    ``model`` (a :class:`RealisticJudge` behind any ChatModel) and measure the groups.
+
+    The bystander is left out so the figures isolate the empathy judges, which
+    are what the criteria mode changes.
+    """
+    from attunement.judging import PereGRMConfig, peregrm_reward
+
+    examples, answers = bench_batch(prompts, replies)
+    by_example: dict[str, list] = {}
+    for r in answers:
+        by_example.setdefault(r.example_id, []).append(r)
+    quality = {eid: [latent_quality(r.response) for r in group]
+               for eid, group in by_example.items()}
+    results = []
+    for k in ks:
+        for mode in modes:
+            reward = peregrm_reward(model, PereGRMConfig(
+                k=k, criteria_mode=mode, output="text", use_bystander=False))
+            rewards: dict[str, list[float]] = {}
+            unscorable = 0
+            for ex in examples:
+                for b in await reward.score(ex, by_example[ex.example_id]):
+                    unscorable += b.reward is None
+                    rewards.setdefault(ex.example_id, []).append(
+                        b.reward if b.reward is not None else math.nan)
+            rewards = {key: v for key, v in rewards.items()
+                       if not any(math.isnan(x) for x in v)}
+            std, ties, flat, corr = group_statistics(rewards, quality)
+            results.append(VarianceResult(
+                mode=mode, k=k, groups=len(rewards), replies=len(answers),
+                unscorable=unscorable, group_std=std, tie_rate=ties, flat_groups=flat,
+                quality_corr=corr, criteria_calls=reward.criteria_requests))
+    return results
+
+
+async def run_variance_bench(*, prompts: int = 16, replies: int = 8, ks: tuple[int, ...] = (1, 4),
+                             modes: tuple[str, ...] = VARIANCE_MODES,
+                             judge: RealisticJudge | None = None,
+                             slots: int = 32) -> list[VarianceResult]:
+    """:func:`measure_groups` against the simulated server in its own process (no
+    latency: only the judge's answers matter here)."""
+    from attunement.bench.simserver import SimConfig
+    from attunement.llm import LLMOptions, load_chat_model
+
+    sim = SimConfig(slots=slots, base_latency=0.0, per_output_token=0.0,
+                    responder=judge or RealisticJudge())
+    with ServerProcess(sim) as server:
+        options = LLMOptions(concurrency=4 * slots, max_retries=2, timeout=60)
+        async with load_chat_model(f"openai:{server.base_url}#{sim.model_name}",
+                                   options) as model:
+            return await measure_groups(model, prompts=prompts, replies=replies, ks=ks,
+                                        modes=modes)
+
+
 def check_targets(results: list[ModeResult], *, max_ratio: float = 1.1,
                   min_saving: float = 2.5) -> list[tuple[str, bool, str]]:
     """The issue's targets: (what, met, figures)."""
@@ -370,13 +518,23 @@ def rewards_bench(
         "against given criteria.")] = 50,
     item_tokens: Annotated[int, typer.Option(
         "--criterion-tokens", min=8, help="Simulated length of one criterion.")] = 34,
+    variance: Annotated[bool, typer.Option(
+        "--variance/--no-variance", help="Also measure within-group reward std, ties and "
+        "agreement with the simulated reply quality for each criteria mode.")] = True,
+    variance_k: Annotated[str, typer.Option(
+        "--variance-k", help="Comma-separated k values of the variance table.")] = "1,4",
+    criteria_spread: Annotated[float, typer.Option(
+        "--criteria-spread", min=0.0, help="Simulated judge: largest offset a criteria set "
+        "adds to a score.")] = 0.75,
+    noise: Annotated[float, typer.Option(
+        "--noise", min=0.0, help="Simulated judge: largest per-sample noise.")] = 0.5,
+    timing: Annotated[bool, typer.Option(
+        "--timing/--no-timing", help="Run the wall-time comparison.")] = True,
 ) -> None:
     """Score a GRPO-sized batch with PERM, PereGRM inline and PereGRM shared on a simulated
-    judge server; print wall time against the server's own lower bound."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from attunement.cli.common import console, fail, out, run
+    judge server; print wall time against the server's own lower bound, then the
+    within-group reward spread of each criteria mode (inline, shared, per_reply)."""
+    from attunement.cli.common import fail
 
     chosen = tuple(m.strip() for m in modes.split(",") if m.strip())
     unknown = [m for m in chosen if m not in MODES]
@@ -384,14 +542,58 @@ def rewards_bench(
         raise fail(f"unknown modes {unknown}; expected some of {list(MODES)}")
     if fmt not in ("text", "json"):
         raise fail("--format must be text or json")
+    try:
+        ks = tuple(int(x) for x in variance_k.split(",") if x.strip())
+    except ValueError:
+        raise fail(f"--variance-k must be comma-separated integers, got {variance_k!r}") from None
+    judge_model = RealisticJudge(inline_analysis_tokens=inline_analysis,
+                                 score_analysis_tokens=score_analysis, item_tokens=item_tokens,
+                                 criteria_spread=criteria_spread, noise=noise)
+    if timing:
+        _timing_table(prompts, replies, k, slots, base_latency, per_output_token,
+                      per_prompt_token, server_n, n_shares_slot, client_concurrency, fmt, chosen,
+                      judge_model)
+    if variance:
+        _variance_table(prompts, replies, ks, judge_model)
+
+
+def _variance_table(prompts: int, replies: int, ks: tuple[int, ...],
+                    judge: RealisticJudge) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from attunement.cli.common import console, out, run
+
+    console.print(f"group variance: {prompts} groups x {replies} replies, PereGRM without "
+                  f"bystander; simulated judge: score = clip(round(q + b + e), 1, 5), "
+                  f"criteria offset b within +-{judge.criteria_spread}, noise e within "
+                  f"+-{judge.noise}")
+    results = run(run_variance_bench(prompts=prompts, replies=replies, ks=ks, judge=judge))
+    table = Table(title="within-group reward spread by criteria mode")
+    for col in ("mode", "k", "group std", "tied pairs", "flat groups", "corr. w/ quality",
+                "criteria calls", "unscorable"):
+        table.add_column(col, justify="left" if col == "mode" else "right", no_wrap=True)
+    for r in results:
+        table.add_row(r.mode, str(r.k), f"{r.group_std:.4f}", f"{100 * r.tie_rate:.1f}%",
+                      f"{100 * r.flat_groups:.1f}%", f"{r.quality_corr:.3f}",
+                      str(r.criteria_calls), str(r.unscorable))
+    Console(width=max(out.size.width, 112)).print(table)
+
+
+def _timing_table(prompts, replies, k, slots, base_latency, per_output_token, per_prompt_token,
+                  server_n, n_shares_slot, client_concurrency, fmt, chosen,
+                  judge: RealisticJudge) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from attunement.cli.common import console, out, run
+
     settings = BenchSettings(prompts=prompts, replies=replies, k=k, slots=slots,
                              base_latency=base_latency, per_output_token=per_output_token,
                              per_prompt_token=per_prompt_token, supports_n=server_n,
                              n_shares_slot=n_shares_slot,
                              client_concurrency=client_concurrency, output=fmt,
-                             judge=RealisticJudge(inline_analysis_tokens=inline_analysis,
-                                                  score_analysis_tokens=score_analysis,
-                                                  item_tokens=item_tokens))
+                             judge=judge)
     console.print(f"batch: {prompts} prompts x {replies} replies, k={k}; server: {slots} slots, "
                   f"{base_latency * 1000:.0f} ms + {per_output_token * 1000:.2f} ms/output token, "
                   f"n {'ignored (one sample per request)' if not server_n else 'samples share one slot' if n_shares_slot else 'one sequence slot per sample'}")
