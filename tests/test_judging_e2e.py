@@ -1,4 +1,13 @@
-"""End to end on the embedded model: real judge calls, every dimension in range."""
+"""Smoke test on the embedded model: real judge calls through the whole reward.
+
+SmolLM2-135M is far too small to tell a warm reply from a curt one reliably, so
+this test does not compare rewards (the scripted-judge tests in
+test_judging_rewards.py check the arithmetic and every rule of parsing). It
+checks what only a real model exercises: the schemas the answer models
+generate are accepted by llama.cpp's grammar sampler, the grammar-constrained
+answers parse, every dimension lands on its scale, and the prompts the judge
+received carry the fenced reply and only the files the manifest lists.
+"""
 
 from __future__ import annotations
 
@@ -30,11 +39,15 @@ SMALL = {"k": 1, "json_text_chars": 60, "max_tokens": 256, "max_resamples": 1, "
 
 
 @pytest.mark.parametrize("make", ["perm", "peregrm"])
-def test_scores_real_replies_with_the_embedded_model(local_model, make):
+def test_smoke_scores_real_replies_with_the_embedded_model(local_model, make):
+    from attunement.judging.templates import recording
+
     # the bystander prompt is the same for both rewards: judged once, in the PERM run
     reward = (perm_reward(local_model, PermConfig(**SMALL)) if make == "perm"
               else peregrm_reward(local_model, PereGRMConfig(**SMALL, use_bystander=False)))
-    breakdowns = asyncio.run(reward.score(EXAMPLE, REPLIES))
+    with recording() as used:
+        breakdowns = asyncio.run(reward.score(EXAMPLE, REPLIES))
+    assert used == set(reward.manifest()["prompts"])
     assert [b.reply_id for b in breakdowns] == ["warm", "curt"]
     for b in breakdowns:
         assert not b.unscorable, b.reason
@@ -43,4 +56,6 @@ def test_scores_real_replies_with_the_embedded_model(local_model, make):
         if make == "perm":
             assert 0 <= b.dimensions["bystander"] <= 100
         assert -0.5 <= b.reward <= 1.0
+        assert b.reward == pytest.approx(sum(b.terms.values()))
         assert b.usage.calls > 0 and all(j.raw for j in b.judgements)
+        assert all(j.score is None or j.reason is None for j in b.judgements)

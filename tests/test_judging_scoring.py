@@ -267,3 +267,32 @@ def test_cli_score_passes_every_reward_option_through(tmp_path, scripted_backend
     bad_tok = runner.invoke(build_app(), base + ["--tokenizer", "gpt2", "--out",
                                                  str(tmp_path / "d.jsonl")])
     assert bad_tok.exit_code == 1 and "tokenizer" in bad_tok.output
+
+
+def test_prepared_criteria_keep_the_judges_list_as_written():
+    """`attune criteria` stores the validated list itself, continuation lines and all,
+    and fixed-mode scoring shows exactly that text to the judge."""
+    answer = ("Specific Criteria:\n"
+              "1. **Names the shame** (Weight: 40%):\n"
+              "   Says that failing twice stings, before any advice.\n"
+              "2. Gentle pacing (20%): comfort first\n"
+              "   - no tips in the first two sentences\n"
+              "3. Respects autonomy (20%): offers, does not push\n"
+              "4. One small step (20%): a concrete thing for tomorrow")
+
+    def respond(request: ChatRequest, index: int) -> str:
+        return answer if kind(request) == "criteria" else judge_answer(request, 4)
+
+    judge = ScriptedChatModel(respond)
+    config = CriteriaConfig(output="text")
+    [ready] = run(prepare_criteria([example("a")], judge, concurrency=1, config=config,
+                                   show_progress=False))
+    assert not ready.meta.get("criteria_errors")
+    for dim in DIMS:
+        assert ready.criteria[dim] == answer.removeprefix("Specific Criteria:\n")
+    judge.calls.clear()
+    run(peregrm_reward(judge, PereGRMConfig(criteria_mode="fixed", output="text"))
+        .score(ready, [reply("r", eid="a")]))
+    scoring = [c for c in judge.calls if kind(c) == "score"]
+    assert scoring and all("   - no tips in the first two sentences" in c.messages[-1][1]
+                           for c in scoring)

@@ -42,8 +42,9 @@ BYSTANDER_KEYS = tuple(key for key, _, _ in BYSTANDER_PARTS)
 
 Rating = Literal[1, 2, 3, 4, 5]
 Part = Literal[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20]
-Weight = Annotated[int, Field(gt=0, le=100),
-                   WithJsonSchema({"type": "integer", "enum": list(range(5, 65, 5))})]
+Weight = Annotated[
+    int, Field(gt=0, le=100), WithJsonSchema({"type": "integer", "enum": list(range(5, 65, 5))})
+]
 
 
 def _text(share: float = 1.0, *, least: int = 20, most: int | None = None) -> Any:
@@ -130,8 +131,10 @@ class CriteriaAnswer(Answer):
 def criteria_answer(min_items: int = 4, max_items: int = 6) -> type[CriteriaAnswer]:
     """The criteria answer with ``min_items``-``max_items`` criteria."""
     return create_model(
-        f"CriteriaAnswer{min_items}to{max_items}", __base__=CriteriaAnswer,
-        criteria=(list[CriterionAnswer], Field(min_length=min_items, max_length=max_items)))
+        f"CriteriaAnswer{min_items}to{max_items}",
+        __base__=CriteriaAnswer,
+        criteria=(list[CriterionAnswer], Field(min_length=min_items, max_length=max_items)),
+    )
 
 
 class BystanderAnswer(Answer):

@@ -32,8 +32,10 @@ TokenCounter = Callable[[str], int]
 
 TOKENIZER_PATTERN = r"^(approx|local|local:.+|hf:.+)$"
 
-_CJK = ("\u2e80-\u2fdf\u3040-\u30ff\u3100-\u312f\u3190-\u31ff\u3400-\u4dbf\u4e00-\u9fff"
-        "\ua960-\ua97f\uac00-\ud7af\uf900-\ufaff\uff66-\uff9f\U00020000-\U0003134f")
+_CJK = (
+    "\u2e80-\u2fdf\u3040-\u30ff\u3100-\u312f\u3190-\u31ff\u3400-\u4dbf\u4e00-\u9fff"
+    "\ua960-\ua97f\uac00-\ud7af\uf900-\ufaff\uff66-\uff9f\U00020000-\U0003134f"
+)
 _APPROX = re.compile(rf"[{_CJK}]|[^\W{_CJK}]+|[^\w\s]")
 
 
@@ -75,8 +77,9 @@ def _llama_counter(path: str | None) -> TokenCounter:
     try:
         from llama_cpp import Llama
     except ImportError as exc:
-        raise ValueError("tokenizer 'local' needs llama-cpp-python: "
-                         "pip install 'attunement[local]'") from exc
+        raise ValueError(
+            "tokenizer 'local' needs llama-cpp-python: pip install 'attunement[local]'"
+        ) from exc
     from attunement.llm.local import find_default_gguf
 
     gguf = Path(path) if path else find_default_gguf()
@@ -97,8 +100,9 @@ def _hf_counter(folder: str) -> TokenCounter:
     try:
         from transformers import AutoTokenizer
     except ImportError as exc:
-        raise ValueError("tokenizer 'hf:' needs transformers: "
-                         "pip install 'attunement[train]'") from exc
+        raise ValueError(
+            "tokenizer 'hf:' needs transformers: pip install 'attunement[train]'"
+        ) from exc
     tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
 
     def count(text: str) -> int:
