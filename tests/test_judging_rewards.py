@@ -10,7 +10,6 @@ import re
 import pytest
 
 from attunement.judging import PereGRMConfig, PermConfig, load_reward, peregrm_reward, perm_reward
-
 from attunement.judging.parsing import BYSTANDER_KEYS
 from attunement.llm import LLMError, ScriptedChatModel
 from attunement.llm.base import ChatRequest

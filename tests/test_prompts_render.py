@@ -11,12 +11,12 @@ from attunement.records import BigFive, Example, MemoryItem, Persona, Situation
 from attunement.render import (
     fence,
     find_tags,
-    render_dialogue,
-    render_summary,
     render_big_five,
+    render_dialogue,
     render_memories,
     render_persona,
     render_situation,
+    render_summary,
     render_user_context,
     sections,
 )
@@ -101,7 +101,7 @@ def test_fence_cannot_be_escaped(escape):
     seen = html.unescape(unicodedata.normalize("NFKC", inner))
     seen = "".join(ch for ch in seen if unicodedata.category(ch) != "Cf")
     seen = seen.translate(str.maketrans("еЕ〈〉‹›", "eE<><>"))
-    assert not re.search(r"<\s*/?\s*(reply|response|persona)\b[^<>]*>", seen, re.I), seen
+    assert not re.search(r"<\s*/?\s*(reply|response|persona)\b[^<>]*>", seen, re.IGNORECASE), seen
     assert list(find_tags(inner)) == []
     assert out.count("</reply>") == 1
 
