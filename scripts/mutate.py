@@ -23,8 +23,9 @@ First the given tests run once on the unmutated module with a line tracer,
 which records which tests execute which lines of it. Each mutant then runs only
 the tests that execute the lines it changed (all the given tests for a change
 at module level, which runs at import); a mutant no test executes survives
-without a run. The mutated module is written into a copy of ``src/`` that is
-put first on ``PYTHONPATH``; the tests run with ``-x`` (first failure kills the
+without a run. The mutated module is written into a copy of ``src/`` that a fork of
+this process (which has pytest and the third-party packages already imported,
+but not attunement) puts first on ``sys.path``; the tests run with ``-x`` (first failure kills the
 mutant) and a time limit (a mutant that hangs counts as caught). Survivors are
 listed with their line and change, to be read by a person: some are
 equivalent to the original and cannot be caught. Nothing is written into the
@@ -35,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import concurrent.futures
 import json
 import os
 import shutil
@@ -338,6 +338,50 @@ def tests_for(mutant: Mutant, lines: dict[int, set[str]], all_tests: list[str]) 
     return sorted(found)
 
 
+PYTEST_ARGS = ["-x", "-q", "-p", "no:cacheprovider", "-m", "not slow", "--no-header"]
+
+
+def _preload() -> None:
+    """Import what every test run needs, except attunement itself, once in this
+    process; each mutant then runs in a fork that starts with them loaded."""
+    import asyncio  # noqa: F401
+
+    import openai  # noqa: F401
+    import pydantic  # noqa: F401
+    import pytest  # noqa: F401
+    import rich  # noqa: F401
+    import typer  # noqa: F401
+    from typer.testing import CliRunner  # noqa: F401
+
+
+def _run_forked(src: Path, tests: list[str], timeout: float, log: Path) -> int | None:
+    """Exit code of pytest run in a fork with ``src`` first on the path (None: timed out)."""
+    pid = os.fork()
+    if pid == 0:  # the child: never returns
+        code = 1
+        try:
+            fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+            os.dup2(fd, 1)
+            os.dup2(fd, 2)
+            sys.path.insert(0, str(src))
+            os.chdir(ROOT)
+            import pytest
+
+            code = int(pytest.main([*PYTEST_ARGS, *tests]))
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            return None
+        time.sleep(0.05)
+
+
 def run_mutant(
     module: Path, source: str, mutant: Mutant, tests: list[str], timeout: float
 ) -> Mutant:
@@ -353,36 +397,16 @@ def run_mutant(
         )
         target = src / module.relative_to(ROOT / "src")
         target.write_text(mutated(source, mutant.index), encoding="utf-8")
-        env = dict(os.environ, PYTHONPATH=str(src), PYTHONDONTWRITEBYTECODE="1")
+        log = Path(tmp) / "pytest.log"
         started = time.perf_counter()
-        try:
-            proc = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "pytest",
-                    "-x",
-                    "-q",
-                    "-p",
-                    "no:cacheprovider",
-                    "-m",
-                    "not slow",
-                    "--no-header",
-                    *tests,
-                ],
-                check=False,
-                cwd=ROOT,
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-            )
-            mutant.caught = proc.returncode != 0
-            mutant.output = (proc.stdout + proc.stderr)[-400:]
-        except subprocess.TimeoutExpired:
-            mutant.caught = True
-            mutant.output = f"timed out after {timeout:.0f} s"
+        code = _run_forked(src, tests, timeout, log)
         mutant.seconds = time.perf_counter() - started
+        mutant.caught = code != 0
+        mutant.output = (
+            f"timed out after {timeout:.0f} s"
+            if code is None
+            else log.read_text(errors="replace")[-400:]
+        )
     return mutant
 
 
@@ -390,7 +414,6 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("module", type=Path)
     parser.add_argument("--tests", nargs="+", required=True)
-    parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--timeout", type=float, default=300.0)
     parser.add_argument("--only", type=int, nargs="*", help="mutant indices to run")
     parser.add_argument("--list", action="store_true", help="list mutants and stop")
@@ -409,24 +432,16 @@ def main() -> int:
     # the unmutated module must pass (or every mutant would look caught); this run
     # also records which tests execute which lines
     lines = line_map(module, args.tests, args.timeout)
+    _preload()
     print(f"{module.relative_to(ROOT)}: {len(mutants)} mutants; tests: {' '.join(args.tests)}")
-    done = 0
-    with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
-        futures = [
-            pool.submit(
-                run_mutant, module, source, m, tests_for(m, lines, args.tests), args.timeout
-            )
-            for m in mutants
-        ]
-        for future in concurrent.futures.as_completed(futures):
-            m = future.result()
-            done += 1
-            mark = "caught  " if m.caught else "SURVIVED"
-            print(
-                f"[{done:4d}/{len(mutants)}] {mark} #{m.index:<4d} line {m.line:<4d} "
-                f"{m.change}  ({m.tests} tests, {m.seconds:.0f} s)",
-                flush=True,
-            )
+    for done, m in enumerate(mutants, start=1):
+        run_mutant(module, source, m, tests_for(m, lines, args.tests), args.timeout)
+        mark = "caught  " if m.caught else "SURVIVED"
+        print(
+            f"[{done:4d}/{len(mutants)}] {mark} #{m.index:<4d} line {m.line:<4d} "
+            f"{m.change}  ({m.tests} tests, {m.seconds:.0f} s)",
+            flush=True,
+        )
     caught = sum(1 for m in mutants if m.caught)
     print(
         f"\n{module.relative_to(ROOT)}: caught {caught} of {len(mutants)} "

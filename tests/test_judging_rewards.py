@@ -856,3 +856,93 @@ def test_real_tokenizers_count_the_length(local_model):
     [b] = run(perm_reward(scripted(bystander=100), PermConfig(tokenizer=f"hf:{folder}"))
               .score(example(), [reply("r1", response=text)]))
     assert b.config["length_tokens"] == hf(text)
+
+
+# --------------------------------------------------------------------------- PereGRM internals
+
+
+def test_criteria_memo_keeps_the_512_most_recent_sets_and_forgets_failed_ones():
+    judge = scripted()
+    reward = peregrm_reward(judge, PereGRMConfig(use_bystander=False))
+    exs = [example(f"m{i}").model_copy(update={"query": f"Question {i}?"}) for i in range(171)]
+
+    async def go():
+        for ex in exs:  # 171 examples x 3 dimensions = 513 criteria sets
+            await reward.score(ex, [reply("r", eid=ex.example_id)])
+        assert reward.criteria_requests == 513 and len(reward._memo) == 512
+        await reward.score(exs[-1], [reply("again", eid=exs[-1].example_id)])
+        assert reward.criteria_requests == 513       # recent: reused
+        await reward.score(exs[0], [reply("again", eid="m0")])
+        assert reward.criteria_requests > 513        # the oldest set was dropped
+
+    run(go())
+
+    def flaky(request: ChatRequest, index: int) -> str:
+        if kind(request) == "criteria" and dimension(request) == "reception" and index == 0:
+            return "no criteria today"
+        return judge_answer(request, 4)
+
+    judge = ScriptedChatModel(flaky)
+    reward = peregrm_reward(judge, PereGRMConfig(k=2, max_resamples=0, use_bystander=False))
+
+    async def twice():
+        await reward.score(example(), [reply("r1")])
+        await reward.score(example(), [reply("r2")])
+
+    run(twice())
+    requests = [c for c in judge.calls if kind(c) == "criteria"]
+    # the set with a failed slot is asked for again, the good ones are reused
+    assert sorted(dimension(c) for c in requests) == [
+        "expression", "reception", "reception", "resonation"]
+    assert reward.criteria_requests == 4
+
+
+def test_shared_criteria_bounds():
+    from attunement.judging.peregrm import PereGRMReward
+
+    judge = scripted()
+    reward = peregrm_reward(judge, PereGRMConfig(output="json", use_bystander=False))
+    run(reward.score(example(), [reply("r1")]))
+    schema = next(c.json_schema for c in judge.calls if kind(c) == "criteria")
+    items = schema["properties"]["criteria"]
+    assert (items["minItems"], items["maxItems"]) == (4, 6)
+
+    def items_json(n):
+        return json.dumps({"criteria": [{"name": f"C{i}", "weight": 10, "description": "d"}
+                                        for i in range(n)]})
+
+    def items_text(n):
+        return "Specific Criteria:\n" + "\n".join(f"{i}. C{i} (10%): d" for i in range(1, n + 1))
+
+    as_json = PereGRMReward(judge, PereGRMConfig(output="json"))
+    assert [as_json._parse_criteria(items_json(n)).ok for n in (3, 4, 6, 7)] == [
+        False, True, True, False]
+    as_text = PereGRMReward(judge, PereGRMConfig(output="text"))
+    assert [as_text._parse_criteria(items_text(n)).ok for n in (1, 8, 9)] == [True, True, False]
+    assert not as_text._parse_criteria("Specific Criteria:\nnone").ok
+
+
+def test_fixed_mode_names_the_examples_without_criteria():
+    reward = peregrm_reward(scripted(), PereGRMConfig(criteria_mode="fixed",
+                                                      use_resonation=False))
+    ready = {d: "1. x (100%): y" for d in ("expression", "reception")}
+    reward.check_examples([example("ok", criteria=ready)])  # resonation is not scored
+    missing = [example(f"x{i}", criteria={"expression": "1. x (100%): y"}) for i in range(7)]
+    with pytest.raises(ValueError) as err:
+        reward.check_examples(missing + [example("ok", criteria=ready)])
+    message = str(err.value)
+    assert "missing for 7 example(s)" in message and "x0 (reception)" in message
+    assert "x4 (reception); and 2 more" in message and "x5" not in message
+    with pytest.raises(ValueError, match=r"missing for 1 example\(s\): y \(expression, "):
+        reward.check_examples([example("y")])
+    peregrm_reward(scripted()).check_examples([example("no-criteria-needed")])
+
+
+def test_criteria_prompts_show_memories_but_no_demographics_in_the_authors_setting():
+    judge = scripted()
+    run(peregrm_reward(judge, PereGRMConfig(use_bystander=False)).score(
+        rich_example(), [reply("r1")]))
+    criteria_prompts = [c.messages[-1][1] for c in judge.calls if kind(c) == "criteria"]
+    assert len(criteria_prompts) == 3
+    assert all("Dad pushed for medical school." in p and "Lena" not in p
+               for p in criteria_prompts)
