@@ -21,18 +21,24 @@ from attunement.records import Example, MemoryItem, Persona, Reply, Situation
 pytestmark = pytest.mark.slow
 
 EXAMPLE = Example(
-    example_id="e2e", query="I failed the driving test again. My brother passed first try.",
+    example_id="e2e",
+    query="I failed the driving test again. My brother passed first try.",
     persona=Persona(profile="Anxious about being compared with an older brother."),
     memories=[MemoryItem(memory_id="m1", value="Feels overshadowed by an older brother.")],
-    situation=Situation(category="ES", description="Second failed driving test this month."))
+    situation=Situation(category="ES", description="Second failed driving test this month."),
+)
 REPLIES = [
-    Reply(example_id="e2e", reply_id="warm",
-          analysis="Shame and comparison with the brother; needs to hear it is not a verdict on them.",
-          response="That is really discouraging, especially with your brother's result in your "
-                   "head. A second try says nothing about your worth. Want to go over what went "
-                   "wrong together?"),
-    Reply(example_id="e2e", reply_id="curt", analysis="They failed.",
-          response="Just practise more."),
+    Reply(
+        example_id="e2e",
+        reply_id="warm",
+        analysis="Shame and comparison with the brother; needs to hear it is not a verdict on them.",
+        response="That is really discouraging, especially with your brother's result in your "
+        "head. A second try says nothing about your worth. Want to go over what went "
+        "wrong together?",
+    ),
+    Reply(
+        example_id="e2e", reply_id="curt", analysis="They failed.", response="Just practise more."
+    ),
 ]
 # short free-text fields keep the tiny model quick; one sample per dimension
 SMALL = {"k": 1, "json_text_chars": 60, "max_tokens": 256, "max_resamples": 1, "output": "json"}
@@ -43,8 +49,11 @@ def test_smoke_scores_real_replies_with_the_embedded_model(local_model, make):
     from attunement.judging.templates import recording
 
     # the bystander prompt is the same for both rewards: judged once, in the PERM run
-    reward = (perm_reward(local_model, PermConfig(**SMALL)) if make == "perm"
-              else peregrm_reward(local_model, PereGRMConfig(**SMALL, use_bystander=False)))
+    reward = (
+        perm_reward(local_model, PermConfig(**SMALL))
+        if make == "perm"
+        else peregrm_reward(local_model, PereGRMConfig(**SMALL, use_bystander=False))
+    )
     with recording() as used:
         breakdowns = asyncio.run(reward.score(EXAMPLE, REPLIES))
     assert used == set(reward.manifest()["prompts"])

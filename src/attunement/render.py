@@ -47,23 +47,54 @@ from attunement.records import (
 # --------------------------------------------------------------------------- fences
 
 #: every fence label any attunement prompt uses; a fence defuses all of them
-FENCE_LABELS: frozenset[str] = frozenset({
-    "response", "analysis", "message", "dialogue", "persona", "memories", "situation",
-    "summary", "data", "user_messages", "conversation", "utterance", "reply", "criteria",
-})
+FENCE_LABELS: frozenset[str] = frozenset(
+    {
+        "response",
+        "analysis",
+        "message",
+        "dialogue",
+        "persona",
+        "memories",
+        "situation",
+        "summary",
+        "data",
+        "user_messages",
+        "conversation",
+        "utterance",
+        "reply",
+        "criteria",
+    }
+)
 
 # Look-alikes of ASCII letters that NFKC does not fold (Cyrillic, Greek, small capitals).
-_CONFUSABLES = str.maketrans({
-    **dict.fromkeys("аАⲁ", "a"), **dict.fromkeys("вВʙβΒ", "b"), **dict.fromkeys("сСϲᴄ", "c"),
-    **dict.fromkeys("ԁᴅ", "d"), **dict.fromkeys("еЕεΕᴇ", "e"), **dict.fromkeys("ɢ", "g"),
-    **dict.fromkeys("һНΗʜ", "h"), **dict.fromkeys("іІιΙɪıӏ", "i"), **dict.fromkeys("јЈᴊ", "j"),
-    **dict.fromkeys("кКκΚᴋ", "k"), **dict.fromkeys("ʟ", "l"), **dict.fromkeys("мМΜᴍ", "m"),
-    **dict.fromkeys("ΝɴпП", "n"), **dict.fromkeys("оОοΟᴏσ", "o"),
-    **dict.fromkeys("рРρΡᴘ", "p"), **dict.fromkeys("ʀ", "r"), **dict.fromkeys("ѕЅꜱ", "s"),
-    **dict.fromkeys("тТτΤᴛ", "t"), **dict.fromkeys("υᴜ", "u"), **dict.fromkeys("νᴠ", "v"),
-    **dict.fromkeys("ԝᴡ", "w"), **dict.fromkeys("хХχΧ", "x"), **dict.fromkeys("уУΥʏ", "y"),
-    **dict.fromkeys("Ζᴢ", "z"),
-})
+_CONFUSABLES = str.maketrans(
+    {
+        **dict.fromkeys("аАⲁ", "a"),
+        **dict.fromkeys("вВʙβΒ", "b"),
+        **dict.fromkeys("сСϲᴄ", "c"),
+        **dict.fromkeys("ԁᴅ", "d"),
+        **dict.fromkeys("еЕεΕᴇ", "e"),
+        **dict.fromkeys("ɢ", "g"),
+        **dict.fromkeys("һНΗʜ", "h"),
+        **dict.fromkeys("іІιΙɪıӏ", "i"),
+        **dict.fromkeys("јЈᴊ", "j"),
+        **dict.fromkeys("кКκΚᴋ", "k"),
+        **dict.fromkeys("ʟ", "l"),
+        **dict.fromkeys("мМΜᴍ", "m"),
+        **dict.fromkeys("ΝɴпП", "n"),
+        **dict.fromkeys("оОοΟᴏσ", "o"),
+        **dict.fromkeys("рРρΡᴘ", "p"),
+        **dict.fromkeys("ʀ", "r"),
+        **dict.fromkeys("ѕЅꜱ", "s"),
+        **dict.fromkeys("тТτΤᴛ", "t"),
+        **dict.fromkeys("υᴜ", "u"),
+        **dict.fromkeys("νᴠ", "v"),
+        **dict.fromkeys("ԝᴡ", "w"),
+        **dict.fromkeys("хХχΧ", "x"),
+        **dict.fromkeys("уУΥʏ", "y"),
+        **dict.fromkeys("Ζᴢ", "z"),
+    }
+)
 
 
 def fold(text: str) -> str:
@@ -87,7 +118,8 @@ _LABEL_CHARS = r"(?:[^\s<>＜＞﹤﹥〈〉〈〉⟨⟩‹›/／⁄∕&;\[\]]|
 _TAG = re.compile(
     rf"{_OPEN}{_GAP}(?P<slash>{_SLASH})?{_GAP}(?P<label>{_LABEL_CHARS}{{1,48}})"
     rf"(?P<attrs>\s[^<>＜＞\n]{{0,200}}?)?{_GAP}{_CLOSE}",
-    re.IGNORECASE)
+    re.IGNORECASE,
+)
 
 
 @dataclass(frozen=True)
@@ -134,7 +166,7 @@ def defuse(text: str, labels: Iterable[str] = ()) -> str:
     wanted = FENCE_LABELS | frozenset(labels)
     out, pos = [], 0
     for tag in find_tags(text, wanted):
-        out += [text[pos:tag.start], f"[{'/' if tag.closing else ''}{tag.label}]"]
+        out += [text[pos : tag.start], f"[{'/' if tag.closing else ''}{tag.label}]"]
         pos = tag.end
     out.append(text[pos:])
     return "".join(out)
@@ -164,8 +196,9 @@ def _one_item(text: str, indent: str = "  ") -> str:
 # --------------------------------------------------------------------------- renderers
 
 
-def render_big_five(big_five: BigFive | None, *, with_reasons: bool = False,
-                    fenced: bool = True) -> str:
+def render_big_five(
+    big_five: BigFive | None, *, with_reasons: bool = False, fenced: bool = True
+) -> str:
     """The five levels, one per line (fenced as ``<persona>`` unless ``fenced=False``)."""
     if big_five is None:
         return ""
@@ -180,9 +213,14 @@ def render_big_five(big_five: BigFive | None, *, with_reasons: bool = False,
     return fence("persona", text) if fenced else text
 
 
-def render_persona(persona: Persona | None, *, with_big_five: bool = True,
-                   with_topics: bool = True, with_demographics: bool = True,
-                   fenced: bool = True) -> str:
+def render_persona(
+    persona: Persona | None,
+    *,
+    with_big_five: bool = True,
+    with_topics: bool = True,
+    with_demographics: bool = True,
+    fenced: bool = True,
+) -> str:
     """Demographics (when known), the profile text, topics and Big Five levels.
 
     ``with_*`` leave parts out (judges in the authors' setting saw the profile
@@ -191,9 +229,16 @@ def render_persona(persona: Persona | None, *, with_big_five: bool = True,
     if persona is None:
         return ""
     parts = []
-    facts = [f"{label}: {value}" for label, value in (
-        ("Name", persona.name), ("Age", persona.age), ("Gender", persona.gender),
-        ("Occupation", persona.occupation)) if value not in (None, "")]
+    facts = [
+        f"{label}: {value}"
+        for label, value in (
+            ("Name", persona.name),
+            ("Age", persona.age),
+            ("Gender", persona.gender),
+            ("Occupation", persona.occupation),
+        )
+        if value not in (None, "")
+    ]
     if facts and with_demographics:
         parts.append("; ".join(" ".join(str(f).split()) for f in facts))
     if persona.profile.strip():
@@ -213,16 +258,26 @@ def render_memory_item(item: MemoryItem, *, with_label: bool = True) -> str:
     return f"{text} ({' '.join(label.split())})" if (label and with_label) else text
 
 
-def render_memories(memories: Sequence[MemoryItem], *, limit: int | None = None,
-                    with_labels: bool = True, fenced: bool = True) -> str:
+def render_memories(
+    memories: Sequence[MemoryItem],
+    *,
+    limit: int | None = None,
+    with_labels: bool = True,
+    fenced: bool = True,
+) -> str:
     """One bullet per memory item, with its id so answers can cite it."""
     items = list(memories)[:limit] if limit else list(memories)
     text = "\n".join(f"- {render_memory_item(m, with_label=with_labels)}" for m in items)
     return fence("memories", text) if fenced and text else text
 
 
-def render_situation(situation: Situation | None, *, with_category: bool = True,
-                     with_emotion: bool = True, fenced: bool = True) -> str:
+def render_situation(
+    situation: Situation | None,
+    *,
+    with_category: bool = True,
+    with_emotion: bool = True,
+    fenced: bool = True,
+) -> str:
     """The circumstance: ``Category: description`` and the feeling, when known."""
     if situation is None:
         return ""
@@ -263,15 +318,21 @@ def sections(pairs: Iterable[tuple[str, str]], *, level: str = "##") -> str:
     return "\n\n".join(out)
 
 
-def render_user_context(example: Example, *, memories: Sequence[MemoryItem] | None = None,
-                        memory_heading: str = "What you remember about the user") -> str:
+def render_user_context(
+    example: Example,
+    *,
+    memories: Sequence[MemoryItem] | None = None,
+    memory_heading: str = "What you remember about the user",
+) -> str:
     """Persona, memories and situation of an example as prompt sections.
 
     ``memories`` overrides the example's own memory list (memory modes use it).
     """
     mem = example.memories if memories is None else memories
-    return sections([
-        ("User persona", render_persona(example.persona)),
-        (memory_heading, render_memories(mem)),
-        ("Situation", render_situation(example.situation)),
-    ])
+    return sections(
+        [
+            ("User persona", render_persona(example.persona)),
+            (memory_heading, render_memories(mem)),
+            ("Situation", render_situation(example.situation)),
+        ]
+    )

@@ -56,63 +56,123 @@ def register(app: typer.Typer) -> None:
     app.command("criteria")(criteria)
 
 
-Format = Annotated[OutputChoice, typer.Option(
-    "--format", help="Judge answer format: auto (JSON for the embedded model, text otherwise), "
-    "text (Score: / \\boxed{} / Total Score lines), json (schema-constrained).")]
-JudgeContextOption = Annotated[JudgeContext | None, typer.Option(
-    "--judge-context", help="What judges see of the user: authors (default: profile, memory "
-    "values, situation text) or full (also Big Five, topics, labels, category, emotion).")]
-DefinitionsOption = Annotated[Definitions | None, typer.Option(
-    "--definitions", help="PereGRM dimension definitions: training (the authors' training "
-    "reward) or evaluation (their criteria-writing definitions).")]
+Format = Annotated[
+    OutputChoice,
+    typer.Option(
+        "--format",
+        help="Judge answer format: auto (JSON for the embedded model, text otherwise), "
+        "text (Score: / \\boxed{} / Total Score lines), json (schema-constrained).",
+    ),
+]
+JudgeContextOption = Annotated[
+    JudgeContext | None,
+    typer.Option(
+        "--judge-context",
+        help="What judges see of the user: authors (default: profile, memory "
+        "values, situation text) or full (also Big Five, topics, labels, category, emotion).",
+    ),
+]
+DefinitionsOption = Annotated[
+    Definitions | None,
+    typer.Option(
+        "--definitions",
+        help="PereGRM dimension definitions: training (the authors' training "
+        "reward) or evaluation (their criteria-writing definitions).",
+    ),
+]
 
 
 def score(
     data: Annotated[Path, typer.Option("--data", help="Examples JSONL (the queries).")],
     replies: Annotated[Path, typer.Option("--replies", help="Replies JSONL to score.")],
-    out_path: Annotated[Path, typer.Option("--out", help="Breakdowns JSONL (appended; resumable).")],
+    out_path: Annotated[
+        Path, typer.Option("--out", help="Breakdowns JSONL (appended; resumable).")
+    ],
     reward: RewardName = "peregrm",
     judge: JudgeSpec = "local",
-    k: Annotated[int | None, typer.Option("-k", "--k", min=1, help="Judge samples per dimension.")] = None,
-    criteria_mode: Annotated[CriteriaMode | None, typer.Option(
-        "--criteria-mode", help="PereGRM: shared (default), per_reply, inline or fixed.")] = None,
+    k: Annotated[
+        int | None, typer.Option("-k", "--k", min=1, help="Judge samples per dimension.")
+    ] = None,
+    criteria_mode: Annotated[
+        CriteriaMode | None,
+        typer.Option(
+            "--criteria-mode", help="PereGRM: shared (default), per_reply, inline or fixed."
+        ),
+    ] = None,
     definitions: DefinitionsOption = None,
-    aggregation: Annotated[Aggregation | None, typer.Option(
-        "--aggregation", help="Empathy aggregate (default harmonic).")] = None,
+    aggregation: Annotated[
+        Aggregation | None,
+        typer.Option("--aggregation", help="Empathy aggregate (default harmonic)."),
+    ] = None,
     softmin_beta: Annotated[float | None, typer.Option("--softmin-beta", min=0.0)] = None,
-    normalization: Annotated[Normalization | None, typer.Option(
-        "--normalization", help="max: s/5 (default) | minmax: (s-1)/4.")] = None,
+    normalization: Annotated[
+        Normalization | None,
+        typer.Option("--normalization", help="max: s/5 (default) | minmax: (s-1)/4."),
+    ] = None,
     no_resonation: NoResonation = False,
     no_expression: NoExpression = False,
     no_reception: NoReception = False,
     no_bystander: NoBystander = False,
-    lambda_bys: Annotated[float | None, typer.Option("--lambda-bys", min=0.0,
-                                                     help="Bystander penalty weight (0.5).")] = None,
-    length_penalty: Annotated[bool | None, typer.Option(
-        "--length-penalty/--no-length-penalty",
-        help="-0.001 per token over 768 (default: on for PERM, off for PereGRM).")] = None,
-    length_on: Annotated[LengthOn | None, typer.Option(
-        "--length-on", help="What the length penalty counts: response (default, the paper) or "
-        "completion (the authors' code; Reply.completion_tokens when set).")] = None,
-    tokenizer: Annotated[str | None, typer.Option(
-        "--tokenizer", help="Token counter of the length penalty: approx (default: words, "
-        "punctuation, CJK characters), local (the embedded GGUF's llama.cpp tokenizer), "
-        "local:PATH.gguf, or hf:DIR (a transformers tokenizer folder).")] = None,
-    resonation_on: Annotated[ResonationOn | None, typer.Option(
-        "--resonation-on", help="What resonation rates (default: PERM analysis, PereGRM "
-        "response).")] = None,
+    lambda_bys: Annotated[
+        float | None, typer.Option("--lambda-bys", min=0.0, help="Bystander penalty weight (0.5).")
+    ] = None,
+    length_penalty: Annotated[
+        bool | None,
+        typer.Option(
+            "--length-penalty/--no-length-penalty",
+            help="-0.001 per token over 768 (default: on for PERM, off for PereGRM).",
+        ),
+    ] = None,
+    length_on: Annotated[
+        LengthOn | None,
+        typer.Option(
+            "--length-on",
+            help="What the length penalty counts: response (default, the paper) or "
+            "completion (the authors' code; Reply.completion_tokens when set).",
+        ),
+    ] = None,
+    tokenizer: Annotated[
+        str | None,
+        typer.Option(
+            "--tokenizer",
+            help="Token counter of the length penalty: approx (default: words, "
+            "punctuation, CJK characters), local (the embedded GGUF's llama.cpp tokenizer), "
+            "local:PATH.gguf, or hf:DIR (a transformers tokenizer folder).",
+        ),
+    ] = None,
+    resonation_on: Annotated[
+        ResonationOn | None,
+        typer.Option(
+            "--resonation-on",
+            help="What resonation rates (default: PERM analysis, PereGRM response).",
+        ),
+    ] = None,
     judge_context: JudgeContextOption = None,
-    unformatted: Annotated[Unformatted | None, typer.Option(
-        "--unformatted", help="A reply that broke the '# Analysis / # Response' format: "
-        "judge_whole or empty (defaults: PERM empty, PereGRM judge_whole, as the authors' "
-        "code).")] = None,
-    fmt: Annotated[OutputChoice | None, typer.Option(
-        "--format", help="Judge answer format: auto (default: JSON for the embedded model, "
-        "text otherwise), text (Score: / \\boxed{} / Total Score lines), json "
-        "(schema-constrained).")] = None,
-    bystander_format: Annotated[BystanderOutput | None, typer.Option(
-        "--bystander-format", help="Bystander answers: json (default; text when --format "
-        "text), text or same.")] = None,
+    unformatted: Annotated[
+        Unformatted | None,
+        typer.Option(
+            "--unformatted",
+            help="A reply that broke the '# Analysis / # Response' format: "
+            "judge_whole or empty (defaults: PERM empty, PereGRM judge_whole, as the authors' "
+            "code).",
+        ),
+    ] = None,
+    fmt: Annotated[
+        OutputChoice | None,
+        typer.Option(
+            "--format",
+            help="Judge answer format: auto (default: JSON for the embedded model, "
+            "text otherwise), text (Score: / \\boxed{} / Total Score lines), json "
+            "(schema-constrained).",
+        ),
+    ] = None,
+    bystander_format: Annotated[
+        BystanderOutput | None,
+        typer.Option(
+            "--bystander-format",
+            help="Bystander answers: json (default; text when --format text), text or same.",
+        ),
+    ] = None,
     temperature: Annotated[float | None, typer.Option("--temperature", min=0.0, max=2.0)] = None,
     max_tokens: Annotated[int | None, typer.Option("--max-tokens", min=16)] = None,
     max_resamples: Annotated[int | None, typer.Option("--max-resamples", min=0)] = None,
@@ -123,8 +183,12 @@ def score(
     timeout: Timeout = 120.0,
     retries: Retries = 4,
     cache: CachePath = None,
-    skip_invalid: Annotated[bool, typer.Option(
-        "--skip-invalid", help="Skip bad input lines (written to a .rejects.jsonl file).")] = False,
+    skip_invalid: Annotated[
+        bool,
+        typer.Option(
+            "--skip-invalid", help="Skip bad input lines (written to a .rejects.jsonl file)."
+        ),
+    ] = False,
 ) -> None:
     """Score replies with PERM or PereGRM and write one breakdown per reply."""
     from attunement.jsonl import read_jsonl
@@ -138,20 +202,39 @@ def score(
     if bystander_format is None and fmt == "text":
         bystander_format = "text"  # the papers' text formats throughout
     flags: dict[str, Any] = {
-        "k": k, "criteria_mode": criteria_mode, "definitions": definitions,
-        "aggregation": aggregation, "softmin_beta": softmin_beta,
-        "normalization": normalization, "lambda_bys": lambda_bys,
-        "length_penalty": length_penalty, "length_on": length_on, "tokenizer": tokenizer,
-        "resonation_on": resonation_on, "judge_context": judge_context,
-        "unformatted": unformatted, "temperature": temperature, "max_tokens": max_tokens,
-        "max_resamples": max_resamples, "output": fmt, "bystander_output": bystander_format,
+        "k": k,
+        "criteria_mode": criteria_mode,
+        "definitions": definitions,
+        "aggregation": aggregation,
+        "softmin_beta": softmin_beta,
+        "normalization": normalization,
+        "lambda_bys": lambda_bys,
+        "length_penalty": length_penalty,
+        "length_on": length_on,
+        "tokenizer": tokenizer,
+        "resonation_on": resonation_on,
+        "judge_context": judge_context,
+        "unformatted": unformatted,
+        "temperature": temperature,
+        "max_tokens": max_tokens,
+        "max_resamples": max_resamples,
+        "output": fmt,
+        "bystander_output": bystander_format,
         "seed": seed,
     }
     try:
-        spec = reward_spec(reward, judge, llm_options(concurrency, timeout, retries, cache),
-                           config_file=reward_config, assignments=assignments,
-                           no_resonation=no_resonation, no_expression=no_expression,
-                           no_reception=no_reception, no_bystander=no_bystander, **flags)
+        spec = reward_spec(
+            reward,
+            judge,
+            llm_options(concurrency, timeout, retries, cache),
+            config_file=reward_config,
+            assignments=assignments,
+            no_resonation=no_resonation,
+            no_expression=no_expression,
+            no_reception=no_reception,
+            no_bystander=no_bystander,
+            **flags,
+        )
     except (ValueError, OSError) as exc:
         raise fail(str(exc)) from None
 
@@ -161,8 +244,9 @@ def score(
 
     async def go():
         async with spec.open() as reward_model:
-            return await score_dataset(reward_model, examples, reply_rows, out_path,
-                                       concurrency=concurrency)
+            return await score_dataset(
+                reward_model, examples, reply_rows, out_path, concurrency=concurrency
+            )
 
     summary = run(go())
     _print_summary(summary)
@@ -183,9 +267,10 @@ def _print_summary(summary) -> None:
     for dim, value in summary.dimension_means.items():
         scale = "0-100" if dim == "bystander" else "1-5"
         table.add_row(f"{dim} mean ({scale})", _fmt(value, 2))
-    table.add_row("judge samples / failed / re-drawn",
-                  f"{summary.judgements} / {summary.failed_judgements} / "
-                  f"{summary.resampled_judgements}")
+    table.add_row(
+        "judge samples / failed / re-drawn",
+        f"{summary.judgements} / {summary.failed_judgements} / {summary.resampled_judgements}",
+    )
     u = summary.usage_now
     table.add_row("judge calls now (cached samples)", f"{u.calls} ({u.cached_calls})")
     table.add_row("prompt / completion tokens now", f"{u.prompt_tokens} / {u.completion_tokens}")
@@ -197,18 +282,30 @@ def _print_summary(summary) -> None:
 
 def criteria(
     data: Annotated[Path, typer.Option("--data", help="Examples JSONL.")],
-    out_path: Annotated[Path, typer.Option("--out", help="Examples with criteria (JSONL; resumable).")],
+    out_path: Annotated[
+        Path, typer.Option("--out", help="Examples with criteria (JSONL; resumable).")
+    ],
     judge: JudgeSpec = "local",
     temperature: Annotated[float, typer.Option("--temperature", min=0.0, max=2.0)] = 0.2,
     max_tokens: Annotated[int, typer.Option("--max-tokens", min=16)] = 1024,
     fmt: Format = "auto",
-    definitions: Annotated[Definitions, typer.Option(
-        "--definitions", help="Dimension definitions the criteria are written from "
-        "(default evaluation, as the authors' evaluation code).")] = "evaluation",
-    judge_context: Annotated[JudgeContext, typer.Option(
-        "--judge-context", help="What the judge sees of the user: authors (default) or "
-        "full.")] = "authors",
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Rewrite existing criteria.")] = False,
+    definitions: Annotated[
+        Definitions,
+        typer.Option(
+            "--definitions",
+            help="Dimension definitions the criteria are written from "
+            "(default evaluation, as the authors' evaluation code).",
+        ),
+    ] = "evaluation",
+    judge_context: Annotated[
+        JudgeContext,
+        typer.Option(
+            "--judge-context", help="What the judge sees of the user: authors (default) or full."
+        ),
+    ] = "authors",
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Rewrite existing criteria.")
+    ] = False,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     concurrency: Concurrency = 8,
     timeout: Timeout = 120.0,
@@ -225,18 +322,30 @@ def criteria(
     examples = read_jsonl(data, Example)
     done = read_done_keys(out_path, lambda rec: rec["example_id"])
     todo = [e for e in examples if e.example_id not in done]
-    config = CriteriaConfig(temperature=temperature, max_tokens=max_tokens, output=fmt,
-                            seed=seed, definitions=definitions, judge_context=judge_context)
+    config = CriteriaConfig(
+        temperature=temperature,
+        max_tokens=max_tokens,
+        output=fmt,
+        seed=seed,
+        definitions=definitions,
+        judge_context=judge_context,
+    )
     failures: dict[str, dict[str, str]] = {}
 
     async def go():
-        async with load_chat_model(judge, llm_options(concurrency, timeout, retries,
-                                                      cache)) as model:
+        async with load_chat_model(
+            judge, llm_options(concurrency, timeout, retries, cache)
+        ) as model:
             await model.ensure_ready()
-            write_manifest(out_path.with_name(out_path.name + ".manifest.json"),
-                           command="criteria", data=str(data), overwrite=overwrite,
-                           **criteria_manifest(model, config))
+            write_manifest(
+                out_path.with_name(out_path.name + ".manifest.json"),
+                command="criteria",
+                data=str(data),
+                overwrite=overwrite,
+                **criteria_manifest(model, config),
+            )
             with JsonlAppender(out_path) as sink:
+
                 def keep(example: Example) -> None:
                     errors = example.meta.get("criteria_errors")
                     if errors:
@@ -244,8 +353,14 @@ def criteria(
                     else:
                         sink.write(example)
 
-                await prepare_criteria(todo, model, concurrency=concurrency, config=config,
-                                       overwrite=overwrite, on_example=keep)
+                await prepare_criteria(
+                    todo,
+                    model,
+                    concurrency=concurrency,
+                    config=config,
+                    overwrite=overwrite,
+                    on_example=keep,
+                )
 
     run(go())
     written = len(todo) - len(failures)
@@ -253,6 +368,8 @@ def criteria(
     if failures:
         for eid, errors in list(failures.items())[:5]:
             console.print(f"[yellow]no criteria[/yellow] {eid}: {errors}", highlight=False)
-        console.print(f"[yellow]{len(failures)} examples failed and were not written; "
-                      "run the same command again to retry them[/yellow]")
+        console.print(
+            f"[yellow]{len(failures)} examples failed and were not written; "
+            "run the same command again to retry them[/yellow]"
+        )
         raise typer.Exit(1)

@@ -8,29 +8,29 @@ Formulas, options and defaults: docs/rewards.md.
 """
 
 from attunement.judging.aggregate import (
-                                          arithmetic_mean,
-                                          bystander_penalty,
-                                          geometric_mean,
-                                          harmonic_mean,
-                                          length_penalty,
-                                          normalize,
-                                          softmin,
+    arithmetic_mean,
+    bystander_penalty,
+    geometric_mean,
+    harmonic_mean,
+    length_penalty,
+    normalize,
+    softmin,
 )
 from attunement.judging.base import (
-                                          JudgeReward,
-                                          JudgeSampler,
-                                          PereGRMConfig,
-                                          PermConfig,
-                                          RewardConfig,
-                                          RewardModel,
+    JudgeReward,
+    JudgeSampler,
+    PereGRMConfig,
+    PermConfig,
+    RewardConfig,
+    RewardModel,
 )
 from attunement.judging.criteria import CriteriaConfig, prepare_criteria
 from attunement.judging.parsing import (
-                                          Parsed,
-                                          parse_bystander,
-                                          parse_criteria,
-                                          parse_rating,
-                                          strip_fenced,
+    Parsed,
+    parse_bystander,
+    parse_criteria,
+    parse_rating,
+    strip_fenced,
 )
 from attunement.judging.peregrm import PereGRMReward, peregrm_reward
 from attunement.judging.perm import PermReward, perm_reward

@@ -74,14 +74,32 @@ from attunement.judging.answers import (
 from attunement.render import find_tags, fold
 from attunement.textjson import Found, json_objects, last_json_object
 
-__all__ = ["BYSTANDER_KEYS", "BYSTANDER_PARTS", "Parsed", "ParsedCriteria", "parse_bystander",
-           "parse_criteria", "parse_rating", "strip_fenced"]
+__all__ = [
+    "BYSTANDER_KEYS",
+    "BYSTANDER_PARTS",
+    "Parsed",
+    "ParsedCriteria",
+    "parse_bystander",
+    "parse_criteria",
+    "parse_rating",
+    "strip_fenced",
+]
 
 OutputFormat = Literal["text", "json"]
 
 #: fence labels of the judge prompts; echoed copies are removed before parsing
-FENCE_LABELS = ("response", "analysis", "message", "dialogue", "persona", "memories",
-                "situation", "summary", "data", "criteria")
+FENCE_LABELS = (
+    "response",
+    "analysis",
+    "message",
+    "dialogue",
+    "persona",
+    "memories",
+    "situation",
+    "summary",
+    "data",
+    "criteria",
+)
 
 BYSTANDER_PART_MAX = 20.0
 BYSTANDER_MAX = 100.0
@@ -144,9 +162,11 @@ def strip_fenced(text: str, labels: Sequence[str] = FENCE_LABELS) -> str:
         if tag.closing or tag.start < pos:
             i += 1
             continue
-        close = next((j for j in range(i + 1, len(tags))
-                      if tags[j].closing and tags[j].label == tag.label), None)
-        out.append(text[pos:tag.start])
+        close = next(
+            (j for j in range(i + 1, len(tags)) if tags[j].closing and tags[j].label == tag.label),
+            None,
+        )
+        out.append(text[pos : tag.start])
         out.append(" ")
         if close is None:
             return "".join(out)
@@ -176,7 +196,7 @@ def _copied(body: str, start: int, end: int, untrusted: Sequence[str]) -> bool:
     for text in untrusted:
         source = _tokens(text)
         for i in range(len(source) - n + 1):
-            if source[i:i + n] != verdict:
+            if source[i : i + n] != verdict:
                 continue
             m = 0
             while m < min(i, len(before)) and source[i - 1 - m] == before[-1 - m]:
@@ -192,10 +212,13 @@ _NUM = r"(-?\d+(?:\.\d+)?)"
 _DENOMINATOR = re.compile(r"[ \t]*(?:/|out\s+of)[ \t]*(\d+(?:\.\d+)?)", re.IGNORECASE)
 _SCORE_LIKE = re.compile(
     r"\d|\\boxed|\bscores?\b|\b(?:one|two|three|four|five|six|seven|eight|nine|ten)\b",
-    re.IGNORECASE)
+    re.IGNORECASE,
+)
 _LINE_PREFIX = r"^[ \t*#_`-]*"  # Markdown decoration, never a quote marker ('>')
-_SCORE_HEAD = re.compile(_LINE_PREFIX + r"(?P<head>(?:final\s+|overall\s+)?scores?)[ \t*_`]*[:=]",
-                         re.IGNORECASE | re.MULTILINE)
+_SCORE_HEAD = re.compile(
+    _LINE_PREFIX + r"(?P<head>(?:final\s+|overall\s+)?scores?)[ \t*_`]*[:=]",
+    re.IGNORECASE | re.MULTILINE,
+)
 _BOXED = re.compile(r"\\boxed\s*\{(?P<inner>[^{}\n]{0,40})\}")
 _CLEAN_NUMBER = re.compile(r"[ \t*_`]*" + _NUM)
 
@@ -210,8 +233,7 @@ class Candidate:
     what: str
 
 
-def _read_number(text: str, pos: int, *, scale_high: float
-                 ) -> tuple[float | None, int, str | None]:
+def _read_number(text: str, pos: int, *, scale_high: float) -> tuple[float | None, int, str | None]:
     """A single number at ``pos`` (decoration allowed before it), with an optional
     ``/ D`` or ``out of D``. Returns (value, end, problem)."""
     m = _CLEAN_NUMBER.match(text, pos)
@@ -235,14 +257,22 @@ def _score_lines(body: str, *, high: float) -> list[Candidate]:
     out = []
     for m in _SCORE_HEAD.finditer(body):
         line_end = _line_end(body, m.end())
-        shown = body[m.start("head"):line_end].strip()
-        rest = body[m.end():line_end]
+        shown = body[m.start("head") : line_end].strip()
+        rest = body[m.end() : line_end]
         if re.match(r"[ \t*_`]*\\boxed", rest):
             continue  # "Scores: \boxed{3}": the \boxed{} is the candidate
         value, end, problem = _read_number(body, m.end(), scale_high=high)
-        if problem == "no number" or (problem is None and re.match(r"[ \t]*(?:-|–|—|to\b|or\b|~|\.\.)[ \t]*\d", body[end:line_end], re.IGNORECASE)):
-            out.append(Candidate(m.start("head"), line_end, None,
-                                 f"score line {shown!r} is not one number"))
+        if problem == "no number" or (
+            problem is None
+            and re.match(
+                r"[ \t]*(?:-|–|—|to\b|or\b|~|\.\.)[ \t]*\d", body[end:line_end], re.IGNORECASE
+            )
+        ):
+            out.append(
+                Candidate(
+                    m.start("head"), line_end, None, f"score line {shown!r} is not one number"
+                )
+            )
         elif problem is not None:
             out.append(Candidate(m.start("head"), end, None, f"{shown!r} is {problem}"))
         else:
@@ -257,8 +287,9 @@ def _boxed(body: str) -> list[Candidate]:
         if inner:
             out.append(Candidate(m.start(), m.end(), float(inner.group(1)), m.group(0)))
         else:
-            out.append(Candidate(m.start(), m.end(), None,
-                                 f"{m.group(0)!r} does not hold one number"))
+            out.append(
+                Candidate(m.start(), m.end(), None, f"{m.group(0)!r} does not hold one number")
+            )
     # a \boxed with nothing readable inside (e.g. a template) is still a score token
     for m in re.finditer(r"\\boxed\s*\{[^}\n]*$", body, re.MULTILINE):
         out.append(Candidate(m.start(), m.end(), None, "unclosed \\boxed{"))
@@ -279,21 +310,24 @@ def _json_candidate(found: Found, answer: type[BaseModel] | None) -> Candidate:
         try:
             value = answer.model_validate(found.value).score
         except ValidationError as exc:
-            return Candidate(found.start, found.end, None,
-                             f"JSON answer invalid: {validation_problem(exc)}")
+            return Candidate(
+                found.start, found.end, None, f"JSON answer invalid: {validation_problem(exc)}"
+            )
         return Candidate(found.start, found.end, float(value), "JSON score")
     number = number_or_none(found.value["score"])
     if number is None:
-        return Candidate(found.start, found.end, None,
-                         f"JSON score {found.value['score']!r} is not a number")
+        return Candidate(
+            found.start, found.end, None, f"JSON score {found.value['score']!r} is not a number"
+        )
     return Candidate(found.start, found.end, float(number), "JSON score")
 
 
 _TRIVIAL = re.compile(r"(?:[ \t.,;:!*_`'\"()\[\]]|```(?:json)?)*")
 
 
-def _final(body: str, candidates: list[Candidate], untrusted: Sequence[str]
-           ) -> tuple[Candidate | None, str | None]:
+def _final(
+    body: str, candidates: list[Candidate], untrusted: Sequence[str]
+) -> tuple[Candidate | None, str | None]:
     """The verdict: the last candidate, if it ends its line (only punctuation or
     Markdown after it), nothing score-like follows it, and it is not a copy of
     an untrusted text. Returns (verdict, problem)."""
@@ -301,16 +335,17 @@ def _final(body: str, candidates: list[Candidate], untrusted: Sequence[str]
         return None, None
     last = max(candidates, key=lambda c: (c.end, -c.start))
     line_end = _line_end(body, last.end)
-    rest_of_line = body[last.end:line_end]
+    rest_of_line = body[last.end : line_end]
     tail = body[line_end:]
     trailing = _SCORE_LIKE.search(rest_of_line + tail)
     if trailing:
-        after = (rest_of_line + tail)[trailing.start():]
-        shown = after[:_line_end(after, 0)].strip()
+        after = (rest_of_line + tail)[trailing.start() :]
+        shown = after[: _line_end(after, 0)].strip()
         return None, f"score-like text after the verdict {last.what!r}: {shown[:60]!r}"
     if not _TRIVIAL.fullmatch(rest_of_line):
-        return None, (f"text after the verdict {last.what!r} on its line: "
-                      f"{rest_of_line.strip()[:60]!r}")
+        return None, (
+            f"text after the verdict {last.what!r} on its line: {rest_of_line.strip()[:60]!r}"
+        )
     if last.value is None:
         return None, last.what
     if _copied(body, last.start, last.end, untrusted):
@@ -346,9 +381,15 @@ def _str_field(obj: dict[str, Any], *keys: str) -> str | None:
     return None
 
 
-def parse_rating(text: str, *, low: float = 1, high: float = 5, fmt: OutputFormat = "text",
-                 answer: type[BaseModel] | None = None,
-                 untrusted: Sequence[str] = ()) -> Parsed:
+def parse_rating(
+    text: str,
+    *,
+    low: float = 1,
+    high: float = 5,
+    fmt: OutputFormat = "text",
+    answer: type[BaseModel] | None = None,
+    untrusted: Sequence[str] = (),
+) -> Parsed:
     """Read the judge's final 1-5 rating (and its rationale and criteria, if given).
 
     ``fmt="json"`` reads only JSON objects with a ``score`` key (validated by
@@ -369,8 +410,9 @@ def parse_rating(text: str, *, low: float = 1, high: float = 5, fmt: OutputForma
     if not text or not text.strip():
         return failed("empty judge answer")
     body = strip_fenced(readable(text))
-    rationale = (_section(body, "reason", ("score", "scores"))
-                 or _section(body, "analysis", ("score", "scores")))
+    rationale = _section(body, "reason", ("score", "scores")) or _section(
+        body, "analysis", ("score", "scores")
+    )
     criteria = _section(body, r"specific\s+criteria", ("analysis", "score", "scores"))
     if fmt == "json":
         candidates = _json_scores(body, answer)
@@ -379,8 +421,11 @@ def parse_rating(text: str, *, low: float = 1, high: float = 5, fmt: OutputForma
             obj = found.value
             rationale = _str_field(obj, "reason", "analysis", "rationale") or rationale
             crit = obj.get("criteria")
-            criteria = (format_criteria_list(crit) if isinstance(crit, list)
-                        else _str_field(obj, "criteria") or criteria)
+            criteria = (
+                format_criteria_list(crit)
+                if isinstance(crit, list)
+                else _str_field(obj, "criteria") or criteria
+            )
         missing = "no JSON object with a 'score' key"
     else:
         candidates = _score_lines(body, high=high) + _boxed(body) + _json_scores(body, answer)
@@ -391,30 +436,40 @@ def parse_rating(text: str, *, low: float = 1, high: float = 5, fmt: OutputForma
     value = verdict.value
     assert value is not None
     if not low <= value <= high:
-        return failed(f"score {_fmt(value)} is outside {_fmt(low)}-{_fmt(high)}",
-                      rationale=rationale, criteria=criteria)
+        return failed(
+            f"score {_fmt(value)} is outside {_fmt(low)}-{_fmt(high)}",
+            rationale=rationale,
+            criteria=criteria,
+        )
     return Parsed(score=value, rationale=rationale, criteria=criteria)
 
 
 # --------------------------------------------------------------------------- bystander
 
-_TOTAL_HEAD = re.compile(_LINE_PREFIX + r"(?:\d\.\s*)?(?P<head>total\s+score)[ \t*_`]*[:=]",
-                         re.IGNORECASE | re.MULTILINE)
+_TOTAL_HEAD = re.compile(
+    _LINE_PREFIX + r"(?:\d\.\s*)?(?P<head>total\s+score)[ \t*_`]*[:=]", re.IGNORECASE | re.MULTILINE
+)
 
 
 def _totals(body: str) -> list[Candidate]:
     out = []
     for m in _TOTAL_HEAD.finditer(body):
         line_end = _line_end(body, m.end())
-        shown = body[m.start("head"):line_end].strip()
+        shown = body[m.start("head") : line_end].strip()
         value, end, problem = _read_number(body, m.end(), scale_high=BYSTANDER_MAX)
-        if problem == "no number" or (problem is None and re.match(
-                r"[ \t]*(?:-|–|—|to\b|or\b|~|\.\.)[ \t]*\d", body[end:line_end], re.IGNORECASE)):
-            out.append(Candidate(m.start("head"), line_end, None,
-                                 f"total line {shown!r} is not one number"))
+        if problem == "no number" or (
+            problem is None
+            and re.match(
+                r"[ \t]*(?:-|–|—|to\b|or\b|~|\.\.)[ \t]*\d", body[end:line_end], re.IGNORECASE
+            )
+        ):
+            out.append(
+                Candidate(
+                    m.start("head"), line_end, None, f"total line {shown!r} is not one number"
+                )
+            )
         elif problem is not None:
-            out.append(Candidate(m.start("head"), end, None,
-                                 f"total {shown!r} is not out of 100"))
+            out.append(Candidate(m.start("head"), end, None, f"total {shown!r} is not out of 100"))
         else:
             out.append(Candidate(m.start("head"), end, value, shown))
     return out
@@ -425,18 +480,23 @@ def _sub_scores(body: str) -> tuple[dict[str, float], list[Candidate]]:
     subs: dict[str, float] = {}
     candidates = []
     for key, _, pattern in BYSTANDER_PARTS:
-        line = re.compile(_LINE_PREFIX + rf"(?:\d\.\s*)?{pattern}[^:\n]*[:=][ \t*_`]*{_NUM}"
-                          r"[ \t]*/[ \t]*20\b", re.IGNORECASE | re.MULTILINE)
+        line = re.compile(
+            _LINE_PREFIX + rf"(?:\d\.\s*)?{pattern}[^:\n]*[:=][ \t*_`]*{_NUM}"
+            r"[ \t]*/[ \t]*20\b",
+            re.IGNORECASE | re.MULTILINE,
+        )
         hits = list(line.finditer(body))
         if hits:
             subs[key] = float(hits[-1].group(1))
-            candidates += [Candidate(h.start(), h.end(), float(h.group(1)), h.group(0).strip())
-                           for h in hits]
+            candidates += [
+                Candidate(h.start(), h.end(), float(h.group(1)), h.group(0).strip()) for h in hits
+            ]
     return subs, candidates
 
 
-def parse_bystander(text: str, *, fmt: OutputFormat = "json",
-                    untrusted: Sequence[str] = ()) -> Parsed:
+def parse_bystander(
+    text: str, *, fmt: OutputFormat = "json", untrusted: Sequence[str] = ()
+) -> Parsed:
     """Read the bystander's five 0-20 sub-scores and its 0-100 total.
 
     JSON: the last object holding all five keys of :data:`BYSTANDER_KEYS`,
@@ -455,8 +515,9 @@ def parse_bystander(text: str, *, fmt: OutputFormat = "json",
     if fmt == "json":
         objects = [f for f in json_objects(body) if all(k in f.value for k in BYSTANDER_KEYS)]
         if not objects:
-            return failed("no JSON object with the five bystander sub-scores "
-                          f"({', '.join(BYSTANDER_KEYS)})")
+            return failed(
+                f"no JSON object with the five bystander sub-scores ({', '.join(BYSTANDER_KEYS)})"
+            )
         candidates = [Candidate(f.start, f.end, 0.0, "JSON sub-scores") for f in objects]
         verdict, problem = _final(body, candidates, untrusted)
         if verdict is None:
@@ -467,34 +528,44 @@ def parse_bystander(text: str, *, fmt: OutputFormat = "json",
         except ValidationError as exc:
             return failed(f"bystander JSON invalid: {validation_problem(exc)}")
         subs = {key: float(getattr(parsed, key)) for key in BYSTANDER_KEYS}
-        return Parsed(score=sum(subs.values()), sub_scores=subs,
-                      rationale=_str_field(obj, "assessment", "reason", "analysis"))
+        return Parsed(
+            score=sum(subs.values()),
+            sub_scores=subs,
+            rationale=_str_field(obj, "assessment", "reason", "analysis"),
+        )
 
     subs, part_candidates = _sub_scores(body)
-    rationale = _section(body, r"(?:\d\.\s*)?overall\s+assessment", (r"\d\.\s*dimension",
-                                                                      "content", "total"))
+    rationale = _section(
+        body, r"(?:\d\.\s*)?overall\s+assessment", (r"\d\.\s*dimension", "content", "total")
+    )
     rationale = rationale or _section(body, "assessment", ("content", "total"))
     totals = _totals(body)
     verdict, problem = _final(body, totals + part_candidates, untrusted)
     if verdict is None:
-        return failed(problem or "no 'Total Score: X / 100' line and not all five sub-scores",
-                      sub_scores=subs)
+        return failed(
+            problem or "no 'Total Score: X / 100' line and not all five sub-scores", sub_scores=subs
+        )
     bad = {k: v for k, v in subs.items() if not 0 <= v <= BYSTANDER_PART_MAX}
     if bad:
         key, value = next(iter(bad.items()))
         return failed(f"bystander sub-score {key}={_fmt(value)} is outside 0-20", sub_scores=subs)
     if subs and len(subs) < len(BYSTANDER_KEYS):
         missing = [k for k in BYSTANDER_KEYS if k not in subs]
-        return failed(f"only {len(subs)} of the five sub-scores given (missing "
-                      f"{', '.join(missing)})", sub_scores=subs)
+        return failed(
+            f"only {len(subs)} of the five sub-scores given (missing {', '.join(missing)})",
+            sub_scores=subs,
+        )
     if totals:
         total = max(totals, key=lambda c: c.end)
         if total.value is None:
             return failed(total.what, sub_scores=subs)
         value = total.value
         if subs and abs(sum(subs.values()) - value) > 1e-6:
-            return failed(f"total {_fmt(value)} is not the sum of the five sub-scores "
-                          f"({_fmt(sum(subs.values()))})", sub_scores=subs)
+            return failed(
+                f"total {_fmt(value)} is not the sum of the five sub-scores "
+                f"({_fmt(sum(subs.values()))})",
+                sub_scores=subs,
+            )
     else:
         value = sum(subs.values())
     if not 0 <= value <= BYSTANDER_MAX:
@@ -534,12 +605,16 @@ class ParsedCriteria:
         return self.reason is None
 
 
-_MARKER = re.compile(r"^(?P<indent>[ \t]*)(?:\*\*|__)?[ \t]*"
-                     r"(?:(?P<number>\d{1,2})[.)]|(?P<bullet>[-*•+]))(?:\*\*|__)?[ \t]+(?=\S)")
+_MARKER = re.compile(
+    r"^(?P<indent>[ \t]*)(?:\*\*|__)?[ \t]*"
+    r"(?:(?P<number>\d{1,2})[.)]|(?P<bullet>[-*•+]))(?:\*\*|__)?[ \t]+(?=\S)"
+)
 _WEIGHT = re.compile(
     r"[(\[]\s*(?:weight(?:ing)?\s*[:=]?\s*)?(?P<a>\d+(?:\.\d+)?)\s*%\s*[)\]]"
     r"|weight(?:ing)?\s*[:=]?\s*(?P<b>\d+(?:\.\d+)?)\s*%?"
-    r"|(?P<c>\d+(?:\.\d+)?)\s*%", re.IGNORECASE)
+    r"|(?P<c>\d+(?:\.\d+)?)\s*%",
+    re.IGNORECASE,
+)
 
 
 def _indented(text: str) -> str:
@@ -563,9 +638,13 @@ def format_criteria_list(value: list[Any]) -> str:
     for entry in value:
         if isinstance(entry, dict):
             weight = number_or_none(entry.get("weight"))
-            items.append(Criterion(name=str(entry.get("name", "")).strip(),
-                                   weight=None if weight is None else float(weight),
-                                   description=str(entry.get("description", "")).strip()))
+            items.append(
+                Criterion(
+                    name=str(entry.get("name", "")).strip(),
+                    weight=None if weight is None else float(weight),
+                    description=str(entry.get("description", "")).strip(),
+                )
+            )
         else:
             items.append(Criterion(name=str(entry).strip(), weight=None, description=""))
     return render_criteria(items)
@@ -599,8 +678,8 @@ def _split_items(section: str) -> tuple[int, list[_Item]]:
     items = []
     for n, (i, m) in enumerate(heads):
         last = heads[n + 1][0] if n + 1 < len(heads) else len(lines)
-        head = lines[i][m.end():].rstrip("\n")
-        rest = "".join(lines[i + 1:last])
+        head = lines[i][m.end() :].rstrip("\n")
+        rest = "".join(lines[i + 1 : last])
         head_start = offsets[i] + m.end()
         w = _WEIGHT.search(head)
         span = None
@@ -608,7 +687,7 @@ def _split_items(section: str) -> tuple[int, list[_Item]]:
             group = next(g for g in ("a", "b", "c") if w.group(g) is not None)
             span = (head_start + w.start(group), head_start + w.end(group))
             weight: float | None = float(w.group(group))
-            name_part, tail = head[:w.start()], head[w.end():]
+            name_part, tail = head[: w.start()], head[w.end() :]
         else:
             wr = re.search(r"weight(?:ing)?\s*[:=]?\s*(\d+(?:\.\d+)?)\s*%?", rest, re.IGNORECASE)
             weight = float(wr.group(1)) if wr else None
@@ -637,8 +716,9 @@ def rescale_weights(items: Sequence[Criterion]) -> list[Criterion]:
     return [Criterion(c.name, float(w), c.description) for c, w in zip(items, whole)]
 
 
-def _validated(items: list[Criterion], *, min_items: int, max_items: int, weighted: bool
-               ) -> tuple[list[Criterion], str | None, bool]:
+def _validated(
+    items: list[Criterion], *, min_items: int, max_items: int, weighted: bool
+) -> tuple[list[Criterion], str | None, bool]:
     items = [c for c in items if c.name or c.description]
     if not min_items <= len(items) <= max_items:
         return items, f"{len(items)} criteria; expected {min_items}-{max_items}", False
@@ -651,8 +731,14 @@ def _validated(items: list[Criterion], *, min_items: int, max_items: int, weight
     return rescale_weights(items), None, True
 
 
-def parse_criteria(text: str, *, fmt: OutputFormat = "text", min_items: int = 1,
-                   max_items: int = 8, weighted: bool = False) -> ParsedCriteria:
+def parse_criteria(
+    text: str,
+    *,
+    fmt: OutputFormat = "text",
+    min_items: int = 1,
+    max_items: int = 8,
+    weighted: bool = False,
+) -> ParsedCriteria:
     """Read and validate a criteria list; with ``weighted`` every item needs a
     positive weight.
 
@@ -670,26 +756,30 @@ def parse_criteria(text: str, *, fmt: OutputFormat = "text", min_items: int = 1,
             answer = criteria_answer(min_items, max_items).model_validate(found.value)
         except ValidationError as exc:
             return ParsedCriteria(reason=f"criteria JSON invalid: {validation_problem(exc)}")
-        raw = [Criterion(c.name.strip(), float(c.weight), c.description.strip())
-               for c in answer.criteria]
-        items, reason, rescaled = _validated(raw, min_items=min_items, max_items=max_items,
-                                             weighted=weighted)
-        return ParsedCriteria(items=tuple(items), reason=reason, rescaled=rescaled,
-                              text=render_criteria(items))
+        raw = [
+            Criterion(c.name.strip(), float(c.weight), c.description.strip())
+            for c in answer.criteria
+        ]
+        items, reason, rescaled = _validated(
+            raw, min_items=min_items, max_items=max_items, weighted=weighted
+        )
+        return ParsedCriteria(
+            items=tuple(items), reason=reason, rescaled=rescaled, text=render_criteria(items)
+        )
     section = _section(body, r"(?:specific\s+)?criteria", ("analysis", "score", "scores"))
     source = section if section is not None else body.strip()
     first, parsed = _split_items(source)
     parsed = [p for p in parsed if p.criterion.name or p.criterion.description]
-    items, reason, rescaled = _validated([p.criterion for p in parsed], min_items=min_items,
-                                         max_items=max_items, weighted=weighted)
+    items, reason, rescaled = _validated(
+        [p.criterion for p in parsed], min_items=min_items, max_items=max_items, weighted=weighted
+    )
     shown = source[first:]
     if rescaled:  # rewrite only the weight numbers, in place
         pieces, pos = [], first
         for p, c in zip(parsed, items):
             if p.weight_span is None:  # pragma: no cover - weighted items all have one
                 continue
-            pieces += [source[pos:p.weight_span[0]], _fmt(c.weight or 0.0)]
+            pieces += [source[pos : p.weight_span[0]], _fmt(c.weight or 0.0)]
             pos = p.weight_span[1]
         shown = "".join(pieces) + source[pos:]
-    return ParsedCriteria(items=tuple(items), reason=reason, rescaled=rescaled,
-                          text=shown.strip())
+    return ParsedCriteria(items=tuple(items), reason=reason, rescaled=rescaled, text=shown.strip())

@@ -101,24 +101,34 @@ def definition(dimension: Dimension, definitions: Definitions) -> str:
     return prompt_piece(f"peregrm_def_{definitions}_{dimension}")
 
 
-def criteria_messages(example: Example, dimension: Dimension, fmt: str, *,
-                      definitions: Definitions = "training",
-                      judge_context: JudgeContext = "authors") -> list[Message]:
+def criteria_messages(
+    example: Example,
+    dimension: Dimension,
+    fmt: str,
+    *,
+    definitions: Definitions = "training",
+    judge_context: JudgeContext = "authors",
+) -> list[Message]:
     """The prompt asking for weighted criteria for one example and dimension."""
     return render_prompt(
-        "peregrm_criteria", dimension=dimension, definition=definition(dimension, definitions),
-        context=render_context(example, judge_context=judge_context, include_memories=True,
-                               demographics=False),
+        "peregrm_criteria",
+        dimension=dimension,
+        definition=definition(dimension, definitions),
+        context=render_context(
+            example, judge_context=judge_context, include_memories=True, demographics=False
+        ),
         message=render_message(example),
-        output_format=prompt_piece(f"peregrm_format_criteria_{fmt}"))
+        output_format=prompt_piece(f"peregrm_format_criteria_{fmt}"),
+    )
 
 
 class PereGRMReward(JudgeReward):
     kind = "peregrm"
     config: PereGRMConfig
 
-    def __init__(self, judge: ChatModel, config: PereGRMConfig, *,
-                 token_counter: TokenCounter | None = None):
+    def __init__(
+        self, judge: ChatModel, config: PereGRMConfig, *, token_counter: TokenCounter | None = None
+    ):
         super().__init__(judge, config, token_counter=token_counter)
         self._memo: OrderedDict[str, asyncio.Task[CriteriaSet]] = OrderedDict()
         self._memo_loop: asyncio.AbstractEventLoop | None = None
@@ -128,14 +138,20 @@ class PereGRMReward(JudgeReward):
     def check_examples(self, examples: Sequence[Example]) -> None:
         if self.config.criteria_mode != "fixed":
             return
-        missing = [f"{e.example_id} ({', '.join(d for d in self.config.empathy_dimensions if not e.criteria.get(d, '').strip())})"
-                   for e in examples
-                   if any(not e.criteria.get(d, "").strip() for d in self.config.empathy_dimensions)]
+        missing = [
+            f"{e.example_id} ({', '.join(d for d in self.config.empathy_dimensions if not e.criteria.get(d, '').strip())})"
+            for e in examples
+            if any(not e.criteria.get(d, "").strip() for d in self.config.empathy_dimensions)
+        ]
         if missing:
-            shown = "; ".join(missing[:5]) + (f"; and {len(missing) - 5} more" if len(missing) > 5 else "")
-            raise ValueError(f"criteria_mode='fixed' needs Example.criteria for every scored "
-                             f"dimension; missing for {len(missing)} example(s): {shown}. "
-                             "Prepare them with `attune criteria` first.")
+            shown = "; ".join(missing[:5]) + (
+                f"; and {len(missing) - 5} more" if len(missing) > 5 else ""
+            )
+            raise ValueError(
+                f"criteria_mode='fixed' needs Example.criteria for every scored "
+                f"dimension; missing for {len(missing)} example(s): {shown}. "
+                "Prepare them with `attune criteria` first."
+            )
 
     # ------------------------------------------------------------------ prompts
 
@@ -146,30 +162,44 @@ class PereGRMReward(JudgeReward):
         return "response", fenced_judged("response", response)
 
     def criteria_messages(self, example: Example, dimension: Dimension) -> list[Message]:
-        return criteria_messages(example, dimension, self.fmt,
-                                 definitions=self.config.definitions,
-                                 judge_context=self.config.judge_context)
+        return criteria_messages(
+            example,
+            dimension,
+            self.fmt,
+            definitions=self.config.definitions,
+            judge_context=self.config.judge_context,
+        )
 
-    def inline_messages(self, example: Example, reply: Reply, dimension: Dimension
-                        ) -> list[Message]:
+    def inline_messages(
+        self, example: Example, reply: Reply, dimension: Dimension
+    ) -> list[Message]:
         label, judged = self._judged(reply, dimension)
         return render_prompt(
-            "peregrm_inline", dimension=dimension,
+            "peregrm_inline",
+            dimension=dimension,
             definition=definition(dimension, self.config.definitions),
-            context=self.context(example), message=render_message(example),
-            judged_label=label, judged=judged,
-            output_format=prompt_piece(f"peregrm_format_inline_{self.fmt}"))
+            context=self.context(example),
+            message=render_message(example),
+            judged_label=label,
+            judged=judged,
+            output_format=prompt_piece(f"peregrm_format_inline_{self.fmt}"),
+        )
 
-    def score_messages(self, example: Example, reply: Reply, dimension: Dimension,
-                       criteria: str) -> list[Message]:
+    def score_messages(
+        self, example: Example, reply: Reply, dimension: Dimension, criteria: str
+    ) -> list[Message]:
         label, judged = self._judged(reply, dimension)
         return render_prompt(
-            "peregrm_score", dimension=dimension,
+            "peregrm_score",
+            dimension=dimension,
             definition=definition(dimension, self.config.definitions),
             criteria=fence("criteria", criteria.strip()),
-            context=self.context(example), message=render_message(example),
-            judged_label=label, judged=judged,
-            output_format=prompt_piece(f"peregrm_format_score_{self.fmt}"))
+            context=self.context(example),
+            message=render_message(example),
+            judged_label=label,
+            judged=judged,
+            output_format=prompt_piece(f"peregrm_format_score_{self.fmt}"),
+        )
 
     def probe_prompts(self, example: Example, reply: Reply) -> Iterator[list[Message]]:
         mode = self.config.criteria_mode
@@ -200,8 +230,9 @@ class PereGRMReward(JudgeReward):
 
     # ------------------------------------------------------------------ criteria
 
-    def _criteria_task(self, example: Example, dimension: Dimension, criteria_round: int = 0
-                       ) -> tuple[asyncio.Task[CriteriaSet], bool]:
+    def _criteria_task(
+        self, example: Example, dimension: Dimension, criteria_round: int = 0
+    ) -> tuple[asyncio.Task[CriteriaSet], bool]:
         """The (possibly in-flight) shared criteria of one example, dimension and round.
 
         Returns the task and whether this call created it. Keyed by the exact
@@ -214,10 +245,20 @@ class PereGRMReward(JudgeReward):
             self._memo_loop = loop
         messages = self.criteria_messages(example, dimension)
         seed = round_seed(self.config.seed, criteria_round)
-        key = hashlib.sha256(json.dumps(
-            [messages, self.config.k, self.config.criteria_temperature, seed,
-             self.config.max_tokens, self.fmt, self.judge.name],
-            sort_keys=True).encode()).hexdigest()
+        key = hashlib.sha256(
+            json.dumps(
+                [
+                    messages,
+                    self.config.k,
+                    self.config.criteria_temperature,
+                    seed,
+                    self.config.max_tokens,
+                    self.fmt,
+                    self.judge.name,
+                ],
+                sort_keys=True,
+            ).encode()
+        ).hexdigest()
         task = self._memo.get(key)
         if task is not None and not (task.done() and (task.cancelled() or task.exception())):
             self._memo.move_to_end(key)
@@ -243,19 +284,27 @@ class PereGRMReward(JudgeReward):
 
     def _parse_criteria(self, text: str):
         if self.fmt == "json":
-            return parse_criteria(text, fmt="json", min_items=CRITERIA_ITEMS[0],
-                                  max_items=CRITERIA_ITEMS[1])
-        return parse_criteria(text, fmt="text", min_items=TEXT_CRITERIA_ITEMS[0],
-                              max_items=TEXT_CRITERIA_ITEMS[1])
+            return parse_criteria(
+                text, fmt="json", min_items=CRITERIA_ITEMS[0], max_items=CRITERIA_ITEMS[1]
+            )
+        return parse_criteria(
+            text, fmt="text", min_items=TEXT_CRITERIA_ITEMS[0], max_items=TEXT_CRITERIA_ITEMS[1]
+        )
 
-    async def _write_criteria(self, messages: list[Message], seed: int | None, *,
-                              first_index: int = 0) -> CriteriaSet:
+    async def _write_criteria(
+        self, messages: list[Message], seed: int | None, *, first_index: int = 0
+    ) -> CriteriaSet:
         self.criteria_requests += 1
         k = self.config.k
         samples, usage = await self.sample(
-            messages, k=k, temperature=self.config.criteria_temperature, seed=seed,
+            messages,
+            k=k,
+            temperature=self.config.criteria_temperature,
+            seed=seed,
             schema=schema(criteria_answer(*CRITERIA_ITEMS), self.config.json_text_chars),
-            parse=self._parse_criteria, first_index=first_index)
+            parse=self._parse_criteria,
+            first_index=first_index,
+        )
         # slot j takes the j-th valid sample; the remaining slots the failures
         valid = [s for s in samples if s.ok]
         failed = [s for s in samples if not s.ok]
@@ -266,29 +315,55 @@ class PereGRMReward(JudgeReward):
 
     # ------------------------------------------------------------------ judging
 
-    async def _score_against(self, example: Example, reply: Reply, dimension: Dimension,
-                             criteria: str, *, k: int, temperature: float,
-                             index: int | None) -> tuple[list[Judgement], Usage]:
+    async def _score_against(
+        self,
+        example: Example,
+        reply: Reply,
+        dimension: Dimension,
+        criteria: str,
+        *,
+        k: int,
+        temperature: float,
+        index: int | None,
+    ) -> tuple[list[Judgement], Usage]:
         samples, usage = await self.sample(
-            self.score_messages(example, reply, dimension, criteria), k=k,
-            temperature=temperature, schema=schema(ScoreAnswer, self.config.json_text_chars),
-            parse=self._parser(example, reply, ScoreAnswer))
+            self.score_messages(example, reply, dimension, criteria),
+            k=k,
+            temperature=temperature,
+            schema=schema(ScoreAnswer, self.config.json_text_chars),
+            parse=self._parser(example, reply, ScoreAnswer),
+        )
         return self.rating_judgements(dimension, samples, criteria=criteria, index=index), usage
 
-    async def _against_set(self, example: Example, reply: Reply, dimension: Dimension,
-                           criteria: CriteriaSet) -> tuple[list[Judgement], Usage]:
+    async def _against_set(
+        self, example: Example, reply: Reply, dimension: Dimension, criteria: CriteriaSet
+    ) -> tuple[list[Judgement], Usage]:
         """Score the reply against each of the k criteria samples (slot j -> sample j)."""
         jobs = []
         failures: list[Judgement] = []
         for j in range(self.config.k):
             text = criteria.text(j)
             if text is None:
-                failures.append(Judgement(dimension=dimension, score=None, sample_index=j,
-                                          reason=f"criteria sample {j} unusable: "
-                                                 f"{criteria.failure(j)}"))
+                failures.append(
+                    Judgement(
+                        dimension=dimension,
+                        score=None,
+                        sample_index=j,
+                        reason=f"criteria sample {j} unusable: {criteria.failure(j)}",
+                    )
+                )
                 continue
-            jobs.append(self._score_against(example, reply, dimension, text, k=1,
-                                            temperature=self.config.temperature, index=j))
+            jobs.append(
+                self._score_against(
+                    example,
+                    reply,
+                    dimension,
+                    text,
+                    k=1,
+                    temperature=self.config.temperature,
+                    index=j,
+                )
+            )
         results = await asyncio.gather(*jobs)
         usage = Usage()
         judgements = list(failures)
@@ -297,34 +372,50 @@ class PereGRMReward(JudgeReward):
             usage = usage + u
         return judgements, usage
 
-    async def _shared_dim(self, example: Example, reply: Reply, dimension: Dimension,
-                          task: asyncio.Task[CriteriaSet]) -> tuple[list[Judgement], Usage]:
+    async def _shared_dim(
+        self, example: Example, reply: Reply, dimension: Dimension, task: asyncio.Task[CriteriaSet]
+    ) -> tuple[list[Judgement], Usage]:
         # shielded: cancelling this score() must not cancel criteria others wait for
         criteria = await asyncio.shield(task)
         return await self._against_set(example, reply, dimension, criteria)
 
-    async def _per_reply_dim(self, example: Example, reply: Reply, dimension: Dimension,
-                             position: int, criteria_round: int
-                             ) -> tuple[list[Judgement], Usage]:
+    async def _per_reply_dim(
+        self,
+        example: Example,
+        reply: Reply,
+        dimension: Dimension,
+        position: int,
+        criteria_round: int,
+    ) -> tuple[list[Judgement], Usage]:
         block = self.config.k * (1 + self.config.max_resamples)
         criteria = await self._write_criteria(
             self.criteria_messages(example, dimension),
-            round_seed(self.config.seed, criteria_round), first_index=position * block)
+            round_seed(self.config.seed, criteria_round),
+            first_index=position * block,
+        )
         judgements, usage = await self._against_set(example, reply, dimension, criteria)
         return judgements, usage + criteria.usage
 
-    async def _inline_dim(self, example: Example, reply: Reply,
-                          dimension: Dimension) -> tuple[list[Judgement], Usage]:
+    async def _inline_dim(
+        self, example: Example, reply: Reply, dimension: Dimension
+    ) -> tuple[list[Judgement], Usage]:
         samples, usage = await self.sample(
-            self.inline_messages(example, reply, dimension), k=self.config.k,
+            self.inline_messages(example, reply, dimension),
+            k=self.config.k,
             temperature=self.config.temperature,
             schema=schema(InlineAnswer, self.config.json_text_chars),
-            parse=self._parser(example, reply, InlineAnswer))
+            parse=self._parser(example, reply, InlineAnswer),
+        )
         return self.rating_judgements(dimension, samples), usage
 
-    async def _judge_reply(self, example: Example, reply: Reply, position: int,
-                           tasks: dict[str, asyncio.Task[CriteriaSet]], criteria_round: int
-                           ) -> tuple[list[Judgement], Usage]:
+    async def _judge_reply(
+        self,
+        example: Example,
+        reply: Reply,
+        position: int,
+        tasks: dict[str, asyncio.Task[CriteriaSet]],
+        criteria_round: int,
+    ) -> tuple[list[Judgement], Usage]:
         mode = self.config.criteria_mode
         jobs = []
         for dim in self.config.empathy_dimensions:
@@ -335,10 +426,17 @@ class PereGRMReward(JudgeReward):
             elif mode == "inline":
                 jobs.append(self._inline_dim(example, reply, dim))
             else:
-                jobs.append(self._score_against(example, reply, dim, example.criteria[dim],
-                                                k=self.config.k,
-                                                temperature=self.config.fixed_temperature,
-                                                index=None))
+                jobs.append(
+                    self._score_against(
+                        example,
+                        reply,
+                        dim,
+                        example.criteria[dim],
+                        k=self.config.k,
+                        temperature=self.config.fixed_temperature,
+                        index=None,
+                    )
+                )
         if self.config.use_bystander:
             jobs.append(self.judge_bystander(example, reply))
         results = await asyncio.gather(*jobs)
@@ -349,8 +447,9 @@ class PereGRMReward(JudgeReward):
             usage = usage + u
         return judgements, usage
 
-    async def judge_group(self, example: Example, replies: Sequence[Reply], *,
-                          criteria_round: int = 0) -> dict[str, tuple[list[Judgement], Usage]]:
+    async def judge_group(
+        self, example: Example, replies: Sequence[Reply], *, criteria_round: int = 0
+    ) -> dict[str, tuple[list[Judgement], Usage]]:
         tasks: dict[str, asyncio.Task[CriteriaSet]] = {}
         created: list[asyncio.Task[CriteriaSet]] = []
         if self.config.criteria_mode == "shared":
@@ -358,9 +457,12 @@ class PereGRMReward(JudgeReward):
                 tasks[dim], new = self._criteria_task(example, dim, criteria_round)
                 if new:
                     created.append(tasks[dim])
-        results = await asyncio.gather(*(
-            self._judge_reply(example, r, p, tasks, criteria_round)
-            for p, r in enumerate(replies)))
+        results = await asyncio.gather(
+            *(
+                self._judge_reply(example, r, p, tasks, criteria_round)
+                for p, r in enumerate(replies)
+            )
+        )
         out = {r.reply_id: res for r, res in zip(replies, results)}
         # work shared by the group is booked on its first reply, so totals add up
         if created:
@@ -372,8 +474,11 @@ class PereGRMReward(JudgeReward):
         return out
 
 
-def peregrm_reward(judge: ChatModel, config: PereGRMConfig | None = None, *,
-                   token_counter: TokenCounter | None = None) -> PereGRMReward:
+def peregrm_reward(
+    judge: ChatModel,
+    config: PereGRMConfig | None = None,
+    *,
+    token_counter: TokenCounter | None = None,
+) -> PereGRMReward:
     """PereGRM with ``judge`` writing criteria and scores (``config.k`` samples)."""
     return PereGRMReward(judge, config or PereGRMConfig(), token_counter=token_counter)
-

@@ -37,12 +37,18 @@ class PermReward(JudgeReward):
         """The judge prompt for one empathy dimension of one reply."""
         analysis, response = self.judged_texts(reply)
         on_analysis = dimension == "resonation" and self.config.resonation_on == "analysis"
-        judged = (fenced_judged("analysis", analysis) if on_analysis
-                  else fenced_judged("response", response))
+        judged = (
+            fenced_judged("analysis", analysis)
+            if on_analysis
+            else fenced_judged("response", response)
+        )
         return render_prompt(
-            f"perm_{dimension}", context=self.context(example),
-            message=render_message(example), judged=judged,
-            output_format=prompt_piece(f"judge_format_reason_score_{self.fmt}"))
+            f"perm_{dimension}",
+            context=self.context(example),
+            message=render_message(example),
+            judged=judged,
+            output_format=prompt_piece(f"judge_format_reason_score_{self.fmt}"),
+        )
 
     def probe_prompts(self, example: Example, reply: Reply) -> Iterator[list[Message]]:
         for dimension in self.config.empathy_dimensions:
@@ -50,15 +56,19 @@ class PermReward(JudgeReward):
         if self.config.use_bystander:
             yield self.bystander_messages(example, reply)
 
-    async def _rate(self, example: Example, reply: Reply,
-                    dimension: Dimension) -> tuple[list[Judgement], Usage]:
+    async def _rate(
+        self, example: Example, reply: Reply, dimension: Dimension
+    ) -> tuple[list[Judgement], Usage]:
         untrusted = self.untrusted(example, reply)
         samples, usage = await self.sample(
-            self.messages(example, reply, dimension), k=self.config.k,
+            self.messages(example, reply, dimension),
+            k=self.config.k,
             temperature=self.config.temperature,
             schema=schema(RatingAnswer, self.config.json_text_chars),
-            parse=lambda text: parse_rating(text, fmt=self.fmt, answer=RatingAnswer,
-                                            untrusted=untrusted))
+            parse=lambda text: parse_rating(
+                text, fmt=self.fmt, answer=RatingAnswer, untrusted=untrusted
+            ),
+        )
         return self.rating_judgements(dimension, samples), usage
 
     async def _judge_reply(self, example: Example, reply: Reply) -> tuple[list[Judgement], Usage]:
@@ -72,15 +82,17 @@ class PermReward(JudgeReward):
             usage = usage + u
         return judgements, usage
 
-    async def judge_group(self, example: Example, replies: Sequence[Reply], *,
-                          criteria_round: int = 0) -> dict[str, tuple[list[Judgement], Usage]]:
+    async def judge_group(
+        self, example: Example, replies: Sequence[Reply], *, criteria_round: int = 0
+    ) -> dict[str, tuple[list[Judgement], Usage]]:
         # PERM has no reply-independent judge work: criteria_round changes nothing
         results = await asyncio.gather(*(self._judge_reply(example, r) for r in replies))
         return {r.reply_id: res for r, res in zip(replies, results)}
 
 
-def perm_reward(judge: ChatModel, config: PermConfig | None = None, *,
-                token_counter: TokenCounter | None = None) -> PermReward:
+def perm_reward(
+    judge: ChatModel, config: PermConfig | None = None, *, token_counter: TokenCounter | None = None
+) -> PermReward:
     """PERM with ``judge`` as every judge.
 
     ``token_counter`` measures text for the length penalty (pass the policy

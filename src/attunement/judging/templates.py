@@ -63,8 +63,7 @@ JSON_TEXT_CHARS = 400
 
 # --------------------------------------------------------------------------- rendering
 
-_RECORDING: ContextVar[set[str] | None] = ContextVar("attunement_prompt_recording",
-                                                     default=None)
+_RECORDING: ContextVar[set[str] | None] = ContextVar("attunement_prompt_recording", default=None)
 
 
 @contextmanager
@@ -121,9 +120,15 @@ def schema(answer: type[BaseModel], chars: int = JSON_TEXT_CHARS) -> dict[str, A
 # --------------------------------------------------------------------------- user context
 
 
-def render_context(example: Example, *, judge_context: JudgeContext = "full",
-                   include_memories: bool = True, demographics: bool = True,
-                   include_persona: bool = True, include_situation: bool = True) -> str:
+def render_context(
+    example: Example,
+    *,
+    judge_context: JudgeContext = "full",
+    include_memories: bool = True,
+    demographics: bool = True,
+    include_persona: bool = True,
+    include_situation: bool = True,
+) -> str:
     """Persona, (optionally) memories and situation, fenced, as judge prompt sections.
 
     ``judge_context="authors"`` leaves out what the authors' judges never saw
@@ -131,15 +136,27 @@ def render_context(example: Example, *, judge_context: JudgeContext = "full",
     with ``demographics=False`` the persona's demographic fields).
     """
     full = judge_context == "full"
-    persona = render_persona(example.persona, with_big_five=full, with_topics=full,
-                             with_demographics=full or demographics)
-    text = sections([
-        ("Persona", persona if include_persona else ""),
-        (MEMORY_HEADING,
-         render_memories(example.memories, with_labels=full) if include_memories else ""),
-        ("Situation", render_situation(example.situation, with_category=full,
-                                       with_emotion=full) if include_situation else ""),
-    ])
+    persona = render_persona(
+        example.persona,
+        with_big_five=full,
+        with_topics=full,
+        with_demographics=full or demographics,
+    )
+    text = sections(
+        [
+            ("Persona", persona if include_persona else ""),
+            (
+                MEMORY_HEADING,
+                render_memories(example.memories, with_labels=full) if include_memories else "",
+            ),
+            (
+                "Situation",
+                render_situation(example.situation, with_category=full, with_emotion=full)
+                if include_situation
+                else "",
+            ),
+        ]
+    )
     return text or NO_CONTEXT
 
 
@@ -148,10 +165,12 @@ def render_message(example: Example) -> str:
     latest = fence("message", example.query)
     if not example.dialogue:
         return latest
-    return ("Earlier turns of this conversation, oldest first:\n"
-            f"{render_dialogue(example.dialogue)}\n\n"
-            "The user's latest message (the reply being judged answers it, as the next turn "
-            f"of this conversation):\n{latest}")
+    return (
+        "Earlier turns of this conversation, oldest first:\n"
+        f"{render_dialogue(example.dialogue)}\n\n"
+        "The user's latest message (the reply being judged answers it, as the next turn "
+        f"of this conversation):\n{latest}"
+    )
 
 
 def fenced_judged(label: Literal["analysis", "response"], text: str) -> str:
