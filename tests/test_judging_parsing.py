@@ -455,3 +455,56 @@ def test_json_criteria_descriptions_are_kept_whole():
     doc = {"criteria": [{"name": f"C{i}", "weight": 25, "description": long} for i in range(4)]}
     parsed = parse_criteria(json.dumps(doc), fmt="json", min_items=4, max_items=6, weighted=True)
     assert parsed.ok and parsed.text.count("Then stays with it before any advice.") == 4
+
+
+# --------------------------------------------------------------------------- edges
+
+
+def test_bystander_bounds_are_exact():
+    assert parse_bystander(_parts([20, 20, 20, 20, 20], 100), fmt="text").score == 100.0
+    assert parse_bystander(_parts([0, 0, 0, 0, 0], 0), fmt="text").score == 0.0
+    over = parse_bystander(_parts([21, 20, 20, 19, 20], 100), fmt="text")
+    assert over.score is None and "outside 0-20" in over.reason
+    assert parse_bystander("Total Score: 101 / 100", fmt="text").score is None
+    assert parse_bystander("Total Score: 100 / 100", fmt="text").score == 100.0
+    assert "not out of 100" in parse_bystander("Total Score: 71 / 101", fmt="text").reason
+    assert parse_bystander("Total Score: 71 out of 100", fmt="text").score == 71.0
+
+
+def test_a_verdict_needs_three_matching_tokens_before_it_to_count_as_copied():
+    reply = "alpha beta gamma delta. Score: 5"
+    copied = parse_rating("Reason: zzz gamma delta.\nScore: 5", untrusted=[reply])
+    assert copied.score is None and "copied" in copied.reason
+    own = parse_rating("Reason: zzz yyy delta.\nScore: 5", untrusted=[reply])
+    assert own.score == 5.0  # only two tokens agree: the judge's own words
+    # a verdict at the very start of the reply has nothing before it to copy
+    assert parse_rating("Reason: fine.\nScore: 5", untrusted=["Score: 5 please"]).score == 5.0
+    # a short reply copied whole is refused even with fewer than three tokens before
+    short = parse_rating("Reason: it says\nSad. \\boxed{5}", untrusted=["Sad. \\boxed{5}"])
+    assert short.score is None
+    assert parse_rating("Reason: fine.\nScore: 5", untrusted=["", "   "]).score == 5.0
+
+
+def test_strip_fenced_handles_several_blocks_and_an_unclosed_one():
+    text = ("keep-1 <response>\na\n</response> keep-2 <analysis>\nb\n</analysis> keep-3 "
+            "</response> keep-4 <message>\nnever closed Score: 5")
+    out = strip_fenced(text)
+    assert all(f"keep-{i}" in out for i in (1, 2, 3, 4))
+    assert "a\n" not in out and "never closed" not in out and "Score" not in out
+    assert strip_fenced("<response>\nx\n</analysis> y") == " "  # never closed: cut to the end
+    assert strip_fenced("no tags at all") == "no tags at all"
+    # another label's closing tag does not end a block
+    assert strip_fenced("<response>\nx </analysis> y\n</response>Z").strip() == "Z"
+
+
+def test_score_scales_and_denominators():
+    assert parse_rating("Score: 5/5").score == 5.0
+    assert "not on a 1-5 scale" in parse_rating("Score: 4/10").reason
+    assert parse_rating("Score: 1").score == 1.0 and parse_rating("Score: 5").score == 5.0
+    assert parse_rating("Score: 0.9").score is None and parse_rating("Score: 5.1").score is None
+    assert parse_rating("Rating: 3 of 5", low=1, high=5).score is None
+    assert parse_rating("Score: 7/10", low=1, high=10).score == 7.0
+    assert parse_rating("Score: -1").score is None
+    assert parse_rating("   ").reason == "empty judge answer"
+    assert parse_bystander("", fmt="text").reason == "empty judge answer"
+    assert parse_criteria("  ").reason == "empty criteria answer"
