@@ -144,13 +144,23 @@ def pytest_sessionfinish(session, exitstatus):
 """
 
 
+#: a copy of src/ taken at start, so edits made while the run goes on do not leak in
+SNAPSHOT: Path = ROOT / "src"
+
+
 def line_map(module: Path, tests: list[str], timeout: float) -> dict[int, set[str]]:
-    """{line of ``module``: ids of the tests that execute it}."""
+    """{line of ``module``: ids of the tests that execute it} (on the snapshot)."""
     with tempfile.TemporaryDirectory(prefix="attune-linemap-") as tmp:
         plugin = Path(tmp) / "mutate_tracer.py"
         plugin.write_text(_TRACER_PLUGIN, encoding="utf-8")
         out = Path(tmp) / "map.json"
-        env = dict(os.environ, PYTHONPATH=tmp, MUTATE_TARGET=str(module), MUTATE_MAP=str(out))
+        target = SNAPSHOT / module.relative_to(ROOT / "src")
+        env = dict(
+            os.environ,
+            PYTHONPATH=f"{SNAPSHOT}{os.pathsep}{tmp}",
+            MUTATE_TARGET=str(target),
+            MUTATE_MAP=str(out),
+        )
         proc = subprocess.run(
             [
                 sys.executable,
@@ -392,9 +402,7 @@ def run_mutant(
         return mutant
     with tempfile.TemporaryDirectory(prefix="attune-mutant-") as tmp:
         src = Path(tmp) / "src"
-        shutil.copytree(
-            ROOT / "src", src, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
-        )
+        shutil.copytree(SNAPSHOT, src, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
         target = src / module.relative_to(ROOT / "src")
         target.write_text(mutated(source, mutant.index), encoding="utf-8")
         log = Path(tmp) / "pytest.log"
@@ -420,8 +428,14 @@ def main() -> int:
     parser.add_argument("--report", type=Path, help="write every mutant's outcome as JSON")
     args = parser.parse_args()
 
+    global SNAPSHOT
     module = args.module.resolve()
-    source = module.read_text(encoding="utf-8")
+    snapshot_dir = tempfile.TemporaryDirectory(prefix="attune-mutate-src-")
+    SNAPSHOT = Path(snapshot_dir.name) / "src"
+    shutil.copytree(
+        ROOT / "src", SNAPSHOT, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
+    )
+    source = (SNAPSHOT / module.relative_to(ROOT / "src")).read_text(encoding="utf-8")
     mutants = mutation_points(source)
     if args.only:
         mutants = [m for m in mutants if m.index in set(args.only)]
