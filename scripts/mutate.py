@@ -237,12 +237,17 @@ class _Mutator(ast.NodeTransformer):
         )
         return index == self.target
 
-    def _function(self, node: ast.AST) -> ast.AST:
+    def _function(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> ast.AST:
+        # decorators and default values run when the module is imported; the body
+        # runs when the function is called
+        node.decorator_list = [self.visit(d) for d in node.decorator_list]
+        node.args = self.visit(node.args)
         self.depth += 1
         try:
-            return self.generic_visit(node)
+            node.body = [self.visit(stmt) for stmt in node.body]
         finally:
             self.depth -= 1
+        return node
 
     def visit_FunctionDef(self, node: ast.FunctionDef) -> ast.AST:
         return self._function(node)
@@ -251,7 +256,11 @@ class _Mutator(ast.NodeTransformer):
         return self._function(node)
 
     def visit_Lambda(self, node: ast.Lambda) -> ast.AST:
-        return self._function(node)
+        self.depth += 1
+        try:
+            return self.generic_visit(node)
+        finally:
+            self.depth -= 1
 
     def generic_visit(self, node: ast.AST) -> ast.AST:
         if id(node) in self.skip:
