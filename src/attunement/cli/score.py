@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from attunement.cli.common import (
     CachePath,
@@ -257,27 +256,33 @@ def _fmt(x: float | None, digits: int = 3) -> str:
 
 
 def _print_summary(summary) -> None:
-    table = Table(title=f"{summary.reward_model}: {summary.out}", show_header=False)
-    table.add_column("what")
-    table.add_column("value", justify="right")
-    table.add_row("replies in file", str(summary.replies))
-    table.add_row("scored now / resumed", f"{summary.scored_now} / {summary.resumed}")
-    table.add_row("scorable / unscorable", f"{summary.scorable} / {summary.unscorable}")
-    table.add_row("reward mean (std)", f"{_fmt(summary.reward_mean)} ({_fmt(summary.reward_std)})")
-    for dim, value in summary.dimension_means.items():
-        scale = "0-100" if dim == "bystander" else "1-5"
-        table.add_row(f"{dim} mean ({scale})", _fmt(value, 2))
-    table.add_row(
-        "judge samples / failed / re-drawn",
-        f"{summary.judgements} / {summary.failed_judgements} / {summary.resampled_judgements}",
-    )
+    """One ``what: value`` line each, never wrapped (a table squeezed into a
+    narrow terminal breaks its cells, and the path, across lines)."""
     u = summary.usage_now
-    table.add_row("judge calls now (cached samples)", f"{u.calls} ({u.cached_calls})")
-    table.add_row("prompt / completion tokens now", f"{u.prompt_tokens} / {u.completion_tokens}")
-    table.add_row("seconds", f"{summary.seconds:.1f}")
-    out.print(table)
+    rows = [
+        ("replies in file", str(summary.replies)),
+        ("scored now / resumed", f"{summary.scored_now} / {summary.resumed}"),
+        ("scorable / unscorable", f"{summary.scorable} / {summary.unscorable}"),
+        ("reward mean (std)", f"{_fmt(summary.reward_mean)} ({_fmt(summary.reward_std)})"),
+        *(
+            (f"{dim} mean ({'0-100' if dim == 'bystander' else '1-5'})", _fmt(value, 2))
+            for dim, value in summary.dimension_means.items()
+        ),
+        (
+            "judge samples / failed / re-drawn",
+            f"{summary.judgements} / {summary.failed_judgements} / {summary.resampled_judgements}",
+        ),
+        ("judge calls now (cached samples)", f"{u.calls} ({u.cached_calls})"),
+        ("prompt / completion tokens now", f"{u.prompt_tokens} / {u.completion_tokens}"),
+        ("seconds", f"{summary.seconds:.1f}"),
+    ]
+    out.print(f"{summary.reward_model}: {summary.out}", soft_wrap=True, highlight=False)
+    for what, value in rows:
+        out.print(f"  {what}: {value}", soft_wrap=True, highlight=False)
     for reason, count in summary.unscorable_reasons.items():
-        console.print(f"[yellow]unscorable[/yellow] {count} x {reason}", highlight=False)
+        console.print(
+            f"[yellow]unscorable[/yellow] {count} x {reason}", highlight=False, soft_wrap=True
+        )
 
 
 def criteria(
