@@ -486,8 +486,10 @@ def test_a_verdict_needs_three_matching_tokens_before_it_to_count_as_copied():
 
 
 def test_strip_fenced_handles_several_blocks_and_an_unclosed_one():
-    text = ("keep-1 <response>\na\n</response> keep-2 <analysis>\nb\n</analysis> keep-3 "
-            "</response> keep-4 <message>\nnever closed Score: 5")
+    text = (
+        "keep-1 <response>\na\n</response> keep-2 <analysis>\nb\n</analysis> keep-3 "
+        "</response> keep-4 <message>\nnever closed Score: 5"
+    )
     out = strip_fenced(text)
     assert all(f"keep-{i}" in out for i in (1, 2, 3, 4))
     assert "a\n" not in out and "never closed" not in out and "Score" not in out
@@ -508,3 +510,21 @@ def test_score_scales_and_denominators():
     assert parse_rating("   ").reason == "empty judge answer"
     assert parse_bystander("", fmt="text").reason == "empty judge answer"
     assert parse_criteria("  ").reason == "empty criteria answer"
+
+
+def test_json_answers_are_validated_by_their_model_only_when_json_was_asked_for():
+    from attunement.judging.answers import RatingAnswer
+
+    assert parse_rating('{"score": 4}', fmt="text", answer=RatingAnswer).score == 4.0
+    missing = parse_rating('{"score": 4}', fmt="json", answer=RatingAnswer)
+    assert missing.score is None and "reason" in missing.reason
+    assert (
+        parse_rating('{"reason": "ok", "score": 4}', fmt="json", answer=RatingAnswer).score == 4.0
+    )
+    bad = parse_rating('{"reason": "ok", "score": 4.5}', fmt="json", answer=RatingAnswer)
+    assert bad.score is None and "4.5" in bad.reason
+    assert (
+        parse_rating('{"reason": "ok", "score": true}', fmt="json", answer=RatingAnswer).score
+        is None
+    )
+    assert parse_rating('{"score": "4/5"}', fmt="json").score == 4.0

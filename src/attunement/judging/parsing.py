@@ -220,6 +220,8 @@ _SCORE_HEAD = re.compile(
     re.IGNORECASE | re.MULTILINE,
 )
 _BOXED = re.compile(r"\\boxed\s*\{(?P<inner>[^{}\n]{0,40})\}")
+# a second number right after the first: "3-4", "3 to 4", "4 or 5", "3..4"
+_RANGE_AFTER = re.compile(r"[ \t]*(?:-|–|—|to\b|or\b|~|\.\.)[ \t]*\d", re.IGNORECASE)
 _CLEAN_NUMBER = re.compile(r"[ \t*_`]*" + _NUM)
 
 
@@ -262,12 +264,7 @@ def _score_lines(body: str, *, high: float) -> list[Candidate]:
         if re.match(r"[ \t*_`]*\\boxed", rest):
             continue  # "Scores: \boxed{3}": the \boxed{} is the candidate
         value, end, problem = _read_number(body, m.end(), scale_high=high)
-        if problem == "no number" or (
-            problem is None
-            and re.match(
-                r"[ \t]*(?:-|–|—|to\b|or\b|~|\.\.)[ \t]*\d", body[end:line_end], re.IGNORECASE
-            )
-        ):
+        if problem == "no number" or (problem is None and _RANGE_AFTER.match(body, end, line_end)):
             out.append(
                 Candidate(
                     m.start("head"), line_end, None, f"score line {shown!r} is not one number"
@@ -428,7 +425,9 @@ def parse_rating(
             )
         missing = "no JSON object with a 'score' key"
     else:
-        candidates = _score_lines(body, high=high) + _boxed(body) + _json_scores(body, answer)
+        # a JSON object is a tolerated alternative here, not the answer asked for:
+        # only its score is read, whatever other keys it has
+        candidates = _score_lines(body, high=high) + _boxed(body) + _json_scores(body, None)
         missing = "no 'Score:' line, \\boxed{} score or JSON score found"
     verdict, problem = _final(body, candidates, untrusted)
     if verdict is None:
@@ -457,12 +456,7 @@ def _totals(body: str) -> list[Candidate]:
         line_end = _line_end(body, m.end())
         shown = body[m.start("head") : line_end].strip()
         value, end, problem = _read_number(body, m.end(), scale_high=BYSTANDER_MAX)
-        if problem == "no number" or (
-            problem is None
-            and re.match(
-                r"[ \t]*(?:-|–|—|to\b|or\b|~|\.\.)[ \t]*\d", body[end:line_end], re.IGNORECASE
-            )
-        ):
+        if problem == "no number" or (problem is None and _RANGE_AFTER.match(body, end, line_end)):
             out.append(
                 Candidate(
                     m.start("head"), line_end, None, f"total line {shown!r} is not one number"
