@@ -23,6 +23,7 @@ from attunement.judging.base import (
     PermConfig,
     RewardConfig,
     RewardModel,
+    round_seed,
 )
 from attunement.judging.criteria import CriteriaConfig, prepare_criteria
 from attunement.judging.parsing import (
@@ -42,6 +43,7 @@ from attunement.judging.registry import (
     reward_names,
 )
 from attunement.judging.scoring import ScoreSummary, score_dataset
+from attunement.judging.tokens import approx_tokens, load_token_counter
 
 __all__ = [
     "CriteriaConfig",
@@ -56,12 +58,14 @@ __all__ = [
     "RewardModel",
     "RewardSpec",
     "ScoreSummary",
+    "approx_tokens",
     "arithmetic_mean",
     "bystander_penalty",
     "geometric_mean",
     "harmonic_mean",
     "length_penalty",
     "load_reward",
+    "load_token_counter",
     "normalize",
     "parse_bystander",
     "parse_criteria",
@@ -72,6 +76,7 @@ __all__ = [
     "register_reward",
     "reward_config",
     "reward_names",
+    "round_seed",
     "score_dataset",
     "softmin",
     "strip_fenced",
