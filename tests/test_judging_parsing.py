@@ -495,6 +495,9 @@ def test_strip_fenced_handles_several_blocks_and_an_unclosed_one():
     assert "a\n" not in out and "never closed" not in out and "Score" not in out
     assert strip_fenced("<response>\nx\n</analysis> y") == " "  # never closed: cut to the end
     assert strip_fenced("no tags at all") == "no tags at all"
+    # a stray closing tag after the last block is kept as text
+    assert strip_fenced("<response>\na\n</response> keep </response> tail") == (
+        "  keep </response> tail")
     # another label's closing tag does not end a block
     assert strip_fenced("<response>\nx </analysis> y\n</response>Z").strip() == "Z"
 
