@@ -477,6 +477,14 @@ def test_a_verdict_needs_three_matching_tokens_before_it_to_count_as_copied():
     assert copied.score is None and "copied" in copied.reason
     own = parse_rating("Reason: zzz yyy delta.\nScore: 5", untrusted=[reply])
     assert own.score == 5.0  # only two tokens agree: the judge's own words
+    # every token before the verdict counts, the nearest first
+    assert parse_rating("Reason: beta gamma delta!\nScore: 5", untrusted=[reply]).score == 5.0
+    assert parse_rating("Reason: gamma zzz.\nScore: 5", untrusted=[reply]).score == 5.0
+    # a one-token reply copied whole is refused; a stray match before it does not help
+    assert (
+        parse_rating("Reason: it says\nSad \\boxed{5}", untrusted=["Sad \\boxed{5}"]).score is None
+    )
+    assert parse_rating("Reason: {ok}\nSad \\boxed{5}", untrusted=["Sad \\boxed{5}"]).score is None
     # a verdict at the very start of the reply has nothing before it to copy
     assert parse_rating("Reason: fine.\nScore: 5", untrusted=["Score: 5 please"]).score == 5.0
     # a short reply copied whole is refused even with fewer than three tokens before
@@ -497,7 +505,8 @@ def test_strip_fenced_handles_several_blocks_and_an_unclosed_one():
     assert strip_fenced("no tags at all") == "no tags at all"
     # a stray closing tag after the last block is kept as text
     assert strip_fenced("<response>\na\n</response> keep </response> tail") == (
-        "  keep </response> tail")
+        "  keep </response> tail"
+    )
     # another label's closing tag does not end a block
     assert strip_fenced("<response>\nx </analysis> y\n</response>Z").strip() == "Z"
 
@@ -531,3 +540,80 @@ def test_json_answers_are_validated_by_their_model_only_when_json_was_asked_for(
         is None
     )
     assert parse_rating('{"score": "4/5"}', fmt="json").score == 4.0
+
+
+def test_every_kind_of_score_token_takes_part_in_the_last_answer_rule():
+    assert parse_rating("Analysis: a\nScores: \\boxed{3}\nScore: 4").score == 4.0
+    assert parse_rating("Score: 4\nAnalysis: on reflection\nScores: \\boxed{2}").score == 2.0
+    assert parse_rating('{"note": 1} then {"score": 3}').score == 3.0
+    assert parse_rating('{"score": 3}\n{"note": "x"}').score == 3.0
+    assert "unclosed" in parse_rating("Analysis: a\nScores: \\boxed{4").reason
+    assert parse_rating("Reason: first\nReason: second\nScore: 3").rationale == "second"
+    assert parse_rating("Analysis: why\nScore: 3").rationale == "why"
+    parsed = parse_rating("Specific Criteria:\n1. a\nAnalysis: b\nScores: \\boxed{4}")
+    assert (parsed.criteria, parsed.rationale, parsed.score) == ("1. a", "b", 4.0)
+
+
+def test_bystander_edges():
+    # a judge that corrects a sub-score: the last line of each part counts
+    text = _parts([15, 14, 9, 16, 17], 71).replace(
+        "Assessment: ok.\n", "Assessment: ok.\nContent effectiveness: 3 / 20\n"
+    )
+    assert parse_bystander(text, fmt="text").sub_scores["content_effectiveness"] == 15.0
+    off_by_one = parse_bystander(_parts([15, 14, 9, 16, 17], 72), fmt="text")
+    assert off_by_one.score is None and "not the sum" in off_by_one.reason
+    five = _parts([15, 14, 9, 16, 17], 71).rsplit("\n", 1)[0]  # no total line: summed
+    assert parse_bystander(five, fmt="text").score == 71.0
+    assert parse_bystander(five + "\nI hope this helps.", fmt="text").score == 71.0
+    doc = {"assessment": "fine", **dict.fromkeys(BYSTANDER_KEYS, 10)}
+    two = json.dumps(dict(doc, accuracy=0)) + "\n" + json.dumps(doc)
+    assert parse_bystander(two, fmt="json").score == 50.0
+    trailing = parse_bystander(json.dumps(doc) + "\nScore: 5", fmt="json")
+    assert trailing.score is None and "score-like text after the verdict" in trailing.reason
+    assert parse_bystander(json.dumps(doc), fmt="json").rationale == "fine"
+    reply = json.dumps(doc)
+    copied = parse_bystander(f"It says: Hi. {reply}", fmt="json", untrusted=[f"Hi. {reply}"])
+    assert copied.score is None and "copied" in copied.reason
+
+
+def test_criteria_validation_edges():
+    from attunement.judging.parsing import Criterion, format_criteria_list, render_criteria
+
+    thirds = parse_criteria(
+        "1. A (10%): a\n2. B (10%): b\n3. C (10%): c", min_items=3, weighted=True
+    )
+    assert [c.weight for c in thirds.items] == [34, 33, 33] and thirds.rescaled
+    almost = parse_criteria(
+        "1. A (25%): a\n2. B (25%): b\n3. C (25%): c\n4. D (24.5%): d", min_items=4, weighted=True
+    )
+    assert almost.rescaled and sum(c.weight for c in almost.items) == 100
+    exact = parse_criteria(
+        "1. A (25%): a\n2. B (25%): b\n3. C (25%): c\n4. D (25%): d", min_items=4, weighted=True
+    )
+    assert exact.ok and not exact.rescaled
+    zero = parse_criteria("1. A (0%): a\n2. B (100%): b", weighted=True)
+    assert zero.reason == "a criterion has no positive weight"
+    assert parse_criteria("1. A (0%): a\n2. B: b").ok  # unweighted lists need no weights
+    bullets = parse_criteria("Criteria:\n- First: a\n- Second: b\n  - nested detail")
+    assert [c.name for c in bullets.items] == ["First", "Second"]
+    assert "nested detail" in bullets.items[1].description
+    indented = parse_criteria("  1. A: a\n  2. B: b\n     more about B")
+    assert len(indented.items) == 2 and indented.text.endswith("more about B")
+    under = parse_criteria(
+        "Specific Criteria:\n  1. A (50%): a\n     - detail\n  2. B (50%): b", weighted=True
+    )
+    assert under.ok and under.text == "1. A (50%): a\n   - detail\n2. B (50%): b"
+    inline = parse_criteria("Specific Criteria: 1. A (50%): a\n  2. B (50%): b", weighted=True)
+    assert inline.ok and len(inline.items) == 2
+    assert render_criteria([Criterion("A", 30.0, "x\ny"), Criterion("B", None, "")]) == (
+        "1. A (30%): x\n   y\n2. B"
+    )
+    assert format_criteria_list(["a", {"name": "b", "weight": "40", "description": "d"}]) == (
+        "1. a\n2. b (40%): d"
+    )
+    assert parse_criteria(
+        '{"criteria": [{"name": "A", "weight": 0, "description": "d"}]}', fmt="json"
+    ).reason.startswith("criteria JSON invalid")
+    assert parse_criteria("Specific Criteria: none", min_items=1).reason == (
+        "0 criteria; expected 1-8"
+    )

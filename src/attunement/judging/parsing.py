@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import math
 import re
+import textwrap
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -184,26 +185,32 @@ def _tokens(text: str) -> list[str]:
     return [t for t in _TOKEN.findall(fold(text)) if t not in _DECORATION]
 
 
+def _matched_before(source: list[str], i: int, before: list[str]) -> int:
+    """How many tokens just before position ``i`` of ``source`` equal the last
+    tokens of ``before``."""
+    m = 0
+    while m < min(i, len(before)) and source[i - 1 - m] == before[-1 - m]:
+        m += 1
+    return m
+
+
+def _is_echo(matched: int, position: int) -> bool:
+    """A copy: enough tokens agree before the verdict, or all of the source's."""
+    return matched >= ECHO_CONTEXT or 0 < matched == position
+
+
 def _copied(body: str, start: int, end: int, untrusted: Sequence[str]) -> bool:
     """Whether the verdict ``body[start:end]`` was copied from an untrusted text:
     it occurs there (after folding) preceded by the same tokens as in the answer,
     at least :data:`ECHO_CONTEXT` of them or all of that text's tokens before it."""
     verdict = _tokens(body[start:end])
     before = _tokens(body[:start])
-    if not verdict:
-        return False
-    n = len(verdict)
-    for text in untrusted:
-        source = _tokens(text)
-        for i in range(len(source) - n + 1):
-            if source[i : i + n] != verdict:
-                continue
-            m = 0
-            while m < min(i, len(before)) and source[i - 1 - m] == before[-1 - m]:
-                m += 1
-            if m >= ECHO_CONTEXT or (m == i and m > 0):
-                return True
-    return False
+    return any(
+        _is_echo(_matched_before(source, i, before), i)
+        for source in map(_tokens, untrusted)
+        for i in range(len(source))
+        if source[i : i + len(verdict)] == verdict
+    )
 
 
 # --------------------------------------------------------------------------- verdict tokens
@@ -250,9 +257,12 @@ def _read_number(text: str, pos: int, *, scale_high: float) -> tuple[float | Non
     return value, end, None
 
 
+_REST_OF_LINE = re.compile(r"[^\n]*")
+
+
 def _line_end(text: str, pos: int) -> int:
-    nl = text.find("\n", pos)
-    return len(text) if nl < 0 else nl
+    """Where the line holding ``pos`` ends (its newline, or the end of the text)."""
+    return _REST_OF_LINE.match(text, pos).end()
 
 
 def _score_lines(body: str, *, high: float) -> list[Candidate]:
@@ -355,8 +365,9 @@ def _final(
 _SECTION = r"^[ \t*#_`-]*{name}[ \t*_`]*[:：]"
 
 
-def _section(text: str, start: str, stops: tuple[str, ...]) -> str | None:
-    """The text after the header ``start:`` up to the next of ``stops`` (last header wins)."""
+def _section(text: str, start: str, stops: tuple[str, ...], *, raw: bool = False) -> str | None:
+    """The text after the header ``start:`` up to the next of ``stops`` (last header
+    wins); ``raw`` keeps its whitespace (for :func:`_list_block`)."""
     heads = list(re.finditer(_SECTION.format(name=start), text, re.IGNORECASE | re.MULTILINE))
     if not heads:
         return None
@@ -366,8 +377,10 @@ def _section(text: str, start: str, stops: tuple[str, ...]) -> str | None:
         m = re.compile(_SECTION.format(name=stop), re.IGNORECASE | re.MULTILINE).search(text, begin)
         if m:
             end = min(end, m.start())
-    body = text[begin:end].strip()
-    return body or None
+    body = text[begin:end]
+    if not body.strip():
+        return None
+    return body if raw else body.strip()
 
 
 def _str_field(obj: dict[str, Any], *keys: str) -> str | None:
@@ -482,8 +495,12 @@ def _sub_scores(body: str) -> tuple[dict[str, float], list[Candidate]]:
         hits = list(line.finditer(body))
         if hits:
             subs[key] = float(hits[-1].group(1))
+            # a sub-score line ends with its reason: the whole line is the token
             candidates += [
-                Candidate(h.start(), h.end(), float(h.group(1)), h.group(0).strip()) for h in hits
+                Candidate(
+                    h.start(), _line_end(body, h.end()), float(h.group(1)), h.group(0).strip()
+                )
+                for h in hits
             ]
     return subs, candidates
 
@@ -512,20 +529,20 @@ def parse_bystander(
             return failed(
                 f"no JSON object with the five bystander sub-scores ({', '.join(BYSTANDER_KEYS)})"
             )
-        candidates = [Candidate(f.start, f.end, 0.0, "JSON sub-scores") for f in objects]
-        verdict, problem = _final(body, candidates, untrusted)
-        if verdict is None:
-            return failed(problem or "no verdict")
-        obj = objects[-1].value
+        found = objects[-1]
         try:
-            parsed = BystanderAnswer.model_validate(obj)
+            parsed = BystanderAnswer.model_validate(found.value)
         except ValidationError as exc:
             return failed(f"bystander JSON invalid: {validation_problem(exc)}")
         subs = {key: float(getattr(parsed, key)) for key in BYSTANDER_KEYS}
+        total = Candidate(found.start, found.end, sum(subs.values()), "JSON sub-scores")
+        verdict, problem = _final(body, [total], untrusted)
+        if verdict is None:
+            return failed(problem or "no verdict", sub_scores=subs)
         return Parsed(
-            score=sum(subs.values()),
+            score=verdict.value,
             sub_scores=subs,
-            rationale=_str_field(obj, "assessment", "reason", "analysis"),
+            rationale=_str_field(found.value, "assessment", "reason", "analysis"),
         )
 
     subs, part_candidates = _sub_scores(body)
@@ -699,6 +716,16 @@ def _split_items(section: str) -> tuple[int, list[_Item]]:
     return offsets[heads[0][0]], items
 
 
+def _list_block(text: str) -> str:
+    """A list as its items' indentation reads: what follows on the header's own line
+    (if anything) at the left margin, the lines after it without their common
+    indentation, blank lines around it dropped."""
+    first, _, rest = text.partition("\n")
+    rest = textwrap.dedent(rest)
+    block = f"{first.strip()}\n{rest}" if first.strip() else rest
+    return block.strip("\n").rstrip()
+
+
 def rescale_weights(items: Sequence[Criterion]) -> list[Criterion]:
     """Scale weights to whole percentages summing to exactly 100 (largest remainder)."""
     total = sum(c.weight or 0.0 for c in items)
@@ -760,8 +787,8 @@ def parse_criteria(
         return ParsedCriteria(
             items=tuple(items), reason=reason, rescaled=rescaled, text=render_criteria(items)
         )
-    section = _section(body, r"(?:specific\s+)?criteria", ("analysis", "score", "scores"))
-    source = section if section is not None else body.strip()
+    section = _section(body, r"(?:specific\s+)?criteria", ("analysis", "score", "scores"), raw=True)
+    source = _list_block(section if section is not None else body)
     first, parsed = _split_items(source)
     parsed = [p for p in parsed if p.criterion.name or p.criterion.description]
     items, reason, rescaled = _validated(
