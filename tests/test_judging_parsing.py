@@ -617,3 +617,58 @@ def test_criteria_validation_edges():
     assert parse_criteria("Specific Criteria: none", min_items=1).reason == (
         "0 criteria; expected 1-8"
     )
+
+
+def test_failure_reasons_name_what_was_wrong():
+    for text in ("Reason: x\nScore: 3-4", "Reason: x\nScore: 3 to 4", "Reason: x\nScore: 4 or 5"):
+        assert "is not one number" in parse_rating(text).reason, text
+    assert "is not one number" in parse_bystander("Total Score: 60-70 / 100", fmt="text").reason
+    assert "boxed{3-4}" in parse_rating("Analysis: x\nScores: \\boxed{3-4}").reason
+    trailing = parse_rating("Analysis: ok.\nScores: \\boxed{3}\n\\boxed{5} would need more depth")
+    assert "boxed{5}" in trailing.reason and "would need more depth" in trailing.reason
+    long_tail = "x" * 100
+    assert trailing_text(parse_rating(f"Reason: ok\nScore: 4 {long_tail}").reason) == "x" * 60
+    assert trailing_text(parse_rating(f"Reason: ok\nScore: 4\n5{long_tail}").reason) == (
+        "5" + "x" * 59
+    )
+    five = _parts([15, 14, 9, 16, 17], 71).rsplit("\n", 1)[0]
+    after_parts = parse_bystander(five + "\nOverall three stars", fmt="text")
+    assert "Information accuracy and verifiability: 17 / 20" in after_parts.reason
+    partial = parse_bystander(_parts([15, 14, 9], 71), fmt="text")
+    assert "missing objectivity, accuracy" in partial.reason
+    template_then_parts = "Total Score: [0-100] / 100\n" + five
+    assert "is not one number" in parse_bystander(template_then_parts, fmt="text").reason
+    assert parse_bystander("   ", fmt="text").reason == "empty judge answer"
+    assert parse_rating("   ").reason == "empty judge answer"
+
+
+def trailing_text(reason: str) -> str:
+    """The quoted text at the end of a 'text after the verdict' reason."""
+    return reason.rsplit(": ", 1)[1].strip("'")
+
+
+def test_rationales_and_criteria_come_from_their_own_fields():
+    assert parse_bystander(_parts([15, 14, 9, 16, 17], 71), fmt="text").rationale == "ok."
+    overall = "1. Overall assessment: tidy\n2. Dimension scores:\nTotal Score: 50 / 100"
+    assert parse_bystander(overall, fmt="text").rationale == "tidy"
+    parsed = parse_rating('{"criteria": "given as text", "analysis": "x", "score": 3}', fmt="json")
+    assert parsed.criteria == "given as text" and parsed.rationale == "x"
+    assert parse_rating('{"reason": "r", "score": 3}', fmt="json").criteria is None
+
+
+def test_outcomes_are_immutable_values():
+    import dataclasses
+
+    from attunement.judging.parsing import Candidate, Criterion
+
+    for value in (
+        parse_rating("Score: 3"),
+        parse_criteria("1. A: a"),
+        Criterion("A", None, ""),
+        Candidate(0, 1, 3.0, "x"),
+    ):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            value.reason = "changed"  # type: ignore[misc]
+    assert parse_criteria("").rescaled is False
+    assert parse_criteria('{"criteria": 3}', fmt="json").rescaled is False
+    assert parse_criteria("1. A (50%): a\n2. B (50%): b", weighted=True).rescaled is False

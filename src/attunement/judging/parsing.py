@@ -347,7 +347,7 @@ def _final(
     trailing = _SCORE_LIKE.search(rest_of_line + tail)
     if trailing:
         after = (rest_of_line + tail)[trailing.start() :]
-        shown = after[: _line_end(after, 0)].strip()
+        shown = after.partition("\n")[0].strip()
         return None, f"score-like text after the verdict {last.what!r}: {shown[:60]!r}"
     if not _TRIVIAL.fullmatch(rest_of_line):
         return None, (
@@ -505,6 +505,13 @@ def _sub_scores(body: str) -> tuple[dict[str, float], list[Candidate]]:
     return subs, candidates
 
 
+#: where an assessment ends: a sub-score line or the total
+_PART_HEADS = (
+    *(rf"(?:\d\.\s*)?{pattern}[^:\n]*" for _, _, pattern in BYSTANDER_PARTS),
+    r"(?:\d\.\s*)?total\s+score",
+)
+
+
 def parse_bystander(
     text: str, *, fmt: OutputFormat = "json", untrusted: Sequence[str] = ()
 ) -> Parsed:
@@ -547,9 +554,9 @@ def parse_bystander(
 
     subs, part_candidates = _sub_scores(body)
     rationale = _section(
-        body, r"(?:\d\.\s*)?overall\s+assessment", (r"\d\.\s*dimension", "content", "total")
+        body, r"(?:\d\.\s*)?overall\s+assessment", (r"\d\.\s*dimension", *_PART_HEADS)
     )
-    rationale = rationale or _section(body, "assessment", ("content", "total"))
+    rationale = rationale or _section(body, "assessment", _PART_HEADS)
     totals = _totals(body)
     verdict, problem = _final(body, totals + part_candidates, untrusted)
     if verdict is None:
@@ -571,7 +578,7 @@ def parse_bystander(
         if total.value is None:
             return failed(total.what, sub_scores=subs)
         value = total.value
-        if subs and abs(sum(subs.values()) - value) > 1e-6:
+        if subs and not math.isclose(sum(subs.values()), value, abs_tol=1e-6):
             return failed(
                 f"total {_fmt(value)} is not the sum of the five sub-scores "
                 f"({_fmt(sum(subs.values()))})",
