@@ -554,7 +554,7 @@ def parse_bystander(
 
     subs, part_candidates = _sub_scores(body)
     rationale = _section(
-        body, r"(?:\d\.\s*)?overall\s+assessment", (r"\d\.\s*dimension", *_PART_HEADS)
+        body, r"(?:\d\.\s*)?overall\s+assessment", (r"\d\.\s*dimension[^:\n]*", *_PART_HEADS)
     )
     rationale = rationale or _section(body, "assessment", _PART_HEADS)
     totals = _totals(body)
