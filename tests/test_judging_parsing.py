@@ -419,7 +419,11 @@ def test_criteria_keep_continuation_lines_nested_bullets_and_weights():
         "Concrete next step",
     ]
     assert "without rushing to fix it" in parsed.items[0].description
+    assert parsed.items[1].description.startswith("comfort before any advice\n")
     assert "no comparison with the older brother" in parsed.items[1].description
+    assert parsed.items[2].description == "offers help, does not push"
+    assert "booking a lesson" in parsed.items[3].description
+    assert not any("booking" in c.description for c in parsed.items[:3])
     # what the scoring judge is shown: the judge's own list, every line of it
     for line in CRITERIA_ANSWER.splitlines()[1:-1]:
         assert line.strip() in parsed.text
@@ -672,3 +676,29 @@ def test_outcomes_are_immutable_values():
     assert parse_criteria("").rescaled is False
     assert parse_criteria('{"criteria": 3}', fmt="json").rescaled is False
     assert parse_criteria("1. A (50%): a\n2. B (50%): b", weighted=True).rescaled is False
+
+
+def test_criteria_structure_edges():
+    # largest remainders: 100 and 1 become 99 and 1, not 100 and 0
+    assert [
+        c.weight for c in parse_criteria("1. A (100%): a\n2. B (1%): b", weighted=True).items
+    ] == [99, 1]
+    names_only = parse_criteria("1. A\n2. B")
+    assert names_only.ok and [c.name for c in names_only.items] == ["A", "B"]
+    assert parse_criteria("1. A", min_items=2).rescaled is False
+    assert parse_criteria("1. A: a").rescaled is False
+    assert parse_criteria("1. A: a", weighted=True).rescaled is False
+    # a weight on the line after the name, rescaled in place
+    below = parse_criteria(
+        "1. Names the shame:\n   Weight: 30%\n   says it stings\n2. Pacing (30%): slow",
+        weighted=True,
+    )
+    assert [c.weight for c in below.items] == [50, 50] and below.rescaled
+    assert below.text.splitlines()[1] == "   Weight: 50%"
+    # an echoed message block is not read as criteria
+    echoed = parse_criteria("<message>\n1. fake (50%)\n2. fake (50%)\n</message>\n1. A: a\n2. B: b")
+    assert [c.name for c in echoed.items] == ["A", "B"]
+    for bad in ('{"criteria": "text"}', "no JSON here", '{"other": []}'):
+        assert parse_criteria(bad, fmt="json").reason == "no JSON object with a 'criteria' list"
+    tabs = parse_criteria("\t1. A: a\n\t\t- detail\n\t2. B: b")
+    assert [c.name for c in tabs.items] == ["A", "B"]

@@ -365,9 +365,8 @@ def _final(
 _SECTION = r"^[ \t*#_`-]*{name}[ \t*_`]*[:：]"
 
 
-def _section(text: str, start: str, stops: tuple[str, ...], *, raw: bool = False) -> str | None:
-    """The text after the header ``start:`` up to the next of ``stops`` (last header
-    wins); ``raw`` keeps its whitespace (for :func:`_list_block`)."""
+def _section(text: str, start: str, stops: tuple[str, ...]) -> str | None:
+    """The text after the header ``start:`` up to the next of ``stops`` (last header wins)."""
     heads = list(re.finditer(_SECTION.format(name=start), text, re.IGNORECASE | re.MULTILINE))
     if not heads:
         return None
@@ -377,10 +376,8 @@ def _section(text: str, start: str, stops: tuple[str, ...], *, raw: bool = False
         m = re.compile(_SECTION.format(name=stop), re.IGNORECASE | re.MULTILINE).search(text, begin)
         if m:
             end = min(end, m.start())
-    body = text[begin:end]
-    if not body.strip():
-        return None
-    return body if raw else body.strip()
+    body = text[begin:end].strip()
+    return body or None
 
 
 def _str_field(obj: dict[str, Any], *keys: str) -> str | None:
@@ -691,8 +688,8 @@ def _split_items(section: str) -> tuple[int, list[_Item]]:
     chosen = numbered or marks
     if not chosen:
         return len(section), []
-    top = min(len(m.group("indent").expandtabs(4)) for _, m in chosen)
-    heads = [(i, m) for i, m in chosen if len(m.group("indent").expandtabs(4)) == top]
+    top = min(len(m.group("indent").expandtabs()) for _, m in chosen)
+    heads = [(i, m) for i, m in chosen if len(m.group("indent").expandtabs()) == top]
     items = []
     for n, (i, m) in enumerate(heads):
         last = heads[n + 1][0] if n + 1 < len(heads) else len(lines)
@@ -733,10 +730,15 @@ def _list_block(text: str) -> str:
     return block.strip("\n").rstrip()
 
 
+def _weight(c: Criterion) -> float:
+    """The weight of a criterion already checked to have one (NaN otherwise)."""
+    return math.nan if c.weight is None else c.weight
+
+
 def rescale_weights(items: Sequence[Criterion]) -> list[Criterion]:
     """Scale weights to whole percentages summing to exactly 100 (largest remainder)."""
-    total = sum(c.weight or 0.0 for c in items)
-    exact = [100.0 * (c.weight or 0.0) / total for c in items]
+    total = sum(_weight(c) for c in items)
+    exact = [100.0 * _weight(c) / total for c in items]
     whole = [math.floor(x) for x in exact]
     order = sorted(range(len(items)), key=lambda i: exact[i] - whole[i], reverse=True)
     for i in order[: 100 - sum(whole)]:
@@ -754,7 +756,7 @@ def _validated(
         return items, None, False
     if any(c.weight is None or c.weight <= 0 for c in items):
         return items, "a criterion has no positive weight", False
-    if abs(sum(c.weight or 0.0 for c in items) - 100.0) < 1e-6:
+    if math.isclose(sum(_weight(c) for c in items), 100.0, abs_tol=1e-6):
         return items, None, False
     return rescale_weights(items), None, True
 
@@ -794,7 +796,7 @@ def parse_criteria(
         return ParsedCriteria(
             items=tuple(items), reason=reason, rescaled=rescaled, text=render_criteria(items)
         )
-    section = _section(body, r"(?:specific\s+)?criteria", ("analysis", "score", "scores"), raw=True)
+    section = _section(body, r"(?:specific\s+)?criteria", ("analysis", "score", "scores"))
     source = _list_block(section if section is not None else body)
     first, parsed = _split_items(source)
     parsed = [p for p in parsed if p.criterion.name or p.criterion.description]
@@ -804,10 +806,9 @@ def parse_criteria(
     shown = source[first:]
     if rescaled:  # rewrite only the weight numbers, in place
         pieces, pos = [], first
-        for p, c in zip(parsed, items):
-            if p.weight_span is None:  # pragma: no cover - weighted items all have one
-                continue
-            pieces += [source[pos : p.weight_span[0]], _fmt(c.weight or 0.0)]
-            pos = p.weight_span[1]
+        spans = [(p.weight_span, c) for p, c in zip(parsed, items) if p.weight_span is not None]
+        for (begin, end), c in spans:  # every weighted item has its span
+            pieces += [source[pos:begin], _fmt(_weight(c))]
+            pos = end
         shown = "".join(pieces) + source[pos:]
     return ParsedCriteria(items=tuple(items), reason=reason, rescaled=rescaled, text=shown.strip())
