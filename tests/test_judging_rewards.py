@@ -503,7 +503,9 @@ def test_unusable_criteria_sample_fails_only_its_own_scores():
     [b] = run(reward.score(example(), [reply("r1")]))
     res = [j for j in b.judgements if j.dimension == "resonation"]
     assert sorted((j.sample_index, j.score) for j in res) == [(0, 4.0), (1, None)]
-    assert "criteria sample 1 unusable" in next(j.reason for j in res if j.score is None)
+    assert next(j.reason for j in res if j.score is None) == (
+        "criteria sample 1 unusable: 0 criteria; expected 1-8"
+    )
     assert b.dimensions["resonation"] == 4.0 and not b.unscorable
 
 
@@ -1091,3 +1093,26 @@ def test_criteria_prompts_show_memories_but_no_demographics_in_the_authors_setti
     criteria_prompts = [c.messages[-1][1] for c in judge.calls if kind(c) == "criteria"]
     assert len(criteria_prompts) == 3
     assert all("Dad pushed for medical school." in p and "Lena" not in p for p in criteria_prompts)
+
+
+def test_a_failed_criteria_call_names_its_error_for_every_slot():
+    def respond(request: ChatRequest, index: int):
+        if kind(request) == "criteria":
+            return LLMError("HTTP 500 after 4 retries")
+        return judge_answer(request, 4)
+
+    reward = peregrm_reward(ScriptedChatModel(respond), PereGRMConfig(k=2, use_bystander=False))
+    [b] = run(reward.score(example(), [reply("r1")]))
+    assert b.unscorable
+    failures = sorted((j.dimension, j.sample_index, j.reason) for j in b.judgements)
+    assert failures == [
+        (
+            d,
+            i,
+            "criteria sample {}: judge call failed: HTTP 500 after 4 retries".format(
+                f"{i} unusable"
+            ),
+        )
+        for d in sorted(DIMS)
+        for i in (0, 1)
+    ]

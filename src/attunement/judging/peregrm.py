@@ -84,16 +84,16 @@ TEXT_CRITERIA_ITEMS = (1, 8)
 class CriteriaSet:
     """The k criteria samples of one (example, dimension); failed slots have text None."""
 
-    slots: tuple[Sample | None, ...]
+    slots: tuple[Sample, ...]
     usage: Usage
 
     def text(self, j: int) -> str | None:
         s = self.slots[j]
-        return s.verdict.text if (s is not None and s.ok) else None
+        return s.verdict.text if s.ok else None
 
     def failure(self, j: int) -> str:
-        s = self.slots[j]
-        return s.reason or "no criteria" if s is not None else "no criteria sample"
+        """Why slot ``j`` holds no criteria (a failed sample always has a reason)."""
+        return str(self.slots[j].reason)
 
 
 def definition(dimension: Dimension, definitions: Definitions) -> str:
@@ -305,12 +305,11 @@ class PereGRMReward(JudgeReward):
             parse=self._parse_criteria,
             first_index=first_index,
         )
-        # slot j takes the j-th valid sample; the remaining slots the failures
+        # slot j takes the j-th valid sample; the remaining slots the latest failures
+        # (a sample failed is re-drawn or kept, so there are always k samples at least)
         valid = [s for s in samples if s.ok]
         failed = [s for s in samples if not s.ok]
-        slots: list[Sample | None] = valid[:k]
-        while len(slots) < k:
-            slots.append(failed.pop() if failed else None)
+        slots = valid[:k] + failed[len(failed) - (k - len(valid[:k])) :]
         return CriteriaSet(slots=tuple(slots), usage=usage)
 
     # ------------------------------------------------------------------ judging
