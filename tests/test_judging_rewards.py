@@ -1078,6 +1078,10 @@ def test_fixed_mode_names_the_examples_without_criteria():
     message = str(err.value)
     assert "missing for 7 example(s)" in message and "x0 (reception)" in message
     assert "x4 (reception); and 2 more" in message and "x5" not in message
+    with pytest.raises(ValueError, match=r"x4 \(reception\); and 1 more"):
+        reward.check_examples(missing[:6])
+    with pytest.raises(ValueError, match=r"x4 \(reception\)\. Prepare"):
+        reward.check_examples(missing[:5])
     with pytest.raises(ValueError, match=r"missing for 1 example\(s\): y \(expression, "):
         reward.check_examples([example("y")])
     peregrm_reward(scripted()).check_examples([example("no-criteria-needed")])
