@@ -46,8 +46,11 @@ def test_harmonic_mean_by_hand():
 def test_softmin_by_hand_with_beta():
     vals = [0.8, 0.6, 1.0]
     for beta in (1.0, 5.0):
-        expected = -1 / beta * math.log((math.exp(-beta * 0.8) + math.exp(-beta * 0.6)
-                                         + math.exp(-beta * 1.0)) / 3)
+        expected = (
+            -1
+            / beta
+            * math.log((math.exp(-beta * 0.8) + math.exp(-beta * 0.6) + math.exp(-beta * 1.0)) / 3)
+        )
         assert softmin(vals, beta) == pytest.approx(expected)
     # lies between the minimum and the mean, approaching the minimum as beta grows
     assert 0.6 < softmin(vals, 1.0) < 0.8

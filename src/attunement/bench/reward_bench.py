@@ -17,12 +17,25 @@ weighted items of about ``item_tokens`` tokens, an analysis of about
 ``analysis_tokens`` tokens, a score line, a bystander assessment with five
 sub-score lines. So every answer parses and the token counts mean something.
 The lengths are options: the shared-versus-inline saving depends on them.
+
+Its 1-5 scores follow a stated model, so that criteria modes can be compared
+on what they do to a GRPO group (:func:`run_variance_bench`): every reply has
+a latent quality ``q`` (uniform in [1.5, 4.5], a hash of its text); each
+criteria set is a yardstick with its own offset ``b`` (uniform in
+``[-criteria_spread, criteria_spread]``, a hash of the criteria text, so two
+replies scored against the same criteria get the same offset); each sample
+adds noise ``e`` (uniform in ``[-noise, noise]``); the score is
+``clip(round(q + b + e), 1, 5)``. Inline criteria are written per sample, so
+every inline score has its own ``b``. PERM's fixed rubric has ``b = 0``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
+import re
+import statistics
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -35,7 +48,47 @@ from attunement.cli.bench import bench_app
 
 # --------------------------------------------------------------------------- the simulated judge
 
-_WORDS = ["the", "user", "seems", "worried", "that", "their", "effort", "will", "not", "be", "seen", "and", "the", "reply", "should", "acknowledge", "this", "before", "offering", "any", "practical", "step", "while", "keeping", "a", "calm", "and", "respectful", "tone", "that", "fits", "a", "reserved", "person", "who", "values", "competence", "and", "privacy"]
+_WORDS = [
+    "the",
+    "user",
+    "seems",
+    "worried",
+    "that",
+    "their",
+    "effort",
+    "will",
+    "not",
+    "be",
+    "seen",
+    "and",
+    "the",
+    "reply",
+    "should",
+    "acknowledge",
+    "this",
+    "before",
+    "offering",
+    "any",
+    "practical",
+    "step",
+    "while",
+    "keeping",
+    "a",
+    "calm",
+    "and",
+    "respectful",
+    "tone",
+    "that",
+    "fits",
+    "a",
+    "reserved",
+    "person",
+    "who",
+    "values",
+    "competence",
+    "and",
+    "privacy",
+]
 
 
 def _filler(n_tokens: int, salt: str) -> str:
@@ -44,10 +97,26 @@ def _filler(n_tokens: int, salt: str) -> str:
     return " ".join(_WORDS[(start + i) % len(_WORDS)] for i in range(max(1, n_tokens)))
 
 
+_RESPONSE = re.compile(r"<response>\n(.*?)\n</response>", re.DOTALL)
+_CRITERIA = re.compile(r"<criteria>\n(.*?)\n</criteria>", re.DOTALL)
+
+
+def _unit(salt: str) -> float:
+    """A deterministic number in [0, 1) from a string."""
+    return int(hashlib.sha256(salt.encode()).hexdigest()[:12], 16) / 16**12
+
+
+def latent_quality(response: str) -> float:
+    """The simulated judge's hidden quality of a reply, in [1.5, 4.5]."""
+    return 1.5 + 3.0 * _unit("quality/" + response.strip())
+
+
 @dataclass
 class RealisticJudge:
     """A SimServer responder that answers each judge prompt in its own format."""
 
+    criteria_spread: float = 0.75
+    noise: float = 0.5
     criteria_items: int = 5
     item_tokens: int = 34
     inline_analysis_tokens: int = 85  # "three to five sentences"
@@ -60,6 +129,18 @@ class RealisticJudge:
     def _score(self, salt: str, low: int = 2, high: int = 5) -> int:
         return low + int(hashlib.sha256(salt.encode()).hexdigest()[:8], 16) % (high - low + 1)
 
+    def _rating(self, prompt: str, salt: str, yardstick: str | None) -> int:
+        """``clip(round(q + b + e), 1, 5)``: see the module docstring."""
+        reply = _RESPONSE.search(prompt)
+        q = latent_quality(reply.group(1)) if reply else 3.0
+        b = (
+            0.0
+            if yardstick is None
+            else self.criteria_spread * (2 * _unit("criteria/" + yardstick) - 1)
+        )
+        e = self.noise * (2 * _unit("noise/" + salt) - 1)
+        return max(1, min(5, round(q + b + e)))
+
     def _criteria(self, salt: str, *, weighted: bool, as_json: bool) -> Any:
         n = self.criteria_items
         weights = [100 // n + (1 if i < 100 % n else 0) for i in range(n)]
@@ -69,16 +150,19 @@ class RealisticJudge:
             desc = _filler(self.item_tokens - 6, f"{salt}/c{i}")
             items.append((name, weights[i], desc))
         if as_json:
-            return [{"name": a, "weight": w, "description": d} if weighted else f"{a}: {d}"
-                    for a, w, d in items]
-        return "\n".join(f"{i + 1}. {a}" + (f" ({w}%)" if weighted else "") + f": {d}"
-                         for i, (a, w, d) in enumerate(items))
+            return [
+                {"name": a, "weight": w, "description": d} if weighted else f"{a}: {d}"
+                for a, w, d in items
+            ]
+        return "\n".join(
+            f"{i + 1}. {a}" + (f" ({w}%)" if weighted else "") + f": {d}"
+            for i, (a, w, d) in enumerate(items)
+        )
 
     def __call__(self, messages: list[dict[str, Any]], index: int, params: dict[str, Any]) -> str:
         prompt = str(messages[-1].get("content", "")) if messages else ""
         as_json = params.get("response_format") is not None
         salt = hashlib.sha256(f"{prompt}|{index}|{params.get('seed')}".encode()).hexdigest()
-        score = self._score(salt)
         if "Write the criteria that a reply" in prompt:
             kind = "criteria"
             if as_json:
@@ -87,18 +171,32 @@ class RealisticJudge:
                 text = "Specific Criteria:\n" + self._criteria(salt, weighted=True, as_json=False)
         elif "derive criteria specific to this user" in prompt:
             kind = "inline"
+            score = self._rating(prompt, salt, yardstick=salt)  # criteria written per sample
             analysis = _filler(self.inline_analysis_tokens, salt + "/a")
             if as_json:
-                text = json.dumps({"criteria": self._criteria(salt, weighted=False, as_json=True),
-                                   "analysis": analysis, "score": score})
+                text = json.dumps(
+                    {
+                        "criteria": self._criteria(salt, weighted=False, as_json=True),
+                        "analysis": analysis,
+                        "score": score,
+                    }
+                )
             else:
-                text = ("Specific Criteria:\n" + self._criteria(salt, weighted=False, as_json=False)
-                        + f"\nAnalysis: {analysis}\nScores: \\boxed{{{score}}}")
+                text = (
+                    "Specific Criteria:\n"
+                    + self._criteria(salt, weighted=False, as_json=False)
+                    + f"\nAnalysis: {analysis}\nScores: \\boxed{{{score}}}"
+                )
         elif "using the criteria below" in prompt:
             kind = "score"
+            given = _CRITERIA.search(prompt)
+            score = self._rating(prompt, salt, yardstick=given.group(1) if given else "")
             analysis = _filler(self.score_analysis_tokens, salt + "/a")
-            text = (json.dumps({"analysis": analysis, "score": score}) if as_json
-                    else f"Analysis: {analysis}\nScores: \\boxed{{{score}}}")
+            text = (
+                json.dumps({"analysis": analysis, "score": score})
+                if as_json
+                else f"Analysis: {analysis}\nScores: \\boxed{{{score}}}"
+            )
         elif "neutral third party" in str(messages[0].get("content", "")):
             kind = "bystander"
             from attunement.judging.parsing import BYSTANDER_PARTS
@@ -109,15 +207,21 @@ class RealisticJudge:
                 text = json.dumps({"assessment": assessment, **parts})
             else:
                 lines = [f"Assessment: {assessment}"]
-                lines += [f"{label}: {parts[key]} / 20 - {_filler(self.part_tokens, salt + key)}"
-                          for key, label, _ in BYSTANDER_PARTS]
+                lines += [
+                    f"{label}: {parts[key]} / 20 - {_filler(self.part_tokens, salt + key)}"
+                    for key, label, _ in BYSTANDER_PARTS
+                ]
                 lines.append(f"Total Score: {sum(parts.values())} / 100")
                 text = "\n".join(lines)
         else:
             kind = "rating"
+            score = self._rating(prompt, salt, yardstick=None)
             analysis = _filler(self.reason_tokens, salt + "/a")
-            text = (json.dumps({"reason": analysis, "score": score}) if as_json
-                    else f"Reason: {analysis}\nScore: {score}")
+            text = (
+                json.dumps({"reason": analysis, "score": score})
+                if as_json
+                else f"Reason: {analysis}\nScore: {score}"
+            )
         self.kinds[kind] = self.kinds.get(kind, 0) + 1
         return text
 
@@ -131,21 +235,35 @@ def bench_batch(prompts: int, replies: int):
 
     examples, answers = [], []
     for p in range(prompts):
-        memories = [MemoryItem(memory_id=f"u{p}-m{i}", label="States_Experiences/Mental_State",
-                               value=f"Mentioned (note {i}) that {_filler(14, f'{p}/m{i}')}")
-                    for i in range(8)]
+        memories = [
+            MemoryItem(
+                memory_id=f"u{p}-m{i}",
+                label="States_Experiences/Mental_State",
+                value=f"Mentioned (note {i}) that {_filler(14, f'{p}/m{i}')}",
+            )
+            for i in range(8)
+        ]
         ex = Example(
-            example_id=f"bench-{p}", user_id=f"user-{p}", category="ES",
+            example_id=f"bench-{p}",
+            user_id=f"user-{p}",
+            category="ES",
             query=f"I don't know who else to tell. {_filler(45, f'{p}/q')}?",
             persona=Persona(profile=_filler(60, f"{p}/p"), topics=["work", "family"]),
-            situation=Situation(category="ES", description=_filler(40, f"{p}/s"),
-                                emotion="anxious"),
-            memories=memories)
+            situation=Situation(
+                category="ES", description=_filler(40, f"{p}/s"), emotion="anxious"
+            ),
+            memories=memories,
+        )
         examples.append(ex)
         for r in range(replies):
-            answers.append(Reply(example_id=ex.example_id, reply_id=f"bench-{p}-r{r}",
-                                 analysis=_filler(80, f"{p}/{r}/a"),
-                                 response=_filler(150, f"{p}/{r}/r")))
+            answers.append(
+                Reply(
+                    example_id=ex.example_id,
+                    reply_id=f"bench-{p}-r{r}",
+                    analysis=_filler(80, f"{p}/{r}/a"),
+                    response=_filler(150, f"{p}/{r}/r"),
+                )
+            )
     return examples, answers
 
 
@@ -188,8 +306,9 @@ class ServerProcess:
 
         ctx = multiprocessing.get_context("spawn")
         self._conn, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_serve, args=(self.config, child), daemon=True,
-                                 name="attune-simserver")
+        self._proc = ctx.Process(
+            target=_serve, args=(self.config, child), daemon=True, name="attune-simserver"
+        )
         self._proc.start()
         if not self._conn.poll(60):
             self._proc.terminate()
@@ -264,8 +383,9 @@ def _reward(mode: str, model, settings: BenchSettings):
     if mode == "perm":
         return perm_reward(model, PermConfig(k=settings.k, output=settings.output))
     criteria_mode = "inline" if mode == "peregrm-inline" else "shared"
-    return peregrm_reward(model, PereGRMConfig(k=settings.k, criteria_mode=criteria_mode,
-                                               output=settings.output))
+    return peregrm_reward(
+        model, PereGRMConfig(k=settings.k, criteria_mode=criteria_mode, output=settings.output)
+    )
 
 
 async def _run_mode(mode: str, settings: BenchSettings, workdir: Path) -> ModeResult:
@@ -274,14 +394,22 @@ async def _run_mode(mode: str, settings: BenchSettings, workdir: Path) -> ModeRe
     from attunement.llm import LLMOptions, load_chat_model
 
     examples, replies = bench_batch(settings.prompts, settings.replies)
-    sim = SimConfig(slots=settings.slots, base_latency=settings.base_latency,
-                    per_output_token=settings.per_output_token,
-                    per_prompt_token=settings.per_prompt_token,
-                    supports_n=settings.supports_n, n_shares_slot=settings.n_shares_slot,
-                    responder=settings.judge)
+    sim = SimConfig(
+        slots=settings.slots,
+        base_latency=settings.base_latency,
+        per_output_token=settings.per_output_token,
+        per_prompt_token=settings.per_prompt_token,
+        supports_n=settings.supports_n,
+        n_shares_slot=settings.n_shares_slot,
+        responder=settings.judge,
+    )
     cache = workdir / f"{mode}.sqlite"
-    options = LLMOptions(concurrency=settings.client_concurrency or 4 * settings.slots,
-                         cache=cache, max_retries=2, timeout=60)
+    options = LLMOptions(
+        concurrency=settings.client_concurrency or 4 * settings.slots,
+        cache=cache,
+        max_retries=2,
+        timeout=60,
+    )
     with ServerProcess(sim) as server:
         spec = f"openai:{server.base_url}#{sim.model_name}"
         model = load_chat_model(spec, options)
@@ -289,28 +417,49 @@ async def _run_mode(mode: str, settings: BenchSettings, workdir: Path) -> ModeRe
             await model.ensure_ready()
             reward = _reward(mode, model, settings)
             started = time.perf_counter()
-            summary = await score_dataset(reward, examples, replies, workdir / f"{mode}.jsonl",
-                                          concurrency=len(examples), show_progress=False)
+            summary = await score_dataset(
+                reward,
+                examples,
+                replies,
+                workdir / f"{mode}.jsonl",
+                concurrency=len(examples),
+                show_progress=False,
+            )
             wall = time.perf_counter() - started
             stats, bound = server.stats()
             server.reset_stats()
             again = _reward(mode, model, settings)
             started = time.perf_counter()
-            await score_dataset(again, examples, replies, workdir / f"{mode}.cached.jsonl",
-                                concurrency=len(examples), show_progress=False)
+            await score_dataset(
+                again,
+                examples,
+                replies,
+                workdir / f"{mode}.cached.jsonl",
+                concurrency=len(examples),
+                show_progress=False,
+            )
             cached_wall = time.perf_counter() - started
             cached_requests = server.stats()[0].requests
         finally:
             await model.aclose()
-    return ModeResult(mode=mode, replies=len(replies), wall=wall, bound=bound,
-                      requests=stats.requests, samples=stats.samples,
-                      prompt_tokens=stats.prompt_tokens,
-                      completion_tokens=stats.completion_tokens, unscorable=summary.unscorable,
-                      cached_requests=cached_requests, cached_wall=cached_wall)
+    return ModeResult(
+        mode=mode,
+        replies=len(replies),
+        wall=wall,
+        bound=bound,
+        requests=stats.requests,
+        samples=stats.samples,
+        prompt_tokens=stats.prompt_tokens,
+        completion_tokens=stats.completion_tokens,
+        unscorable=summary.unscorable,
+        cached_requests=cached_requests,
+        cached_wall=cached_wall,
+    )
 
 
-async def run_reward_bench(settings: BenchSettings, modes: tuple[str, ...] = MODES
-                           ) -> list[ModeResult]:
+async def run_reward_bench(
+    settings: BenchSettings, modes: tuple[str, ...] = MODES
+) -> list[ModeResult]:
     results = []
     with tempfile.TemporaryDirectory(prefix="attune-bench-") as tmp:
         for mode in modes:
@@ -318,24 +467,175 @@ async def run_reward_bench(settings: BenchSettings, modes: tuple[str, ...] = MOD
     return results
 
 
-def check_targets(results: list[ModeResult], *, max_ratio: float = 1.1,
-                  min_saving: float = 2.5) -> list[tuple[str, bool, str]]:
+# --------------------------------------------------------------------------- group variance
+
+VARIANCE_MODES = ("inline", "shared", "per_reply")
+
+
+@dataclass
+class VarianceResult:
+    """What a criteria mode does to GRPO groups: spread, ties and signal."""
+
+    mode: str
+    k: int
+    groups: int
+    replies: int
+    unscorable: int
+    group_std: float  # mean over groups of the within-group reward std
+    tie_rate: float  # share of reply pairs in a group with exactly equal rewards
+    flat_groups: float  # share of groups whose rewards are all equal (zero advantage)
+    quality_corr: float  # within-group correlation of reward with the latent quality
+    criteria_calls: int
+
+
+def group_statistics(
+    rewards: dict[str, list[float]], quality: dict[str, list[float]]
+) -> tuple[float, float, float, float]:
+    """(mean within-group std, tie rate, flat-group share, within-group correlation
+    of reward with quality) over groups keyed alike.
+
+    >>> group_statistics({"a": [1.0, 1.0, 0.0]}, {"a": [2.0, 2.0, 1.0]})[1:3]
+    (0.3333333333333333, 0.0)
+    """
+    stds, ties, pairs, flat = [], 0, 0, 0
+    dr, dq = [], []
+    for key, values in rewards.items():
+        if len(values) < 2:
+            continue
+        stds.append(statistics.pstdev(values))
+        flat += len(set(values)) == 1
+        for i in range(len(values)):
+            for j in range(i + 1, len(values)):
+                pairs += 1
+                ties += abs(values[i] - values[j]) < 1e-12
+        mr, mq = statistics.fmean(values), statistics.fmean(quality[key])
+        dr += [v - mr for v in values]
+        dq += [q - mq for q in quality[key]]
+    num = sum(a * b for a, b in zip(dr, dq))
+    den = (sum(a * a for a in dr) * sum(b * b for b in dq)) ** 0.5
+    return (
+        statistics.fmean(stds) if stds else 0.0,
+        ties / pairs if pairs else 0.0,
+        flat / len(stds) if stds else 0.0,
+        num / den if den else 0.0,
+    )
+
+
+async def measure_groups(
+    model,
+    *,
+    prompts: int = 16,
+    replies: int = 8,
+    ks: tuple[int, ...] = (1, 4),
+    modes: tuple[str, ...] = VARIANCE_MODES,
+) -> list[VarianceResult]:
+    """Score one synthetic batch with PereGRM in each criteria mode and k on
+    ``model`` (a :class:`RealisticJudge` behind any ChatModel) and measure the groups.
+
+    The bystander is left out so the figures isolate the empathy judges, which
+    are what the criteria mode changes.
+    """
+    from attunement.judging import PereGRMConfig, peregrm_reward
+
+    examples, answers = bench_batch(prompts, replies)
+    by_example: dict[str, list] = {}
+    for r in answers:
+        by_example.setdefault(r.example_id, []).append(r)
+    quality = {
+        eid: [latent_quality(r.response) for r in group] for eid, group in by_example.items()
+    }
+    results = []
+    for k in ks:
+        for mode in modes:
+            reward = peregrm_reward(
+                model, PereGRMConfig(k=k, criteria_mode=mode, output="text", use_bystander=False)
+            )
+            rewards: dict[str, list[float]] = {}
+            unscorable = 0
+            for ex in examples:
+                for b in await reward.score(ex, by_example[ex.example_id]):
+                    unscorable += b.reward is None
+                    rewards.setdefault(ex.example_id, []).append(
+                        b.reward if b.reward is not None else math.nan
+                    )
+            rewards = {key: v for key, v in rewards.items() if not any(math.isnan(x) for x in v)}
+            std, ties, flat, corr = group_statistics(rewards, quality)
+            results.append(
+                VarianceResult(
+                    mode=mode,
+                    k=k,
+                    groups=len(rewards),
+                    replies=len(answers),
+                    unscorable=unscorable,
+                    group_std=std,
+                    tie_rate=ties,
+                    flat_groups=flat,
+                    quality_corr=corr,
+                    criteria_calls=reward.criteria_requests,
+                )
+            )
+    return results
+
+
+async def run_variance_bench(
+    *,
+    prompts: int = 16,
+    replies: int = 8,
+    ks: tuple[int, ...] = (1, 4),
+    modes: tuple[str, ...] = VARIANCE_MODES,
+    judge: RealisticJudge | None = None,
+    slots: int = 32,
+) -> list[VarianceResult]:
+    """:func:`measure_groups` against the simulated server in its own process (no
+    latency: only the judge's answers matter here)."""
+    from attunement.bench.simserver import SimConfig
+    from attunement.llm import LLMOptions, load_chat_model
+
+    sim = SimConfig(
+        slots=slots, base_latency=0.0, per_output_token=0.0, responder=judge or RealisticJudge()
+    )
+    with ServerProcess(sim) as server:
+        options = LLMOptions(concurrency=4 * slots, max_retries=2, timeout=60)
+        async with load_chat_model(f"openai:{server.base_url}#{sim.model_name}", options) as model:
+            return await measure_groups(model, prompts=prompts, replies=replies, ks=ks, modes=modes)
+
+
+def check_targets(
+    results: list[ModeResult], *, max_ratio: float = 1.1, min_saving: float = 2.5
+) -> list[tuple[str, bool, str]]:
     """The issue's targets: (what, met, figures)."""
     checks = []
     for r in results:
-        checks.append((f"{r.mode}: wall <= {max_ratio}x bound", r.ratio <= max_ratio,
-                       f"{r.ratio:.2f}x"))
-        checks.append((f"{r.mode}: cached re-run makes no calls", r.cached_requests == 0,
-                       f"{r.cached_requests} calls"))
+        checks.append(
+            (f"{r.mode}: wall <= {max_ratio}x bound", r.ratio <= max_ratio, f"{r.ratio:.2f}x")
+        )
+        checks.append(
+            (
+                f"{r.mode}: cached re-run makes no calls",
+                r.cached_requests == 0,
+                f"{r.cached_requests} calls",
+            )
+        )
     by = {r.mode: r for r in results}
     if "peregrm-inline" in by and "peregrm-shared" in by:
         inline, shared = by["peregrm-inline"], by["peregrm-shared"]
         saving = (inline.completion_tokens / inline.replies) / max(
-            1e-9, shared.completion_tokens / shared.replies)
-        checks.append((f"shared: >= {min_saving}x fewer output tokens/reply than inline",
-                       saving >= min_saving, f"{saving:.2f}x"))
-        checks.append(("shared vs inline wall time", shared.wall <= inline.wall,
-                       f"{inline.wall / max(shared.wall, 1e-9):.2f}x faster"))
+            1e-9, shared.completion_tokens / shared.replies
+        )
+        checks.append(
+            (
+                f"shared: >= {min_saving}x fewer output tokens/reply than inline",
+                saving >= min_saving,
+                f"{saving:.2f}x",
+            )
+        )
+        checks.append(
+            (
+                "shared vs inline wall time",
+                shared.wall <= inline.wall,
+                f"{inline.wall / max(shared.wall, 1e-9):.2f}x faster",
+            )
+        )
     return checks
 
 
@@ -345,38 +645,88 @@ def rewards_bench(
     replies: Annotated[int, typer.Option("--replies", min=1, help="Replies per example.")] = 8,
     k: Annotated[int, typer.Option("-k", "--k", min=1, help="Judge samples per dimension.")] = 4,
     slots: Annotated[int, typer.Option("--slots", min=1, help="Server parallel slots.")] = 16,
-    base_latency: Annotated[float, typer.Option("--base-latency", min=0.0,
-                                                help="Seconds per request.")] = 0.05,
-    per_output_token: Annotated[float, typer.Option(
-        "--per-output-token", min=0.0, help="Seconds per output token (longest sample).")] = 0.0015,
+    base_latency: Annotated[
+        float, typer.Option("--base-latency", min=0.0, help="Seconds per request.")
+    ] = 0.05,
+    per_output_token: Annotated[
+        float,
+        typer.Option(
+            "--per-output-token", min=0.0, help="Seconds per output token (longest sample)."
+        ),
+    ] = 0.0015,
     per_prompt_token: Annotated[float, typer.Option("--per-prompt-token", min=0.0)] = 0.0,
-    server_n: Annotated[bool, typer.Option(
-        "--server-n/--no-server-n",
-        help="Server decodes the n samples of a request side by side (default) or ignores "
-             "n, so each sample is its own request.")] = True,
-    n_shares_slot: Annotated[bool, typer.Option(
-        "--n-shares-slot", help="The n samples of a request cost one sequence slot instead "
-        "of n (flatters n-sampling; real batching servers decode each sample as a "
-        "sequence).")] = False,
-    client_concurrency: Annotated[int | None, typer.Option(
-        "--client-concurrency", min=1, help="Requests in flight (default 4 x slots).")] = None,
-    fmt: Annotated[str, typer.Option("--format", help="Judge answer format: text | json.")] = "text",
-    modes: Annotated[str, typer.Option("--modes", help="Comma-separated subset of "
-                                       + ",".join(MODES))] = ",".join(MODES),
-    inline_analysis: Annotated[int, typer.Option(
-        "--inline-analysis-tokens", min=1, help="Simulated inline analysis length.")] = 85,
-    score_analysis: Annotated[int, typer.Option(
-        "--score-analysis-tokens", min=1, help="Simulated analysis length when scoring "
-        "against given criteria.")] = 50,
-    item_tokens: Annotated[int, typer.Option(
-        "--criterion-tokens", min=8, help="Simulated length of one criterion.")] = 34,
+    server_n: Annotated[
+        bool,
+        typer.Option(
+            "--server-n/--no-server-n",
+            help="Server decodes the n samples of a request side by side (default) or ignores "
+            "n, so each sample is its own request.",
+        ),
+    ] = True,
+    n_shares_slot: Annotated[
+        bool,
+        typer.Option(
+            "--n-shares-slot",
+            help="The n samples of a request cost one sequence slot instead "
+            "of n (flatters n-sampling; real batching servers decode each sample as a "
+            "sequence).",
+        ),
+    ] = False,
+    client_concurrency: Annotated[
+        int | None,
+        typer.Option("--client-concurrency", min=1, help="Requests in flight (default 4 x slots)."),
+    ] = None,
+    fmt: Annotated[
+        str, typer.Option("--format", help="Judge answer format: text | json.")
+    ] = "text",
+    modes: Annotated[
+        str, typer.Option("--modes", help="Comma-separated subset of " + ",".join(MODES))
+    ] = ",".join(MODES),
+    inline_analysis: Annotated[
+        int,
+        typer.Option("--inline-analysis-tokens", min=1, help="Simulated inline analysis length."),
+    ] = 85,
+    score_analysis: Annotated[
+        int,
+        typer.Option(
+            "--score-analysis-tokens",
+            min=1,
+            help="Simulated analysis length when scoring against given criteria.",
+        ),
+    ] = 50,
+    item_tokens: Annotated[
+        int, typer.Option("--criterion-tokens", min=8, help="Simulated length of one criterion.")
+    ] = 34,
+    variance: Annotated[
+        bool,
+        typer.Option(
+            "--variance/--no-variance",
+            help="Also measure within-group reward std, ties and "
+            "agreement with the simulated reply quality for each criteria mode.",
+        ),
+    ] = True,
+    variance_k: Annotated[
+        str, typer.Option("--variance-k", help="Comma-separated k values of the variance table.")
+    ] = "1,4",
+    criteria_spread: Annotated[
+        float,
+        typer.Option(
+            "--criteria-spread",
+            min=0.0,
+            help="Simulated judge: largest offset a criteria set adds to a score.",
+        ),
+    ] = 0.75,
+    noise: Annotated[
+        float, typer.Option("--noise", min=0.0, help="Simulated judge: largest per-sample noise.")
+    ] = 0.5,
+    timing: Annotated[
+        bool, typer.Option("--timing/--no-timing", help="Run the wall-time comparison.")
+    ] = True,
 ) -> None:
     """Score a GRPO-sized batch with PERM, PereGRM inline and PereGRM shared on a simulated
-    judge server; print wall time against the server's own lower bound."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from attunement.cli.common import console, fail, out, run
+    judge server; print wall time against the server's own lower bound, then the
+    within-group reward spread of each criteria mode (inline, shared, per_reply)."""
+    from attunement.cli.common import fail
 
     chosen = tuple(m.strip() for m in modes.split(",") if m.strip())
     unknown = [m for m in chosen if m not in MODES]
@@ -384,32 +734,149 @@ def rewards_bench(
         raise fail(f"unknown modes {unknown}; expected some of {list(MODES)}")
     if fmt not in ("text", "json"):
         raise fail("--format must be text or json")
-    settings = BenchSettings(prompts=prompts, replies=replies, k=k, slots=slots,
-                             base_latency=base_latency, per_output_token=per_output_token,
-                             per_prompt_token=per_prompt_token, supports_n=server_n,
-                             n_shares_slot=n_shares_slot,
-                             client_concurrency=client_concurrency, output=fmt,
-                             judge=RealisticJudge(inline_analysis_tokens=inline_analysis,
-                                                  score_analysis_tokens=score_analysis,
-                                                  item_tokens=item_tokens))
-    console.print(f"batch: {prompts} prompts x {replies} replies, k={k}; server: {slots} slots, "
-                  f"{base_latency * 1000:.0f} ms + {per_output_token * 1000:.2f} ms/output token, "
-                  f"n {'ignored (one sample per request)' if not server_n else 'samples share one slot' if n_shares_slot else 'one sequence slot per sample'}")
+    try:
+        ks = tuple(int(x) for x in variance_k.split(",") if x.strip())
+    except ValueError:
+        raise fail(f"--variance-k must be comma-separated integers, got {variance_k!r}") from None
+    judge_model = RealisticJudge(
+        inline_analysis_tokens=inline_analysis,
+        score_analysis_tokens=score_analysis,
+        item_tokens=item_tokens,
+        criteria_spread=criteria_spread,
+        noise=noise,
+    )
+    if timing:
+        _timing_table(
+            prompts,
+            replies,
+            k,
+            slots,
+            base_latency,
+            per_output_token,
+            per_prompt_token,
+            server_n,
+            n_shares_slot,
+            client_concurrency,
+            fmt,
+            chosen,
+            judge_model,
+        )
+    if variance:
+        _variance_table(prompts, replies, ks, judge_model)
+
+
+def _variance_table(prompts: int, replies: int, ks: tuple[int, ...], judge: RealisticJudge) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from attunement.cli.common import console, out, run
+
+    console.print(
+        f"group variance: {prompts} groups x {replies} replies, PereGRM without "
+        f"bystander; simulated judge: score = clip(round(q + b + e), 1, 5), "
+        f"criteria offset b within +-{judge.criteria_spread}, noise e within "
+        f"+-{judge.noise}"
+    )
+    results = run(run_variance_bench(prompts=prompts, replies=replies, ks=ks, judge=judge))
+    table = Table(title="within-group reward spread by criteria mode")
+    for col in (
+        "mode",
+        "k",
+        "group std",
+        "tied pairs",
+        "flat groups",
+        "corr. w/ quality",
+        "criteria calls",
+        "unscorable",
+    ):
+        table.add_column(col, justify="left" if col == "mode" else "right", no_wrap=True)
+    for r in results:
+        table.add_row(
+            r.mode,
+            str(r.k),
+            f"{r.group_std:.4f}",
+            f"{100 * r.tie_rate:.1f}%",
+            f"{100 * r.flat_groups:.1f}%",
+            f"{r.quality_corr:.3f}",
+            str(r.criteria_calls),
+            str(r.unscorable),
+        )
+    Console(width=max(out.size.width, 112)).print(table)
+
+
+def _timing_table(
+    prompts,
+    replies,
+    k,
+    slots,
+    base_latency,
+    per_output_token,
+    per_prompt_token,
+    server_n,
+    n_shares_slot,
+    client_concurrency,
+    fmt,
+    chosen,
+    judge: RealisticJudge,
+) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from attunement.cli.common import console, out, run
+
+    settings = BenchSettings(
+        prompts=prompts,
+        replies=replies,
+        k=k,
+        slots=slots,
+        base_latency=base_latency,
+        per_output_token=per_output_token,
+        per_prompt_token=per_prompt_token,
+        supports_n=server_n,
+        n_shares_slot=n_shares_slot,
+        client_concurrency=client_concurrency,
+        output=fmt,
+        judge=judge,
+    )
+    console.print(
+        f"batch: {prompts} prompts x {replies} replies, k={k}; server: {slots} slots, "
+        f"{base_latency * 1000:.0f} ms + {per_output_token * 1000:.2f} ms/output token, "
+        f"n {'ignored (one sample per request)' if not server_n else 'samples share one slot' if n_shares_slot else 'one sequence slot per sample'}"
+    )
     j = settings.judge
-    console.print(f"simulated answers: criteria {j.criteria_items} x ~{j.item_tokens} tokens, "
-                  f"analysis ~{j.inline_analysis_tokens} (inline) / ~{j.score_analysis_tokens} "
-                  f"(against given criteria) / ~{j.reason_tokens} (PERM reason) tokens")
+    console.print(
+        f"simulated answers: criteria {j.criteria_items} x ~{j.item_tokens} tokens, "
+        f"analysis ~{j.inline_analysis_tokens} (inline) / ~{j.score_analysis_tokens} "
+        f"(against given criteria) / ~{j.reason_tokens} (PERM reason) tokens"
+    )
     results = run(run_reward_bench(settings, chosen))
     table = Table(title="reward scoring on the simulated judge (per reply: /r)")
-    for col in ("mode", "wall s", "bound s", "ratio", "calls", "prompt tok/r", "out tok/r",
-                "unscorable", "cached calls", "cached s"):
-        table.add_column(col, justify="left" if col == "mode" else "right",
-                         no_wrap=col == "mode")
+    for col in (
+        "mode",
+        "wall s",
+        "bound s",
+        "ratio",
+        "calls",
+        "prompt tok/r",
+        "out tok/r",
+        "unscorable",
+        "cached calls",
+        "cached s",
+    ):
+        table.add_column(col, justify="left" if col == "mode" else "right", no_wrap=col == "mode")
     for r in results:
-        table.add_row(r.mode, f"{r.wall:.2f}", f"{r.bound:.2f}", f"{r.ratio:.2f}",
-                      str(r.requests), f"{r.prompt_tokens / r.replies:.0f}",
-                      f"{r.completion_tokens / r.replies:.0f}", str(r.unscorable),
-                      str(r.cached_requests), f"{r.cached_wall:.2f}")
+        table.add_row(
+            r.mode,
+            f"{r.wall:.2f}",
+            f"{r.bound:.2f}",
+            f"{r.ratio:.2f}",
+            str(r.requests),
+            f"{r.prompt_tokens / r.replies:.0f}",
+            f"{r.completion_tokens / r.replies:.0f}",
+            str(r.unscorable),
+            str(r.cached_requests),
+            f"{r.cached_wall:.2f}",
+        )
     Console(width=max(out.size.width, 112)).print(table)
     for what, met, figure in check_targets(results):
         mark = "[green]met[/green]" if met else "[red]NOT met[/red]"

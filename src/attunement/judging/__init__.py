@@ -8,29 +8,30 @@ Formulas, options and defaults: docs/rewards.md.
 """
 
 from attunement.judging.aggregate import (
-                                          arithmetic_mean,
-                                          bystander_penalty,
-                                          geometric_mean,
-                                          harmonic_mean,
-                                          length_penalty,
-                                          normalize,
-                                          softmin,
+    arithmetic_mean,
+    bystander_penalty,
+    geometric_mean,
+    harmonic_mean,
+    length_penalty,
+    normalize,
+    softmin,
 )
 from attunement.judging.base import (
-                                          JudgeReward,
-                                          JudgeSampler,
-                                          PereGRMConfig,
-                                          PermConfig,
-                                          RewardConfig,
-                                          RewardModel,
+    JudgeReward,
+    JudgeSampler,
+    PereGRMConfig,
+    PermConfig,
+    RewardConfig,
+    RewardModel,
+    round_seed,
 )
 from attunement.judging.criteria import CriteriaConfig, prepare_criteria
 from attunement.judging.parsing import (
-                                          Parsed,
-                                          parse_bystander,
-                                          parse_criteria,
-                                          parse_rating,
-                                          strip_fenced,
+    Parsed,
+    parse_bystander,
+    parse_criteria,
+    parse_rating,
+    strip_fenced,
 )
 from attunement.judging.peregrm import PereGRMReward, peregrm_reward
 from attunement.judging.perm import PermReward, perm_reward
@@ -42,6 +43,7 @@ from attunement.judging.registry import (
     reward_names,
 )
 from attunement.judging.scoring import ScoreSummary, score_dataset
+from attunement.judging.tokens import approx_tokens, load_token_counter
 
 __all__ = [
     "CriteriaConfig",
@@ -56,12 +58,14 @@ __all__ = [
     "RewardModel",
     "RewardSpec",
     "ScoreSummary",
+    "approx_tokens",
     "arithmetic_mean",
     "bystander_penalty",
     "geometric_mean",
     "harmonic_mean",
     "length_penalty",
     "load_reward",
+    "load_token_counter",
     "normalize",
     "parse_bystander",
     "parse_criteria",
@@ -72,6 +76,7 @@ __all__ = [
     "register_reward",
     "reward_config",
     "reward_names",
+    "round_seed",
     "score_dataset",
     "softmin",
     "strip_fenced",

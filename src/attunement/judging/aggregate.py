@@ -28,8 +28,9 @@ AGGREGATIONS: tuple[Aggregation, ...] = ("harmonic", "softmin", "arithmetic", "g
 NORMALIZATIONS: tuple[Normalization, ...] = ("max", "minmax")
 
 
-def normalize(score: float, *, low: float = 1.0, high: float = 5.0,
-              method: Normalization = "max") -> float:
+def normalize(
+    score: float, *, low: float = 1.0, high: float = 5.0, method: Normalization = "max"
+) -> float:
     """Map a judge score to [0, 1].
 
     >>> normalize(4), normalize(4, method="minmax"), normalize(1), normalize(1, method="minmax")
@@ -96,8 +97,9 @@ def geometric_mean(values: Sequence[float]) -> float:
     return math.exp(sum(math.log(v) for v in vals) / len(vals))
 
 
-def aggregate(values: Sequence[float], method: Aggregation = "harmonic", *,
-              beta: float = 1.0) -> float:
+def aggregate(
+    values: Sequence[float], method: Aggregation = "harmonic", *, beta: float = 1.0
+) -> float:
     """Combine the normalised empathy scores into ``r_emp``."""
     if method == "harmonic":
         return harmonic_mean(values)

@@ -15,7 +15,10 @@ reply. :class:`JudgeReward` is the common base of PERM and PereGRM:
   retried again here: its samples are recorded as failed, with the error;
 - a dimension's value is the mean of its valid samples; a reply is
   unscorable (``reward=None``) only when an enabled dimension has no valid
-  sample at all. No constant ever stands in for a missing score.
+  sample at all. No constant ever stands in for a missing score;
+- every verdict is parsed with the texts the judge saw as data (the reply,
+  the query, the earlier turns, the user's record), so a verdict the judge
+  merely copied out of them is refused (:mod:`attunement.judging.parsing`).
 """
 
 from __future__ import annotations
@@ -23,42 +26,71 @@ from __future__ import annotations
 import asyncio
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from attunement.judging import aggregate as agg
+from attunement.judging.answers import BystanderAnswer
 from attunement.judging.parsing import BYSTANDER_MAX, Parsed, parse_bystander
 from attunement.judging.templates import (
     JSON_TEXT_CHARS,
+    JudgeContext,
     OutputChoice,
-    bystander_schema,
     fenced_judged,
-    fenced_message,
+    prompt_piece,
+    recording,
     render_context,
+    render_message,
+    render_prompt,
     resolve_output,
-    snippet,
-    template,
+    schema,
     versions,
 )
+from attunement.judging.tokens import TOKENIZER_PATTERN, TokenCounter, load_token_counter
 from attunement.llm.base import ChatModel, Completion, LLMError, Message
-from attunement.llm.scripted import count_tokens
 from attunement.records import (
     EMPATHY_DIMENSIONS,
     Dimension,
     Example,
     Judgement,
+    MemoryItem,
+    Persona,
     Reply,
     RewardBreakdown,
+    Situation,
+    Turn,
     Usage,
 )
 
-TokenCounter = Callable[[str], int]
-
+__all__ = [
+    "CriteriaMode",
+    "Definitions",
+    "JudgeReward",
+    "JudgeSampler",
+    "LengthOn",
+    "PereGRMConfig",
+    "PermConfig",
+    "RewardConfig",
+    "RewardModel",
+    "TokenCounter",
+    "Unformatted",
+    "round_seed",
+]
 
 # --------------------------------------------------------------------------- configs
+
+ResonationOn = Literal["analysis", "response"]
+BystanderOutput = Literal["json", "text", "same"]
+#: what is judged when a reply broke the "# Analysis / # Response" format
+Unformatted = Literal["judge_whole", "empty"]
+#: what the length penalty counts
+LengthOn = Literal["response", "completion"]
+CriteriaMode = Literal["shared", "per_reply", "inline", "fixed"]
+#: which dimension definitions PereGRM's judges read
+Definitions = Literal["training", "evaluation"]
 
 
 class RewardConfig(BaseModel):
@@ -70,20 +102,32 @@ class RewardConfig(BaseModel):
     temperature: float = Field(0.3, ge=0.0, le=2.0, description="judge sampling temperature")
     max_tokens: int = Field(1024, ge=16, description="token budget of one judge answer")
     output: OutputChoice = Field(
-        "auto", description="judge answer format: 'text' (the papers' Score:/\\boxed{}/Total "
-        "Score lines), 'json' (schema-constrained), 'auto' (json for the embedded model)")
-    bystander_k: int = Field(1, ge=1, le=64, description="bystander samples (the papers "
-                             "scale only the empathy dimensions)")
-    bystander_output: Literal["json", "text", "same"] = Field(
-        "json", description="bystander answer format: schema-constrained JSON of the five "
-        "sub-scores (default), the paper's text, or 'same' as `output`")
+        "auto",
+        description="judge answer format: 'text' (the papers' Score:/\\boxed{}/Total "
+        "Score lines), 'json' (schema-constrained), 'auto' (json for the embedded model)",
+    )
+    bystander_k: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="bystander samples (the papers scale only the empathy dimensions)",
+    )
+    bystander_output: BystanderOutput = Field(
+        "json",
+        description="bystander answer format: schema-constrained JSON of the five "
+        "sub-scores (default), the paper's text, or 'same' as `output`",
+    )
     max_resamples: int = Field(2, ge=0, description="fresh draws for unparseable samples")
     json_text_chars: int = Field(
-        JSON_TEXT_CHARS, ge=20, description="maxLength of free-text fields in JSON answers "
-        "(small local models otherwise write until the limit)")
+        JSON_TEXT_CHARS,
+        ge=20,
+        description="maxLength of free-text fields in JSON answers "
+        "(small local models otherwise write until the limit)",
+    )
     seed: int | None = Field(0, description="base seed; sample i uses a seed derived from it")
     max_concurrency: int | None = Field(
-        None, ge=1, description="judge calls in flight; None: the judge's max_concurrency")
+        None, ge=1, description="judge calls in flight; None: the judge's max_concurrency"
+    )
 
     use_resonation: bool = True
     use_expression: bool = True
@@ -93,15 +137,40 @@ class RewardConfig(BaseModel):
     aggregation: agg.Aggregation = "harmonic"
     softmin_beta: float = Field(1.0, gt=0.0)
     normalization: agg.Normalization = Field(
-        "max", description="'max': s/5 (authors' code); 'minmax': (s-1)/4")
+        "max", description="'max': s/5 (authors' code); 'minmax': (s-1)/4"
+    )
     lambda_bys: float = Field(0.5, ge=0.0, description="weight of the bystander penalty")
 
     length_penalty: bool = False
-    length_limit: int = Field(768, ge=0, description="response tokens allowed before penalty")
+    length_limit: int = Field(768, ge=0, description="tokens allowed before penalty")
     length_coef: float = Field(0.001, ge=0.0, description="penalty per token over the limit")
+    length_on: LengthOn = Field(
+        "response",
+        description="'response': the response's tokens (PERM's paper); "
+        "'completion': the whole completion, analysis included (the PERM authors' code), "
+        "Reply.completion_tokens when the trainer set it",
+    )
+    tokenizer: str = Field(
+        "approx",
+        pattern=TOKENIZER_PATTERN,
+        description="token counter of the length penalty when none is passed in: approx "
+        "(words, punctuation, CJK characters), local[:PATH.gguf] (llama.cpp), hf:DIR",
+    )
 
-    resonation_on: Literal["analysis", "response"] = "analysis"
+    resonation_on: ResonationOn = "analysis"
     include_memories: bool = True
+    judge_context: JudgeContext = Field(
+        "authors",
+        description="'authors': judges see what the authors' judges saw (profile, "
+        "memory values, situation text); 'full': also Big Five, topics, labels, category, "
+        "emotion",
+    )
+    unformatted: Unformatted = Field(
+        "judge_whole",
+        description="a reply that broke the '# Analysis / # Response' format: "
+        "'judge_whole' judges its whole text as analysis and response; 'empty' judges it as "
+        "an empty reply (the PERM authors' code)",
+    )
 
     @model_validator(mode="after")
     def _some_empathy(self) -> RewardConfig:
@@ -119,32 +188,63 @@ class RewardConfig(BaseModel):
 
 
 class PermConfig(RewardConfig):
-    """PERM (seed 003): generic rubrics, resonation on the analysis, length penalty on."""
+    """PERM (seed 003): generic rubrics, resonation on the analysis, length penalty on,
+    an unformatted reply judged as empty (the authors' code)."""
 
     length_penalty: bool = True
-    resonation_on: Literal["analysis", "response"] = "analysis"
+    resonation_on: ResonationOn = "analysis"
     include_memories: bool = Field(
-        False, description="show the user's memories to the judges (PERM's rubrics have none)")
-
-
-CriteriaMode = Literal["shared", "inline", "fixed"]
+        False, description="show the user's memories to the judges (PERM's rubrics have none)"
+    )
+    unformatted: Unformatted = Field(
+        "empty",
+        description="the PERM authors' code scores a reply that breaks the format "
+        "as empty; 'judge_whole' judges its whole text",
+    )
 
 
 class PereGRMConfig(RewardConfig):
     """PereGRM (seed 000): personalised criteria, then a score against them."""
 
     criteria_mode: CriteriaMode = Field(
-        "shared", description="'shared': criteria once per example/dimension/sample, reused by "
-        "the whole group; 'inline': one call writes criteria+analysis+score per reply (the "
+        "shared",
+        description="'shared': criteria once per example/dimension/sample and round, "
+        "reused by the whole group; 'per_reply': criteria written without the reply in view, "
+        "one set per reply; 'inline': one call writes criteria+analysis+score per reply (the "
         "authors' code); 'fixed': example.criteria prepared in advance, scored at "
-        "fixed_temperature")
-    criteria_temperature: float = Field(0.3, ge=0.0, le=2.0,
-                                        description="temperature of criteria writing (shared)")
-    fixed_temperature: float = Field(0.0, ge=0.0, le=2.0,
-                                     description="scoring temperature in fixed mode")
-    resonation_on: Literal["analysis", "response"] = Field(
-        "response", description="the authors' code judges the response for every dimension")
+        "fixed_temperature",
+    )
+    definitions: Definitions = Field(
+        "training",
+        description="dimension definitions the judges read: 'training' (the "
+        "authors' training reward: personality detection, personalised strategy, the user's "
+        "own reception) or 'evaluation' (the authors' criteria-writing definitions); default "
+        "'evaluation' in fixed mode, 'training' otherwise",
+    )
+    criteria_temperature: float = Field(
+        0.3, ge=0.0, le=2.0, description="temperature of criteria writing"
+    )
+    fixed_temperature: float = Field(
+        0.0, ge=0.0, le=2.0, description="scoring temperature in fixed mode"
+    )
+    resonation_on: ResonationOn = Field(
+        "response", description="the authors' code judges the response for every dimension"
+    )
     include_memories: bool = True
+    unformatted: Unformatted = Field(
+        "judge_whole",
+        description="the PereGRM authors' code judges the whole completion "
+        "when it has no reasoning block",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _definitions_follow_mode(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("definitions") is None:
+            data = {k: v for k, v in data.items() if k != "definitions"}
+            if data.get("criteria_mode") == "fixed":
+                data["definitions"] = "evaluation"
+        return data
 
 
 # --------------------------------------------------------------------------- interface
@@ -156,8 +256,9 @@ class RewardModel(ABC):
     name: str
 
     @abstractmethod
-    async def score(self, example: Example, replies: Sequence[Reply], *,
-                    criteria_round: int = 0) -> list[RewardBreakdown]:
+    async def score(
+        self, example: Example, replies: Sequence[Reply], *, criteria_round: int = 0
+    ) -> list[RewardBreakdown]:
         """One :class:`RewardBreakdown` per reply, in the order of ``replies``.
 
         ``criteria_round`` says which draw of reply-independent judge work
@@ -223,17 +324,22 @@ def round_seed(seed: int | None, criteria_round: int) -> int | None:
 def usage_of(completions: Sequence[Completion]) -> Usage:
     """Usage of one request (its prompt billed once, cached samples free)."""
     live = [c for c in completions if not c.cached]
-    return Usage(calls=1 if live else 0, cached_calls=len(completions) - len(live),
-                 prompt_tokens=max((c.prompt_tokens for c in live), default=0),
-                 completion_tokens=sum(c.completion_tokens for c in live))
+    return Usage(
+        calls=1 if live else 0,
+        cached_calls=len(completions) - len(live),
+        prompt_tokens=max((c.prompt_tokens for c in live), default=0),
+        completion_tokens=sum(c.completion_tokens for c in live),
+    )
 
 
 def check_group(example: Example, replies: Sequence[Reply]) -> None:
     seen: set[str] = set()
     for reply in replies:
         if reply.example_id != example.example_id:
-            raise ValueError(f"reply {reply.reply_id!r} belongs to example {reply.example_id!r}, "
-                             f"not {example.example_id!r}")
+            raise ValueError(
+                f"reply {reply.reply_id!r} belongs to example {reply.example_id!r}, "
+                f"not {example.example_id!r}"
+            )
         if reply.reply_id in seen:
             raise ValueError(f"reply id {reply.reply_id!r} appears twice in one group")
         seen.add(reply.reply_id)
@@ -246,8 +352,16 @@ class JudgeSampler:
     the judge's ``max_concurrency`` unless given.
     """
 
-    def __init__(self, judge: ChatModel, *, fmt: str, max_tokens: int, max_resamples: int,
-                 seed: int | None, limit: int | None = None):
+    def __init__(
+        self,
+        judge: ChatModel,
+        *,
+        fmt: str,
+        max_tokens: int,
+        max_resamples: int,
+        seed: int | None,
+        limit: int | None = None,
+    ):
         self.judge = judge
         self.fmt = fmt
         self.max_tokens = max_tokens
@@ -264,46 +378,79 @@ class JudgeSampler:
             self._slots_loop = loop
         return self._slots
 
-    async def complete(self, messages: list[Message], *, n: int, sample_start: int,
-                       temperature: float, max_tokens: int,
-                       schema: dict[str, Any] | None,
-                       seed: int | None = None) -> list[Completion]:
+    async def complete(
+        self,
+        messages: list[Message],
+        *,
+        n: int,
+        sample_start: int,
+        temperature: float,
+        max_tokens: int,
+        schema: dict[str, Any] | None,
+        seed: int | None = None,
+    ) -> list[Completion]:
         async with self._semaphore():
             return await self.judge.complete(
-                messages, n=n, temperature=temperature, max_tokens=max_tokens,
-                json_schema=schema, seed=self.seed if seed is None else seed,
-                sample_start=sample_start)
+                messages,
+                n=n,
+                temperature=temperature,
+                max_tokens=max_tokens,
+                json_schema=schema,
+                seed=self.seed if seed is None else seed,
+                sample_start=sample_start,
+            )
 
-    async def sample(self, messages: list[Message], *, k: int, temperature: float,
-                     schema: dict[str, Any] | None, parse: Callable[[str], _Verdict],
-                     max_tokens: int | None = None, fmt: str | None = None,
-                     seed: int | None = None) -> tuple[list[Sample], Usage]:
+    async def sample(
+        self,
+        messages: list[Message],
+        *,
+        k: int,
+        temperature: float,
+        schema: dict[str, Any] | None,
+        parse: Callable[[str], _Verdict],
+        max_tokens: int | None = None,
+        fmt: str | None = None,
+        seed: int | None = None,
+        first_index: int = 0,
+    ) -> tuple[list[Sample], Usage]:
         """Draw ``k`` samples of one prompt in one request, re-drawing failures.
 
         Returns every sample drawn (failed ones included, in drawing order) and
         the usage. At most ``k`` samples are valid; a failed sample is replaced
         by a fresh one numbered after all those used so far, at most
-        ``max_resamples`` times. A call that raises :class:`LLMError` (the
-        client has already retried it) is not retried again.
+        ``max_resamples`` times. Sample numbers start at ``first_index`` (so
+        independent draws of the same prompt never share a number, nor a cache
+        entry). A call that raises :class:`LLMError` (the client has already
+        retried it) is not retried again.
         """
         samples: list[Sample] = []
         usage = Usage()
         if (fmt or self.fmt) != "json":
             schema = None  # text answers: no schema sent
-        need, start, attempt = k, 0, 1
+        need, start, attempt = k, first_index, 1
         while need > 0:
             try:
                 completions = await self.complete(
-                    messages, n=need, sample_start=start, temperature=temperature,
-                    max_tokens=max_tokens or self.max_tokens, schema=schema, seed=seed)
+                    messages,
+                    n=need,
+                    sample_start=start,
+                    temperature=temperature,
+                    max_tokens=max_tokens or self.max_tokens,
+                    schema=schema,
+                    seed=seed,
+                )
             except LLMError as exc:
                 error = f"judge call failed: {exc}"
-                samples.extend(Sample(index=start + j, attempt=attempt, raw="", verdict=None,
-                                      error=error) for j in range(need))
+                samples.extend(
+                    Sample(index=start + j, attempt=attempt, raw="", verdict=None, error=error)
+                    for j in range(need)
+                )
                 break
             usage = usage + usage_of(completions)
-            fresh = [Sample(index=start + j, attempt=attempt, raw=c.text, verdict=parse(c.text))
-                     for j, c in enumerate(completions)]
+            fresh = [
+                Sample(index=start + j, attempt=attempt, raw=c.text, verdict=parse(c.text))
+                for j, c in enumerate(completions)
+            ]
             samples.extend(fresh)
             start += need
             need = sum(1 for s in fresh if not s.ok)
@@ -313,37 +460,141 @@ class JudgeSampler:
         return samples, usage
 
 
+#: a record with every field a judge prompt can show, to render each prompt once
+#: when listing a reward's prompt files (never sent to a judge)
+PROBE_EXAMPLE = Example(
+    example_id="probe",
+    query="(probe)",
+    persona=Persona(profile="(probe)"),
+    memories=[MemoryItem(memory_id="p1", value="(probe)")],
+    situation=Situation(category="ES", description="(probe)"),
+    dialogue=[Turn(role="user", text="(probe)"), Turn(role="assistant", text="(probe)")],
+    criteria={d: "1. (probe) (100%): (probe)" for d in EMPATHY_DIMENSIONS},
+)
+PROBE_REPLY = Reply(example_id="probe", reply_id="probe", analysis="(probe)", response="(probe)")
+
+
 class JudgeReward(RewardModel):
     """Common machinery of the LLM-judge rewards (sampling, retries, composition)."""
 
     kind: str = "judge"
     config: RewardConfig
 
-    def __init__(self, judge: ChatModel, config: RewardConfig, *,
-                 token_counter: TokenCounter | None = None):
+    def __init__(
+        self, judge: ChatModel, config: RewardConfig, *, token_counter: TokenCounter | None = None
+    ):
         self.judge = judge
         self.config = config
         self.fmt = resolve_output(config.output, judge)
-        self.bystander_fmt = (self.fmt if config.bystander_output == "same"
-                              else config.bystander_output)
-        self.token_counter = token_counter or count_tokens
-        self.token_counter_name = ("count_tokens (approximate: words and punctuation)"
-                                   if token_counter is None else
-                                   getattr(token_counter, "__name__", repr(token_counter)))
+        self.bystander_fmt = (
+            self.fmt if config.bystander_output == "same" else config.bystander_output
+        )
+        self._token_counter = token_counter
         self.name = self.kind if config.k == 1 else f"{self.kind}@{config.k}"
-        self.sampler = JudgeSampler(judge, fmt=self.fmt, max_tokens=config.max_tokens,
-                                    max_resamples=config.max_resamples, seed=config.seed,
-                                    limit=config.max_concurrency)
+        self.sampler = JudgeSampler(
+            judge,
+            fmt=self.fmt,
+            max_tokens=config.max_tokens,
+            max_resamples=config.max_resamples,
+            seed=config.seed,
+            limit=config.max_concurrency,
+        )
         self.sample = self.sampler.sample
-        self._record_config = {"judge": judge.name, "output": self.fmt,
-                               "bystander_format": self.bystander_fmt,
-                               **config.model_dump(mode="json")}
+        self._record_config = {
+            "judge": judge.name,
+            "output": self.fmt,
+            "bystander_format": self.bystander_fmt,
+            **config.model_dump(mode="json"),
+        }
+
+    @property
+    def token_counter(self) -> TokenCounter:
+        """The counter of the length penalty: the one passed in, else the config's
+        ``tokenizer`` (loaded on first use)."""
+        if self._token_counter is None:
+            self._token_counter = load_token_counter(self.config.tokenizer)
+        return self._token_counter
+
+    @property
+    def token_counter_name(self) -> str:
+        if self._token_counter is None and self.config.tokenizer == "approx":
+            return str(load_token_counter("approx"))
+        counter = self.token_counter
+        return getattr(counter, "__name__", repr(counter))
+
+    # ------------------------------------------------------------------ what is judged
+
+    def judged_texts(self, reply: Reply) -> tuple[str, str]:
+        """(analysis, response) as the judges see them.
+
+        A reply that broke the "# Analysis / # Response" format
+        (``format_ok=False``) is judged on its whole text for both
+        (``unformatted="judge_whole"``) or as an empty reply (``"empty"``).
+        """
+        if reply.format_ok:
+            return reply.analysis, reply.response
+        if self.config.unformatted == "empty":
+            return "", ""
+        whole = reply.raw.strip() or "\n\n".join(
+            t for t in (reply.analysis.strip(), reply.response.strip()) if t
+        )
+        return whole, whole
+
+    def untrusted(self, example: Example, reply: Reply) -> tuple[str, ...]:
+        """Every text a judge is shown as data (a verdict copied from one is refused)."""
+        texts = [
+            *self.judged_texts(reply),
+            reply.raw,
+            example.query,
+            *(t.text for t in example.dialogue),
+            *(m.value for m in example.memories),
+        ]
+        if example.persona is not None:
+            texts.append(example.persona.profile)
+        if example.situation is not None:
+            texts.append(example.situation.description)
+        return tuple(t for t in texts if t and t.strip())
+
+    def context(self, example: Example) -> str:
+        """The user's record as the empathy judges see it."""
+        return render_context(
+            example,
+            judge_context=self.config.judge_context,
+            include_memories=self.config.include_memories,
+            demographics=self.kind == "perm",
+        )
+
+    def bystander_context(self, example: Example) -> str:
+        """The user's record as the bystander sees it (no memories in either paper)."""
+        return render_context(
+            example,
+            judge_context=self.config.judge_context,
+            include_memories=False,
+            demographics=self.kind == "perm",
+        )
+
+    def length_tokens(self, reply: Reply) -> int:
+        """The length the penalty counts (``length_on``), in the policy's tokens when known."""
+        if self.config.length_on == "completion":
+            if reply.completion_tokens is not None:
+                return reply.completion_tokens
+            whole = reply.raw or "\n\n".join(t for t in (reply.analysis, reply.response) if t)
+            return self.token_counter(whole)
+        return self.token_counter(self.judged_texts(reply)[1])
 
     # ------------------------------------------------------------------ manifest
 
     @abstractmethod
+    def probe_prompts(self, example: Example, reply: Reply) -> Iterator[list[Message]]:
+        """Render every prompt this reward may send for one reply (for :meth:`prompt_names`)."""
+
     def prompt_names(self) -> list[str]:
-        """Every prompt file this reward model may send."""
+        """Every prompt file this reward model may send, as recorded by rendering
+        each of its prompts once on a probe example (nothing is sent)."""
+        with recording() as names:
+            for _ in self.probe_prompts(PROBE_EXAMPLE, PROBE_REPLY):
+                pass
+        return sorted(names)
 
     def manifest(self) -> dict[str, Any]:
         return {
@@ -353,64 +604,98 @@ class JudgeReward(RewardModel):
             "output_format": self.fmt,
             "bystander_format": self.bystander_fmt,
             "config": self.config.model_dump(mode="json"),
-            "token_counter": self.token_counter_name,
+            "token_counter": self.token_counter_name if self.config.length_penalty else None,
             "prompts": versions(self.prompt_names()),
         }
 
     # ------------------------------------------------------------------ judgements
 
-    def rating_judgements(self, dimension: Dimension, samples: Sequence[Sample], *,
-                          criteria: str | None = None,
-                          index: int | None = None) -> list[Judgement]:
+    def rating_judgements(
+        self,
+        dimension: Dimension,
+        samples: Sequence[Sample],
+        *,
+        criteria: str | None = None,
+        index: int | None = None,
+    ) -> list[Judgement]:
         """Judgements of 1-5 samples (``index`` overrides the sample number)."""
         out = []
         for s in samples:
             parsed: Parsed | None = s.verdict
             score = parsed.score if (parsed is not None and s.error is None) else None
-            out.append(Judgement(
-                dimension=dimension, score=score,
-                normalized=(agg.normalize(score, method=self.config.normalization)
-                            if score is not None else None),
-                sample_index=s.index if index is None else index, attempts=s.attempt,
-                criteria=criteria if criteria is not None else (parsed.criteria if parsed else None),
-                rationale=parsed.rationale if parsed else None, raw=s.raw,
-                reason=None if score is not None else s.reason))
+            out.append(
+                Judgement(
+                    dimension=dimension,
+                    score=score,
+                    normalized=(
+                        agg.normalize(score, method=self.config.normalization)
+                        if score is not None
+                        else None
+                    ),
+                    sample_index=s.index if index is None else index,
+                    attempts=s.attempt,
+                    criteria=criteria
+                    if criteria is not None
+                    else (parsed.criteria if parsed else None),
+                    rationale=parsed.rationale if parsed else None,
+                    raw=s.raw,
+                    reason=None if score is not None else s.reason,
+                )
+            )
         return out
 
-    async def judge_bystander(self, example: Example, reply: Reply) -> tuple[list[Judgement], Usage]:
+    def bystander_messages(self, example: Example, reply: Reply) -> list[Message]:
+        return render_prompt(
+            "judge_bystander",
+            context=self.bystander_context(example),
+            message=render_message(example),
+            judged=fenced_judged("response", self.judged_texts(reply)[1]),
+            output_format=prompt_piece(f"judge_format_bystander_{self.bystander_fmt}"),
+        )
+
+    async def judge_bystander(
+        self, example: Example, reply: Reply
+    ) -> tuple[list[Judgement], Usage]:
         """The bystander's 0-100 verdict on the response (same prompt for both rewards)."""
-        messages = template("judge_bystander").render(
-            context=render_context(example, include_memories=False),
-            message=fenced_message(example),
-            judged=fenced_judged("response", reply.response),
-            output_format=snippet(f"judge_format_bystander_{self.bystander_fmt}"))
+        untrusted = self.untrusted(example, reply)
         samples, usage = await self.sample(
-            messages, k=self.config.bystander_k, temperature=self.config.temperature,
-            schema=bystander_schema(self.config.json_text_chars),
-            parse=lambda text: parse_bystander(text, fmt=self.bystander_fmt),
-            fmt=self.bystander_fmt)
+            self.bystander_messages(example, reply),
+            k=self.config.bystander_k,
+            temperature=self.config.temperature,
+            schema=schema(BystanderAnswer, self.config.json_text_chars),
+            parse=lambda text: parse_bystander(text, fmt=self.bystander_fmt, untrusted=untrusted),
+            fmt=self.bystander_fmt,
+        )
         judgements = []
         for s in samples:
             parsed: Parsed | None = s.verdict
             score = parsed.score if (parsed is not None and s.error is None) else None
-            judgements.append(Judgement(
-                dimension="bystander", score=score,
-                normalized=score / BYSTANDER_MAX if score is not None else None,
-                sample_index=s.index, attempts=s.attempt,
-                rationale=parsed.rationale if parsed else None,
-                sub_scores=dict(parsed.sub_scores) if parsed else {}, raw=s.raw,
-                reason=None if score is not None else s.reason))
+            judgements.append(
+                Judgement(
+                    dimension="bystander",
+                    score=score,
+                    normalized=score / BYSTANDER_MAX if score is not None else None,
+                    sample_index=s.index,
+                    attempts=s.attempt,
+                    rationale=parsed.rationale if parsed else None,
+                    sub_scores=dict(parsed.sub_scores) if parsed else {},
+                    raw=s.raw,
+                    reason=None if score is not None else s.reason,
+                )
+            )
         return judgements, usage
 
     # ------------------------------------------------------------------ scoring
 
     @abstractmethod
-    async def judge_group(self, example: Example, replies: Sequence[Reply], *,
-                          criteria_round: int = 0) -> dict[str, tuple[list[Judgement], Usage]]:
+    async def judge_group(
+        self, example: Example, replies: Sequence[Reply], *, criteria_round: int = 0
+    ) -> dict[str, tuple[list[Judgement], Usage]]:
         """All judgements of a group, keyed by reply id, with each reply's usage."""
 
-    async def score(self, example: Example, replies: Sequence[Reply], *,
-                    criteria_round: int = 0) -> list[RewardBreakdown]:
+    async def score(
+        self, example: Example, replies: Sequence[Reply], *, criteria_round: int = 0
+    ) -> list[RewardBreakdown]:
         check_group(example, replies)
         if not replies:
             return []
@@ -420,11 +705,20 @@ class JudgeReward(RewardModel):
         started = time.perf_counter()
         by_reply = await self.judge_group(example, replies, criteria_round=criteria_round)
         seconds = time.perf_counter() - started
-        return [self.compose(example, reply, *by_reply[reply.reply_id], seconds=seconds)
-                for reply in replies]
+        return [
+            self.compose(example, reply, *by_reply[reply.reply_id], seconds=seconds)
+            for reply in replies
+        ]
 
-    def compose(self, example: Example, reply: Reply, judgements: list[Judgement],
-                usage: Usage, *, seconds: float) -> RewardBreakdown:
+    def compose(
+        self,
+        example: Example,
+        reply: Reply,
+        judgements: list[Judgement],
+        usage: Usage,
+        *,
+        seconds: float,
+    ) -> RewardBreakdown:
         """Average the samples of each dimension and combine them into the reward."""
         cfg = self.config
         raw_means: dict[str, float | None] = {}
@@ -435,29 +729,43 @@ class JudgeReward(RewardModel):
             valid = [j for j in mine if j.score is not None]
             if not valid:
                 reasons = sorted({j.reason or "no score" for j in mine})
-                problems.append(f"{dim}: no valid judge sample out of {len(mine)} "
-                                f"({'; '.join(reasons)})")
+                problems.append(
+                    f"{dim}: no valid judge sample out of {len(mine)} ({'; '.join(reasons)})"
+                )
                 raw_means[dim] = None
                 continue
             raw_means[dim] = agg.mean([j.score for j in valid])  # type: ignore[misc]
             norm_means[dim] = agg.mean([j.normalized for j in valid])  # type: ignore[misc]
         record_config = dict(self._record_config)
         common: dict[str, Any] = {
-            "example_id": example.example_id, "reply_id": reply.reply_id,
-            "reward_model": self.name, "dimensions": raw_means, "judgements": judgements,
-            "usage": usage, "seconds": round(seconds, 4), "config": record_config}
+            "example_id": example.example_id,
+            "reply_id": reply.reply_id,
+            "reward_model": self.name,
+            "dimensions": raw_means,
+            "judgements": judgements,
+            "usage": usage,
+            "seconds": round(seconds, 4),
+            "config": record_config,
+        }
         if problems:
-            return RewardBreakdown(reward=None, unscorable=True, reason="; ".join(problems),
-                                   **common)
+            return RewardBreakdown(
+                reward=None, unscorable=True, reason="; ".join(problems), **common
+            )
         terms: dict[str, float] = {
-            "r_emp": agg.aggregate([norm_means[d] for d in cfg.empathy_dimensions],
-                                   cfg.aggregation, beta=cfg.softmin_beta)}
+            "r_emp": agg.aggregate(
+                [norm_means[d] for d in cfg.empathy_dimensions],
+                cfg.aggregation,
+                beta=cfg.softmin_beta,
+            )
+        }
         if cfg.use_bystander:
-            terms["bystander_penalty"] = agg.bystander_penalty(norm_means["bystander"],
-                                                               cfg.lambda_bys)
+            terms["bystander_penalty"] = agg.bystander_penalty(
+                norm_means["bystander"], cfg.lambda_bys
+            )
         if cfg.length_penalty:
-            tokens = self.token_counter(reply.response)
-            record_config["response_tokens"] = tokens
-            terms["length_penalty"] = agg.length_penalty(tokens, limit=cfg.length_limit,
-                                                         coef=cfg.length_coef)
+            tokens = self.length_tokens(reply)
+            record_config["length_tokens"] = tokens
+            terms["length_penalty"] = agg.length_penalty(
+                tokens, limit=cfg.length_limit, coef=cfg.length_coef
+            )
         return RewardBreakdown(reward=sum(terms.values()), terms=terms, **common)

@@ -3,9 +3,12 @@
 PereGRM's evaluation protocol scores every system against the *same*
 criteria, prepared ahead of time: for each example and empathy dimension the
 judge writes 4-6 weighted criteria (weights summing to 100, none rewarding
-mere recall of a remembered fact) at temperature 0.2. They are stored in
-``Example.criteria[dimension]`` as a numbered list and used by
-``PereGRMConfig(criteria_mode="fixed")``, which scores at temperature 0.
+mere recall of a remembered fact) at temperature 0.2, from the authors'
+*evaluation* definitions of the dimensions. They are stored in
+``Example.criteria[dimension]`` as the judge wrote them (a text answer's list
+exactly as written, continuation lines and all; a JSON answer as a numbered
+list) and used by ``PereGRMConfig(criteria_mode="fixed")``, which scores at
+temperature 0.
 
 A criteria answer that cannot be read (too few or too many items, missing
 weights) is re-drawn with fresh samples; weights that do not sum to 100 are
@@ -24,14 +27,17 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from attunement.concurrency import run_bounded
-from attunement.judging.base import JudgeSampler
+from attunement.judging.answers import criteria_answer
+from attunement.judging.base import PROBE_EXAMPLE, Definitions, JudgeSampler
 from attunement.judging.parsing import ParsedCriteria, parse_criteria
 from attunement.judging.peregrm import criteria_messages
 from attunement.judging.templates import (
     JSON_TEXT_CHARS,
+    JudgeContext,
     OutputChoice,
-    criteria_schema,
+    recording,
     resolve_output,
+    schema,
     versions,
 )
 from attunement.llm.base import ChatModel
@@ -53,14 +59,33 @@ class CriteriaConfig(BaseModel):
     max_items: int = Field(6, ge=1)
     dimensions: tuple[Dimension, ...] = EMPATHY_DIMENSIONS
     max_concurrency: int | None = Field(None, ge=1)
+    definitions: Definitions = Field(
+        "evaluation",
+        description="dimension definitions the criteria are written from (the "
+        "authors' evaluation code: 'evaluation')",
+    )
+    judge_context: JudgeContext = Field(
+        "authors", description="what the judge sees of the user (see PereGRMConfig)"
+    )
+
+
+def _messages(example: Example, dimension: Dimension, fmt: str, config: CriteriaConfig):
+    return criteria_messages(
+        example, dimension, fmt, definitions=config.definitions, judge_context=config.judge_context
+    )
 
 
 def criteria_manifest(judge: ChatModel, config: CriteriaConfig) -> dict[str, Any]:
     fmt = resolve_output(config.output, judge)
-    names = ["peregrm_criteria", f"peregrm_format_criteria_{fmt}",
-             *(f"peregrm_def_{d}" for d in config.dimensions)]
-    return {"judge": judge.name, "output_format": fmt, "config": config.model_dump(mode="json"),
-            "prompts": versions(names)}
+    with recording() as names:
+        for dim in config.dimensions:
+            _messages(PROBE_EXAMPLE, dim, fmt, config)
+    return {
+        "judge": judge.name,
+        "output_format": fmt,
+        "config": config.model_dump(mode="json"),
+        "prompts": versions(names),
+    }
 
 
 def needs_criteria(example: Example, dimensions: Sequence[str]) -> bool:
@@ -92,16 +117,23 @@ async def prepare_criteria(
     if unknown:
         raise ValueError(f"criteria are written for {list(EMPATHY_DIMENSIONS)} only, not {unknown}")
     fmt = resolve_output(config.output, judge)
-    sampler = JudgeSampler(judge, fmt=fmt, max_tokens=config.max_tokens,
-                           max_resamples=config.max_resamples, seed=config.seed,
-                           limit=config.max_concurrency)
+    sampler = JudgeSampler(
+        judge,
+        fmt=fmt,
+        max_tokens=config.max_tokens,
+        max_resamples=config.max_resamples,
+        seed=config.seed,
+        limit=config.max_concurrency,
+    )
     info_base = criteria_manifest(judge, config)
-    schema = criteria_schema(config.json_text_chars, min_items=config.min_items,
-                             max_items=config.max_items)
+    answer_schema = schema(
+        criteria_answer(config.min_items, config.max_items), config.json_text_chars
+    )
 
     def parse(text: str) -> ParsedCriteria:
-        return parse_criteria(text, fmt=fmt, min_items=config.min_items,
-                              max_items=config.max_items, weighted=True)
+        return parse_criteria(
+            text, fmt=fmt, min_items=config.min_items, max_items=config.max_items, weighted=True
+        )
 
     async def one(example: Example) -> Example:
         if not overwrite and not needs_criteria(example, config.dimensions):
@@ -111,10 +143,18 @@ async def prepare_criteria(
         rescaled: list[str] = []
         usage = Usage()
         todo = [d for d in config.dimensions if overwrite or not criteria.get(d, "").strip()]
-        results = await asyncio.gather(*(
-            sampler.sample(criteria_messages(example, dim, fmt), k=1,
-                           temperature=config.temperature, schema=schema, parse=parse)
-            for dim in todo))
+        results = await asyncio.gather(
+            *(
+                sampler.sample(
+                    _messages(example, dim, fmt, config),
+                    k=1,
+                    temperature=config.temperature,
+                    schema=answer_schema,
+                    parse=parse,
+                )
+                for dim in todo
+            )
+        )
         for dim, (samples, used) in zip(todo, results):
             usage = usage + used
             good = [s for s in samples if s.ok]
@@ -127,9 +167,13 @@ async def prepare_criteria(
                 criteria.pop(dim, None)
                 errors[dim] = "; ".join(sorted({s.reason or "unreadable" for s in samples}))
         meta = dict(example.meta)
-        meta["criteria_info"] = {"judge": info_base["judge"], "prompts": info_base["prompts"],
-                                 "temperature": config.temperature, "rescaled": rescaled,
-                                 "usage": usage.model_dump()}
+        meta["criteria_info"] = {
+            "judge": info_base["judge"],
+            "prompts": info_base["prompts"],
+            "temperature": config.temperature,
+            "rescaled": rescaled,
+            "usage": usage.model_dump(),
+        }
         if errors:
             meta["criteria_errors"] = errors
         else:
@@ -140,5 +184,11 @@ async def prepare_criteria(
         if on_example is not None:
             on_example(done)
 
-    return await run_bounded(list(examples), one, limit=concurrency, on_result=deliver,
-                             description="criteria", show_progress=show_progress)
+    return await run_bounded(
+        list(examples),
+        one,
+        limit=concurrency,
+        on_result=deliver,
+        description="criteria",
+        show_progress=show_progress,
+    )

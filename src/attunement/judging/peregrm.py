@@ -7,14 +7,22 @@ The bystander penalty is PERM's.
 
 Criteria modes (``PereGRMConfig.criteria_mode``):
 
-``shared`` (default)
-    Criteria are written once per (example, dimension, sample ``j``), with
-    ``n=k`` in one request, and every reply of the group is scored against
-    criteria set ``j`` for ``j = 0..k-1``. This is the paper's formulation
-    (criteria are conditioned on the user and query, not on the reply), it
-    judges all replies of a GRPO group by the same yardsticks, and it writes
-    the criteria once instead of once per reply. Concurrent ``score`` calls
-    for the same example share one in-flight criteria request.
+``shared`` (default; this project's design, not the paper's procedure)
+    Criteria are written once per (example, dimension, sample ``j``, criteria
+    round), with ``n=k`` in one request, and every reply of the group is
+    scored against criteria set ``j`` for ``j = 0..k-1``. It judges all
+    replies of a GRPO group by the same yardsticks and writes the criteria
+    once instead of once per reply. Concurrent ``score`` calls for the same
+    example and round share one in-flight criteria request; cancelling one of
+    them never cancels the request the others wait for (``asyncio.shield``).
+    ``criteria_round`` (a trainer passes its step) draws fresh criteria, so the
+    policy never faces the same frozen yardstick twice.
+``per_reply``
+    Criteria written without the reply in view, as in ``shared``, but one
+    independent set per reply (sample numbers of reply ``p`` start at
+    ``p * k * (1 + max_resamples)``, so no two replies share a draw or a
+    cache entry). The paper's equations read this way too; it costs a
+    criteria request per reply and dimension.
 ``inline``
     One call per (reply, dimension) writes criteria, analysis and score
     together, ``n=k`` samples per call (the authors' training code).
@@ -22,6 +30,12 @@ Criteria modes (``PereGRMConfig.criteria_mode``):
     Criteria prepared ahead of time (:func:`attunement.judging.prepare_criteria`)
     and stored in ``Example.criteria``; scoring at ``fixed_temperature`` (0).
     This is the authors' evaluation protocol.
+
+The judges read PereGRM's dimension definitions in one of two versions
+(``definitions``): ``training`` (the authors' training reward: personality
+detection, personalised strategy adaptation, reception judged in the user's
+place) or ``evaluation`` (the definitions the authors' fixed criteria are
+written from).
 """
 
 from __future__ import annotations
@@ -30,130 +44,196 @@ import asyncio
 import hashlib
 import json
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+from attunement.judging.answers import InlineAnswer, ScoreAnswer, criteria_answer
 from attunement.judging.base import (
+    Definitions,
     JudgeReward,
     PereGRMConfig,
     Sample,
     TokenCounter,
     round_seed,
 )
-from attunement.judging.parsing import parse_criteria, parse_rating
+from attunement.judging.parsing import Parsed, parse_criteria, parse_rating
 from attunement.judging.templates import (
-    criteria_schema,
+    JudgeContext,
     fenced_judged,
-    fenced_message,
-    inline_schema,
+    prompt_piece,
     render_context,
-    score_schema,
-    snippet,
-    template,
+    render_message,
+    render_prompt,
+    schema,
 )
 from attunement.llm.base import ChatModel, Message
 from attunement.records import Dimension, Example, Judgement, Reply, Usage
+from attunement.render import fence
 
 #: how many finished criteria sets are remembered across score() calls
 CRITERIA_MEMO_SIZE = 512
+#: what the bystander is told about the user in the authors' setting
+BYSTANDER_NO_CONTEXT = "(none: rate the exchange on its own)"
+#: criteria per set: asked for, sent as the JSON schema and validated in JSON answers
+CRITERIA_ITEMS = (4, 6)
+#: criteria per set accepted in a text answer (the prompt asks for 4-6)
+TEXT_CRITERIA_ITEMS = (1, 8)
 
 
 @dataclass(frozen=True)
 class CriteriaSet:
     """The k criteria samples of one (example, dimension); failed slots have text None."""
 
-    slots: tuple[Sample | None, ...]
+    slots: tuple[Sample, ...]
     usage: Usage
 
     def text(self, j: int) -> str | None:
         s = self.slots[j]
-        return s.verdict.text if (s is not None and s.ok) else None
+        return s.verdict.text if s.ok else None
 
     def failure(self, j: int) -> str:
-        s = self.slots[j]
-        return s.reason or "no criteria" if s is not None else "no criteria sample"
+        """Why slot ``j`` holds no criteria (a failed sample always has a reason)."""
+        return str(self.slots[j].reason)
 
 
-def criteria_messages(example: Example, dimension: Dimension, fmt: str) -> list[Message]:
+def definition(dimension: Dimension, definitions: Definitions) -> str:
+    """PereGRM's definition of ``dimension`` in the ``definitions`` version."""
+    return prompt_piece(f"peregrm_def_{definitions}_{dimension}")
+
+
+def criteria_messages(
+    example: Example,
+    dimension: Dimension,
+    fmt: str,
+    *,
+    definitions: Definitions = "training",
+    judge_context: JudgeContext = "authors",
+) -> list[Message]:
     """The prompt asking for weighted criteria for one example and dimension."""
-    return template("peregrm_criteria").render(
-        dimension=dimension, definition=snippet(f"peregrm_def_{dimension}"),
-        context=render_context(example, include_memories=True),
-        message=fenced_message(example),
-        output_format=snippet(f"peregrm_format_criteria_{fmt}"))
+    return render_prompt(
+        "peregrm_criteria",
+        dimension=dimension,
+        definition=definition(dimension, definitions),
+        context=render_context(
+            example, judge_context=judge_context, include_memories=True, demographics=False
+        ),
+        message=render_message(example),
+        output_format=prompt_piece(f"peregrm_format_criteria_{fmt}"),
+    )
 
 
 class PereGRMReward(JudgeReward):
     kind = "peregrm"
     config: PereGRMConfig
 
-    def __init__(self, judge: ChatModel, config: PereGRMConfig, *,
-                 token_counter: TokenCounter | None = None):
+    def __init__(
+        self, judge: ChatModel, config: PereGRMConfig, *, token_counter: TokenCounter | None = None
+    ):
         super().__init__(judge, config, token_counter=token_counter)
         self._memo: OrderedDict[str, asyncio.Task[CriteriaSet]] = OrderedDict()
         self._memo_loop: asyncio.AbstractEventLoop | None = None
         #: criteria requests actually started (for tests and benchmarks)
         self.criteria_requests = 0
 
-    def prompt_names(self) -> list[str]:
-        dims = self.config.empathy_dimensions
-        names = [f"peregrm_def_{d}" for d in dims]
-        mode = self.config.criteria_mode
-        if mode == "inline":
-            names += ["peregrm_inline", f"peregrm_format_inline_{self.fmt}"]
-        else:
-            names += ["peregrm_score", f"peregrm_format_score_{self.fmt}"]
-        if mode == "shared":
-            names += ["peregrm_criteria", f"peregrm_format_criteria_{self.fmt}"]
-        if self.config.use_bystander:
-            names += ["judge_bystander", f"judge_format_bystander_{self.bystander_fmt}"]
-        return names
-
     def check_examples(self, examples: Sequence[Example]) -> None:
         if self.config.criteria_mode != "fixed":
             return
-        missing = [f"{e.example_id} ({', '.join(d for d in self.config.empathy_dimensions if not e.criteria.get(d, '').strip())})"
-                   for e in examples
-                   if any(not e.criteria.get(d, "").strip() for d in self.config.empathy_dimensions)]
+        missing = [
+            f"{e.example_id} ({', '.join(d for d in self.config.empathy_dimensions if not e.criteria.get(d, '').strip())})"
+            for e in examples
+            if any(not e.criteria.get(d, "").strip() for d in self.config.empathy_dimensions)
+        ]
         if missing:
-            shown = "; ".join(missing[:5]) + (f"; and {len(missing) - 5} more" if len(missing) > 5 else "")
-            raise ValueError(f"criteria_mode='fixed' needs Example.criteria for every scored "
-                             f"dimension; missing for {len(missing)} example(s): {shown}. "
-                             "Prepare them with `attune criteria` first.")
+            shown = "; ".join(missing[:5]) + (
+                f"; and {len(missing) - 5} more" if len(missing) > 5 else ""
+            )
+            raise ValueError(
+                f"criteria_mode='fixed' needs Example.criteria for every scored "
+                f"dimension; missing for {len(missing)} example(s): {shown}. "
+                "Prepare them with `attune criteria` first."
+            )
 
     # ------------------------------------------------------------------ prompts
 
     def _judged(self, reply: Reply, dimension: Dimension) -> tuple[str, str]:
+        analysis, response = self.judged_texts(reply)
         if dimension == "resonation" and self.config.resonation_on == "analysis":
-            return "analysis", fenced_judged("analysis", reply.analysis)
-        return "response", fenced_judged("response", reply.response)
+            return "analysis", fenced_judged("analysis", analysis)
+        return "response", fenced_judged("response", response)
 
-    def inline_messages(self, example: Example, reply: Reply, dimension: Dimension) -> list[Message]:
+    def criteria_messages(self, example: Example, dimension: Dimension) -> list[Message]:
+        return criteria_messages(
+            example,
+            dimension,
+            self.fmt,
+            definitions=self.config.definitions,
+            judge_context=self.config.judge_context,
+        )
+
+    def inline_messages(
+        self, example: Example, reply: Reply, dimension: Dimension
+    ) -> list[Message]:
         label, judged = self._judged(reply, dimension)
-        return template("peregrm_inline").render(
-            dimension=dimension, definition=snippet(f"peregrm_def_{dimension}"),
-            context=render_context(example, include_memories=True),
-            message=fenced_message(example), judged_label=label, judged=judged,
-            output_format=snippet(f"peregrm_format_inline_{self.fmt}"))
+        return render_prompt(
+            "peregrm_inline",
+            dimension=dimension,
+            definition=definition(dimension, self.config.definitions),
+            context=self.context(example),
+            message=render_message(example),
+            judged_label=label,
+            judged=judged,
+            output_format=prompt_piece(f"peregrm_format_inline_{self.fmt}"),
+        )
 
-    def score_messages(self, example: Example, reply: Reply, dimension: Dimension,
-                       criteria: str) -> list[Message]:
+    def score_messages(
+        self, example: Example, reply: Reply, dimension: Dimension, criteria: str
+    ) -> list[Message]:
         label, judged = self._judged(reply, dimension)
-        return template("peregrm_score").render(
-            dimension=dimension, definition=snippet(f"peregrm_def_{dimension}"),
-            criteria=criteria.strip(),
-            context=render_context(example, include_memories=True),
-            message=fenced_message(example), judged_label=label, judged=judged,
-            output_format=snippet(f"peregrm_format_score_{self.fmt}"))
+        return render_prompt(
+            "peregrm_score",
+            dimension=dimension,
+            definition=definition(dimension, self.config.definitions),
+            criteria=fence("criteria", criteria.strip()),
+            context=self.context(example),
+            message=render_message(example),
+            judged_label=label,
+            judged=judged,
+            output_format=prompt_piece(f"peregrm_format_score_{self.fmt}"),
+        )
 
-    def _parse_score(self, text: str):
-        return parse_rating(text, fmt=self.fmt)
+    def probe_prompts(self, example: Example, reply: Reply) -> Iterator[list[Message]]:
+        mode = self.config.criteria_mode
+        for dim in self.config.empathy_dimensions:
+            if mode in ("shared", "per_reply"):
+                yield self.criteria_messages(example, dim)
+            if mode == "inline":
+                yield self.inline_messages(example, reply, dim)
+            else:
+                yield self.score_messages(example, reply, dim, example.criteria[dim])
+        if self.config.use_bystander:
+            yield self.bystander_messages(example, reply)
 
-    # ------------------------------------------------------------------ shared criteria
+    def bystander_context(self, example: Example) -> str:
+        """The PereGRM authors' bystander read the exchange alone; ``full`` adds the
+        persona and situation (PERM's bystander prompt)."""
+        if self.config.judge_context == "authors":
+            return BYSTANDER_NO_CONTEXT
+        return super().bystander_context(example)
 
-    def _criteria_task(self, example: Example, dimension: Dimension, criteria_round: int = 0
-                       ) -> tuple[asyncio.Task[CriteriaSet], bool]:
-        """The (possibly in-flight) criteria of one example and dimension.
+    def _parser(self, example: Example, reply: Reply, answer: type):
+        untrusted = self.untrusted(example, reply)
+
+        def parse(text: str) -> Parsed:
+            return parse_rating(text, fmt=self.fmt, answer=answer, untrusted=untrusted)
+
+        return parse
+
+    # ------------------------------------------------------------------ criteria
+
+    def _criteria_task(
+        self, example: Example, dimension: Dimension, criteria_round: int = 0
+    ) -> tuple[asyncio.Task[CriteriaSet], bool]:
+        """The (possibly in-flight) shared criteria of one example, dimension and round.
 
         Returns the task and whether this call created it. Keyed by the exact
         prompt and sampling parameters, so two examples that share an id but
@@ -163,12 +243,22 @@ class PereGRMReward(JudgeReward):
         if self._memo_loop is not loop:
             self._memo.clear()
             self._memo_loop = loop
-        messages = criteria_messages(example, dimension, self.fmt)
+        messages = self.criteria_messages(example, dimension)
         seed = round_seed(self.config.seed, criteria_round)
-        key = hashlib.sha256(json.dumps(
-            [messages, self.config.k, self.config.criteria_temperature, seed,
-             self.config.max_tokens, self.fmt, self.judge.name],
-            sort_keys=True).encode()).hexdigest()
+        key = hashlib.sha256(
+            json.dumps(
+                [
+                    messages,
+                    self.config.k,
+                    self.config.criteria_temperature,
+                    seed,
+                    self.config.max_tokens,
+                    self.fmt,
+                    self.judge.name,
+                ],
+                sort_keys=True,
+            ).encode()
+        ).hexdigest()
         task = self._memo.get(key)
         if task is not None and not (task.done() and (task.cancelled() or task.exception())):
             self._memo.move_to_end(key)
@@ -192,47 +282,87 @@ class PereGRMReward(JudgeReward):
         if any(s is None or not s.ok for s in result.slots) and self._memo.get(key) is task:
             self._memo.pop(key, None)
 
-    async def _write_criteria(self, messages: list[Message], seed: int | None) -> CriteriaSet:
+    def _parse_criteria(self, text: str):
+        if self.fmt == "json":
+            return parse_criteria(
+                text, fmt="json", min_items=CRITERIA_ITEMS[0], max_items=CRITERIA_ITEMS[1]
+            )
+        return parse_criteria(
+            text, fmt="text", min_items=TEXT_CRITERIA_ITEMS[0], max_items=TEXT_CRITERIA_ITEMS[1]
+        )
+
+    async def _write_criteria(
+        self, messages: list[Message], seed: int | None, *, first_index: int = 0
+    ) -> CriteriaSet:
         self.criteria_requests += 1
         k = self.config.k
         samples, usage = await self.sample(
-            messages, k=k, temperature=self.config.criteria_temperature, seed=seed,
-            schema=criteria_schema(self.config.json_text_chars),
-            parse=lambda text: parse_criteria(text, fmt=self.fmt, min_items=1, max_items=8))
-        # slot j takes the j-th valid sample; the remaining slots the failures
+            messages,
+            k=k,
+            temperature=self.config.criteria_temperature,
+            seed=seed,
+            schema=schema(criteria_answer(*CRITERIA_ITEMS), self.config.json_text_chars),
+            parse=self._parse_criteria,
+            first_index=first_index,
+        )
+        # slot j takes the j-th valid sample; the remaining slots the latest failures
+        # (a sample failed is re-drawn or kept, so there are always k samples at least)
         valid = [s for s in samples if s.ok]
         failed = [s for s in samples if not s.ok]
-        slots: list[Sample | None] = valid[:k]
-        while len(slots) < k:
-            slots.append(failed.pop() if failed else None)
+        slots = valid[:k] + failed[len(failed) - (k - len(valid[:k])) :]
         return CriteriaSet(slots=tuple(slots), usage=usage)
 
     # ------------------------------------------------------------------ judging
 
-    async def _score_against(self, example: Example, reply: Reply, dimension: Dimension,
-                             criteria: str, *, k: int, temperature: float,
-                             index: int | None) -> tuple[list[Judgement], Usage]:
+    async def _score_against(
+        self,
+        example: Example,
+        reply: Reply,
+        dimension: Dimension,
+        criteria: str,
+        *,
+        k: int,
+        temperature: float,
+        index: int | None,
+    ) -> tuple[list[Judgement], Usage]:
         samples, usage = await self.sample(
-            self.score_messages(example, reply, dimension, criteria), k=k,
-            temperature=temperature, schema=score_schema(self.config.json_text_chars), parse=self._parse_score)
+            self.score_messages(example, reply, dimension, criteria),
+            k=k,
+            temperature=temperature,
+            schema=schema(ScoreAnswer, self.config.json_text_chars),
+            parse=self._parser(example, reply, ScoreAnswer),
+        )
         return self.rating_judgements(dimension, samples, criteria=criteria, index=index), usage
 
-    async def _shared_dim(self, example: Example, reply: Reply, dimension: Dimension,
-                          task: asyncio.Task[CriteriaSet]) -> tuple[list[Judgement], Usage]:
-        # shielded: a caller that gives up on this reply (a deadline) must not
-        # cancel the criteria its group mates are waiting for
-        criteria = await asyncio.shield(task)
+    async def _against_set(
+        self, example: Example, reply: Reply, dimension: Dimension, criteria: CriteriaSet
+    ) -> tuple[list[Judgement], Usage]:
+        """Score the reply against each of the k criteria samples (slot j -> sample j)."""
         jobs = []
         failures: list[Judgement] = []
         for j in range(self.config.k):
             text = criteria.text(j)
             if text is None:
-                failures.append(Judgement(dimension=dimension, score=None, sample_index=j,
-                                          reason=f"criteria sample {j} unusable: "
-                                                 f"{criteria.failure(j)}"))
+                failures.append(
+                    Judgement(
+                        dimension=dimension,
+                        score=None,
+                        sample_index=j,
+                        reason=f"criteria sample {j} unusable: {criteria.failure(j)}",
+                    )
+                )
                 continue
-            jobs.append(self._score_against(example, reply, dimension, text, k=1,
-                                            temperature=self.config.temperature, index=j))
+            jobs.append(
+                self._score_against(
+                    example,
+                    reply,
+                    dimension,
+                    text,
+                    k=1,
+                    temperature=self.config.temperature,
+                    index=j,
+                )
+            )
         results = await asyncio.gather(*jobs)
         usage = Usage()
         judgements = list(failures)
@@ -241,29 +371,71 @@ class PereGRMReward(JudgeReward):
             usage = usage + u
         return judgements, usage
 
-    async def _inline_dim(self, example: Example, reply: Reply,
-                          dimension: Dimension) -> tuple[list[Judgement], Usage]:
+    async def _shared_dim(
+        self, example: Example, reply: Reply, dimension: Dimension, task: asyncio.Task[CriteriaSet]
+    ) -> tuple[list[Judgement], Usage]:
+        # shielded: cancelling this score() must not cancel criteria others wait for
+        criteria = await asyncio.shield(task)
+        return await self._against_set(example, reply, dimension, criteria)
+
+    async def _per_reply_dim(
+        self,
+        example: Example,
+        reply: Reply,
+        dimension: Dimension,
+        position: int,
+        criteria_round: int,
+    ) -> tuple[list[Judgement], Usage]:
+        block = self.config.k * (1 + self.config.max_resamples)
+        criteria = await self._write_criteria(
+            self.criteria_messages(example, dimension),
+            round_seed(self.config.seed, criteria_round),
+            first_index=position * block,
+        )
+        judgements, usage = await self._against_set(example, reply, dimension, criteria)
+        return judgements, usage + criteria.usage
+
+    async def _inline_dim(
+        self, example: Example, reply: Reply, dimension: Dimension
+    ) -> tuple[list[Judgement], Usage]:
         samples, usage = await self.sample(
-            self.inline_messages(example, reply, dimension), k=self.config.k,
+            self.inline_messages(example, reply, dimension),
+            k=self.config.k,
             temperature=self.config.temperature,
-            schema=inline_schema(self.config.json_text_chars), parse=self._parse_score)
+            schema=schema(InlineAnswer, self.config.json_text_chars),
+            parse=self._parser(example, reply, InlineAnswer),
+        )
         return self.rating_judgements(dimension, samples), usage
 
-    async def _judge_reply(self, example: Example, reply: Reply,
-                           tasks: dict[str, asyncio.Task[CriteriaSet]]
-                           ) -> tuple[list[Judgement], Usage]:
+    async def _judge_reply(
+        self,
+        example: Example,
+        reply: Reply,
+        position: int,
+        tasks: dict[str, asyncio.Task[CriteriaSet]],
+        criteria_round: int,
+    ) -> tuple[list[Judgement], Usage]:
         mode = self.config.criteria_mode
         jobs = []
         for dim in self.config.empathy_dimensions:
             if mode == "shared":
                 jobs.append(self._shared_dim(example, reply, dim, tasks[dim]))
+            elif mode == "per_reply":
+                jobs.append(self._per_reply_dim(example, reply, dim, position, criteria_round))
             elif mode == "inline":
                 jobs.append(self._inline_dim(example, reply, dim))
             else:
-                jobs.append(self._score_against(example, reply, dim, example.criteria[dim],
-                                                k=self.config.k,
-                                                temperature=self.config.fixed_temperature,
-                                                index=None))
+                jobs.append(
+                    self._score_against(
+                        example,
+                        reply,
+                        dim,
+                        example.criteria[dim],
+                        k=self.config.k,
+                        temperature=self.config.fixed_temperature,
+                        index=None,
+                    )
+                )
         if self.config.use_bystander:
             jobs.append(self.judge_bystander(example, reply))
         results = await asyncio.gather(*jobs)
@@ -274,8 +446,9 @@ class PereGRMReward(JudgeReward):
             usage = usage + u
         return judgements, usage
 
-    async def judge_group(self, example: Example, replies: Sequence[Reply], *,
-                          criteria_round: int = 0) -> dict[str, tuple[list[Judgement], Usage]]:
+    async def judge_group(
+        self, example: Example, replies: Sequence[Reply], *, criteria_round: int = 0
+    ) -> dict[str, tuple[list[Judgement], Usage]]:
         tasks: dict[str, asyncio.Task[CriteriaSet]] = {}
         created: list[asyncio.Task[CriteriaSet]] = []
         if self.config.criteria_mode == "shared":
@@ -283,7 +456,12 @@ class PereGRMReward(JudgeReward):
                 tasks[dim], new = self._criteria_task(example, dim, criteria_round)
                 if new:
                     created.append(tasks[dim])
-        results = await asyncio.gather(*(self._judge_reply(example, r, tasks) for r in replies))
+        results = await asyncio.gather(
+            *(
+                self._judge_reply(example, r, p, tasks, criteria_round)
+                for p, r in enumerate(replies)
+            )
+        )
         out = {r.reply_id: res for r, res in zip(replies, results)}
         # work shared by the group is booked on its first reply, so totals add up
         if created:
@@ -295,8 +473,11 @@ class PereGRMReward(JudgeReward):
         return out
 
 
-def peregrm_reward(judge: ChatModel, config: PereGRMConfig | None = None, *,
-                   token_counter: TokenCounter | None = None) -> PereGRMReward:
+def peregrm_reward(
+    judge: ChatModel,
+    config: PereGRMConfig | None = None,
+    *,
+    token_counter: TokenCounter | None = None,
+) -> PereGRMReward:
     """PereGRM with ``judge`` writing criteria and scores (``config.k`` samples)."""
     return PereGRMReward(judge, config or PereGRMConfig(), token_counter=token_counter)
-

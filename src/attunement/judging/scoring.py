@@ -40,7 +40,8 @@ class ScoreSummary(BaseModel):
     reward_mean: float | None
     reward_std: float | None
     dimension_means: dict[str, float | None] = Field(
-        description="mean over replies of each dimension's sample mean (judge scale)")
+        description="mean over replies of each dimension's sample mean (judge scale)"
+    )
     judgements: int
     failed_judgements: int = Field(description="samples with no valid score (parse or call)")
     resampled_judgements: int = Field(description="samples drawn as re-draws")
@@ -68,13 +69,16 @@ def _check_manifest(out: Path, manifest: dict[str, Any]) -> None:
         return
     if old is not None and old != manifest:
         changed = sorted(k for k in set(old) | set(manifest) if old.get(k) != manifest.get(k))
-        raise ValueError(f"{out} was written by a different reward configuration "
-                         f"(differs in: {', '.join(changed)}); write to a new --out file or "
-                         "delete the old one")
+        raise ValueError(
+            f"{out} was written by a different reward configuration "
+            f"(differs in: {', '.join(changed)}); write to a new --out file or "
+            "delete the old one"
+        )
 
 
-def join_groups(examples: Sequence[Example], replies: Sequence[Reply]
-                ) -> tuple[dict[str, Example], dict[str, list[Reply]]]:
+def join_groups(
+    examples: Sequence[Example], replies: Sequence[Reply]
+) -> tuple[dict[str, Example], dict[str, list[Reply]]]:
     """Index examples by id and group replies by example id; fail on bad joins."""
     by_id: dict[str, Example] = {}
     for ex in examples:
@@ -95,18 +99,29 @@ def join_groups(examples: Sequence[Example], replies: Sequence[Reply]
         groups[r.example_id].append(r)
     if orphans:
         unknown = sorted(set(orphans))
-        raise ValueError(f"{len(orphans)} replies refer to {len(unknown)} unknown example ids "
-                         f"(e.g. {', '.join(map(repr, unknown[:3]))}); pass the examples file "
-                         "the replies were generated from")
+        raise ValueError(
+            f"{len(orphans)} replies refer to {len(unknown)} unknown example ids "
+            f"(e.g. {', '.join(map(repr, unknown[:3]))}); pass the examples file "
+            "the replies were generated from"
+        )
     return by_id, dict(groups)
 
 
-def summarize(breakdowns: Sequence[RewardBreakdown], *, reward_model: str, out: Path,
-              scored_now: int, resumed: int, usage_now: Usage, seconds: float) -> ScoreSummary:
+def summarize(
+    breakdowns: Sequence[RewardBreakdown],
+    *,
+    reward_model: str,
+    out: Path,
+    scored_now: int,
+    resumed: int,
+    usage_now: Usage,
+    seconds: float,
+) -> ScoreSummary:
     rewards = [b.reward for b in breakdowns if b.reward is not None]
     mean = sum(rewards) / len(rewards) if rewards else None
-    std = ((sum((r - mean) ** 2 for r in rewards) / len(rewards)) ** 0.5
-           if mean is not None else None)
+    std = (
+        (sum((r - mean) ** 2 for r in rewards) / len(rewards)) ** 0.5 if mean is not None else None
+    )
     dims: dict[str, float | None] = {}
     for dim in ALL_DIMENSIONS:
         values = [b.dimensions[dim] for b in breakdowns if b.dimensions.get(dim) is not None]
@@ -118,13 +133,24 @@ def summarize(breakdowns: Sequence[RewardBreakdown], *, reward_model: str, out: 
     for b in breakdowns:
         usage = usage + b.usage
     return ScoreSummary(
-        reward_model=reward_model, out=str(out), replies=len(breakdowns), scored_now=scored_now,
-        resumed=resumed, scorable=len(rewards), unscorable=len(breakdowns) - len(rewards),
-        reward_mean=mean, reward_std=std, dimension_means=dims, judgements=len(judgements),
+        reward_model=reward_model,
+        out=str(out),
+        replies=len(breakdowns),
+        scored_now=scored_now,
+        resumed=resumed,
+        scorable=len(rewards),
+        unscorable=len(breakdowns) - len(rewards),
+        reward_mean=mean,
+        reward_std=std,
+        dimension_means=dims,
+        judgements=len(judgements),
         failed_judgements=sum(1 for j in judgements if j.score is None),
         resampled_judgements=sum(1 for j in judgements if j.attempts > 1),
-        unscorable_reasons=dict(reasons), usage=usage, usage_now=usage_now,
-        seconds=round(seconds, 3))
+        unscorable_reasons=dict(reasons),
+        usage=usage,
+        usage_now=usage_now,
+        seconds=round(seconds, 3),
+    )
 
 
 async def score_dataset(
@@ -148,17 +174,25 @@ async def score_dataset(
     manifest = reward.manifest()
     _check_manifest(out, manifest)
     done = read_done_keys(out, lambda rec: (rec["example_id"], rec["reply_id"]))
-    todo = {eid: [r for r in group if (eid, r.reply_id) not in done]
-            for eid, group in groups.items()}
+    todo = {
+        eid: [r for r in group if (eid, r.reply_id) not in done] for eid, group in groups.items()
+    }
     todo = {eid: group for eid, group in todo.items() if group}
     resumed = sum(len(g) for g in groups.values()) - sum(len(g) for g in todo.values())
-    write_manifest(manifest_path(out), command="score", reward=manifest,
-                   examples=len(by_id), replies=len(replies), concurrency=concurrency)
+    write_manifest(
+        manifest_path(out),
+        command="score",
+        reward=manifest,
+        examples=len(by_id),
+        replies=len(replies),
+        concurrency=concurrency,
+    )
 
     started = time.perf_counter()
     usage_now = Usage()
     scored_now = 0
     with JsonlAppender(out) as sink:
+
         def write(_: str, breakdowns: list[RewardBreakdown]) -> None:
             nonlocal usage_now, scored_now
             for b in breakdowns:

@@ -1,47 +1,104 @@
-"""Judge prompts: template loading, user context, fencing and output schemas.
+"""Judge prompts: rendering (with the names recorded), user context, fences, schemas.
 
 Prompt text lives in ``attunement/prompts/*.txt`` (``perm_*``, ``peregrm_*``,
 ``judge_*``). Small pieces that several prompts share (the answer-format
 instructions, PereGRM's dimension definitions) are one-message files loaded
-with :func:`snippet`, so each piece exists once and has its own version hash.
+with :func:`prompt_piece`, so each piece exists once and has its own version
+hash.
 
-The JSON schemas are used when a judge is asked for structured output; they
-bound every free-text string with ``maxLength`` so that a small model cannot
-run on until ``max_tokens`` and leave an unterminated object.
+Every judge prompt is rendered by :func:`render_prompt`, and every piece read
+by :func:`prompt_piece`; both note the file's name in the active
+:func:`recording`, so a reward's manifest lists exactly the files its message
+builders use (:meth:`attunement.judging.base.JudgeReward.prompt_names` renders
+each of them once on a probe example) instead of a hand-typed list.
+
+What a judge sees of the user (``judge_context``):
+
+``authors`` (default)
+    What the authors' judges saw: the persona's profile text (PERM also its
+    demographics, which its augmented personas consisted of), the memories as
+    plain values, and the situation's description; no Big Five levels, topics,
+    memory labels, category or emotion.
+``full``
+    Everything the record holds.
+
+Every piece of it is fenced by the renderers of :mod:`attunement.render`; the
+earlier turns of a multi-turn example are shown, fenced, before the user's
+latest message, which is the one the judged reply answers.
 """
 
 from __future__ import annotations
 
-import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, Literal
 
-from attunement.judging.parsing import BYSTANDER_KEYS, FENCE_LABELS, OutputFormat
-from attunement.llm.base import ChatModel
-from attunement.prompts import PromptTemplate, load_prompt
+from pydantic import BaseModel
+
+from attunement.judging.answers import answer_schema
+from attunement.judging.parsing import OutputFormat
+from attunement.llm.base import ChatModel, Message
+from attunement.prompts import load_prompt
 from attunement.records import Example
-from attunement.render import fence, render_user_context
+from attunement.render import (
+    fence,
+    render_dialogue,
+    render_memories,
+    render_persona,
+    render_situation,
+    sections,
+)
 
 OutputChoice = Literal["auto", "text", "json"]
+JudgeContext = Literal["authors", "full"]
 
 MEMORY_HEADING = "Memories from the user's earlier conversations"
 NO_CONTEXT = "(no persona, memories or situation were given)"
 NO_ANALYSIS = "(the assistant wrote no analysis)"
 NO_RESPONSE = "(the assistant wrote no response)"
 
+#: default maxLength of a free-text JSON field (characters)
+JSON_TEXT_CHARS = 400
 
-def template(name: str) -> PromptTemplate:
-    return load_prompt(name)
+# --------------------------------------------------------------------------- rendering
+
+_RECORDING: ContextVar[set[str] | None] = ContextVar("attunement_prompt_recording", default=None)
 
 
-def snippet(name: str) -> str:
-    """The text of a one-message prompt file (a shared prompt piece)."""
+@contextmanager
+def recording() -> Iterator[set[str]]:
+    """Collect the name of every prompt file rendered or read inside the block."""
+    names: set[str] = set()
+    token = _RECORDING.set(names)
+    try:
+        yield names
+    finally:
+        _RECORDING.reset(token)
+
+
+def _note(name: str) -> None:
+    names = _RECORDING.get()
+    if names is not None:
+        names.add(name)
+
+
+def render_prompt(name: str, **values: object) -> list[Message]:
+    """Render the judge prompt file ``name`` (noting its name in the active recording)."""
+    _note(name)
+    return load_prompt(name).render(**values)
+
+
+def prompt_piece(name: str) -> str:
+    """The text of a one-message prompt file (a shared prompt piece), noted like a prompt."""
+    _note(name)
     tpl = load_prompt(name)
     if len(tpl.messages) != 1:
         raise ValueError(f"prompt piece {name!r} must hold exactly one message")
     return tpl.messages[0][1].strip()
 
 
-def versions(names: list[str] | tuple[str, ...]) -> dict[str, str]:
+def versions(names: list[str] | tuple[str, ...] | set[str]) -> dict[str, str]:
     """``{prompt name: version hash}`` for a manifest."""
     return {name: load_prompt(name).version for name in sorted(set(names))}
 
@@ -55,82 +112,69 @@ def resolve_output(choice: OutputChoice, judge: ChatModel) -> OutputFormat:
     return choice
 
 
-def render_context(example: Example, *, include_memories: bool) -> str:
-    """Persona, (optionally) memories and situation, through the one renderer."""
-    text = render_user_context(example, memories=None if include_memories else [],
-                               memory_heading=MEMORY_HEADING)
+def schema(answer: type[BaseModel], chars: int = JSON_TEXT_CHARS) -> dict[str, Any]:
+    """The JSON schema sent with a prompt whose answer ``answer`` validates."""
+    return answer_schema(answer, chars)
+
+
+# --------------------------------------------------------------------------- user context
+
+
+def render_context(
+    example: Example,
+    *,
+    judge_context: JudgeContext = "full",
+    include_memories: bool = True,
+    demographics: bool = True,
+    include_persona: bool = True,
+    include_situation: bool = True,
+) -> str:
+    """Persona, (optionally) memories and situation, fenced, as judge prompt sections.
+
+    ``judge_context="authors"`` leaves out what the authors' judges never saw
+    (Big Five, topics, memory labels, the situation's category and emotion, and
+    with ``demographics=False`` the persona's demographic fields).
+    """
+    full = judge_context == "full"
+    persona = render_persona(
+        example.persona,
+        with_big_five=full,
+        with_topics=full,
+        with_demographics=full or demographics,
+    )
+    text = sections(
+        [
+            ("Persona", persona if include_persona else ""),
+            (
+                MEMORY_HEADING,
+                render_memories(example.memories, with_labels=full) if include_memories else "",
+            ),
+            (
+                "Situation",
+                render_situation(example.situation, with_category=full, with_emotion=full)
+                if include_situation
+                else "",
+            ),
+        ]
+    )
     return text or NO_CONTEXT
 
 
-_ANY_FENCE = re.compile(r"<(/?)\s*(" + "|".join(FENCE_LABELS) + r")\s*>", re.IGNORECASE)
-
-
-def defuse_fences(text: str) -> str:
-    """Defuse every judge fence tag in untrusted text, not only its own fence's tag,
-    so that no echoed copy can open or close a block the parser strips."""
-    return _ANY_FENCE.sub(lambda m: f"<{m.group(1)}{m.group(2)}\u200b>", text)
-
-
-def fenced_message(example: Example) -> str:
-    return fence("message", defuse_fences(example.query))
+def render_message(example: Example) -> str:
+    """The user's latest message, fenced; after the earlier turns when there are any."""
+    latest = fence("message", example.query)
+    if not example.dialogue:
+        return latest
+    return (
+        "Earlier turns of this conversation, oldest first:\n"
+        f"{render_dialogue(example.dialogue)}\n\n"
+        "The user's latest message (the reply being judged answers it, as the next turn "
+        f"of this conversation):\n{latest}"
+    )
 
 
 def fenced_judged(label: Literal["analysis", "response"], text: str) -> str:
     """The judged text as data, in a fence it cannot close."""
     if not text.strip():
         text = NO_ANALYSIS if label == "analysis" else NO_RESPONSE
-    return fence(label, defuse_fences(text))
-
-
-# --------------------------------------------------------------------------- schemas
-
-_SCORE = {"type": "integer", "enum": [1, 2, 3, 4, 5]}
-_PART = {"type": "integer", "enum": list(range(21))}
-
-
-def _object(properties: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "object", "properties": properties, "required": list(properties),
-            "additionalProperties": False}
-
-
-#: default maxLength of a free-text JSON field (characters)
-JSON_TEXT_CHARS = 400
-
-
-def reason_score_schema(chars: int = JSON_TEXT_CHARS) -> dict[str, Any]:
-    """PERM's 1-5 judges: a short reason, then the score."""
-    return _object({"reason": {"type": "string", "maxLength": chars}, "score": _SCORE})
-
-
-def inline_schema(chars: int = JSON_TEXT_CHARS) -> dict[str, Any]:
-    """PereGRM inline: 3-5 criteria, an analysis, then the score."""
-    return _object({
-        "criteria": {"type": "array", "minItems": 3, "maxItems": 5,
-                     "items": {"type": "string", "maxLength": max(20, chars // 2)}},
-        "analysis": {"type": "string", "maxLength": chars},
-        "score": _SCORE,
-    })
-
-
-def score_schema(chars: int = JSON_TEXT_CHARS) -> dict[str, Any]:
-    """PereGRM against given criteria: an analysis, then the score."""
-    return _object({"analysis": {"type": "string", "maxLength": chars}, "score": _SCORE})
-
-
-def criteria_schema(chars: int = JSON_TEXT_CHARS, *, min_items: int = 4,
-                    max_items: int = 6) -> dict[str, Any]:
-    """Weighted criteria (weights in steps of 5; their sum is checked after parsing)."""
-    return _object({
-        "criteria": {"type": "array", "minItems": min_items, "maxItems": max_items,
-                     "items": _object({
-                         "name": {"type": "string", "maxLength": max(12, min(60, chars // 4))},
-                         "weight": {"type": "integer", "enum": list(range(5, 65, 5))},
-                         "description": {"type": "string", "maxLength": max(20, chars // 2)},
-                     })},
-    })
-
-
-def bystander_schema(chars: int = JSON_TEXT_CHARS) -> dict[str, Any]:
-    """The bystander: a short assessment, then five 0-20 sub-scores."""
-    return _object({"assessment": {"type": "string", "maxLength": chars},
-                    **{key: _PART for key in BYSTANDER_KEYS}})
+    return fence(label, text)
