@@ -34,6 +34,7 @@ from attunement.judging.parsing import (
 )
 from attunement.judging.peregrm import PereGRMReward, peregrm_reward
 from attunement.judging.perm import PermReward, perm_reward
+from attunement.judging.rlpa import RLPAConfig, RLPAReward, rlpa_reward
 from attunement.judging.registry import (
     RewardSpec,
     load_reward,
@@ -52,6 +53,8 @@ __all__ = [
     "PereGRMReward",
     "PermConfig",
     "PermReward",
+    "RLPAConfig",
+    "RLPAReward",
     "RewardConfig",
     "RewardModel",
     "RewardSpec",
@@ -72,6 +75,7 @@ __all__ = [
     "register_reward",
     "reward_config",
     "reward_names",
+    "rlpa_reward",
     "score_dataset",
     "softmin",
     "strip_fenced",
