@@ -59,13 +59,22 @@ def judge_answer(request: ChatRequest, index: int) -> str:
     h = _hash(request.messages[-1][1], index, request.seed)
     kind = kind_of(request)
     if kind == "criteria":
-        return json.dumps({"criteria": [
-            {"name": f"Criterion {i}", "weight": 25,
-             "description": f"drawn with seed {request.seed} sample {index}"}
-            for i in range(4)]})
+        return json.dumps(
+            {
+                "criteria": [
+                    {
+                        "name": f"Criterion {i}",
+                        "weight": 25,
+                        "description": f"drawn with seed {request.seed} sample {index}",
+                    }
+                    for i in range(4)
+                ]
+            }
+        )
     if kind == "bystander":
-        return json.dumps({"assessment": "clear", **{k: 8 + (h >> i) % 13
-                                                     for i, k in enumerate(BYSTANDER_KEYS)}})
+        return json.dumps(
+            {"assessment": "clear", **{k: 8 + (h >> i) % 13 for i, k in enumerate(BYSTANDER_KEYS)}}
+        )
     if kind == "match":
         return json.dumps({"reason": "fits", "match": (h % 11) / 10})
     if kind == "continue":
@@ -80,8 +89,9 @@ def judge_answer(request: ChatRequest, index: int) -> str:
     return json.dumps(answer)
 
 
-def scripted_judge(fail: Callable[[ChatRequest], Exception | None] | None = None,
-                   **kw) -> ScriptedChatModel:
+def scripted_judge(
+    fail: Callable[[ChatRequest], Exception | None] | None = None, **kw
+) -> ScriptedChatModel:
     """The judge; ``fail(request)`` may return an exception to raise instead."""
 
     def respond(request: ChatRequest, index: int):
@@ -103,23 +113,30 @@ def install(judge: ScriptedChatModel) -> str:
 
 def examples(n: int = 4) -> list[Example]:
     """Small but complete PersonaEmp-style examples (short prompts for a tiny policy)."""
-    topics = [("my manager took credit for my report", "Quiet engineer, avoids conflict."),
-              ("my best friend forgot my birthday", "Loyal, keeps score privately."),
-              ("I failed my driving test again", "Compares herself with her brother."),
-              ("my cat is sick and I can't afford the vet", "Lives alone, cat is family."),
-              ("nobody came to my art show", "Shy painter, first exhibition."),
-              ("my son won't talk to me", "Single father of a teenager.")]
+    topics = [
+        ("my manager took credit for my report", "Quiet engineer, avoids conflict."),
+        ("my best friend forgot my birthday", "Loyal, keeps score privately."),
+        ("I failed my driving test again", "Compares herself with her brother."),
+        ("my cat is sick and I can't afford the vet", "Lives alone, cat is family."),
+        ("nobody came to my art show", "Shy painter, first exhibition."),
+        ("my son won't talk to me", "Single father of a teenager."),
+    ]
     out = []
     for i in range(n):
         query, profile = topics[i % len(topics)]
-        out.append(Example(
-            example_id=f"ex{i}", user_id=f"u{i}", category="ES", query=f"Honestly, {query}.",
-            persona=Persona(profile=profile),
-            memories=[MemoryItem(memory_id=f"u{i}-m1", value=f"Mentioned before: {profile}")],
-            situation=Situation(category="ES", description=query.capitalize() + ".")))
+        out.append(
+            Example(
+                example_id=f"ex{i}",
+                user_id=f"u{i}",
+                category="ES",
+                query=f"Honestly, {query}.",
+                persona=Persona(profile=profile),
+                memories=[MemoryItem(memory_id=f"u{i}-m1", value=f"Mentioned before: {profile}")],
+                situation=Situation(category="ES", description=query.capitalize() + "."),
+            )
+        )
     return out
 
 
 def write_examples(path, n: int = 4) -> None:
-    path.write_text("".join(e.model_dump_json() + "\n" for e in examples(n)),
-                    encoding="utf-8")
+    path.write_text("".join(e.model_dump_json() + "\n" for e in examples(n)), encoding="utf-8")
