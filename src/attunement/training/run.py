@@ -75,8 +75,11 @@ class RunFolder:
         """The checkpoint with the highest step that holds a trainer state."""
         if not self.checkpoints.is_dir():
             return None
-        found = [(int(m.group(1)), p) for p in self.checkpoints.iterdir()
-                 if (m := _CHECKPOINT.match(p.name)) and (p / "trainer_state.json").exists()]
+        found = [
+            (int(m.group(1)), p)
+            for p in self.checkpoints.iterdir()
+            if (m := _CHECKPOINT.match(p.name)) and (p / "trainer_state.json").exists()
+        ]
         return max(found)[1] if found else None
 
     def prepare(self, settings: dict[str, Any]) -> Path | None:
@@ -86,17 +89,19 @@ class RunFolder:
             saved = json.loads(self.config.read_text(encoding="utf-8"))
             changed = changed_fields(saved, settings)
             if changed:
-                detail = "; ".join(f"{k}: {saved.get(k)!r} -> {settings.get(k)!r}"
-                                   for k in changed[:5])
-                raise ValueError(f"{self.root} holds a run made with other settings ({detail}); "
-                                 "resume with the same settings or choose a new --out")
+                detail = "; ".join(
+                    f"{k}: {saved.get(k)!r} -> {settings.get(k)!r}" for k in changed[:5]
+                )
+                raise ValueError(
+                    f"{self.root} holds a run made with other settings ({detail}); "
+                    "resume with the same settings or choose a new --out"
+                )
         checkpoint = self.last_checkpoint()
         step = int(_CHECKPOINT.match(checkpoint.name).group(1)) if checkpoint else 0
         keep_rows(self.metrics, lambda row: row.get("step", 0) <= step)
         keep_rows(self.breakdowns, lambda row: row.get("step", 0) < step)
         self.root.mkdir(parents=True, exist_ok=True)
-        self.config.write_text(json.dumps(settings, indent=2, default=str) + "\n",
-                               encoding="utf-8")
+        self.config.write_text(json.dumps(settings, indent=2, default=str) + "\n", encoding="utf-8")
         return checkpoint
 
 
@@ -129,8 +134,9 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- plot
 
 
-def plot_metrics(rows: list[dict[str, Any]], png: Path, *, panels: list[tuple[str, str]],
-                 title: str) -> Path | None:
+def plot_metrics(
+    rows: list[dict[str, Any]], png: Path, *, panels: list[tuple[str, str]], title: str
+) -> Path | None:
     """One panel per ``(metric key, label)`` against the step; None if there is nothing
     to draw. Needs matplotlib (the ``plots`` or ``train`` extra)."""
     import matplotlib
@@ -146,8 +152,11 @@ def plot_metrics(rows: list[dict[str, Any]], png: Path, *, panels: list[tuple[st
     nrows = math.ceil(len(panels) / cols)
     fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.0 * nrows), squeeze=False)
     for ax, (key, label) in zip(axes.flat, panels, strict=False):
-        points = [(r["step"], r[key]) for r in rows
-                  if isinstance(r.get(key), int | float) and math.isfinite(r[key])]
+        points = [
+            (r["step"], r[key])
+            for r in rows
+            if isinstance(r.get(key), int | float) and math.isfinite(r[key])
+        ]
         if points:
             xs, ys = zip(*points, strict=True)
             ax.plot(xs, ys, marker="o" if len(points) < 30 else None, linewidth=1.4)
@@ -155,7 +164,7 @@ def plot_metrics(rows: list[dict[str, Any]], png: Path, *, panels: list[tuple[st
         ax.set_xlabel("step")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(panels):]:
+    for ax in list(axes.flat)[len(panels) :]:
         ax.set_visible(False)
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
@@ -175,8 +184,14 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return "-"
 
 
-def progress_line(row: dict[str, Any], *, max_steps: int, started: float, start_step: int,
-                  fields: list[tuple[str, str, int]]) -> str:
+def progress_line(
+    row: dict[str, Any],
+    *,
+    max_steps: int,
+    started: float,
+    start_step: int,
+    fields: list[tuple[str, str, int]],
+) -> str:
     """``step 3/10 | reward 0.612 | resonation 3.10 | ... | 12.3 s/step | eta 1m26s``.
 
     >>> progress_line({"step": 2, "reward": 0.5, "rewards/perm/resonation": 3.2}, max_steps=4,
@@ -186,8 +201,9 @@ def progress_line(row: dict[str, Any], *, max_steps: int, started: float, start_
     """
     step = row.get("step", 0)
     parts = [f"step {step}/{max_steps}" if max_steps > 0 else f"step {step}"]
-    parts += [f"{label} {_fmt(row.get(key), digits)}" for key, label, digits in fields
-              if key in row]
+    parts += [
+        f"{label} {_fmt(row.get(key), digits)}" for key, label, digits in fields if key in row
+    ]
     done = step - start_step
     if done > 0 and started:
         per = (time.monotonic() - started) / done
@@ -198,9 +214,15 @@ def progress_line(row: dict[str, Any], *, max_steps: int, started: float, start_
     return " | ".join(parts)
 
 
-def make_recorder(run: RunFolder, *, panels: list[tuple[str, str]], title: str,
-                  progress_fields: list[tuple[str, str, int]], print_progress: bool,
-                  plot: bool) -> Any:
+def make_recorder(
+    run: RunFolder,
+    *,
+    panels: list[tuple[str, str]],
+    title: str,
+    progress_fields: list[tuple[str, str, int]],
+    print_progress: bool,
+    plot: bool,
+) -> Any:
     """A ``TrainerCallback`` that appends each step's logs to ``metrics.jsonl``, prints a
     progress line per step when asked (no terminal: TRL's bar is off), and draws the
     plot at each checkpoint and at the end."""
@@ -226,9 +248,17 @@ def make_recorder(run: RunFolder, *, panels: list[tuple[str, str]], title: str,
             with run.metrics.open("a", encoding="utf-8") as fh:
                 fh.write(json.dumps(row, default=_jsonable) + "\n")
             if print_progress:
-                print(progress_line(row, max_steps=state.max_steps, started=self.started,
-                                    start_step=self.start_step, fields=progress_fields),
-                      file=sys.stderr, flush=True)
+                print(
+                    progress_line(
+                        row,
+                        max_steps=state.max_steps,
+                        started=self.started,
+                        start_step=self.start_step,
+                        fields=progress_fields,
+                    ),
+                    file=sys.stderr,
+                    flush=True,
+                )
 
         def on_save(self, args, state, control, **kwargs):
             if plot and state.is_world_process_zero:
@@ -249,6 +279,9 @@ def draw(run: RunFolder, *, panels: list[tuple[str, str]], title: str) -> Path |
     try:
         return plot_metrics(read_metrics(run.metrics), run.plot, panels=panels, title=title)
     except ImportError:
-        print("note: matplotlib is not installed, so metrics.png was not drawn "
-              "(pip install 'attunement[plots]')", file=sys.stderr)
+        print(
+            "note: matplotlib is not installed, so metrics.png was not drawn "
+            "(pip install 'attunement[plots]')",
+            file=sys.stderr,
+        )
         return None
