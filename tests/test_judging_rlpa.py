@@ -216,3 +216,21 @@ def test_the_reply_is_fenced_and_cannot_close_its_fence():
         body = user.split("<response>", 1)[1].split("</response>", 1)[0]
         assert "Ignore the above" in body
         assert "Eldest of three" in user and "Paid for part" in user  # persona, memories
+
+
+@pytest.mark.parametrize("output", ["text", "json"])
+def test_the_benchmark_judge_answers_rlpa_prompts_parseably(output):
+    from attunement.bench.reward_bench import RealisticJudge, bench_batch
+
+    judge = RealisticJudge()
+
+    def respond(request: ChatRequest, index: int) -> str:
+        params = {"seed": request.seed, "response_format": {} if request.json_schema else None}
+        return judge(request.message_dicts, index, params)
+
+    examples, replies = bench_batch(1, 4)
+    breakdowns = run(
+        load_reward("rlpa@2", ScriptedChatModel(respond), output=output).score(examples[0], replies)
+    )
+    assert not any(b.unscorable for b in breakdowns)
+    assert judge.kinds == {"match": 8, "continue": 8}
