@@ -262,7 +262,7 @@ class GRPOReward:
         record: str | Path | None = None,
         on_batch: Callable[[dict[str, Any]], None] | None = None,
     ):
-        spec.config()  # bad settings fail here, in the main process, before training
+        config = spec.config()  # bad settings fail here, in the main process, before training
         if num_generations < 1:
             raise ValueError(f"num_generations must be >= 1, got {num_generations}")
         if deadline is not None and deadline <= 0:
@@ -278,7 +278,6 @@ class GRPOReward:
         kind, _ = parse_reward_name(spec.reward)
         #: TRL names the reward function after this (metric keys ``rewards/<kind>/...``)
         self.__name__ = kind
-        config = spec.config()
         self.dimensions = dimension_names(config)
         self.terms = term_names(config)
         self.batches = 0
@@ -294,10 +293,10 @@ class GRPOReward:
     async def reward_model(self) -> RewardModel:
         """The reward, built on first use on the running event loop."""
         loop = asyncio.get_running_loop()
-        if self._loop is not loop:  # first call, or a new loop: the old judge is unusable
+        if self._loop is not loop or self._lock is None:
+            # first call, or a new loop: a judge client bound to the old loop is unusable
             self._reward, self._stack, self._loop = None, None, loop
             self._lock = asyncio.Lock()
-        assert self._lock is not None
         async with self._lock:
             if self._reward is None:
                 stack = AsyncExitStack()
