@@ -55,9 +55,9 @@ class StepTiming:
 class TrainBenchSettings:
     reward: str = "peregrm"
     steps: int = 3
-    prompts: int = 2
+    prompts: int = 1
     generations: int = 4
-    completion_tokens: int = 64
+    completion_tokens: int = 32
     lora: bool = False
     slots: int = 16
     base_latency: float = 0.05
@@ -201,13 +201,13 @@ def train_bench(
     steps: Annotated[
         int, typer.Option("--steps", min=2, help="GRPO steps per reward (the first is warm-up).")
     ] = 3,
-    prompts: Annotated[int, typer.Option("--prompts", min=1, help="Prompts per step.")] = 2,
+    prompts: Annotated[int, typer.Option("--prompts", min=1, help="Prompts per step.")] = 1,
     generations: Annotated[
         int, typer.Option("--generations", "-G", min=2, help="Completions per prompt.")
     ] = 4,
     completion_tokens: Annotated[
         int, typer.Option("--max-completion-length", min=8, help="Policy completion tokens.")
-    ] = 64,
+    ] = 32,
     lora: Annotated[bool, typer.Option("--lora", help="Train a LoRA adapter.")] = False,
     slots: Annotated[int, typer.Option("--slots", min=1, help="Judge server slots.")] = 16,
     base_latency: Annotated[
