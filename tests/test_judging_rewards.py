@@ -619,7 +619,7 @@ def test_load_reward_names_and_overrides():
     r = load_reward("peregrm@8", judge, criteria_mode="inline")
     assert r.config.k == 8 and r.config.criteria_mode == "inline" and r.name == "peregrm@8"
     with pytest.raises(ValueError):
-        load_reward("rlpa", judge)
+        load_reward("dpo", judge)  # not a registered reward
     with pytest.raises(ValueError):
         load_reward("peregrm@8", judge, k=4)
     with pytest.raises(ValueError):

@@ -210,9 +210,12 @@ class UserHistory(Record):
 
 # --------------------------------------------------------------------------- examples
 
-Dimension = Literal["resonation", "expression", "reception", "bystander"]
+Dimension = Literal["resonation", "expression", "reception", "bystander", "profile_match",
+                    "would_continue"]
 EMPATHY_DIMENSIONS: tuple[Dimension, ...] = ("resonation", "expression", "reception")
 ALL_DIMENSIONS: tuple[Dimension, ...] = (*EMPATHY_DIMENSIONS, "bystander")
+#: the RLPA baseline's two judges (judging/rlpa.py), both on a 0-1 scale
+RLPA_DIMENSIONS: tuple[Dimension, ...] = ("profile_match", "would_continue")
 
 
 class Example(Record):

@@ -35,6 +35,7 @@ from attunement.judging.parsing import (
 )
 from attunement.judging.peregrm import PereGRMReward, peregrm_reward
 from attunement.judging.perm import PermReward, perm_reward
+from attunement.judging.rlpa import RLPAConfig, RLPAReward, rlpa_reward
 from attunement.judging.registry import (
     RewardSpec,
     load_reward,
@@ -54,6 +55,8 @@ __all__ = [
     "PereGRMReward",
     "PermConfig",
     "PermReward",
+    "RLPAConfig",
+    "RLPAReward",
     "RewardConfig",
     "RewardModel",
     "RewardSpec",
@@ -77,6 +80,7 @@ __all__ = [
     "reward_config",
     "reward_names",
     "round_seed",
+    "rlpa_reward",
     "score_dataset",
     "softmin",
     "strip_fenced",

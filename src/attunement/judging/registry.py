@@ -1,7 +1,8 @@
 """Reward models by name, and :class:`RewardSpec`: a reward that any process can build.
 
 Names: ``"perm"``, ``"peregrm"``, ``"peregrm@8"`` (``@k`` sets the judge samples
-per dimension). Each kind pairs a config class with a factory; settings are
+per dimension), ``"rlpa"`` (the PersonaEmp paper's baseline reward,
+:mod:`attunement.judging.rlpa`). Each kind pairs a config class with a factory; settings are
 validated by building the config, before any model is loaded.
 
 A trainer's reward function, a verl worker and ``attune serve`` all receive a
@@ -29,6 +30,7 @@ from attunement.judging.base import (
 )
 from attunement.judging.peregrm import peregrm_reward
 from attunement.judging.perm import perm_reward
+from attunement.judging.rlpa import RLPAConfig, rlpa_reward
 from attunement.llm.base import ChatModel
 from attunement.llm.spec import LLMOptions, load_chat_model
 
@@ -53,6 +55,9 @@ def register_reward(
 ) -> None:
     """Add a reward kind; ``factory(judge, config, token_counter=...)`` builds it."""
     _KINDS[name.lower()] = RewardKind(config, factory)
+
+
+register_reward("rlpa", RLPAConfig, rlpa_reward)
 
 
 def reward_names() -> tuple[str, ...]:

@@ -1,0 +1,280 @@
+"""``attune bench train``: what a GRPO step costs, split into generation, reward and
+optimisation.
+
+It trains the embedded policy (``smollm2``, SmolLM2-135M on the CPU) for a few
+GRPO steps with TRL, exactly as ``attune train grpo`` does, against the
+simulated OpenAI-compatible judge server (:mod:`attunement.bench.simserver`,
+in its own process) answering like a real judge would
+(:class:`~attunement.bench.reward_bench.RealisticJudge`: criteria lists,
+analyses, score lines, bystander sub-scores of realistic length) at a
+realistic latency (default: 50 ms per request plus 1.5 ms per output token,
+16 sequences decoded at once: a 30B-class judge on one GPU with vLLM).
+
+Per step it reports
+
+- **generation**: the policy writing the completions (TRL's ``_generate``);
+- **reward**: scoring the batch, i.e. the judge (``GRPOReward``'s wall time);
+- **optimisation**: the rest of the step: log-probabilities, loss, backward
+  pass and optimiser update;
+
+and the judge server's own lower bound for the calls of the step, so a user
+sees what the reward costs a step and how much of it is the judge's decoding.
+The first step also pays one-off costs (loading the judge client, warming
+torch); it is shown but left out of the means.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from attunement.cli.bench import bench_app
+
+
+@dataclass
+class StepTiming:
+    step: int
+    total: float = 0.0
+    generation: float = 0.0
+    reward: float = 0.0
+    judge_calls: int = 0
+    judge_output_tokens: int = 0
+    bound: float = 0.0
+
+    @property
+    def optimisation(self) -> float:
+        return max(0.0, self.total - self.generation - self.reward)
+
+
+@dataclass
+class TrainBenchSettings:
+    reward: str = "peregrm"
+    steps: int = 3
+    prompts: int = 1
+    generations: int = 4
+    completion_tokens: int = 32
+    lora: bool = False
+    slots: int = 16
+    base_latency: float = 0.05
+    per_output_token: float = 0.0015
+    concurrency: int = 64
+    model: str = "smollm2"
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+def _settings(bench: TrainBenchSettings, data: Path, judge: str) -> Any:
+    from attunement.judging.registry import RewardSpec
+    from attunement.llm import LLMOptions
+    from attunement.training.config import GRPOSettings, LoraSettings
+
+    return GRPOSettings(
+        data=data,
+        model=bench.model,
+        device="cpu",
+        reward=RewardSpec(
+            reward=bench.reward,
+            judge=judge,
+            options=LLMOptions(concurrency=bench.concurrency, timeout=120, max_retries=2),
+            overrides={"output": "text", **bench.overrides},
+        ),
+        num_generations=bench.generations,
+        per_device_train_batch_size=bench.prompts * bench.generations,
+        max_completion_length=bench.completion_tokens,
+        max_steps=bench.steps,
+        learning_rate=1e-6,
+        lora=LoraSettings() if bench.lora else None,
+        record_breakdowns=False,
+        plot=False,
+    )
+
+
+def run_train_bench(bench: TrainBenchSettings) -> list[StepTiming]:
+    """Train ``bench.steps`` GRPO steps on the simulated judge; time each step."""
+    from transformers import TrainerCallback
+
+    from attunement.bench.reward_bench import RealisticJudge, ServerProcess, bench_batch
+    from attunement.bench.simserver import SimConfig
+    from attunement.judging.registry import parse_reward_name
+    from attunement.training.config import resolve_device
+    from attunement.training.data import build_grpo_rows
+    from attunement.training.grpo import build_trainer, close_reward, grpo_config
+    from attunement.training.models import load_tokenizer, resolve_model
+    from attunement.training.reward import dimension_names
+    from attunement.training.run import RunFolder
+
+    examples, _ = bench_batch(bench.prompts * bench.steps, 0)
+    sim = SimConfig(
+        slots=bench.slots,
+        base_latency=bench.base_latency,
+        per_output_token=bench.per_output_token,
+        responder=RealisticJudge(),
+    )
+    timings: list[StepTiming] = []
+    with (
+        tempfile.TemporaryDirectory(prefix="attune-train-bench-") as tmp,
+        ServerProcess(sim) as server,
+    ):
+        data = Path(tmp) / "examples.jsonl"
+        data.write_text("".join(e.model_dump_json() + "\n" for e in examples), encoding="utf-8")
+        settings = _settings(bench, data, f"openai:{server.base_url}#{sim.model_name}")
+        run = RunFolder(Path(tmp) / "run")
+        device = resolve_device(settings.device)
+        model_path = resolve_model(settings.model)
+        tokenizer = load_tokenizer(model_path)
+        rows, _ = build_grpo_rows(
+            examples,
+            tokenizer,
+            memory="full",
+            persona=True,
+            situation=True,
+            seed=0,
+            max_prompt_length=4096,
+        )
+        args = grpo_config(settings, run, device=device, show_bar=False)
+        args.save_strategy = "no"  # the benchmark times steps, not checkpoint writing
+        run.prepare(settings.model_dump(mode="json"))
+        kind, _ = parse_reward_name(settings.reward.reward)
+        trainer, reward = build_trainer(
+            settings,
+            args,
+            run,
+            model_path,
+            tokenizer,
+            rows,
+            kind=kind,
+            dims=dimension_names(settings.reward.config()),
+            print_progress=False,
+        )
+
+        current: dict[str, StepTiming] = {}
+        rewards: list[float] = []
+        reward.on_batch = lambda metrics: rewards.append(metrics["seconds"])
+        generate = trainer._generate
+
+        def timed_generate(prompts):
+            t0 = time.perf_counter()
+            try:
+                return generate(prompts)
+            finally:
+                current["step"].generation += time.perf_counter() - t0
+
+        trainer._generate = timed_generate
+
+        class Clock(TrainerCallback):
+            def on_step_begin(self, args, state, control, **kwargs):
+                server.reset_stats()
+                rewards.clear()
+                current["step"] = StepTiming(step=state.global_step + 1)
+                current["t0"] = time.perf_counter()  # type: ignore[assignment]
+
+            def on_step_end(self, args, state, control, **kwargs):
+                t = current["step"]
+                t.total = time.perf_counter() - current["t0"]  # type: ignore[operator]
+                t.reward = sum(rewards)
+                stats, bound = server.stats()
+                t.judge_calls, t.judge_output_tokens = stats.requests, stats.completion_tokens
+                t.bound = bound
+                timings.append(t)
+
+        trainer.add_callback(Clock())
+        try:
+            trainer.train()
+        finally:
+            close_reward(trainer, reward)
+    return timings
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else 0.0
+
+
+@bench_app.command("train")
+def train_bench(
+    rewards: Annotated[
+        str, typer.Option("--rewards", help="Comma-separated rewards to time, e.g. perm,peregrm@4.")
+    ] = "peregrm",
+    steps: Annotated[
+        int, typer.Option("--steps", min=2, help="GRPO steps per reward (the first is warm-up).")
+    ] = 3,
+    prompts: Annotated[int, typer.Option("--prompts", min=1, help="Prompts per step.")] = 1,
+    generations: Annotated[
+        int, typer.Option("--generations", "-G", min=2, help="Completions per prompt.")
+    ] = 4,
+    completion_tokens: Annotated[
+        int, typer.Option("--max-completion-length", min=8, help="Policy completion tokens.")
+    ] = 32,
+    lora: Annotated[bool, typer.Option("--lora", help="Train a LoRA adapter.")] = False,
+    slots: Annotated[int, typer.Option("--slots", min=1, help="Judge server slots.")] = 16,
+    base_latency: Annotated[
+        float, typer.Option("--base-latency", min=0.0, help="Judge seconds per request.")
+    ] = 0.05,
+    per_output_token: Annotated[
+        float, typer.Option("--per-output-token", min=0.0, help="Judge seconds per output token.")
+    ] = 0.0015,
+) -> None:
+    """Seconds per GRPO step (generation, reward, optimisation) on the CPU with the
+    embedded policy and a simulated judge server."""
+    from rich.table import Table
+
+    from attunement.cli.common import console, fail, out
+
+    chosen = [r.strip() for r in rewards.split(",") if r.strip()]
+    if not chosen:
+        raise fail("--rewards is empty")
+    console.print(
+        f"policy smollm2 on CPU{' + LoRA' if lora else ''}: {prompts} prompts x "
+        f"{generations} completions of <= {completion_tokens} tokens per step; judge: "
+        f"simulated server, {slots} slots, {base_latency * 1000:.0f} ms + "
+        f"{per_output_token * 1000:.2f} ms/output token"
+    )
+    table = Table(title="seconds per GRPO step (mean of steps 2+; step 1 in brackets)")
+    for col in (
+        "reward",
+        "total s",
+        "generation s",
+        "reward s",
+        "optimisation s",
+        "judge bound s",
+        "judge calls",
+        "judge out tok",
+    ):
+        table.add_column(col, justify="left" if col == "reward" else "right")
+    for name in chosen:
+        try:
+            timings = run_train_bench(
+                TrainBenchSettings(
+                    reward=name,
+                    steps=steps,
+                    prompts=prompts,
+                    generations=generations,
+                    completion_tokens=completion_tokens,
+                    lora=lora,
+                    slots=slots,
+                    base_latency=base_latency,
+                    per_output_token=per_output_token,
+                )
+            )
+        except ValueError as exc:
+            raise fail(str(exc)) from None
+        first, rest = timings[0], timings[1:] or timings[:1]
+
+        def cell(attr: str, digits: int = 1, *, first=first, rest=rest) -> str:
+            value = _mean([float(getattr(t, attr)) for t in rest])
+            return f"{value:.{digits}f} ({float(getattr(first, attr)):.{digits}f})"
+
+        table.add_row(
+            name,
+            cell("total"),
+            cell("generation"),
+            cell("reward"),
+            cell("optimisation"),
+            cell("bound"),
+            cell("judge_calls", 0),
+            cell("judge_output_tokens", 0),
+        )
+    out.print(table)

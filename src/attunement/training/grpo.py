@@ -1,0 +1,326 @@
+"""``attune train grpo``: GRPO with TRL's ``GRPOTrainer`` on one of our rewards.
+
+The steps, each a function below:
+
+1. read and check the examples, and the reward settings against them (before
+   any model is loaded or judge called);
+2. resolve the policy checkpoint (``smollm2`` is converted once and cached);
+3. build the prompts with the policy's reply prompt, leaving out the ones
+   longer than ``max_prompt_length``;
+4. prepare the run folder (resume check, config);
+5. build TRL's ``GRPOConfig`` from the settings, refuse a batch layout that
+   would split a prompt's group across processes, build the trainer with a
+   :class:`~attunement.training.reward.GRPOReward` and the run recorder;
+6. train (from the last checkpoint when there is one), close the judge on
+   TRL's event loop, save the merged policy to ``final/`` and write the
+   manifest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.metadata
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from attunement.jsonl import file_sha256, write_manifest
+from attunement.judging.registry import parse_reward_name
+from attunement.policy.prompting import reply_prompt_version
+from attunement.training.config import GRPOSettings, checkpointing, resolve_device, resolved_bf16
+from attunement.training.data import build_grpo_rows, read_examples
+from attunement.training.models import (
+    TokenizerCounter,
+    load_model,
+    load_tokenizer,
+    resolve_model,
+    save_policy,
+)
+from attunement.training.reward import GRPOReward, check_examples, dimension_names
+from attunement.training.run import RunFolder, draw, make_recorder, read_metrics
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Where a finished run put things, and what it did."""
+
+    out: Path
+    final: Path
+    steps: int
+    resumed_from: Path | None
+    metrics: Path
+    left_out: list[str]
+
+
+def package_versions() -> dict[str, str]:
+    out = {}
+    for name in ("torch", "transformers", "trl", "peft", "accelerate", "datasets"):
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = "absent"
+    return out
+
+
+def grpo_args(
+    settings: GRPOSettings, run: RunFolder, *, device: str, show_bar: bool
+) -> dict[str, Any]:
+    """The keyword arguments of TRL's ``GRPOConfig`` for these settings (paper
+    defaults, CPU rules, then the ``trl`` table)."""
+    kwargs: dict[str, Any] = {
+        "output_dir": str(run.checkpoints),
+        "learning_rate": settings.learning_rate,
+        "num_generations": settings.num_generations,
+        "beta": settings.resolved_beta(device),
+        "max_completion_length": settings.max_completion_length,
+        "temperature": settings.temperature,
+        "per_device_train_batch_size": settings.per_device_train_batch_size,
+        "gradient_accumulation_steps": settings.gradient_accumulation_steps,
+        "num_train_epochs": settings.num_train_epochs,
+        "max_steps": settings.max_steps,
+        "logging_steps": 1,
+        "save_strategy": "steps",
+        "save_steps": settings.save_steps,
+        "save_total_limit": settings.save_total_limit,
+        "seed": settings.seed,
+        "use_cpu": device == "cpu",
+        "bf16": resolved_bf16(settings, device),
+        "report_to": settings.report_to or "none",
+        "disable_tqdm": not show_bar,
+        "remove_unused_columns": False,
+    }
+    kwargs.update(checkpointing(settings, device))
+    kwargs.update(settings.trl)
+    return kwargs
+
+
+def grpo_config(settings: GRPOSettings, run: RunFolder, *, device: str, show_bar: bool) -> Any:
+    """TRL's ``GRPOConfig`` for these settings."""
+    from trl import GRPOConfig
+
+    try:
+        return GRPOConfig(**grpo_args(settings, run, device=device, show_bar=show_bar))
+    except TypeError as exc:  # an unknown field in the trl table
+        raise ValueError(f"trl settings: {exc}") from None
+
+
+def check_groups_stay_whole(args: Any, rows: int) -> None:
+    """Refuse a batch layout that puts one prompt's completions on two processes.
+
+    Each process scores its own slice of the generation batch; the slice holds
+    whole groups only if its size is a multiple of ``num_generations``.
+    """
+    local = args.generation_batch_size // max(1, args.world_size)
+    if local % args.num_generations:
+        raise ValueError(
+            f"each process generates {local} completions per batch "
+            f"(per_device_train_batch_size x steps_per_generation), not a multiple of "
+            f"num_generations={args.num_generations}: a prompt's group would be split across "
+            "processes and scored in pieces. Make per_device_train_batch_size a multiple of "
+            "num_generations."
+        )
+    prompts_per_batch = args.generation_batch_size // args.num_generations
+    if rows < prompts_per_batch:
+        raise ValueError(
+            f"only {rows} usable prompts, but one generation batch needs "
+            f"{prompts_per_batch} (generation batch {args.generation_batch_size} / "
+            f"{args.num_generations} generations)"
+        )
+
+
+def plot_panels(kind: str, dimensions: tuple[str, ...]) -> list[tuple[str, str]]:
+    scale = {"bystander": " (0-100)", "profile_match": " (0-1)", "would_continue": " (0-1)"}
+    return (
+        [("reward", "reward (mean)")]
+        + [(f"rewards/{kind}/{d}", f"{d}{scale.get(d, ' (1-5)')}") for d in dimensions]
+        + [
+            (f"rewards/{kind}/unscorable_frac", "unscorable fraction"),
+            ("completions/mean_length", "completion tokens (mean)"),
+        ]
+    )
+
+
+def progress_fields(kind: str, dimensions: tuple[str, ...]) -> list[tuple[str, str, int]]:
+    return (
+        [("reward", "reward", 3)]
+        + [(f"rewards/{kind}/{d}", d, 2) for d in dimensions]
+        + [
+            (f"rewards/{kind}/unscorable_frac", "unscorable", 2),
+            (f"rewards/{kind}/seconds", "judge s", 1),
+        ]
+    )
+
+
+def train_grpo(
+    settings: GRPOSettings,
+    out: str | Path,
+    *,
+    progress: bool | None = None,
+    cache_dir: Path | None = None,
+) -> TrainResult:
+    """Train a policy with GRPO on ``settings.reward``; see the module docstring."""
+    run = RunFolder(Path(out))
+    examples = read_examples(settings.data)
+    check_examples(settings.reward, examples)
+    kind, _ = parse_reward_name(settings.reward.reward)
+    dims = dimension_names(settings.reward.config())
+
+    device = resolve_device(settings.device)
+    model_path = resolve_model(settings.model, cache_dir=cache_dir)
+    tokenizer = load_tokenizer(model_path)
+    rows, too_long = build_grpo_rows(
+        examples,
+        tokenizer,
+        memory=settings.memory,
+        persona=settings.persona,
+        situation=settings.situation,
+        seed=settings.seed,
+        max_prompt_length=settings.max_prompt_length,
+    )
+    if too_long:
+        print(
+            f"note: {len(too_long)} of {len(examples)} prompts are longer than "
+            f"max_prompt_length={settings.max_prompt_length} tokens and are left out "
+            f"(e.g. {', '.join(too_long[:3])}); the full list is in manifest.json",
+            file=sys.stderr,
+        )
+
+    show_bar = sys.stderr.isatty() if progress is None else progress
+    args = grpo_config(settings, run, device=device, show_bar=show_bar)
+    check_groups_stay_whole(args, len(rows))
+    checkpoint = run.prepare(json.loads(settings.model_dump_json()))
+    manifest: dict[str, Any] = {
+        "command": "train grpo",
+        "status": "running",
+        "out": str(run.root),
+        "data": str(settings.data),
+        "data_sha256": file_sha256(settings.data),
+        "examples": len(examples),
+        "prompts": len(rows),
+        "left_out_long_prompts": too_long,
+        "model": settings.model,
+        "model_path": str(model_path),
+        "device": device,
+        "beta": args.beta,
+        "bf16": args.bf16,
+        "reply_prompt": reply_prompt_version(),
+        "reward_spec": json.loads(settings.reward.model_dump_json()),
+        "resumed_from": str(checkpoint) if checkpoint else None,
+        "packages": package_versions(),
+    }
+    write_manifest(run.manifest, **manifest)
+
+    trainer, reward = build_trainer(
+        settings,
+        args,
+        run,
+        model_path,
+        tokenizer,
+        rows,
+        kind=kind,
+        dims=dims,
+        print_progress=not show_bar,
+    )
+    status = "failed"
+    try:
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        status = "finished"
+    finally:
+        reward_manifest = reward.manifest()
+        close_reward(trainer, reward)
+        if settings.plot:
+            draw(run, panels=plot_panels(kind, dims), title=f"GRPO on {settings.reward.reward}")
+        write_manifest(
+            run.manifest,
+            **{
+                **manifest,
+                "status": status,
+                "reward": reward_manifest,
+                "steps": trainer.state.global_step,
+            },
+        )
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    final = save_policy(
+        model, tokenizer, run.final, adapter_out=run.adapter if settings.lora else None
+    )
+    write_manifest(
+        run.manifest,
+        **{
+            **manifest,
+            "status": status,
+            "reward": reward_manifest,
+            "steps": trainer.state.global_step,
+            "final": str(final),
+            "policy_spec": f"hf:{final}",
+            "metric_rows": len(read_metrics(run.metrics)),
+        },
+    )
+    return TrainResult(
+        out=run.root,
+        final=final,
+        steps=trainer.state.global_step,
+        resumed_from=checkpoint,
+        metrics=run.metrics,
+        left_out=too_long,
+    )
+
+
+def build_trainer(
+    settings: GRPOSettings,
+    args: Any,
+    run: RunFolder,
+    model_path: Path,
+    tokenizer: Any,
+    rows: list[dict],
+    *,
+    kind: str,
+    dims: tuple[str, ...],
+    print_progress: bool,
+) -> tuple[Any, GRPOReward]:
+    """The ``GRPOTrainer`` with our reward and run recorder (printer callback removed when
+    progress goes to plain lines)."""
+    from datasets import Dataset
+    from transformers import PrinterCallback
+    from trl import GRPOTrainer
+
+    model = load_model(model_path, bf16=bool(args.bf16))
+    reward = GRPOReward(
+        settings.reward,
+        num_generations=settings.num_generations,
+        token_counter=TokenizerCounter(tokenizer, model_path.name),
+        deadline=settings.judge_deadline,
+        abort_after=settings.abort_after,
+        policy=f"hf:{model_path.name}",
+        record=run.breakdowns if settings.record_breakdowns else None,
+    )
+    recorder = make_recorder(
+        run,
+        panels=plot_panels(kind, dims),
+        title=f"GRPO on {settings.reward.reward}",
+        progress_fields=progress_fields(kind, dims),
+        print_progress=print_progress,
+        plot=settings.plot,
+    )
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=reward,
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+        callbacks=[recorder],
+        peft_config=settings.lora.peft_config() if settings.lora else None,
+    )
+    if print_progress:
+        trainer.remove_callback(PrinterCallback)
+    return trainer, reward
+
+
+def close_reward(trainer: Any, reward: GRPOReward) -> None:
+    """Close the judge on the event loop TRL ran the reward on."""
+    loop = getattr(trainer, "async_loop", None)
+    if loop is not None and loop.is_running():
+        asyncio.run_coroutine_threadsafe(reward.aclose(), loop).result(timeout=60)
+    else:
+        asyncio.run(reward.aclose())

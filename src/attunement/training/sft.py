@@ -1,0 +1,183 @@
+"""``attune train sft``: the SFT baseline, TRL's ``SFTTrainer`` on ``attune distill`` rows.
+
+The rows are conversational prompt-completion pairs (``messages`` rows are
+split into the same), and the loss is on the completion only
+(``completion_only_loss=True``): the student learns the teacher's reply, not
+the prompt. A row longer than ``max_length`` tokens is left out and reported
+rather than truncated (TRL keeps the start, which would cut the reply).
+
+The run folder is the one GRPO uses (``config.json``, ``manifest.json``,
+``metrics.jsonl``, ``checkpoints/``, ``final/``, ``adapter/``), and a re-run
+resumes from the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from attunement.jsonl import file_sha256, write_manifest
+from attunement.training.config import SFTSettings, checkpointing, resolve_device, resolved_bf16
+from attunement.training.data import read_sft_rows
+from attunement.training.grpo import TrainResult, package_versions
+from attunement.training.models import (
+    load_model,
+    load_tokenizer,
+    resolve_model,
+    save_policy,
+)
+from attunement.training.run import RunFolder, make_recorder, read_metrics
+
+
+def row_tokens(tokenizer: Any, row: dict[str, list[dict[str, str]]]) -> int:
+    encoded = tokenizer.apply_chat_template(
+        row["prompt"] + row["completion"], tokenize=True, return_dict=True
+    )
+    return len(encoded["input_ids"])
+
+
+def sft_args(
+    settings: SFTSettings, run: RunFolder, *, device: str, show_bar: bool
+) -> dict[str, Any]:
+    """The keyword arguments of TRL's ``SFTConfig`` for these settings."""
+    kwargs: dict[str, Any] = {
+        "output_dir": str(run.checkpoints),
+        "learning_rate": settings.learning_rate,
+        "per_device_train_batch_size": settings.per_device_train_batch_size,
+        "gradient_accumulation_steps": settings.gradient_accumulation_steps,
+        "num_train_epochs": settings.num_train_epochs,
+        "max_steps": settings.max_steps,
+        "max_length": settings.max_length,
+        "completion_only_loss": True,
+        "logging_steps": 1,
+        "save_strategy": "steps",
+        "save_steps": settings.save_steps,
+        "save_total_limit": settings.save_total_limit,
+        "seed": settings.seed,
+        "use_cpu": device == "cpu",
+        "bf16": resolved_bf16(settings, device),
+        "report_to": settings.report_to or "none",
+        "disable_tqdm": not show_bar,
+    }
+    kwargs.update(checkpointing(settings, device))
+    kwargs.update(settings.trl)
+    return kwargs
+
+
+def sft_config(settings: SFTSettings, run: RunFolder, *, device: str, show_bar: bool) -> Any:
+    """TRL's ``SFTConfig`` for these settings."""
+    from trl import SFTConfig
+
+    try:
+        return SFTConfig(**sft_args(settings, run, device=device, show_bar=show_bar))
+    except TypeError as exc:
+        raise ValueError(f"trl settings: {exc}") from None
+
+
+def train_sft(
+    settings: SFTSettings,
+    out: str | Path,
+    *,
+    progress: bool | None = None,
+    cache_dir: Path | None = None,
+) -> TrainResult:
+    """Fine-tune a policy on SFT rows; see the module docstring."""
+    from datasets import Dataset
+    from transformers import PrinterCallback
+    from trl import SFTTrainer
+
+    run = RunFolder(Path(out))
+    rows = read_sft_rows(settings.data)
+    device = resolve_device(settings.device)
+    model_path = resolve_model(settings.model, cache_dir=cache_dir)
+    tokenizer = load_tokenizer(model_path)
+    kept: list[dict] = []
+    too_long: list[int] = []  # line numbers
+    for line, row in enumerate(rows, start=1):
+        if row_tokens(tokenizer, row) <= settings.max_length:
+            kept.append(row)
+        else:
+            too_long.append(line)
+    if not kept:
+        raise ValueError(
+            f"{settings.data}: every row is longer than max_length={settings.max_length} tokens"
+        )
+    if too_long:
+        print(
+            f"note: {len(too_long)} of {len(rows)} rows are longer than max_length="
+            f"{settings.max_length} tokens and are left out (lines "
+            f"{', '.join(map(str, too_long[:5]))}{', ...' if len(too_long) > 5 else ''})",
+            file=sys.stderr,
+        )
+
+    show_bar = sys.stderr.isatty() if progress is None else progress
+    args = sft_config(settings, run, device=device, show_bar=show_bar)
+    checkpoint = run.prepare(json.loads(settings.model_dump_json()))
+    manifest: dict[str, Any] = {
+        "command": "train sft",
+        "status": "running",
+        "out": str(run.root),
+        "data": str(settings.data),
+        "data_sha256": file_sha256(settings.data),
+        "rows": len(rows),
+        "rows_used": len(kept),
+        "left_out_long_rows": too_long,
+        "model": settings.model,
+        "model_path": str(model_path),
+        "device": device,
+        "bf16": args.bf16,
+        "resumed_from": str(checkpoint) if checkpoint else None,
+        "packages": package_versions(),
+    }
+    write_manifest(run.manifest, **manifest)
+    recorder = make_recorder(
+        run,
+        panels=[("loss", "loss"), ("mean_token_accuracy", "token accuracy")],
+        title="SFT",
+        progress_fields=[("loss", "loss", 4), ("mean_token_accuracy", "acc", 3)],
+        print_progress=not show_bar,
+        plot=True,
+    )
+    trainer = SFTTrainer(
+        model=load_model(model_path, bf16=bool(args.bf16)),
+        args=args,
+        train_dataset=Dataset.from_list(kept),
+        processing_class=tokenizer,
+        callbacks=[recorder],
+        peft_config=settings.lora.peft_config() if settings.lora else None,
+    )
+    if not show_bar:
+        trainer.remove_callback(PrinterCallback)
+    status = "failed"
+    try:
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        status = "finished"
+    finally:
+        write_manifest(
+            run.manifest, **{**manifest, "status": status, "steps": trainer.state.global_step}
+        )
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    final = save_policy(
+        model, tokenizer, run.final, adapter_out=run.adapter if settings.lora else None
+    )
+    write_manifest(
+        run.manifest,
+        **{
+            **manifest,
+            "status": status,
+            "steps": trainer.state.global_step,
+            "final": str(final),
+            "policy_spec": f"hf:{final}",
+            "metric_rows": len(read_metrics(run.metrics)),
+        },
+    )
+    return TrainResult(
+        out=run.root,
+        final=final,
+        steps=trainer.state.global_step,
+        resumed_from=checkpoint,
+        metrics=run.metrics,
+        left_out=[str(i) for i in too_long],
+    )
