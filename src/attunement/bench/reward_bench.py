@@ -215,16 +215,24 @@ class RealisticJudge:
                 text = "\n".join(lines)
         elif "You play a person" in str(messages[0].get("content", "")):
             kind = "continue"  # RLPA: the simulated user's decision
+            score = self._rating(prompt, salt, yardstick=None)
             reason = _filler(self.reason_tokens // 2, salt + "/a")
             go_on = score >= 3
-            text = (json.dumps({"reason": reason, "continue": go_on}) if as_json
-                    else f"Reason: {reason}\nDecision: {'continue' if go_on else 'stop'}")
+            text = (
+                json.dumps({"reason": reason, "continue": go_on})
+                if as_json
+                else f"Reason: {reason}\nDecision: {'continue' if go_on else 'stop'}"
+            )
         elif "how personal an AI assistant's reply is" in str(messages[0].get("content", "")):
             kind = "match"  # RLPA: fit to the user's profile
+            score = self._rating(prompt, salt, yardstick=None)
             reason = _filler(self.reason_tokens // 2, salt + "/a")
             match = (score - 1) / 4
-            text = (json.dumps({"reason": reason, "match": match}) if as_json
-                    else f"Reason: {reason}\nMatch: {match:g}")
+            text = (
+                json.dumps({"reason": reason, "match": match})
+                if as_json
+                else f"Reason: {reason}\nMatch: {match:g}"
+            )
         else:
             kind = "rating"
             score = self._rating(prompt, salt, yardstick=None)

@@ -78,11 +78,13 @@ from attunement.textjson import Found, json_objects, last_json_object
 __all__ = [
     "BYSTANDER_KEYS",
     "BYSTANDER_PARTS",
+    "Candidate",
     "Parsed",
     "ParsedCriteria",
     "parse_bystander",
     "parse_criteria",
     "parse_rating",
+    "final_verdict",
     "strip_fenced",
 ]
 
@@ -332,7 +334,7 @@ def _json_candidate(found: Found, answer: type[BaseModel] | None) -> Candidate:
 _TRIVIAL = re.compile(r"(?:[ \t.,;:!*_`'\"()\[\]]|```(?:json)?)*")
 
 
-def _final(
+def final_verdict(
     body: str, candidates: list[Candidate], untrusted: Sequence[str]
 ) -> tuple[Candidate | None, str | None]:
     """The verdict: the last candidate, if it ends its line (only punctuation or
@@ -439,7 +441,7 @@ def parse_rating(
         # only its score is read, whatever other keys it has
         candidates = _score_lines(body, high=high) + _boxed(body) + _json_scores(body, None)
         missing = "no 'Score:' line, \\boxed{} score or JSON score found"
-    verdict, problem = _final(body, candidates, untrusted)
+    verdict, problem = final_verdict(body, candidates, untrusted)
     if verdict is None:
         return failed(problem or missing, rationale=rationale, criteria=criteria)
     value = verdict.value
@@ -540,7 +542,7 @@ def parse_bystander(
             return failed(f"bystander JSON invalid: {validation_problem(exc)}")
         subs = {key: float(getattr(parsed, key)) for key in BYSTANDER_KEYS}
         total = Candidate(found.start, found.end, sum(subs.values()), "JSON sub-scores")
-        verdict, problem = _final(body, [total], untrusted)
+        verdict, problem = final_verdict(body, [total], untrusted)
         if verdict is None:
             return failed(problem or "no verdict", sub_scores=subs)
         return Parsed(
@@ -555,7 +557,7 @@ def parse_bystander(
     )
     rationale = rationale or _section(body, "assessment", _PART_HEADS)
     totals = _totals(body)
-    verdict, problem = _final(body, totals + part_candidates, untrusted)
+    verdict, problem = final_verdict(body, totals + part_candidates, untrusted)
     if verdict is None:
         return failed(
             problem or "no 'Total Score: X / 100' line and not all five sub-scores", sub_scores=subs

@@ -30,25 +30,43 @@ numbers, and a reply with no valid sample for an enabled judge is unscorable
 from __future__ import annotations
 
 import asyncio
-import math
 import re
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
+from attunement.judging.answers import number_or_none, validation_problem
 from attunement.judging.base import JudgeSampler, RewardModel, TokenCounter, check_group
-from attunement.judging.parsing import OutputFormat, Parsed, failed, last_json_object, strip_fenced
+from attunement.judging.parsing import (
+    Candidate,
+    OutputFormat,
+    Parsed,
+    failed,
+    final_verdict,
+    readable,
+    strip_fenced,
+)
 from attunement.judging.templates import (
     JSON_TEXT_CHARS,
+    JudgeContext,
     OutputChoice,
     fenced_judged,
-    fenced_message,
+    prompt_piece,
+    recording,
     render_context,
+    render_message,
+    render_prompt,
     resolve_output,
-    snippet,
-    template,
     versions,
 )
 from attunement.llm.base import ChatModel, Message
@@ -61,6 +79,7 @@ from attunement.records import (
     RewardBreakdown,
     Usage,
 )
+from attunement.textjson import json_objects, last_json_object
 
 #: prompt file stem of each judge
 _PROMPT = {"profile_match": "match", "would_continue": "continue"}
@@ -92,6 +111,16 @@ class RLPAConfig(BaseModel):
     match_weight: float = Field(1.0, ge=0.0, description="weight of profile_match in r")
     continue_weight: float = Field(1.0, ge=0.0, description="weight of would_continue in r")
     include_memories: bool = Field(True, description="show the user's memories to the judge")
+    judge_context: JudgeContext = Field(
+        "authors",
+        description="what the judges see of the user: 'authors' (persona text, memories, "
+        "situation) or 'full' (also Big Five, topics, labels, category, emotion)",
+    )
+    unformatted: Literal["judge_whole", "empty"] = Field(
+        "empty",
+        description="a reply that broke the '# Analysis / # Response' format: judged on "
+        "its whole text, or as an empty reply (as PERM and PereGRM do by default)",
+    )
 
     @model_validator(mode="after")
     def _some_judge(self) -> RLPAConfig:
@@ -109,18 +138,92 @@ class RLPAConfig(BaseModel):
         return self.dimensions
 
 
+# --------------------------------------------------------------------------- answers
+
+
+class MatchAnswer(BaseModel):
+    """The profile-match judge's JSON answer: a reason, then a number in [0, 1]
+    (asked for in steps of 0.1, an ``enum`` every grammar sampler enforces)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    reason: str
+    match: Annotated[
+        float,
+        Field(ge=0.0, le=1.0),
+        WithJsonSchema({"type": "number", "enum": [i / 10 for i in range(11)]}),
+    ]
+
+    @field_validator("match", mode="before")
+    @classmethod
+    def _number(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError("a boolean is not a number")  # noqa: TRY004 (pydantic wants ValueError)
+        number = number_or_none(value)
+        return value if number is None else number
+
+
+class ContinueAnswer(BaseModel):
+    """The would-continue judge's JSON answer: a reason, then a boolean (the words
+    continue/stop/yes/no are read too; a number is not a decision)."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    reason: str
+    decision: Annotated[bool, Field(alias="continue")]
+
+    @field_validator("decision", mode="before")
+    @classmethod
+    def _word(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in _CONTINUE_WORDS:
+            return _CONTINUE_WORDS[value.strip().lower()] == 1.0
+        raise ValueError(f"decision {value!r} is neither continue nor stop")
+
+
+def _schema(answer: type[BaseModel], chars: int) -> dict[str, Any]:
+    out = answer.model_json_schema(by_alias=True)
+    props = {
+        name: {k: v for k, v in sub.items() if k not in ("title", "description")}
+        for name, sub in out["properties"].items()
+    }
+    props["reason"]["maxLength"] = chars
+    return {
+        "type": "object",
+        "properties": props,
+        "required": list(props),
+        "additionalProperties": False,
+    }
+
+
+def match_schema(chars: int = JSON_TEXT_CHARS) -> dict[str, Any]:
+    """The JSON schema of :class:`MatchAnswer` as sent (reason bounded by ``chars``)."""
+    return _schema(MatchAnswer, chars)
+
+
+def continue_schema(chars: int = JSON_TEXT_CHARS) -> dict[str, Any]:
+    """The JSON schema of :class:`ContinueAnswer` as sent."""
+    return _schema(ContinueAnswer, chars)
+
+
+_SCHEMAS = {"profile_match": match_schema, "would_continue": continue_schema}
+
 # --------------------------------------------------------------------------- parsing
 
 _NUM = r"(-?\d+(?:\.\d+)?)"
-_MATCH_LINE = re.compile(
-    r"^[ \t>*#_`-]*(?:profile[ \t_-]*)?match[ \t*_`]*[:=：][ \t*_`]*" + _NUM + r"([ \t]*%)?",
-    re.IGNORECASE | re.MULTILINE,
+_PREFIX = r"^[ \t*#_`-]*"  # Markdown decoration, never a quote marker ('>')
+_MATCH_HEAD = re.compile(
+    _PREFIX + r"(?P<head>(?:profile[ \t_-]*)?match)[ \t*_`]*[:=：]", re.IGNORECASE | re.MULTILINE
 )
-_DECISION_LINE = re.compile(
-    r"^[ \t>*#_`-]*decision[ \t*_`]*[:=：][ \t*_`\"'<]*([A-Za-z]+)", re.IGNORECASE | re.MULTILINE
+_DECISION_HEAD = re.compile(
+    _PREFIX + r"(?P<head>decision)[ \t*_`]*[:=：]", re.IGNORECASE | re.MULTILINE
 )
+_MATCH_VALUE = re.compile(r"[ \t*_`]*" + _NUM + r"(?P<pct>[ \t]*%)?")
+_RANGE_AFTER = re.compile(r"[ \t]*(?:-|–|—|to\b|or\b|~|\.\.)[ \t]*\d", re.IGNORECASE)
+_DECISION_VALUE = re.compile(r"[ \t*_`\"'<]*([A-Za-z]+)[*_`\"'>]*")
 _REASON = re.compile(
-    r"^[ \t>*#_`-]*reason[ \t*_`]*[:：](.*?)(?=^[ \t>*#_`-]*(?:profile[ \t_-]*)?(?:match|decision)"
+    _PREFIX + r"reason[ \t*_`]*[:：](.*?)(?=" + _PREFIX + r"(?:profile[ \t_-]*)?(?:match|decision)"
     r"[ \t*_`]*[:=：]|\Z)",
     re.IGNORECASE | re.MULTILINE | re.DOTALL,
 )
@@ -133,68 +236,130 @@ def _reason(body: str) -> str | None:
     return text or None
 
 
-def _json_reason(obj: dict[str, Any]) -> str | None:
-    value = obj.get("reason")
+def _line_end(text: str, pos: int) -> int:
+    end = text.find("\n", pos)
+    return len(text) if end < 0 else end
+
+
+def _match_lines(body: str) -> list[Candidate]:
+    out = []
+    for m in _MATCH_HEAD.finditer(body):
+        line_end = _line_end(body, m.end())
+        shown = body[m.start("head") : line_end].strip()
+        v = _MATCH_VALUE.match(body, m.end(), line_end)
+        if v is None or _RANGE_AFTER.match(body, v.end(), line_end):
+            out.append(Candidate(m.start("head"), line_end, None, f"{shown!r} is not one number"))
+        elif v.group("pct"):
+            out.append(
+                Candidate(m.start("head"), v.end(), None, f"{shown!r} is a percentage, not 0 to 1")
+            )
+        else:
+            out.append(Candidate(m.start("head"), v.end(), float(v.group(1)), shown))
+    return out
+
+
+def _decision_lines(body: str) -> list[Candidate]:
+    out = []
+    for m in _DECISION_HEAD.finditer(body):
+        line_end = _line_end(body, m.end())
+        shown = body[m.start("head") : line_end].strip()
+        v = _DECISION_VALUE.match(body, m.end(), line_end)
+        word = v.group(1).lower() if v else ""
+        if word not in _CONTINUE_WORDS:
+            problem = f"decision {word!r} is neither continue nor stop"
+            out.append(Candidate(m.start("head"), line_end, None, problem))
+        else:
+            out.append(Candidate(m.start("head"), v.end(), _CONTINUE_WORDS[word], shown))
+    return out
+
+
+def _json_candidates(body: str, key: str, answer: type[BaseModel]) -> list[Candidate]:
+    out = []
+    for found in json_objects(body):
+        if key not in found.value:
+            continue
+        try:
+            parsed = answer.model_validate(found.value)
+        except ValidationError as exc:
+            problem = f"JSON answer invalid: {validation_problem(exc)}"
+            out.append(Candidate(found.start, found.end, None, problem))
+            continue
+        value = parsed.match if isinstance(parsed, MatchAnswer) else float(parsed.decision)
+        out.append(Candidate(found.start, found.end, float(value), f"JSON {key}"))
+    return out
+
+
+def _json_reason(body: str, key: str) -> str | None:
+    found = last_json_object(body, with_key=key)
+    value = found.value.get("reason") if found is not None else None
     return value.strip() if isinstance(value, str) and value.strip() else None
 
 
-def _to_float(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        return None
-    try:
-        number = float(value)
-    except ValueError:
-        return None
-    return number if math.isfinite(number) else None
+def _parse(
+    text: str,
+    *,
+    fmt: OutputFormat,
+    key: str,
+    answer: type[BaseModel],
+    lines: Any,
+    missing: str,
+    untrusted: Sequence[str],
+) -> Parsed:
+    if not text or not text.strip():
+        return failed("empty judge answer")
+    body = strip_fenced(readable(text))
+    if fmt == "json":
+        candidates = _json_candidates(body, key, answer)
+        rationale = _json_reason(body, key)
+        missing = f"no JSON object with a {key!r} key"
+    else:
+        candidates = lines(body) + _json_candidates(body, key, answer)
+        rationale = _reason(body) or _json_reason(body, key)
+    verdict, problem = final_verdict(body, candidates, untrusted)
+    if verdict is None:
+        return failed(problem or missing, rationale=rationale)
+    return Parsed(score=verdict.value, rationale=rationale)
 
 
-def parse_match(text: str, *, fmt: OutputFormat = "text") -> Parsed:
+def parse_match(text: str, *, fmt: OutputFormat = "text", untrusted: Sequence[str] = ()) -> Parsed:
     """Read the final profile-match verdict, a number in [0, 1].
 
-    Text: the last ``Match: x`` line; JSON: the last object with a ``match``
-    key. Echoed fenced blocks are removed first; out-of-range values and
-    percentages are failures, not rescaled.
+    The rules of :mod:`attunement.judging.parsing` hold: echoed fenced blocks
+    are removed, the verdict (a ``Match: x`` line, or a JSON object with a
+    ``match`` key) must end the answer with nothing score-like after it, a
+    range or percentage is a failure, and a verdict copied from ``untrusted``
+    text is refused.
 
     >>> parse_match("Reason: it fits her.\\nMatch: 0.8").score
     0.8
     >>> parse_match('{"reason": "generic", "match": 0.2}', fmt="json").score
     0.2
     >>> parse_match("Match: 7").reason
-    'match 7.0 is outside 0-1'
+    'match 7 is outside 0-1'
     """
-    if not text or not text.strip():
-        return failed("empty judge answer")
-    body = strip_fenced(text)
-    if fmt == "json":
-        obj = last_json_object(body, with_key="match")
-        if obj is None:
-            return failed("no JSON object with a 'match' key")
-        value, rationale = _to_float(obj["match"]), _json_reason(obj)
-        if value is None:
-            return failed(f"JSON match {obj['match']!r} is not a number", rationale=rationale)
-    else:
-        lines = list(_MATCH_LINE.finditer(body))
-        rationale = _reason(body)
-        if not lines:
-            return failed("no 'Match:' line found", rationale=rationale)
-        last = lines[-1]
-        if last.group(2):
-            return failed(
-                f"{last.group(0).strip()!r} is a percentage, not a number from 0 to 1",
-                rationale=rationale,
-            )
-        value = float(last.group(1))
-    if not 0.0 <= value <= 1.0:
-        return failed(f"match {value} is outside 0-1", rationale=rationale)
-    return Parsed(score=value, rationale=rationale)
+    parsed = _parse(
+        text,
+        fmt=fmt,
+        key="match",
+        answer=MatchAnswer,
+        lines=_match_lines,
+        missing="no 'Match:' line found",
+        untrusted=untrusted,
+    )
+    if parsed.score is not None and not 0.0 <= parsed.score <= 1.0:
+        value = int(parsed.score) if parsed.score.is_integer() else parsed.score
+        return failed(f"match {value} is outside 0-1", rationale=parsed.rationale)
+    return parsed
 
 
-def parse_continue(text: str, *, fmt: OutputFormat = "text") -> Parsed:
+def parse_continue(
+    text: str, *, fmt: OutputFormat = "text", untrusted: Sequence[str] = ()
+) -> Parsed:
     """Read the final would-continue decision: 1.0 (continue) or 0.0 (stop).
 
-    Text: the last ``Decision: continue|stop`` line (``yes``/``no`` also
-    read); JSON: the last object with a ``continue`` key holding a boolean
-    (or one of those words).
+    Text: a ``Decision: continue|stop`` line (``yes``/``no`` also read) that
+    ends the answer; JSON: an object whose ``continue`` key holds a boolean (or
+    one of those words). The same rules as :func:`parse_match`.
 
     >>> parse_continue("Reason: she felt seen.\\nDecision: continue").score
     1.0
@@ -203,62 +368,18 @@ def parse_continue(text: str, *, fmt: OutputFormat = "text") -> Parsed:
     >>> parse_continue("Decision: maybe").reason
     "decision 'maybe' is neither continue nor stop"
     """
-    if not text or not text.strip():
-        return failed("empty judge answer")
-    body = strip_fenced(text)
-    if fmt == "json":
-        obj = last_json_object(body, with_key="continue")
-        if obj is None:
-            return failed("no JSON object with a 'continue' key")
-        raw, rationale = obj["continue"], _json_reason(obj)
-        if isinstance(raw, bool):
-            return Parsed(score=1.0 if raw else 0.0, rationale=rationale)
-        word = str(raw).strip().lower()
-    else:
-        lines = list(_DECISION_LINE.finditer(body))
-        rationale = _reason(body)
-        if not lines:
-            return failed("no 'Decision:' line found", rationale=rationale)
-        word = lines[-1].group(1).lower()
-    if word not in _CONTINUE_WORDS:
-        return failed(f"decision {word!r} is neither continue nor stop", rationale=rationale)
-    return Parsed(score=_CONTINUE_WORDS[word], rationale=rationale)
+    return _parse(
+        text,
+        fmt=fmt,
+        key="continue",
+        answer=ContinueAnswer,
+        lines=_decision_lines,
+        missing="no 'Decision:' line found",
+        untrusted=untrusted,
+    )
 
 
 _PARSERS = {"profile_match": parse_match, "would_continue": parse_continue}
-
-
-# --------------------------------------------------------------------------- schemas
-
-
-def match_schema(chars: int = JSON_TEXT_CHARS) -> dict[str, Any]:
-    """A reason, then the match as one of 0, 0.1, ..., 1 (an enum: grammar samplers
-    enforce it even where they cannot enforce a numeric range)."""
-    return {
-        "type": "object",
-        "properties": {
-            "reason": {"type": "string", "maxLength": chars},
-            "match": {"type": "number", "enum": [i / 10 for i in range(11)]},
-        },
-        "required": ["reason", "match"],
-        "additionalProperties": False,
-    }
-
-
-def continue_schema(chars: int = JSON_TEXT_CHARS) -> dict[str, Any]:
-    """A reason, then the decision as a boolean."""
-    return {
-        "type": "object",
-        "properties": {
-            "reason": {"type": "string", "maxLength": chars},
-            "continue": {"type": "boolean"},
-        },
-        "required": ["reason", "continue"],
-        "additionalProperties": False,
-    }
-
-
-_SCHEMAS = {"profile_match": match_schema, "would_continue": continue_schema}
 
 
 # --------------------------------------------------------------------------- the reward
@@ -293,11 +414,13 @@ class RLPAReward(RewardModel):
         }
 
     def prompt_names(self) -> list[str]:
-        names = []
-        for dim in self.config.dimensions:
-            stem = _PROMPT[dim]
-            names += [f"rlpa_{stem}", f"rlpa_format_{stem}_{self.fmt}"]
-        return names
+        """Every prompt file this reward may send (recorded by rendering each once)."""
+        from attunement.judging.base import PROBE_EXAMPLE, PROBE_REPLY
+
+        with recording() as names:
+            for dim in self.config.dimensions:
+                self.messages(PROBE_EXAMPLE, PROBE_REPLY, dim)
+        return sorted(names)
 
     def manifest(self) -> dict[str, Any]:
         return {
@@ -310,26 +433,54 @@ class RLPAReward(RewardModel):
             "prompts": versions(self.prompt_names()),
         }
 
+    def judged_response(self, reply: Reply) -> str:
+        """The response as the judges see it (``unformatted`` decides for a reply
+        that broke the format)."""
+        if reply.format_ok:
+            return reply.response
+        if self.config.unformatted == "empty":
+            return ""
+        return reply.raw.strip() or reply.response
+
+    def untrusted(self, example: Example, reply: Reply) -> tuple[str, ...]:
+        """Every text the judges are shown as data (a verdict copied from one is refused)."""
+        texts = [
+            self.judged_response(reply),
+            reply.raw,
+            example.query,
+            *(t.text for t in example.dialogue),
+            *(m.value for m in example.memories),
+            example.persona.profile if example.persona else "",
+            example.situation.description if example.situation else "",
+        ]
+        return tuple(t for t in texts if t and t.strip())
+
     def messages(self, example: Example, reply: Reply, dimension: Dimension) -> list[Message]:
         """The prompt of one judge for one reply."""
         stem = _PROMPT[dimension]
-        return template(f"rlpa_{stem}").render(
-            context=render_context(example, include_memories=self.config.include_memories),
-            message=fenced_message(example),
-            judged=fenced_judged("response", reply.response),
-            output_format=snippet(f"rlpa_format_{stem}_{self.fmt}"),
+        return render_prompt(
+            f"rlpa_{stem}",
+            context=render_context(
+                example,
+                judge_context=self.config.judge_context,
+                include_memories=self.config.include_memories,
+            ),
+            message=render_message(example),
+            judged=fenced_judged("response", self.judged_response(reply)),
+            output_format=prompt_piece(f"rlpa_format_{stem}_{self.fmt}"),
         )
 
     async def _judge(
         self, example: Example, reply: Reply, dimension: Dimension
     ) -> tuple[list[Judgement], Usage]:
         parse = _PARSERS[dimension]
+        untrusted = self.untrusted(example, reply)
         samples, usage = await self.sampler.sample(
             self.messages(example, reply, dimension),
             k=self.config.k,
             temperature=self.config.temperature,
             schema=_SCHEMAS[dimension](self.config.json_text_chars),
-            parse=lambda text: parse(text, fmt=self.fmt),
+            parse=lambda text: parse(text, fmt=self.fmt, untrusted=untrusted),
         )
         judgements = []
         for s in samples:
