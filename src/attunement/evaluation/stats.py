@@ -229,7 +229,9 @@ def bootstrap_column_means(
     """
     import numpy as np
 
-    width = len(rows[0]) if rows else 0
+    if not rows:
+        return ColumnMeans((), Interval(None, None, None, 0, level))
+    width = len(rows[0])
     if any(len(r) != width for r in rows):
         raise ValueError("every row needs the same number of columns")
     average_of = list(range(width)) if average_of is None else list(average_of)
