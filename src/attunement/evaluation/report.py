@@ -60,7 +60,9 @@ def fmt_ci(stat: Stat | None, digits: int = 2) -> str:
 
 
 def fmt_p(p: float | None) -> str:
-    """>>> fmt_p(0.0004), fmt_p(0.0312), fmt_p(None)
+    """A p-value.
+
+    >>> fmt_p(0.0004), fmt_p(0.0312), fmt_p(None)
     ('<0.001', '0.031', '-')
     """
     if p is None:
