@@ -305,7 +305,7 @@ async def test_inputs_are_checked(tmp_path):
         EvalSettings(plots=False),
         show_progress=False,
     )
-    assert any("1 replies refer to examples in none" in n for n in run.results.notes)
+    assert any("1 reply refers to examples in none" in n for n in run.results.notes)
     with pytest.raises(ValueError, match="answer none of the examples"):
         await run_evaluation(
             EvalInputs(splits=split_examples(), replies={"x": [stray]}),

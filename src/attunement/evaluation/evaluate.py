@@ -349,9 +349,10 @@ async def run_evaluation(
     for label, rows in inputs.replies.items():
         kept = [r for r in rows if r.example_id in examples]
         if len(kept) < len(rows):
+            n = len(rows) - len(kept)
             notes.append(
-                f"replies {label!r}: {len(rows) - len(kept)} replies refer to examples "
-                "in none of the --data files and were left out"
+                f"replies {label!r}: {n} {'reply refers' if n == 1 else 'replies refer'} to "
+                "examples in none of the --data files and were left out"
             )
         if not kept:
             raise ValueError(f"replies {label!r} answer none of the examples in --data")
@@ -376,7 +377,7 @@ async def run_evaluation(
         failed = set(criteria_info["failed"])
         if failed:
             notes.append(
-                f"{len(failed)} examples have no criteria (the judge's answers could "
+                f"{len(failed)} example(s) have no criteria (the judge's answers could "
                 "not be read) and were left out; run again to retry them"
             )
             examples = {eid: ex for eid, ex in examples.items() if eid not in failed}

@@ -720,7 +720,7 @@ def report_html(run: EvalRun, figures: Sequence[tuple[str, str, bytes]]) -> str:
         nav.append(("plots", "Plots"))
         shown_figs = "".join(
             f'<div class="wide">{H.figure(png, cap)}</div>'
-            if name.startswith("big_five")
+            if name.startswith(("big_five", "k_scaling"))
             else H.figure(png, cap)
             for name, cap, png in figures
         )
