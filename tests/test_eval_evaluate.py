@@ -322,14 +322,24 @@ async def test_inputs_are_checked(tmp_path):
             tmp_path / "y",
             show_progress=False,
         )
+    early = judge()
     with pytest.raises(ValueError, match="--baseline 'nobody'"):
         await run_evaluation(
             inputs(),
-            {"A": judge()},
+            {"A": early},
             tmp_path / "z",
             EvalSettings(baseline="nobody"),
             show_progress=False,
         )
+    with pytest.raises(ValueError, match="--k-scaling needs --reward peregrm"):
+        await run_evaluation(
+            inputs(),
+            {"A": early},
+            tmp_path / "z",
+            EvalSettings(reward="perm", k_scaling=2),
+            show_progress=False,
+        )
+    assert early.calls == []  # refused before any judge call
 
 
 def test_systems_split_by_memory_mode_and_average_replies():

@@ -361,6 +361,13 @@ async def run_evaluation(
     labels = [s.label for s in systems]
     if len(set(labels)) != len(labels):
         raise ValueError(f"two reply sets end up with the same name: {labels}")
+    # settings that would fail after the judge calls fail before them
+    if settings.baseline is not None and settings.baseline not in labels:
+        raise ValueError(
+            f"--baseline {settings.baseline!r} is not one of the systems ({', '.join(labels)})"
+        )
+    if settings.k_scaling and settings.kind != "peregrm":
+        raise ValueError("--k-scaling needs --reward peregrm")
 
     criteria_info: dict[str, Any] = {}
     if settings.uses_fixed_criteria:
@@ -411,8 +418,6 @@ async def run_evaluation(
             scores.append(ScoreSet(jlabel, flabel, breakdowns))
             costs.append(cost_of(jlabel, flabel, breakdowns))
         if settings.k_scaling:
-            if settings.kind != "peregrm":
-                raise ValueError("--k-scaling needs --reward peregrm")
             overrides = {
                 **settings.reward_overrides(),
                 "criteria_mode": "shared",
