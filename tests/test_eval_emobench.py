@@ -287,5 +287,18 @@ def test_cli_emobench(tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert result.output.strip().splitlines()[-1] == f"report: {out / 'report.html'}"
-    assert "75.0" in result.output and "33.3" in result.output
+    data = json.loads((out / "results.json").read_text())
+    assert [round(a["accuracy"], 1) for a in data["tasks"]] == [33.3, 75.0]
     assert (out / "cache.sqlite").exists()
+
+
+@pytest.mark.slow
+async def test_embedded_model_always_gives_a_valid_letter(local_model, shared_data, tmp_path):
+    """The grammar sampler holds the tiny model to the schema: every answer is read."""
+    items = read_items([shared_data / "emobench"])
+    res = await run_emobench(
+        items, local_model, tmp_path, EmoBenchSettings(concurrency=1), show_progress=False
+    )
+    assert [(a.group["task"], a.n, a.unparsed) for a in res.tasks] == [("EU", 10, 0), ("EA", 10, 0)]
+    for answer in read_jsonl(tmp_path / "answers.jsonl", EmoBenchAnswer):
+        assert all(v is not None for v in answer.predicted.values()), answer.raw

@@ -488,7 +488,8 @@ def test_cli_eqbench3(tmp_path, bench):
     )
     assert result.exit_code == 0, result.output
     assert result.output.strip().splitlines()[-1] == f"report: {out / 'report.html'}"
-    assert "70.0" in result.output  # (12 + 16) / 2 x 5
+    data = json.loads((out / "results.json").read_text())
+    assert data["rubric_score"]["mean"] == pytest.approx(70.0)  # (12 + 16) / 2 x 5
     missing = CliRunner().invoke(
         build_app(),
         [
@@ -560,3 +561,29 @@ def test_turns_are_sequential_within_a_scenario(bench):
         )
     )
     assert [len(c.messages) for c in model.calls] == [1, 3, 5]  # two turns, then the debrief
+
+
+@pytest.mark.slow
+async def test_embedded_model_plays_and_judges(local_model, shared_data, tmp_path):
+    """One role-play and one analysis on the real files, played and judged by the
+    embedded model with short budgets: turns recorded, the JSON verdict read."""
+    data = load_eqbench_data(shared_data / "eqbench3")
+    settings = EQBenchSettings(
+        max_tokens=48, judge_max_tokens=600, reasoning_chars=120, judge_format="json", concurrency=1
+    )
+    res = await run_eqbench3(
+        data,
+        local_model,
+        local_model,
+        tmp_path,
+        settings,
+        scenario_ids=["1", "401"],
+        show_progress=False,
+    )
+    transcripts = {t.scenario_id: t for t in read_jsonl(tmp_path / "transcripts.jsonl", Transcript)}
+    assert len(transcripts["1"].turns) == 6 and len(transcripts["1"].debrief) == 2
+    assert len(transcripts["401"].turns) == 2 and transcripts["401"].debrief == []
+    assert res.failed == {}, res.failed
+    assert res.rubric_score.n == 2 and 0 <= res.rubric_score.mean <= 100
+    for v in read_jsonl(tmp_path / "rubric.jsonl", RubricVerdict):
+        assert v.missing == [] and all(0 <= s <= 20 for s in v.scores.values())
