@@ -132,7 +132,10 @@ def manifest_examples(run_dir) -> list[str]:
 
 @pytest.mark.slow
 def test_attune_demo_on_the_embedded_model(local_model, tmp_path):
-    result = CliRunner().invoke(build_app(), ["demo", "--out", str(tmp_path), "--queries", "2"])
+    # one llama.cpp thread: much faster than two on a machine other jobs keep busy
+    result = CliRunner().invoke(
+        build_app(), ["demo", "--out", str(tmp_path), "--queries", "2", "--threads", "1"]
+    )
     assert result.exit_code == 0, result.output
     # the report's path is the last thing printed
     report = tmp_path / "eval" / "report.html"

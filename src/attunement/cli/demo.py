@@ -39,6 +39,15 @@ def demo(
     ] = 1,
     seed: int = 0,
     concurrency: Concurrency = 1,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            "--threads",
+            min=1,
+            help="CPU threads of the embedded model (default: all cores; 1 is much faster "
+            "on a machine other jobs keep busy).",
+        ),
+    ] = None,
 ) -> None:
     """Run the whole method on the bundled example users (the embedded model by default).
 
@@ -54,9 +63,8 @@ def demo(
     started = time.perf_counter()
 
     async def go():
-        policy, judge_model = load_demo_models(
-            out_dir, model, judge, llm_options(concurrency=concurrency)
-        )
+        options = llm_options(concurrency=concurrency).model_copy(update={"n_threads": threads})
+        policy, judge_model = load_demo_models(out_dir, model, judge, options)
         try:
             return await run_demo(
                 out_dir,
