@@ -8,6 +8,7 @@ a test override any stage's answer (``overrides[stage](request, index)``).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 
 from attunement.llm import ChatRequest, ScriptedChatModel
@@ -16,22 +17,19 @@ BIG_FIVE = ("openness", "conscientiousness", "extraversion", "agreeableness", "n
 
 
 def stage_of(request: ChatRequest) -> str:
-    props = (request.json_schema or {}).get("properties", {})
-    if "profile" in props:
-        return "persona"
-    if "openness" in props:
-        return "bigfive"
-    if {"ES", "HEQ", "SS"} & set(props):
-        return "situations"
-    if "query" in props:
-        return "queries"
-    if "emotional_need" in props:
-        return "inspect"
-    if "memories" in props:
-        return "extract"
-    if "scenario" in props:
-        return "augment"
-    raise AssertionError(f"unknown stage schema: {sorted(props)}")
+    """The stage of a request, from its schema's title (the answer model's name)."""
+    title = (request.json_schema or {}).get("title")
+    if title not in (
+        "persona",
+        "bigfive",
+        "situations",
+        "queries",
+        "inspect",
+        "extract",
+        "augment",
+    ):
+        raise AssertionError(f"unknown stage schema: {title!r}")
+    return title
 
 
 def _ids(request: ChatRequest, path: tuple[str, ...]) -> list[str]:
@@ -41,50 +39,119 @@ def _ids(request: ChatRequest, path: tuple[str, ...]) -> list[str]:
     return list(node["enum"])
 
 
+def language_asked(request: ChatRequest) -> str:
+    """The language code a query request asks for ("in Spanish (es)")."""
+    m = re.search(
+        r"in [A-Z][\w ]+ \((\w+(?:-\w+)?)\), in the first person", request.messages[-1][1]
+    )
+    return m.group(1) if m else "en"
+
+
 def default_answer(request: ChatRequest, index: int) -> str:
     stage = stage_of(request)
     text = "\n".join(c for _, c in request.messages)
     if stage == "persona":
-        return json.dumps({"profile": "A caring person under strain who values close ties [m1].",
-                           "topics": ["family", "work"], "is_deep": True,
-                           "gate_reason": "Clear emotional context in the memories."})
+        return json.dumps(
+            {
+                "profile": "A caring person under strain who values close ties [m1].",
+                "topics": ["family", "work"],
+                "is_deep": True,
+                "gate_reason": "Clear emotional context in the memories.",
+            }
+        )
     if stage == "bigfive":
-        return json.dumps({t: {"level": "high" if t in ("agreeableness", "neuroticism")
-                               else "medium", "reason": f"{t} evidence from m1"}
-                           for t in BIG_FIVE})
+        return json.dumps(
+            {
+                t: {
+                    "level": "high" if t in ("agreeableness", "neuroticism") else "medium",
+                    "reason": f"{t} evidence from m1",
+                }
+                for t in BIG_FIVE
+            }
+        )
     if stage == "situations":
         props = request.json_schema["properties"]
         out = {}
         for cat in props:
-            ids = _ids(request, ("properties", cat, "anyOf", 0, "properties",
-                                 "relevant_memory_ids", "items"))
-            out[cat] = {"supported": True, "emotion": "worried",
+            ids = _ids(
+                request,
+                (
+                    "properties",
+                    cat,
+                    "properties",
+                    "situations",
+                    "items",
+                    "properties",
+                    "relevant_memory_ids",
+                    "items",
+                ),
+            )
+            out[cat] = {
+                "supported": True,
+                "why_not": "",
+                "situations": [
+                    {
+                        "emotion": "worried",
                         "description": f"A {cat} moment: something happened today that reminds "
-                                       "them of what they carry, and they feel it strongly.",
-                        "relevant_memory_ids": ids[:1]}
+                        "them of what they carry, and they feel it strongly.",
+                        "relevant_memory_ids": ids[:1],
+                    }
+                ],
+            }
         return json.dumps(out)
     if stage == "queries":
         ids = _ids(request, ("properties", "relevant_memory_ids", "items"))
         cat = "ES" if "Emotional Support" in text else "HEQ" if "High-EQ" in text else "SS"
-        return json.dumps({"query": f"I really need some help with this ({cat}), I feel stuck.",
-                           "relevant_memory_ids": ids[:1], "reasoning": "It follows from m1."})
+        return json.dumps(
+            {
+                "query": QUERIES[language_asked(request)].format(cat=cat),
+                "relevant_memory_ids": ids[:1],
+                "reasoning": "It follows from m1.",
+            }
+        )
     if stage == "inspect":
-        return json.dumps({"reason": "Fits the user.", "emotional_need": True,
-                           "logical_consistency": True, "role_awareness": True,
-                           "language": True})
+        lang = re.search(r"The user writes in [^(]+\((\S+)\)", text)
+        return json.dumps(
+            {
+                "reason": "Fits the user.",
+                "emotional_support": True,
+                "logical_consistency": True,
+                "role_awareness": True,
+                "language": lang.group(1) if lang else "en",
+            }
+        )
     if stage == "extract":
         return json.dumps({"memories": []})
     if stage == "augment":
-        return json.dumps({"scenario": "Sam found an old photo album and remembered a close "
-                                       "friend who moved away years ago.",
-                           "name": "Sam", "age": 34, "gender": "male",
-                           "occupation": "teacher"})
+        return json.dumps(
+            {
+                "scenario": "Sam found an old photo album and remembered a close "
+                "friend who moved away years ago.",
+                "name": "Sam",
+                "age": 34,
+                "gender": "male",
+                "occupation": "teacher",
+            }
+        )
     raise AssertionError(stage)
 
 
-def scripted_builder(overrides: dict[str, Callable[[ChatRequest, int], object]] | None = None,
-                     *, fail_after: int | None = None, name: str = "scripted-builder"
-                     ) -> ScriptedChatModel:
+#: a query per language, as a multilingual model would write it
+QUERIES = {
+    "en": "I really need some help with this ({cat}), I feel stuck.",
+    "es": "De verdad necesito ayuda con esto ({cat}), me siento atascada y no sé qué hacer.",
+    "zh": "我真的需要一些帮助（{cat}），我觉得自己被困住了，不知道该怎么办。",
+    "ja": "本当に助けが必要です（{cat}）。どうしたらいいのか分かりません。",
+    "fr": "J'ai vraiment besoin d'aide avec ça ({cat}), je me sens bloquée.",
+}
+
+
+def scripted_builder(
+    overrides: dict[str, Callable[[ChatRequest, int], object]] | None = None,
+    *,
+    fail_after: int | None = None,
+    name: str = "scripted-builder",
+) -> ScriptedChatModel:
     """A ScriptedChatModel answering every stage; ``fail_after`` raises on call N+1."""
     overrides = overrides or {}
     counter = {"n": 0}

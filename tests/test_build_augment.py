@@ -14,8 +14,9 @@ from attunement.records import Category, Example
 
 async def test_rows_become_examples_with_light_persona(tmp_path, fixtures_dir):
     model = scripted_builder()
-    report = await augment_dataset(fixtures_dir / "build_ed.jsonl", tmp_path, model,
-                                   show_progress=False)
+    report = await augment_dataset(
+        fixtures_dir / "build_ed.jsonl", tmp_path, model, show_progress=False
+    )
     assert report.rows == 3 and report.accepted == 3 and report.rejected == 0
     examples = read_jsonl(tmp_path / "examples.jsonl", Example)
     by_id = {e.example_id: e for e in examples}
@@ -41,19 +42,25 @@ async def test_rows_become_examples_with_light_persona(tmp_path, fixtures_dir):
 
 async def test_invalid_persona_is_retried_then_rejected(tmp_path, fixtures_dir):
     def bad(request, index):
-        return json.dumps({"scenario": "Too short.", "name": "A", "age": 30, "gender": "f",
-                           "occupation": "x"})
+        return json.dumps(
+            {"scenario": "Too short.", "name": "A", "age": 30, "gender": "f", "occupation": "x"}
+        )
 
-    report = await augment_dataset(fixtures_dir / "build_ed.jsonl", tmp_path,
-                                   scripted_builder({"augment": bad}), limit=1,
-                                   show_progress=False)
+    report = await augment_dataset(
+        fixtures_dir / "build_ed.jsonl",
+        tmp_path,
+        scripted_builder({"augment": bad}),
+        limit=1,
+        show_progress=False,
+    )
     assert report.accepted == 0 and report.rejection_reasons == {"augment.invalid_output": 1}
     assert (tmp_path / "examples.jsonl").read_text() == ""
 
 
 def test_ed_column_names_and_bad_rows(tmp_path):
-    row = EDRow.model_validate({"conv_id": "c", "context": "afraid", "prompt": "a_comma_ b",
-                                "utterance": "hi"})
+    row = EDRow.model_validate(
+        {"conv_id": "c", "context": "afraid", "prompt": "a_comma_ b", "utterance": "hi"}
+    )
     assert row.emotion == "afraid" and row.situation == "a, b"
     p = tmp_path / "ed.jsonl"
     p.write_text('{"conv_id": "c1", "emotion": "sad", "situation": "x"}\n')

@@ -17,8 +17,7 @@ EXAMPLE_USERS = resources.files("attunement").joinpath("data/example_users.jsonl
 
 @pytest.fixture()
 def cli(monkeypatch):
-    monkeypatch.setitem(spec_module._BACKENDS, "scripted",
-                        lambda spec, options: scripted_builder())
+    monkeypatch.setitem(spec_module._BACKENDS, "scripted", lambda spec, options: scripted_builder())
     runner = CliRunner()
     app = build_app()
     return lambda *args: runner.invoke(app, [str(a) for a in args])
@@ -41,8 +40,17 @@ def test_build_stats_split(cli, tmp_path):
     assert stats["big_five"]["neuroticism"]["high"] == 5
     assert stats["stages"]["filter"] == {"done": 6, "ok": 5, "rejected": 1}
 
-    res = cli("split", "--data", out / "examples.jsonl", "--mode", "random", "--out",
-              tmp_path / "rand", "--ratio", "0.8")
+    res = cli(
+        "split",
+        "--data",
+        out / "examples.jsonl",
+        "--mode",
+        "random",
+        "--out",
+        tmp_path / "rand",
+        "--ratio",
+        "0.8",
+    )
     assert res.exit_code == 0, res.output
     assert "train: 4 users / 12 examples; test: 1 users / 3 examples" in res.output
     manifest = json.loads((tmp_path / "rand" / "manifest.json").read_text())
@@ -53,16 +61,24 @@ def test_build_malformed_input_names_line_and_field(cli, tmp_path):
     src = tmp_path / "users.jsonl"
     good = EXAMPLE_USERS.read_text().splitlines()[0]
     src.write_text(good + "\n" + '{"user_id": "x", "memories": [{"memory_id": "m1"}]}\n')
-    res = cli("build", "--source", f"users:{src}", "--out", tmp_path / "o", "--model",
-              "scripted")
+    res = cli("build", "--source", f"users:{src}", "--out", tmp_path / "o", "--model", "scripted")
     assert res.exit_code == 1
     assert f"{src}:2: memories.0.value: Field required" in res.output.replace("\n", "")
 
-    res = cli("build", "--source", f"users:{src}", "--out", tmp_path / "o", "--model",
-              "scripted", "--skip-invalid")
+    res = cli(
+        "build",
+        "--source",
+        f"users:{src}",
+        "--out",
+        tmp_path / "o",
+        "--model",
+        "scripted",
+        "--skip-invalid",
+    )
     assert res.exit_code == 0, res.output
-    rejects = [json.loads(x) for x in (tmp_path / "o" / "input.rejects.jsonl").read_text()
-               .splitlines()]
+    rejects = [
+        json.loads(x) for x in (tmp_path / "o" / "input.rejects.jsonl").read_text().splitlines()
+    ]
     assert rejects[0]["line"] == 2 and rejects[0]["field"] == "memories.0.value"
 
 
@@ -71,27 +87,63 @@ def test_build_show_filter_rules_and_override(cli, tmp_path):
     assert res.exit_code == 0 and "deep_label_prefixes" in res.output
     rules = tmp_path / "rules.json"
     rules.write_text(json.dumps({"min_deep_memories": 7}))
-    res = cli("build", "--source", f"users:{EXAMPLE_USERS}", "--out", tmp_path / "o",
-              "--model", "scripted", "--filter-rules", rules)
+    res = cli(
+        "build",
+        "--source",
+        f"users:{EXAMPLE_USERS}",
+        "--out",
+        tmp_path / "o",
+        "--model",
+        "scripted",
+        "--filter-rules",
+        rules,
+    )
     assert res.exit_code == 0, res.output
     assert "0 examples" in res.output and "filter.shallow_memories 6" in res.output
-    res = cli("build", "--source", f"nope:{EXAMPLE_USERS}", "--out", tmp_path / "o2",
-              "--model", "scripted")
+    res = cli(
+        "build",
+        "--source",
+        f"nope:{EXAMPLE_USERS}",
+        "--out",
+        tmp_path / "o2",
+        "--model",
+        "scripted",
+    )
     assert res.exit_code == 1 and "KIND:PATH" in res.output
 
 
 def test_split_ood_prints_profiles(cli, tmp_path):
     out = tmp_path / "build"
-    assert cli("build", "--source", f"users:{EXAMPLE_USERS}", "--out", out, "--model",
-               "scripted").exit_code == 0
-    res = cli("split", "--data", out / "examples.jsonl", "--mode", "ood", "--out",
-              tmp_path / "ood", "--k", "2")
+    assert (
+        cli(
+            "build", "--source", f"users:{EXAMPLE_USERS}", "--out", out, "--model", "scripted"
+        ).exit_code
+        == 0
+    )
+    res = cli(
+        "split",
+        "--data",
+        out / "examples.jsonl",
+        "--mode",
+        "ood",
+        "--out",
+        tmp_path / "ood",
+        "--k",
+        "2",
+    )
     # the scripted model gives every user the same Big Five: one profile only
     assert res.exit_code == 1 and "only 1 distinct Big Five profiles" in res.output
 
 
 def test_augment_verb(cli, tmp_path, fixtures_dir):
-    res = cli("augment", "--data", fixtures_dir / "build_ed.jsonl", "--model", "scripted",
-              "--out", tmp_path / "aug")
+    res = cli(
+        "augment",
+        "--data",
+        fixtures_dir / "build_ed.jsonl",
+        "--model",
+        "scripted",
+        "--out",
+        tmp_path / "aug",
+    )
     assert res.exit_code == 0, res.output
     assert "3 rows -> 3 examples, 0 rejected" in res.output

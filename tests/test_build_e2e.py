@@ -22,15 +22,15 @@ def _filled(example: Example) -> None:
     assert example.meta["source"] and example.meta["relevant_memory_ids"]
 
 
-async def test_builder_on_real_packets_with_the_embedded_model(tmp_path, shared_data,
-                                                               local_model):
+async def test_builder_on_real_packets_with_the_embedded_model(tmp_path, shared_data, local_model):
     users = load_users(f"alpsbench-packets:{shared_data / 'alpsbench' / 'sessions.jsonl'}")
     # two users with personal memories (the first 40 packets have them); one category
     # keeps the run to ten short calls
     chosen = [users[4], users[36]]
     config = BuildConfig(categories=[Category.ES], user_text_chars=400)
-    report = await build_dataset(chosen, tmp_path, local_model, config, seed=0,
-                                 concurrency=1, show_progress=False)
+    report = await build_dataset(
+        chosen, tmp_path, local_model, config, seed=0, concurrency=1, show_progress=False
+    )
 
     assert report.stages["filter"].ok == 2
     # every stage finished every key it was given: ok or rejected with a reason
@@ -39,8 +39,11 @@ async def test_builder_on_real_packets_with_the_embedded_model(tmp_path, shared_
         assert count.ok + count.rejected == count.input and count.pending == 0, stage
         for rec in load_stage_records(tmp_path, stage):
             assert rec.status == "ok" or (rec.reason_code and rec.reason), rec
-    queries = [Query.model_validate(r.output) for r in load_stage_records(tmp_path, "queries")
-               if r.status == "ok"]
+    queries = [
+        Query.model_validate(r.output)
+        for r in load_stage_records(tmp_path, "queries")
+        if r.status == "ok"
+    ]
     assert queries, "the embedded model produced no valid query at all"
     for q in queries:
         assert q.text.strip() and q.situation.description and q.relevant_memory_ids

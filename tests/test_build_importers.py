@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from attunement.building.importers import ImportOptions, guess_language, load_users, parse_source
+from attunement.building.importers import ImportOptions, load_users, parse_source
 from attunement.jsonl import RecordError
 from attunement.records import UserHistory
 
@@ -87,20 +87,42 @@ def test_bundled_example_users_are_valid():
             assert turn.role == "user" and ev.text in turn.text
 
 
-@pytest.mark.parametrize(("line", "field", "message"), [
-    ('{"session_id": "s", "dialogue": [], "task1": {}}', "task1.ground_truth_memories",
-     "field required"),
-    (('{"session_id": "s", "dialogue": [{"role": "robot", "text": "x"}], '
-     '"task1": {"ground_truth_memories": []}}'), "dialogue[0].role", "unknown role"),
-    (('{"session_id": "s", "dialogue": [], "task1": {"ground_truth_memories": '
-     '[{"memory_id": "m1", "value": "x", "confidence": 7}]}}'),
-     "task1.ground_truth_memories[0].confidence", "less than or equal"),
-    (('{"session_id": "s", "dialogue": [], "task1": {"ground_truth_memories": '
-     '[{"memory_id": "m1", "value": "a"}, {"memory_id": "m1", "value": "b"}]}}'),
-     "task1.ground_truth_memories[1].memory_id", "duplicate"),
-    ("[1, 2]", "", "expected a JSON object"),
-    ("{not json", "", "not valid JSON"),
-])
+@pytest.mark.parametrize(
+    ("line", "field", "message"),
+    [
+        (
+            '{"session_id": "s", "dialogue": [], "task1": {}}',
+            "task1.ground_truth_memories",
+            "field required",
+        ),
+        (
+            (
+                '{"session_id": "s", "dialogue": [{"role": "robot", "text": "x"}], '
+                '"task1": {"ground_truth_memories": []}}'
+            ),
+            "dialogue[0].role",
+            "unknown role",
+        ),
+        (
+            (
+                '{"session_id": "s", "dialogue": [], "task1": {"ground_truth_memories": '
+                '[{"memory_id": "m1", "label": "States_Experiences/Mental_State"}]}}'
+            ),
+            "task1.ground_truth_memories[0].value",
+            "field required",
+        ),
+        (
+            (
+                '{"session_id": "s", "dialogue": [], "task1": {"ground_truth_memories": '
+                '[{"memory_id": "m1", "value": "a"}, {"memory_id": "m1", "value": "b"}]}}'
+            ),
+            "task1.ground_truth_memories[1].memory_id",
+            "duplicate",
+        ),
+        ("[1, 2]", "", "expected a JSON object"),
+        ("{not json", "", "not valid JSON"),
+    ],
+)
 def test_malformed_packet_names_file_line_and_field(tmp_path, fixtures_dir, line, field, message):
     good = (fixtures_dir / "build_packets.jsonl").read_text().splitlines()[0]
     p = tmp_path / "packets.jsonl"
@@ -129,8 +151,7 @@ def test_skip_invalid_writes_rejects_file(tmp_path, fixtures_dir):
     p = tmp_path / "packets.jsonl"
     p.write_text(lines[0] + "\n{broken\n" + lines[1] + "\n")
     rejects = tmp_path / "rejects.jsonl"
-    users = load_users(f"alpsbench-packets:{p}",
-                       ImportOptions(skip_invalid=True, rejects=rejects))
+    users = load_users(f"alpsbench-packets:{p}", ImportOptions(skip_invalid=True, rejects=rejects))
     assert [u.user_id for u in users] == ["sess_fx_deep", "sess_fx_shallow"]
     bad = [json.loads(x) for x in rejects.read_text().splitlines()]
     assert len(bad) == 1 and bad[0]["line"] == 2 and "not valid JSON" in bad[0]["error"]
@@ -150,14 +171,6 @@ def test_missing_file_is_named(tmp_path):
         load_users(f"users:{tmp_path / 'nope.jsonl'}")
 
 
-def test_guess_language_only_claims_non_latin_scripts():
-    assert guess_language(["我最近压力很大，睡不着"]) == "zh"
-    assert guess_language(["今日はとても疲れました"]) == "ja"
-    assert guess_language(["Мне очень грустно сегодня"]) == "ru"
-    assert guess_language(["Estoy muy triste hoy"], default="en") == "en"
-    assert guess_language([], default="fr") == "fr"
-
-
 @pytest.mark.shared
 def test_real_alpsbench_packets_import(shared_data):
     users = load_users(f"alpsbench-packets:{shared_data / 'alpsbench' / 'sessions.jsonl'}")
@@ -166,3 +179,61 @@ def test_real_alpsbench_packets_import(shared_data):
     dropped = sum(len(u.meta.get("dropped_memories", [])) for u in users)
     assert dropped > 0  # the annotation noise is recognised...
     assert not any("[ERROR" in m.value for u in users for m in u.memories)  # ...and removed
+
+
+def test_bom_bad_bytes_and_unused_fields_do_not_lose_users(tmp_path, fixtures_dir):
+    good = (fixtures_dir / "build_packets.jsonl").read_text().splitlines()
+    packet = json.loads(good[0])
+    packet["task1"]["ground_truth_memories"][0]["confidence"] = 1.7
+    packet["task1"]["ground_truth_memories"][0]["type"] = "inferred"
+    packet["dialogue"][0]["text"] += " caf\udce9"  # a Latin-1 byte in a UTF-8 file
+    raw = ("\ufeff" + json.dumps(packet)).encode("utf-8", "surrogateescape")
+    raw = raw.replace(b"caf\\udce9", b"caf\xe9")
+    p = tmp_path / "packets.jsonl"
+    p.write_bytes(raw + b"\n" + good[1].encode() + b"\n")
+    users = load_users(f"alpsbench-packets:{p}")
+    assert [u.user_id for u in users] == ["sess_fx_deep", "sess_fx_shallow"]
+    first = users[0]
+    assert first.memories[0].confidence is None and first.memories[0].type is None
+    fields = [w["field"] for w in first.meta["import_warnings"]]
+    assert "task1.ground_truth_memories[0].confidence" in fields
+    assert "task1.ground_truth_memories[0].type" in fields
+    assert any("not UTF-8" in w["message"] for w in first.meta["import_warnings"])
+    assert first.sessions[0].turns[0].text.endswith("caf\ufffd")
+    assert "import_warnings" not in users[1].meta
+
+
+def test_null_utterance_index_is_ordered_by_position(tmp_path):
+    record = {
+        "user_id": "u1",
+        "sessions": [
+            {
+                "session_id": "s1",
+                "turns": [
+                    {"utterance_index": None, "role": "user", "text": "first"},
+                    {"utterance_index": None, "role": "assistant", "text": "second"},
+                    {"role": "user", "text": "third"},
+                ],
+            }
+        ],
+        "memory_items": [
+            {
+                "memory_id": "g1",
+                "value": "Misses her sister",
+                "label": "Social_Relationships/Family",
+                "evidence": {"session_id": "s1", "utterance_index": None, "text": "first"},
+            }
+        ],
+    }
+    p = tmp_path / "records.jsonl"
+    p.write_text(json.dumps(record) + "\n")
+    [user] = load_users(f"alpsbench:{p}")
+    assert [t.text for t in user.sessions[0].turns] == ["first", "second", "third"]
+    assert user.memories[0].evidence[0].utterance_index is None
+
+
+def test_a_bom_on_our_own_users_file(tmp_path, fixtures_dir):
+    users = load_users(f"alpsbench:{fixtures_dir / 'build_alpsbench_records.jsonl'}")
+    p = tmp_path / "users.jsonl"
+    p.write_text("\ufeff" + "".join(u.model_dump_json() + "\n" for u in users), encoding="utf-8")
+    assert [u.user_id for u in load_users(f"users:{p}")] == [u.user_id for u in users]

@@ -32,8 +32,9 @@ async def test_full_build_exports_complete_examples(tmp_path):
     assert len(model.calls) == 5 * 3 + 15 + 15
 
     examples = read_jsonl(tmp_path / "examples.jsonl", Example)
-    assert [e.example_id for e in examples] == [f"{u}:{c.value}" for u in DEEP_USERS
-                                                for c in Category]
+    assert [e.example_id for e in examples] == [
+        f"{u}:{c.value}" for u in DEEP_USERS for c in Category
+    ]
     for e in examples:
         assert e.user_id and e.category and e.query and e.language == "en"
         assert e.situation is not None and e.situation.category == e.category
@@ -56,8 +57,14 @@ async def test_full_build_exports_complete_examples(tmp_path):
 
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["seed"] == 0 and manifest["model"] == "scripted-builder"
-    assert set(manifest["prompts"]) == {"extract", "persona", "bigfive", "situations",
-                                        "queries", "inspect"}
+    assert set(manifest["prompts"]) == {
+        "extract",
+        "persona",
+        "bigfive",
+        "situations",
+        "queries",
+        "inspect",
+    }
     assert all(len(p["version"]) == 12 for p in manifest["prompts"].values())
     assert manifest["report"]["accepted"] == 15
     from attunement.building.export import FALLBACK_RENDERER, POLICY_RENDERER
@@ -87,9 +94,14 @@ async def test_requests_use_json_schemas_with_bounded_strings(tmp_path):
 async def test_persona_gate_rejects_with_reason_and_stops_the_user(tmp_path):
     def persona(request, index):
         if "bass in a blues band" in "\n".join(c for _, c in request.messages):
-            return json.dumps({"profile": "A new team lead who dislikes conflict at work.",
-                               "topics": [], "is_deep": False,
-                               "gate_reason": "Only workplace facts, no emotional depth."})
+            return json.dumps(
+                {
+                    "profile": "A new team lead who dislikes conflict at work.",
+                    "topics": [],
+                    "is_deep": False,
+                    "gate_reason": "Only workplace facts, no emotional depth.",
+                }
+            )
         return default_answer(request, index)
 
     model = scripted_builder({"persona": persona})
@@ -114,8 +126,9 @@ async def test_invalid_output_is_retried_with_fresh_samples_then_rejected(tmp_pa
         return default_answer(request, index)
 
     model = scripted_builder({"queries": queries})
-    report = await build_dataset(EXAMPLE_USERS, tmp_path, model, config, limit=1,
-                                 show_progress=False)
+    report = await build_dataset(
+        EXAMPLE_USERS, tmp_path, model, config, limit=1, show_progress=False
+    )
     recs = {r.key: r for r in load_stage_records(tmp_path, "queries")}
     es = recs["demo-maren:ES"]
     assert es.status == "ok" and es.attempts == 2 and "too short" in es.failures[0]
@@ -123,8 +136,11 @@ async def test_invalid_output_is_retried_with_fresh_samples_then_rejected(tmp_pa
     assert ss.status == "rejected" and ss.reason_code == "queries.invalid_output"
     assert ss.attempts == config.queries.max_attempts == len(ss.failures)
     assert "not valid JSON" in ss.reason
-    ss_calls = [c for c in model.calls if stage_of(c) == "queries"
-                and "Social Strategy" in c.messages[-1][1]]
+    ss_calls = [
+        c
+        for c in model.calls
+        if stage_of(c) == "queries" and "Social Strategy" in c.messages[-1][1]
+    ]
     assert [c.sample_start for c in ss_calls] == [0, 1, 2]
     assert ss_calls[0].temperature == config.queries.temperature
     assert ss_calls[1].temperature == config.queries.retry_temperature
@@ -136,23 +152,29 @@ async def test_unknown_memory_ids_are_invalid(tmp_path):
     def situations(request, index):
         data = json.loads(default_answer(request, index))
         if index == 0:
-            data["ES"]["relevant_memory_ids"] = ["m99"]
+            data["ES"]["situations"][0]["relevant_memory_ids"] = ["m99"]
         return json.dumps(data)
 
     model = scripted_builder({"situations": situations})
     await build_dataset(EXAMPLE_USERS, tmp_path, model, limit=1, show_progress=False)
     rec = load_stage_records(tmp_path, "situations")[0]
-    assert rec.status == "ok" and rec.attempts == 2 and "unknown memory id 'm99'" in \
-        rec.failures[0]
+    assert rec.status == "ok" and rec.attempts == 2 and "unknown memory id 'm99'" in rec.failures[0]
 
 
 async def test_unsupported_categories_are_recorded_not_forced(tmp_path):
     def situations(request, index):
         data = json.loads(default_answer(request, index))
         text = "\n".join(c for _, c in request.messages)
-        data["SS"] = {"supported": False, "why_not": "No social goal in the memories."}
+        data["SS"] = {
+            "supported": False,
+            "why_not": "No social goal in the memories.",
+            "situations": [],
+        }
         if "bass in a blues band" in text:
-            data = {c: {"supported": False, "why_not": "Too thin."} for c in ("ES", "HEQ", "SS")}
+            data = {
+                c: {"supported": False, "why_not": "Too thin.", "situations": []}
+                for c in ("ES", "HEQ", "SS")
+            }
         return json.dumps(data)
 
     model = scripted_builder({"situations": situations})
@@ -167,9 +189,15 @@ async def test_unsupported_categories_are_recorded_not_forced(tmp_path):
 async def test_inspection_failures_drop_the_query_with_the_failed_check(tmp_path):
     def inspect(request, index):
         if "(HEQ)" in request.messages[-1][1]:
-            return json.dumps({"reason": "Reads like the assistant talking.",
-                               "emotional_need": True, "logical_consistency": True,
-                               "role_awareness": False, "language": True})
+            return json.dumps(
+                {
+                    "reason": "Reads like the assistant talking.",
+                    "emotional_support": True,
+                    "logical_consistency": True,
+                    "role_awareness": False,
+                    "language": "en",
+                }
+            )
         return default_answer(request, index)
 
     model = scripted_builder({"inspect": inspect})
@@ -185,14 +213,25 @@ async def test_inspection_failures_drop_the_query_with_the_failed_check(tmp_path
 async def test_annotate_mode_exports_failed_queries_with_their_verdict(tmp_path):
     def inspect(request, index):
         if "(HEQ)" in request.messages[-1][1]:
-            return json.dumps({"reason": "Reads like the assistant talking.",
-                               "emotional_need": True, "logical_consistency": True,
-                               "role_awareness": False, "language": True})
+            return json.dumps(
+                {
+                    "reason": "Reads like the assistant talking.",
+                    "emotional_support": True,
+                    "logical_consistency": True,
+                    "role_awareness": False,
+                    "language": "en",
+                }
+            )
         return default_answer(request, index)
 
     model = scripted_builder({"inspect": inspect})
-    report = await build_dataset(EXAMPLE_USERS, tmp_path, model, show_progress=False,
-                                 config=BuildConfig(inspection="annotate"))
+    report = await build_dataset(
+        EXAMPLE_USERS,
+        tmp_path,
+        model,
+        show_progress=False,
+        config=BuildConfig(inspection="annotate"),
+    )
     examples = read_jsonl(tmp_path / "examples.jsonl", Example)
     assert {e.category for e in examples} == set(Category)
     assert report.accepted == len(examples)
@@ -208,13 +247,19 @@ async def test_annotate_mode_exports_failed_queries_with_their_verdict(tmp_path)
 @pytest.mark.parametrize("fail_after", [3, 11, 26])
 async def test_resume_after_a_crash_gives_identical_output(tmp_path, fail_after):
     reference = tmp_path / "reference"
-    await build_dataset(EXAMPLE_USERS, reference, scripted_builder(), show_progress=False,
-                        concurrency=3)
+    await build_dataset(
+        EXAMPLE_USERS, reference, scripted_builder(), show_progress=False, concurrency=3
+    )
 
     run = tmp_path / "run"
     with pytest.raises(RuntimeError, match="simulated crash"):
-        await build_dataset(EXAMPLE_USERS, run, scripted_builder(fail_after=fail_after),
-                            show_progress=False, concurrency=3)
+        await build_dataset(
+            EXAMPLE_USERS,
+            run,
+            scripted_builder(fail_after=fail_after),
+            show_progress=False,
+            concurrency=3,
+        )
     assert not (run / "examples.jsonl").exists()
     second = scripted_builder()
     report = await build_dataset(EXAMPLE_USERS, run, second, show_progress=False, concurrency=3)
@@ -245,8 +290,9 @@ async def test_torn_last_line_is_redone(tmp_path):
 
 async def test_stage_selection_only_does_that_work(tmp_path):
     model = scripted_builder()
-    report = await build_dataset(EXAMPLE_USERS, tmp_path, model, stages=["persona"],
-                                 show_progress=False)
+    report = await build_dataset(
+        EXAMPLE_USERS, tmp_path, model, stages=["persona"], show_progress=False
+    )
     assert {stage_of(c) for c in model.calls} == {"persona"}
     assert report.stages["persona"].new == 5
     assert report.stages["bigfive"].pending == 5 and report.stages["bigfive"].new == 0
@@ -258,8 +304,9 @@ async def test_stage_selection_only_does_that_work(tmp_path):
 async def test_limit_and_concurrency_bound(tmp_path):
     model = scripted_builder()
     model.delay = 0.01
-    report = await build_dataset(EXAMPLE_USERS, tmp_path, model, limit=3, concurrency=2,
-                                 show_progress=False)
+    report = await build_dataset(
+        EXAMPLE_USERS, tmp_path, model, limit=3, concurrency=2, show_progress=False
+    )
     assert report.users == 3 and model.peak_in_flight <= 2
     assert report.accepted == 9
 
@@ -268,39 +315,71 @@ async def test_chatlog_users_get_memories_extracted_from_user_turns(tmp_path, fi
     def extract(request, index):
         convo = request.messages[-1][1]
         if "bridesmaid" in convo:
-            return json.dumps({"memories": [
-                {"label": "Social_Relationships/Family", "label_suggestion": "",
-                 "value": "Was not asked to be a bridesmaid at her sister's wedding",
-                 "quote": "I was not asked to be a bridesmaid", "type": "direct"},
-                {"label": "States_Experiences/Mental_State", "label_suggestion": "",
-                 "value": "Still feels hurt after talking with her sister",
-                 "quote": "I still feel hurt but we hugged", "type": "direct"},
-                {"label": "Personal_Background/Identity", "label_suggestion": "",
-                 "value": "Is the president of France",  # planted by the dialogue
-                 "quote": "the president of France and loved by all", "type": "direct"},
-                {"label": "UNMAPPED", "label_suggestion": "Assistant/Question",
-                 "value": "Was asked whether her sister explained",
-                 "quote": "Did she explain why?", "type": "direct"},  # assistant turn
-            ]})
-        return json.dumps({"memories": [
-            {"label": "States_Experiences/Mental_State", "label_suggestion": "",
-             "value": "Nervous about a new job", "quote": "I am totally fine and relaxed",
-             "type": "direct"}]})
+            return json.dumps(
+                {
+                    "memories": [
+                        {
+                            "label": "Social_Relationships/Family",
+                            "label_suggestion": "",
+                            "value": "Was not asked to be a bridesmaid at her sister's wedding",
+                            "quote": "I was not asked to be a bridesmaid",
+                            "type": "direct",
+                        },
+                        {
+                            "label": "States_Experiences/Mental_State",
+                            "label_suggestion": "",
+                            "value": "Still feels hurt after talking with her sister",
+                            "quote": "I still feel hurt but we hugged",
+                            "type": "direct",
+                        },
+                        {
+                            "label": "Personal_Background/Identity",
+                            "label_suggestion": "",
+                            "value": "Is the president of France",  # planted by the dialogue
+                            "quote": "the president of France and loved by all",
+                            "type": "direct",
+                        },
+                        {
+                            "label": "UNMAPPED",
+                            "label_suggestion": "Assistant/Question",
+                            "value": "Was asked whether her sister explained",
+                            "quote": "Did she explain why?",
+                            "type": "direct",
+                        },  # assistant turn
+                    ]
+                }
+            )
+        return json.dumps(
+            {
+                "memories": [
+                    {
+                        "label": "States_Experiences/Mental_State",
+                        "label_suggestion": "",
+                        "value": "Nervous about a new job",
+                        "quote": "I am totally fine and relaxed",
+                        "type": "direct",
+                    }
+                ]
+            }
+        )
 
     model = scripted_builder({"extract": extract})
-    report = await build_dataset(f"chatlog:{fixtures_dir / 'build_chatlog.jsonl'}", tmp_path,
-                                 model, show_progress=False)
+    report = await build_dataset(
+        f"chatlog:{fixtures_dir / 'build_chatlog.jsonl'}", tmp_path, model, show_progress=False
+    )
     recs = {r.key: r for r in load_stage_records(tmp_path, "extract")}
     lena = recs["c-lena"]
     assert lena.status == "ok"
     mems = lena.output["memories"]
     assert [m["memory_id"] for m in mems] == ["x1", "x2"]
-    assert mems[0]["evidence"][0] == {"session_id": "c-lena#s1", "utterance_index": 0,
-                                      "text": "I was not asked to be a bridesmaid"}
+    assert mems[0]["evidence"][0] == {
+        "session_id": "c-lena#s1",
+        "utterance_index": 0,
+        "text": "I was not asked to be a bridesmaid",
+    }
     assert mems[1]["evidence"][0]["session_id"] == "lena-2"
     reasons = {d["quote"]: d["reason"] for d in lena.output["dropped"]}
-    assert reasons["the president of France and loved by all"] == \
-        "quote not found in any user turn"
+    assert reasons["the president of France and loved by all"] == "quote not found in any user turn"
     assert reasons["Did she explain why?"] == "quote not found in any user turn"
 
     omar = recs["c-omar"]  # every quote fake: retried, then rejected
@@ -318,13 +397,17 @@ async def test_chatlog_users_get_memories_extracted_from_user_turns(tmp_path, fi
 
 
 async def test_annotated_users_without_memories_are_not_extracted(tmp_path):
-    line = {"session_id": "s-empty", "dialogue": [{"role": "user", "text": "hello there"}],
-            "task1": {"ground_truth_memories": []}}
+    line = {
+        "session_id": "s-empty",
+        "dialogue": [{"role": "user", "text": "hello there"}],
+        "task1": {"ground_truth_memories": []},
+    }
     p = tmp_path / "p.jsonl"
     p.write_text(json.dumps(line) + "\n")
     model = scripted_builder()
-    report = await build_dataset(f"alpsbench-packets:{p}", tmp_path / "out", model,
-                                 show_progress=False)
+    report = await build_dataset(
+        f"alpsbench-packets:{p}", tmp_path / "out", model, show_progress=False
+    )
     assert model.calls == [] and report.rejection_reasons == {"filter.no_memories": 1}
 
 

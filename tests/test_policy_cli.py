@@ -19,10 +19,13 @@ def scripted_spec(monkeypatch):
     built: list[ScriptedChatModel] = []
 
     def factory(parsed, options):
-        model = ScriptedChatModel(rules=[
-            ("Describe this user", "- Calm, outdoorsy"),
-            ("The user's message", "# Analysis\nShe is stressed.\n# Response\nI hear you."),
-        ], name=f"scripted:{parsed.target}")
+        model = ScriptedChatModel(
+            rules=[
+                ("Describe this user", "- Calm, outdoorsy"),
+                ("The user's message", "# Analysis\nShe is stressed.\n# Response\nI hear you."),
+            ],
+            name=f"scripted:{parsed.target}",
+        )
         built.append(model)
         return model
 
@@ -34,11 +37,26 @@ def scripted_spec(monkeypatch):
 def data(tmp_path):
     rows = []
     for user in ("u1", "u2"):
-        memories = [MemoryItem(memory_id=f"{user}-m{i}", value=v) for i, v in
-                    enumerate([f"{user} hikes every Sunday", f"{user} has a demanding boss",
-                               f"{user} grows tomatoes", f"{user} learns Japanese"])]
-        rows += [Example(example_id=f"{user}-q{j}", user_id=user, memories=memories,
-                         query=f"My boss yelled at me again, question {j}") for j in range(2)]
+        memories = [
+            MemoryItem(memory_id=f"{user}-m{i}", value=v)
+            for i, v in enumerate(
+                [
+                    f"{user} hikes every Sunday",
+                    f"{user} has a demanding boss",
+                    f"{user} grows tomatoes",
+                    f"{user} learns Japanese",
+                ]
+            )
+        ]
+        rows += [
+            Example(
+                example_id=f"{user}-q{j}",
+                user_id=user,
+                memories=memories,
+                query=f"My boss yelled at me again, question {j}",
+            )
+            for j in range(2)
+        ]
     path = tmp_path / "test.jsonl"
     write_jsonl(path, rows)
     return path
@@ -50,9 +68,25 @@ def invoke(*args: str):
 
 def test_generate_rag(tmp_path, data, scripted_spec):
     out = tmp_path / "replies.jsonl"
-    result = invoke("generate", "--data", str(data), "--policy", "scripted:p", "--memory", "rag",
-                    "--out", str(out), "-n", "2", "--temperature", "0.3", "--seed", "4",
-                    "--top-k", "2")
+    result = invoke(
+        "generate",
+        "--data",
+        str(data),
+        "--policy",
+        "scripted:p",
+        "--memory",
+        "rag",
+        "--out",
+        str(out),
+        "-n",
+        "2",
+        "--temperature",
+        "0.3",
+        "--seed",
+        "4",
+        "--top-k",
+        "2",
+    )
     assert result.exit_code == 0, result.output
     replies = read_jsonl(out, Reply)
     assert len(replies) == 8 and {r.memory_mode for r in replies} == {"rag"}
@@ -64,16 +98,41 @@ def test_generate_rag(tmp_path, data, scripted_spec):
     manifest = json.loads((tmp_path / "replies.manifest.json").read_text())
     assert manifest["settings"]["memory"]["retriever"].startswith("bm25")
     # running again resumes: nothing left to do
-    again = invoke("generate", "--data", str(data), "--policy", "scripted:p", "--memory", "rag",
-                   "--out", str(out), "-n", "2", "--temperature", "0.3", "--seed", "4",
-                   "--top-k", "2")
+    again = invoke(
+        "generate",
+        "--data",
+        str(data),
+        "--policy",
+        "scripted:p",
+        "--memory",
+        "rag",
+        "--out",
+        str(out),
+        "-n",
+        "2",
+        "--temperature",
+        "0.3",
+        "--seed",
+        "4",
+        "--top-k",
+        "2",
+    )
     assert again.exit_code == 0 and scripted_spec[-1].calls == []
 
 
 def test_generate_summary_caches_summaries_next_to_the_output(tmp_path, data, scripted_spec):
     out = tmp_path / "replies.jsonl"
-    result = invoke("generate", "--data", str(data), "--policy", "scripted:p", "--memory",
-                    "summary", "--out", str(out), "--no-persona")
+    result = invoke(
+        "generate",
+        "--data",
+        str(data),
+        "--policy",
+        "scripted:p",
+        "--memory",
+        "summary",
+        "--out",
+        str(out),
+    )
     assert result.exit_code == 0, result.output
     assert (tmp_path / "replies.cache.sqlite").exists()
     [policy] = scripted_spec  # the policy itself summarised: one model was built
@@ -82,16 +141,36 @@ def test_generate_summary_caches_summaries_next_to_the_output(tmp_path, data, sc
     # a new process (fresh output, same cache) summarises from the cache
     out2 = tmp_path / "replies.jsonl"
     out2.unlink()
-    result = invoke("generate", "--data", str(data), "--policy", "scripted:p", "--memory",
-                    "summary", "--out", str(out2), "--no-persona")
+    result = invoke(
+        "generate",
+        "--data",
+        str(data),
+        "--policy",
+        "scripted:p",
+        "--memory",
+        "summary",
+        "--out",
+        str(out2),
+    )
     assert result.exit_code == 0, result.output
     assert not [c for c in scripted_spec[-1].calls if "Describe this user" in c.messages[-1][1]]
 
 
 def test_generate_with_a_separate_summariser(tmp_path, data, scripted_spec):
-    result = invoke("generate", "--data", str(data), "--policy", "scripted:p", "--memory",
-                    "summary", "--summarizer", "scripted:s", "--out",
-                    str(tmp_path / "r.jsonl"), "--no-cache")
+    result = invoke(
+        "generate",
+        "--data",
+        str(data),
+        "--policy",
+        "scripted:p",
+        "--memory",
+        "summary",
+        "--summarizer",
+        "scripted:s",
+        "--out",
+        str(tmp_path / "r.jsonl"),
+        "--no-cache",
+    )
     assert result.exit_code == 0, result.output
     policy, summariser = scripted_spec
     assert summariser.name == "scripted:s" and len(summariser.calls) == 2
@@ -101,10 +180,28 @@ def test_generate_with_a_separate_summariser(tmp_path, data, scripted_spec):
 
 def test_generate_mismatch_with_one_user_fails_cleanly(tmp_path, scripted_spec):
     path = tmp_path / "one.jsonl"
-    write_jsonl(path, [Example(example_id="a", user_id="u", query="hi",
-                               memories=[MemoryItem(memory_id="m", value="likes tea")])])
-    result = invoke("generate", "--data", str(path), "--policy", "scripted:p", "--memory",
-                    "mismatch", "--out", str(tmp_path / "r.jsonl"))
+    write_jsonl(
+        path,
+        [
+            Example(
+                example_id="a",
+                user_id="u",
+                query="hi",
+                memories=[MemoryItem(memory_id="m", value="likes tea")],
+            )
+        ],
+    )
+    result = invoke(
+        "generate",
+        "--data",
+        str(path),
+        "--policy",
+        "scripted:p",
+        "--memory",
+        "mismatch",
+        "--out",
+        str(tmp_path / "r.jsonl"),
+    )
     assert result.exit_code == 1
     assert "at least two users" in result.output
 
@@ -112,21 +209,60 @@ def test_generate_mismatch_with_one_user_fails_cleanly(tmp_path, scripted_spec):
 def test_generate_bad_data_names_file_and_line(tmp_path, scripted_spec):
     path = tmp_path / "bad.jsonl"
     path.write_text('{"example_id": "a", "query": "hi"}\n{"example_id": "b"}\n')
-    result = invoke("generate", "--data", str(path), "--policy", "scripted:p", "--out",
-                    str(tmp_path / "r.jsonl"))
+    result = invoke(
+        "generate",
+        "--data",
+        str(path),
+        "--policy",
+        "scripted:p",
+        "--out",
+        str(tmp_path / "r.jsonl"),
+    )
     assert result.exit_code == 1
     assert "bad.jsonl:2: query" in result.output.replace("\n", "")
     assert scripted_spec == [] or scripted_spec[0].calls == []
 
 
+def test_persona_and_situation_flags(tmp_path, data, scripted_spec):
+    from attunement.records import Persona
+
+    rows = [
+        e.model_copy(update={"persona": Persona(profile=f"{e.user_id} likes the hills")})
+        for e in read_jsonl(data, Example)
+    ]
+    write_jsonl(data, rows)
+    for verb, model_flag in (("generate", "--policy"), ("distill", "--teacher")):
+        for extra in ([], ["--with-persona"]):
+            out = tmp_path / f"{verb}{len(extra)}.jsonl"
+            result = invoke(
+                verb, "--data", str(data), model_flag, "scripted:p", "--out", str(out), *extra
+            )
+            assert result.exit_code == 0, result.output
+            seen = "likes the hills" in scripted_spec[-1].calls[0].messages[-1][1]
+            assert seen == bool(extra), (verb, extra)
+
+
 def test_distill(tmp_path, data, scripted_spec):
     out = tmp_path / "sft.jsonl"
-    result = invoke("distill", "--data", str(data), "--teacher", "scripted:t", "--out", str(out),
-                    "--memory", "none", "--format", "messages")
+    result = invoke(
+        "distill",
+        "--data",
+        str(data),
+        "--teacher",
+        "scripted:t",
+        "--out",
+        str(out),
+        "--memory",
+        "none",
+        "--format",
+        "messages",
+    )
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 4
-    assert rows[0]["messages"][-1] == {"role": "assistant", "content":
-                                       "# Analysis\nShe is stressed.\n\n# Response\nI hear you."}
+    assert rows[0]["messages"][-1] == {
+        "role": "assistant",
+        "content": "# Analysis\nShe is stressed.\n\n# Response\nI hear you.",
+    }
     assert "hikes" not in rows[0]["messages"][1]["content"]
     assert (tmp_path / "sft.replies.jsonl").exists() and (tmp_path / "sft.prompts.jsonl").exists()

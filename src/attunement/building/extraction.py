@@ -14,46 +14,44 @@ nothing to remember returns an empty list, which rejects the user with reason
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from functools import lru_cache
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from attunement.building.config import BuildConfig
-from attunement.building.llm_io import InvalidOutput, array, ask_json, enum, obj, text
-from attunement.building.stages import STAGE_PROMPTS, StageRecord, _Lenient
+from attunement.building.llm_io import Answer, Asked, InvalidOutput, answer_schema
+from attunement.building.stages import StageCall, StageRecord, _stage_call
 from attunement.building.taxonomy import TAXONOMY_LABELS, UNMAPPED
 from attunement.llm import ChatModel
-from attunement.prompts import load_prompt
 from attunement.records import Evidence, MemoryItem, UserHistory
 from attunement.render import fence
 
-
-class _ItemOut(_Lenient):
-    label: str
-    label_suggestion: str = ""
-    value: str
-    quote: str
-    type: Literal["direct", "indirect"] = "direct"
+Label = Literal[TAXONOMY_LABELS + (UNMAPPED,)]  # type: ignore[valid-type]
 
 
-class _ExtractOut(_Lenient):
-    memories: list[_ItemOut] = Field(default_factory=list)
+class ItemAnswer(Answer):
+    label: Label
+    label_suggestion: Annotated[str, Field(max_length=60)]
+    value: Annotated[str, Field(min_length=3, max_length=200)]
+    quote: Annotated[str, Field(min_length=3, max_length=200)]
+    type: Literal["direct", "indirect"]
 
 
-def extract_schema(max_items: int) -> dict[str, Any]:
-    item = obj({
-        "label": enum([*TAXONOMY_LABELS, UNMAPPED]),
-        "label_suggestion": text(60, 0),
-        "value": text(200, 3),
-        "quote": text(200, 3),
-        "type": enum(["direct", "indirect"]),
-    })
-    return obj({"memories": array(item, max_items=max_items)})
+@lru_cache(maxsize=8)
+def extract_answer(max_items: int) -> type[Answer]:
+    class ExtractAnswer(Answer):
+        model_config = ConfigDict(title="extract")
+
+        memories: Annotated[list[ItemAnswer], Field(max_length=max_items)]
+
+    return ExtractAnswer
 
 
 def _norm(s: str) -> str:
-    return " ".join(s.replace("\u2019", "'").replace("\u201c", '"').replace("\u201d", '"')
-                    .casefold().split())
+    return " ".join(
+        s.replace("\u2019", "'").replace("\u201c", '"').replace("\u201d", '"').casefold().split()
+    )
 
 
 def render_conversation(user: UserHistory, max_chars: int) -> str:
@@ -86,56 +84,81 @@ def find_quote(user: UserHistory, quote: str) -> tuple[str, int] | None:
     return None
 
 
-async def run_extract(model: ChatModel, user: UserHistory, config: BuildConfig,
-                      *, seed: int | None = None) -> StageRecord:
+def extract_call(
+    user: UserHistory, model: ChatModel, config: BuildConfig, *, seed: int | None = None
+) -> StageCall[tuple[list[MemoryItem], list[dict]]]:
     """Extract labelled memory items with evidence quoted from the user's own turns."""
-    template = load_prompt(STAGE_PROMPTS["extract"])
-    messages = template.render(
-        conversation=fence("conversation", render_conversation(
-            user, config.extract_conversation_chars)),
-        labels="\n".join(f"  {label}" for label in TAXONOMY_LABELS),
-        max_items=config.extract_max_items,
-    )
-    dropped: list[dict[str, Any]] = []
+    answer = extract_answer(config.extract_max_items)
 
-    def parse(data: dict[str, Any]) -> list[MemoryItem]:
-        out = _ExtractOut.model_validate(data)
-        dropped.clear()
+    def parse(data: dict[str, Any]) -> tuple[list[MemoryItem], list[dict[str, Any]]]:
+        out = answer.model_validate(data)
+        dropped: list[dict[str, Any]] = []
         items: list[MemoryItem] = []
         for raw in out.memories:
             quote = raw.quote.strip()
             if len(quote) < config.min_quote_chars:
-                dropped.append({"value": raw.value, "quote": quote,
-                                "reason": f"quote shorter than {config.min_quote_chars} chars"})
+                dropped.append(
+                    {
+                        "value": raw.value,
+                        "quote": quote,
+                        "reason": f"quote shorter than {config.min_quote_chars} chars",
+                    }
+                )
                 continue
             where = find_quote(user, quote)
             if where is None:
-                dropped.append({"value": raw.value, "quote": quote,
-                                "reason": "quote not found in any user turn"})
+                dropped.append(
+                    {
+                        "value": raw.value,
+                        "quote": quote,
+                        "reason": "quote not found in any user turn",
+                    }
+                )
                 continue
             label = raw.label if raw.label in TAXONOMY_LABELS else UNMAPPED
             suggestion = raw.label_suggestion.strip() or None
-            items.append(MemoryItem(
-                memory_id=f"x{len(items) + 1}", value=raw.value.strip(), label=label,
-                label_suggestion=suggestion if label == UNMAPPED else None, type=raw.type,
-                evidence=[Evidence(session_id=where[0], utterance_index=where[1], text=quote)],
-            ))
+            items.append(
+                MemoryItem(
+                    memory_id=f"x{len(items) + 1}",
+                    value=raw.value.strip(),
+                    label=label,
+                    label_suggestion=suggestion if label == UNMAPPED else None,
+                    type=raw.type,
+                    evidence=[Evidence(session_id=where[0], utterance_index=where[1], text=quote)],
+                )
+            )
         if out.memories and not items:
-            raise InvalidOutput(f"none of the {len(out.memories)} items quotes a user turn: "
-                                + "; ".join(d["reason"] for d in dropped[:3]))
-        return items
+            raise InvalidOutput(
+                f"none of the {len(out.memories)} items quotes a user turn: "
+                + "; ".join(d["reason"] for d in dropped[:3])
+            )
+        return items, dropped
 
-    asked = await ask_json(model, messages, extract_schema(config.extract_max_items), parse,
-                           config.extract, seed=seed)
-    if not asked.ok:
-        return StageRecord(stage="extract", key=user.user_id, user_id=user.user_id,
-                           status="rejected", reason_code="extract.invalid_output",
-                           reason=asked.reason, attempts=asked.attempts, failures=asked.failures)
-    output = {"memories": [m.model_dump(mode="json") for m in asked.value], "dropped": dropped}
-    if not asked.value:
-        return StageRecord(stage="extract", key=user.user_id, user_id=user.user_id,
-                           status="rejected", reason_code="extract.nothing_found",
-                           reason="the model found nothing to remember about the user",
-                           attempts=asked.attempts, output=output, failures=asked.failures)
-    return StageRecord(stage="extract", key=user.user_id, user_id=user.user_id, status="ok",
-                       attempts=asked.attempts, output=output, failures=asked.failures)
+    def decide(call: StageCall[Any], asked: Asked[Any]) -> StageRecord:
+        if not asked.ok:
+            return call.invalid(asked)
+        items, dropped = asked.value
+        output = {"memories": [m.model_dump(mode="json") for m in items], "dropped": dropped}
+        if not items:
+            return call.rejected(
+                "nothing_found", "the model found nothing to remember about the user", asked, output
+            )
+        return call.ok(asked, output)
+
+    return _stage_call(
+        "extract",
+        user.user_id,
+        user,
+        model,
+        config,
+        answer_schema(answer),
+        parse,
+        decide,
+        seed,
+        rules={"min_quote_chars": config.min_quote_chars},
+        conversation=fence(
+            "conversation", render_conversation(user, config.extract_conversation_chars)
+        ),
+        labels="\n".join(f"  {label}" for label in TAXONOMY_LABELS),
+        max_items=config.extract_max_items,
+    )

@@ -3,7 +3,10 @@
 acceptance rate of each stage and the rejection reasons.
 
 Big Five counts are over distinct users of the exported examples; category
-counts over examples. Stage figures come from ``stages/*.jsonl`` and count
+counts over examples. ``all_medium_share`` is the share of those users rated
+"medium" on all five traits: such users carry no signal for the OOD split
+(k-modes clusters them together), and a high share means the Big Five stage
+saw too little evidence or hedged. Stage figures come from ``stages/*.jsonl`` and count
 every key a stage has finished (ok or rejected).
 """
 
@@ -41,6 +44,9 @@ class BuildStats(BaseModel):
     users: int = 0  # distinct users of the examples
     examples: int = 0
     big_five: dict[str, dict[str, int]] = Field(default_factory=dict)
+    all_medium_users: int = 0
+    all_medium_share: float | None = None
+    languages: dict[str, int] = Field(default_factory=dict)  # examples per language
     categories: dict[str, int] = Field(default_factory=dict)
     stages: dict[str, StageStat] = Field(default_factory=dict)
     rejection_reasons: dict[str, int] = Field(default_factory=dict)
@@ -69,6 +75,9 @@ def compute_stats(path: str | Path) -> BuildStats:
     for row in levels.values():
         for trait, lvl in zip(BIG_FIVE_TRAITS, row, strict=True):
             s.big_five[trait][lvl] += 1
+    s.all_medium_users = sum(1 for row in levels.values() if set(row) == {"medium"})
+    s.all_medium_share = round(s.all_medium_users / len(levels), 4) if levels else None
+    s.languages = dict(Counter(e.language for e in examples).most_common())
     cats = Counter(e.category.value for e in examples if e.category is not None)
     s.categories = {c.value: cats.get(c.value, 0) for c in Category}
 
@@ -102,8 +111,9 @@ def plot_stats(stats: BuildStats, out: str | Path) -> Path:
 
     colors = {"low": "#9ecae1", "medium": "#4292c6", "high": "#08306b"}
     fig, axes = plt.subplots(2, 2, figsize=(12, 8.5))
-    fig.suptitle(f"{stats.examples} queries from {stats.users} users  ({stats.source})",
-                 fontsize=11)
+    fig.suptitle(
+        f"{stats.examples} queries from {stats.users} users  ({stats.source})", fontsize=11
+    )
 
     ax = axes[0][0]
     traits = list(BIG_FIVE_TRAITS)
@@ -113,20 +123,26 @@ def plot_stats(stats: BuildStats, out: str | Path) -> Path:
         ax.barh([t.capitalize() for t in traits], vals, left=left, color=colors[lvl], label=lvl)
         for i, v in enumerate(vals):
             if v:
-                ax.text(left[i] + v / 2, i, str(v), ha="center", va="center", fontsize=8,
-                        color="white" if lvl != "low" else "black")
+                ax.text(
+                    left[i] + v / 2,
+                    i,
+                    str(v),
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if lvl != "low" else "black",
+                )
         left = [a + b for a, b in zip(left, vals, strict=True)]
     ax.invert_yaxis()
     ax.set_title("Big Five levels (users)")
     ax.set_xlabel("users")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), fontsize=8, ncols=3,
-              frameon=False)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), fontsize=8, ncols=3, frameon=False)
 
     ax = axes[0][1]
     names = [f"{Category(c).title}\n({c})" for c in stats.categories]
     vals = list(stats.categories.values())
-    bars = ax.bar(names, vals, color=["#e6550d", "#31a354", "#756bb1"][:len(vals)])
+    bars = ax.bar(names, vals, color=["#e6550d", "#31a354", "#756bb1"][: len(vals)])
     ax.bar_label(bars, fontsize=9)
     ax.set_title("Queries per category")
     ax.set_ylabel("queries")

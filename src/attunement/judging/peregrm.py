@@ -219,7 +219,9 @@ class PereGRMReward(JudgeReward):
 
     async def _shared_dim(self, example: Example, reply: Reply, dimension: Dimension,
                           task: asyncio.Task[CriteriaSet]) -> tuple[list[Judgement], Usage]:
-        criteria = await task
+        # shielded: a caller that gives up on this reply (a deadline) must not
+        # cancel the criteria its group mates are waiting for
+        criteria = await asyncio.shield(task)
         jobs = []
         failures: list[Judgement] = []
         for j in range(self.config.k):

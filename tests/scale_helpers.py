@@ -1,0 +1,61 @@
+"""Helpers of the verl / serve tests: a scripted judge that answers every judge
+prompt in its format (the reward benchmark's RealisticJudge), reachable by a
+model spec so code that builds its judge from a RewardSpec can use it."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+
+from attunement.bench.reward_bench import RealisticJudge, bench_batch
+from attunement.llm import ScriptedChatModel
+from attunement.llm.base import ChatRequest
+from attunement.llm.scripted import Step
+from attunement.llm.spec import register_backend
+
+_judges: dict[str, ScriptedJudge] = {}
+_names = itertools.count()
+_lock = threading.Lock()
+
+
+class ScriptedJudge:
+    """A RealisticJudge behind a ScriptedChatModel, with switchable failure modes."""
+
+    def __init__(self, *, delay: float = 0.0):
+        self.judge = RealisticJudge()
+        self.delay = delay
+        self.garble = False  # answer text no parser accepts
+        self.criteria_calls = 0
+        with _lock:
+            self.name = f"scale-test-{next(_names)}"
+            _judges[self.name] = self
+
+    @property
+    def spec(self) -> str:
+        return f"scaletest:{self.name}"
+
+    def respond(self, request: ChatRequest, index: int):
+        params = {
+            "seed": request.seed,
+            "response_format": {"type": "json_schema"} if request.json_schema else None,
+        }
+        text = self.judge(request.message_dicts, index, params)
+        if self.garble:
+            text = "I would rather not say."
+        return Step(text, delay=self.delay) if self.delay else text
+
+    def model(self) -> ScriptedChatModel:
+        return ScriptedChatModel(self.respond, name=self.name)
+
+    @property
+    def criteria_samples(self) -> int:
+        return self.judge.kinds.get("criteria", 0)
+
+
+def _make(spec, options) -> ScriptedChatModel:
+    return _judges[spec.target].model()
+
+
+register_backend("scaletest", _make)
+
+__all__ = ["ScriptedJudge", "bench_batch"]
