@@ -233,7 +233,9 @@ def parse_answer(
     """
     chosen: dict[str, int | None] = dict.fromkeys(parts)
     problems: list[str] = []
-    obj = last_json_object(text)
+    found = last_json_object(text)
+    # the project's one extractor (it may hand back a record holding the object)
+    obj = getattr(found, "value", found)
     if obj is not None:
         model = answer_model(tuple(parts.items()))
         try:

@@ -569,7 +569,9 @@ class ParsedRubric:
 def _json_object(text: str) -> dict[str, Any] | None:
     """The answer's JSON object: the last well-formed one, else a lenient read of the
     outermost braces (a code fence, raw newlines in strings, trailing commas)."""
-    obj = last_json_object(text)
+    found = last_json_object(text)
+    # the project's one extractor (it may hand back a record holding the object)
+    obj = getattr(found, "value", found)
     if obj is not None:
         return obj
     start, end = text.find("{"), text.rfind("}")
