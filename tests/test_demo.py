@@ -1,4 +1,5 @@
-"""attune demo: the whole chain on a scripted model (fast) and on the embedded model (slow)."""
+"""attune demo: the whole chain on a scripted model (fast) and on the embedded model (slow);
+both end with the evaluation report."""
 
 from __future__ import annotations
 
@@ -10,11 +11,11 @@ from test_judging_rewards import judge_answer
 from typer.testing import CliRunner
 
 from attunement.cli import build_app
-from attunement.demo import DEMO_MODES, example_users_path, run_demo, summarize_mode
+from attunement.demo import DEMO_MODES, example_users_path, run_demo
 from attunement.jsonl import read_jsonl
 from attunement.llm import ScriptedChatModel
 from attunement.llm.base import ChatRequest
-from attunement.records import Example, Judgement, Reply, RewardBreakdown, UserHistory
+from attunement.records import Example, Reply, RewardBreakdown, UserHistory
 
 POLICY_REPLY = "# Analysis\nThey feel alone with it.\n\n# Response\nThat sounds so heavy. I'm here."
 
@@ -38,11 +39,13 @@ def scripted_everything(no_situation_for: str | None = None) -> ScriptedChatMode
         if request.json_schema is not None and _is_builder(request):
             answer = default_answer(request, index)
             text = "\n".join(c for _, c in request.messages)
-            asker = next((u.user_id for u in users
-                          if any(m.value in text for m in u.memories)), None)
+            asker = next(
+                (u.user_id for u in users if any(m.value in text for m in u.memories)), None
+            )
             if stage_of(request) == "situations" and asker == no_situation_for:
-                return json.dumps({"ES": {"supported": False,
-                                          "why_not": "nothing in the memories"}})
+                return json.dumps(
+                    {"ES": {"supported": False, "why_not": "nothing in the memories"}}
+                )
             if stage_of(request) == "queries":  # name the asker so prompts can be told apart
                 data = json.loads(answer)
                 data["query"] += f" (asked by {asker})"
@@ -64,20 +67,34 @@ async def test_demo_runs_the_chain_and_resumes_without_calls(tmp_path):
     for r in report.results:
         assert r.replies == 3 and r.unscorable == 0
         assert r.means == {"resonation": 4.0, "expression": 4.0, "reception": 4.0}
-        assert r.average == 4.0
+        assert (r.average, r.low, r.high) == (4.0, 4.0, 4.0)
+    # the run ends with the evaluation report
+    page = report.report.read_text()
+    assert report.report == tmp_path / "eval" / "report.html"
+    assert "Memory ablation" in page and "Mismatch Memory" in page
+    assert page.count('<details class="example"') == 3
+    results = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert [r["system"] for r in results["table"]] == list(DEMO_MODES)
+    assert results["judges"][0]["reward"]["config"]["criteria_mode"] == "fixed"
+    assert results["criteria"]["prepared_now"] == 3
+    assert any(p["view"] == "memory" and p["system"] == "mismatch" for p in results["paired"])
 
     examples = {e.example_id: e for e in read_jsonl(tmp_path / "data/examples.jsonl", Example)}
     users = {u.user_id: u for u in read_jsonl(example_users_path(), UserHistory)}
     for mode in DEMO_MODES:
         replies = read_jsonl(tmp_path / f"replies.{mode}.jsonl", Reply)
         assert {r.memory_mode for r in replies} == {mode}
-        scores = read_jsonl(tmp_path / f"scores.{mode}.jsonl", RewardBreakdown)
+        scores = read_jsonl(
+            tmp_path / "eval" / "scores" / "judge" / f"{mode}.jsonl", RewardBreakdown
+        )
         assert {s.reply_id for s in scores} == {r.reply_id for r in replies}
     # the policy saw the asker's own memories in full mode and another bundled
     # user's memories in mismatch mode
-    policy_prompts = [c.messages[-1][1] for c in model.calls
-                      if "caring, attentive assistant" in c.messages[0][1]]
-    assert len(policy_prompts) == 2 * len(examples_chosen := manifest_examples(tmp_path))
+    policy_prompts = [
+        c.messages[-1][1] for c in model.calls if "caring, attentive assistant" in c.messages[0][1]
+    ]
+    examples_chosen = manifest_examples(tmp_path)
+    assert len(policy_prompts) == 2 * len(examples_chosen)
     for eid in examples_chosen:
         ex = examples[eid]
         own = [m.value for m in users[ex.user_id].memories]
@@ -97,6 +114,7 @@ async def test_demo_runs_the_chain_and_resumes_without_calls(tmp_path):
     again = await run_demo(tmp_path, model, max_queries=3, show_progress=False)
     assert len(model.calls) == calls, "a resumed demo must not call the model again"
     assert [r.means for r in again.results] == [r.means for r in report.results]
+    assert again.report.exists()
 
 
 async def test_demo_replaces_a_user_whose_query_was_rejected(tmp_path):
@@ -112,33 +130,26 @@ def manifest_examples(run_dir) -> list[str]:
     return json.loads((run_dir / "manifest.json").read_text())["examples"]
 
 
-def test_summarize_mode_counts_unscorable_and_averages_valid_samples():
-    def bd(rid, scores, unscorable=False):
-        judgements = [Judgement(dimension=d, score=s) for d, s in scores.items()]
-        return RewardBreakdown(example_id="e", reply_id=rid, reward_model="peregrm",
-                               reward=None if unscorable else 0.5, unscorable=unscorable,
-                               reason="no valid reception sample" if unscorable else None,
-                               judgements=judgements)
-
-    result = summarize_mode("full", [
-        bd("a", {"resonation": 4, "expression": 2, "reception": 5}),
-        bd("b", {"resonation": 2, "expression": 4, "reception": None}, unscorable=True),
-    ])
-    assert result.unscorable == 1 and result.replies == 2
-    assert result.means == {"resonation": 3.0, "expression": 3.0, "reception": 5.0}
-    assert result.average == pytest.approx(11 / 3)
-
-
 @pytest.mark.slow
 def test_attune_demo_on_the_embedded_model(local_model, tmp_path):
-    result = CliRunner().invoke(build_app(), ["demo", "--out", str(tmp_path), "--queries", "2"])
+    # one llama.cpp thread: much faster than two on a machine other jobs keep busy
+    result = CliRunner().invoke(
+        build_app(), ["demo", "--out", str(tmp_path), "--queries", "2", "--threads", "1"]
+    )
     assert result.exit_code == 0, result.output
+    # the report's path is the last thing printed
+    report = tmp_path / "eval" / "report.html"
+    assert result.output.strip().splitlines()[-1] == f"report: {report}"
+    assert report.exists() and "Memory ablation" in report.read_text()
     for mode in DEMO_MODES:
         assert mode in result.output
-        scores = read_jsonl(tmp_path / f"scores.{mode}.jsonl", RewardBreakdown)
+        scores = read_jsonl(
+            tmp_path / "eval" / "scores" / "local" / f"{mode}.jsonl", RewardBreakdown
+        )
         assert len(scores) == 2
         for s in scores:
             for j in s.judgements:
                 if j.score is not None:
-                    assert (0 <= j.score <= 100) if j.dimension == "bystander" \
-                        else (1 <= j.score <= 5)
+                    assert (
+                        (0 <= j.score <= 100) if j.dimension == "bystander" else (1 <= j.score <= 5)
+                    )

@@ -1,10 +1,12 @@
-"""The end-to-end demo: build, answer with two memory modes, score, compare.
+"""The end-to-end demo: build, answer with two memory modes, evaluate, report.
 
 It runs the whole method on the bundled example users with one model (the
 embedded SmolLM2 by default) and shows the paper's memory ablation in small:
 replies written with the user's own memory against replies written with
-another user's memory (drawn from the other bundled users), both scored by
-PereGRM.
+another user's memory (drawn from the other bundled users), both evaluated the
+way PersonaEmp's table 1 is (fixed criteria written once, PereGRM scoring
+against them) by :func:`attunement.evaluation.run_evaluation`, which ends in
+``eval/report.html``.
 
 Every step writes into the run folder and resumes, and every model call is
 cached, so a second run prints the same table without calling the model.
@@ -17,12 +19,17 @@ from importlib import resources
 from pathlib import Path
 
 from attunement.building.config import BuildConfig
+from attunement.evaluation.evaluate import EvalInputs, EvalRun, EvalSettings, run_evaluation
+from attunement.evaluation.tables import Row
 from attunement.jsonl import read_jsonl, write_manifest
+from attunement.judging import CriteriaConfig
 from attunement.llm import ChatModel, LLMOptions, load_chat_model
-from attunement.records import (EMPATHY_DIMENSIONS, Category, Example, Reply, RewardBreakdown,
-                                UserHistory)
+from attunement.records import EMPATHY_DIMENSIONS, Category, Example, Reply, UserHistory
 
 DEMO_MODES = ("full", "mismatch")
+#: maxLength of the judge's free-text JSON fields: the tiny model otherwise writes
+#: until its token limit
+DEMO_TEXT_CHARS = 120
 
 
 def example_users_path() -> Path:
@@ -32,15 +39,27 @@ def example_users_path() -> Path:
 
 @dataclass
 class ModeResult:
+    """One memory mode's row of the evaluation (1-5 judge scale)."""
+
     mode: str
     replies: int
     unscorable: int
-    means: dict[str, float | None] = field(default_factory=dict)  # 1-5 judge scale
+    means: dict[str, float | None] = field(default_factory=dict)
+    average: float | None = None
+    low: float | None = None  # interval of the average
+    high: float | None = None
 
-    @property
-    def average(self) -> float | None:
-        vals = [self.means[d] for d in EMPATHY_DIMENSIONS if self.means.get(d) is not None]
-        return sum(vals) / len(vals) if len(vals) == len(EMPATHY_DIMENSIONS) else None
+    @classmethod
+    def of(cls, row: Row) -> ModeResult:
+        return cls(
+            mode=row.system,
+            replies=row.replies,
+            unscorable=row.unscorable,
+            means={d: row.columns[d].mean for d in EMPATHY_DIMENSIONS if d in row.columns},
+            average=row.avg.mean,
+            low=row.avg.low,
+            high=row.avg.high,
+        )
 
 
 @dataclass
@@ -50,28 +69,30 @@ class DemoReport:
     examples: int
     inspection_passed: int
     results: list[ModeResult]
+    evaluation: EvalRun | None = None
+
+    @property
+    def report(self) -> Path | None:
+        """The evaluation page (``eval/report.html``)."""
+        return self.evaluation.report if self.evaluation else None
 
 
-def summarize_mode(mode: str, breakdowns: list[RewardBreakdown]) -> ModeResult:
-    """Mean judge score (1-5 scale) per empathy dimension over the scorable samples."""
-    unscorable = sum(1 for b in breakdowns if b.unscorable)
-    means: dict[str, float | None] = {}
-    for dim in EMPATHY_DIMENSIONS:
-        scores = [j.score for b in breakdowns for j in b.judgements
-                  if j.dimension == dim and j.score is not None]
-        means[dim] = sum(scores) / len(scores) if scores else None
-    return ModeResult(mode=mode, replies=len(breakdowns), unscorable=unscorable, means=means)
-
-
-def load_demo_models(out_dir: Path, model_spec: str = "local", judge_spec: str | None = None,
-                     options: LLMOptions | None = None) -> tuple[ChatModel, ChatModel]:
+def load_demo_models(
+    out_dir: Path,
+    model_spec: str = "local",
+    judge_spec: str | None = None,
+    options: LLMOptions | None = None,
+) -> tuple[ChatModel, ChatModel]:
     """The policy/builder model and the judge, caching into the run folder by default."""
     options = options or LLMOptions()
     if options.cache is None:
         options = options.model_copy(update={"cache": Path(out_dir) / "cache.sqlite"})
     model = load_chat_model(model_spec, options)
-    judge = model if not judge_spec or judge_spec == model_spec \
+    judge = (
+        model
+        if not judge_spec or judge_spec == model_spec
         else load_chat_model(judge_spec, options)
+    )
     return model, judge
 
 
@@ -86,15 +107,18 @@ async def run_demo(
     seed: int = 0,
     max_tokens: int = 128,
     concurrency: int = 1,
+    judge_label: str = "judge",
     show_progress: bool | None = None,
 ) -> DemoReport:
     """Run the demo with the given models (``judge`` defaults to ``model``).
 
     ``max_tokens`` caps each policy reply: the embedded model tends to write
     until it is stopped, and PERM's 1024-token budget would make the demo slow.
+    ``k > 1`` adds PereGRM's k scaling (criteria per sample, k = 1, 2, 4, ..., k)
+    to the report; scoring under fixed criteria is greedy, so its samples would
+    all agree.
     """
     from attunement.building import build_dataset
-    from attunement.judging import PereGRMConfig, peregrm_reward, score_dataset
     from attunement.policy import generate_replies
 
     out_dir = Path(out_dir)
@@ -112,8 +136,15 @@ async def run_demo(
     deep, shallow = _split_by_filter(users, config)
     take = max_queries
     while True:
-        await build_dataset(shallow + deep[:take], data_dir, model, config, seed=seed,
-                            concurrency=concurrency, show_progress=show_progress)
+        await build_dataset(
+            shallow + deep[:take],
+            data_dir,
+            model,
+            config,
+            seed=seed,
+            concurrency=concurrency,
+            show_progress=show_progress,
+        )
         examples = read_jsonl(data_dir / "examples.jsonl", Example)
         if len(examples) >= max_queries or take >= len(deep):
             break
@@ -122,31 +153,66 @@ async def run_demo(
         raise RuntimeError(f"the builder accepted no query; see {data_dir} for the rejections")
     chosen = _spread_by_user(examples, max_queries)
 
-    # short free-text fields keep the tiny model from writing until its token limit
-    reward = peregrm_reward(judge, PereGRMConfig(k=k, json_text_chars=120))
-    results = []
+    replies: dict[str, list[Reply]] = {}
     for mode in DEMO_MODES:
         replies_path = out_dir / f"replies.{mode}.jsonl"
-        await generate_replies(chosen, model, replies_path, memory_mode=mode, n=1, seed=seed,
-                               pool=users, concurrency=concurrency, max_tokens=max_tokens,
-                               show_progress=show_progress)
-        replies = read_jsonl(replies_path, Reply)
-        scores_path = out_dir / f"scores.{mode}.jsonl"
-        await score_dataset(reward, chosen, replies, scores_path,
-                            concurrency=concurrency, show_progress=show_progress)
-        results.append(summarize_mode(mode, read_jsonl(scores_path, RewardBreakdown)))
+        await generate_replies(
+            chosen,
+            model,
+            replies_path,
+            memory_mode=mode,
+            n=1,
+            seed=seed,
+            pool=users,
+            concurrency=concurrency,
+            max_tokens=max_tokens,
+            show_progress=show_progress,
+        )
+        replies[mode] = read_jsonl(replies_path, Reply)
 
-    write_manifest(out_dir / "manifest.json", command="demo", model=model.name,
-                   judge=judge.name, max_queries=max_queries, k=k, seed=seed,
-                   reward=reward.manifest(), examples=[e.example_id for e in chosen])
-    return DemoReport(out_dir=out_dir, users=len({e.user_id for e in chosen}),
-                      examples=len(chosen),
-                      inspection_passed=sum(1 for e in chosen if e.meta.get("inspection_passed")),
-                      results=results)
+    # the PersonaEmp protocol: criteria written once, every reply scored against them
+    settings = EvalSettings(
+        overrides={"json_text_chars": DEMO_TEXT_CHARS},
+        concurrency=concurrency,
+        seed=seed,
+        criteria=CriteriaConfig(json_text_chars=DEMO_TEXT_CHARS, seed=seed),
+        k_scaling=k if k > 1 else None,
+        examples_shown=len(chosen),
+    )
+    evaluation = await run_evaluation(
+        EvalInputs(splits={"demo": chosen}, replies=replies),
+        {judge_label: judge},
+        out_dir / "eval",
+        settings,
+        show_progress=show_progress,
+    )
+    results = [ModeResult.of(r) for r in evaluation.results.table]
+
+    write_manifest(
+        out_dir / "manifest.json",
+        command="demo",
+        model=model.name,
+        judge=judge.name,
+        max_queries=max_queries,
+        k=k,
+        seed=seed,
+        evaluation=str(out_dir / "eval" / "results.json"),
+        reward=evaluation.results.judges[0]["reward"],
+        examples=[e.example_id for e in chosen],
+    )
+    return DemoReport(
+        out_dir=out_dir,
+        users=len({e.user_id for e in chosen}),
+        examples=len(chosen),
+        inspection_passed=sum(1 for e in chosen if e.meta.get("inspection_passed")),
+        results=results,
+        evaluation=evaluation,
+    )
 
 
-def _split_by_filter(users: list[UserHistory],
-                     config: BuildConfig) -> tuple[list[UserHistory], list[UserHistory]]:
+def _split_by_filter(
+    users: list[UserHistory], config: BuildConfig
+) -> tuple[list[UserHistory], list[UserHistory]]:
     """(users the depth filter keeps, users it rejects); the filter costs no model call,
     and the rejected users are built too, so the demo shows a rejection."""
     from attunement.building import filter_user

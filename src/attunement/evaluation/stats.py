@@ -176,3 +176,140 @@ def wilson_ci(successes: int, n: int, *, level: float = 0.95) -> Interval:
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
     return Interval(p, max(0.0, centre - half), min(1.0, centre + half), n, level)
+
+
+# --------------------------------------------------------------------------- vectorised
+
+
+@dataclass(frozen=True)
+class ColumnMeans:
+    """Intervals of each column's mean and of the mean of (some) column means."""
+
+    columns: tuple[Interval, ...]
+    average: Interval
+
+    def as_dict(self) -> dict:
+        return {"columns": [c.as_dict() for c in self.columns], "average": self.average.as_dict()}
+
+
+def _finite_quantiles(stats, level: float) -> tuple[float | None, float | None]:
+    import numpy as np
+
+    finite = stats[np.isfinite(stats)]
+    if finite.size == 0:
+        return None, None
+    alpha = (1 - level) / 2
+    low, high = np.quantile(finite, [alpha, 1 - alpha])  # linear interpolation, as _quantile
+    return float(low), float(high)
+
+
+def bootstrap_column_means(
+    rows: Sequence[Sequence[float | None]],
+    *,
+    average_of: Sequence[int] | None = None,
+    resamples: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> ColumnMeans:
+    """Percentile bootstrap over rows (examples) of column means and their average.
+
+    ``rows[i][j]`` is example ``i``'s value in column ``j`` (a judge dimension), or
+    None when missing. A column's estimate is the mean of its present values (the
+    authors drop unparseable scores per dimension); the average is the mean of the
+    column means listed in ``average_of`` (default: every column), i.e. table 1's
+    ``Avg``. Each bootstrap resample draws whole rows with replacement, so the
+    columns' intervals and the average's come from the same resamples; a resample
+    in which a column has no value is left out of that column's (and the
+    average's) quantiles. numpy does the resampling, so thousands of resamples
+    over hundreds of examples take milliseconds.
+
+    >>> out = bootstrap_column_means([[4, 2], [5, None], [3, 4]])
+    >>> [c.estimate for c in out.columns], out.average.estimate, out.columns[1].n
+    ([4.0, 3.0], 3.5, 2)
+    """
+    import numpy as np
+
+    if not rows:
+        return ColumnMeans((), Interval(None, None, None, 0, level))
+    width = len(rows[0])
+    if any(len(r) != width for r in rows):
+        raise ValueError("every row needs the same number of columns")
+    average_of = list(range(width)) if average_of is None else list(average_of)
+    values = np.array(
+        [[np.nan if v is None else float(v) for v in r] for r in rows], dtype=float
+    ).reshape(len(rows), width)
+    present = ~np.isnan(values)
+    counts = present.sum(axis=0)
+
+    def column_means(sums, ns):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(ns > 0, sums / np.maximum(ns, 1), np.nan)
+
+    point = column_means(np.nansum(values, axis=0), counts)
+    point_avg = (
+        float(np.mean(point[average_of]))
+        if average_of and np.all(np.isfinite(point[average_of]))
+        else None
+    )
+    n = len(rows)
+    if n >= 2:
+        rng = np.random.default_rng(seed)
+        idx = rng.integers(0, n, size=(resamples, n))
+        filled = np.where(present, values, 0.0)
+        sums = filled[idx].sum(axis=1)  # resamples x columns
+        ns = present[idx].sum(axis=1)
+        boot = column_means(sums, ns)
+        boot_avg = boot[:, average_of].mean(axis=1) if average_of else np.full(resamples, np.nan)
+    columns = []
+    for j in range(width):
+        est = float(point[j]) if np.isfinite(point[j]) else None
+        if est is None or n < 2:
+            columns.append(Interval(est, est, est, int(counts[j]), level))
+        else:
+            columns.append(
+                Interval(est, *_finite_quantiles(boot[:, j], level), int(counts[j]), level)
+            )
+    complete = int(present[:, average_of].all(axis=1).sum()) if average_of else 0
+    if point_avg is None or n < 2:
+        average = Interval(point_avg, point_avg, point_avg, complete, level)
+    else:
+        average = Interval(point_avg, *_finite_quantiles(boot_avg, level), complete, level)
+    return ColumnMeans(tuple(columns), average)
+
+
+def compare_paired(
+    a: Sequence[float],
+    b: Sequence[float],
+    *,
+    resamples: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> PairedComparison:
+    """:func:`paired_difference` with the bootstrap done by numpy (same fields, same
+    tests; the interval differs only by the random draws). Use it for reports
+    with many comparisons.
+
+    >>> cmp = compare_paired([4, 5, 4, 5], [3, 4, 4, 3])
+    >>> cmp.diff.estimate, cmp.wins, cmp.losses, cmp.ties, round(cmp.sign_p, 3)
+    (1.0, 3, 0, 1, 0.25)
+    """
+    if len(a) != len(b):
+        raise ValueError(f"paired samples differ in length: {len(a)} vs {len(b)}")
+    diffs = [float(x) - float(y) for x, y in zip(a, b)]
+    wins = sum(1 for d in diffs if d > 0)
+    losses = sum(1 for d in diffs if d < 0)
+    if diffs:
+        diff = bootstrap_column_means(
+            [[d] for d in diffs], resamples=resamples, level=level, seed=seed
+        ).columns[0]
+    else:
+        diff = Interval(None, None, None, 0, level)
+    return PairedComparison(
+        diff=diff,
+        n=len(diffs),
+        wins=wins,
+        losses=losses,
+        ties=len(diffs) - wins - losses,
+        wilcoxon_p=wilcoxon_p(diffs),
+        sign_p=sign_test_p(wins, losses),
+    )

@@ -81,10 +81,13 @@ def _load(path: Path, n_ctx: int, n_threads: int | None) -> Any:
                 raise LLMError(
                     "the embedded model needs llama-cpp-python: pip install 'attunement[local]'"
                 ) from exc
+            threads = n_threads or max(1, os.cpu_count() or 1)
+            # the prompt (batch) threads too: llama-cpp-python would use every core there
             _LOADED[key] = Llama(
                 model_path=str(path),
                 n_ctx=n_ctx,
-                n_threads=n_threads or max(1, os.cpu_count() or 1),
+                n_threads=threads,
+                n_threads_batch=threads,
                 verbose=False,
             )
             _RUN_LOCKS[key] = threading.Lock()

@@ -1,0 +1,513 @@
+"""``attune evaluate``: several reply sets, several judges, several splits, one report.
+
+The protocol is PersonaEmp's (table 1): criteria are written once per
+(example, dimension) by one judge and stored (:func:`attunement.judging.prepare_criteria`),
+then every judge scores every reply set against those same criteria
+(``PereGRMConfig(criteria_mode="fixed")``, temperature 0). Per judge, reply set
+and split the report gives Res, Exp, Rec and Avg on 1-5 with bootstrap
+intervals, paired comparisons with a baseline, breakdowns by category and Big
+Five level, the memory ablation when reply sets differ by memory mode, and
+(on request) PereGRM's k scaling with its judge cost.
+
+Everything a run computes is kept in ``OUT``::
+
+    OUT/criteria.jsonl                       examples with their fixed criteria (appended)
+    OUT/scores/<judge>/<replies>.jsonl       one RewardBreakdown per reply (score_dataset)
+    OUT/scaling/<judge>/<replies>.jsonl      the PereGRM@K run of --k-scaling
+    OUT/cache.sqlite                         every judge completion (CLI default)
+    OUT/results.json, results.md, plots/*.png, report.html
+
+Each step appends and resumes, and completions are cached, so running the
+same command again costs no judge call and only rewrites the report.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from attunement.evaluation.tables import (
+    Results,
+    ScoreSet,
+    StatsConfig,
+    System,
+    compute_tables,
+    cost_of,
+    systems_of,
+)
+from attunement.jsonl import JsonlAppender, read_jsonl, write_manifest
+from attunement.judging import CriteriaConfig, load_reward, prepare_criteria, score_dataset
+from attunement.judging.criteria import criteria_manifest, needs_criteria
+from attunement.judging.registry import parse_reward_name, reward_config
+from attunement.llm.base import ChatModel
+from attunement.records import EMPATHY_DIMENSIONS, Example, Reply, RewardBreakdown
+
+#: settings the evaluation protocol changes from a reward's training defaults
+EVAL_DEFAULTS: dict[str, dict[str, Any]] = {
+    "peregrm": {"criteria_mode": "fixed", "use_bystander": False},
+    "perm": {"use_bystander": False},
+}
+
+
+class EvalSettings(BaseModel):
+    """How an evaluation scores and summarises (built at the edge, recorded in results)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reward: str = Field("peregrm", description="perm | peregrm (fixed criteria by default)")
+    overrides: dict[str, Any] = Field(
+        default_factory=dict, description="reward config fields, over EVAL_DEFAULTS"
+    )
+    criteria: CriteriaConfig = Field(default_factory=CriteriaConfig)
+    concurrency: int = Field(4, ge=1, description="examples scored at once")
+    baseline: str | None = Field(
+        None, description="system the others are compared with (default: the first)"
+    )
+    k_scaling: int | None = Field(
+        None,
+        ge=1,
+        le=64,
+        description="run PereGRM@K with criteria per sample and report k = 1, 2, 4, ..., K",
+    )
+    resamples: int = Field(2000, ge=100, description="bootstrap resamples")
+    level: float = Field(0.95, gt=0.5, lt=1.0, description="interval level")
+    seed: int = Field(0, description="bootstrap seed")
+    examples_shown: int = Field(12, ge=0, description="examples browsable in report.html")
+    plots: bool = Field(True, description="draw the PNG plots (the slowest part of a re-run)")
+
+    @property
+    def kind(self) -> str:
+        return parse_reward_name(self.reward)[0]
+
+    def reward_overrides(self) -> dict[str, Any]:
+        return {**EVAL_DEFAULTS.get(self.kind, {}), **self.overrides}
+
+    def reward_config(self):
+        return reward_config(self.reward, **self.reward_overrides())
+
+    @property
+    def uses_fixed_criteria(self) -> bool:
+        return getattr(self.reward_config(), "criteria_mode", None) == "fixed"
+
+    def stats(self) -> StatsConfig:
+        return StatsConfig(resamples=self.resamples, level=self.level, seed=self.seed)
+
+
+# --------------------------------------------------------------------------- inputs
+
+_LABEL = re.compile(r"^([A-Za-z0-9_.@+\-\[\]]+)=(.+)$")
+
+
+def split_label(text: str) -> tuple[str | None, str]:
+    """``"base=runs/a.jsonl"`` -> ``("base", "runs/a.jsonl")``; no label -> ``(None, text)``.
+
+    A model spec's own ``:`` keeps ``openai:http://h/v1#m`` unlabelled.
+
+    >>> split_label("base=a.jsonl"), split_label("a.jsonl"), split_label("openai:http://h/v1?x=1")
+    (('base', 'a.jsonl'), (None, 'a.jsonl'), (None, 'openai:http://h/v1?x=1'))
+    """
+    match = _LABEL.match(text.strip())
+    if match and ":" not in match.group(1):
+        return match.group(1), match.group(2)
+    return None, text.strip()
+
+
+def spec_label(spec: str) -> str:
+    """A short name for a model spec: the served model, the file or folder name.
+
+    >>> spec_label("openai:http://localhost:8000/v1#Qwen/Qwen3-8B"), spec_label("local")
+    ('Qwen3-8B', 'local')
+    >>> spec_label("local:/models/judge.gguf"), spec_label("hf:/ckpt/step-300/")
+    ('judge', 'step-300')
+    """
+    kind, _, rest = spec.partition(":")
+    if kind == "openai":
+        model = rest.partition("#")[2]
+        return model.rstrip("/").rsplit("/", 1)[-1] if model else "openai"
+    if not rest:
+        return kind
+    name = Path(rest.rstrip("/")).name
+    return Path(name).stem if name.endswith((".gguf", ".bin")) else name
+
+
+def safe_name(label: str) -> str:
+    """A label as a file name.
+
+    >>> safe_name("Qwen/Qwen3 8B[full]")
+    'Qwen_Qwen3_8B_full'
+    """
+    return re.sub(r"[^\w.@+-]+", "_", label).strip("._") or "x"
+
+
+def unique_labels(pairs: Sequence[tuple[str | None, str]], default) -> list[tuple[str, str]]:
+    """Fill missing labels with ``default(value)`` and refuse duplicates."""
+    out, seen = [], set()
+    for label, value in pairs:
+        label = label or default(value)
+        if label in seen:
+            raise ValueError(
+                f"two inputs are both labelled {label!r}; name them LABEL=PATH (or LABEL=SPEC)"
+            )
+        seen.add(label)
+        out.append((label, value))
+    return out
+
+
+@dataclass
+class EvalInputs:
+    """Examples per split and replies per file, already validated."""
+
+    splits: dict[str, list[Example]]
+    replies: dict[str, list[Reply]]
+    paths: dict[str, str] = field(default_factory=dict)  # label -> file, for the record
+
+    @classmethod
+    def read(
+        cls, data: Sequence[str], replies: Sequence[str], *, skip_invalid: bool = False
+    ) -> EvalInputs:
+        """Read ``[LABEL=]PATH`` arguments (labels default to the file stem)."""
+        stem = lambda p: Path(p).stem
+        split_args = unique_labels([split_label(d) for d in data], stem)
+        reply_args = unique_labels([split_label(r) for r in replies], stem)
+        if not split_args:
+            raise ValueError("give at least one --data file")
+        if not reply_args:
+            raise ValueError("give at least one --replies file")
+        return cls(
+            splits={
+                lab: read_jsonl(p, Example, skip_invalid=skip_invalid) for lab, p in split_args
+            },
+            replies={lab: read_jsonl(p, Reply, skip_invalid=skip_invalid) for lab, p in reply_args},
+            paths={
+                **{f"data:{lab}": p for lab, p in split_args},
+                **{f"replies:{lab}": p for lab, p in reply_args},
+            },
+        )
+
+
+def union_examples(splits: Mapping[str, Sequence[Example]]) -> dict[str, Example]:
+    """Every example of every split once; an id with two different contents is an error."""
+    out: dict[str, Example] = {}
+    for label, examples in splits.items():
+        seen: set[str] = set()
+        for ex in examples:
+            if ex.example_id in seen:
+                raise ValueError(f"split {label!r}: example id {ex.example_id!r} appears twice")
+            seen.add(ex.example_id)
+            old = out.get(ex.example_id)
+            if old is not None and _content(old) != _content(ex):
+                raise ValueError(f"example {ex.example_id!r} differs between splits")
+            out.setdefault(ex.example_id, ex)
+    return out
+
+
+def _content(ex: Example) -> dict[str, Any]:
+    return ex.model_dump(exclude={"criteria", "meta"})
+
+
+# --------------------------------------------------------------------------- criteria
+
+
+def criteria_path(out: Path) -> Path:
+    return out / "criteria.jsonl"
+
+
+async def ensure_criteria(
+    examples: dict[str, Example],
+    judge: ChatModel,
+    out: Path,
+    config: CriteriaConfig,
+    *,
+    concurrency: int,
+    show_progress: bool | None = None,
+) -> dict[str, Any]:
+    """Fill ``examples`` (in place) with fixed criteria, resuming ``OUT/criteria.jsonl``.
+
+    Examples that arrive with criteria for every dimension keep them (no call).
+    Returns a summary; examples whose criteria could not be written stay without
+    and are listed under ``failed``.
+    """
+    path = criteria_path(out)
+    manifest_file = path.with_name(path.name + ".manifest.json")
+    dims = config.dimensions
+    given = [eid for eid, ex in examples.items() if not needs_criteria(ex, dims)]
+    stored: dict[str, Example] = {}
+    if path.exists():
+        for ex in read_jsonl(path, Example):
+            if ex.example_id in examples and not needs_criteria(ex, dims):
+                stored[ex.example_id] = ex
+    todo = [ex for eid, ex in examples.items() if eid not in given and eid not in stored]
+    info = criteria_manifest(judge, config)
+    if todo or stored:
+        _check_criteria_manifest(manifest_file, info, bool(stored))
+    for eid, ex in stored.items():
+        examples[eid] = examples[eid].model_copy(
+            update={"criteria": ex.criteria, "meta": {**examples[eid].meta, **ex.meta}}
+        )
+    failed: dict[str, dict[str, str]] = {}
+    prepared = 0
+    if todo:
+        write_manifest(manifest_file, command="evaluate:criteria", **info)
+        with JsonlAppender(path) as sink:
+
+            def keep(ex: Example) -> None:
+                nonlocal prepared
+                if ex.meta.get("criteria_errors"):
+                    failed[ex.example_id] = ex.meta["criteria_errors"]
+                    return
+                sink.write(ex)
+                examples[ex.example_id] = ex
+                prepared += 1
+
+            await prepare_criteria(
+                todo,
+                judge,
+                concurrency=concurrency,
+                config=config,
+                on_example=keep,
+                show_progress=show_progress,
+            )
+    return {
+        "judge": judge.name,
+        "file": str(path),
+        "from_input": len(given),
+        "resumed": len(stored),
+        "prepared_now": prepared,
+        "failed": failed,
+        "prompts": info["prompts"],
+        "temperature": config.temperature,
+    }
+
+
+def _check_criteria_manifest(path: Path, info: dict[str, Any], have_stored: bool) -> None:
+    if not have_stored or not path.exists():
+        return
+    old = json.loads(path.read_text(encoding="utf-8"))
+    changed = [
+        k for k in ("judge", "output_format", "config", "prompts") if old.get(k) != info.get(k)
+    ]
+    if changed:
+        raise ValueError(
+            f"{path.parent / 'criteria.jsonl'} holds criteria written with other "
+            f"settings ({', '.join(changed)} differ); use a new --out folder or "
+            "the same --criteria-judge and criteria settings"
+        )
+
+
+# --------------------------------------------------------------------------- the run
+
+
+@dataclass
+class EvalRun:
+    """A finished evaluation: its numbers and what the report shows."""
+
+    out: Path
+    results: Results
+    examples: dict[str, Example]
+    systems: list[System]
+    #: judge label -> (example_id, reply_id) -> breakdown
+    breakdowns: dict[str, dict[tuple[str, str], RewardBreakdown]]
+    #: (example_id, reply_id) -> reply
+    reply_index: dict[tuple[str, str], Reply] = field(default_factory=dict)
+    report: Path | None = None
+
+
+async def run_evaluation(
+    inputs: EvalInputs,
+    judges: Mapping[str, ChatModel],
+    out: Path,
+    settings: EvalSettings | None = None,
+    *,
+    criteria_judge: ChatModel | None = None,
+    judge_specs: Mapping[str, str] | None = None,
+    show_progress: bool | None = None,
+    write: bool = True,
+) -> EvalRun:
+    """Prepare criteria, score every reply set with every judge, compute and write.
+
+    ``judges`` maps a label to an open chat model; ``criteria_judge`` writes the
+    fixed criteria (default: the first judge).
+    """
+    settings = settings or EvalSettings()
+    if not judges:
+        raise ValueError("give at least one judge")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    config = settings.reward_config()  # bad reward settings fail before any call
+    dims = list(config.dimensions)
+    empathy = [d for d in EMPATHY_DIMENSIONS if d in dims]
+    examples = union_examples(inputs.splits)
+    notes: list[str] = []
+
+    replies: dict[str, list[Reply]] = {}
+    for label, rows in inputs.replies.items():
+        kept = [r for r in rows if r.example_id in examples]
+        if len(kept) < len(rows):
+            n = len(rows) - len(kept)
+            notes.append(
+                f"replies {label!r}: {n} {'reply refers' if n == 1 else 'replies refer'} to "
+                "examples in none of the --data files and were left out"
+            )
+        if not kept:
+            raise ValueError(f"replies {label!r} answer none of the examples in --data")
+        replies[label] = kept
+    systems = [s for label, rows in replies.items() for s in systems_of(label, rows)]
+    labels = [s.label for s in systems]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"two reply sets end up with the same name: {labels}")
+    # settings that would fail after the judge calls fail before them
+    if settings.baseline is not None and settings.baseline not in labels:
+        raise ValueError(
+            f"--baseline {settings.baseline!r} is not one of the systems ({', '.join(labels)})"
+        )
+    if settings.k_scaling and settings.kind != "peregrm":
+        raise ValueError("--k-scaling needs --reward peregrm")
+
+    criteria_info: dict[str, Any] = {}
+    if settings.uses_fixed_criteria:
+        writer = criteria_judge or next(iter(judges.values()))
+        criteria_config = settings.criteria.model_copy(update={"dimensions": tuple(empathy)})
+        criteria_info = await ensure_criteria(
+            examples,
+            writer,
+            out,
+            criteria_config,
+            concurrency=settings.concurrency,
+            show_progress=show_progress,
+        )
+        failed = set(criteria_info["failed"])
+        if failed:
+            notes.append(
+                f"{len(failed)} example(s) have no criteria (the judge's answers could "
+                "not be read) and were left out; run again to retry them"
+            )
+            examples = {eid: ex for eid, ex in examples.items() if eid not in failed}
+            replies = {
+                lab: [r for r in rows if r.example_id in examples] for lab, rows in replies.items()
+            }
+    splits = {
+        lab: [examples[e.example_id] for e in exs if e.example_id in examples]
+        for lab, exs in inputs.splits.items()
+    }
+
+    scores: list[ScoreSet] = []
+    scaling: list[ScoreSet] = []
+    judge_rows: list[dict[str, Any]] = []
+    costs = []
+    for jlabel, judge in judges.items():
+        reward = load_reward(settings.reward, judge, **settings.reward_overrides())
+        judge_rows.append(
+            {
+                "label": jlabel,
+                "spec": (judge_specs or {}).get(jlabel),
+                "model": judge.name,
+                "reward": reward.manifest(),
+            }
+        )
+        for flabel, rows in replies.items():
+            if not rows:
+                continue
+            path = out / "scores" / safe_name(jlabel) / f"{safe_name(flabel)}.jsonl"
+            breakdowns = await _score(reward, examples, rows, path, settings, show_progress)
+            scores.append(ScoreSet(jlabel, flabel, breakdowns))
+            costs.append(cost_of(jlabel, flabel, breakdowns))
+        if settings.k_scaling:
+            overrides = {
+                **settings.reward_overrides(),
+                "criteria_mode": "shared",
+                "k": settings.k_scaling,
+                "use_bystander": False,
+            }
+            scaled = load_reward("peregrm", judge, **overrides)
+            judge_rows[-1]["k_scaling_reward"] = scaled.manifest()
+            for flabel, rows in replies.items():
+                if not rows:
+                    continue
+                path = out / "scaling" / safe_name(jlabel) / f"{safe_name(flabel)}.jsonl"
+                breakdowns = await _score(scaled, examples, rows, path, settings, show_progress)
+                scaling.append(ScoreSet(jlabel, flabel, breakdowns))
+                costs.append(
+                    cost_of(
+                        jlabel, flabel, breakdowns, what=f"k scaling (peregrm@{settings.k_scaling})"
+                    )
+                )
+
+    results = compute_tables(
+        splits=splits,
+        systems=systems,
+        scores=scores,
+        judges=list(judges),
+        dims=dims,
+        empathy=empathy,
+        baseline=settings.baseline,
+        scaling=scaling,
+        scaling_k=settings.k_scaling,
+        cfg=settings.stats(),
+    )
+    results.settings = settings.model_dump(mode="json")
+    results.judges = judge_rows
+    results.systems = [
+        {
+            "label": s.label,
+            "file": s.source,
+            "path": inputs.paths.get(f"replies:{s.source}"),
+            "memory_mode": s.memory_mode,
+            "policy": s.policy,
+            "replies": len(s.reply_keys),
+            "examples": len({eid for eid, _ in s.reply_keys}),
+        }
+        for s in systems
+    ]
+    results.splits = [
+        {"label": lab, "path": inputs.paths.get(f"data:{lab}"), "examples": len(exs)}
+        for lab, exs in splits.items()
+    ]
+    results.criteria = criteria_info
+    results.cost = costs
+    results.notes = notes
+
+    by_judge: dict[str, dict[tuple[str, str], RewardBreakdown]] = {}
+    for s in scores:
+        by_judge.setdefault(s.judge, {}).update(
+            {(b.example_id, b.reply_id): b for b in s.breakdowns}
+        )
+    run = EvalRun(
+        out=out,
+        results=results,
+        examples=examples,
+        systems=systems,
+        breakdowns=by_judge,
+        reply_index={(r.example_id, r.reply_id): r for rows in replies.values() for r in rows},
+    )
+    if write:
+        from attunement.evaluation.report import write_evaluation_report
+
+        run.report = write_evaluation_report(run)
+    return run
+
+
+async def _score(
+    reward,
+    examples: dict[str, Example],
+    rows: list[Reply],
+    path: Path,
+    settings: EvalSettings,
+    show_progress: bool | None,
+) -> list[RewardBreakdown]:
+    ids = {r.example_id for r in rows}
+    await score_dataset(
+        reward,
+        [examples[eid] for eid in sorted(ids)],
+        rows,
+        path,
+        concurrency=settings.concurrency,
+        show_progress=show_progress,
+    )
+    wanted = {(r.example_id, r.reply_id) for r in rows}
+    return [b for b in read_jsonl(path, RewardBreakdown) if (b.example_id, b.reply_id) in wanted]

@@ -1,0 +1,17 @@
+"""The docstring examples of the evaluation modules hold."""
+
+from __future__ import annotations
+
+import doctest
+
+import pytest
+
+from attunement.evaluation import emobench, evaluate, html, report, stats, tables
+
+
+@pytest.mark.parametrize(
+    "module", [emobench, evaluate, html, report, stats, tables], ids=lambda m: m.__name__
+)
+def test_docstring_examples_hold(module):
+    result = doctest.testmod(module)
+    assert result.failed == 0 and result.attempted > 0, module.__name__
