@@ -113,6 +113,7 @@ class CardSettings(BaseModel):
     budget_seconds: float | None = Field(
         None, gt=0, description="judge seconds per reply the cost check allows (none: report only)"
     )
+    plots: bool = Field(True, description="PNG plots in card.html (needs matplotlib)")
 
     @model_validator(mode="after")
     def _sources(self) -> CardSettings:
@@ -409,11 +410,11 @@ def summary_line(card: JudgeCard) -> str:
     d = card.discrimination
     reward = d.row("reward")
     if reward is not None and reward.pairs:
-        p = reward.pairwise
+        p = reward.pairwise_tie_split
         parts.append(
             f"discrimination {d.verdict} (pairwise {_pct(p.estimate)} "
-            f"[{_pct(p.low)}, {_pct(p.high)}] vs 50% chance; top-1 "
-            f"{_pct(reward.top1.estimate)} vs {_pct(d.chance_top1)})"
+            f"[{_pct(p.low)}, {_pct(p.high)}] vs 50% chance, ties as half; top-1 "
+            f"{_pct(reward.top1_tie_split.estimate)} vs {_pct(d.chance_top1)})"
         )
     elif d.status != "n/a":
         parts.append(f"discrimination: {d.verdict}")
@@ -425,7 +426,7 @@ def summary_line(card: JudgeCard) -> str:
     pz = card.personalization
     if pz.status != "n/a" and pz.rows:
         c = pz.rows[0].change
-        drop = None if c.estimate is None else -c.estimate
+        drop = None if c.estimate is None else 0.0 - c.estimate
         parts.append(
             f"personalization {pz.verdict.split(':')[0]} (mean drop "
             f"{'-' if drop is None else f'{drop:+.3f}'} with another user's context)"
@@ -762,7 +763,7 @@ async def run_judge_card(
         seconds=round(time.perf_counter() - started, 3),
     )
     card.summary = summary_line(card)
-    write_card(card, out)
+    write_card(card, out, plots=settings.plots)
     write_manifest(
         out / "card.manifest.json",
         command="judge-card",

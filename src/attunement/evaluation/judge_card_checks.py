@@ -30,7 +30,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from attunement.evaluation.stats import Interval, bootstrap_ci, paired_difference, wilson_ci
+from attunement.evaluation.stats import Interval, bootstrap_ci, sign_test_p, wilson_ci
 from attunement.records import EMPATHY_DIMENSIONS, RewardBreakdown, Usage
 
 Status = Literal["pass", "warn", "fail", "info", "n/a"]
@@ -124,8 +124,9 @@ class DiscriminationRow(BaseModel):
         "above every other; Wilson interval"
     )
     top1_ties: int = Field(description="items where the right reply tied for the top")
-    top1_tie_split: float | None = Field(
-        description="top-1 with ties broken at random (a tie of m counts 1/m)"
+    top1_tie_split: Estimate = Field(
+        description="top-1 with ties broken at random (a tie of m counts 1/m); Wilson "
+        "interval of that proportion"
     )
     pairs: int
     pairwise: Estimate = Field(
@@ -135,7 +136,10 @@ class DiscriminationRow(BaseModel):
     pair_wins: int
     pair_ties: int
     pair_losses: int
-    pairwise_tie_split: float | None = Field(description="pairwise with a tie as half a win")
+    pairwise_tie_split: Estimate = Field(
+        description="pairwise with a tie as half a win; Wilson interval of that proportion "
+        "(the verdict's figure)"
+    )
 
 
 class Discrimination(BaseModel):
@@ -186,14 +190,25 @@ def _discrimination_row(
         items=items,
         top1=Estimate.of(wilson_ci(top_wins, items)),
         top1_ties=top_ties,
-        top1_tie_split=split / items if items else None,
+        top1_tie_split=fractional_wilson(split, items),
         pairs=pairs,
         pairwise=Estimate.of(wilson_ci(wins, pairs)),
         pair_wins=wins,
         pair_ties=ties,
         pair_losses=losses,
-        pairwise_tie_split=(wins + ties / 2) / pairs if pairs else None,
+        pairwise_tie_split=fractional_wilson(wins + ties / 2, pairs),
     )
+
+
+def fractional_wilson(successes: float, n: int) -> Estimate:
+    """The Wilson interval of a proportion whose successes include fractions (a tie
+    counted as half a win); the interval's formula needs only the proportion and n.
+
+    >>> e = fractional_wilson(4.5, 9)
+    >>> e.estimate, round(e.low, 3), round(e.high, 3)
+    (0.5, 0.227, 0.773)
+    """
+    return Estimate.of(wilson_ci(successes, n))  # type: ignore[arg-type]
 
 
 def discrimination(
@@ -205,7 +220,8 @@ def discrimination(
     everything alike picks nothing), and are reported on their own; the
     ``tie_split`` figures break them at random instead, so a judge that gives
     every candidate the same score sits exactly at chance there. The verdict
-    reads the reward's strict pairwise interval against 50%.
+    reads the reward's pairwise figure with ties as half a win, against 50%: a
+    judge that ties everything is *near chance*, not *below* it.
     """
     if not groups:
         return Discrimination(
@@ -223,8 +239,8 @@ def discrimination(
         status: Status = "fail"
         verdict = "no item could be scored"
     else:
-        where = reward.pairwise.against(0.5)
-        point = reward.pairwise.estimate or 0.0
+        where = reward.pairwise_tie_split.against(0.5)
+        point = reward.pairwise_tie_split.estimate or 0.0
         if where == "above chance":
             status, verdict = "pass", "above chance"
         elif where == "below chance":
@@ -255,7 +271,9 @@ class PairedRow(BaseModel):
     n: int
     mean_before: float | None
     mean_after: float | None
-    change: Estimate = Field(description="mean of after - before; bootstrap interval")
+    change: Estimate = Field(
+        description="mean of after - before; bootstrap interval (none where not asked for)"
+    )
     raised: int
     lowered: int
     unchanged: int
@@ -270,9 +288,12 @@ def paired_rows(
     measures: Sequence[str],
     *,
     seed: int = 0,
+    intervals: Sequence[str] | None = None,
 ) -> tuple[list[PairedRow], int]:
     """Per measure, the change from the first key of each pair to the second.
 
+    The bootstrap interval and sign test are computed for the measures in
+    ``intervals`` (default: all); the others get the mean change and the signs.
     Returns the rows and the number of pairs left out of the reward row
     because a side was missing or unscorable.
     """
@@ -289,13 +310,16 @@ def paired_rows(
         if m == "reward":
             dropped = len(pairs) - len(before)
         n = len(before)
-        if n:
-            cmp = paired_difference(after, before, seed=seed)
-            raised, lowered, unchanged = cmp.wins, cmp.losses, cmp.ties
-            change, sign_p = Estimate.of(cmp.diff), cmp.sign_p
+        diffs = [y - x for x, y in zip(before, after)]
+        raised = sum(1 for d in diffs if d > TIE_EPS)
+        lowered = sum(1 for d in diffs if d < -TIE_EPS)
+        unchanged = n - raised - lowered
+        if intervals is None or m in intervals:
+            change = Estimate.of(bootstrap_ci(diffs, seed=seed))
+            sign_p = sign_test_p(raised, lowered)
         else:
-            raised = lowered = unchanged = 0
-            change, sign_p = Estimate.of(bootstrap_ci([])), None
+            mean = statistics.fmean(diffs) if n else None
+            change, sign_p = Estimate(estimate=mean, low=None, high=None, n=n), None
         rows.append(
             PairedRow(
                 measure=m,
@@ -444,12 +468,17 @@ def probes(
     base_replies: int,
     seed: int = 0,
 ) -> Probes:
-    """Per probe, the change in score from a good reply to its altered copy."""
+    """Per probe, the change in score from a good reply to its altered copy (with an
+    interval for the reward; the dimensions get their mean change)."""
     if base_replies == 0:
         return Probes(status="n/a", verdict="no good replies to alter", base_replies=0, probes=[])
     out = []
     for s in sets:
-        rows, dropped = paired_rows(s.pairs, scored, measures, seed=seed) if s.pairs else ([], 0)
+        rows, dropped = (
+            paired_rows(s.pairs, scored, measures, seed=seed, intervals=["reward"])
+            if s.pairs
+            else ([], 0)
+        )
         out.append(
             ProbeRow(
                 probe=s.name,

@@ -30,6 +30,7 @@ STATUS_CLASS = {
     "may gain": "warn",
     "gains": "bad",
 }
+VERDICT_COLOURS = {"gains": "#a33a2b", "may gain": "#8a6100", "held": "#1f7a3f"}
 DIM_SHORT = {
     "reward": "reward",
     "resonation": "res",
@@ -150,18 +151,18 @@ def _discrimination(card: JudgeCard) -> Section:
             r.items,
             ci_pct(r.top1),
             r.top1_ties,
-            pct(r.top1_tie_split),
+            ci_pct(r.top1_tie_split),
             r.pairs,
             ci_pct(r.pairwise),
             f"{r.pair_wins} / {r.pair_ties} / {r.pair_losses}",
-            pct(r.pairwise_tie_split),
+            ci_pct(r.pairwise_tie_split),
         ]
         for r in d.rows
     ]
     lead = (
         f"EmoBench EA 'Response' items: each candidate reply scored as a reply to the "
         f"scenario. Chance: top-1 {pct(d.chance_top1)}, pairwise 50%. Verdict "
-        f"(reward, pairwise): {d.verdict}."
+        f"(reward, pairwise with ties as half): {d.verdict}."
     )
     return Section(
         "discrimination",
@@ -187,9 +188,9 @@ def _discrimination(card: JudgeCard) -> Section:
                 "unscorable. A tie counts as a miss in top-1 and pairwise (a judge that scores "
                 "every candidate alike picks nothing); the 'ties split' columns break ties at "
                 "random instead (a tie of m counts 1/m, a tied pair 1/2), where such a judge "
-                "sits exactly at chance. Intervals: Wilson 95%; the three pairs of an item share "
-                "its scenario, so the pairwise interval is somewhat too narrow."
-                + (f" Note: {d.note}." if d.note else "")
+                "sits exactly at chance, and the verdict reads them. Intervals: Wilson 95%; the "
+                "three pairs of an item share its scenario, so pairwise intervals are somewhat "
+                "too narrow." + (f" Note: {d.note}." if d.note else "")
             ),
         ],
     )
@@ -575,17 +576,18 @@ def _status_cell(value: Any) -> Any:
     return value
 
 
-def _plots(card: JudgeCard) -> list[H.Raw]:
-    """Score distribution and probe changes as PNGs (none without matplotlib)."""
+def _plots(card: JudgeCard) -> dict[str, H.Raw]:
+    """Score distribution and probe changes as PNGs, by section id (none without
+    matplotlib)."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        return []
-    out = []
-    dists = [d for d in card.stability.distribution if d.dimension != "bystander"]
+        return {}
+    out: dict[str, H.Raw] = {}
+    dists = [d for d in card.stability.distribution if d.dimension != "bystander" and d.replies]
     if dists:
         fig, ax = plt.subplots(figsize=(6, 3))
         width = 0.8 / len(dists)
@@ -596,33 +598,24 @@ def _plots(card: JudgeCard) -> list[H.Raw]:
         ax.set_ylabel("share of replies")
         ax.set_ylim(0, 1)
         ax.legend(fontsize=8)
-        out.append(H.figure(_png(fig, plt), "Share of replies at each score, per dimension"))
-    probes = [p for p in card.probes.probes if p.reward is not None and p.reward.n]
-    if probes:
+        out["stability"] = H.figure(_png(fig, plt), "Share of replies at each score, per dimension")
+    rows = [(p, p.reward) for p in card.probes.probes if p.reward is not None and p.reward.n]
+    if rows:
         fig, ax = plt.subplots(figsize=(6, 3.2))
-        ys = list(range(len(probes)))
-        est = [p.reward.change.estimate or 0.0 for p in probes]  # type: ignore[union-attr]
+        ys = list(range(len(rows)))
+        est = [r.change.estimate or 0.0 for _, r in rows]
         low = [
-            e - (p.reward.change.low if p.reward.change.low is not None else e)  # type: ignore[union-attr]
-            for e, p in zip(est, probes)
+            e - (r.change.low if r.change.low is not None else e) for e, (_, r) in zip(est, rows)
         ]
         high = [
-            (p.reward.change.high if p.reward.change.high is not None else e) - e  # type: ignore[union-attr]
-            for e, p in zip(est, probes)
+            (r.change.high if r.change.high is not None else e) - e for e, (_, r) in zip(est, rows)
         ]
-        colors = [
-            "#a33a2b"
-            if p.verdict == "gains"
-            else "#8a6100"
-            if p.verdict == "may gain"
-            else "#1f7a3f"
-            for p in probes
-        ]
+        colors = [VERDICT_COLOURS.get(p.verdict, "#1f7a3f") for p, _ in rows]
         ax.barh(ys, est, xerr=[low, high], color=colors, capsize=3)
         ax.axvline(0, color="#1d2330", linewidth=0.8)
-        ax.set_yticks(ys, [p.title for p in probes], fontsize=8)
+        ax.set_yticks(ys, [p.title for p, _ in rows], fontsize=8)
         ax.set_xlabel("reward change (altered - base)")
-        out.append(H.figure(_png(fig, plt), "Gaming probes: mean reward change, 95% CI"))
+        out["probes"] = H.figure(_png(fig, plt), "Gaming probes: mean reward change, 95% CI")
     return out
 
 
@@ -634,9 +627,9 @@ def _png(fig: Any, plt: Any) -> bytes:
     return buf.getvalue()
 
 
-def render_html(card: JudgeCard) -> str:
+def render_html(card: JudgeCard, *, plots: bool = True) -> str:
     parts = []
-    plots = _plots(card)
+    figures = _plots(card) if plots else {}
     for s in sections(card):
         body = []
         for b in s.blocks:
@@ -646,10 +639,8 @@ def render_html(card: JudgeCard) -> str:
             else:
                 cls = ' class="bad"' if (b.text or "").startswith("DEGENERATE") else ""
                 body.append(f"<p{cls}>{H.esc(b.text)}</p>")
-        if s.id == "stability" and plots:
-            body.insert(0, plots[0])
-        if s.id == "probes" and len(plots) > 1:
-            body.append(plots[1])
+        if s.id in figures:
+            body.append(figures[s.id])
         parts.append(H.section(s.title, "".join(body), id=s.id, lead=s.lead))
     nav = [(s.id, s.title.split(" (")[0]) for s in sections(card)]
     return H.page(
@@ -661,11 +652,11 @@ def render_html(card: JudgeCard) -> str:
     )
 
 
-def write_card(card: JudgeCard, out: Path) -> dict[str, Path]:
+def write_card(card: JudgeCard, out: Path, *, plots: bool = True) -> dict[str, Path]:
     """Write card.json, card.md and card.html into ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "card.json", "md": out / "card.md", "html": out / "card.html"}
     paths["json"].write_text(card.model_dump_json(indent=2) + "\n", encoding="utf-8")
     paths["md"].write_text(render_markdown(card), encoding="utf-8")
-    paths["html"].write_text(render_html(card), encoding="utf-8")
+    paths["html"].write_text(render_html(card, plots=plots), encoding="utf-8")
     return paths
