@@ -224,8 +224,9 @@ def _print_card(card, out_dir: Path) -> None:
         table.add_row(
             "discrimination",
             card.discrimination.status,
-            f"top-1 {ci_pct(d.top1)} (chance {pct(card.discrimination.chance_top1)}), "
-            f"pairwise {ci_pct(d.pairwise)}, ties {d.pair_ties}/{d.pairs}",
+            f"pairwise {ci_pct(d.pairwise_tie_split)} (chance 50%), top-1 "
+            f"{ci_pct(d.top1_tie_split)} (chance {pct(card.discrimination.chance_top1)}), ties "
+            f"as half; strict pairwise {pct(d.pairwise.estimate)}, ties {d.pair_ties}/{d.pairs}",
         )
     p = card.personalization
     if p.rows:
