@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import ClassVar
 
 import pytest
 from card_judges import EA, EXAMPLES, REPLIES, Oracle, oracle_judge
@@ -18,7 +19,8 @@ from attunement.evaluation.judge_card import (
     run_judge_card,
 )
 from attunement.jsonl import read_jsonl, write_jsonl
-from attunement.judging import RewardSpec
+from attunement.judging import PermConfig, PermReward, RewardSpec, register_reward
+from attunement.judging.registry import _KINDS
 from attunement.llm import ScriptedChatModel
 from attunement.records import Example, Reply, RewardBreakdown
 
@@ -102,13 +104,10 @@ def test_a_judge_built_to_pass_passes_every_check(good_card):
     assert card.stability.groups.groups == 6 and card.stability.groups.zero_spread == 0
 
 
-def test_the_good_reply_is_the_first_sample_and_judged_by_its_own_token_count(good_card, tmp_path):
+def test_the_good_reply_is_the_first_sample_and_the_filler_triples_it(good_card):
     rows = read_jsonl(good_card.files["base"], RewardBreakdown)
     assert sorted(b.reply_id for b in rows) == [f"ex-u{i}:full:0" for i in range(1, 5)]
-    # completion_tokens is cleared on every judged copy: the reward's own counter measures
-    # the original and its altered copies alike
     probe_rows = read_jsonl(good_card.files["probes"], RewardBreakdown)
-    assert all("response_tokens" in b.config for b in [*rows, *probe_rows])
     base = {b.example_id: b.config["response_tokens"] for b in rows}
     filler = {
         b.example_id: b.config["response_tokens"]
@@ -116,6 +115,40 @@ def test_the_good_reply_is_the_first_sample_and_judged_by_its_own_token_count(go
         if b.reply_id.endswith("~filler")
     }
     assert all(filler[e] > 2 * base[e] for e in base)
+
+
+class RecordingPerm(PermReward):
+    """PERM that remembers every reply it was asked to score."""
+
+    seen: ClassVar[list[Reply]] = []
+
+    async def score(self, example, replies, *, criteria_round=0):
+        RecordingPerm.seen.extend(replies)
+        return await super().score(example, replies, criteria_round=criteria_round)
+
+
+def test_every_judged_copy_is_measured_by_the_rewards_own_token_counter(tmp_path):
+    register_reward(
+        "recording",
+        PermConfig,
+        lambda judge, config, token_counter=None: RecordingPerm(judge, config),
+    )
+    RecordingPerm.seen.clear()
+    try:
+        card_of(tmp_path, reward="recording", runs=1, limit=2)
+    finally:
+        _KINDS.pop("recording", None)
+    given = {r.reply_id: r for r in read_jsonl(REPLIES, Reply)}
+    seen = RecordingPerm.seen
+    assert any(r.reply_id in given and given[r.reply_id].completion_tokens for r in seen)
+    # the policy's count would measure the original but not its altered copies: cleared
+    assert seen and all(r.completion_tokens is None for r in seen)
+    # probes alter the response only; the analysis stays the original's
+    for r in seen:
+        base_id, _, probe = r.reply_id.partition("~")
+        if probe and base_id in given:
+            assert r.analysis == given[base_id].analysis
+            assert r.response != given[base_id].response
 
 
 def test_personalization_judges_the_reply_with_another_users_persona_and_memories(good_card):
