@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from attunement.evaluation import html as H
-from attunement.evaluation.judge_card_checks import Estimate, PairedRow, Status
+from attunement.evaluation.judge_card_checks import Estimate, PairedRow
 
 if TYPE_CHECKING:
     from attunement.evaluation.judge_card import JudgeCard
@@ -84,7 +84,7 @@ class Block:
     text: str | None = None
     header: Sequence[str] = ()
     rows: Sequence[Sequence[Any]] = ()
-    status: Status | None = None  # a table cell column named "status" is coloured
+    text_columns: int = 1  # leading columns that are text (left-aligned)
 
     @property
     def is_table(self) -> bool:
@@ -103,8 +103,8 @@ def P(text: str) -> Block:
     return Block(text=text)
 
 
-def T(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> Block:
-    return Block(header=header, rows=rows)
+def T(header: Sequence[str], rows: Sequence[Sequence[Any]], text_columns: int = 1) -> Block:
+    return Block(header=header, rows=rows, text_columns=text_columns)
 
 
 # --------------------------------------------------------------------------- content
@@ -137,7 +137,7 @@ def _overview(card: JudgeCard) -> Section:
         "overview",
         "Checks",
         "Each check's status and verdict; details below.",
-        [T(["check", "status", "verdict"], rows), *[P(x) for x in lines]],
+        [T(["check", "status", "verdict"], rows, text_columns=3), *[P(x) for x in lines]],
     )
 
 
@@ -525,7 +525,7 @@ def _files(card: JudgeCard) -> Section:
         "files",
         "Files",
         "Breakdowns behind every figure (resumable JSONL).",
-        [T(["name", "path"], [[n, p] for n, p in card.files.items()])],
+        [T(["name", "path"], [[n, p] for n, p in card.files.items()], text_columns=2)],
     )
 
 
@@ -635,7 +635,7 @@ def render_html(card: JudgeCard, *, plots: bool = True) -> str:
         for b in s.blocks:
             if b.is_table:
                 rows = [[_status_cell(v) for v in row] for row in b.rows]
-                body.append(H.table(b.header, rows))
+                body.append(H.table(b.header, rows, text_columns=b.text_columns))
             else:
                 cls = ' class="bad"' if (b.text or "").startswith("DEGENERATE") else ""
                 body.append(f"<p{cls}>{H.esc(b.text)}</p>")
