@@ -275,6 +275,16 @@ def test_without_personaemp_data_the_right_emobench_answers_are_the_good_replies
     assert "base" not in card.files  # the right answers were scored once, in discrimination
 
 
+def test_without_emobench_the_good_replies_carry_stability_and_groups(tmp_path):
+    card = card_of(tmp_path, emobench=None)
+    assert status(card, "discrimination") == "n/a" and "discrimination" not in card.files
+    assert card.verdict == "fit"  # n/a checks do not count against the judge
+    assert card.stability.repeats.replies == 4  # the good replies, scored twice
+    # groups: each good reply with its probe copies (replies to the same example)
+    assert card.stability.groups.groups == 4
+    assert "stability.run1" in card.files
+
+
 def test_policy_writes_the_good_replies_when_none_are_given(tmp_path):
     by_query = {e.query: e for e in read_jsonl(EXAMPLES, Example)}
     good = {r.example_id: r for r in read_jsonl(REPLIES, Reply) if r.sample_index == 0}
