@@ -61,6 +61,7 @@ from attunement.evaluation.judge_card_checks import (
 )
 from attunement.evaluation.judge_card_probes import PROBES
 from attunement.jsonl import read_jsonl, write_manifest
+from attunement.judging.base import RewardModel
 from attunement.judging.registry import RewardSpec
 from attunement.judging.scoring import score_dataset
 from attunement.llm.base import ChatModel
@@ -445,7 +446,7 @@ def summary_line(card: JudgeCard) -> str:
 
 @dataclass
 class _Scoring:
-    """Runs score_dataset per check and remembers what this run did."""
+    """Runs score_dataset per check into its own file and remembers what this run did."""
 
     out: Path
     concurrency: int
@@ -456,7 +457,7 @@ class _Scoring:
     files: dict[str, Path] = field(default_factory=dict)
 
     async def __call__(
-        self, name: str, reward, examples: Sequence[Example], replies: Sequence[Reply]
+        self, name: str, reward: RewardModel, examples: Sequence[Example], replies: Sequence[Reply]
     ) -> list[RewardBreakdown]:
         path = self.out / "breakdowns" / f"{name}.jsonl"
         self.files[name] = path
@@ -479,6 +480,10 @@ class _Scoring:
 
 def _by_key(rows: Sequence[RewardBreakdown]) -> dict[Key, RewardBreakdown]:
     return {key_of(b): b for b in rows}
+
+
+def _keys(replies: Sequence[Reply]) -> list[Key]:
+    return [(r.example_id, r.reply_id) for r in replies]
 
 
 async def _good_replies(
@@ -531,6 +536,289 @@ async def _good_replies(
     return [], []
 
 
+@dataclass
+class Scored:
+    """One scored set of the card: what was judged and the breakdowns."""
+
+    examples: list[Example] = field(default_factory=list)
+    replies: list[Reply] = field(default_factory=list)
+    rows: list[RewardBreakdown] = field(default_factory=list)
+
+
+class _CardRun:
+    """The card's stages in order; each scores one set (resuming) and keeps it."""
+
+    def __init__(
+        self,
+        settings: CardSettings,
+        inputs: CardInputs,
+        spec: RewardSpec,
+        judge: ChatModel,
+        *,
+        reference: ChatModel | None,
+        policy: ChatModel | None,
+        show_progress: bool | None,
+        log: Log,
+    ):
+        self.settings, self.inputs, self.spec, self.judge = settings, inputs, spec, judge
+        self.reference, self.policy, self.show_progress, self.log = (
+            reference,
+            policy,
+            show_progress,
+            log,
+        )
+        self.reward = spec.load(judge)
+        self.config = spec.config()
+        if getattr(self.config, "criteria_mode", None) == "fixed":
+            raise ValueError(
+                "criteria_mode='fixed' needs criteria prepared for every example, "
+                "and the card's EmoBench items, other-user copies and probes have "
+                "none; run the card with the shared or inline criteria mode"
+            )
+        self.score = _Scoring(Path(settings.out), settings.concurrency, show_progress, log)
+        self.measures = ["reward", *self.config.dimensions]
+        self.reads_analysis = self.config.use_resonation and self.config.resonation_on == "analysis"
+        self.choice_groups: list[ChoiceGroup] = []
+        self.disc, self.base, self.swapped, self.probes = Scored(), Scored(), Scored(), Scored()
+        self.pz_pairs: list[tuple[Key, Key]] = []
+        self.pz_skipped = 0
+        self.probe_pairs: dict[str, list[tuple[Key, Key]]] = defaultdict(list)
+        self.not_applicable: dict[str, int] = defaultdict(int)
+        self.runs: list[dict[Key, RewardBreakdown]] = []
+        self.stability_set = Scored()
+        self.run_rows: dict[str, list[RewardBreakdown]] = {}
+        self.ref_rows: list[RewardBreakdown] = []
+
+    async def discrimination(self) -> None:
+        """Every candidate of every EA Response item, one group per item."""
+        items = self.inputs.ea_items
+        examples = [emobench_example(i) for i in items]
+        replies = [r for i in items for r in emobench_replies(i)]
+        rows = await self.score("discrimination", self.reward, examples, replies)
+        self.disc = Scored(examples, replies, rows)
+        self.choice_groups = [
+            ChoiceGroup(
+                example_id=f"emobench:{i.qid}",
+                reply_ids=tuple(f"c{j}" for j in range(len(i.choices))),
+                correct=f"c{i.answer_index}",
+            )
+            for i in items
+        ]
+
+    @property
+    def own_context(self) -> bool:
+        """Whether the good replies are PersonaEmp replies (else EmoBench's answers,
+        already scored in the discrimination set)."""
+        return self.inputs.base_source in ("replies", "policy")
+
+    async def good_replies(self) -> None:
+        """The good replies, judged in their own context."""
+        examples, replies = await _good_replies(
+            self.inputs, self.settings, self.policy, self.show_progress, self.log
+        )
+        if self.own_context:
+            rows = await self.score("base", self.reward, examples, replies)
+        else:
+            wanted = set(_keys(replies))
+            rows = [b for b in self.disc.rows if key_of(b) in wanted]
+        self.base = Scored(examples, replies, rows)
+
+    async def personalization(self) -> None:
+        """The same good replies with another user's persona and memories."""
+        swapped = Scored()
+        if self.own_context:
+            for ex, rep in zip(self.base.examples, self.base.replies):
+                other = other_user(ex, self.inputs.examples, self.settings.seed)
+                if (ex.persona is None and not ex.memories) or other is None:
+                    self.pz_skipped += 1
+                    continue
+                copy = with_other_user(ex, other)
+                swapped.examples.append(copy)
+                swapped.replies.append(judged_copy(rep, example_id=copy.example_id))
+                self.pz_pairs.append(
+                    ((ex.example_id, rep.reply_id), (copy.example_id, rep.reply_id))
+                )
+        swapped.rows = await self.score(
+            "personalization", self.reward, swapped.examples, swapped.replies
+        )
+        self.swapped = swapped
+
+    async def gaming_probes(self) -> None:
+        """Each good reply altered the ways a policy learns to game a judge."""
+        altered: list[Reply] = []
+        for ex, rep in zip(self.base.examples, self.base.replies):
+            for name, probe in PROBES.items():
+                text = probe.apply(rep.response, ex)
+                if text is None:
+                    self.not_applicable[name] += 1
+                    continue
+                copy = judged_copy(rep, reply_id=f"{rep.reply_id}~{name}", response=text)
+                altered.append(copy)
+                self.probe_pairs[name].append(
+                    ((ex.example_id, rep.reply_id), (ex.example_id, copy.reply_id))
+                )
+        rows = await self.score("probes", self.reward, self.base.examples, altered)
+        self.probes = Scored(self.base.examples, altered, rows)
+
+    async def repeat_runs(self) -> None:
+        """The stability set (the EmoBench candidates, else the good replies) scored
+        again with other seeds."""
+        self.stability_set = self.disc if self.disc.replies else self.base
+        self.runs = [_by_key(self.stability_set.rows)]
+        base_seed = self.config.seed or 0
+        for r in range(1, self.settings.runs):
+            overrides = {**self.spec.overrides, "seed": base_seed + r}
+            seeded = self.spec.model_copy(update={"overrides": overrides}).load(self.judge)
+            name = f"stability.run{r}"
+            rows = await self.score(
+                name, seeded, self.stability_set.examples, self.stability_set.replies
+            )
+            self.run_rows[name] = rows
+            self.runs.append(_by_key(rows))
+
+    async def agreement_runs(self) -> None:
+        """The discrimination, good and probe replies judged by the reference."""
+        if self.reference is None:
+            return
+        ref = self.spec.load(self.reference)
+        sets = [("discrimination", self.disc), ("probes", self.probes)]
+        if self.own_context:
+            sets.insert(1, ("base", self.base))
+        for name, scored in sets:
+            self.ref_rows += await self.score(
+                f"reference.{name}", ref, scored.examples, scored.replies
+            )
+
+    # ------------------------------------------------------------------ figures
+
+    def groups(self) -> list[list[Key]]:
+        """GRPO-sized groups: an item's candidates, else a good reply and its probes."""
+        if self.choice_groups:
+            return [[(g.example_id, rid) for rid in g.reply_ids] for g in self.choice_groups]
+        by_example: dict[str, list[Key]] = defaultdict(list)
+        for b in [*self.base.rows, *self.probes.rows]:
+            by_example[b.example_id].append(key_of(b))
+        return list(by_example.values())
+
+    def figures(self) -> dict[str, Any]:
+        files = {
+            "discrimination": self.disc.rows,
+            "base": self.base.rows if self.own_context else [],
+            "personalization": self.swapped.rows,
+            "probes": self.probes.rows,
+            **self.run_rows,
+        }
+        scored = _by_key([*self.disc.rows, *self.base.rows, *self.swapped.rows, *self.probes.rows])
+        disc = checks.discrimination(
+            self.choice_groups,
+            scored,
+            [m for m in self.measures if not (self.reads_analysis and m == "resonation")],
+        )
+        if self.reads_analysis and self.choice_groups:
+            disc.note = (
+                "resonation is left out: this reward rates the analysis for resonation, "
+                "and EmoBench candidates have none (the judge sees the same placeholder "
+                "for all four)"
+            )
+        probe_sets = [
+            ProbeSet(
+                name=p.name,
+                title=p.title,
+                what=p.what,
+                pairs=tuple(self.probe_pairs[p.name]),
+                not_applicable=self.not_applicable[p.name],
+            )
+            for p in PROBES.values()
+        ]
+        judged = [
+            *self.disc.replies,
+            *self.base.replies,
+            *self.swapped.replies,
+            *self.probes.replies,
+        ]
+        no_analysis = (
+            {(r.example_id, r.reply_id) for r in judged if not r.analysis.strip()}
+            if self.reads_analysis
+            else set()
+        )
+        return {
+            "discrimination": disc,
+            "personalization": checks.personalization(
+                self.pz_pairs,
+                scored,
+                self.measures,
+                skipped=self.pz_skipped,
+                seed=self.settings.seed,
+            ),
+            "probes": checks.probes(
+                probe_sets,
+                scored,
+                self.measures,
+                base_replies=len(self.base.replies),
+                seed=self.settings.seed,
+            ),
+            "stability": checks.stability(
+                [b for rows in files.values() for b in rows],
+                k=self.config.k,
+                dimensions=list(self.config.dimensions),
+                empathy_dimensions=list(self.config.empathy_dimensions),
+                groups=self.groups(),
+                runs=self.runs,
+                run_keys=_keys(self.stability_set.replies),
+                skip={"resonation": no_analysis},
+            ),
+            "cost": checks.cost(
+                files,
+                scored_now=self.score.scored_now,
+                wall_seconds_now=self.score.seconds_now,
+                budget_seconds=self.settings.budget_seconds,
+            ),
+            "agreement": checks.agreement(
+                _by_key([*self.disc.rows, *self.base.rows, *self.probes.rows]),
+                _by_key(self.ref_rows),
+                self.measures,
+                reference_name=self.reference.name if self.reference is not None else None,
+            ),
+        }
+
+    def card(self, started: float) -> JudgeCard:
+        results = self.figures()
+        check_list = [
+            CheckSummary(name=n, status=results[n].status, verdict=results[n].verdict)
+            for n in CHECK_NAMES
+        ]
+        settings, inputs = self.settings, self.inputs
+        data = DataInfo(
+            emobench=str(settings.emobench) if settings.emobench else None,
+            emobench_items=len(inputs.ea_items),
+            emobench_available=inputs.ea_available,
+            data=str(settings.data) if settings.data else None,
+            examples_available=len(inputs.examples),
+            base_source=inputs.base_source,
+            base_replies=len(self.base.replies),
+            base_description=base_description(inputs, settings),
+            limit=settings.limit,
+            seed=settings.seed,
+            runs=settings.runs,
+        )
+        card = JudgeCard(
+            judge=self.judge.name,
+            reward=self.reward.name,
+            reference=self.reference.name if self.reference else None,
+            verdict=overall([c.status for c in check_list]),
+            summary="",
+            checks=check_list,
+            data=data,
+            reward_manifest=self.reward.manifest(),
+            files={n: str(p) for n, p in self.score.files.items() if p.exists()},
+            created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            seconds=round(time.perf_counter() - started, 3),
+            **results,
+        )
+        card.summary = summary_line(card)
+        return card
+
+
 async def run_judge_card(
     settings: CardSettings,
     inputs: CardInputs,
@@ -551,224 +839,32 @@ async def run_judge_card(
     """
     from attunement.evaluation.judge_card_report import write_card
 
-    log = log or (lambda _msg: None)
     started = time.perf_counter()
     out = Path(settings.out)
     out.mkdir(parents=True, exist_ok=True)
-    reward = spec.load(judge)
-    config = spec.config()
-    if getattr(config, "criteria_mode", None) == "fixed":
-        raise ValueError(
-            "criteria_mode='fixed' needs criteria prepared for every example, "
-            "and the card's EmoBench items, other-user copies and probes have "
-            "none; run the card with the shared or inline criteria mode"
-        )
-    score = _Scoring(out, settings.concurrency, show_progress, log)
-    measures = ["reward", *config.dimensions]
-
-    # discrimination: every candidate of every EA Response item
-    ea_examples = [emobench_example(i) for i in inputs.ea_items]
-    ea_replies = [r for i in inputs.ea_items for r in emobench_replies(i)]
-    disc_rows = await score("discrimination", reward, ea_examples, ea_replies)
-    choice_groups = [
-        ChoiceGroup(
-            example_id=f"emobench:{i.qid}",
-            reply_ids=tuple(f"c{j}" for j in range(len(i.choices))),
-            correct=f"c{i.answer_index}",
-        )
-        for i in inputs.ea_items
-    ]
-
-    # the good replies, and the same replies in their own context
-    base_examples, base_replies = await _good_replies(inputs, settings, policy, show_progress, log)
-    own_context = inputs.base_source != "emobench"  # EmoBench's right answers: scored above
-    if own_context:
-        base_rows = await score("base", reward, base_examples, base_replies)
-    else:
-        wanted = {(r.example_id, r.reply_id) for r in base_replies}
-        base_rows = [b for b in disc_rows if key_of(b) in wanted]
-
-    # personalization: the same reply with another user's persona and memories
-    swapped_examples, swapped_replies, pz_pairs = [], [], []
-    skipped = 0
-    if inputs.base_source in ("replies", "policy"):
-        for ex, rep in zip(base_examples, base_replies):
-            other = other_user(ex, inputs.examples, settings.seed)
-            if (ex.persona is None and not ex.memories) or other is None:
-                skipped += 1
-                continue
-            swapped = with_other_user(ex, other)
-            swapped_examples.append(swapped)
-            swapped_replies.append(judged_copy(rep, example_id=swapped.example_id))
-            pz_pairs.append(((ex.example_id, rep.reply_id), (swapped.example_id, rep.reply_id)))
-    pz_rows = await score("personalization", reward, swapped_examples, swapped_replies)
-
-    # probes: each good reply altered the ways a policy games a judge
-    probe_replies: list[Reply] = []
-    probe_pairs: dict[str, list[tuple[Key, Key]]] = defaultdict(list)
-    not_applicable: dict[str, int] = defaultdict(int)
-    for ex, rep in zip(base_examples, base_replies):
-        for name, probe in PROBES.items():
-            text = probe.apply(rep.response, ex)
-            if text is None:
-                not_applicable[name] += 1
-                continue
-            altered = judged_copy(rep, reply_id=f"{rep.reply_id}~{name}", response=text)
-            probe_replies.append(altered)
-            probe_pairs[name].append(
-                ((ex.example_id, rep.reply_id), (ex.example_id, altered.reply_id))
-            )
-    probe_rows = await score("probes", reward, base_examples, probe_replies)
-
-    # stability: the discrimination set (else the good replies) again, other seeds
-    stab_examples, stab_replies, stab_rows0 = (
-        (ea_examples, ea_replies, disc_rows)
-        if ea_replies
-        else (base_examples, base_replies, base_rows)
+    run = _CardRun(
+        settings,
+        inputs,
+        spec,
+        judge,
+        reference=reference,
+        policy=policy,
+        show_progress=show_progress,
+        log=log or (lambda _msg: None),
     )
-    base_seed = config.seed or 0
-    runs = [_by_key(stab_rows0)]
-    run_rows: list[RewardBreakdown] = []
-    for r in range(1, settings.runs):
-        seeded = spec.model_copy(update={"overrides": {**spec.overrides, "seed": base_seed + r}})
-        rows = await score(f"stability.run{r}", seeded.load(judge), stab_examples, stab_replies)
-        runs.append(_by_key(rows))
-        run_rows += rows
-
-    # agreement: the same replies judged by the reference
-    ref_rows: list[RewardBreakdown] = []
-    if reference is not None:
-        ref_reward = spec.load(reference)
-        ref_rows += await score("reference.discrimination", ref_reward, ea_examples, ea_replies)
-        if own_context:
-            ref_rows += await score("reference.base", ref_reward, base_examples, base_replies)
-        ref_rows += await score("reference.probes", ref_reward, base_examples, probe_replies)
-
-    # figures
-    files = {
-        "discrimination": disc_rows,
-        "base": base_rows if own_context else [],
-        "personalization": pz_rows,
-        "probes": probe_rows,
-    }
-    files.update({f"stability.run{r}": list(runs[r].values()) for r in range(1, len(runs))})
-    main_rows = [b for rows in files.values() for b in rows]
-    scored = _by_key([*disc_rows, *base_rows, *pz_rows, *probe_rows])
-    groups: list[list[Key]] = [[(g.example_id, rid) for rid in g.reply_ids] for g in choice_groups]
-    if not groups:
-        by_example: dict[str, list[Key]] = defaultdict(list)
-        for b in [*base_rows, *probe_rows]:
-            by_example[b.example_id].append(key_of(b))
-        groups = list(by_example.values())
-    reads_analysis = config.use_resonation and config.resonation_on == "analysis"
-    disc = checks.discrimination(
-        choice_groups, scored, [m for m in measures if not (reads_analysis and m == "resonation")]
-    )
-    if reads_analysis and choice_groups:
-        disc.note = (
-            "resonation is left out: this reward rates the analysis for resonation, "
-            "and EmoBench candidates have none (the judge sees the same placeholder "
-            "for all four)"
-        )
-    pers = checks.personalization(pz_pairs, scored, measures, skipped=skipped, seed=settings.seed)
-    prob = checks.probes(
-        [
-            ProbeSet(
-                name=p.name,
-                title=p.title,
-                what=p.what,
-                pairs=tuple(probe_pairs[p.name]),
-                not_applicable=not_applicable[p.name],
-            )
-            for p in PROBES.values()
-        ],
-        scored,
-        measures,
-        base_replies=len(base_replies),
-        seed=settings.seed,
-    )
-    no_analysis: set[Key] = set()
-    if reads_analysis:
-        no_analysis = {
-            (r.example_id, r.reply_id)
-            for r in [*ea_replies, *base_replies, *swapped_replies, *probe_replies]
-            if not r.analysis.strip()
-        }
-    stab = checks.stability(
-        main_rows,
-        k=config.k,
-        dimensions=list(config.dimensions),
-        empathy_dimensions=list(config.empathy_dimensions),
-        groups=groups,
-        runs=runs,
-        run_keys=[(r.example_id, r.reply_id) for r in stab_replies],
-        skip={"resonation": no_analysis},
-    )
-    cst = checks.cost(
-        files,
-        scored_now=score.scored_now,
-        wall_seconds_now=score.seconds_now,
-        budget_seconds=settings.budget_seconds,
-    )
-    agr_main = _by_key([*disc_rows, *base_rows, *probe_rows])
-    agr = checks.agreement(
-        agr_main,
-        _by_key(ref_rows),
-        measures,
-        reference_name=reference.name if reference is not None else None,
-    )
-
-    results = {
-        "discrimination": disc,
-        "personalization": pers,
-        "probes": prob,
-        "stability": stab,
-        "cost": cst,
-        "agreement": agr,
-    }
-    check_list = [
-        CheckSummary(name=n, status=results[n].status, verdict=results[n].verdict)
-        for n in CHECK_NAMES
-    ]
-    data = DataInfo(
-        emobench=str(settings.emobench) if settings.emobench else None,
-        emobench_items=len(inputs.ea_items),
-        emobench_available=inputs.ea_available,
-        data=str(settings.data) if settings.data else None,
-        examples_available=len(inputs.examples),
-        base_source=inputs.base_source,
-        base_replies=len(base_replies),
-        base_description=base_description(inputs, settings),
-        limit=settings.limit,
-        seed=settings.seed,
-        runs=settings.runs,
-    )
-    card = JudgeCard(
-        judge=judge.name,
-        reward=reward.name,
-        reference=reference.name if reference else None,
-        verdict=overall([c.status for c in check_list]),
-        summary="",
-        checks=check_list,
-        data=data,
-        discrimination=disc,
-        personalization=pers,
-        probes=prob,
-        stability=stab,
-        cost=cst,
-        agreement=agr,
-        reward_manifest=reward.manifest(),
-        files={n: str(p) for n, p in score.files.items() if p.exists()},
-        created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        seconds=round(time.perf_counter() - started, 3),
-    )
-    card.summary = summary_line(card)
+    await run.discrimination()
+    await run.good_replies()
+    await run.personalization()
+    await run.gaming_probes()
+    await run.repeat_runs()
+    await run.agreement_runs()
+    card = run.card(started)
     write_card(card, out, plots=settings.plots)
     write_manifest(
         out / "card.manifest.json",
         command="judge-card",
         settings=settings.model_dump(mode="json"),
-        reward=reward.manifest(),
+        reward=run.reward.manifest(),
         reference=card.reference,
         policy=policy.name if policy else None,
         verdict=card.verdict,
