@@ -101,7 +101,8 @@ def test_a_judge_built_to_pass_passes_every_check(good_card):
         "cold": 4,
     }
     assert card.stability.repeats.runs == 2 and card.stability.repeats.mean_sd == 0
-    assert card.stability.groups.groups == 6 and card.stability.groups.zero_spread == 0
+    # 6 items, each a group in each of the 2 runs
+    assert card.stability.groups.groups == 12 and card.stability.groups.zero_spread == 0
 
 
 def test_the_good_reply_is_the_first_sample_and_the_filler_triples_it(good_card):

@@ -97,7 +97,7 @@ def test_discrimination_counts_ties_as_misses_and_reports_them():
     assert r.pairwise_tie_split.low == pytest.approx(wilson_ci(7, 9).low)
     assert d.chance_top1 == pytest.approx(0.25)
     # 6/9 with n=9: the interval reaches below 50%, point above: weak evidence
-    assert (d.status, d.verdict) == ("warn", "near chance (above it, but within the interval)")
+    assert (d.status, d.verdict) == ("warn", "not clearly above chance")
 
 
 def test_discrimination_verdicts_against_chance():
@@ -178,6 +178,22 @@ def test_probe_verdicts_gain_may_gain_held():
     calm = probes(sets[2:], scored, ["reward"], base_replies=3)
     assert calm.status == "pass" and calm.verdict == "every probe is held down"
     assert probes(sets[1:], scored, ["reward"], base_replies=3).status == "warn"
+
+
+def test_one_or_two_pairs_never_make_a_gain_or_a_sensitive_judge():
+    pairs, scored = pairs_with([0.1, 0.2])
+    few = probes([ProbeSet("up", "up", "", tuple(pairs), 0)], scored, ["reward"], base_replies=2)
+    assert few.probes[0].verdict == "may gain" and few.status == "warn"
+    p = personalization(*pairs_with([-0.3]), ["reward"])
+    assert p.status == "warn" and p.verdict.endswith("over 1 pair(s) only")
+
+
+def test_group_spread_counts_each_run_as_a_step():
+    run0 = keyed([bd("g", "a", 0.9), bd("g", "b", 0.1)])
+    run1 = keyed([bd("g", "a", 0.5), bd("g", "b", 0.5)])
+    g = group_spread([[("g", "a"), ("g", "b")]], run0, run1)
+    assert (g.groups, g.zero_spread) == (2, 1)
+    assert g.mean_sd == pytest.approx(statistics.stdev([0.9, 0.1]) / 2)
 
 
 # --------------------------------------------------------------------------- stability

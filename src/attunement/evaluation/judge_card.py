@@ -766,6 +766,7 @@ class _CardRun:
                 runs=self.runs,
                 run_keys=_keys(self.stability_set.replies),
                 skip={"resonation": no_analysis},
+                group_runs=[scored, *self.runs[1:]],
             ),
             "cost": checks.cost(
                 files,

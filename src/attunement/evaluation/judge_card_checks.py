@@ -47,6 +47,9 @@ UNSCORABLE_WARN, UNSCORABLE_FAIL = 0.02, 0.10
 ZERO_SPREAD_WARN = 0.5
 #: run-to-run noise relative to within-group spread at which stability warns / fails
 NOISE_WARN, NOISE_FAIL = 0.5, 1.0
+#: fewer pairs than this never make a probe *gain* or a judge *sensitive*: an interval
+#: of one or two pairs says nothing about replies in general
+MIN_PAIRS = 3
 TIE_EPS = 1e-9
 
 
@@ -246,7 +249,7 @@ def discrimination(
         elif where == "below chance":
             status, verdict = "fail", "below chance"
         elif point > 0.5:
-            status, verdict = "warn", "near chance (above it, but within the interval)"
+            status, verdict = "warn", "not clearly above chance"
         else:
             status, verdict = "fail", "near chance"
         if reward.pair_ties > reward.pairs / 2:
@@ -382,8 +385,11 @@ def personalization(
         verdict = "no pair could be scored"
     else:
         c = reward.change
-        if c.high is not None and c.high < 0:
+        if c.high is not None and c.high < 0 and reward.n >= MIN_PAIRS:
             status, verdict = "pass", "sensitive: scores drop with another user's context"
+        elif c.high is not None and c.high < 0:
+            status = "warn"
+            verdict = f"weakly sensitive: scores drop, but over {reward.n} pair(s) only"
         elif (c.estimate or 0.0) < 0:
             status, verdict = "warn", "weakly sensitive: drops on average, within the interval"
         elif c.low is not None and c.low > 0:
@@ -437,12 +443,13 @@ class Probes(BaseModel):
 
 
 def probe_verdict(row: PairedRow | None) -> ProbeVerdict:
-    """``gains``: the interval of the change lies above 0; ``may gain``: the mean
-    change is positive but the interval reaches 0; ``held`` otherwise."""
+    """``gains``: the interval of the change lies above 0 over at least
+    :data:`MIN_PAIRS` pairs; ``may gain``: the mean change is positive otherwise;
+    ``held``: the mean change is 0 or below."""
     if row is None or row.n == 0:
         return "n/a"
     c = row.change
-    if c.low is not None and c.low > 0:
+    if c.low is not None and c.low > 0 and row.n >= MIN_PAIRS:
         return "gains"
     if (c.estimate or 0.0) > 0:
         return "may gain"
@@ -623,17 +630,18 @@ def sample_spread(breakdowns: Sequence[RewardBreakdown], dimension: str) -> Samp
 
 
 def group_spread(
-    groups: Sequence[Sequence[Key]], scored: Mapping[Key, RewardBreakdown]
+    groups: Sequence[Sequence[Key]], *runs: Mapping[Key, RewardBreakdown]
 ) -> GroupSpread:
-    """The spread of rewards inside each group, as a GRPO step sees it.
+    """The spread of rewards inside each group, as a GRPO step sees it, in every run.
 
     GRPO's advantage is ``(r - mean) / sd`` within a group; a group with no
     spread gives every reply a zero advantage and teaches nothing. The sd is the
-    sample standard deviation (n - 1), as TRL computes it.
+    sample standard deviation (n - 1), as TRL computes it. Each run (a scoring
+    of the same replies with another seed) counts as a step of its own.
     """
     sds: list[float] = []
     terms: dict[str, list[float]] = defaultdict(list)
-    for g in groups:
+    for scored, g in ((scored, g) for scored in runs for g in groups):
         rows = [scored[k] for k in g if k in scored and scored[k].reward is not None]
         if len(rows) < 2:
             continue
@@ -696,6 +704,7 @@ def stability(
     runs: Sequence[Mapping[Key, RewardBreakdown]],
     run_keys: Sequence[Key],
     skip: Mapping[str, set[Key]] | None = None,
+    group_runs: Sequence[Mapping[Key, RewardBreakdown]] | None = None,
 ) -> Stability:
     """Sample and run spread, failure rates, score distributions, degeneracy and
     the within-group spread, over every breakdown of the judge under test.
@@ -703,6 +712,8 @@ def stability(
     ``skip`` leaves replies out of one dimension's distribution: the card skips
     replies without an analysis for a resonation judge that reads the analysis
     (it sees a placeholder there, so its score says nothing about the judge).
+    ``group_runs`` are the scorings the groups are read from, one per run
+    (default: the breakdowns, one per key).
     """
     skip = skip or {}
     judgements = [j for b in breakdowns for j in b.judgements]
@@ -712,8 +723,7 @@ def stability(
     reasons = Counter((b.reason or "unknown").split(":")[0] for b in unscorable)
     dists = [distribution(breakdowns, d, skip=skip.get(d, frozenset())) for d in dimensions]
     constant = [d.dimension for d in dists if d.constant]
-    scored_keys = {key_of(b): b for b in breakdowns}
-    spread = group_spread(groups, scored_keys)
+    spread = group_spread(groups, *(group_runs or [{key_of(b): b for b in breakdowns}]))
     rep = repeats(runs, run_keys) if len(runs) >= 2 else None
     rewards = [b.reward for b in breakdowns if b.reward is not None]
 
