@@ -318,8 +318,10 @@ def test_cli_score_and_criteria(tmp_path, scripted_backend):
     assert all(b.terms["bystander_penalty"] == pytest.approx(-0.28) for b in rows)
     assert all("resonation" not in b.dimensions and b.config["k"] == 2 for b in rows)
     # a plain line, never wrapped (the table may wrap at a narrow terminal)
-    assert (f"written: {tmp_path / 'b.jsonl'} (4 breakdowns: 4 scorable, 0 unscorable)"
-            in result.stderr.splitlines()), result.output
+    assert (
+        f"written: {tmp_path / 'b.jsonl'} (4 breakdowns: 4 scorable, 0 unscorable)"
+        in result.stderr.splitlines()
+    ), result.output
     assert "  scorable / unscorable: 4 / 0\n" in result.output, result.output
 
     bad = runner.invoke(

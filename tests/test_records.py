@@ -18,8 +18,13 @@ from attunement.records import (
     UserHistory,
 )
 
-FIVE = dict(openness="high", conscientiousness="medium", extraversion="low",
-            agreeableness="high", neuroticism="medium")
+FIVE = {
+    "openness": "high",
+    "conscientiousness": "medium",
+    "extraversion": "low",
+    "agreeableness": "high",
+    "neuroticism": "medium",
+}
 
 
 def test_unknown_field_rejected():
@@ -67,11 +72,18 @@ def test_query_needs_text_and_situation():
 
 
 def test_breakdown_reward_and_unscorable_agree():
-    RewardBreakdown(example_id="e", reply_id="r", reward_model="perm", reward=None,
-                    unscorable=True, reason="resonation: no score line")
+    RewardBreakdown(
+        example_id="e",
+        reply_id="r",
+        reward_model="perm",
+        reward=None,
+        unscorable=True,
+        reason="resonation: no score line",
+    )
     with pytest.raises(ValidationError, match="unscorable"):
-        RewardBreakdown(example_id="e", reply_id="r", reward_model="perm", reward=0.5,
-                        unscorable=True)
+        RewardBreakdown(
+            example_id="e", reply_id="r", reward_model="perm", reward=0.5, unscorable=True
+        )
     with pytest.raises(ValidationError, match="reward is None"):
         RewardBreakdown(example_id="e", reply_id="r", reward_model="perm", reward=None)
 
@@ -89,6 +101,10 @@ def test_usage_adds():
 
 
 def test_round_trip_through_json():
-    ex = Example(example_id="e1", query="help", category="HEQ",
-                 memories=[MemoryItem(memory_id="m", value="plays chess", confidence=0.9)])
+    ex = Example(
+        example_id="e1",
+        query="help",
+        category="HEQ",
+        memories=[MemoryItem(memory_id="m", value="plays chess", confidence=0.9)],
+    )
     assert Example.model_validate_json(ex.model_dump_json()) == ex

@@ -22,11 +22,20 @@ pytestmark = [
 
 def test_each_step_is_split_into_generation_reward_and_optimisation(monkeypatch):
     # short prompts keep the policy's CPU work small; the judge is the simulated server
-    monkeypatch.setattr(reward_bench, "bench_batch", lambda prompts, replies: (
-        examples(prompts), []))
-    timings = run_train_bench(TrainBenchSettings(
-        reward="perm", steps=2, prompts=1, generations=2, completion_tokens=8,
-        base_latency=0.2, per_output_token=0.0))
+    monkeypatch.setattr(
+        reward_bench, "bench_batch", lambda prompts, replies: (examples(prompts), [])
+    )
+    timings = run_train_bench(
+        TrainBenchSettings(
+            reward="perm",
+            steps=2,
+            prompts=1,
+            generations=2,
+            completion_tokens=8,
+            base_latency=0.2,
+            per_output_token=0.0,
+        )
+    )
     assert [t.step for t in timings] == [1, 2]
     for t in timings:
         assert t.generation > 0 and t.optimisation > 0

@@ -111,8 +111,14 @@ class BigFive(Record):
     neuroticism: Level
     justifications: dict[str, str] = Field(default_factory=dict)
 
-    @field_validator("openness", "conscientiousness", "extraversion", "agreeableness",
-                     "neuroticism", mode="before")
+    @field_validator(
+        "openness",
+        "conscientiousness",
+        "extraversion",
+        "agreeableness",
+        "neuroticism",
+        mode="before",
+    )
     @classmethod
     def _lower(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
@@ -210,8 +216,9 @@ class UserHistory(Record):
 
 # --------------------------------------------------------------------------- examples
 
-Dimension = Literal["resonation", "expression", "reception", "bystander", "profile_match",
-                    "would_continue"]
+Dimension = Literal[
+    "resonation", "expression", "reception", "bystander", "profile_match", "would_continue"
+]
 EMPATHY_DIMENSIONS: tuple[Dimension, ...] = ("resonation", "expression", "reception")
 ALL_DIMENSIONS: tuple[Dimension, ...] = (*EMPATHY_DIMENSIONS, "bystander")
 #: the RLPA baseline's two judges (judging/rlpa.py), both on a 0-1 scale
@@ -252,8 +259,9 @@ class Example(Record):
             if turn.role == "system":
                 raise ValueError(f"dialogue[{i}]: a system turn does not belong in a dialogue")
         if value and value[-1].role != "assistant":
-            raise ValueError("dialogue must end with an assistant turn (the query is the "
-                             "user's next message)")
+            raise ValueError(
+                "dialogue must end with an assistant turn (the query is the user's next message)"
+            )
         return value
 
     @field_validator("criteria")

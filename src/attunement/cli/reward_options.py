@@ -27,7 +27,8 @@ from attunement.llm import LLMOptions
 RewardName = Annotated[
     str,
     typer.Option(
-        "--reward", help="Reward: perm | peregrm | rlpa, optionally @k (judge samples), e.g. peregrm@4."
+        "--reward",
+        help="Reward: perm | peregrm | rlpa, optionally @k (judge samples), e.g. peregrm@4.",
     ),
 ]
 JudgeSpec = Annotated[

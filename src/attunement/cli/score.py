@@ -251,8 +251,10 @@ def score(
 
     summary = run(go())
     _print_summary(summary)
-    say(f"written: {out_path} ({summary.replies} breakdowns: {summary.scorable} scorable, "
-        f"{summary.unscorable} unscorable)")
+    say(
+        f"written: {out_path} ({summary.replies} breakdowns: {summary.scorable} scorable, "
+        f"{summary.unscorable} unscorable)"
+    )
     report_failures(summary.failed)
 
 

@@ -35,7 +35,6 @@ from attunement.judging.parsing import (
 )
 from attunement.judging.peregrm import PereGRMReward, peregrm_reward
 from attunement.judging.perm import PermReward, perm_reward
-from attunement.judging.rlpa import RLPAConfig, RLPAReward, rlpa_reward
 from attunement.judging.registry import (
     RewardSpec,
     load_reward,
@@ -43,6 +42,7 @@ from attunement.judging.registry import (
     reward_config,
     reward_names,
 )
+from attunement.judging.rlpa import RLPAConfig, RLPAReward, rlpa_reward
 from attunement.judging.scoring import ScoreSummary, score_dataset
 from attunement.judging.tokens import approx_tokens, load_token_counter
 
@@ -79,8 +79,8 @@ __all__ = [
     "register_reward",
     "reward_config",
     "reward_names",
-    "round_seed",
     "rlpa_reward",
+    "round_seed",
     "score_dataset",
     "softmin",
     "strip_fenced",

@@ -81,10 +81,10 @@ __all__ = [
     "Candidate",
     "Parsed",
     "ParsedCriteria",
+    "final_verdict",
     "parse_bystander",
     "parse_criteria",
     "parse_rating",
-    "final_verdict",
     "strip_fenced",
 ]
 

@@ -50,8 +50,10 @@ class ScoreSummary(BaseModel):
     usage_now: Usage = Field(description="judge usage of this run")
     seconds: float
     failed: list[FailedItem] = Field(
-        default_factory=list, description="examples whose scoring failed in this run (by "
-        "example_id), with the reason; not written, so a re-run retries them")
+        default_factory=list,
+        description="examples whose scoring failed in this run (by "
+        "example_id), with the reason; not written, so a re-run retries them",
+    )
 
 
 def manifest_path(out: Path) -> Path:
@@ -204,14 +206,28 @@ async def score_dataset(
             return await reward.score(by_id[eid], todo[eid])
 
         failures: FailureLog[str] = FailureLog(str)
-        await run_bounded(list(todo), score_group, limit=concurrency, on_result=write,
-                          on_failure=failures, description=f"scoring ({reward.name})",
-                          show_progress=show_progress)
+        await run_bounded(
+            list(todo),
+            score_group,
+            limit=concurrency,
+            on_result=write,
+            on_failure=failures,
+            description=f"scoring ({reward.name})",
+            show_progress=show_progress,
+        )
     seconds = time.perf_counter() - started
     wanted = {(r.example_id, r.reply_id) for g in groups.values() for r in g}
-    breakdowns = [b for b in read_jsonl(out, RewardBreakdown)
-                  if (b.example_id, b.reply_id) in wanted]
-    summary = summarize(breakdowns, reward_model=reward.name, out=out, scored_now=scored_now,
-                        resumed=resumed, usage_now=usage_now, seconds=seconds)
+    breakdowns = [
+        b for b in read_jsonl(out, RewardBreakdown) if (b.example_id, b.reply_id) in wanted
+    ]
+    summary = summarize(
+        breakdowns,
+        reward_model=reward.name,
+        out=out,
+        scored_now=scored_now,
+        resumed=resumed,
+        usage_now=usage_now,
+        seconds=seconds,
+    )
     summary.failed = failures.items
     return summary

@@ -16,12 +16,12 @@ import hashlib
 import re
 import string
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 
 from attunement.llm.base import Message
 
-_HEADER = re.compile(r"^=== (system|user|assistant) ===[ \t]*$", re.M)
+_HEADER = re.compile(r"^=== (system|user|assistant) ===[ \t]*$", re.MULTILINE)
 
 
 class PromptError(ValueError):
@@ -50,21 +50,24 @@ class PromptTemplate:
         if missing:
             raise PromptError(f"prompt {self.name!r} needs values for: {', '.join(missing)}")
         text_values = {k: "" if v is None else str(v) for k, v in values.items()}
-        return [{"role": role, "content": string.Template(body).substitute(text_values).strip()}
-                for role, body in self.messages]
+        return [
+            {"role": role, "content": string.Template(body).substitute(text_values).strip()}
+            for role, body in self.messages
+        ]
 
 
 def parse_template(name: str, text: str) -> PromptTemplate:
     parts = _HEADER.split(text)
     if len(parts) < 3 or parts[0].strip():
-        raise PromptError(f"prompt {name!r} must start with a '=== system ===' or "
-                          "'=== user ===' header line")
+        raise PromptError(
+            f"prompt {name!r} must start with a '=== system ===' or '=== user ===' header line"
+        )
     messages = tuple((parts[i], parts[i + 1].strip("\n")) for i in range(1, len(parts), 2))
     version = hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
     return PromptTemplate(name=name, messages=messages, version=version)
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_prompt(name: str) -> PromptTemplate:
     """Load ``prompts/<name>.txt`` from the package."""
     try:
@@ -75,5 +78,6 @@ def load_prompt(name: str) -> PromptTemplate:
 
 
 def list_prompts() -> list[str]:
-    return sorted(p.name[:-4] for p in resources.files(__package__).iterdir()
-                  if p.name.endswith(".txt"))
+    return sorted(
+        p.name[:-4] for p in resources.files(__package__).iterdir() if p.name.endswith(".txt")
+    )
