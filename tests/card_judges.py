@@ -23,6 +23,7 @@ from attunement.jsonl import read_jsonl
 from attunement.llm import ScriptedChatModel
 from attunement.llm.base import ChatRequest
 from attunement.records import Example, Reply
+from attunement.render import fence
 
 FIXTURES = Path(__file__).parent / "fixtures"
 EA = FIXTURES / "card_ea.jsonl"
@@ -30,6 +31,13 @@ EXAMPLES = FIXTURES / "card_examples.jsonl"
 REPLIES = FIXTURES / "card_replies.jsonl"
 INJECTIONS = {"score_line", "boxed", "fence_break", "evaluator_note"}
 _FENCE = re.compile(r"<(response|analysis)>\n(.*?)\n</\1>", re.DOTALL)
+
+
+def shown(text: str) -> str:
+    """``text`` as a judge sees it inside its fence (tag look-alikes defused,
+    zero-width markers dropped): the oracle looks replies up by this form."""
+    fenced = _FENCE.findall(str(fence("response", text)))
+    return fenced[0][1].replace("\u200b", "") if fenced else text
 
 
 @dataclass(frozen=True)
@@ -65,7 +73,7 @@ class Oracle:
         for item in read_ea(EA, question_type="Response"):
             for i, r in enumerate(emobench_replies(item)):
                 kind = "right" if i == item.answer_index else "wrong"
-                oracle.table[r.response] = Info(kind)
+                oracle.table[shown(r.response)] = Info(kind)
                 if kind == "right":
                     oracle._add_probes(
                         r.response, Example(example_id="x", query="q"), None, base="right"
@@ -73,8 +81,8 @@ class Oracle:
         for r in read_jsonl(REPLIES, Reply):
             ex = examples[r.example_id]
             profile = ex.persona.profile if ex.persona else None
-            oracle.table[r.response] = Info("good", profile)
-            oracle.table[r.analysis] = Info("good", profile)
+            oracle.table[shown(r.response)] = Info("good", profile)
+            oracle.table[shown(r.analysis)] = Info("good", profile)
             oracle._add_probes(r.response, ex, profile, base="good")
         return oracle
 
@@ -82,7 +90,7 @@ class Oracle:
         for name, probe in PROBES.items():
             altered = probe.apply(text, example)
             if altered is not None:
-                self.table.setdefault(altered, Info(name, profile, base))
+                self.table.setdefault(shown(altered), Info(name, profile, base))
 
     # ------------------------------------------------------------------ scoring
 

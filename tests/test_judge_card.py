@@ -109,9 +109,9 @@ def test_the_good_reply_is_the_first_sample_and_the_filler_triples_it(good_card)
     rows = read_jsonl(good_card.files["base"], RewardBreakdown)
     assert sorted(b.reply_id for b in rows) == [f"ex-u{i}:full:0" for i in range(1, 5)]
     probe_rows = read_jsonl(good_card.files["probes"], RewardBreakdown)
-    base = {b.example_id: b.config["response_tokens"] for b in rows}
+    base = {b.example_id: b.config["length_tokens"] for b in rows}
     filler = {
-        b.example_id: b.config["response_tokens"]
+        b.example_id: b.config["length_tokens"]
         for b in probe_rows
         if b.reply_id.endswith("~filler")
     }
