@@ -280,3 +280,33 @@ def test_an_unformatted_reply_is_judged_empty_by_default():
     judge = scripted()
     run(rlpa_reward(judge, RLPAConfig(unformatted="judge_whole")).score(example(), [broken]))
     assert all("no headings here" in c.messages[-1][1] for c in judge.calls)
+
+
+def test_attune_score_takes_the_rlpa_reward(tmp_path):
+    from typer.testing import CliRunner
+
+    from attunement.cli import build_app
+    from attunement.jsonl import read_jsonl, write_jsonl
+    from attunement.llm import spec
+    from attunement.records import RewardBreakdown
+
+    judge = scripted("0.6", "stop")
+    spec.register_backend("scripted-rlpa", lambda parsed, options: judge)
+    try:
+        write_jsonl(tmp_path / "ex.jsonl", [example()])
+        write_jsonl(tmp_path / "re.jsonl", [reply("r1"), reply("r2", "Noted.")])
+        args = ["score", "--data", str(tmp_path / "ex.jsonl"), "--replies"]
+        args += [str(tmp_path / "re.jsonl"), "--reward", "rlpa@2", "--judge", "scripted-rlpa"]
+        args += ["--set", "continue_weight=0.5", "--out", str(tmp_path / "s.jsonl")]
+        result = CliRunner().invoke(build_app(), args)
+        assert result.exit_code == 0, result.output
+        rows = read_jsonl(tmp_path / "s.jsonl", RewardBreakdown)
+        assert [b.reward for b in rows] == [pytest.approx(0.6), pytest.approx(0.6)]
+        assert {b.reward_model for b in rows} == {"rlpa@2"}
+        assert sum(c.n for c in judge.calls) == 8  # 2 replies x 2 judges x k=2
+        bad = CliRunner().invoke(
+            build_app(), [*args[:-1], str(tmp_path / "t.jsonl"), "--criteria-mode", "shared"]
+        )
+        assert bad.exit_code == 1 and "peregrm only" in bad.output
+    finally:
+        spec._BACKENDS.pop("scripted-rlpa", None)
