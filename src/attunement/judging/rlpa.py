@@ -119,7 +119,7 @@ class RLPAConfig(BaseModel):
     unformatted: Literal["judge_whole", "empty"] = Field(
         "empty",
         description="a reply that broke the '# Analysis / # Response' format: judged on "
-        "its whole text, or as an empty reply (as PERM and PereGRM do by default)",
+        "its whole text, or as an empty reply (the default, as for PERM)",
     )
 
     @model_validator(mode="after")

@@ -22,6 +22,7 @@ import asyncio
 import importlib.metadata
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -223,39 +224,61 @@ def train_grpo(
         dims=dims,
         print_progress=not show_bar,
     )
-    status = "failed"
-    try:
-        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-        status = "finished"
-    finally:
+
+    def stopped() -> dict[str, Any]:
         reward_manifest = reward.manifest()
         close_reward(trainer, reward)
         if settings.plot:
             draw(run, panels=plot_panels(kind, dims), title=f"GRPO on {settings.reward.reward}")
-        write_manifest(
-            run.manifest,
-            **{
-                **manifest,
-                "status": status,
-                "reward": reward_manifest,
-                "steps": trainer.state.global_step,
-            },
-        )
-    model = trainer.accelerator.unwrap_model(trainer.model)
-    final = save_policy(
-        model, tokenizer, run.final, adapter_out=run.adapter if settings.lora else None
+        return {"reward": reward_manifest}
+
+    return train_and_save(
+        trainer,
+        tokenizer,
+        run,
+        manifest,
+        lora=bool(settings.lora),
+        checkpoint=checkpoint,
+        left_out=too_long,
+        on_stop=stopped,
     )
+
+
+def train_and_save(
+    trainer: Any,
+    tokenizer: Any,
+    run: RunFolder,
+    manifest: dict[str, Any],
+    *,
+    lora: bool,
+    checkpoint: Path | None,
+    left_out: list[str],
+    on_stop: Callable[[], dict[str, Any]] | None = None,
+) -> TrainResult:
+    """Train (resuming from ``checkpoint``), then save the policy under ``run.final``.
+
+    The manifest is written when training stops, finished or not (with what
+    ``on_stop`` adds, e.g. the reward's manifest), and again with the saved
+    policy's spec once it is saved.
+    """
+    status = "failed"
+    extra: dict[str, Any] = {}
+    try:
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        status = "finished"
+    finally:
+        if on_stop is not None:
+            extra = on_stop()
+        state = {**manifest, "status": status, **extra, "steps": trainer.state.global_step}
+        write_manifest(run.manifest, **state)
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    final = save_policy(model, tokenizer, run.final, adapter_out=run.adapter if lora else None)
     write_manifest(
         run.manifest,
-        **{
-            **manifest,
-            "status": status,
-            "reward": reward_manifest,
-            "steps": trainer.state.global_step,
-            "final": str(final),
-            "policy_spec": f"hf:{final}",
-            "metric_rows": len(read_metrics(run.metrics)),
-        },
+        **state,
+        final=str(final),
+        policy_spec=f"hf:{final}",
+        metric_rows=len(read_metrics(run.metrics)),
     )
     return TrainResult(
         out=run.root,
@@ -263,7 +286,7 @@ def train_grpo(
         steps=trainer.state.global_step,
         resumed_from=checkpoint,
         metrics=run.metrics,
-        left_out=too_long,
+        left_out=left_out,
     )
 
 

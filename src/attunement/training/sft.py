@@ -21,14 +21,13 @@ from typing import Any
 from attunement.jsonl import file_sha256, write_manifest
 from attunement.training.config import SFTSettings, checkpointing, resolve_device, resolved_bf16
 from attunement.training.data import read_sft_rows
-from attunement.training.grpo import TrainResult, package_versions
+from attunement.training.grpo import TrainResult, package_versions, train_and_save
 from attunement.training.models import (
     load_model,
     load_tokenizer,
     resolve_model,
-    save_policy,
 )
-from attunement.training.run import RunFolder, make_recorder, read_metrics
+from attunement.training.run import RunFolder, make_recorder
 
 
 def row_tokens(tokenizer: Any, row: dict[str, list[dict[str, str]]]) -> int:
@@ -150,34 +149,12 @@ def train_sft(
     )
     if not show_bar:
         trainer.remove_callback(PrinterCallback)
-    status = "failed"
-    try:
-        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-        status = "finished"
-    finally:
-        write_manifest(
-            run.manifest, **{**manifest, "status": status, "steps": trainer.state.global_step}
-        )
-    model = trainer.accelerator.unwrap_model(trainer.model)
-    final = save_policy(
-        model, tokenizer, run.final, adapter_out=run.adapter if settings.lora else None
-    )
-    write_manifest(
-        run.manifest,
-        **{
-            **manifest,
-            "status": status,
-            "steps": trainer.state.global_step,
-            "final": str(final),
-            "policy_spec": f"hf:{final}",
-            "metric_rows": len(read_metrics(run.metrics)),
-        },
-    )
-    return TrainResult(
-        out=run.root,
-        final=final,
-        steps=trainer.state.global_step,
-        resumed_from=checkpoint,
-        metrics=run.metrics,
+    return train_and_save(
+        trainer,
+        tokenizer,
+        run,
+        manifest,
+        lora=bool(settings.lora),
+        checkpoint=checkpoint,
         left_out=[str(i) for i in too_long],
     )
