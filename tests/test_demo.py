@@ -117,6 +117,25 @@ async def test_demo_runs_the_chain_and_resumes_without_calls(tmp_path):
     assert again.report.exists()
 
 
+def test_demo_cli_prints_one_plain_line_per_memory_mode(tmp_path, monkeypatch):
+    from attunement.llm import spec
+
+    monkeypatch.setenv("COLUMNS", "40")  # lines never wrap, whatever the width
+    model = scripted_everything()
+    spec.register_backend("scripted-demo", lambda parsed, options: model)
+    try:
+        args = ["demo", "--out", str(tmp_path), "--model", "scripted-demo", "--queries", "2"]
+        result = CliRunner().invoke(build_app(), args)
+    finally:
+        spec._BACKENDS.pop("scripted-demo", None)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    for mode in DEMO_MODES:
+        line = f"  {mode}: Res 4.00, Exp 4.00, Rec 4.00, Avg 4.00 [4.00, 4.00], unscorable 0/2"
+        assert line in lines, result.output
+    assert lines[-1] == f"report: {tmp_path / 'eval' / 'report.html'}"
+
+
 async def test_demo_replaces_a_user_whose_query_was_rejected(tmp_path):
     users = read_jsonl(example_users_path(), UserHistory)
     model = scripted_everything(no_situation_for=users[0].user_id)
@@ -142,7 +161,7 @@ def test_attune_demo_on_the_embedded_model(local_model, tmp_path):
     assert result.output.strip().splitlines()[-1] == f"report: {report}"
     assert report.exists() and "Memory ablation" in report.read_text()
     for mode in DEMO_MODES:
-        assert mode in result.output
+        assert any(line.startswith(f"  {mode}: Res ") for line in result.output.splitlines())
         scores = read_jsonl(
             tmp_path / "eval" / "scores" / "local" / f"{mode}.jsonl", RewardBreakdown
         )

@@ -43,7 +43,11 @@ def words(text: str) -> list[str]:
 TINY = words("--model smollm2 -G 2 --batch-size 2 --max-completion-length 16 --lr 1e-5 --seed 0")
 #: a shorter policy prompt (no persona, memories or situation): half the compute per step
 SHORT = words("--memory none --no-persona --no-situation")
-JSON_SETS = ["--set", "output=json", "--set", "bystander_output=json"]
+#: the tiny policy rarely writes the "# Analysis / # Response" headings; PERM judges such
+#: a reply as empty by default (the authors' rule), which would show every reply of a
+#: group to the judge as the same empty text: one score, no learning signal
+WHOLE = ["--set", "unformatted=judge_whole"]
+JSON_SETS = ["--set", "output=json", "--set", "bystander_output=json", *WHOLE]
 
 
 @pytest.fixture(scope="module")
@@ -264,10 +268,13 @@ def test_grpo_lora_with_the_embedded_judge_merges_and_loads_as_hf(
     run = tmp_path / "lora"
     # the judge samples at temperature 1 and a group has 4 replies, so the rewards of a
     # group differ (with ties everywhere GRPO has no signal and nothing would change)
-    args = words(
-        f"--out {run} --data {data} --reward perm --judge local --no-bystander "
-        "--set output=json --set json_text_chars=60 --set max_tokens=160 "
-        "--set max_resamples=1 --set temperature=1.0 --lora --lora-r 8"
+    args = (
+        words(
+            f"--out {run} --data {data} --reward perm --judge local --no-bystander "
+            "--set output=json --set json_text_chars=60 --set max_tokens=160 "
+            "--set max_resamples=1 --set temperature=1.0 --lora --lora-r 8"
+        )
+        + WHOLE
     )
     train(
         "grpo",

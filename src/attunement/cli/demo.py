@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from attunement.cli.common import Concurrency, console, llm_options, out, run
 
@@ -82,27 +81,26 @@ def demo(
                 await judge_model.aclose()
 
     report = run(go())
-    table = Table(
-        title=f"PereGRM scores (1-5, fixed criteria) on {report.examples} queries "
-        f"from {report.users} example users"
+    # plain lines, one per memory mode: readable (and greppable) at any width
+    out.print(
+        f"PereGRM scores (1-5, fixed criteria) on {report.examples} queries "
+        f"from {report.users} example users:",
+        highlight=False,
+        soft_wrap=True,
     )
-    for col in ("memory", "Res", "Exp", "Rec", "Avg [95% CI]", "unscorable"):
-        table.add_column(col, justify="right" if col != "memory" else "left")
 
     def fmt(x: float | None) -> str:
         return "-" if x is None else f"{x:.2f}"
 
     for r in report.results:
-        avg = fmt(r.average) + (f" [{fmt(r.low)}, {fmt(r.high)}]" if r.low is not None else "")
-        table.add_row(
-            r.mode,
-            fmt(r.means.get("resonation")),
-            fmt(r.means.get("expression")),
-            fmt(r.means.get("reception")),
-            avg,
-            f"{r.unscorable}/{r.replies}",
+        interval = f" [{fmt(r.low)}, {fmt(r.high)}]" if r.low is not None else ""
+        out.print(
+            f"  {r.mode}: Res {fmt(r.means.get('resonation'))}, "
+            f"Exp {fmt(r.means.get('expression'))}, Rec {fmt(r.means.get('reception'))}, "
+            f"Avg {fmt(r.average)}{interval}, unscorable {r.unscorable}/{r.replies}",
+            highlight=False,
+            soft_wrap=True,
         )
-    out.print(table)
     console.print(
         f"{report.inspection_passed} of {report.examples} queries passed the "
         "builder's inspection (the demo keeps all; see docs/building.md)"
