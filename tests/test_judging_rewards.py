@@ -824,6 +824,8 @@ def test_judges_see_what_the_authors_judges_saw_unless_asked_for_the_full_contex
     assert ("Lena" in empathy) == (make == "perm")
     # the PereGRM authors' bystander saw only the exchange; PERM's saw persona and scenario
     assert ("A perfectionist student." in authors["bystander"]) == (make == "perm")
+    assert ("(none: rate the exchange on its own)" in authors["bystander"]) == (make == "peregrm")
+    assert "A perfectionist student." in full["bystander"]  # the full context: persona too
 
 
 # --------------------------------------------------------------------------- item 7: unformatted
@@ -1119,4 +1121,40 @@ def test_a_failed_criteria_call_names_its_error_for_every_slot():
         )
         for d in sorted(DIMS)
         for i in (0, 1)
+    ]
+
+
+def test_criteria_sets_still_being_written_are_never_dropped_from_the_memo():
+    judge = scripted()
+    reward = peregrm_reward(judge, PereGRMConfig(use_bystander=False))
+    exs = [example(f"c{i}").model_copy(update={"query": f"Question {i}?"}) for i in range(171)]
+
+    async def go():
+        # 513 sets requested at once: all in flight when the memo passes its bound
+        await asyncio.gather(*(reward.score(ex, [reply("r", eid=ex.example_id)]) for ex in exs))
+        assert len(reward._memo) == 513 and reward.criteria_requests == 513
+
+    run(go())
+
+
+def test_a_slot_whose_every_draw_failed_reports_the_latest_failure():
+    attempts: dict[str, int] = {}
+
+    def respond(request: ChatRequest, index: int) -> str:
+        if kind(request) == "criteria" and index >= 1:
+            n = attempts[dimension(request)] = attempts.get(dimension(request), 0) + 1
+            return "" if n < 3 else "no criteria here"  # the last draw fails differently
+        return judge_answer(request, 4)
+
+    judge = ScriptedChatModel(respond)
+    reward = peregrm_reward(judge, PereGRMConfig(k=2, max_resamples=2, use_bystander=False))
+    [b] = run(reward.score(example(), [reply("r1")]))
+    assert attempts == {"resonation": 3, "expression": 3, "reception": 3}
+    res = sorted(
+        ((j.sample_index, j.score, j.reason) for j in b.judgements if j.dimension == "resonation"),
+        key=lambda t: t[0],
+    )
+    assert res == [
+        (0, 4.0, None),
+        (1, None, "criteria sample 1 unusable: 0 criteria; expected 1-8"),
     ]
