@@ -674,48 +674,23 @@ def report_html(run: EvalRun, figures: Sequence[tuple[str, str, bytes]]) -> str:
                 "and exact sign tests, two-sided.",
             )
         )
-    if results.by_category:
-        nav.append(("category", "Category"))
-        parts.append(
-            H.section(
-                "By category",
-                _html_table(category_rows(results), text_columns=3),
-                id="category",
-                lead="Avg per query category (ES, HEQ, SS).",
-            )
-        )
-    if results.by_big_five:
-        nav.append(("bigfive", "Big Five"))
-        parts.append(
-            H.section(
-                "By Big Five level",
-                _html_table(big_five_rows(results), text_columns=4),
-                id="bigfive",
-                lead="Avg by the user's level of each trait (PersonaEmp figure 5).",
-            )
-        )
-    if results.memory:
-        nav.append(("memory", "Memory"))
-        parts.append(
-            H.section(
-                "Memory ablation",
-                _html_table(memory_rows(results), text_columns=4),
-                id="memory",
-                lead="Systems by memory mode against full memory (PersonaEmp table 2).",
-            )
-        )
-    if results.k_scaling:
-        nav.append(("scaling", "k scaling"))
-        parts.append(
-            H.section(
-                "k scaling",
-                _html_table(scaling_rows(results), text_columns=3),
-                id="scaling",
-                lead="PereGRM@k from the first k judge samples of a "
-                "PereGRM@K run with criteria per sample (figures 4b "
-                "and 8).",
-            )
-        )
+    # the breakdown tables: (shown when, anchor, nav label, title, rows, text columns, lead)
+    breakdowns = [
+        (results.by_category, "category", "Category", "By category", category_rows, 3,
+         "Avg per query category (ES, HEQ, SS)."),
+        (results.by_big_five, "bigfive", "Big Five", "By Big Five level", big_five_rows, 4,
+         "Avg by the user's level of each trait (PersonaEmp figure 5)."),
+        (results.memory, "memory", "Memory", "Memory ablation", memory_rows, 4,
+         "Systems by memory mode against full memory (PersonaEmp table 2)."),
+        (results.k_scaling, "scaling", "k scaling", "k scaling", scaling_rows, 3,
+         ("PereGRM@k from the first k judge samples of a PereGRM@K run with criteria per "
+         "sample (figures 4b and 8).")),
+    ]  # fmt: skip
+    for present, anchor, label, title, rows, text_columns, lead in breakdowns:
+        if present:
+            nav.append((anchor, label))
+            table = _html_table(rows(results), text_columns=text_columns)
+            parts.append(H.section(title, table, id=anchor, lead=lead))
     if figures:
         nav.append(("plots", "Plots"))
         shown_figs = "".join(
