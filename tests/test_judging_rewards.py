@@ -491,6 +491,17 @@ def test_shared_usage_is_booked_once_so_totals_add_up():
     assert sum(b.usage.completion_tokens for b in breakdowns) == total.completion_tokens
     assert breakdowns[0].usage.calls > breakdowns[1].usage.calls
 
+    # a later group of the same example reuses the criteria: they are not booked again
+    judge = scripted()
+    reward = peregrm_reward(judge, PereGRMConfig(k=2))
+
+    async def two_groups():
+        first = await reward.score(example(), [reply("r0"), reply("r1")])
+        return first + await reward.score(example(), [reply("r2"), reply("r3")])
+
+    breakdowns = run(two_groups())
+    assert sum(b.usage.calls for b in breakdowns) == judge.usage.snapshot().calls
+
 
 def test_unusable_criteria_sample_fails_only_its_own_scores():
     def respond(request: ChatRequest, index: int) -> str:
