@@ -474,6 +474,20 @@ PROBE_EXAMPLE = Example(
 PROBE_REPLY = Reply(example_id="probe", reply_id="probe", analysis="(probe)", response="(probe)")
 
 
+def untrusted_texts(example: Example, *judged: str) -> tuple[str, ...]:
+    """The ``judged`` texts and every text of ``example`` a judge is shown as data
+    (a verdict copied from one of them is refused by the parsers)."""
+    texts = [
+        *judged,
+        example.query,
+        *(t.text for t in example.dialogue),
+        *(m.value for m in example.memories),
+        example.persona.profile if example.persona else "",
+        example.situation.description if example.situation else "",
+    ]
+    return tuple(t for t in texts if t and t.strip())
+
+
 class JudgeReward(RewardModel):
     """Common machinery of the LLM-judge rewards (sampling, retries, composition)."""
 
@@ -542,18 +556,7 @@ class JudgeReward(RewardModel):
 
     def untrusted(self, example: Example, reply: Reply) -> tuple[str, ...]:
         """Every text a judge is shown as data (a verdict copied from one is refused)."""
-        texts = [
-            *self.judged_texts(reply),
-            reply.raw,
-            example.query,
-            *(t.text for t in example.dialogue),
-            *(m.value for m in example.memories),
-        ]
-        if example.persona is not None:
-            texts.append(example.persona.profile)
-        if example.situation is not None:
-            texts.append(example.situation.description)
-        return tuple(t for t in texts if t and t.strip())
+        return untrusted_texts(example, *self.judged_texts(reply), reply.raw)
 
     def context(self, example: Example) -> str:
         """The user's record as the empathy judges see it."""

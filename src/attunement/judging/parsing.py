@@ -78,10 +78,14 @@ from attunement.textjson import Found, json_objects, last_json_object
 __all__ = [
     "BYSTANDER_KEYS",
     "BYSTANDER_PARTS",
+    "LINE_PREFIX",
+    "NUMBER",
+    "RANGE_AFTER",
     "Candidate",
     "Parsed",
     "ParsedCriteria",
     "final_verdict",
+    "line_end_at",
     "parse_bystander",
     "parse_criteria",
     "parse_rating",
@@ -217,21 +221,21 @@ def _copied(body: str, start: int, end: int, untrusted: Sequence[str]) -> bool:
 
 # --------------------------------------------------------------------------- verdict tokens
 
-_NUM = r"(-?\d+(?:\.\d+)?)"
+NUMBER = r"(-?\d+(?:\.\d+)?)"
 _DENOMINATOR = re.compile(r"[ \t]*(?:/|out\s+of)[ \t]*(\d+(?:\.\d+)?)", re.IGNORECASE)
 _SCORE_LIKE = re.compile(
     r"\d|\\boxed|\bscores?\b|\b(?:one|two|three|four|five|six|seven|eight|nine|ten)\b",
     re.IGNORECASE,
 )
-_LINE_PREFIX = r"^[ \t*#_`-]*"  # Markdown decoration, never a quote marker ('>')
+LINE_PREFIX = r"^[ \t*#_`-]*"  # Markdown decoration, never a quote marker ('>')
 _SCORE_HEAD = re.compile(
-    _LINE_PREFIX + r"(?P<head>(?:final\s+|overall\s+)?scores?)[ \t*_`]*[:=]",
+    LINE_PREFIX + r"(?P<head>(?:final\s+|overall\s+)?scores?)[ \t*_`]*[:=]",
     re.IGNORECASE | re.MULTILINE,
 )
 _BOXED = re.compile(r"\\boxed\s*\{(?P<inner>[^{}\n]{0,40})\}")
 # a second number right after the first: "3-4", "3 to 4", "4 or 5", "3..4"
-_RANGE_AFTER = re.compile(r"[ \t]*(?:-|–|—|to\b|or\b|~|\.\.)[ \t]*\d", re.IGNORECASE)
-_CLEAN_NUMBER = re.compile(r"[ \t*_`]*" + _NUM)
+RANGE_AFTER = re.compile(r"[ \t]*(?:-|–|—|to\b|or\b|~|\.\.)[ \t]*\d", re.IGNORECASE)
+_CLEAN_NUMBER = re.compile(r"[ \t*_`]*" + NUMBER)
 
 
 @dataclass(frozen=True)
@@ -262,7 +266,7 @@ def _read_number(text: str, pos: int, *, scale_high: float) -> tuple[float | Non
 _REST_OF_LINE = re.compile(r"[^\n]*")
 
 
-def _line_end(text: str, pos: int) -> int:
+def line_end_at(text: str, pos: int) -> int:
     """Where the line holding ``pos`` ends (its newline, or the end of the text)."""
     return _REST_OF_LINE.match(text, pos).end()
 
@@ -270,13 +274,13 @@ def _line_end(text: str, pos: int) -> int:
 def _score_lines(body: str, *, high: float) -> list[Candidate]:
     out = []
     for m in _SCORE_HEAD.finditer(body):
-        line_end = _line_end(body, m.end())
+        line_end = line_end_at(body, m.end())
         shown = body[m.start("head") : line_end].strip()
         rest = body[m.end() : line_end]
         if re.match(r"[ \t*_`]*\\boxed", rest):
             continue  # "Scores: \boxed{3}": the \boxed{} is the candidate
         value, end, problem = _read_number(body, m.end(), scale_high=high)
-        if problem == "no number" or (problem is None and _RANGE_AFTER.match(body, end, line_end)):
+        if problem == "no number" or (problem is None and RANGE_AFTER.match(body, end, line_end)):
             out.append(
                 Candidate(
                     m.start("head"), line_end, None, f"score line {shown!r} is not one number"
@@ -292,7 +296,7 @@ def _score_lines(body: str, *, high: float) -> list[Candidate]:
 def _boxed(body: str) -> list[Candidate]:
     out = []
     for m in _BOXED.finditer(body):
-        inner = re.fullmatch(r"\s*" + _NUM + r"\s*", m.group("inner"))
+        inner = re.fullmatch(r"\s*" + NUMBER + r"\s*", m.group("inner"))
         if inner:
             out.append(Candidate(m.start(), m.end(), float(inner.group(1)), m.group(0)))
         else:
@@ -343,7 +347,7 @@ def final_verdict(
     if not candidates:
         return None, None
     last = max(candidates, key=lambda c: (c.end, -c.start))
-    line_end = _line_end(body, last.end)
+    line_end = line_end_at(body, last.end)
     rest_of_line = body[last.end : line_end]
     tail = body[line_end:]
     trailing = _SCORE_LIKE.search(rest_of_line + tail)
@@ -458,17 +462,17 @@ def parse_rating(
 # --------------------------------------------------------------------------- bystander
 
 _TOTAL_HEAD = re.compile(
-    _LINE_PREFIX + r"(?:\d\.\s*)?(?P<head>total\s+score)[ \t*_`]*[:=]", re.IGNORECASE | re.MULTILINE
+    LINE_PREFIX + r"(?:\d\.\s*)?(?P<head>total\s+score)[ \t*_`]*[:=]", re.IGNORECASE | re.MULTILINE
 )
 
 
 def _totals(body: str) -> list[Candidate]:
     out = []
     for m in _TOTAL_HEAD.finditer(body):
-        line_end = _line_end(body, m.end())
+        line_end = line_end_at(body, m.end())
         shown = body[m.start("head") : line_end].strip()
         value, end, problem = _read_number(body, m.end(), scale_high=BYSTANDER_MAX)
-        if problem == "no number" or (problem is None and _RANGE_AFTER.match(body, end, line_end)):
+        if problem == "no number" or (problem is None and RANGE_AFTER.match(body, end, line_end)):
             out.append(
                 Candidate(
                     m.start("head"), line_end, None, f"total line {shown!r} is not one number"
@@ -487,7 +491,7 @@ def _sub_scores(body: str) -> tuple[dict[str, float], list[Candidate]]:
     candidates = []
     for key, _, pattern in BYSTANDER_PARTS:
         line = re.compile(
-            _LINE_PREFIX + rf"(?:\d\.\s*)?{pattern}[^:\n]*[:=][ \t*_`]*{_NUM}"
+            LINE_PREFIX + rf"(?:\d\.\s*)?{pattern}[^:\n]*[:=][ \t*_`]*{NUMBER}"
             r"[ \t]*/[ \t]*20\b",
             re.IGNORECASE | re.MULTILINE,
         )
@@ -497,7 +501,7 @@ def _sub_scores(body: str) -> tuple[dict[str, float], list[Candidate]]:
             # a sub-score line ends with its reason: the whole line is the token
             candidates += [
                 Candidate(
-                    h.start(), _line_end(body, h.end()), float(h.group(1)), h.group(0).strip()
+                    h.start(), line_end_at(body, h.end()), float(h.group(1)), h.group(0).strip()
                 )
                 for h in hits
             ]

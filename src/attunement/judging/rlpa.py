@@ -46,13 +46,23 @@ from pydantic import (
 )
 
 from attunement.judging.answers import number_or_none, validation_problem
-from attunement.judging.base import JudgeSampler, RewardModel, TokenCounter, check_group
+from attunement.judging.base import (
+    JudgeSampler,
+    RewardModel,
+    TokenCounter,
+    check_group,
+    untrusted_texts,
+)
 from attunement.judging.parsing import (
+    LINE_PREFIX,
+    NUMBER,
+    RANGE_AFTER,
     Candidate,
     OutputFormat,
     Parsed,
     failed,
     final_verdict,
+    line_end_at,
     readable,
     strip_fenced,
 )
@@ -211,19 +221,20 @@ _SCHEMAS = {"profile_match": match_schema, "would_continue": continue_schema}
 
 # --------------------------------------------------------------------------- parsing
 
-_NUM = r"(-?\d+(?:\.\d+)?)"
-_PREFIX = r"^[ \t*#_`-]*"  # Markdown decoration, never a quote marker ('>')
 _MATCH_HEAD = re.compile(
-    _PREFIX + r"(?P<head>(?:profile[ \t_-]*)?match)[ \t*_`]*[:=：]", re.IGNORECASE | re.MULTILINE
+    LINE_PREFIX + r"(?P<head>(?:profile[ \t_-]*)?match)[ \t*_`]*[:=：]",
+    re.IGNORECASE | re.MULTILINE,
 )
 _DECISION_HEAD = re.compile(
-    _PREFIX + r"(?P<head>decision)[ \t*_`]*[:=：]", re.IGNORECASE | re.MULTILINE
+    LINE_PREFIX + r"(?P<head>decision)[ \t*_`]*[:=：]", re.IGNORECASE | re.MULTILINE
 )
-_MATCH_VALUE = re.compile(r"[ \t*_`]*" + _NUM + r"(?P<pct>[ \t]*%)?")
-_RANGE_AFTER = re.compile(r"[ \t]*(?:-|–|—|to\b|or\b|~|\.\.)[ \t]*\d", re.IGNORECASE)
+_MATCH_VALUE = re.compile(r"[ \t*_`]*" + NUMBER + r"(?P<pct>[ \t]*%)?")
 _DECISION_VALUE = re.compile(r"[ \t*_`\"'<]*([A-Za-z]+)[*_`\"'>]*")
 _REASON = re.compile(
-    _PREFIX + r"reason[ \t*_`]*[:：](.*?)(?=" + _PREFIX + r"(?:profile[ \t_-]*)?(?:match|decision)"
+    LINE_PREFIX
+    + r"reason[ \t*_`]*[:：](.*?)(?="
+    + LINE_PREFIX
+    + r"(?:profile[ \t_-]*)?(?:match|decision)"
     r"[ \t*_`]*[:=：]|\Z)",
     re.IGNORECASE | re.MULTILINE | re.DOTALL,
 )
@@ -236,18 +247,13 @@ def _reason(body: str) -> str | None:
     return text or None
 
 
-def _line_end(text: str, pos: int) -> int:
-    end = text.find("\n", pos)
-    return len(text) if end < 0 else end
-
-
 def _match_lines(body: str) -> list[Candidate]:
     out = []
     for m in _MATCH_HEAD.finditer(body):
-        line_end = _line_end(body, m.end())
+        line_end = line_end_at(body, m.end())
         shown = body[m.start("head") : line_end].strip()
         v = _MATCH_VALUE.match(body, m.end(), line_end)
-        if v is None or _RANGE_AFTER.match(body, v.end(), line_end):
+        if v is None or RANGE_AFTER.match(body, v.end(), line_end):
             out.append(Candidate(m.start("head"), line_end, None, f"{shown!r} is not one number"))
         elif v.group("pct"):
             out.append(
@@ -261,7 +267,7 @@ def _match_lines(body: str) -> list[Candidate]:
 def _decision_lines(body: str) -> list[Candidate]:
     out = []
     for m in _DECISION_HEAD.finditer(body):
-        line_end = _line_end(body, m.end())
+        line_end = line_end_at(body, m.end())
         shown = body[m.start("head") : line_end].strip()
         v = _DECISION_VALUE.match(body, m.end(), line_end)
         word = v.group(1).lower() if v else ""
@@ -444,16 +450,7 @@ class RLPAReward(RewardModel):
 
     def untrusted(self, example: Example, reply: Reply) -> tuple[str, ...]:
         """Every text the judges are shown as data (a verdict copied from one is refused)."""
-        texts = [
-            self.judged_response(reply),
-            reply.raw,
-            example.query,
-            *(t.text for t in example.dialogue),
-            *(m.value for m in example.memories),
-            example.persona.profile if example.persona else "",
-            example.situation.description if example.situation else "",
-        ]
-        return tuple(t for t in texts if t and t.strip())
+        return untrusted_texts(example, self.judged_response(reply), reply.raw)
 
     def messages(self, example: Example, reply: Reply, dimension: Dimension) -> list[Message]:
         """The prompt of one judge for one reply."""
