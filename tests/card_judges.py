@@ -16,10 +16,10 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from attunement.evaluation.emobench_data import read_ea
-from attunement.evaluation.judge_card import emobench_replies
-from attunement.evaluation.judge_card_probes import PROBES
+from attunement.benchmarks.emobench.data import read_ea
 from attunement.jsonl import read_jsonl
+from attunement.judge_card.probes import PROBES
+from attunement.judge_card.run import emobench_replies
 from attunement.llm import ScriptedChatModel
 from attunement.llm.base import ChatRequest
 from attunement.records import Example, Reply

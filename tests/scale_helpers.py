@@ -7,11 +7,11 @@ from __future__ import annotations
 import itertools
 import threading
 
-from attunement.bench.reward_bench import RealisticJudge, bench_batch
 from attunement.llm import ScriptedChatModel
 from attunement.llm.base import ChatRequest
 from attunement.llm.scripted import Step
 from attunement.llm.spec import register_backend
+from attunement.perf.reward_bench import RealisticJudge, bench_batch
 
 _judges: dict[str, ScriptedJudge] = {}
 _names = itertools.count()

@@ -6,7 +6,8 @@ import doctest
 
 import pytest
 
-from attunement.evaluation import emobench, evaluate, html, report, stats, tables
+from attunement.benchmarks.emobench import run as emobench
+from attunement.evaluation import evaluate, html, report, stats, tables
 
 
 @pytest.mark.parametrize(

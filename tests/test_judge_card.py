@@ -11,14 +11,14 @@ import pytest
 from card_judges import EA, EXAMPLES, REPLIES, Oracle, oracle_judge
 from typer.testing import CliRunner
 
-from attunement.evaluation.emobench_data import read_ea
-from attunement.evaluation.judge_card import (
+from attunement.benchmarks.emobench.data import read_ea
+from attunement.jsonl import read_jsonl, write_jsonl
+from attunement.judge_card.run import (
     CardSettings,
     emobench_example,
     load_inputs,
     run_judge_card,
 )
-from attunement.jsonl import read_jsonl, write_jsonl
 from attunement.judging import PermConfig, PermReward, RewardSpec, register_reward
 from attunement.judging.registry import _KINDS
 from attunement.llm import ScriptedChatModel

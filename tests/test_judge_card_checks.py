@@ -7,8 +7,11 @@ import statistics
 
 import pytest
 
-from attunement.evaluation import judge_card, judge_card_checks, judge_card_probes
-from attunement.evaluation.judge_card_checks import (
+from attunement.evaluation.stats import wilson_ci
+from attunement.judge_card import checks as judge_card_checks
+from attunement.judge_card import probes as judge_card_probes
+from attunement.judge_card import run as judge_card
+from attunement.judge_card.checks import (
     ChoiceGroup,
     ProbeSet,
     agreement,
@@ -19,7 +22,6 @@ from attunement.evaluation.judge_card_checks import (
     probes,
     stability,
 )
-from attunement.evaluation.stats import wilson_ci
 from attunement.records import Judgement, RewardBreakdown, Usage
 
 

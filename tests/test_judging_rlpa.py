@@ -220,7 +220,7 @@ def test_the_reply_is_fenced_and_cannot_close_its_fence():
 
 @pytest.mark.parametrize("output", ["text", "json"])
 def test_the_benchmark_judge_answers_rlpa_prompts_parseably(output):
-    from attunement.bench.reward_bench import RealisticJudge, bench_batch
+    from attunement.perf.reward_bench import RealisticJudge, bench_batch
 
     judge = RealisticJudge()
 

@@ -8,11 +8,11 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from attunement.bench.simserver import SimConfig, SimServer
 from attunement.cli import bench as bench_cli
 from attunement.cli import common
 from attunement.cli import llm as llm_cli
 from attunement.llm.openai_compat import forget_endpoints
+from attunement.perf.simserver import SimConfig, SimServer
 
 
 @pytest.fixture(scope="module")

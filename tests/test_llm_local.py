@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from attunement.bench.llm_bench import bench_local_llm
+from attunement.perf.llm_bench import bench_local_llm
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,6 @@ import time
 
 import pytest
 
-from attunement.bench.simserver import SimConfig, SimServer
 from attunement.llm import (
     CachedChatModel,
     CompletionCache,
@@ -22,6 +21,7 @@ from attunement.llm import (
     load_chat_model,
 )
 from attunement.llm.openai_compat import OpenAIChatModel, forget_endpoints
+from attunement.perf.simserver import SimConfig, SimServer
 
 MSG = [{"role": "user", "content": "How should I tell my sister I cannot come?"}]
 

@@ -20,7 +20,7 @@ from rich.markup import escape
 
 from attunement.jsonl import RecordError
 from attunement.llm import LLMError, LLMOptions
-from attunement.llm.constants import (
+from attunement.llm.options import (
     DEFAULT_CONCURRENCY,
     DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT,

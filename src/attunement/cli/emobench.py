@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from attunement.benchmarks.emobench import AnswerFormat
 from attunement.cli.common import (
     CachePath,
     Concurrency,
@@ -19,7 +20,6 @@ from attunement.cli.common import (
     out,
     run,
 )
-from attunement.evaluation.emobench import AnswerFormat
 
 
 def register(app: typer.Typer) -> None:
@@ -59,7 +59,7 @@ def emobench(
 ) -> None:
     """Answer EmoBench's multiple-choice items (EU: feeling and reason; EA: best response or
     action) and report accuracy on 0-100 with intervals (PersonaEmp table 5)."""
-    from attunement.evaluation.emobench import (
+    from attunement.benchmarks.emobench import (
         EmoBenchAnswer,
         EmoBenchSettings,
         read_items,

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from attunement.benchmarks.eqbench3 import JudgeFormat, TranscriptStyle
 from attunement.cli.common import (
     CachePath,
     Concurrency,
@@ -19,7 +20,6 @@ from attunement.cli.common import (
     out,
     run,
 )
-from attunement.evaluation.eqbench3 import JudgeFormat, TranscriptStyle
 
 
 def register(app: typer.Typer) -> None:
@@ -78,7 +78,7 @@ def eqbench3(
 ) -> None:
     """Play EQ-Bench 3's scripted role-plays with --model, judge each transcript with the
     rubric, and report upstream's rubric score (0-100) with per-criterion means."""
-    from attunement.evaluation.eqbench3 import (
+    from attunement.benchmarks.eqbench3 import (
         EQBenchSettings,
         load_eqbench_data,
         run_eqbench3,

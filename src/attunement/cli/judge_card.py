@@ -143,7 +143,7 @@ def judge_card(
 ) -> None:
     """Measure whether a judge can serve as a reward: discrimination, personalization,
     gaming probes, stability, cost and agreement, as one card (Markdown, HTML, JSON)."""
-    from attunement.evaluation.judge_card import CardSettings, load_inputs, run_judge_card
+    from attunement.judge_card import CardSettings, load_inputs, run_judge_card
     from attunement.llm import load_chat_model
 
     options = llm_options(concurrency, timeout, retries, cache)
@@ -213,7 +213,7 @@ def judge_card(
 
 
 def _print_card(card, out_dir: Path) -> None:
-    from attunement.evaluation.judge_card_report import ci_num, ci_pct, num, pct
+    from attunement.judge_card.report import ci_num, ci_pct, num, pct
 
     table = Table(title=f"judge card: {card.judge} with {card.reward}", show_header=True)
     table.add_column("check")

@@ -16,7 +16,6 @@ from rich.markup import escape
 from rich.table import Table
 
 from attunement import __version__
-from attunement.bench.llm_bench import DEFAULT_PROMPT, bench_local_llm
 from attunement.cli.bench import bench_app
 from attunement.cli.common import (
     CachePath,
@@ -30,14 +29,15 @@ from attunement.cli.common import (
     say,
 )
 from attunement.llm import LLMError, LLMOptions, load_chat_model
-from attunement.llm.constants import (
+from attunement.llm.local import LocalChatModel, ModelNotFoundError, find_default_gguf
+from attunement.llm.openai_compat import OpenAIChatModel
+from attunement.llm.options import (
     DEFAULT_CONCURRENCY,
     DEFAULT_MAX_RETRIES,
     DEFAULT_TEMPERATURE,
     DEFAULT_TIMEOUT,
 )
-from attunement.llm.local import LocalChatModel, ModelNotFoundError, find_default_gguf
-from attunement.llm.openai_compat import OpenAIChatModel
+from attunement.perf.llm_bench import DEFAULT_PROMPT, bench_local_llm
 
 #: (label, distribution names to try) shown by ``attune doctor``
 PACKAGES: tuple[tuple[str, tuple[str, ...]], ...] = (

@@ -51,7 +51,6 @@ from attunement.judging.templates import JudgeContext, OutputChoice
 
 
 def register(app: typer.Typer) -> None:
-    from attunement.bench import reward_bench  # noqa: F401  (adds `attune bench rewards`)
 
     app.command("score")(score)
     app.command("criteria")(criteria)

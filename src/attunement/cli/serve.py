@@ -31,7 +31,6 @@ from attunement.integrations.groups import Fallback
 
 
 def register(app: typer.Typer) -> None:
-    from attunement.bench import serve_bench  # noqa: F401  (adds `attune bench serve`)
 
     app.command("serve")(serve_cmd)
 
@@ -118,7 +117,7 @@ def serve_cmd(
     """Serve a reward over HTTP: OpenRLHF's POST /get_reward, POST /v1/score for whole
     groups, GET /healthz, GET /metrics. Stop with Ctrl-C or SIGTERM (accepted requests
     are finished first)."""
-    from attunement.integrations.serve import (
+    from attunement.integrations.server import (
         END_MARKERS,
         ServeSettings,
         check_bind,

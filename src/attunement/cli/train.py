@@ -32,10 +32,9 @@ from attunement.cli.reward_options import (
     RewardConfigFile,
     RewardName,
     RewardSet,
-    parse_assignments,
-    read_config_file,
     reward_spec,
 )
+from attunement.configfile import parse_assignments, read_config_file
 from attunement.training.config import Device, GRPOSettings, SFTSettings, TrainMemory
 
 train_app = typer.Typer(
@@ -45,7 +44,6 @@ train_app = typer.Typer(
 
 
 def register(app: typer.Typer) -> None:
-    from attunement.bench import train_bench  # noqa: F401  (adds `attune bench train`)
 
     app.add_typer(train_app, name="train")
 

@@ -3,12 +3,12 @@
 Shared pieces live here so every report reads the same way:
 :mod:`attunement.evaluation.stats` (bootstrap and paired intervals, tests),
 :mod:`attunement.evaluation.html` (one self-contained page style) and
-:mod:`attunement.evaluation.emobench_data` (EmoBench items).
+:mod:`attunement.benchmarks.emobench.data` (EmoBench items).
 
 The runners: :mod:`attunement.evaluation.evaluate` (``attune evaluate``: PersonaEmp's
 tables from reply sets and judges, computed in :mod:`~attunement.evaluation.tables`
 and written by :mod:`~attunement.evaluation.report`),
-:mod:`attunement.evaluation.emobench` and :mod:`attunement.evaluation.eqbench3`.
+:mod:`attunement.benchmarks.emobench.run` and :mod:`attunement.benchmarks.eqbench3.run`.
 Formulas and the mapping to the papers: docs/evaluation.md.
 
 >>> from attunement.evaluation import EvalInputs, EvalSettings, run_evaluation

@@ -2,7 +2,7 @@
 
 - :mod:`attunement.integrations.verl`: ``compute_score`` (sync and async, one
   sample per call, or a chunk per call) and the parquet export verl trains on;
-- :mod:`attunement.integrations.serve`: ``attune serve``, an HTTP reward server
+- :mod:`attunement.integrations.server.app`: ``attune serve``, an HTTP reward server
   speaking OpenRLHF's remote reward protocol and a whole-group endpoint;
 - :mod:`attunement.integrations.openrlhf`: the OpenRLHF side (prompt export and
   a ``reward_func`` file that calls the server with its token);

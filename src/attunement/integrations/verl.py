@@ -55,7 +55,7 @@ from pydantic import ConfigDict, Field, ValidationError
 
 from attunement.integrations.groups import ReplyScorer, ScoringPolicy
 from attunement.judging.registry import RewardSpec
-from attunement.llm.spec import LLMOptions
+from attunement.llm import LLMOptions
 from attunement.policy.prompting import parse_reply, reply_prompt_version
 from attunement.records import Example, Reply
 
@@ -100,7 +100,7 @@ class VerlSettings(ScoringPolicy):
     def spec(self) -> RewardSpec:
         overrides: dict[str, Any] = {}
         if self.reward_config is not None:
-            from attunement.cli.reward_options import read_config_file
+            from attunement.configfile import read_config_file
 
             overrides.update(read_config_file(self.reward_config))
         overrides.update(self.overrides)

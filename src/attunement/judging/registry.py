@@ -31,8 +31,8 @@ from attunement.judging.base import (
 from attunement.judging.peregrm import peregrm_reward
 from attunement.judging.perm import perm_reward
 from attunement.judging.rlpa import RLPAConfig, rlpa_reward
+from attunement.llm import LLMOptions, load_chat_model
 from attunement.llm.base import ChatModel
-from attunement.llm.spec import LLMOptions, load_chat_model
 
 
 @dataclass(frozen=True)

@@ -18,14 +18,14 @@ from attunement.llm.base import (
     make_request,
 )
 from attunement.llm.cache import CachedChatModel, CacheError, CompletionCache
+from attunement.llm.endpoint import redact_url
+from attunement.llm.options import LLMOptions
 from attunement.llm.scripted import ScriptedChatModel, Step
 from attunement.llm.spec import (
-    LLMOptions,
     ModelSpec,
     load_chat_model,
     parse_spec,
     redact_spec,
-    redact_url,
     register_backend,
 )
 

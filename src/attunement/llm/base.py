@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Self
 
-from attunement.llm.constants import DEFAULT_MAX_TOKENS, DEFAULT_TEMPERATURE
+from attunement.llm.options import DEFAULT_MAX_TOKENS, DEFAULT_TEMPERATURE
 from attunement.records import Usage
 
 Message = dict[str, str]

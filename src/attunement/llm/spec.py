@@ -25,62 +25,18 @@ config file) and passed in.
 from __future__ import annotations
 
 import re
-import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-
-from pydantic import BaseModel, ConfigDict, Field
 
 from attunement.llm.base import ChatModel
 from attunement.llm.cache import CachedChatModel, CompletionCache
-from attunement.llm.constants import (
-    DEFAULT_BACKOFF_BASE,
-    DEFAULT_BACKOFF_MAX,
-    DEFAULT_CONCURRENCY,
-    DEFAULT_MAX_RETRIES,
-    DEFAULT_N_CTX,
-    DEFAULT_RETRY_AFTER_MAX,
-    DEFAULT_TIMEOUT,
-)
+from attunement.llm.endpoint import redact_url
 from attunement.llm.hf import HFChatModel  # torch and transformers load on first use
 from attunement.llm.local import LocalChatModel  # llama_cpp loads on first use
+from attunement.llm.options import LLMOptions
 
 #: ``,key=NAME`` at the end of an openai spec: the environment variable of its key
 _KEY_SUFFIX = re.compile(r",key=([A-Za-z_][A-Za-z0-9_]*)$")
-
-
-class LLMOptions(BaseModel):
-    """How to run a model: limits, retries, cache. Never part of a cache key."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    concurrency: int = Field(
-        default=DEFAULT_CONCURRENCY, ge=1, description="requests in flight at once"
-    )
-    timeout: float = Field(
-        default=DEFAULT_TIMEOUT,
-        gt=0,
-        description="deadline of one call, retries and backoff included, s",
-    )
-    max_retries: int = Field(
-        default=DEFAULT_MAX_RETRIES, ge=0, description="retries on timeouts, 429 and 5xx"
-    )
-    backoff_base: float = Field(default=DEFAULT_BACKOFF_BASE, ge=0)
-    backoff_max: float = Field(default=DEFAULT_BACKOFF_MAX, ge=0)
-    retry_after_max: float = Field(
-        default=DEFAULT_RETRY_AFTER_MAX,
-        ge=0,
-        description="longest Retry-After honoured, s; a longer wish fails the call",
-    )
-    api_key_env: str | None = Field(
-        default=None,
-        description="environment variable holding the API key, sent to any URL; "
-        "unset: OPENAI_API_KEY, sent to https URLs only",
-    )
-    cache: Path | None = Field(default=None, description="sqlite file caching completions")
-    n_ctx: int = Field(default=DEFAULT_N_CTX, ge=256, description="context size of local models")
-    n_threads: int | None = Field(default=None, ge=1)
 
 
 @dataclass(frozen=True)
@@ -95,21 +51,6 @@ class ModelSpec:
         text = self.kind + (f":{self.target}" if self.target else "")
         text += f"#{self.model}" if self.model else ""
         return text + (f",key={self.api_key_env}" if self.api_key_env else "")
-
-
-def redact_url(url: str) -> str:
-    """A URL without the credentials it may carry (user:password@, query string),
-    fit for names, manifests, logs and cache keys.
-
-    >>> redact_url("https://user:secret@host:8443/v1?api-key=abc")
-    'https://host:8443/v1'
-    """
-    parts = urllib.parse.urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:  # an IPv6 literal
-        host = f"[{host}]"
-    netloc = host + (f":{parts.port}" if parts.port is not None else "")
-    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def redact_spec(spec: str) -> str:
@@ -165,7 +106,7 @@ def _make_local(spec: ModelSpec, options: LLMOptions) -> ChatModel:
 
 
 def _make_openai(spec: ModelSpec, options: LLMOptions) -> ChatModel:
-    # imported here: openai_compat needs LLMOptions from this module
+    # imported here: the openai SDK loads only when an openai spec is used
     from attunement.llm.openai_compat import OpenAIChatModel
 
     return OpenAIChatModel(

@@ -8,8 +8,8 @@ import importlib.util
 import pytest
 from train_scripted import examples
 
-from attunement.bench import reward_bench
-from attunement.bench.train_bench import TrainBenchSettings, run_train_bench
+from attunement.perf import reward_bench
+from attunement.perf.train_bench import TrainBenchSettings, run_train_bench
 
 pytestmark = [
     pytest.mark.slow,

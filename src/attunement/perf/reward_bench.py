@@ -2,7 +2,7 @@
 
 A GRPO-sized batch (``prompts`` examples x ``replies`` replies) is scored by
 PERM, PereGRM inline and PereGRM shared against the simulated
-OpenAI-compatible server (:mod:`attunement.bench.simserver`), whose latency is
+OpenAI-compatible server (:mod:`attunement.perf.simserver`), whose latency is
 ``base + per_output_token * longest sample`` per request with a fixed number
 of parallel slots. For each mode the benchmark prints the wall time, the
 server's own lower bound for the calls it answered
@@ -40,11 +40,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Self
-
-import typer
-
-from attunement.cli.bench import bench_app
+from typing import Any, Self
 
 # --------------------------------------------------------------------------- the simulated judge
 
@@ -292,7 +288,7 @@ def bench_batch(prompts: int, replies: int):
 
 def _serve(config: Any, conn: Any) -> None:
     """Child process: run a SimServer and answer 'stats' / 'reset' / 'stop' on a pipe."""
-    from attunement.bench.simserver import SimServer
+    from attunement.perf.simserver import SimServer
 
     with SimServer(config) as server:
         conn.send(server.base_url)
@@ -409,9 +405,9 @@ def _reward(mode: str, model, settings: BenchSettings):
 
 
 async def _run_mode(mode: str, settings: BenchSettings, workdir: Path) -> ModeResult:
-    from attunement.bench.simserver import SimConfig
     from attunement.judging import score_dataset
     from attunement.llm import LLMOptions, load_chat_model
+    from attunement.perf.simserver import SimConfig
 
     examples, replies = bench_batch(settings.prompts, settings.replies)
     sim = SimConfig(
@@ -608,8 +604,8 @@ async def run_variance_bench(
 ) -> list[VarianceResult]:
     """:func:`measure_groups` against the simulated server in its own process (no
     latency: only the judge's answers matter here)."""
-    from attunement.bench.simserver import SimConfig
     from attunement.llm import LLMOptions, load_chat_model
+    from attunement.perf.simserver import SimConfig
 
     sim = SimConfig(
         slots=slots, base_latency=0.0, per_output_token=0.0, responder=judge or RealisticJudge()
@@ -657,247 +653,3 @@ def check_targets(
             )
         )
     return checks
-
-
-@bench_app.command("rewards")
-def rewards_bench(
-    prompts: Annotated[int, typer.Option("--prompts", min=1, help="Examples in the batch.")] = 16,
-    replies: Annotated[int, typer.Option("--replies", min=1, help="Replies per example.")] = 8,
-    k: Annotated[int, typer.Option("-k", "--k", min=1, help="Judge samples per dimension.")] = 4,
-    slots: Annotated[int, typer.Option("--slots", min=1, help="Server parallel slots.")] = 16,
-    base_latency: Annotated[
-        float, typer.Option("--base-latency", min=0.0, help="Seconds per request.")
-    ] = 0.05,
-    per_output_token: Annotated[
-        float,
-        typer.Option(
-            "--per-output-token", min=0.0, help="Seconds per output token (longest sample)."
-        ),
-    ] = 0.0015,
-    per_prompt_token: Annotated[float, typer.Option("--per-prompt-token", min=0.0)] = 0.0,
-    server_n: Annotated[
-        bool,
-        typer.Option(
-            "--server-n/--no-server-n",
-            help="Server decodes the n samples of a request side by side (default) or ignores "
-            "n, so each sample is its own request.",
-        ),
-    ] = True,
-    n_shares_slot: Annotated[
-        bool,
-        typer.Option(
-            "--n-shares-slot",
-            help="The n samples of a request cost one sequence slot instead "
-            "of n (flatters n-sampling; real batching servers decode each sample as a "
-            "sequence).",
-        ),
-    ] = False,
-    client_concurrency: Annotated[
-        int | None,
-        typer.Option("--client-concurrency", min=1, help="Requests in flight (default 4 x slots)."),
-    ] = None,
-    fmt: Annotated[
-        str, typer.Option("--format", help="Judge answer format: text | json.")
-    ] = "text",
-    modes: Annotated[
-        str, typer.Option("--modes", help="Comma-separated subset of " + ",".join(MODES))
-    ] = ",".join(MODES),
-    inline_analysis: Annotated[
-        int,
-        typer.Option("--inline-analysis-tokens", min=1, help="Simulated inline analysis length."),
-    ] = 85,
-    score_analysis: Annotated[
-        int,
-        typer.Option(
-            "--score-analysis-tokens",
-            min=1,
-            help="Simulated analysis length when scoring against given criteria.",
-        ),
-    ] = 50,
-    item_tokens: Annotated[
-        int, typer.Option("--criterion-tokens", min=8, help="Simulated length of one criterion.")
-    ] = 34,
-    variance: Annotated[
-        bool,
-        typer.Option(
-            "--variance/--no-variance",
-            help="Also measure within-group reward std, ties and "
-            "agreement with the simulated reply quality for each criteria mode.",
-        ),
-    ] = True,
-    variance_k: Annotated[
-        str, typer.Option("--variance-k", help="Comma-separated k values of the variance table.")
-    ] = "1,4",
-    criteria_spread: Annotated[
-        float,
-        typer.Option(
-            "--criteria-spread",
-            min=0.0,
-            help="Simulated judge: largest offset a criteria set adds to a score.",
-        ),
-    ] = 0.75,
-    noise: Annotated[
-        float, typer.Option("--noise", min=0.0, help="Simulated judge: largest per-sample noise.")
-    ] = 0.5,
-    timing: Annotated[
-        bool, typer.Option("--timing/--no-timing", help="Run the wall-time comparison.")
-    ] = True,
-) -> None:
-    """Score a GRPO-sized batch with PERM, PereGRM inline and PereGRM shared on a simulated
-    judge server; print wall time against the server's own lower bound, then the
-    within-group reward spread of each criteria mode (inline, shared, per_reply)."""
-    from attunement.cli.common import fail
-
-    chosen = tuple(m.strip() for m in modes.split(",") if m.strip())
-    unknown = [m for m in chosen if m not in MODES]
-    if unknown:
-        raise fail(f"unknown modes {unknown}; expected some of {list(MODES)}")
-    if fmt not in ("text", "json"):
-        raise fail("--format must be text or json")
-    try:
-        ks = tuple(int(x) for x in variance_k.split(",") if x.strip())
-    except ValueError:
-        raise fail(f"--variance-k must be comma-separated integers, got {variance_k!r}") from None
-    judge_model = RealisticJudge(
-        inline_analysis_tokens=inline_analysis,
-        score_analysis_tokens=score_analysis,
-        item_tokens=item_tokens,
-        criteria_spread=criteria_spread,
-        noise=noise,
-    )
-    if timing:
-        _timing_table(
-            prompts,
-            replies,
-            k,
-            slots,
-            base_latency,
-            per_output_token,
-            per_prompt_token,
-            server_n,
-            n_shares_slot,
-            client_concurrency,
-            fmt,
-            chosen,
-            judge_model,
-        )
-    if variance:
-        _variance_table(prompts, replies, ks, judge_model)
-
-
-def _variance_table(prompts: int, replies: int, ks: tuple[int, ...], judge: RealisticJudge) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    from attunement.cli.common import console, out, run
-
-    console.print(
-        f"group variance: {prompts} groups x {replies} replies, PereGRM without "
-        f"bystander; simulated judge: score = clip(round(q + b + e), 1, 5), "
-        f"criteria offset b within +-{judge.criteria_spread}, noise e within "
-        f"+-{judge.noise}"
-    )
-    results = run(run_variance_bench(prompts=prompts, replies=replies, ks=ks, judge=judge))
-    table = Table(title="within-group reward spread by criteria mode")
-    for col in (
-        "mode",
-        "k",
-        "group std",
-        "tied pairs",
-        "flat groups",
-        "corr. w/ quality",
-        "criteria calls",
-        "unscorable",
-    ):
-        table.add_column(col, justify="left" if col == "mode" else "right", no_wrap=True)
-    for r in results:
-        table.add_row(
-            r.mode,
-            str(r.k),
-            f"{r.group_std:.4f}",
-            f"{100 * r.tie_rate:.1f}%",
-            f"{100 * r.flat_groups:.1f}%",
-            f"{r.quality_corr:.3f}",
-            str(r.criteria_calls),
-            str(r.unscorable),
-        )
-    Console(width=max(out.size.width, 112)).print(table)
-
-
-def _timing_table(
-    prompts,
-    replies,
-    k,
-    slots,
-    base_latency,
-    per_output_token,
-    per_prompt_token,
-    server_n,
-    n_shares_slot,
-    client_concurrency,
-    fmt,
-    chosen,
-    judge: RealisticJudge,
-) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    from attunement.cli.common import console, out, run
-
-    settings = BenchSettings(
-        prompts=prompts,
-        replies=replies,
-        k=k,
-        slots=slots,
-        base_latency=base_latency,
-        per_output_token=per_output_token,
-        per_prompt_token=per_prompt_token,
-        supports_n=server_n,
-        n_shares_slot=n_shares_slot,
-        client_concurrency=client_concurrency,
-        output=fmt,
-        judge=judge,
-    )
-    console.print(
-        f"batch: {prompts} prompts x {replies} replies, k={k}; server: {slots} slots, "
-        f"{base_latency * 1000:.0f} ms + {per_output_token * 1000:.2f} ms/output token, "
-        f"n {'ignored (one sample per request)' if not server_n else 'samples share one slot' if n_shares_slot else 'one sequence slot per sample'}"
-    )
-    j = settings.judge
-    console.print(
-        f"simulated answers: criteria {j.criteria_items} x ~{j.item_tokens} tokens, "
-        f"analysis ~{j.inline_analysis_tokens} (inline) / ~{j.score_analysis_tokens} "
-        f"(against given criteria) / ~{j.reason_tokens} (PERM reason) tokens"
-    )
-    results = run(run_reward_bench(settings, chosen))
-    table = Table(title="reward scoring on the simulated judge (per reply: /r)")
-    for col in (
-        "mode",
-        "wall s",
-        "bound s",
-        "ratio",
-        "calls",
-        "prompt tok/r",
-        "out tok/r",
-        "unscorable",
-        "cached calls",
-        "cached s",
-    ):
-        table.add_column(col, justify="left" if col == "mode" else "right", no_wrap=col == "mode")
-    for r in results:
-        table.add_row(
-            r.mode,
-            f"{r.wall:.2f}",
-            f"{r.bound:.2f}",
-            f"{r.ratio:.2f}",
-            str(r.requests),
-            f"{r.prompt_tokens / r.replies:.0f}",
-            f"{r.completion_tokens / r.replies:.0f}",
-            str(r.unscorable),
-            str(r.cached_requests),
-            f"{r.cached_wall:.2f}",
-        )
-    Console(width=max(out.size.width, 112)).print(table)
-    for what, met, figure in check_targets(results):
-        mark = "[green]met[/green]" if met else "[red]NOT met[/red]"
-        console.print(f"{mark}  {what}: {figure}")

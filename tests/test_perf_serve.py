@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from attunement.bench.serve_bench import ServeBenchSettings, check_results, run_serve_bench
+from attunement.perf.serve_bench import ServeBenchSettings, check_results, run_serve_bench
 
 pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")

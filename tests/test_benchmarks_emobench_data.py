@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from attunement.evaluation.emobench_data import EAItem, EUItem, read_ea, read_eu
+from attunement.benchmarks.emobench.data import EAItem, EUItem, read_ea, read_eu
 from attunement.jsonl import RecordError
 
 

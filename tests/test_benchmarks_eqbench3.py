@@ -10,8 +10,7 @@ import re
 import pytest
 from typer.testing import CliRunner
 
-from attunement.cli import build_app
-from attunement.evaluation.eqbench3 import (
+from attunement.benchmarks.eqbench3.run import (
     EQBenchSettings,
     RubricVerdict,
     Transcript,
@@ -28,6 +27,7 @@ from attunement.evaluation.eqbench3 import (
     verdict_schema,
     write_eqbench_report,
 )
+from attunement.cli import build_app
 from attunement.jsonl import read_jsonl
 from attunement.llm import LLMError, ScriptedChatModel
 from attunement.llm.spec import register_backend

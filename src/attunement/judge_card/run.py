@@ -6,12 +6,12 @@ whose quality is known, and reports what a GRPO policy would meet:
 
 - **discrimination**: EmoBench EA "Response" items, each a scenario with four
   candidate replies of which one is right; the reward should rank the right
-  one first (:func:`~attunement.evaluation.judge_card_checks.discrimination`);
+  one first (:func:`~attunement.judge_card.checks.discrimination`);
 - **personalization**: a good reply judged with its own user's persona and
   memories and with another user's; a personalized judge scores it lower
   with the wrong user;
 - **gaming probes**: a good reply altered the ways a policy learns to game a
-  judge (:mod:`~attunement.evaluation.judge_card_probes`); none should gain;
+  judge (:mod:`~attunement.judge_card.probes`); none should gain;
 - **stability**: spread across the ``k`` samples and across runs with other
   seeds, parse failures and unscorable replies, the score distribution of
   each dimension (a judge whose empathy dimensions never move is named
@@ -44,9 +44,10 @@ from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from attunement.evaluation import judge_card_checks as checks
-from attunement.evaluation.emobench_data import EAItem, read_ea
-from attunement.evaluation.judge_card_checks import (
+from attunement.benchmarks.emobench.data import EAItem, read_ea
+from attunement.jsonl import read_jsonl, write_manifest
+from attunement.judge_card import checks
+from attunement.judge_card.checks import (
     Agreement,
     ChoiceGroup,
     Cost,
@@ -59,8 +60,7 @@ from attunement.evaluation.judge_card_checks import (
     Status,
     key_of,
 )
-from attunement.evaluation.judge_card_probes import PROBES
-from attunement.jsonl import read_jsonl, write_manifest
+from attunement.judge_card.probes import PROBES
 from attunement.judging.base import RewardModel
 from attunement.judging.registry import RewardSpec
 from attunement.judging.scoring import score_dataset
@@ -838,7 +838,7 @@ async def run_judge_card(
     stability runs). Writes ``card.json``, ``card.md``, ``card.html`` and
     ``card.manifest.json`` into ``settings.out`` and returns the card.
     """
-    from attunement.evaluation.judge_card_report import write_card
+    from attunement.judge_card.report import write_card
 
     started = time.perf_counter()
     out = Path(settings.out)

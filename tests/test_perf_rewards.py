@@ -7,17 +7,17 @@ import asyncio
 
 import pytest
 
-from attunement.bench.reward_bench import (
+from attunement.judging import PereGRMConfig, PermConfig, peregrm_reward, perm_reward
+from attunement.llm import ScriptedChatModel
+from attunement.llm.base import ChatRequest
+from attunement.llm.scripted import count_tokens
+from attunement.perf.reward_bench import (
     BenchSettings,
     RealisticJudge,
     bench_batch,
     check_targets,
     run_reward_bench,
 )
-from attunement.judging import PereGRMConfig, PermConfig, peregrm_reward, perm_reward
-from attunement.llm import ScriptedChatModel
-from attunement.llm.base import ChatRequest
-from attunement.llm.scripted import count_tokens
 
 
 def as_scripted(judge: RealisticJudge) -> ScriptedChatModel:
@@ -85,7 +85,7 @@ def test_group_measures_follow_the_judge_model():
     """With no per-sample noise and wide criteria offsets, replies judged against
     shared criteria are ranked by their quality alone; inline and per-reply
     criteria put a different offset on every reply, which blurs the ranking."""
-    from attunement.bench.reward_bench import measure_groups
+    from attunement.perf.reward_bench import measure_groups
 
     model = as_scripted(RealisticJudge(noise=0.0, criteria_spread=1.5))
     results = asyncio.run(measure_groups(model, prompts=6, replies=6, ks=(1,)))
@@ -100,7 +100,7 @@ def test_group_measures_follow_the_judge_model():
 
 
 def test_group_statistics():
-    from attunement.bench.reward_bench import group_statistics
+    from attunement.perf.reward_bench import group_statistics
 
     std, ties, flat, corr = group_statistics(
         {"a": [0.5, 0.5], "b": [0.2, 0.8]}, {"a": [1.0, 2.0], "b": [1.0, 3.0]}

@@ -3,9 +3,9 @@ optimisation.
 
 It trains the embedded policy (``smollm2``, SmolLM2-135M on the CPU) for a few
 GRPO steps with TRL, exactly as ``attune train grpo`` does, against the
-simulated OpenAI-compatible judge server (:mod:`attunement.bench.simserver`,
+simulated OpenAI-compatible judge server (:mod:`attunement.perf.simserver`,
 in its own process) answering like a real judge would
-(:class:`~attunement.bench.reward_bench.RealisticJudge`: criteria lists,
+(:class:`~attunement.perf.reward_bench.RealisticJudge`: criteria lists,
 analyses, score lines, bystander sub-scores of realistic length) at a
 realistic latency (default: 50 ms per request plus 1.5 ms per output token,
 16 sequences decoded at once: a 30B-class judge on one GPU with vLLM).
@@ -29,11 +29,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
-
-import typer
-
-from attunement.cli.bench import bench_app
+from typing import Any
 
 
 @dataclass
@@ -97,9 +93,9 @@ def run_train_bench(bench: TrainBenchSettings) -> list[StepTiming]:
     """Train ``bench.steps`` GRPO steps on the simulated judge; time each step."""
     from transformers import TrainerCallback
 
-    from attunement.bench.reward_bench import RealisticJudge, ServerProcess, bench_batch
-    from attunement.bench.simserver import SimConfig
     from attunement.judging.registry import parse_reward_name
+    from attunement.perf.reward_bench import RealisticJudge, ServerProcess, bench_batch
+    from attunement.perf.simserver import SimConfig
     from attunement.training.config import resolve_device
     from attunement.training.data import build_grpo_rows
     from attunement.training.grpo import build_trainer, close_reward, grpo_config
@@ -189,92 +185,5 @@ def run_train_bench(bench: TrainBenchSettings) -> list[StepTiming]:
     return timings
 
 
-def _mean(values: list[float]) -> float:
+def mean_of(values: list[float]) -> float:
     return sum(values) / len(values) if values else 0.0
-
-
-@bench_app.command("train")
-def train_bench(
-    rewards: Annotated[
-        str, typer.Option("--rewards", help="Comma-separated rewards to time, e.g. perm,peregrm@4.")
-    ] = "peregrm",
-    steps: Annotated[
-        int, typer.Option("--steps", min=2, help="GRPO steps per reward (the first is warm-up).")
-    ] = 3,
-    prompts: Annotated[int, typer.Option("--prompts", min=1, help="Prompts per step.")] = 1,
-    generations: Annotated[
-        int, typer.Option("--generations", "-G", min=2, help="Completions per prompt.")
-    ] = 4,
-    completion_tokens: Annotated[
-        int, typer.Option("--max-completion-length", min=8, help="Policy completion tokens.")
-    ] = 32,
-    lora: Annotated[bool, typer.Option("--lora", help="Train a LoRA adapter.")] = False,
-    slots: Annotated[int, typer.Option("--slots", min=1, help="Judge server slots.")] = 16,
-    base_latency: Annotated[
-        float, typer.Option("--base-latency", min=0.0, help="Judge seconds per request.")
-    ] = 0.05,
-    per_output_token: Annotated[
-        float, typer.Option("--per-output-token", min=0.0, help="Judge seconds per output token.")
-    ] = 0.0015,
-) -> None:
-    """Seconds per GRPO step (generation, reward, optimisation) on the CPU with the
-    embedded policy and a simulated judge server."""
-    from rich.table import Table
-
-    from attunement.cli.common import console, fail, out
-
-    chosen = [r.strip() for r in rewards.split(",") if r.strip()]
-    if not chosen:
-        raise fail("--rewards is empty")
-    console.print(
-        f"policy smollm2 on CPU{' + LoRA' if lora else ''}: {prompts} prompts x "
-        f"{generations} completions of <= {completion_tokens} tokens per step; judge: "
-        f"simulated server, {slots} slots, {base_latency * 1000:.0f} ms + "
-        f"{per_output_token * 1000:.2f} ms/output token"
-    )
-    table = Table(title="seconds per GRPO step (mean of steps 2+; step 1 in brackets)")
-    for col in (
-        "reward",
-        "total s",
-        "generation s",
-        "reward s",
-        "optimisation s",
-        "judge bound s",
-        "judge calls",
-        "judge out tok",
-    ):
-        table.add_column(col, justify="left" if col == "reward" else "right")
-    for name in chosen:
-        try:
-            timings = run_train_bench(
-                TrainBenchSettings(
-                    reward=name,
-                    steps=steps,
-                    prompts=prompts,
-                    generations=generations,
-                    completion_tokens=completion_tokens,
-                    lora=lora,
-                    slots=slots,
-                    base_latency=base_latency,
-                    per_output_token=per_output_token,
-                )
-            )
-        except ValueError as exc:
-            raise fail(str(exc)) from None
-        first, rest = timings[0], timings[1:] or timings[:1]
-
-        def cell(attr: str, digits: int = 1, *, first=first, rest=rest) -> str:
-            value = _mean([float(getattr(t, attr)) for t in rest])
-            return f"{value:.{digits}f} ({float(getattr(first, attr)):.{digits}f})"
-
-        table.add_row(
-            name,
-            cell("total"),
-            cell("generation"),
-            cell("reward"),
-            cell("optimisation"),
-            cell("bound"),
-            cell("judge_calls", 0),
-            cell("judge_output_tokens", 0),
-        )
-    out.print(table)

@@ -10,7 +10,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from attunement.bench.simserver import SimConfig, SimServer, truncate_tokens
+from attunement.perf.simserver import SimConfig, SimServer, truncate_tokens
 
 
 def post(server: SimServer, body: dict, conn: http.client.HTTPConnection | None = None):

@@ -34,8 +34,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
+from attunement.benchmarks.emobench.data import EAItem, EUItem, read_ea, read_eu
 from attunement.concurrency import run_bounded
-from attunement.evaluation.emobench_data import EAItem, EUItem, read_ea, read_eu
 from attunement.evaluation.stats import wilson_ci
 from attunement.jsonl import JsonlAppender, file_sha256, read_jsonl, write_manifest
 from attunement.judging.base import usage_of
@@ -204,7 +204,7 @@ def answer_model(parts: tuple[tuple[str, int], ...]) -> type[BaseModel]:
 def answer_schema(item: Item) -> dict[str, Any]:
     """The JSON schema sent with the request (from :func:`answer_model`).
 
-    >>> from attunement.evaluation.emobench_data import EAItem
+    >>> from attunement.benchmarks.emobench.data import EAItem
     >>> s = answer_schema(EAItem.model_validate({"qid": "1", "question type": "Action",
     ...     "scenario": "s", "choices": ["a", "b", "c"], "label": "b"}))
     >>> s["properties"]["answer"]["enum"], s["required"], s["additionalProperties"]
@@ -273,7 +273,7 @@ def parse_answer(
 def grade(item: Item, predicted: dict[str, int | None]) -> tuple[dict[str, bool], bool]:
     """Per-part correctness and the item's verdict (EU: both parts right).
 
-    >>> from attunement.evaluation.emobench_data import EUItem
+    >>> from attunement.benchmarks.emobench.data import EUItem
     >>> eu = EUItem.model_validate({"qid": "1", "scenario": "s", "emotion_choices": ["a", "b"],
     ...     "emotion_label": "b", "cause_choices": ["x", "y"], "cause_label": "x"})
     >>> grade(eu, {"emotion": 1, "cause": 1})

@@ -1,8 +1,8 @@
 """``attune bench serve``: a load test of ``attune serve`` on loopback.
 
 Three processes, as on a cluster: the simulated judge server
-(:mod:`attunement.bench.simserver`, answering every judge prompt in its format
-via :class:`~attunement.bench.reward_bench.RealisticJudge`), the reward server
+(:mod:`attunement.perf.simserver`, answering every judge prompt in its format
+via :class:`~attunement.perf.reward_bench.RealisticJudge`), the reward server
 (``attune serve`` with PereGRM on that judge, examples loaded from a file), and
 this client, which sends OpenRLHF-shaped requests (one sample each, prompt +
 response + end-of-turn marker, the example id as label), ``groups`` replies per
@@ -26,17 +26,11 @@ in count and time; talks to 127.0.0.1 only.
 from __future__ import annotations
 
 import asyncio
-import json
-import statistics
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Self
-
-import typer
-
-from attunement.cli.bench import bench_app
+from typing import Any, Self
 
 _TEMPLATE_USER = "<|im_start|>{role}\n{content}<|im_end|>\n"
 
@@ -92,7 +86,7 @@ class PhaseResult:
 
 def _serve_child(spec_json: str, settings_json: str, data: str, conn: Any) -> None:
     """Child process: run the reward server; send its URL; drain on 'stop'."""
-    from attunement.integrations.serve import ServerThread, ServeSettings, load_examples
+    from attunement.integrations.server.app import ServerThread, ServeSettings, load_examples
     from attunement.judging.registry import RewardSpec
 
     spec = RewardSpec.model_validate_json(spec_json)
@@ -147,7 +141,7 @@ def chatml(messages: list[dict[str, str]]) -> str:
 
 def openrlhf_bodies(n_requests: int, groups: int):
     """(examples, request bodies): ``groups`` single-sample requests per example."""
-    from attunement.bench.reward_bench import bench_batch
+    from attunement.perf.reward_bench import bench_batch
     from attunement.policy.prompting import render_reply_messages
 
     n_examples = max(1, -(-n_requests // groups))
@@ -260,12 +254,12 @@ async def fire(
 
 
 def run_serve_bench(settings: ServeBenchSettings) -> list[PhaseResult]:
-    from attunement.bench.reward_bench import RealisticJudge, ServerProcess
-    from attunement.bench.simserver import SimConfig
-    from attunement.integrations.serve import ServeSettings
+    from attunement.integrations.server.app import ServeSettings
     from attunement.jsonl import write_jsonl
     from attunement.judging.registry import RewardSpec
     from attunement.llm import LLMOptions
+    from attunement.perf.reward_bench import RealisticJudge, ServerProcess
+    from attunement.perf.simserver import SimConfig
 
     examples, bodies = openrlhf_bodies(settings.requests, settings.groups)
     sim = SimConfig(
@@ -346,105 +340,3 @@ def check_results(results: list[PhaseResult]) -> list[tuple[str, bool, str]]:
                 ("capacity: nothing refused", r.refused_503 == 0, f"{r.refused_503} refusals")
             )
     return checks
-
-
-@bench_app.command("serve")
-def serve_bench(
-    requests: Annotated[
-        int,
-        typer.Option("--requests", min=1, max=20000, help="Requests per phase (one sample each)."),
-    ] = 500,
-    concurrency: Annotated[
-        int, typer.Option("--concurrency", min=1, max=4096, help="Requests in flight at once.")
-    ] = 500,
-    groups: Annotated[int, typer.Option("--group-size", min=1, help="Replies per example.")] = 8,
-    slots: Annotated[int, typer.Option("--slots", min=1, help="Judge server slots.")] = 64,
-    base_latency: Annotated[float, typer.Option("--base-latency", min=0.0)] = 0.02,
-    per_output_token: Annotated[float, typer.Option("--per-output-token", min=0.0)] = 0.0002,
-    judge_concurrency: Annotated[int, typer.Option("--judge-concurrency", min=1)] = 64,
-    overload_pending: Annotated[
-        int,
-        typer.Option(
-            "--overload-pending", min=1, help="max_pending of the overload phase's server."
-        ),
-    ] = 64,
-    phases: Annotated[
-        str, typer.Option("--phases", help="capacity,overload")
-    ] = "capacity,overload",
-) -> None:
-    """Load-test attune serve on loopback against a simulated judge: latency percentiles,
-    throughput, every request answered, overload refused with 503 + Retry-After."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from attunement.cli.common import console, fail, out
-
-    chosen = tuple(p.strip() for p in phases.split(",") if p.strip())
-    if not chosen or any(p not in ("capacity", "overload") for p in chosen):
-        raise fail("--phases takes capacity and/or overload")
-    settings = ServeBenchSettings(
-        requests=requests,
-        concurrency=concurrency,
-        groups=groups,
-        slots=slots,
-        base_latency=base_latency,
-        per_output_token=per_output_token,
-        judge_concurrency=judge_concurrency,
-        overload_pending=overload_pending,
-        phases=chosen,
-    )
-    console.print(
-        f"{requests} OpenRLHF requests per phase ({groups} per example), "
-        f"{concurrency} in flight; judge: {slots} slots, "
-        f"{base_latency * 1000:.0f} ms + {per_output_token * 1000:.2f} ms/token"
-    )
-    results = run_serve_bench(settings)
-    table = Table(title="attune serve under load (seconds)")
-    for col in (
-        "phase",
-        "answered",
-        "200",
-        "503",
-        "retries",
-        "lost",
-        "p50",
-        "p95",
-        "p99",
-        "req/s",
-        "wall",
-        "unscorable",
-    ):
-        table.add_column(col, justify="left" if col == "phase" else "right")
-    for r in results:
-        table.add_row(
-            r.phase,
-            f"{r.answered}/{r.requests}",
-            str(r.status_counts.get(200, 0)),
-            str(r.refused_503),
-            str(r.retries),
-            str(r.lost),
-            f"{r.percentile(0.5):.3f}",
-            f"{r.percentile(0.95):.3f}",
-            f"{r.percentile(0.99):.3f}",
-            f"{r.throughput:.1f}",
-            f"{r.wall:.2f}",
-            str(r.unscorable),
-        )
-    Console(width=max(out.size.width, 110)).print(table)
-    for r in results:
-        if r.transport_retries:
-            console.print(
-                f"{r.phase}: transport errors retried (request never reached the "
-                f"server): {json.dumps(r.transport_retries, sort_keys=True)}"
-            )
-        if r.retry_after:
-            console.print(
-                f"{r.phase}: Retry-After median {statistics.median(r.retry_after):.0f} s, "
-                f"statuses {json.dumps(r.status_counts, sort_keys=True)}"
-            )
-    failed = False
-    for what, met, figure in check_results(results):
-        console.print(f"{'[green]met[/green]' if met else '[red]NOT met[/red]'}  {what}: {figure}")
-        failed |= not met
-    if failed:
-        raise typer.Exit(1)

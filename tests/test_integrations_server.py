@@ -12,7 +12,7 @@ from scale_helpers import ScriptedJudge, bench_batch
 from typer.testing import CliRunner
 
 from attunement.cli import build_app
-from attunement.integrations.serve import (
+from attunement.integrations.server.app import (
     NOT_LOCATED,
     ServerThread,
     ServeSettings,
@@ -339,9 +339,9 @@ def test_attune_serve_drains_on_sigterm(tmp_path, data):
     import subprocess
     import sys
 
-    from attunement.bench.reward_bench import RealisticJudge
-    from attunement.bench.simserver import SimConfig, SimServer
     from attunement.jsonl import write_jsonl
+    from attunement.perf.reward_bench import RealisticJudge
+    from attunement.perf.simserver import SimConfig, SimServer
 
     write_jsonl(tmp_path / "examples.jsonl", data[0])
     with socket.socket() as s:

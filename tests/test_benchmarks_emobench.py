@@ -8,8 +8,8 @@ import re
 import pytest
 from typer.testing import CliRunner
 
-from attunement.cli import build_app
-from attunement.evaluation.emobench import (
+from attunement.benchmarks.emobench.data import EAItem, EUItem
+from attunement.benchmarks.emobench.run import (
     EmoBenchAnswer,
     EmoBenchSettings,
     answer_schema,
@@ -21,7 +21,7 @@ from attunement.evaluation.emobench import (
     score_answers,
     write_emobench_report,
 )
-from attunement.evaluation.emobench_data import EAItem, EUItem
+from attunement.cli import build_app
 from attunement.jsonl import read_jsonl
 from attunement.llm import LLMError, ScriptedChatModel
 from attunement.llm.spec import register_backend

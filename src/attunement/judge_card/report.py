@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from attunement.evaluation import html as H
-from attunement.evaluation.judge_card_checks import Estimate, PairedRow
+from attunement.judge_card.checks import Estimate, PairedRow
 
 if TYPE_CHECKING:
-    from attunement.evaluation.judge_card import JudgeCard
+    from attunement.judge_card.run import JudgeCard
 
 STATUS_CLASS = {
     "pass": "good",

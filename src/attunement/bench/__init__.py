@@ -1,1 +1,0 @@
-"""Benchmarks and the simulated OpenAI-compatible server they run against."""
