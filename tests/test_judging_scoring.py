@@ -68,7 +68,7 @@ def test_score_dataset_writes_one_breakdown_per_reply_joined_by_id(tmp_path):
         "bystander": 72.0,
     }
     assert summary.usage.calls == summary.usage_now.calls == 24
-    manifest = json.loads((tmp_path / "scores.jsonl.manifest.json").read_text())
+    manifest = json.loads((tmp_path / "scores.manifest.json").read_text())
     assert manifest["reward"]["reward_model"] == "perm" and manifest["command"] == "score"
     assert "perm_resonation" in manifest["reward"]["prompts"]
 
@@ -111,7 +111,7 @@ def test_resuming_with_another_configuration_is_refused(tmp_path):
             perm_reward(scripted()), examples, replies[:1], out, concurrency=1, show_progress=False
         )
     )
-    with pytest.raises(ValueError, match="different reward configuration"):
+    with pytest.raises(ValueError, match=r"other settings \(reward.config.lambda_bys: 0.5 -> 1.0\)"):
         run(
             score_dataset(
                 perm_reward(scripted(), PermConfig(lambda_bys=1.0)),

@@ -9,7 +9,6 @@ it only moves the failure from import time to call time.
 from __future__ import annotations
 
 import ast
-from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 

@@ -7,9 +7,9 @@ import re
 
 import pytest
 
-from attunement.jsonl import read_jsonl
+from attunement.jsonl import manifest_path, read_jsonl
 from attunement.llm import LLMError, ScriptedChatModel, Step
-from attunement.policy import generate_replies, manifest_path, reply_prompt_version
+from attunement.policy import generate_replies, reply_prompt_version
 from attunement.policy.prompting import MEMORY_HEADING, SUMMARY_HEADING
 from attunement.records import Example, MemoryItem, Reply
 

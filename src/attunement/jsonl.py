@@ -256,3 +256,77 @@ def write_manifest(path: str | Path, **fields: Any) -> Path:
         json.dumps(doc, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8"
     )
     return p
+
+
+def manifest_path(out: str | Path) -> Path:
+    """Where the manifest of a file output lives: ``replies.jsonl`` ->
+    ``replies.manifest.json`` (a folder output keeps ``manifest.json`` inside it).
+
+    >>> manifest_path("runs/a/replies.jsonl").as_posix()
+    'runs/a/replies.manifest.json'
+    """
+    out = Path(out)
+    return out.with_name((out.stem if out.suffix == ".jsonl" else out.name) + ".manifest.json")
+
+
+class SettingsChangedError(ValueError):
+    """An output holds work made with other settings than this run's."""
+
+
+def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        found: list[str] = []
+        for key in sorted(set(old) | set(new), key=str):
+            found += _differences(old.get(key), new.get(key), f"{prefix}{key}.")
+        return found
+    return [] if old == new else [f"{prefix.rstrip('.')}: {old!r} -> {new!r}"]
+
+
+def check_settings(
+    manifest: str | Path,
+    current: dict[str, Any],
+    *,
+    keys: Iterable[str] | None = None,
+    outputs: Iterable[str | Path] = (),
+    fix: str = "write to a new --out, or run with the settings it was made with",
+) -> None:
+    """Refuse to resume into an output made with other settings.
+
+    The one check every resumable job makes before it appends: ``current`` is
+    compared with what ``manifest`` recorded (only ``keys``, when given), and
+    the first differing settings are named with their old and new values, as
+    dotted paths (``settings.temperature: 0.7 -> 0.0``). Nothing is checked when
+    the manifest is missing or every one of ``outputs`` is absent or empty
+    (nothing would be mixed).
+
+    >>> import json, tempfile, pathlib
+    >>> m = pathlib.Path(tempfile.mkdtemp()) / "x.manifest.json"
+    >>> _ = m.write_text(json.dumps({"settings": {"temperature": 0.7, "n": 2}}))
+    >>> check_settings(m, {"settings": {"temperature": 0.7, "n": 2}})
+    >>> check_settings(m, {"settings": {"temperature": 0.0, "n": 2}}, fix="use a new --out")
+    ... # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    attunement.jsonl.SettingsChangedError: ... was made with other settings (settings.temperature: 0.7 -> 0.0); use a new --out
+    """
+    path = Path(manifest)
+    outputs = [Path(p) for p in outputs]
+    if not path.exists() or (outputs and not any(p.exists() and p.stat().st_size for p in outputs)):
+        return
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise SettingsChangedError(
+            f"{path}: unreadable manifest ({exc.msg}); remove it or {fix}"
+        ) from None
+    current = json.loads(json.dumps(current, default=str))
+    wanted = list(keys) if keys is not None else list(current)
+    changed: list[str] = []
+    for key in wanted:
+        if key in old or key in current:
+            changed += _differences(old.get(key), current.get(key), f"{key}.")
+    if changed:
+        shown = "; ".join(changed[:3]) + (
+            f"; and {len(changed) - 3} more" if len(changed) > 3 else ""
+        )
+        what = ", ".join(str(p) for p in outputs) or str(path)
+        raise SettingsChangedError(f"{what} was made with other settings ({shown}); {fix}")

@@ -114,7 +114,7 @@ def export_openrlhf_cmd(
 ) -> None:
     """Write OpenRLHF prompt data: {"prompt": chat messages, "label": example id} per line."""
     from attunement.integrations.openrlhf import openrlhf_rows, reward_func_source
-    from attunement.jsonl import write_jsonl, write_manifest
+    from attunement.jsonl import manifest_path, write_jsonl, write_manifest
     from attunement.policy.prompting import reply_prompt_version
 
     examples = _examples(data)
@@ -131,7 +131,7 @@ def export_openrlhf_cmd(
     write_jsonl(tmp, rows)
     tmp.replace(prompts)
     write_manifest(
-        prompts.with_name(prompts.name + ".manifest.json"),
+        manifest_path(prompts),
         command="export openrlhf",
         source=str(data),
         rows=len(rows),

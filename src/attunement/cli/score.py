@@ -324,7 +324,13 @@ def criteria(
     cache: CachePath = None,
 ) -> None:
     """Write fixed evaluation criteria (4-6 weighted, per empathy dimension) for each example."""
-    from attunement.jsonl import JsonlAppender, read_done_keys, read_jsonl, write_manifest
+    from attunement.jsonl import (
+        JsonlAppender,
+        manifest_path,
+        read_done_keys,
+        read_jsonl,
+        write_manifest,
+    )
     from attunement.judging import CriteriaConfig, prepare_criteria
     from attunement.judging.criteria import criteria_manifest
     from attunement.llm import load_chat_model
@@ -349,7 +355,7 @@ def criteria(
         ) as model:
             await model.ensure_ready()
             write_manifest(
-                out_path.with_name(out_path.name + ".manifest.json"),
+                manifest_path(out_path),
                 command="criteria",
                 data=str(data),
                 overwrite=overwrite,

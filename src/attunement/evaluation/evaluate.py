@@ -23,7 +23,6 @@ same command again costs no judge call and only rewrites the report.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -41,7 +40,13 @@ from attunement.evaluation.tables import (
     cost_of,
     systems_of,
 )
-from attunement.jsonl import JsonlAppender, read_jsonl, write_manifest
+from attunement.jsonl import (
+    JsonlAppender,
+    check_settings,
+    manifest_path,
+    read_jsonl,
+    write_manifest,
+)
 from attunement.judging import CriteriaConfig, load_reward, prepare_criteria, score_dataset
 from attunement.judging.criteria import criteria_manifest, needs_criteria
 from attunement.judging.registry import parse_reward_name, reward_config
@@ -234,7 +239,7 @@ async def ensure_criteria(
     and are listed under ``failed``.
     """
     path = criteria_path(out)
-    manifest_file = path.with_name(path.name + ".manifest.json")
+    manifest_file = manifest_path(path)
     dims = config.dimensions
     given = [eid for eid, ex in examples.items() if not needs_criteria(ex, dims)]
     stored: dict[str, Example] = {}
@@ -245,7 +250,13 @@ async def ensure_criteria(
     todo = [ex for eid, ex in examples.items() if eid not in given and eid not in stored]
     info = criteria_manifest(judge, config)
     if todo or stored:
-        _check_criteria_manifest(manifest_file, info, bool(stored))
+        check_settings(
+            manifest_file,
+            info,
+            keys=("judge", "output_format", "config", "prompts"),
+            outputs=[path] if stored else [],
+            fix="use a new --out folder or the same --criteria-judge and criteria settings",
+        )
     for eid, ex in stored.items():
         examples[eid] = examples[eid].model_copy(
             update={"criteria": ex.criteria, "meta": {**examples[eid].meta, **ex.meta}}
@@ -283,21 +294,6 @@ async def ensure_criteria(
         "prompts": info["prompts"],
         "temperature": config.temperature,
     }
-
-
-def _check_criteria_manifest(path: Path, info: dict[str, Any], have_stored: bool) -> None:
-    if not have_stored or not path.exists():
-        return
-    old = json.loads(path.read_text(encoding="utf-8"))
-    changed = [
-        k for k in ("judge", "output_format", "config", "prompts") if old.get(k) != info.get(k)
-    ]
-    if changed:
-        raise ValueError(
-            f"{path.parent / 'criteria.jsonl'} holds criteria written with other "
-            f"settings ({', '.join(changed)} differ); use a new --out folder or "
-            "the same --criteria-judge and criteria settings"
-        )
 
 
 # --------------------------------------------------------------------------- the run

@@ -519,7 +519,7 @@ def export_verl(
     source: str | None = None,
 ) -> ExportReport:
     """Write ``examples`` as a verl parquet file and its manifest (``<out>.manifest.json``)."""
-    from attunement.jsonl import write_manifest
+    from attunement.jsonl import manifest_path, write_manifest
 
     rows = asyncio.run(
         verl_rows(
@@ -535,7 +535,7 @@ def export_verl(
     )
     path = write_parquet(rows, out)
     manifest = write_manifest(
-        path.with_name(path.name + ".manifest.json"),
+        manifest_path(path),
         command="export verl",
         source=source,
         rows=len(rows),

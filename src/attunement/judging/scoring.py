@@ -12,17 +12,22 @@ refused rather than mixing two rewards in one file.
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from pydantic import BaseModel, Field
 
 from attunement.concurrency import FailedItem, FailureLog, run_bounded
-from attunement.jsonl import JsonlAppender, read_done_keys, read_jsonl, write_manifest
+from attunement.jsonl import (
+    JsonlAppender,
+    check_settings,
+    manifest_path,
+    read_done_keys,
+    read_jsonl,
+    write_manifest,
+)
 from attunement.judging.base import RewardModel
 from attunement.records import ALL_DIMENSIONS, Example, Reply, RewardBreakdown, Usage
 
@@ -54,28 +59,6 @@ class ScoreSummary(BaseModel):
         description="examples whose scoring failed in this run (by "
         "example_id), with the reason; not written, so a re-run retries them",
     )
-
-
-def manifest_path(out: Path) -> Path:
-    return out.with_name(out.name + ".manifest.json")
-
-
-def _check_manifest(out: Path, manifest: dict[str, Any]) -> None:
-    """Refuse to append to an output written by a different reward configuration."""
-    path = manifest_path(out)
-    if not out.exists() or out.stat().st_size == 0 or not path.exists():
-        return
-    try:
-        old = json.loads(path.read_text(encoding="utf-8")).get("reward")
-    except json.JSONDecodeError:
-        return
-    if old is not None and old != manifest:
-        changed = sorted(k for k in set(old) | set(manifest) if old.get(k) != manifest.get(k))
-        raise ValueError(
-            f"{out} was written by a different reward configuration "
-            f"(differs in: {', '.join(changed)}); write to a new --out file or "
-            "delete the old one"
-        )
 
 
 def join_groups(
@@ -174,7 +157,12 @@ async def score_dataset(
     by_id, groups = join_groups(examples, replies)
     reward.check_examples([by_id[eid] for eid in groups])
     manifest = reward.manifest()
-    _check_manifest(out, manifest)
+    check_settings(
+        manifest_path(out),
+        {"reward": manifest},
+        outputs=[out],
+        fix="write to a new --out file or delete the old one",
+    )
     done = read_done_keys(out, lambda rec: (rec["example_id"], rec["reply_id"]))
     todo = {
         eid: [r for r in group if (eid, r.reply_id) not in done] for eid, group in groups.items()

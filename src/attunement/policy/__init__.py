@@ -10,7 +10,6 @@ from attunement.policy.generate import (
     generate_replies,
     generation_settings,
     make_replies,
-    manifest_path,
     reply_id,
 )
 from attunement.policy.memory import (
@@ -66,7 +65,6 @@ __all__ = [
     "generation_settings",
     "make_replies",
     "make_retriever",
-    "manifest_path",
     "memories_by_user",
     "memory_strategy",
     "parse_reply",

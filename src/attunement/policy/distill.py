@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from attunement.jsonl import read_jsonl, write_jsonl, write_manifest
+from attunement.jsonl import manifest_path, read_jsonl, write_jsonl, write_manifest
 from attunement.llm.base import ChatModel
 from attunement.policy.generate import (
     GenerateReport,
@@ -159,7 +159,7 @@ async def distill(
         rows.append(sft_row(messages, reply, row_format=row_format, raw=raw))
     write_jsonl(out, rows)
     write_manifest(
-        out.with_name((out.stem if out.suffix == ".jsonl" else out.name) + ".manifest.json"),
+        manifest_path(out),
         command="distill",
         teacher=teacher.name,
         settings=settings.model_dump(mode="json"),

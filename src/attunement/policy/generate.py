@@ -21,7 +21,6 @@ one configuration.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -30,7 +29,13 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from attunement.concurrency import FailedItem, FailureLog, run_bounded
-from attunement.jsonl import JsonlAppender, read_done_keys, write_manifest
+from attunement.jsonl import (
+    JsonlAppender,
+    check_settings,
+    manifest_path,
+    read_done_keys,
+    write_manifest,
+)
 from attunement.llm.base import ChatModel, Completion, Message
 from attunement.llm.cache import contiguous_runs
 from attunement.policy.memory import MemoryMode, MemoryStrategy, MemoryView, memory_strategy
@@ -96,12 +101,6 @@ def reply_id(example_id: str, memory_mode: str, sample_index: int) -> str:
     return f"{example_id}:{memory_mode}:{sample_index}"
 
 
-def manifest_path(out: str | Path) -> Path:
-    """``replies.jsonl`` -> ``replies.manifest.json``."""
-    out = Path(out)
-    return out.with_name((out.stem if out.suffix == ".jsonl" else out.name) + ".manifest.json")
-
-
 def _usage_since(model: ChatModel, before: Usage) -> Usage:
     now = model.usage.snapshot()
     return Usage(
@@ -121,29 +120,6 @@ def _check_unique(examples: Sequence[Example]) -> None:
                 "examples by id, so ids must be unique"
             )
         seen.add(ex.example_id)
-
-
-def _check_settings(path: Path, settings: dict[str, Any]) -> None:
-    """Refuse to resume into a file made with other settings."""
-    if not path.exists():
-        return
-    try:
-        previous = json.loads(path.read_text(encoding="utf-8")).get("settings")
-    except json.JSONDecodeError as exc:
-        raise ValueError(
-            f"{path}: unreadable manifest ({exc.msg}); remove it or use a new output file"
-        ) from None
-    if previous is None:
-        return
-    previous = json.loads(json.dumps(previous))
-    current = json.loads(json.dumps(settings, default=str))
-    changed = sorted(k for k in set(previous) | set(current) if previous.get(k) != current.get(k))
-    if changed:
-        detail = "; ".join(f"{k}: {previous.get(k)!r} -> {current.get(k)!r}" for k in changed)
-        raise ValueError(
-            f"{path.with_suffix('')} was written with other settings ({detail}); "
-            "write to a new output file"
-        )
 
 
 def make_replies(
@@ -245,7 +221,7 @@ async def generate_replies(
         "prompt": {REPLY_PROMPT: reply_prompt_version()},
     }
     manifest = manifest_path(out)
-    _check_settings(manifest, recorded)
+    check_settings(manifest, {"settings": recorded}, fix="write to a new output file")
 
     done = read_done_keys(out, lambda r: (r["example_id"], r["memory_mode"], r["sample_index"]))
     prompts_done: set[str] = set()

@@ -37,7 +37,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from attunement.benchmarks.emobench.data import EAItem, EUItem, read_ea, read_eu
 from attunement.concurrency import run_bounded
 from attunement.evaluation.stats import wilson_ci
-from attunement.jsonl import JsonlAppender, file_sha256, read_jsonl, write_manifest
+from attunement.jsonl import (
+    JsonlAppender,
+    check_settings,
+    file_sha256,
+    manifest_path,
+    read_jsonl,
+    write_manifest,
+)
 from attunement.judging.base import usage_of
 from attunement.judging.parsing import last_json_object
 from attunement.llm.base import ChatModel, LLMError, Message
@@ -355,13 +362,19 @@ async def run_emobench(
         raise ValueError(f"no EmoBench item in language {settings.language!r}")
     path = out / "answers.jsonl"
     manifest = emobench_manifest(model, settings, data_files)
-    _check_manifest(out / "answers.manifest.json", manifest, path)
+    check_settings(
+        manifest_path(path),
+        manifest,
+        keys=("model", "settings", "prompts"),
+        outputs=[path],
+        fix="use a new --out folder",
+    )
     done = {
         item_key(a.task, a.qid, a.language): a
         for a in (read_jsonl(path, EmoBenchAnswer) if path.exists() else [])
     }
     todo = [i for i in chosen if item_key(task_of(i), i.qid, i.language) not in done]
-    write_manifest(out / "answers.manifest.json", command="emobench", **manifest)
+    write_manifest(manifest_path(path), command="emobench", **manifest)
     with JsonlAppender(path) as sink:
 
         def keep(_: Item, answer: EmoBenchAnswer) -> None:
@@ -382,18 +395,6 @@ async def run_emobench(
     results.settings = settings.model_dump(mode="json")
     results.answered_now = len(todo)
     return results
-
-
-def _check_manifest(path: Path, manifest: dict[str, Any], answers: Path) -> None:
-    if not path.exists() or not answers.exists() or answers.stat().st_size == 0:
-        return
-    old = json.loads(path.read_text(encoding="utf-8"))
-    changed = [k for k in ("model", "settings", "prompts") if old.get(k) != manifest.get(k)]
-    if changed:
-        raise ValueError(
-            f"{answers} holds answers made with other settings "
-            f"({', '.join(changed)} differ); use a new --out folder"
-        )
 
 
 # --------------------------------------------------------------------------- scoring

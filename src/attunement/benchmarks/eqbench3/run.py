@@ -56,7 +56,13 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from attunement.concurrency import run_bounded
 from attunement.evaluation.stats import bootstrap_column_means
-from attunement.jsonl import JsonlAppender, file_sha256, read_jsonl, write_manifest
+from attunement.jsonl import (
+    JsonlAppender,
+    check_settings,
+    file_sha256,
+    read_jsonl,
+    write_manifest,
+)
 from attunement.judging.base import JudgeSampler, usage_of
 from attunement.judging.parsing import last_json_object
 from attunement.llm.base import ChatModel, LLMError, Message
@@ -812,19 +818,6 @@ def eqbench_manifest(
     }
 
 
-def _check_manifest(path: Path, manifest: dict[str, Any], *outputs: Path) -> None:
-    if not path.exists() or not any(p.exists() and p.stat().st_size for p in outputs):
-        return
-    old = json.loads(path.read_text(encoding="utf-8"))
-    keys = ("model", "judge", "files", "settings")
-    changed = [k for k in keys if old.get(k) != manifest.get(k)]
-    if changed:
-        raise ValueError(
-            f"{path.parent} holds a run with other settings "
-            f"({', '.join(changed)} differ); use a new --out folder"
-        )
-
-
 async def run_eqbench3(
     data: EQBenchData,
     model: ChatModel,
@@ -847,7 +840,13 @@ async def run_eqbench3(
         scenarios = [s for s in scenarios if s.id in set(scenario_ids)]
     tpath, vpath = out / "transcripts.jsonl", out / "rubric.jsonl"
     manifest = eqbench_manifest(data, model, judge, settings)
-    _check_manifest(out / "manifest.json", manifest, tpath, vpath)
+    check_settings(
+        out / "manifest.json",
+        manifest,
+        keys=("model", "judge", "files", "settings"),
+        outputs=[tpath, vpath],
+        fix="use a new --out folder",
+    )
     write_manifest(out / "manifest.json", command="eqbench3", **manifest)
     transcripts = {
         t.scenario_id: t for t in (read_jsonl(tpath, Transcript) if tpath.exists() else [])
