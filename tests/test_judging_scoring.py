@@ -111,7 +111,9 @@ def test_resuming_with_another_configuration_is_refused(tmp_path):
             perm_reward(scripted()), examples, replies[:1], out, concurrency=1, show_progress=False
         )
     )
-    with pytest.raises(ValueError, match=r"other settings \(reward.config.lambda_bys: 0.5 -> 1.0\)"):
+    with pytest.raises(
+        ValueError, match=r"other settings \(reward.config.lambda_bys: 0.5 -> 1.0\)"
+    ):
         run(
             score_dataset(
                 perm_reward(scripted(), PermConfig(lambda_bys=1.0)),

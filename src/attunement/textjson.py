@@ -10,12 +10,15 @@ are accepted (``strict=False``): small models write them and they carry no
 ambiguity.
 
 Nothing here guesses: a truncated or malformed object is skipped, never
-repaired.
+repaired. The one exception is asked for by name: ``lenient=True`` also reads
+the outermost braces with trailing commas removed, for benchmarks whose
+upstream parser accepts that (EQ-Bench 3's judge answers).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,3 +68,57 @@ def last_json_object(text: str, *, with_key: str | None = None) -> Found | None:
         if with_key is None or with_key in found.value:
             return found
     return None
+
+
+class NotJSONError(ValueError):
+    """The text is not the one JSON object that was asked for."""
+
+
+_CODE_FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.DOTALL)
+_TRAILING_COMMA = re.compile(r",\s*([}\]])")
+
+
+def sole_json_object(text: str) -> dict[str, Any]:
+    """The whole text as one JSON object, a Markdown code fence around it allowed
+    (servers without schema support sometimes add one); anything else raises
+    :class:`NotJSONError` with what was wrong and how the answer began.
+
+    >>> sole_json_object('```json {"a": 1} ```')
+    {'a': 1}
+    >>> sole_json_object('Sure! {"a": 1}')
+    Traceback (most recent call last):
+    attunement.textjson.NotJSONError: not valid JSON (Expecting value at char 0); answer began 'Sure! {"a": 1}'
+    """
+    body = text.strip()
+    fenced = _CODE_FENCE.match(body)
+    if fenced:
+        body = fenced.group(1)
+    try:
+        value = json.loads(body, strict=False)
+    except json.JSONDecodeError as exc:
+        raise NotJSONError(
+            f"not valid JSON ({exc.msg} at char {exc.pos}); answer began {body[:80]!r}"
+        ) from None
+    if not isinstance(value, dict):
+        raise NotJSONError(f"expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def lenient_json_object(text: str) -> dict[str, Any] | None:
+    """The last well-formed object, else the outermost braces read with trailing
+    commas removed; None when neither reads.
+
+    >>> lenient_json_object('Scores: {"a": 1, "b": 2,}')
+    {'a': 1, 'b': 2}
+    """
+    found = last_json_object(text)
+    if found is not None:
+        return found.value
+    start, end = text.find("{"), text.rfind("}")
+    if start < 0 or end <= start:
+        return None
+    try:
+        value = json.loads(_TRAILING_COMMA.sub(r"\1", text[start : end + 1]), strict=False)
+    except json.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None

@@ -39,6 +39,7 @@ from typing import Any, Generic, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from attunement.llm import ChatModel, Message
+from attunement.textjson import NotJSONError, sole_json_object
 
 T = TypeVar("T")
 
@@ -113,28 +114,11 @@ class Asked(Generic[T]):
         return self.kinds[-1] if self.kinds else "invalid_output"
 
 
-_FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.DOTALL)
-
-
-def loads_json_object(text: str) -> dict[str, Any]:
-    """Parse a JSON object, tolerating a Markdown code fence around it.
-
-    Servers without schema support sometimes wrap the object in
-    ```json ... ```; anything else that is not one JSON object is an error.
-    """
-    body = text.strip()
-    m = _FENCE.match(body)
-    if m:
-        body = m.group(1)
+def _json_answer(text: str) -> dict[str, Any]:
     try:
-        obj = json.loads(body, strict=False)  # literal newlines inside strings are fine
-    except json.JSONDecodeError as exc:
-        raise NotJSON(
-            f"not valid JSON ({exc.msg} at char {exc.pos}); answer began {body[:80]!r}"
-        ) from None
-    if not isinstance(obj, dict):
-        raise NotJSON(f"expected a JSON object, got {type(obj).__name__}")
-    return obj
+        return sole_json_object(text)
+    except NotJSONError as exc:
+        raise NotJSON(str(exc)) from None
 
 
 def _describe(exc: Exception) -> str:
@@ -198,7 +182,7 @@ async def ask_json(
         )
         truncated = completion.finish_reason == "length"
         try:
-            data = loads_json_object(completion.text)
+            data = _json_answer(completion.text)
             if instructions:
                 echo = template_echo(_strings(data), instructions)
                 if echo:

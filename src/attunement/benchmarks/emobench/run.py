@@ -46,10 +46,10 @@ from attunement.jsonl import (
     write_manifest,
 )
 from attunement.judging.base import usage_of
-from attunement.judging.parsing import last_json_object
 from attunement.llm.base import ChatModel, LLMError, Message
 from attunement.prompts import load_prompt
 from attunement.records import Record, Usage
+from attunement.textjson import last_json_object
 
 Task = Literal["EU", "EA"]
 AnswerFormat = Literal["json", "text"]
@@ -241,8 +241,7 @@ def parse_answer(
     chosen: dict[str, int | None] = dict.fromkeys(parts)
     problems: list[str] = []
     found = last_json_object(text)
-    # the project's one extractor (it may hand back a record holding the object)
-    obj = getattr(found, "value", found)
+    obj = found.value if found is not None else None
     if obj is not None:
         model = answer_model(tuple(parts.items()))
         try:

@@ -64,9 +64,9 @@ from attunement.jsonl import (
     write_manifest,
 )
 from attunement.judging.base import JudgeSampler, usage_of
-from attunement.judging.parsing import last_json_object
 from attunement.llm.base import ChatModel, LLMError, Message
 from attunement.records import Record, Turn, Usage
+from attunement.textjson import lenient_json_object
 
 ScenarioKind = Literal["roleplay", "drafting", "analysis", "no_rp"]
 JudgeFormat = Literal["auto", "text", "json"]
@@ -572,25 +572,6 @@ class ParsedRubric:
         return self.reason is None
 
 
-def _json_object(text: str) -> dict[str, Any] | None:
-    """The answer's JSON object: the last well-formed one, else a lenient read of the
-    outermost braces (a code fence, raw newlines in strings, trailing commas)."""
-    found = last_json_object(text)
-    # the project's one extractor (it may hand back a record holding the object)
-    obj = getattr(found, "value", found)
-    if obj is not None:
-        return obj
-    start, end = text.find("{"), text.rfind("}")
-    if start < 0 or end <= start:
-        return None
-    body = re.sub(r",\s*([}\]])", r"\1", text[start : end + 1])
-    try:
-        obj = json.loads(body, strict=False)
-    except json.JSONDecodeError:
-        return None
-    return obj if isinstance(obj, dict) else None
-
-
 def _score_value(value: Any) -> float | None:
     """A 0-20 score from a number or from text such as ``"15"`` or ``"15/20"``."""
     if isinstance(value, bool):
@@ -618,7 +599,7 @@ def parse_rubric(text: str, asked: Sequence[str], scored: Collection[str]) -> Pa
     >>> p.ok, p.scores, p.missing, p.dropped, p.reasoning
     (True, {'warmth': 12.0, 'pragmatic_ei': 15.0}, ('humanlike', 'analytical'), {'humanlike': '30'}, 'kind')
     """
-    obj = _json_object(text)
+    obj = lenient_json_object(text)
     if obj is None:
         return ParsedRubric({}, "", tuple(asked), {}, reason="no JSON object in the answer")
     reasoning = obj.get(REASONING_KEY)
