@@ -14,9 +14,7 @@ import pytest
 
 import attunement
 
-MODULES = sorted(
-    m.name for m in pkgutil.walk_packages(attunement.__path__, prefix="attunement.")
-)
+MODULES = sorted(m.name for m in pkgutil.walk_packages(attunement.__path__, prefix="attunement."))
 
 
 @pytest.mark.parametrize("name", MODULES)
