@@ -245,13 +245,17 @@ async def fire(
     retry_budget: float,
     phase: str,
     token: str | None = None,
+    transport: httpx2.AsyncBaseTransport | None = None,
 ) -> PhaseResult:
-    """Send every body once, in parallel up to ``concurrency``; retry 503s as told."""
+    """Send every body once, in parallel up to ``concurrency``; retry 503s as told.
+
+    ``transport`` replaces the network (tests pass an ``httpx2.MockTransport``).
+    """
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     limits = httpx2.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     timeout = httpx2.Timeout(300.0, connect=30.0)
     async with httpx2.AsyncClient(
-        base_url=url, limits=limits, headers=headers, timeout=timeout
+        base_url=url, limits=limits, headers=headers, timeout=timeout, transport=transport
     ) as client:
         load = _LoadClient(
             client,
