@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from attunement.integrations.outcomes import Outcome
 from attunement.records import Example
+
+M = TypeVar("M", bound=BaseModel)
 
 #: end-of-turn markers stripped from the end of an OpenRLHF query (it is decoded
 #: with special tokens); extend with ``--end-marker``
@@ -110,6 +112,14 @@ def validation_message(exc: ValidationError) -> str:
         parts.append(f"{where}: {e['msg']}")
     more = len(exc.errors()) - 5
     return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
+
+
+def parse_body(model: type[M], body: Any) -> M:
+    """The request body as ``model``, or a 422 naming the first invalid fields."""
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        raise HTTPProblem(422, validation_message(exc)) from None
 
 
 def split_query(query: str, prompt: str, end_markers: Sequence[str] = END_MARKERS) -> str | None:

@@ -31,6 +31,7 @@ from attunement.integrations.server.protocol import (
     OpenRLHFRequest,
     group_answer,
     openrlhf_answer,
+    parse_body,
     split_query,
     validation_message,
 )
@@ -124,10 +125,7 @@ class RewardService:
     # ------------------------------------------------------------------ OpenRLHF
 
     async def get_reward(self, body: Any) -> dict[str, Any]:
-        try:
-            req = OpenRLHFRequest.model_validate(body)
-        except ValidationError as exc:
-            raise HTTPProblem(422, validation_message(exc)) from None
+        req = parse_body(OpenRLHFRequest, body)
         self._check_batch(len(req.query), "items")
         groups, order, unplaced = self._openrlhf_groups(req, next(self._ids))
 
@@ -192,10 +190,7 @@ class RewardService:
     # ------------------------------------------------------------------ groups
 
     async def score_group(self, body: Any) -> dict[str, Any]:
-        try:
-            req = GroupRequest.model_validate(body)
-        except ValidationError as exc:
-            raise HTTPProblem(422, validation_message(exc)) from None
+        req = parse_body(GroupRequest, body)
         self._check_batch(len(req.replies), "replies")
         example = (
             req.example
