@@ -11,7 +11,8 @@ from attunement.llm import ScriptedChatModel
 from attunement.llm.base import ChatRequest
 from attunement.llm.scripted import Step
 from attunement.llm.spec import register_backend
-from attunement.perf.reward_bench import RealisticJudge, bench_batch
+from attunement.perf.judge import RealisticJudge
+from attunement.perf.synthetic import bench_batch
 
 _judges: dict[str, ScriptedJudge] = {}
 _names = itertools.count()

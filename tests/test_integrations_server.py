@@ -12,7 +12,7 @@ from scale_helpers import ScriptedJudge, bench_batch
 from typer.testing import CliRunner
 
 from attunement.cli import build_app
-from attunement.integrations.server.app import (
+from attunement.integrations.server import (
     NOT_LOCATED,
     ServerThread,
     ServeSettings,

@@ -20,7 +20,12 @@ from attunement.llm import (
     LLMTimeoutError,
     load_chat_model,
 )
-from attunement.llm.openai_compat import OpenAIChatModel, forget_endpoints
+from attunement.llm.openai_compat import (
+    OpenAIChatModel,
+    forget_endpoints,
+    schema_instruction,
+    with_schema_instruction,
+)
 from attunement.perf.simserver import SimConfig, SimServer
 
 MSG = [{"role": "user", "content": "How should I tell my sister I cannot come?"}]
@@ -431,20 +436,21 @@ async def test_fan_out_that_loses_one_request_keeps_the_others(serve, tmp_path, 
     assert len(server.received()) == 1  # only the lost sample is asked for again
 
 
-def _json_aware(messages, index, params):
-    fmt = (params.get("response_format") or {}).get("type")
-    if fmt in ("json_schema", "json_object"):
-        return json.dumps({"score": 4})
-    # plain text: a model following the shape written into its prompt
-    return json.dumps({"score": 3}) if "JSON schema" in messages[-1]["content"] else "free"
-
-
 SCHEMA = {
     "type": "object",
     "properties": {"score": {"type": "integer"}},
     "required": ["score"],
     "additionalProperties": False,
 }
+
+
+def _json_aware(messages, index, params):
+    fmt = (params.get("response_format") or {}).get("type")
+    if fmt in ("json_schema", "json_object"):
+        return json.dumps({"score": 4})
+    # plain text: a model following the shape the client wrote into its prompt
+    written = messages[-1]["content"].endswith(schema_instruction(SCHEMA))
+    return json.dumps({"score": 3}) if written else "free"
 
 
 async def test_server_without_json_schema_falls_back_to_json_object(serve, make_model):
@@ -458,7 +464,7 @@ async def test_server_without_json_schema_falls_back_to_json_object(serve, make_
     first, second = server.received()
     assert first["response_format"]["type"] == "json_schema"
     assert second["response_format"] == {"type": "json_object", "schema": SCHEMA}
-    assert "JSON schema" in second["messages"][-1]["content"]
+    assert second["messages"] == with_schema_instruction(MSG, SCHEMA)  # the shape, in the prompt
     assert model.retries == 0 and model.slept == [] and model.json_mode == "json_object"
 
     server.reset_stats()

@@ -11,13 +11,10 @@ from attunement.judging import PereGRMConfig, PermConfig, peregrm_reward, perm_r
 from attunement.llm import ScriptedChatModel
 from attunement.llm.base import ChatRequest
 from attunement.llm.scripted import count_tokens
-from attunement.perf.reward_bench import (
-    BenchSettings,
-    RealisticJudge,
-    bench_batch,
-    check_targets,
-    run_reward_bench,
-)
+from attunement.perf.judge import RealisticJudge
+from attunement.perf.reward_bench import BenchSettings, check_targets, run_reward_bench
+from attunement.perf.synthetic import bench_batch
+from attunement.prompts import load_prompt
 
 
 def as_scripted(judge: RealisticJudge) -> ScriptedChatModel:
@@ -54,10 +51,16 @@ def test_realistic_judge_answers_parse_in_every_mode(mode, output):
     assert set(judge.kinds) == expected
 
 
+def rendered(name: str) -> list[dict]:
+    """The prompt ``name`` as a judge would send it (every placeholder filled)."""
+    template = load_prompt(name)
+    return template.render(**{p: f"({p})" for p in template.placeholders})
+
+
 def test_realistic_judge_lengths_follow_its_settings():
     judge = RealisticJudge(score_analysis_tokens=50, inline_analysis_tokens=85)
-    short = judge([{"role": "user", "content": "using the criteria below"}], 0, {})
-    long = judge([{"role": "user", "content": "derive criteria specific to this user"}], 0, {})
+    short = judge(rendered("peregrm_score"), 0, {})
+    long = judge(rendered("peregrm_inline"), 0, {})
     assert 50 <= count_tokens(short) <= 70
     assert count_tokens(long) > 5 * 34 + 85
 

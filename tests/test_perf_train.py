@@ -8,7 +8,7 @@ import importlib.util
 import pytest
 from train_scripted import examples
 
-from attunement.perf import reward_bench
+from attunement.perf import train_bench
 from attunement.perf.train_bench import TrainBenchSettings, run_train_bench
 
 pytestmark = [
@@ -23,7 +23,7 @@ pytestmark = [
 def test_each_step_is_split_into_generation_reward_and_optimisation(monkeypatch):
     # short prompts keep the policy's CPU work small; the judge is the simulated server
     monkeypatch.setattr(
-        reward_bench, "bench_batch", lambda prompts, replies: (examples(prompts), [])
+        train_bench, "bench_batch", lambda prompts, replies: (examples(prompts), [])
     )
     timings = run_train_bench(
         TrainBenchSettings(

@@ -27,15 +27,8 @@ group from the calls themselves:
   known yet; ``fallback="constant"`` always gives ``fallback_score``. Either
   way the reply is flagged (``unscorable=1``) and counted, never disguised.
 
-Per-dimension values travel with every score under a fixed set of keys
-(:func:`metric_keys`), identical for scorable and unscorable replies, because
-verl takes the keys of the first sample of a batch and indexes every other
-sample with them. A value that does not exist (a dimension the judge could not
-score, the reward of an unscorable reply) is written as 0.0 in a row flagged
-``unscorable=1``: JSON has no NaN, OpenRLHF turns every logged value into a
-tensor (a null would crash it) and both trainers average these columns per
-step, where a NaN would hide the whole step's value while a 0 keeps it
-recoverable (mean over scorable rows = column mean / (1 - unscorable rate)).
+What a caller gets for each reply, and under which keys, is
+:mod:`attunement.integrations.outcomes`.
 
 One :class:`ReplyScorer` per event loop; it is not thread-safe.
 """
@@ -47,25 +40,13 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from attunement.judging.base import RewardConfig, RewardModel
+from attunement.integrations.outcomes import Fallback, Outcome, metric_keys
+from attunement.judging import RewardModel
 from attunement.records import Example, Reply, RewardBreakdown
 
-Fallback = Literal["group_mean", "constant"]
-
-#: keys every scored reply carries, whatever the reward's configuration
-BASE_KEYS = (
-    "score",
-    "reward",
-    "unscorable",
-    "timed_out",
-    "format_ok",
-    "criteria_round",
-    "judge_calls",
-)
 #: rewards of one group remembered for the group-mean fallback
 _MAX_GROUP_REWARDS = 1024
 
@@ -114,6 +95,12 @@ class ScoringPolicy(BaseModel):
     train_split: str = Field(
         "train", description="rows of any other split are judged in criteria round 0"
     )
+
+    def scoring_policy(self) -> ScoringPolicy:
+        """Just these fields (a subclass's settings carry more)."""
+        return ScoringPolicy.model_validate(
+            self.model_dump(include=set(ScoringPolicy.model_fields))
+        )
 
 
 # --------------------------------------------------------------------------- groups
@@ -196,80 +183,7 @@ class GroupTracker:
         return group
 
 
-# --------------------------------------------------------------------------- outcomes
-
-
-def metric_keys(reward: RewardModel) -> tuple[str, ...]:
-    """The keys of every scored reply for this reward (fixed by its config).
-
-    >>> from attunement.judging import load_reward
-    >>> from attunement.llm import ScriptedChatModel
-    >>> metric_keys(load_reward("perm", ScriptedChatModel(outputs=[])))[-5:]
-    ('reception', 'bystander', 'r_emp', 'bystander_penalty', 'length_penalty')
-    """
-    config = getattr(reward, "config", None)
-    if not isinstance(config, RewardConfig):
-        return BASE_KEYS
-    terms = ("r_emp",)
-    if config.use_bystander:
-        terms += ("bystander_penalty",)
-    if config.length_penalty:
-        terms += ("length_penalty",)
-    return BASE_KEYS + tuple(config.dimensions) + terms
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What a per-sample caller gets for one reply.
-
-    ``score`` is always a number: the reward, or the fallback when the reply is
-    unscorable (``breakdown`` then says why, or is ``None`` when the deadline
-    passed first). ``fallback`` names the rule that made the number.
-    """
-
-    reply_id: str
-    score: float
-    breakdown: RewardBreakdown | None
-    criteria_round: int
-    format_ok: bool = True
-    timed_out: bool = False
-    fallback: Fallback | None = None
-
-    @property
-    def unscorable(self) -> bool:
-        return self.breakdown is None or self.breakdown.unscorable
-
-    @property
-    def reason(self) -> str | None:
-        if self.timed_out:
-            return "deadline passed before the judge finished"
-        return self.breakdown.reason if self.breakdown is not None else None
-
-    def metrics(self, keys: Sequence[str]) -> dict[str, float]:
-        """One float per key (0.0 where a value does not exist; see the module docstring)."""
-        b = self.breakdown
-        known: dict[str, float] = {
-            "score": float(self.score),
-            "reward": _num(b.reward if b is not None else None),
-            "unscorable": float(self.unscorable),
-            "timed_out": float(self.timed_out),
-            "format_ok": float(self.format_ok),
-            "criteria_round": float(self.criteria_round),
-            "judge_calls": float(b.usage.calls if b is not None else 0),
-        }
-        out = {}
-        for key in keys:
-            if key in known:
-                out[key] = known[key]
-            elif b is not None and key in b.terms:
-                out[key] = float(b.terms[key])
-            else:
-                out[key] = _num(b.dimensions.get(key) if b is not None else None)
-        return out
-
-
-def _num(value: float | None) -> float:
-    return 0.0 if value is None else float(value)
+# --------------------------------------------------------------------------- the scorer
 
 
 @dataclass

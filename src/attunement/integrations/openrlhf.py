@@ -23,7 +23,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from attunement.integrations.verl import ExportMemoryMode
+import httpx2
+
+from attunement.integrations.verl_data import ExportMemoryMode, verl_rows
 from attunement.records import Example
 
 REWARD_FUNC_TEMPLATE = '''"""OpenRLHF reward function: pass this file as --reward.remote_url.
@@ -41,8 +43,6 @@ reward_func = RemoteReward({url!r}, token_file={token_file!r})
 async def _rows(
     examples: Sequence[Example], memory_mode: ExportMemoryMode, seed: int, k: int
 ) -> list[dict[str, Any]]:
-    from attunement.integrations.verl import verl_rows
-
     rows = await verl_rows(examples, memory_mode=memory_mode, seed=seed, k=k)
     return [{"prompt": row["prompt"], "label": row["extra_info"]["example_id"]} for row in rows]
 
@@ -92,20 +92,16 @@ class RemoteReward:
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.total_seconds = total_seconds
         self.request_seconds = request_seconds
-        self._client: Any = None
+        self._client: httpx2.Client | None = None
 
-    def _http(self) -> Any:
+    def _http(self) -> httpx2.Client:
         if self._client is None:
-            import httpx2
-
             self._client = httpx2.Client(timeout=self.request_seconds, headers=self.headers)
         return self._client
 
     def __call__(
         self, queries: Sequence[str], prompts: Sequence[str], labels: Sequence[Any]
     ) -> dict[str, Any]:
-        import httpx2
-
         body = {"query": list(queries), "prompts": list(prompts), "labels": list(labels)}
         started = time.monotonic()
         attempt = 0

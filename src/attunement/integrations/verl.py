@@ -1,4 +1,4 @@
-"""attunement's rewards in verl: ``compute_score`` and the parquet verl trains on.
+"""attunement's rewards in verl's reward workers: ``compute_score``.
 
 verl (``reward.custom_reward_function.path`` / ``.name``) calls a reward
 function once per sample with the decoded response only::
@@ -6,12 +6,11 @@ function once per sample with the decoded response only::
     compute_score(data_source=..., solution_str=..., ground_truth=..., extra_info=...,
                   **reward_kwargs)
 
-so everything the judges need (persona, memories, situation, query, example
-id) travels in ``extra_info``; :func:`export_verl` writes it there, as the
-example's JSON (one string column: parquet struct columns would unify the
-schemas of all rows, filling absent fields with nulls and failing on fields
-whose type differs between rows). ``reward_kwargs`` from verl's config are
-the settings (:class:`VerlSettings`): reward, judge, deadline, grouping.
+so everything the judges need travels in the row's ``extra_info``, written by
+:func:`export_verl` (:mod:`attunement.integrations.verl_data`, the parquet
+side; its names are importable from here as well, the module verl's config
+points at). ``reward_kwargs`` from verl's config are the settings
+(:class:`VerlSettings`): reward, judge, deadline, grouping.
 
 Four entry points, pick by reward manager (docs/scale-out.md):
 
@@ -26,7 +25,7 @@ Four entry points, pick by reward manager (docs/scale-out.md):
   group.
 
 Each returns a dict of floats with the same keys for every sample, failures
-included (:func:`attunement.integrations.groups.metric_keys`): ``score`` is
+included (named in one place: :mod:`attunement.integrations.outcomes`): ``score`` is
 what verl trains on (the reward, or the documented fallback for an unscorable
 reply, flagged by ``unscorable=1``). Per-sample calls are regrouped by example
 in a bounded, per-process group cache so PereGRM writes criteria once per
@@ -49,25 +48,58 @@ from collections.abc import Coroutine, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 from pydantic import ConfigDict, Field, ValidationError
 
+from attunement.configfile import read_config_file
 from attunement.integrations.groups import ReplyScorer, ScoringPolicy
-from attunement.judging.registry import RewardSpec
+from attunement.integrations.verl_data import (
+    ABILITY,
+    DATA_SOURCE,
+    EXAMPLE_FIELD,
+    ExportMemoryMode,
+    ExportReport,
+    example_from_extra_info,
+    examples_from_verl,
+    export_verl,
+    plain,
+    read_verl,
+    verl_rows,
+    write_parquet,
+)
+from attunement.judging import RewardSpec
 from attunement.llm import LLMOptions
-from attunement.policy.prompting import parse_reply, reply_prompt_version
+from attunement.policy.prompting import parse_reply
 from attunement.records import Example, Reply
+
+__all__ = [
+    "ABILITY",
+    "DATA_SOURCE",
+    "EXAMPLE_FIELD",
+    "ExportMemoryMode",
+    "ExportReport",
+    "VerlSettings",
+    "aclose",
+    "compute_score",
+    "compute_score_async",
+    "compute_score_batch",
+    "compute_score_batch_async",
+    "example_from_extra_info",
+    "examples_from_verl",
+    "export_verl",
+    "read_verl",
+    "reply_from_solution",
+    "settings_from_kwargs",
+    "shutdown",
+    "verl_rows",
+    "write_parquet",
+]
 
 T = TypeVar("T")
 
 #: keyword arguments verl's reward loop adds when a reward model is enabled (unused here)
 VERL_EXTRA_KWARGS = frozenset({"reward_router_address", "reward_model_tokenizer"})
-DATA_SOURCE = "attunement"
-ABILITY = "empathy"
-ExportMemoryMode = Literal["full", "none", "mismatch", "rag"]
-#: the extra_info field holding the example's JSON
-EXAMPLE_FIELD = "example"
 
 
 class VerlSettings(ScoringPolicy):
@@ -100,8 +132,6 @@ class VerlSettings(ScoringPolicy):
     def spec(self) -> RewardSpec:
         overrides: dict[str, Any] = {}
         if self.reward_config is not None:
-            from attunement.configfile import read_config_file
-
             overrides.update(read_config_file(self.reward_config))
         overrides.update(self.overrides)
         options = LLMOptions(
@@ -122,53 +152,13 @@ def settings_from_kwargs(kwargs: Mapping[str, Any]) -> VerlSettings:
     """Validate verl's ``reward_kwargs`` (verl's own extra kwargs are ignored)."""
     given = {k: v for k, v in kwargs.items() if k not in VERL_EXTRA_KWARGS}
     try:
-        return VerlSettings.model_validate(_plain(given))
+        return VerlSettings.model_validate(plain(given))
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or '(settings)'}: {e['msg']}"
             for e in exc.errors()
         )
         raise ValueError(f"attunement verl reward_kwargs: {problems}") from None
-
-
-def _plain(value: Any) -> Any:
-    """OmegaConf containers and numpy scalars as plain Python values."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)) or type(value).__name__ == "ListConfig":
-        return [_plain(v) for v in value]
-    if hasattr(value, "item") and callable(value.item) and not isinstance(value, (str, bytes)):
-        return value.item()
-    return value
-
-
-# --------------------------------------------------------------------------- one sample
-
-
-def example_from_extra_info(extra_info: Mapping[str, Any] | None) -> tuple[Example, str | None]:
-    """The example and split a verl row carries in ``extra_info``.
-
-    ``extra_info["example"]`` is the example's JSON (as :func:`export_verl`
-    writes it) or an object with the same fields.
-    """
-    if not extra_info or EXAMPLE_FIELD not in extra_info:
-        seen = sorted(extra_info) if extra_info else []
-        raise ValueError(
-            f"extra_info has no {EXAMPLE_FIELD!r} field (it holds {seen}); write "
-            "the parquet with `attune export verl`, which stores the example there"
-        )
-    raw = extra_info[EXAMPLE_FIELD]
-    try:
-        if isinstance(raw, (str, bytes)):
-            example = Example.model_validate_json(raw)
-        else:
-            example = Example.model_validate(_plain(raw))
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "(example)"
-        raise ValueError(f"extra_info.{EXAMPLE_FIELD}: {where}: {first['msg']}") from None
-    split = extra_info.get("split")
-    return example, (str(split) if split is not None else None)
 
 
 _reply_numbers = itertools.count()
@@ -228,10 +218,8 @@ async def scorer_for(settings: VerlSettings) -> ReplyScorer:
             except BaseException:
                 await stack.aclose()
                 raise
-            policy = ScoringPolicy.model_validate(
-                settings.model_dump(include=set(ScoringPolicy.model_fields))
-            )
-            found = state.scorers[key] = (ReplyScorer(reward, policy), stack)
+            scorer = ReplyScorer(reward, settings.scoring_policy())
+            found = state.scorers[key] = (scorer, stack)
     return found[0]
 
 
@@ -392,180 +380,3 @@ def compute_score_batch(
         ),
         settings,
     )
-
-
-# --------------------------------------------------------------------------- parquet
-
-
-@dataclass(frozen=True)
-class ExportReport:
-    out: Path
-    manifest: Path
-    rows: int
-    split: str
-    memory_mode: str
-
-
-def _parquet_schema():
-    import pyarrow as pa
-
-    message = pa.struct([("role", pa.string()), ("content", pa.string())])
-    return pa.schema(
-        [
-            ("data_source", pa.string()),
-            ("prompt", pa.list_(message)),
-            ("ability", pa.string()),
-            ("reward_model", pa.struct([("style", pa.string()), ("ground_truth", pa.string())])),
-            (
-                "extra_info",
-                pa.struct(
-                    [
-                        ("example_id", pa.string()),
-                        ("split", pa.string()),
-                        ("index", pa.int64()),
-                        ("memory_mode", pa.string()),
-                        ("memory_source_user", pa.string()),
-                        (EXAMPLE_FIELD, pa.string()),
-                    ]
-                ),
-            ),
-        ]
-    )
-
-
-async def verl_rows(
-    examples: Sequence[Example],
-    *,
-    split: str = "train",
-    memory_mode: ExportMemoryMode = "full",
-    data_source: str = DATA_SOURCE,
-    ability: str = ABILITY,
-    pool: Sequence[Example] | None = None,
-    seed: int = 0,
-    k: int = 3,
-    persona: bool = True,
-    situation: bool = True,
-) -> list[dict[str, Any]]:
-    """One verl row per example: the reply prompt the policy answers, the example in
-    ``extra_info``, the example id as ``reward_model.ground_truth``.
-
-    ``memory_mode`` chooses the memories shown to the policy (as in ``attune
-    generate``); the judges always see the example's own user.
-    """
-    from attunement.policy.memory import memory_strategy
-    from attunement.policy.prompting import render_reply_messages
-
-    seen: set[str] = set()
-    for e in examples:
-        if e.example_id in seen:
-            raise ValueError(f"example id {e.example_id!r} appears twice")
-        seen.add(e.example_id)
-    strategy = memory_strategy(
-        memory_mode, pool=pool if pool is not None else examples, seed=seed, k=k
-    )
-    rows = []
-    for index, example in enumerate(examples):
-        view = await strategy.select(example)
-        messages = render_reply_messages(
-            example, list(view.memories), summary=view.summary, persona=persona, situation=situation
-        )
-        rows.append(
-            {
-                "data_source": data_source,
-                "prompt": [{"role": m["role"], "content": m["content"]} for m in messages],
-                "ability": ability,
-                "reward_model": {"style": "model", "ground_truth": example.example_id},
-                "extra_info": {
-                    "example_id": example.example_id,
-                    "split": split,
-                    "index": index,
-                    "memory_mode": memory_mode,
-                    "memory_source_user": view.source_user_id,
-                    EXAMPLE_FIELD: example.model_dump_json(exclude_defaults=True),
-                },
-            }
-        )
-    return rows
-
-
-def write_parquet(rows: Sequence[Mapping[str, Any]], out: str | Path) -> Path:
-    """Write verl rows to ``out`` atomically (a temporary file renamed into place)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    table = pa.Table.from_pylist(list(rows), schema=_parquet_schema())
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return out
-
-
-def export_verl(
-    examples: Sequence[Example],
-    out: str | Path,
-    *,
-    split: str = "train",
-    memory_mode: ExportMemoryMode = "full",
-    data_source: str = DATA_SOURCE,
-    ability: str = ABILITY,
-    pool: Sequence[Example] | None = None,
-    seed: int = 0,
-    k: int = 3,
-    source: str | None = None,
-) -> ExportReport:
-    """Write ``examples`` as a verl parquet file and its manifest (``<out>.manifest.json``)."""
-    from attunement.jsonl import manifest_path, write_manifest
-
-    rows = asyncio.run(
-        verl_rows(
-            examples,
-            split=split,
-            memory_mode=memory_mode,
-            data_source=data_source,
-            ability=ability,
-            pool=pool,
-            seed=seed,
-            k=k,
-        )
-    )
-    path = write_parquet(rows, out)
-    manifest = write_manifest(
-        manifest_path(path),
-        command="export verl",
-        source=source,
-        rows=len(rows),
-        split=split,
-        memory_mode=memory_mode,
-        data_source=data_source,
-        ability=ability,
-        seed=seed,
-        k=k,
-        prompt={"policy_reply": reply_prompt_version()},
-    )
-    return ExportReport(
-        out=path, manifest=manifest, rows=len(rows), split=split, memory_mode=memory_mode
-    )
-
-
-def read_verl(path: str | Path) -> list[dict[str, Any]]:
-    """The rows of a verl parquet file, as plain dicts."""
-    import pyarrow.parquet as pq
-
-    return pq.read_table(path).to_pylist()
-
-
-def examples_from_verl(path: str | Path) -> list[Example]:
-    """The examples a verl parquet file carries, in row order (the round trip)."""
-    out = []
-    for i, row in enumerate(read_verl(path)):
-        try:
-            example, _ = example_from_extra_info(row.get("extra_info"))
-        except ValueError as exc:
-            raise ValueError(f"{path}: row {i}: {exc}") from None
-        out.append(example)
-    return out

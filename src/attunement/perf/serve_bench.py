@@ -2,7 +2,7 @@
 
 Three processes, as on a cluster: the simulated judge server
 (:mod:`attunement.perf.simserver`, answering every judge prompt in its format
-via :class:`~attunement.perf.reward_bench.RealisticJudge`), the reward server
+via :class:`~attunement.perf.judge.RealisticJudge`), the reward server
 (``attune serve`` with PereGRM on that judge, examples loaded from a file), and
 this client, which sends OpenRLHF-shaped requests (one sample each, prompt +
 response + end-of-turn marker, the example id as label), ``groups`` replies per
@@ -19,7 +19,9 @@ Two phases:
     told and retries (bounded), so every request is still answered in the end
     and none gets a 5xx.
 
-It prints p50/p95/p99 latency and throughput of the answered requests. Bounded
+:func:`run_serve_bench` returns each phase's counts, latencies (p50/p95/p99)
+and throughput of the answered requests; :func:`check_results` holds them
+against the claims above, and :mod:`attunement.cli.bench` prints them. Bounded
 in count and time; talks to 127.0.0.1 only.
 """
 
@@ -30,9 +32,24 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Literal, get_args
+
+import httpx2
+
+from attunement.integrations.server import ServeSettings
+from attunement.jsonl import write_jsonl
+from attunement.judging import RewardSpec
+from attunement.llm import LLMOptions
+from attunement.perf.judge import RealisticJudge
+from attunement.perf.processes import RewardServerProcess, ServerProcess
+from attunement.perf.simserver import SimConfig
+from attunement.perf.synthetic import bench_batch
+from attunement.policy.prompting import render_reply_messages
 
 _TEMPLATE_USER = "<|im_start|>{role}\n{content}<|im_end|>\n"
+
+Phase = Literal["capacity", "overload"]
+PHASES: tuple[Phase, ...] = get_args(Phase)
 
 
 @dataclass
@@ -48,7 +65,7 @@ class ServeBenchSettings:
     overload_pending: int = 64
     deadline: float = 150.0
     retry_budget: float = 900.0
-    phases: tuple[str, ...] = ("capacity", "overload")
+    phases: tuple[Phase, ...] = PHASES
 
 
 @dataclass
@@ -81,56 +98,6 @@ class PhaseResult:
         return sum(n for status, n in self.status_counts.items() if status >= 500 and status != 503)
 
 
-# --------------------------------------------------------------------------- processes
-
-
-def _serve_child(spec_json: str, settings_json: str, data: str, conn: Any) -> None:
-    """Child process: run the reward server; send its URL; drain on 'stop'."""
-    from attunement.integrations.server.app import ServerThread, ServeSettings, load_examples
-    from attunement.judging.registry import RewardSpec
-
-    spec = RewardSpec.model_validate_json(spec_json)
-    settings = ServeSettings.model_validate_json(settings_json)
-    with ServerThread(spec, settings, examples=load_examples([data])) as server:
-        conn.send(server.url)
-        conn.recv()
-
-
-class RewardServerProcess:
-    """``attune serve`` in its own process (so the client does not share its GIL)."""
-
-    def __init__(self, spec: Any, settings: Any, data: Path):
-        self.args = (spec.model_dump_json(), settings.model_dump_json(), str(data))
-        self.url = ""
-        self._conn: Any = None
-        self._proc: Any = None
-
-    def __enter__(self) -> Self:
-        import multiprocessing
-
-        ctx = multiprocessing.get_context("spawn")
-        self._conn, child = ctx.Pipe()
-        self._proc = ctx.Process(
-            target=_serve_child, args=(*self.args, child), daemon=True, name="attune-serve-bench"
-        )
-        self._proc.start()
-        if not self._conn.poll(120):
-            self._proc.terminate()
-            raise RuntimeError("the reward server did not start within 120 s")
-        self.url = self._conn.recv()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        try:
-            self._conn.send("stop")
-        except (BrokenPipeError, OSError):
-            pass
-        self._proc.join(120)
-        if self._proc.is_alive():
-            self._proc.terminate()
-            self._proc.join(10)
-
-
 # --------------------------------------------------------------------------- the client
 
 
@@ -141,9 +108,6 @@ def chatml(messages: list[dict[str, str]]) -> str:
 
 def openrlhf_bodies(n_requests: int, groups: int):
     """(examples, request bodies): ``groups`` single-sample requests per example."""
-    from attunement.perf.reward_bench import bench_batch
-    from attunement.policy.prompting import render_reply_messages
-
     n_examples = max(1, -(-n_requests // groups))
     examples, replies = bench_batch(n_examples, groups)
     prompts = {e.example_id: chatml(render_reply_messages(e, None)) for e in examples}
@@ -155,6 +119,124 @@ def openrlhf_bodies(n_requests: int, groups: int):
     return examples, bodies
 
 
+@dataclass
+class _Tally:
+    """What the client saw while sending one phase's requests."""
+
+    status_counts: dict[int, int] = field(default_factory=dict)
+    latencies: list[float] = field(default_factory=list)
+    retry_after: list[int] = field(default_factory=list)
+    transport: dict[str, int] = field(default_factory=dict)
+    answered: int = 0
+    refused: int = 0
+    retries: int = 0
+    lost: int = 0
+    unscorable: int = 0
+
+    def result(self, phase: str, requests: int, wall: float) -> PhaseResult:
+        return PhaseResult(
+            phase=phase,
+            requests=requests,
+            answered=self.answered,
+            status_counts=self.status_counts,
+            refused_503=self.refused,
+            retries=self.retries,
+            lost=self.lost,
+            latencies=self.latencies,
+            wall=wall,
+            unscorable=self.unscorable,
+            retry_after=self.retry_after,
+            transport_retries=self.transport,
+        )
+
+
+#: failures of a request that never reached the app: a pooled keep-alive
+#: connection the server had just closed, or a refused connect
+_TRANSPORT_ERRORS = (
+    httpx2.ConnectError,
+    httpx2.RemoteProtocolError,
+    httpx2.ReadError,
+    httpx2.WriteError,
+)
+
+
+class _LoadClient:
+    """Sends OpenRLHF bodies, at most ``concurrency`` in flight, and tallies the answers."""
+
+    def __init__(
+        self,
+        client: httpx2.AsyncClient,
+        *,
+        concurrency: int,
+        retry_budget: float,
+        transport_budget: int,
+    ):
+        self.client = client
+        self.gate = asyncio.Semaphore(concurrency)
+        self.retry_budget = retry_budget
+        #: transport failures (summed over all requests) after which a request is lost
+        self.transport_budget = transport_budget
+        self.tally = _Tally()
+
+    async def _post(self, body: dict[str, Any]) -> tuple[httpx2.Response | None, float]:
+        """One attempt and when it was sent (after waiting for the gate); no response:
+        the request never reached the app and may be sent again."""
+        t = self.tally
+        async with self.gate:
+            sent = time.monotonic()
+            try:
+                return await self.client.post("/get_reward", json=body), sent
+            except _TRANSPORT_ERRORS as exc:
+                # retry as any HTTP client does (OpenRLHF's: 5 tries)
+                t.transport[type(exc).__name__] = t.transport.get(type(exc).__name__, 0) + 1
+                return None, sent
+
+    async def send(self, body: dict[str, Any]) -> None:
+        """Send ``body`` until it is answered, refused for good, or lost."""
+        t = self.tally
+        started = time.monotonic()
+        while True:
+            try:
+                response, sent = await self._post(body)
+            except httpx2.HTTPError:
+                t.lost += 1
+                return
+            if response is None:
+                if sum(t.transport.values()) > self.transport_budget:
+                    t.lost += 1
+                    return
+                continue
+            t.status_counts[response.status_code] = t.status_counts.get(response.status_code, 0) + 1
+            if response.status_code == 503:
+                t.refused += 1
+                wait = int(response.headers.get("retry-after", "1"))
+                t.retry_after.append(wait)
+                if time.monotonic() - started + wait > self.retry_budget:
+                    t.lost += 1
+                    return
+                t.retries += 1
+                await asyncio.sleep(wait)
+                continue
+            self._answered(body, response, time.monotonic() - sent)
+            return
+
+    def _answered(self, body: dict[str, Any], response: httpx2.Response, seconds: float) -> None:
+        """Count a final answer: numbers for every item, or a lost request."""
+        t = self.tally
+        doc = response.json() if response.status_code == 200 else {}
+        rewards = doc.get("rewards")
+        if not (
+            isinstance(rewards, list)
+            and len(rewards) == len(body["query"])
+            and all(isinstance(r, (int, float)) for r in rewards)
+        ):
+            t.lost += 1
+            return
+        t.answered += 1
+        t.unscorable += int(sum(doc["extra_logs"]["unscorable"]))
+        t.latencies.append(seconds)
+
+
 async def fire(
     url: str,
     bodies: list[dict[str, Any]],
@@ -163,104 +245,54 @@ async def fire(
     retry_budget: float,
     phase: str,
     token: str | None = None,
+    transport: httpx2.AsyncBaseTransport | None = None,
 ) -> PhaseResult:
-    """Send every body once, in parallel up to ``concurrency``; retry 503s as told."""
-    import httpx2
+    """Send every body once, in parallel up to ``concurrency``; retry 503s as told.
 
+    ``transport`` replaces the network (tests pass an ``httpx2.MockTransport``).
+    """
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     limits = httpx2.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    status_counts: dict[int, int] = {}
-    latencies: list[float] = []
-    retry_after: list[int] = []
-    counters = {"answered": 0, "refused": 0, "retries": 0, "lost": 0, "unscorable": 0}
-    transport: dict[str, int] = {}
-    gate = asyncio.Semaphore(concurrency)
-
+    timeout = httpx2.Timeout(300.0, connect=30.0)
     async with httpx2.AsyncClient(
-        base_url=url, limits=limits, headers=headers, timeout=httpx2.Timeout(300.0, connect=30.0)
+        base_url=url, limits=limits, headers=headers, timeout=timeout, transport=transport
     ) as client:
-
-        async def one(body: dict[str, Any]) -> None:
-            started = time.monotonic()
-            while True:
-                async with gate:
-                    sent = time.monotonic()
-                    try:
-                        response = await client.post("/get_reward", json=body)
-                    except (
-                        httpx2.ConnectError,
-                        httpx2.RemoteProtocolError,
-                        httpx2.ReadError,
-                        httpx2.WriteError,
-                    ) as exc:
-                        # a pooled keep-alive connection the server had just closed, or
-                        # a refused connect: the request never reached the app; retry
-                        # as any HTTP client does (OpenRLHF's: 5 tries)
-                        transport[type(exc).__name__] = transport.get(type(exc).__name__, 0) + 1
-                        if sum(transport.values()) > 5 * len(bodies):
-                            counters["lost"] += 1
-                            return
-                        continue
-                    except httpx2.HTTPError:
-                        counters["lost"] += 1
-                        return
-                status_counts[response.status_code] = status_counts.get(response.status_code, 0) + 1
-                if response.status_code == 503:
-                    counters["refused"] += 1
-                    wait = int(response.headers.get("retry-after", "1"))
-                    retry_after.append(wait)
-                    if time.monotonic() - started + wait > retry_budget:
-                        counters["lost"] += 1
-                        return
-                    counters["retries"] += 1
-                    await asyncio.sleep(wait)
-                    continue
-                if response.status_code != 200:
-                    counters["lost"] += 1
-                    return
-                doc = response.json()
-                rewards = doc.get("rewards")
-                if not (
-                    isinstance(rewards, list)
-                    and len(rewards) == len(body["query"])
-                    and all(isinstance(r, (int, float)) for r in rewards)
-                ):
-                    counters["lost"] += 1
-                    return
-                counters["answered"] += 1
-                counters["unscorable"] += int(sum(doc["extra_logs"]["unscorable"]))
-                latencies.append(time.monotonic() - sent)
-                return
-
+        load = _LoadClient(
+            client,
+            concurrency=concurrency,
+            retry_budget=retry_budget,
+            transport_budget=5 * len(bodies),
+        )
         started = time.monotonic()
-        await asyncio.gather(*(one(b) for b in bodies))
+        await asyncio.gather(*(load.send(b) for b in bodies))
         wall = time.monotonic() - started
-    return PhaseResult(
-        phase=phase,
-        requests=len(bodies),
-        answered=counters["answered"],
-        status_counts=status_counts,
-        refused_503=counters["refused"],
-        retries=counters["retries"],
-        lost=counters["lost"],
-        latencies=latencies,
-        wall=wall,
-        unscorable=counters["unscorable"],
-        retry_after=retry_after,
-    )
+    return load.tally.result(phase, len(bodies), wall)
 
 
 # --------------------------------------------------------------------------- the benchmark
 
 
-def run_serve_bench(settings: ServeBenchSettings) -> list[PhaseResult]:
-    from attunement.integrations.server.app import ServeSettings
-    from attunement.jsonl import write_jsonl
-    from attunement.judging.registry import RewardSpec
-    from attunement.llm import LLMOptions
-    from attunement.perf.reward_bench import RealisticJudge, ServerProcess
-    from attunement.perf.simserver import SimConfig
+def _phase_settings(settings: ServeBenchSettings, phase: Phase) -> ServeSettings:
+    """The reward server of a phase: a queue that holds the whole burst, or one far
+    below it."""
+    pending = (
+        max(settings.max_active, settings.requests) * 2
+        if phase == "capacity"
+        else settings.overload_pending
+    )
+    active = min(settings.max_active, pending)
+    return ServeSettings(
+        deadline=settings.deadline,
+        max_active=active,
+        max_pending=pending,
+        max_batch=min(256, active),
+        group_size=settings.groups,
+        log_level="warning",
+        retry_after_max=5,
+    )
 
+
+def run_serve_bench(settings: ServeBenchSettings) -> list[PhaseResult]:
     examples, bodies = openrlhf_bodies(settings.requests, settings.groups)
     sim = SimConfig(
         slots=settings.slots,
@@ -282,21 +314,7 @@ def run_serve_bench(settings: ServeBenchSettings) -> list[PhaseResult]:
                 overrides={"output": "text"},
             )
             for phase in settings.phases:
-                pending = (
-                    max(settings.max_active, settings.requests) * 2
-                    if phase == "capacity"
-                    else settings.overload_pending
-                )
-                active = min(settings.max_active, pending)
-                serve_settings = ServeSettings(
-                    deadline=settings.deadline,
-                    max_active=active,
-                    max_pending=pending,
-                    max_batch=min(256, active),
-                    group_size=settings.groups,
-                    log_level="warning",
-                    retry_after_max=5,
-                )
+                serve_settings = _phase_settings(settings, phase)
                 with RewardServerProcess(spec, serve_settings, data) as server:
                     results.append(
                         asyncio.run(

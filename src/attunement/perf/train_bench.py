@@ -5,7 +5,7 @@ It trains the embedded policy (``smollm2``, SmolLM2-135M on the CPU) for a few
 GRPO steps with TRL, exactly as ``attune train grpo`` does, against the
 simulated OpenAI-compatible judge server (:mod:`attunement.perf.simserver`,
 in its own process) answering like a real judge would
-(:class:`~attunement.perf.reward_bench.RealisticJudge`: criteria lists,
+(:class:`~attunement.perf.judge.RealisticJudge`: criteria lists,
 analyses, score lines, bystander sub-scores of realistic length) at a
 realistic latency (default: 50 ms per request plus 1.5 ms per output token,
 16 sequences decoded at once: a 30B-class judge on one GPU with vLLM).
@@ -30,6 +30,22 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from attunement.jsonl import write_jsonl
+from attunement.judging import RewardSpec
+from attunement.judging.registry import parse_reward_name
+from attunement.llm import LLMOptions
+from attunement.perf.judge import RealisticJudge
+from attunement.perf.processes import ServerProcess
+from attunement.perf.simserver import SimConfig
+from attunement.perf.synthetic import bench_batch
+from attunement.records import Example
+from attunement.training.config import GRPOSettings, LoraSettings, resolve_device
+from attunement.training.data import build_grpo_rows
+from attunement.training.grpo import build_trainer, close_reward, grpo_config
+from attunement.training.models import load_tokenizer, resolve_model
+from attunement.training.reward import dimension_names
+from attunement.training.run import RunFolder
 
 
 @dataclass
@@ -63,11 +79,7 @@ class TrainBenchSettings:
     overrides: dict[str, Any] = field(default_factory=dict)
 
 
-def _settings(bench: TrainBenchSettings, data: Path, judge: str) -> Any:
-    from attunement.judging.registry import RewardSpec
-    from attunement.llm import LLMOptions
-    from attunement.training.config import GRPOSettings, LoraSettings
-
+def _settings(bench: TrainBenchSettings, data: Path, judge: str) -> GRPOSettings:
     return GRPOSettings(
         data=data,
         model=bench.model,
@@ -89,67 +101,57 @@ def _settings(bench: TrainBenchSettings, data: Path, judge: str) -> Any:
     )
 
 
-def run_train_bench(bench: TrainBenchSettings) -> list[StepTiming]:
-    """Train ``bench.steps`` GRPO steps on the simulated judge; time each step."""
-    from transformers import TrainerCallback
-
-    from attunement.judging.registry import parse_reward_name
-    from attunement.perf.reward_bench import RealisticJudge, ServerProcess, bench_batch
-    from attunement.perf.simserver import SimConfig
-    from attunement.training.config import resolve_device
-    from attunement.training.data import build_grpo_rows
-    from attunement.training.grpo import build_trainer, close_reward, grpo_config
-    from attunement.training.models import load_tokenizer, resolve_model
-    from attunement.training.reward import dimension_names
-    from attunement.training.run import RunFolder
-
-    examples, _ = bench_batch(bench.prompts * bench.steps, 0)
-    sim = SimConfig(
-        slots=bench.slots,
-        base_latency=bench.base_latency,
-        per_output_token=bench.per_output_token,
-        responder=RealisticJudge(),
+def _trainer(bench: TrainBenchSettings, examples: list[Example], workdir: Path, judge: str):
+    """The GRPO trainer and its reward, built exactly as ``attune train grpo`` builds them."""
+    data = workdir / "examples.jsonl"
+    write_jsonl(data, examples)
+    settings = _settings(bench, data, judge)
+    run = RunFolder(workdir / "run")
+    model_path = resolve_model(settings.model)
+    tokenizer = load_tokenizer(model_path)
+    rows, _ = build_grpo_rows(
+        examples,
+        tokenizer,
+        memory="full",
+        persona=True,
+        situation=True,
+        seed=0,
+        max_prompt_length=4096,
     )
-    timings: list[StepTiming] = []
-    with (
-        tempfile.TemporaryDirectory(prefix="attune-train-bench-") as tmp,
-        ServerProcess(sim) as server,
-    ):
-        data = Path(tmp) / "examples.jsonl"
-        data.write_text("".join(e.model_dump_json() + "\n" for e in examples), encoding="utf-8")
-        settings = _settings(bench, data, f"openai:{server.base_url}#{sim.model_name}")
-        run = RunFolder(Path(tmp) / "run")
-        device = resolve_device(settings.device)
-        model_path = resolve_model(settings.model)
-        tokenizer = load_tokenizer(model_path)
-        rows, _ = build_grpo_rows(
-            examples,
-            tokenizer,
-            memory="full",
-            persona=True,
-            situation=True,
-            seed=0,
-            max_prompt_length=4096,
-        )
-        args = grpo_config(settings, run, device=device, show_bar=False)
-        args.save_strategy = "no"  # the benchmark times steps, not checkpoint writing
-        run.prepare(settings.model_dump(mode="json"))
-        kind, _ = parse_reward_name(settings.reward.reward)
-        trainer, reward = build_trainer(
-            settings,
-            args,
-            run,
-            model_path,
-            tokenizer,
-            rows,
-            kind=kind,
-            dims=dimension_names(settings.reward.config()),
-            print_progress=False,
-        )
+    args = grpo_config(settings, run, device=resolve_device(settings.device), show_bar=False)
+    args.save_strategy = "no"  # the benchmark times steps, not checkpoint writing
+    run.prepare(settings.model_dump(mode="json"))
+    kind, _ = parse_reward_name(settings.reward.reward)
+    return build_trainer(
+        settings,
+        args,
+        run,
+        model_path,
+        tokenizer,
+        rows,
+        kind=kind,
+        dims=dimension_names(settings.reward.config()),
+        print_progress=False,
+    )
 
-        current: dict[str, StepTiming] = {}
-        rewards: list[float] = []
-        reward.on_batch = lambda metrics: rewards.append(metrics["seconds"])
+
+class _StepTimer:
+    """Times every step of a trainer: the whole step, the policy's generation
+    (TRL's ``_generate``), the reward (the seconds its ``on_batch`` reports), and
+    the judge server's calls and lower bound."""
+
+    def __init__(self, server: ServerProcess):
+        self.server = server
+        self.timings: list[StepTiming] = []
+        self._step = StepTiming(step=0)
+        self._started = 0.0
+        self._reward_seconds: list[float] = []
+
+    def attach(self, trainer: Any, reward: Any) -> None:
+        from transformers import TrainerCallback  # heavy: only when a benchmark runs
+
+        timer = self
+        reward.on_batch = lambda metrics: self._reward_seconds.append(metrics["seconds"])
         generate = trainer._generate
 
         def timed_generate(prompts):
@@ -157,32 +159,56 @@ def run_train_bench(bench: TrainBenchSettings) -> list[StepTiming]:
             try:
                 return generate(prompts)
             finally:
-                current["step"].generation += time.perf_counter() - t0
+                self._step.generation += time.perf_counter() - t0
 
         trainer._generate = timed_generate
 
         class Clock(TrainerCallback):
             def on_step_begin(self, args, state, control, **kwargs):
-                server.reset_stats()
-                rewards.clear()
-                current["step"] = StepTiming(step=state.global_step + 1)
-                current["t0"] = time.perf_counter()  # type: ignore[assignment]
+                timer.begin(state.global_step + 1)
 
             def on_step_end(self, args, state, control, **kwargs):
-                t = current["step"]
-                t.total = time.perf_counter() - current["t0"]  # type: ignore[operator]
-                t.reward = sum(rewards)
-                stats, bound = server.stats()
-                t.judge_calls, t.judge_output_tokens = stats.requests, stats.completion_tokens
-                t.bound = bound
-                timings.append(t)
+                timer.end()
 
         trainer.add_callback(Clock())
+
+    def begin(self, step: int) -> None:
+        self.server.reset_stats()
+        self._reward_seconds.clear()
+        self._step = StepTiming(step=step)
+        self._started = time.perf_counter()
+
+    def end(self) -> None:
+        t = self._step
+        t.total = time.perf_counter() - self._started
+        t.reward = sum(self._reward_seconds)
+        stats, t.bound = self.server.stats()
+        t.judge_calls, t.judge_output_tokens = stats.requests, stats.completion_tokens
+        self.timings.append(t)
+
+
+def run_train_bench(bench: TrainBenchSettings) -> list[StepTiming]:
+    """Train ``bench.steps`` GRPO steps on the simulated judge; time each step."""
+    examples, _ = bench_batch(bench.prompts * bench.steps, 0)
+    sim = SimConfig(
+        slots=bench.slots,
+        base_latency=bench.base_latency,
+        per_output_token=bench.per_output_token,
+        responder=RealisticJudge(),
+    )
+    with (
+        tempfile.TemporaryDirectory(prefix="attune-train-bench-") as tmp,
+        ServerProcess(sim) as server,
+    ):
+        judge = f"openai:{server.base_url}#{sim.model_name}"
+        trainer, reward = _trainer(bench, examples, Path(tmp), judge)
+        timer = _StepTimer(server)
+        timer.attach(trainer, reward)
         try:
             trainer.train()
         finally:
             close_reward(trainer, reward)
-    return timings
+    return timer.timings
 
 
 def mean_of(values: list[float]) -> float:
