@@ -121,9 +121,15 @@ def test_a_copy_with_other_thresholds_or_cap_is_refused(shared_data, tmp_path):
         load_sage(folder)
 
 
+def lead(template, name):
+    """The template text just before ``{{name}}`` (to find what was put there)."""
+    return template.split("{{" + name + "}}")[0].rsplit("}}", 1)[-1][-12:]
+
+
 def test_the_prompts_are_filled_as_sages_driver_fills_them(sage):
+    ref = sage.reference
     [u] = sage_users(sage, limit=1)
-    sim = SageSimulator(sage.reference)
+    sim = SageSimulator(ref)
     turns = [
         DialogueTurn(index=0, role="user", text=u.opening),
         DialogueTurn(index=1, role="assistant", text="我在听 {{emotion}}"),
@@ -131,22 +137,24 @@ def test_the_prompts_are_filled_as_sages_driver_fills_them(sage):
     [analysis] = sim.assess_messages(u, turns, 40)
     text = analysis["content"]
     assert analysis["role"] == "user" and "{{" not in text.replace("我在听 {{emotion}}", "")
-    assert u.profile["player"] in text and u.profile["scene"] in text
-    assert "**人物当前的情绪是40" in text and '"role": "NPC"' in text
-    assert sage.reference.target in text
+    assert lead(ref.analysis_template, "simulator_role") + u.profile["player"] in text
+    assert lead(ref.analysis_template, "simulator_scene") + u.profile["scene"] in text
+    assert lead(ref.analysis_template, "emotion") + "40" in text
+    assert lead(ref.analysis_template, "dialog_history") + sim.history(turns) in text
+    assert f'"role": "{ref.roles["assistant"]}"' in text and ref.target in text
     reading = sim.read_assessment(
         "Content:\n[c]\nTargetCompletion:\n[目标]\nActivity:\n[活动]\nAnalyse:\n[感受]\nChange:\n[+5]",
         untrusted=[],
     )
     assert reading.change.change == 5 and reading.sections["TargetCompletion"] == "目标"
-    a = Assessment(change=5, emotion=45, level="B", sections=reading.sections)
-    [reply] = sim.speak_messages(u, turns, 45, a)
+    a = Assessment(change=35, emotion=75, level="A", sections=reading.sections)
+    [reply] = sim.speak_messages(u, turns, 75, a)
     body = reply["content"]
-    pieces = [v for k, v in sage.reference.planning if k == "text"]
-    assert f"{pieces[0]}目标{pieces[1]}活动感受" in body
-    assert sage.reference.state_names["B"] in body
-    new = body[body.index(u.opening) - 40 :]
-    assert "我在听" in new  # the last two turns are the new history
+    pieces = [v for k, v in ref.planning if k == "text"]
+    assert lead(ref.reply_template, "planning") + f"{pieces[0]}目标{pieces[1]}活动感受" in body
+    assert lead(ref.reply_template, "emotion") + ref.state_names["A"] in body
+    assert lead(ref.reply_template, "dialog_history") + "[]" in body
+    assert lead(ref.reply_template, "new_history") + sim.history(turns) in body
 
 
 # --------------------------------------------------------------------------- runs
