@@ -289,15 +289,12 @@ async def test_rag_retrieves_for_the_latest_message(tmp_path):
 async def test_a_run_writes_dialogues_a_journal_and_a_manifest(tmp_path):
     out = tmp_path / "d.jsonl"
     users = [user("u1"), user("u2")]
-    report = await converse(
-        users,
-        policy([+10] * 10),
-        simulator(),
-        out,
-        ConverseSettings(samples=2),
-        show_progress=False,
-    )
+    pol, sim = policy([+10] * 10), simulator()
+    report = await converse(users, pol, sim, out, ConverseSettings(samples=2), show_progress=False)
     assert report.finished == 4 and report.ends == {"success": 4} and not report.failed
+    assert report.policy_usage.calls == len(pol.calls) == 4 * 6
+    assert report.simulator_usage.calls == len(sim.calls) == 4 * 12
+    assert {r.sample_start for r in pol.calls} == {0, 1}  # the two samples are distinct draws
     dialogues = read_dialogues(out)
     assert sorted(d.dialogue_id for d in dialogues) == ["u1:0", "u1:1", "u2:0", "u2:1"]
     journal = read_journal(journal_path(out))

@@ -142,13 +142,9 @@ class ConverseReport(BaseModel):
 
 
 def _since(model: ChatModel, before: Usage) -> Usage:
-    now = model.usage.snapshot()
-    return Usage(
-        calls=now.calls - before.calls,
-        cached_calls=now.cached_calls - before.cached_calls,
-        prompt_tokens=now.prompt_tokens - before.prompt_tokens,
-        completion_tokens=now.completion_tokens - before.completion_tokens,
-    )
+    """What ``model`` spent since ``before`` (a snapshot of its meter)."""
+    now, then = model.usage.snapshot().model_dump(), before.model_dump()
+    return Usage(**{key: now[key] - then[key] for key in now})
 
 
 def _check_users(users: Sequence[SimulatedUser], simulator: UserSimulator) -> None:
