@@ -137,7 +137,11 @@ class ConverseReport(BaseModel):
         "their finished turns are journaled and a re-run resumes them",
     )
     policy_usage: Usage = Field(default_factory=Usage)
-    simulator_usage: Usage = Field(default_factory=Usage)
+    simulator_usage: Usage = Field(
+        default_factory=Usage,
+        description="what the simulator model spent (when one model object plays both "
+        "sides, both usages are its total)",
+    )
     seconds: float = 0.0
 
 
