@@ -20,6 +20,7 @@ from attunement.benchmarks.sage import (
     SageSimulator,
     load_sage,
     run_sage,
+    sage_manifest,
     sage_random_policy,
     sage_users,
 )
@@ -94,6 +95,8 @@ def test_the_published_files_are_read_as_data(sage):
     assert ref.state_names["B"].endswith("B") and ref.state_names["F"].endswith("F")
     assert ref.farewells and ref.roles.keys() == {"user", "assistant"}
     assert "{{dialog_history}}" in ref.analysis_template and ref.npc_system.strip()
+    provenance = sage_manifest(sage)
+    assert provenance["profiles"] == 100 and len(provenance["simulator"]) == 12
 
 
 def copy_sage(shared_data, tmp_path):
