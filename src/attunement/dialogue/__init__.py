@@ -1,0 +1,155 @@
+"""Multi-turn talks with simulated users: users, the loop, records and scores.
+
+>>> from attunement.dialogue import converse, users_from_examples      # doctest: +SKIP
+>>> report = await converse(users_from_examples(examples), policy, simulator, "d.jsonl")  # doctest: +SKIP
+
+Method, formulas and what comes from SAGE: docs/multi-turn.md.
+"""
+
+from attunement.dialogue.assistant import (
+    AssistantSide,
+    MemoryAssistant,
+    SystemPromptAssistant,
+    example_at,
+)
+from attunement.dialogue.baseline import RandomPolicy
+from attunement.dialogue.converse import (
+    Conversation,
+    ConverseSettings,
+    current_emotion,
+    dialogue_id,
+    next_move,
+)
+from attunement.dialogue.emotion import (
+    CHANGE_LIMIT,
+    LEVEL_FLOORS,
+    LEVELS,
+    MAX_EMOTION,
+    MAX_USER_TURNS,
+    START_EMOTION,
+    Level,
+    apply_change,
+    clamp_change,
+    ends_talk,
+    level_of,
+)
+from attunement.dialogue.reading import (
+    ReadChange,
+    ReadMessage,
+    labelled_sections,
+    parse_change,
+    read_message,
+    read_sections,
+    reveals_need,
+)
+from attunement.dialogue.records import (
+    END_REASONS,
+    Assessment,
+    Dialogue,
+    DialogueTurn,
+    EndReason,
+    SimulatedUser,
+    TurnLine,
+    as_turns,
+)
+from attunement.dialogue.run import (
+    ConverseReport,
+    converse,
+    journal_path,
+    memory_assistant,
+    read_dialogues,
+    read_journal,
+)
+from attunement.dialogue.scoring import (
+    DialogueScore,
+    DialogueSummary,
+    area_under,
+    attach_turn_rewards,
+    judge_dialogue,
+    max_assessments,
+    score_dialogue,
+    summarize_dialogues,
+    trajectory,
+    turn_examples,
+    turn_reply_id,
+)
+from attunement.dialogue.simulator import (
+    PersonaEmpSimulator,
+    Reading,
+    SimulatorSettings,
+    UserModel,
+    UserSimulator,
+    untrusted_of,
+)
+from attunement.dialogue.users import (
+    HIDDEN_NEEDS,
+    hidden_need,
+    user_from_example,
+    users_from_examples,
+)
+
+__all__ = [
+    "CHANGE_LIMIT",
+    "END_REASONS",
+    "HIDDEN_NEEDS",
+    "LEVELS",
+    "LEVEL_FLOORS",
+    "MAX_EMOTION",
+    "MAX_USER_TURNS",
+    "START_EMOTION",
+    "Assessment",
+    "AssistantSide",
+    "Conversation",
+    "ConverseReport",
+    "ConverseSettings",
+    "Dialogue",
+    "DialogueScore",
+    "DialogueSummary",
+    "DialogueTurn",
+    "EndReason",
+    "Level",
+    "MemoryAssistant",
+    "PersonaEmpSimulator",
+    "RandomPolicy",
+    "ReadChange",
+    "ReadMessage",
+    "Reading",
+    "SimulatedUser",
+    "SimulatorSettings",
+    "SystemPromptAssistant",
+    "TurnLine",
+    "UserModel",
+    "UserSimulator",
+    "apply_change",
+    "area_under",
+    "as_turns",
+    "attach_turn_rewards",
+    "clamp_change",
+    "converse",
+    "current_emotion",
+    "dialogue_id",
+    "ends_talk",
+    "example_at",
+    "hidden_need",
+    "journal_path",
+    "judge_dialogue",
+    "labelled_sections",
+    "level_of",
+    "max_assessments",
+    "memory_assistant",
+    "next_move",
+    "parse_change",
+    "read_dialogues",
+    "read_journal",
+    "read_message",
+    "read_sections",
+    "reveals_need",
+    "score_dialogue",
+    "summarize_dialogues",
+    "trajectory",
+    "turn_examples",
+    "turn_reply_id",
+    "untrusted_of",
+    "user_from_example",
+    "users_from_examples",
+]
