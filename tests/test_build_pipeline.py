@@ -67,9 +67,9 @@ async def test_full_build_exports_complete_examples(tmp_path):
     }
     assert all(len(p["version"]) == 12 for p in manifest["prompts"].values())
     assert manifest["report"]["accepted"] == 15
-    from attunement.building.export import FALLBACK_RENDERER, POLICY_RENDERER
+    from attunement.building.export import POLICY_RENDERER
 
-    assert manifest["report"]["prompt_renderer"] in (POLICY_RENDERER, FALLBACK_RENDERER)
+    assert manifest["report"]["prompt_renderer"] in (POLICY_RENDERER,)  # no fallback left
 
 
 async def test_requests_use_json_schemas_with_bounded_strings(tmp_path):

@@ -49,13 +49,15 @@ from collections.abc import Coroutine, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 from pydantic import ConfigDict, Field, ValidationError
 
 from attunement.integrations.groups import ReplyScorer, ScoringPolicy
 from attunement.judging.registry import RewardSpec
 from attunement.llm import LLMOptions
+from attunement.policy.context import PromptContext, policy_prompts
+from attunement.policy.memory import ModelFreeMemoryMode
 from attunement.policy.prompting import parse_reply, reply_prompt_version
 from attunement.records import Example, Reply
 
@@ -65,7 +67,7 @@ T = TypeVar("T")
 VERL_EXTRA_KWARGS = frozenset({"reward_router_address", "reward_model_tokenizer"})
 DATA_SOURCE = "attunement"
 ABILITY = "empathy"
-ExportMemoryMode = Literal["full", "none", "mismatch", "rag"]
+ExportMemoryMode = ModelFreeMemoryMode
 #: the extra_info field holding the example's JSON
 EXAMPLE_FIELD = "example"
 
@@ -452,23 +454,22 @@ async def verl_rows(
     ``memory_mode`` chooses the memories shown to the policy (as in ``attune
     generate``); the judges always see the example's own user.
     """
-    from attunement.policy.memory import memory_strategy
-    from attunement.policy.prompting import render_reply_messages
-
     seen: set[str] = set()
     for e in examples:
         if e.example_id in seen:
             raise ValueError(f"example id {e.example_id!r} appears twice")
         seen.add(e.example_id)
-    strategy = memory_strategy(
-        memory_mode, pool=pool if pool is not None else examples, seed=seed, k=k
+    context = PromptContext(
+        memory_mode=memory_mode,
+        persona=persona,
+        situation=situation,
+        context_of="example",
+        seed=seed,
+        k=k,
     )
     rows = []
-    for index, example in enumerate(examples):
-        view = await strategy.select(example)
-        messages = render_reply_messages(
-            example, list(view.memories), summary=view.summary, persona=persona, situation=situation
-        )
+    for index, prompt in enumerate(await policy_prompts(examples, context, pool=pool)):
+        example, view, messages = prompt.example, prompt.view, prompt.messages
         rows.append(
             {
                 "data_source": data_source,

@@ -247,7 +247,7 @@ class GRPOReward:
     ... # doctest: +SKIP
 
     The dataset needs an ``example`` column (the :class:`Example` as JSON);
-    :func:`attunement.training.data.grpo_rows` writes it.
+    :func:`attunement.training.data.grpo_row` writes it.
     """
 
     def __init__(
