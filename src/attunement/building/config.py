@@ -24,15 +24,27 @@ STAGES: tuple[str, ...] = (
     "inspect",
     "export",
 )
-#: the stages that call a model
-LLM_STAGES: tuple[str, ...] = ("extract", "persona", "bigfive", "situations", "queries", "inspect")
+#: the stages that call a model, in order, each with its prompt template
+#: (``prompts/<name>.txt``; the versions go into the manifest). A stage's name
+#: is also the title of its answer's JSON schema and its settings' field below.
+STAGE_PROMPTS: dict[str, str] = {
+    "extract": "build_extract",
+    "persona": "build_persona",
+    "bigfive": "build_bigfive",
+    "situations": "build_situations",
+    "queries": "build_query",
+    "inspect": "build_inspect",
+}
+LLM_STAGES: tuple[str, ...] = tuple(STAGE_PROMPTS)
 
-InspectionCheck = Literal["emotional_support", "logical_consistency", "role_awareness", "language"]
-#: the checks the inspector answers; ``language`` compares its label of the query's
-#: language with the user's language
+#: the checks the inspector answers true or false: the authors' gate, a query is
+#: kept when all three pass
+JudgedCheck = Literal["emotional_support", "logical_consistency", "role_awareness"]
+DEFAULT_GATES: tuple[str, ...] = get_args(JudgedCheck)
+#: every check of a query; ``language`` compares the inspector's label of the
+#: query's language with the user's language
+InspectionCheck = Literal[JudgedCheck, "language"]
 INSPECTION_CHECKS: tuple[str, ...] = get_args(InspectionCheck)
-#: the authors' gate: a query is kept when these three pass (language is a label)
-DEFAULT_GATES: tuple[str, ...] = ("emotional_support", "logical_consistency", "role_awareness")
 
 InspectionMode = Literal["enforce", "annotate"]
 

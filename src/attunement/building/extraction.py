@@ -17,11 +17,11 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import Field
 
+from attunement.building.calls import StageCall, StageRecord, user_call
 from attunement.building.config import BuildConfig
-from attunement.building.llm_io import Answer, Asked, InvalidOutput, answer_schema
-from attunement.building.stages import StageCall, StageRecord, _stage_call
+from attunement.building.llm_io import Answer, Asked, InvalidOutput
 from attunement.building.taxonomy import TAXONOMY_LABELS, UNMAPPED
 from attunement.llm import ChatModel
 from attunement.records import Evidence, MemoryItem, UserHistory
@@ -41,11 +41,14 @@ class ItemAnswer(Answer):
 @lru_cache(maxsize=8)
 def extract_answer(max_items: int) -> type[Answer]:
     class ExtractAnswer(Answer):
-        model_config = ConfigDict(title="extract")
-
         memories: Annotated[list[ItemAnswer], Field(max_length=max_items)]
 
     return ExtractAnswer
+
+
+def needs_memory_extraction(user: UserHistory) -> bool:
+    """True for histories with conversations but no memories and no annotation."""
+    return not user.memories and bool(user.sessions) and not user.meta.get("annotated")
 
 
 def _norm(s: str) -> str:
@@ -145,16 +148,16 @@ def extract_call(
             )
         return call.ok(asked, output)
 
-    return _stage_call(
+    return user_call(
         "extract",
         user.user_id,
         user,
         model,
         config,
-        answer_schema(answer),
+        answer,
         parse,
         decide,
-        seed,
+        seed=seed,
         rules={"min_quote_chars": config.min_quote_chars},
         conversation=fence(
             "conversation", render_conversation(user, config.extract_conversation_chars)

@@ -18,7 +18,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from attunement.building.config import STAGES
-from attunement.building.pipeline import load_stage_records
+from attunement.building.store import load_stage_records
 from attunement.jsonl import read_jsonl
 from attunement.records import BIG_FIVE_TRAITS, Category, Example
 
