@@ -9,8 +9,8 @@ from typing import Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field
 
 from attunement.building.filters import FilterRules
-from attunement.building.importers import ImportOptions
 from attunement.building.llm_io import StageSettings
+from attunement.building.reading import ImportOptions
 from attunement.records import Category
 
 #: the stages of a build, in order
