@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -10,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from attunement.building.filters import FilterRules
 from attunement.building.llm_io import StageSettings
-from attunement.building.reading import ImportOptions
+from attunement.building.reading import ImportOptions, settings_file
 from attunement.records import Category
 
 #: the stages of a build, in order
@@ -139,12 +138,5 @@ class BuildConfig(BaseModel):
 
     @classmethod
     def from_file(cls, path: str | Path) -> BuildConfig:
-        p = Path(path)
-        try:
-            data = json.loads(p.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{p}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-        try:
-            return cls.model_validate(data)
-        except ValueError as exc:
-            raise ValueError(f"{p}: invalid build config: {exc}") from None
+        """Defaults overridden by the fields of a JSON file."""
+        return settings_file(cls, path, "build config")

@@ -16,7 +16,7 @@ import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -107,6 +107,25 @@ class LineCollector:
         with target.open("w", encoding="utf-8") as fh:
             for row in self.bad:
                 fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def settings_file(model: type[M], path: str | Path, what: str) -> M:
+    """A settings model from a JSON file of its fields (defaults for the rest);
+    errors name the file and ``what`` it should hold."""
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{p}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{p}: {what} must be a JSON object")  # noqa: TRY004
+    try:
+        return model.model_validate(data)
+    except ValueError as exc:
+        raise ValueError(f"{p}: invalid {what}: {exc}") from None
 
 
 def read_lines(path: Path) -> Iterator[tuple[int, str, int]]:
