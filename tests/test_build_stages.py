@@ -450,3 +450,31 @@ def test_answers_are_generated_from_the_lists_they_answer():
     judged = [f for f in InspectAnswer.model_fields if f not in ("reason", "language")]
     assert tuple(judged) == DEFAULT_GATES == INSPECTION_CHECKS[:-1]
     assert INSPECTION_CHECKS[-1] == "language"
+
+
+def test_extraction_drops_short_and_unfound_quotes_with_their_reason():
+    from attunement.building.extraction import extract_call
+    from attunement.records import Session, Turn, UserHistory
+
+    user = UserHistory(
+        user_id="u",
+        sessions=[
+            Session(session_id="s", turns=[Turn(role="user", text="My sister moved to Oslo")])
+        ],
+    )
+    call = extract_call(user, ScriptedChatModel(lambda r, i: "{}"), BuildConfig())
+    item = {"label": "UNMAPPED", "label_suggestion": "", "type": "direct", "value": "Sister abroad"}
+    items, dropped = call.parse(
+        {
+            "memories": [
+                {**item, "quote": "sister moved to oslo"},
+                {**item, "quote": "My sister"},
+                {**item, "quote": "My brother moved to Rome"},
+            ]
+        }
+    )
+    assert [m.evidence[0].utterance_index for m in items] == [0]
+    assert [d["reason"] for d in dropped] == [
+        "quote shorter than 12 chars",
+        "quote not found in any user turn",
+    ]

@@ -87,6 +87,16 @@ def find_quote(user: UserHistory, quote: str) -> tuple[str, int] | None:
     return None
 
 
+def _quote_problem(
+    user: UserHistory, quote: str, min_chars: int
+) -> tuple[str, tuple[str, int] | None]:
+    """Where ``quote`` occurs in the user's own turns, or why it cannot be evidence."""
+    if len(quote) < min_chars:
+        return f"quote shorter than {min_chars} chars", None
+    where = find_quote(user, quote)
+    return ("quote not found in any user turn" if where is None else ""), where
+
+
 def extract_call(
     user: UserHistory, model: ChatModel, config: BuildConfig, *, seed: int | None = None
 ) -> StageCall[tuple[list[MemoryItem], list[dict]]]:
@@ -99,24 +109,9 @@ def extract_call(
         items: list[MemoryItem] = []
         for raw in out.memories:
             quote = raw.quote.strip()
-            if len(quote) < config.min_quote_chars:
-                dropped.append(
-                    {
-                        "value": raw.value,
-                        "quote": quote,
-                        "reason": f"quote shorter than {config.min_quote_chars} chars",
-                    }
-                )
-                continue
-            where = find_quote(user, quote)
+            problem, where = _quote_problem(user, quote, config.min_quote_chars)
             if where is None:
-                dropped.append(
-                    {
-                        "value": raw.value,
-                        "quote": quote,
-                        "reason": "quote not found in any user turn",
-                    }
-                )
+                dropped.append({"value": raw.value, "quote": quote, "reason": problem})
                 continue
             label = raw.label if raw.label in TAXONOMY_LABELS else UNMAPPED
             suggestion = raw.label_suggestion.strip() or None

@@ -26,6 +26,7 @@ from typing import Any
 
 from attunement.judging.registry import parse_reward_name
 from attunement.policy.prompting import reply_prompt_version
+from attunement.records import Example
 from attunement.training.config import GRPOSettings, resolve_device
 from attunement.training.data import build_grpo_rows, read_examples
 from attunement.training.models import TokenizerCounter, load_model, load_tokenizer, resolve_model
@@ -112,6 +113,30 @@ def progress_fields(kind: str, dimensions: tuple[str, ...]) -> list[tuple[str, s
     )
 
 
+def prompt_rows(
+    settings: GRPOSettings, examples: list[Example], tokenizer: Any
+) -> tuple[list[dict], list[str]]:
+    """Step 3: the GRPO rows that fit ``max_prompt_length`` and the ids left out (said
+    on the terminal too)."""
+    rows, too_long = build_grpo_rows(
+        examples,
+        tokenizer,
+        memory=settings.memory,
+        persona=settings.persona,
+        situation=settings.situation,
+        seed=settings.seed,
+        max_prompt_length=settings.max_prompt_length,
+    )
+    if too_long:
+        print(
+            f"note: {len(too_long)} of {len(examples)} prompts are longer than "
+            f"max_prompt_length={settings.max_prompt_length} tokens and are left out "
+            f"(e.g. {', '.join(too_long[:3])}); the full list is in manifest.json",
+            file=sys.stderr,
+        )
+    return rows, too_long
+
+
 def train_grpo(
     settings: GRPOSettings,
     out: str | Path,
@@ -129,23 +154,7 @@ def train_grpo(
     device = resolve_device(settings.device)
     model_path = resolve_model(settings.model, cache_dir=cache_dir)
     tokenizer = load_tokenizer(model_path)
-    rows, too_long = build_grpo_rows(
-        examples,
-        tokenizer,
-        memory=settings.memory,
-        persona=settings.persona,
-        situation=settings.situation,
-        seed=settings.seed,
-        max_prompt_length=settings.max_prompt_length,
-    )
-    if too_long:
-        print(
-            f"note: {len(too_long)} of {len(examples)} prompts are longer than "
-            f"max_prompt_length={settings.max_prompt_length} tokens and are left out "
-            f"(e.g. {', '.join(too_long[:3])}); the full list is in manifest.json",
-            file=sys.stderr,
-        )
-
+    rows, too_long = prompt_rows(settings, examples, tokenizer)
     show_bar = sys.stderr.isatty() if progress is None else progress
     args = grpo_config(settings, run, device=device, show_bar=show_bar)
     check_groups_stay_whole(args, len(rows))
