@@ -29,8 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from attunement.jsonl import write_jsonl
-from attunement.policy.context import PromptContext, render_policy_prompt
-from attunement.policy.memory import FullMemory
+from attunement.policy import FullMemory, PromptContext, render_policy_prompt
 from attunement.records import Example, MemoryItem, UserHistory
 from attunement.render import render_memories, render_persona, render_situation
 

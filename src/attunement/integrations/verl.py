@@ -56,8 +56,7 @@ from pydantic import ConfigDict, Field, ValidationError
 from attunement.integrations.groups import ReplyScorer, ScoringPolicy
 from attunement.judging.registry import RewardSpec
 from attunement.llm import LLMOptions
-from attunement.policy.context import PromptContext, policy_prompts
-from attunement.policy.memory import ModelFreeMemoryMode
+from attunement.policy import ModelFreeMemoryMode, PromptContext, policy_prompts
 from attunement.policy.prompting import parse_reply, reply_prompt_version
 from attunement.records import Example, Reply
 

@@ -28,7 +28,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from attunement.judging.registry import RewardSpec
-from attunement.policy.memory import ModelFreeMemoryMode
+from attunement.policy import ModelFreeMemoryMode
 
 Device = Literal["auto", "cpu", "cuda"]
 #: the memory modes a training prompt can use (the name ``attune train``'s option uses)

@@ -35,8 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from attunement.jsonl import read_jsonl
 from attunement.llm.base import Message
-from attunement.policy.context import PolicyPrompt, PromptContext, policy_prompts
-from attunement.policy.memory import ModelFreeMemoryMode
+from attunement.policy import ModelFreeMemoryMode, PolicyPrompt, PromptContext, policy_prompts
 from attunement.records import Example
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from attunement.judging.registry import parse_reward_name
-from attunement.policy.prompting import reply_prompt_version
+from attunement.policy import reply_prompt_version
 from attunement.records import Example
 from attunement.training.config import GRPOSettings, resolve_device
 from attunement.training.data import build_grpo_rows, read_examples
