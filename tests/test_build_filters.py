@@ -143,3 +143,21 @@ def test_presets_on_the_shared_packets(shared_data):
     # the authors' script also sees the items annotators tagged [ERROR]: it keeps 46
     tagged = load_users(path, ImportOptions(error_tags="keep"))
     assert sum(filter_user(u, FilterRules.preset("authors")).keep for u in tagged) == 46
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("[1, 2]", "{what} must be a JSON object"),
+        ("{oops", "not valid JSON"),
+        ('{"nope": 1}', "invalid {what}"),
+    ],
+)
+def test_rules_and_build_config_files_are_read_the_same_way(tmp_path, text, problem):
+    from attunement.building import BuildConfig
+
+    p = tmp_path / "settings.json"
+    p.write_text(text)
+    for model, what in ((FilterRules, "filter rules"), (BuildConfig, "build config")):
+        with pytest.raises(ValueError, match="settings.json: " + problem.format(what=what)):
+            model.from_file(p)

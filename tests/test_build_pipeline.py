@@ -67,9 +67,9 @@ async def test_full_build_exports_complete_examples(tmp_path):
     }
     assert all(len(p["version"]) == 12 for p in manifest["prompts"].values())
     assert manifest["report"]["accepted"] == 15
-    from attunement.building.export import FALLBACK_RENDERER, POLICY_RENDERER
+    from attunement.building.export import POLICY_RENDERER
 
-    assert manifest["report"]["prompt_renderer"] in (POLICY_RENDERER, FALLBACK_RENDERER)
+    assert manifest["report"]["prompt_renderer"] in (POLICY_RENDERER,)  # no fallback left
 
 
 async def test_requests_use_json_schemas_with_bounded_strings(tmp_path):
@@ -112,6 +112,25 @@ async def test_persona_gate_rejects_with_reason_and_stops_the_user(tmp_path):
     assert report.rejection_reasons["persona.gate"] == 1
     assert not any(r.user_id == "demo-tomasz" for r in load_stage_records(tmp_path, "bigfive"))
     assert report.accepted == 12
+
+
+async def test_stage_counts_add_up_and_survive_a_resume(tmp_path):
+    def persona(request, index):
+        if "bass in a blues band" in "\n".join(c for _, c in request.messages):
+            data = json.loads(default_answer(request, index))
+            return json.dumps({**data, "is_deep": False, "gate_reason": "Too thin."})
+        return default_answer(request, index)
+
+    first = await build_dataset(
+        EXAMPLE_USERS, tmp_path, scripted_builder({"persona": persona}), show_progress=False
+    )
+    counts = first.stages["persona"]
+    assert (counts.input, counts.ok, counts.rejected, counts.new, counts.resumed) == (5, 4, 1, 5, 0)
+    assert counts.usage.calls == 5 and first.stages["bigfive"].input == 4
+    again = await build_dataset(EXAMPLE_USERS, tmp_path, scripted_builder(), show_progress=False)
+    counts = again.stages["persona"]
+    assert (counts.input, counts.ok, counts.rejected, counts.new, counts.resumed) == (5, 4, 1, 0, 5)
+    assert counts.usage.calls == 0 and again.rejected == first.rejected == 2
 
 
 async def test_invalid_output_is_retried_with_fresh_samples_then_rejected(tmp_path):

@@ -414,3 +414,67 @@ def _instance(node):
     if kind == "integer":
         return node.get("minimum", 0)
     return "x" * max(node.get("minLength", 1), 1)
+
+
+# --------------------------------------------------------------------------- one definition each
+
+
+async def test_each_stage_names_its_schema_and_prompt_once(tmp_path, fixtures_dir):
+    from attunement.building.config import LLM_STAGES, STAGE_PROMPTS
+    from attunement.prompts import load_prompt
+
+    model = scripted_builder()
+    chat = f"chatlog:{fixtures_dir / 'build_chatlog.jsonl'}"
+    await build_dataset(chat, tmp_path / "chat", model, limit=1, show_progress=False)
+    await build_dataset(EXAMPLE_USERS, tmp_path / "users", model, limit=1, show_progress=False)
+    asked = {c.json_schema["title"] for c in model.calls}
+    assert asked == set(LLM_STAGES)  # every stage asked, each schema titled with its stage
+    for call in model.calls:
+        stage = call.json_schema["title"]
+        template = load_prompt(STAGE_PROMPTS[stage])
+        assert (
+            call.messages[0][1]
+            == template.render(**dict.fromkeys(template.placeholders))[0]["content"]
+        )
+    for stage in LLM_STAGES:
+        folder = tmp_path / ("chat" if stage == "extract" else "users")
+        versions = {r.prompt_version for r in load_stage_records(folder, stage)}
+        assert versions == {load_prompt(STAGE_PROMPTS[stage]).version}, stage
+
+
+def test_answers_are_generated_from_the_lists_they_answer():
+    from attunement.building.config import DEFAULT_GATES, INSPECTION_CHECKS
+    from attunement.records import BIG_FIVE_TRAITS
+
+    assert tuple(BigFiveAnswer.model_fields) == BIG_FIVE_TRAITS
+    judged = [f for f in InspectAnswer.model_fields if f not in ("reason", "language")]
+    assert tuple(judged) == DEFAULT_GATES == INSPECTION_CHECKS[:-1]
+    assert INSPECTION_CHECKS[-1] == "language"
+
+
+def test_extraction_drops_short_and_unfound_quotes_with_their_reason():
+    from attunement.building.extraction import extract_call
+    from attunement.records import Session, Turn, UserHistory
+
+    user = UserHistory(
+        user_id="u",
+        sessions=[
+            Session(session_id="s", turns=[Turn(role="user", text="My sister moved to Oslo")])
+        ],
+    )
+    call = extract_call(user, ScriptedChatModel(lambda r, i: "{}"), BuildConfig())
+    item = {"label": "UNMAPPED", "label_suggestion": "", "type": "direct", "value": "Sister abroad"}
+    items, dropped = call.parse(
+        {
+            "memories": [
+                {**item, "quote": "sister moved to oslo"},
+                {**item, "quote": "My sister"},
+                {**item, "quote": "My brother moved to Rome"},
+            ]
+        }
+    )
+    assert [m.evidence[0].utterance_index for m in items] == [0]
+    assert [d["reason"] for d in dropped] == [
+        "quote shorter than 12 chars",
+        "quote not found in any user turn",
+    ]

@@ -177,14 +177,7 @@ def split_ood(
     ``holdout_cluster`` is a cluster number (0 = the largest) or ``"smallest"``
     / ``"largest"``.
     """
-    try:
-        from kmodes.kmodes import KModes
-    except ImportError as exc:
-        raise ValueError(
-            "the OOD split needs the kmodes package: pip install 'attunement[build]'"
-        ) from exc
-    import numpy as np
-
+    kmodes = _kmodes_class()
     rows = big_five_rows(examples)
     users = sorted(rows)
     distinct = sorted(set(rows.values()))
@@ -198,34 +191,8 @@ def split_ood(
     if isinstance(holdout_cluster, int) and not 0 <= holdout_cluster < k:
         raise ValueError(f"holdout cluster must be in 0..{k - 1}, got {holdout_cluster}")
 
-    matrix = np.array([rows[u] for u in users], dtype=object)
-    km = KModes(n_clusters=k, init="Huang", n_init=n_init, random_state=seed)
-    km.fit(matrix)
-    modes = [tuple(str(x) for x in row) for row in km.cluster_centroids_]
-    if len(set(modes)) < len(modes):
-        raise ValueError(
-            f"k-modes found duplicate cluster profiles with k={k}; try a smaller k or another seed"
-        )
-    labels = {u: nearest_cluster(rows[u], modes) for u in users}
-    sizes = [sum(1 for u in users if labels[u] == i) for i in range(k)]
-    # renumber: largest cluster first, ties by profile; rename the labels (assigning
-    # again against the renumbered profiles could move tied users and break the order)
-    order = sorted(range(k), key=lambda i: (-sizes[i], modes[i]))
-    new_index = {old: new for new, old in enumerate(order)}
-    profiles = [modes[old] for old in order]
-    labels = {u: new_index[labels[u]] for u in users}
-    clusters = [
-        Cluster(index=i, profile=profiles[i], users=sum(1 for u in users if labels[u] == i))
-        for i in range(k)
-    ]
-    for e in examples:
-        clusters[labels[user_key(e)]].examples += 1
-    if any(c.users == 0 for c in clusters):
-        empty = [c.index for c in clusters if c.users == 0]
-        raise ValueError(
-            f"clusters {empty} have no user nearest to their profile with k={k}; try a smaller k"
-        )
-
+    modes = _cluster_modes(kmodes, [rows[u] for u in users], k, n_init=n_init, seed=seed)
+    labels, clusters = _clusters_by_size(examples, rows, modes)
     holdout_cluster = _holdout_index(holdout_cluster, clusters)
     test_users = {u for u in users if labels[u] == holdout_cluster}
     train, test = _partition(examples, test_users)
@@ -236,7 +203,9 @@ def split_ood(
         "n_init": n_init,
         "init": "Huang",
         "holdout_cluster": holdout_cluster,
-        "holdout_profile": dict(zip(BIG_FIVE_TRAITS, profiles[holdout_cluster], strict=True)),
+        "holdout_profile": dict(
+            zip(BIG_FIVE_TRAITS, clusters[holdout_cluster].profile, strict=True)
+        ),
         "clusters": [c.as_dict() for c in clusters],
         "assignment": "nearest profile by Hamming distance, ties to the profile that sorts "
         "first; clusters numbered by size, largest first",
@@ -254,6 +223,59 @@ def split_ood(
         holdout_cluster=holdout_cluster,
         manifest=manifest,
     )
+
+
+def _kmodes_class() -> Any:
+    try:
+        from kmodes.kmodes import KModes
+    except ImportError as exc:
+        raise ValueError(
+            "the OOD split needs the kmodes package: pip install 'attunement[build]'"
+        ) from exc
+    return KModes
+
+
+def _cluster_modes(
+    kmodes: Any, matrix: list[tuple[str, ...]], k: int, *, n_init: int, seed: int
+) -> list[tuple[str, ...]]:
+    """The ``k`` cluster profiles k-modes (Huang init) finds; duplicates are an error."""
+    import numpy as np
+
+    km = kmodes(n_clusters=k, init="Huang", n_init=n_init, random_state=seed)
+    km.fit(np.array(matrix, dtype=object))
+    modes = [tuple(str(x) for x in row) for row in km.cluster_centroids_]
+    if len(set(modes)) < len(modes):
+        raise ValueError(
+            f"k-modes found duplicate cluster profiles with k={k}; try a smaller k or another seed"
+        )
+    return modes
+
+
+def _clusters_by_size(
+    examples: Sequence[Example], rows: dict[str, tuple[str, ...]], modes: list[tuple[str, ...]]
+) -> tuple[dict[str, int], list[Cluster]]:
+    """Each user's cluster (nearest profile) and the clusters, numbered largest first."""
+    users = sorted(rows)
+    k = len(modes)
+    labels = {u: nearest_cluster(rows[u], modes) for u in users}
+    sizes = [sum(1 for u in users if labels[u] == i) for i in range(k)]
+    # renumber: largest cluster first, ties by profile; rename the labels (assigning
+    # again against the renumbered profiles could move tied users and break the order)
+    order = sorted(range(k), key=lambda i: (-sizes[i], modes[i]))
+    new_index = {old: new for new, old in enumerate(order)}
+    labels = {u: new_index[labels[u]] for u in users}
+    clusters = [
+        Cluster(index=i, profile=modes[old], users=sum(1 for u in users if labels[u] == i))
+        for i, old in enumerate(order)
+    ]
+    for e in examples:
+        clusters[labels[user_key(e)]].examples += 1
+    if any(c.users == 0 for c in clusters):
+        empty = [c.index for c in clusters if c.users == 0]
+        raise ValueError(
+            f"clusters {empty} have no user nearest to their profile with k={k}; try a smaller k"
+        )
+    return labels, clusters
 
 
 def write_split(

@@ -10,22 +10,16 @@ voice, inspect each query, and export examples with TRL-style prompt rows.
 >>> report = await build_dataset("alpsbench-packets:sessions.jsonl", Path("out"), model)  # doctest: +SKIP
 """
 
+from attunement.building.calls import StageRecord
 from attunement.building.config import INSPECTION_CHECKS, STAGES, BuildConfig
 from attunement.building.filters import FILTER_PRESETS, FilterDecision, FilterRules, filter_user
 from attunement.building.importers import ImportOptions, load_users, parse_source
 from attunement.building.llm_io import StageSettings
-from attunement.building.pipeline import (
-    BuildEstimate,
-    BuildLockedError,
-    BuildReport,
-    EndpointError,
-    StageCount,
-    StaleRecordsError,
-    build_dataset,
-    load_stage_records,
-)
+from attunement.building.pipeline import build_dataset
 from attunement.building.privacy import ScrubOptions
-from attunement.building.stages import StageRecord
+from attunement.building.report import BuildEstimate, BuildReport, StageCount
+from attunement.building.runner import EndpointError
+from attunement.building.store import BuildLockedError, StaleRecordsError, load_stage_records
 
 __all__ = [
     "FILTER_PRESETS",

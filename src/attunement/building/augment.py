@@ -28,18 +28,10 @@ from typing import Annotated, Any
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
+from attunement.building.calls import StageCall, StageRecord, min_units, ok_or_invalid, stage_call
 from attunement.building.export import write_dataset
-from attunement.building.language import text_units
-from attunement.building.llm_io import (
-    Answer,
-    Asked,
-    InvalidOutput,
-    StageSettings,
-    answer_schema,
-    json_example,
-)
-from attunement.building.pipeline import StageStore
-from attunement.building.stages import StageCall, StageRecord
+from attunement.building.llm_io import Answer, InvalidOutput, StageSettings
+from attunement.building.store import StageStore
 from attunement.concurrency import run_bounded
 from attunement.jsonl import JsonlAppender, read_jsonl, write_manifest
 from attunement.llm import ChatModel
@@ -81,8 +73,6 @@ class AugmentReport(BaseModel):
 
 
 class AugmentAnswer(Answer):
-    model_config = ConfigDict(title="augment")
-
     scenario: Annotated[str, Field(min_length=20, max_length=450)]
     name: Annotated[str, Field(min_length=1, max_length=30)]
     age: Annotated[int, Field(ge=16, le=90)]
@@ -94,41 +84,30 @@ def augment_call(
     model: ChatModel, row: EDRow, settings: StageSettings, *, seed: int | None = None
 ) -> StageCall[dict[str, Any]]:
     """Scenario and light persona for one row."""
-    template = load_prompt(PROMPT)
-    schema = answer_schema(AugmentAnswer)
-    messages = template.render(
-        emotion=row.emotion,
-        situation=row.situation,
-        utterance=fence("utterance", row.utterance),
-        answer_format=json_example(schema),
-    )
 
     def parse(data: dict[str, Any]) -> dict[str, Any]:
         out = AugmentAnswer.model_validate(data)
-        scenario = " ".join(out.scenario.split())
-        if text_units(scenario) < 8:
-            raise InvalidOutput(f"scenario too short: {scenario!r}")
+        scenario = min_units(out.scenario, 8, "scenario")
         fields = {k: getattr(out, k).strip() for k in ("name", "gender", "occupation")}
         empty = [k for k, v in fields.items() if not v]
         if empty:
             raise InvalidOutput(f"empty {', '.join(empty)}")
         return {"scenario": scenario, "age": out.age, **fields}
 
-    def decide(call: StageCall[dict[str, Any]], asked: Asked[dict[str, Any]]) -> StageRecord:
-        return call.ok(asked, asked.value) if asked.ok else call.invalid(asked)
-
-    return StageCall(
-        stage="augment",
-        key=row.conv_id,
-        user_id=row.conv_id,
-        model=model,
-        template=template,
-        messages=messages,
-        schema=schema,
-        parse=parse,
-        settings=settings,
-        decide=decide,
+    return stage_call(
+        "augment",
+        row.conv_id,
+        row.conv_id,
+        model,
+        settings,
+        AugmentAnswer,
+        parse,
+        ok_or_invalid(lambda value: value),
         seed=seed,
+        prompt=PROMPT,
+        emotion=row.emotion,
+        situation=row.situation,
+        utterance=fence("utterance", row.utterance),
     )
 
 

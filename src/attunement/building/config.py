@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from attunement.building.filters import FilterRules
-from attunement.building.importers import ImportOptions
 from attunement.building.llm_io import StageSettings
+from attunement.building.reading import ImportOptions, settings_file
 from attunement.records import Category
 
 #: the stages of a build, in order
@@ -24,15 +23,27 @@ STAGES: tuple[str, ...] = (
     "inspect",
     "export",
 )
-#: the stages that call a model
-LLM_STAGES: tuple[str, ...] = ("extract", "persona", "bigfive", "situations", "queries", "inspect")
+#: the stages that call a model, in order, each with its prompt template
+#: (``prompts/<name>.txt``; the versions go into the manifest). A stage's name
+#: is also the title of its answer's JSON schema and its settings' field below.
+STAGE_PROMPTS: dict[str, str] = {
+    "extract": "build_extract",
+    "persona": "build_persona",
+    "bigfive": "build_bigfive",
+    "situations": "build_situations",
+    "queries": "build_query",
+    "inspect": "build_inspect",
+}
+LLM_STAGES: tuple[str, ...] = tuple(STAGE_PROMPTS)
 
-InspectionCheck = Literal["emotional_support", "logical_consistency", "role_awareness", "language"]
-#: the checks the inspector answers; ``language`` compares its label of the query's
-#: language with the user's language
+#: the checks the inspector answers true or false: the authors' gate, a query is
+#: kept when all three pass
+JudgedCheck = Literal["emotional_support", "logical_consistency", "role_awareness"]
+DEFAULT_GATES: tuple[str, ...] = get_args(JudgedCheck)
+#: every check of a query; ``language`` compares the inspector's label of the
+#: query's language with the user's language
+InspectionCheck = Literal[JudgedCheck, "language"]
 INSPECTION_CHECKS: tuple[str, ...] = get_args(InspectionCheck)
-#: the authors' gate: a query is kept when these three pass (language is a label)
-DEFAULT_GATES: tuple[str, ...] = ("emotional_support", "logical_consistency", "role_awareness")
 
 InspectionMode = Literal["enforce", "annotate"]
 
@@ -127,12 +138,5 @@ class BuildConfig(BaseModel):
 
     @classmethod
     def from_file(cls, path: str | Path) -> BuildConfig:
-        p = Path(path)
-        try:
-            data = json.loads(p.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{p}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-        try:
-            return cls.model_validate(data)
-        except ValueError as exc:
-            raise ValueError(f"{p}: invalid build config: {exc}") from None
+        """Defaults overridden by the fields of a JSON file."""
+        return settings_file(cls, path, "build config")

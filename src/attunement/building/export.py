@@ -15,67 +15,34 @@ unless asked. ``split_by_language`` also writes ``examples.<lang>.jsonl`` and
 
 ``DIR/prompts.jsonl`` holds TRL-style rows for the same examples:
 ``{"prompt": [messages...], "example_id", "user_id", "category", "language",
-"query", "persona", "memories", "situation", "example"}``; the context
-columns are rendered text (what a reward function reads), ``example`` is the
-full Example as a JSON string (what a reward model needs to rebuild it).
+"query", "persona", "memories", "situation", "example"}``. The prompt is the
+policy's, from its one home (:mod:`attunement.policy.context`) with the
+defaults of ``attune generate``: full memory, no persona or situation. The
+context columns are rendered text (what a reward function reads), ``example``
+is the full Example as a JSON string (what a reward model needs to rebuild it).
 """
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from attunement.jsonl import write_jsonl
-from attunement.llm import Message
+from attunement.policy import FullMemory, PromptContext, render_policy_prompt
 from attunement.records import Example, MemoryItem, UserHistory
-from attunement.render import render_memories, render_persona, render_situation, sections
+from attunement.render import render_memories, render_persona, render_situation
 
-PromptRenderer = Callable[[Example, Sequence[MemoryItem]], list[Message]]
-
-POLICY_RENDERER = "attunement.policy.prompting.render_reply_messages"
-FALLBACK_RENDERER = "attunement.building.export.render_context_messages"
+#: the function that renders the prompt column (recorded in the build's manifest)
+POLICY_RENDERER = f"{render_policy_prompt.__module__}.{render_policy_prompt.__qualname__}"
 
 
-def render_context_messages(example: Example, memories: Sequence[MemoryItem]) -> list[Message]:
-    """A plain prompt (context sections, then the query) used only when the
-    policy package's renderer is not installed; the manifest says which was used."""
-    context = sections(
-        [
-            ("About the user", render_persona(example.persona)),
-            ("What you remember about the user", render_memories(memories)),
-            ("Their situation", render_situation(example.situation)),
-        ]
-    )
-    return [
-        {
-            "role": "system",
-            "content": "You are a warm, attentive assistant. Use what you know "
-            "about the user to answer their message with empathy.",
-        },
-        {"role": "user", "content": f"{context}\n\n## Their message\n{example.query}".strip()},
-    ]
-
-
-def prompt_renderer() -> tuple[PromptRenderer, str]:
-    """The policy's reply-prompt renderer when available, else the plain one (and its name)."""
-    module_name, _, attr = POLICY_RENDERER.rpartition(".")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name and POLICY_RENDERER.startswith(exc.name):
-            return render_context_messages, FALLBACK_RENDERER
-        raise
-    fn = getattr(module, attr, None)
-    if fn is None:
-        return render_context_messages, FALLBACK_RENDERER
-    return fn, POLICY_RENDERER
-
-
-def prompt_row(example: Example, renderer: PromptRenderer) -> dict[str, Any]:
+def prompt_row(example: Example) -> dict[str, Any]:
+    """One ``prompts.jsonl`` row: the policy's prompt with what generate shows by
+    default (memories and query), the rendered context columns and the example."""
+    prompt = render_policy_prompt(example, FullMemory.view(example), PromptContext())
     return {
-        "prompt": renderer(example, example.memories),
+        "prompt": prompt,
         "example_id": example.example_id,
         "user_id": example.user_id,
         "category": example.category.value if example.category else None,
@@ -123,14 +90,13 @@ def write_dataset(
     split_by_language: bool = False,
 ) -> tuple[dict[str, Path], str]:
     """Write examples.jsonl and prompts.jsonl atomically; return paths and renderer name."""
-    renderer, name = prompt_renderer()
     if not keep_evidence:
         examples = [
             e.model_copy(update={"memories": without_evidence_text(e.memories)}) for e in examples
         ]
     paths = {"examples": out_dir / "examples.jsonl", "prompts": out_dir / "prompts.jsonl"}
     write_jsonl(paths["examples"], examples)
-    write_jsonl(paths["prompts"], (prompt_row(e, renderer) for e in examples))
+    write_jsonl(paths["prompts"], map(prompt_row, examples))
     if split_by_language:
         for old in [*out_dir.glob("examples.*.jsonl"), *out_dir.glob("prompts.*.jsonl")]:
             old.unlink()  # languages that have no example any more
@@ -139,5 +105,5 @@ def write_dataset(
             paths[f"examples.{lang}"] = out_dir / f"examples.{lang}.jsonl"
             paths[f"prompts.{lang}"] = out_dir / f"prompts.{lang}.jsonl"
             write_jsonl(paths[f"examples.{lang}"], part)
-            write_jsonl(paths[f"prompts.{lang}"], (prompt_row(e, renderer) for e in part))
-    return paths, name
+            write_jsonl(paths[f"prompts.{lang}"], map(prompt_row, part))
+    return paths, POLICY_RENDERER

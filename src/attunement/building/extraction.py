@@ -17,11 +17,11 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import Field
 
+from attunement.building.calls import StageCall, StageRecord, user_call
 from attunement.building.config import BuildConfig
-from attunement.building.llm_io import Answer, Asked, InvalidOutput, answer_schema
-from attunement.building.stages import StageCall, StageRecord, _stage_call
+from attunement.building.llm_io import Answer, Asked, InvalidOutput
 from attunement.building.taxonomy import TAXONOMY_LABELS, UNMAPPED
 from attunement.llm import ChatModel
 from attunement.records import Evidence, MemoryItem, UserHistory
@@ -41,11 +41,14 @@ class ItemAnswer(Answer):
 @lru_cache(maxsize=8)
 def extract_answer(max_items: int) -> type[Answer]:
     class ExtractAnswer(Answer):
-        model_config = ConfigDict(title="extract")
-
         memories: Annotated[list[ItemAnswer], Field(max_length=max_items)]
 
     return ExtractAnswer
+
+
+def needs_memory_extraction(user: UserHistory) -> bool:
+    """True for histories with conversations but no memories and no annotation."""
+    return not user.memories and bool(user.sessions) and not user.meta.get("annotated")
 
 
 def _norm(s: str) -> str:
@@ -84,6 +87,16 @@ def find_quote(user: UserHistory, quote: str) -> tuple[str, int] | None:
     return None
 
 
+def _quote_problem(
+    user: UserHistory, quote: str, min_chars: int
+) -> tuple[str, tuple[str, int] | None]:
+    """Where ``quote`` occurs in the user's own turns, or why it cannot be evidence."""
+    if len(quote) < min_chars:
+        return f"quote shorter than {min_chars} chars", None
+    where = find_quote(user, quote)
+    return ("quote not found in any user turn" if where is None else ""), where
+
+
 def extract_call(
     user: UserHistory, model: ChatModel, config: BuildConfig, *, seed: int | None = None
 ) -> StageCall[tuple[list[MemoryItem], list[dict]]]:
@@ -96,24 +109,9 @@ def extract_call(
         items: list[MemoryItem] = []
         for raw in out.memories:
             quote = raw.quote.strip()
-            if len(quote) < config.min_quote_chars:
-                dropped.append(
-                    {
-                        "value": raw.value,
-                        "quote": quote,
-                        "reason": f"quote shorter than {config.min_quote_chars} chars",
-                    }
-                )
-                continue
-            where = find_quote(user, quote)
+            problem, where = _quote_problem(user, quote, config.min_quote_chars)
             if where is None:
-                dropped.append(
-                    {
-                        "value": raw.value,
-                        "quote": quote,
-                        "reason": "quote not found in any user turn",
-                    }
-                )
+                dropped.append({"value": raw.value, "quote": quote, "reason": problem})
                 continue
             label = raw.label if raw.label in TAXONOMY_LABELS else UNMAPPED
             suggestion = raw.label_suggestion.strip() or None
@@ -145,16 +143,16 @@ def extract_call(
             )
         return call.ok(asked, output)
 
-    return _stage_call(
+    return user_call(
         "extract",
         user.user_id,
         user,
         model,
         config,
-        answer_schema(answer),
+        answer,
         parse,
         decide,
-        seed,
+        seed=seed,
         rules={"min_quote_chars": config.min_quote_chars},
         conversation=fence(
             "conversation", render_conversation(user, config.extract_conversation_chars)

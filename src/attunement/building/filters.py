@@ -42,6 +42,7 @@ from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from attunement.building.reading import settings_file
 from attunement.building.taxonomy import UNMAPPED
 from attunement.records import MemoryItem, UserHistory
 
@@ -222,17 +223,7 @@ class FilterRules(BaseModel):
     @classmethod
     def from_file(cls, path: str | Path) -> FilterRules:
         """Defaults overridden by the fields of a JSON file."""
-        p = Path(path)
-        try:
-            data = json.loads(p.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{p}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-        if not isinstance(data, dict):
-            raise ValueError(f"{p}: filter rules must be a JSON object")  # noqa: TRY004
-        try:
-            return cls.model_validate(data)
-        except ValueError as exc:
-            raise ValueError(f"{p}: invalid filter rules: {exc}") from None
+        return settings_file(cls, path, "filter rules")
 
     @property
     def version(self) -> str:

@@ -52,48 +52,45 @@ is empty, so the builder never runs memory extraction on them.
 
 from __future__ import annotations
 
-import json
-import re
 from collections import Counter
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
-from attunement.building.language import identify_language
+from attunement.building.memory_items import memory_items
 from attunement.building.privacy import ScrubOptions, scrub_text
+from attunement.building.reading import (
+    ErrorTagPolicy,
+    ImportOptions,
+    LineCollector,
+    LineContext,
+    check_unique,
+    convert_lines,
+    get_field,
+    history,
+    read_lines,
+    read_turn,
+    user_language,
+    with_warnings,
+)
 from attunement.jsonl import RecordError, parse_line
-from attunement.records import Evidence, MemoryItem, Session, Turn, UserHistory
+from attunement.records import Session, UserHistory
 
 SOURCE_KINDS = ("alpsbench-packets", "alpsbench", "chatlog", "users")
 
-ErrorTagPolicy = Literal["drop", "strip", "keep"]
-
-_ERROR_TAG = re.compile(r"\s*\[ERROR:[^\]]*\]?", re.IGNORECASE)
-_ROLES = {
-    "user": "user",
-    "human": "user",
-    "assistant": "assistant",
-    "bot": "assistant",
-    "gpt": "assistant",
-    "ai": "assistant",
-    "model": "assistant",
-    "system": "system",
-}
-
-
-class ImportOptions(BaseModel):
-    """How importers treat noisy input."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    error_tags: ErrorTagPolicy = "drop"
-    default_language: str = "en"
-    scrub: ScrubOptions = Field(default_factory=ScrubOptions)
-    skip_invalid: bool = False
-    rejects: Path | None = None  # default: <source path>.rejects.jsonl
+__all__ = [
+    "SOURCE_KINDS",
+    "ErrorTagPolicy",
+    "ImportOptions",
+    "import_alpsbench_packets",
+    "import_alpsbench_records",
+    "import_chatlog",
+    "import_users",
+    "load_users",
+    "parse_source",
+    "read_lines",
+    "scrub_user",
+]
 
 
 def parse_source(source: str) -> tuple[str, Path]:
@@ -122,7 +119,7 @@ def load_users(source: str, options: ImportOptions | None = None) -> list[UserHi
         options.rejects.parent.mkdir(parents=True, exist_ok=True)
     importer = _IMPORTERS[kind]
     users = importer(path, options)
-    _check_unique(users, path)
+    check_unique(users, path)
     if options.scrub.enabled:
         users = [scrub_user(u, options.scrub) for u in users]
     return users
@@ -160,348 +157,25 @@ def scrub_user(user: UserHistory, options: ScrubOptions) -> UserHistory:
     return user.model_copy(update={"sessions": sessions, "memories": memories, "meta": meta})
 
 
-# --------------------------------------------------------------------------- plumbing
-
-
-@dataclass
-class _Ctx:
-    """Where we are in a source file, to name it in errors."""
-
-    path: Path
-    line: int
-    options: ImportOptions
-    warnings: list[dict[str, str]] = field(default_factory=list)
-
-    def error(self, field_name: str, message: str) -> RecordError:
-        return RecordError(self.path, self.line, field_name, message)
-
-    def warn(self, field_name: str, message: str) -> None:
-        self.warnings.append({"line": self.line, "field": field_name, "message": message})
-
-
-@dataclass
-class _Collector:
-    """Gathers rejected lines when ``skip_invalid`` is set."""
-
-    path: Path
-    options: ImportOptions
-    bad: list[dict[str, Any]] = field(default_factory=list)
-
-    def lines(self) -> Iterator[tuple[_Ctx, str, dict[str, Any] | None]]:
-        """Yield (context, raw line, parsed object) for each line that is a JSON object."""
-        for lineno, raw, bad_bytes in read_lines(self.path):
-            ctx = _Ctx(self.path, lineno, self.options)
-            if bad_bytes:
-                ctx.warn("", f"{bad_bytes} byte(s) that are not UTF-8 were replaced by U+FFFD")
-            try:
-                obj = json.loads(raw)
-            except json.JSONDecodeError as exc:
-                self.fail(ctx.error("", f"not valid JSON ({exc.msg} at column {exc.colno})"), raw)
-                continue
-            if not isinstance(obj, dict):
-                self.fail(ctx.error("", f"expected a JSON object, got {type(obj).__name__}"), raw)
-                continue
-            yield ctx, raw, obj
-
-    def fail(self, err: RecordError, raw: str) -> None:
-        if not self.options.skip_invalid:
-            raise err
-        self.bad.append(
-            {"line": err.line, "field": err.field, "error": err.message, "raw": raw.rstrip("\n")}
-        )
-
-    def finish(self) -> None:
-        if not self.bad:
-            return
-        target = self.options.rejects or Path(str(self.path) + ".rejects.jsonl")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with target.open("w", encoding="utf-8") as fh:
-            for row in self.bad:
-                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-
-
-def read_lines(path: Path) -> Iterator[tuple[int, str, int]]:
-    """(line number, text, count of undecodable bytes) of each non-blank line.
-
-    A UTF-8 byte-order mark at the start is skipped; bytes that are not UTF-8
-    are replaced rather than stopping the import (the caller reports them).
-    """
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file")
-    with path.open("rb") as fh:
-        for lineno, data in enumerate(fh, start=1):
-            if lineno == 1 and data.startswith(b"\xef\xbb\xbf"):
-                data = data[3:]
-            try:
-                text, bad = data.decode("utf-8"), 0
-            except UnicodeDecodeError:
-                text = data.decode("utf-8", errors="replace")
-                bad = text.count("\ufffd") - data.decode("utf-8", errors="ignore").count("\ufffd")
-            if text.strip():
-                yield lineno, text, bad
-
-
-def _with_warnings(user: UserHistory, ctx: _Ctx) -> UserHistory:
-    if not ctx.warnings:
-        return user
-    meta = dict(user.meta)
-    meta["import_warnings"] = list(meta.get("import_warnings", [])) + ctx.warnings
-    return user.model_copy(update={"meta": meta})
-
-
-def _convert_lines(
-    path: Path, options: ImportOptions, convert: Callable[[_Ctx, dict[str, Any]], UserHistory]
-) -> list[UserHistory]:
-    col = _Collector(path, options)
-    users = []
-    for ctx, raw, obj in col.lines():
-        try:
-            users.append(_with_warnings(convert(ctx, obj), ctx))
-        except RecordError as err:
-            col.fail(err, raw)
-    col.finish()
-    return users
-
-
-def _check_unique(users: list[UserHistory], path: Path) -> None:
-    seen: set[str] = set()
-    for u in users:
-        if u.user_id in seen:
-            raise ValueError(f"{path}: user_id {u.user_id!r} occurs more than once")
-        seen.add(u.user_id)
-
-
-def _get(
-    ctx: _Ctx,
-    obj: dict[str, Any],
-    key: str,
-    where: str,
-    kind: type | tuple[type, ...],
-    *,
-    required: bool = True,
-    default: Any = None,
-) -> Any:
-    value = obj.get(key)
-    name = f"{where}.{key}" if where else key
-    if value is None:
-        if required:
-            raise ctx.error(name, "field required")
-        return default
-    if not isinstance(value, kind):
-        expected = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
-        raise ctx.error(name, f"expected {expected}, got {type(value).__name__}")
-    return value
-
-
-def _validate(ctx: _Ctx, where: str, model: type[BaseModel], data: dict[str, Any]) -> Any:
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err.get("loc", ()))
-        name = ".".join(p for p in (where, loc) if p) or "<record>"
-        raise ctx.error(name, err.get("msg", "invalid")) from None
-
-
-def _turn(ctx: _Ctx, raw: Any, where: str, *, text_key: str = "text") -> Turn:
-    if not isinstance(raw, dict):
-        raise ctx.error(where, f"expected an object, got {type(raw).__name__}")
-    role = _get(ctx, raw, "role", where, str)
-    mapped = _ROLES.get(role.strip().lower())
-    if mapped is None:
-        raise ctx.error(f"{where}.role", f"unknown role {role!r} (expected user/assistant/system)")
-    text = raw.get(text_key)
-    if text is None and text_key == "text":
-        text = raw.get("content")
-    if not isinstance(text, str):
-        raise ctx.error(f"{where}.{text_key}", "field required (a string)")
-    return Turn(role=mapped, text=text)
-
-
-def _user_language(
-    ctx: _Ctx, sessions: list[Session], given: Any = None
-) -> tuple[str, dict[str, Any]]:
-    """The record's own language, else the one identified from the user's turns."""
-    if isinstance(given, str) and given.strip():
-        return given.strip(), {"language": given.strip(), "method": "record"}
-    texts = [t.text for s in sessions for t in s.turns if t.role == "user"]
-    guess = identify_language(texts, ctx.options.default_language)
-    return guess.language, guess.as_meta()
-
-
-# --------------------------------------------------------------------------- memory items
-
-
-def error_tag(text: str | None) -> str | None:
-    """The ``[ERROR: ...]`` annotation inside ``text``, if any."""
-    if not text:
-        return None
-    m = _ERROR_TAG.search(text)
-    return m.group(0).strip() if m else None
-
-
-def strip_error_tags(text: str) -> str:
-    return _ERROR_TAG.sub("", text).strip()
-
-
-def _evidence(ctx: _Ctx, raw: Any, where: str, session_id: str | None) -> list[Evidence]:
-    if raw is None:
-        return []
-    items = raw if isinstance(raw, list) else [raw]
-    out = []
-    for i, ev in enumerate(items):
-        name = f"{where}[{i}]" if isinstance(raw, list) else where
-        if isinstance(ev, str):
-            out.append(Evidence(session_id=session_id, text=ev))
-            continue
-        if not isinstance(ev, dict):
-            raise ctx.error(name, f"expected an object, got {type(ev).__name__}")
-        index = ev.get("utterance_index")
-        if index is not None and (isinstance(index, bool) or not isinstance(index, int)):
-            if isinstance(index, str) and index.strip().isdigit():
-                index = int(index)
-            else:
-                ctx.warn(f"{name}.utterance_index", f"not an integer ({index!r}); dropped")
-                index = None
-        text = ev.get("text")
-        data = {
-            "session_id": ev.get("session_id") or session_id,
-            "utterance_index": index,
-            "text": text if isinstance(text, str) else "",
-        }
-        out.append(_validate(ctx, name, Evidence, data))
-    return out
-
-
-def _memory(
-    ctx: _Ctx,
-    raw: Any,
-    where: str,
-    index: int,
-    session_id: str | None,
-    dropped: list[dict[str, Any]],
-) -> MemoryItem | None:
-    """Map one raw AlpsBench memory item onto :class:`MemoryItem` (None when dropped)."""
-    if not isinstance(raw, dict):
-        raise ctx.error(where, f"expected an object, got {type(raw).__name__}")
-    memory_id = raw.get("memory_id")
-    memory_id = str(memory_id) if memory_id not in (None, "") else f"m{index + 1}"
-    value = _get(ctx, raw, "value", where, str)
-    evidence = _evidence(ctx, raw.get("evidence"), f"{where}.evidence", session_id)
-    if not evidence and isinstance(raw.get("evidence_text"), str):
-        evidence = [Evidence(session_id=session_id, text=raw["evidence_text"])]
-    label_suggestion = raw.get("label_suggestion")
-
-    tag = error_tag(value) or error_tag(
-        label_suggestion if isinstance(label_suggestion, str) else None
-    )
-    policy = ctx.options.error_tags
-    if tag and policy == "drop":
-        dropped.append({"memory_id": memory_id, "value": value, "reason": tag})
-        return None
-    if tag and policy == "strip":
-        value = strip_error_tags(value)
-        if isinstance(label_suggestion, str):
-            label_suggestion = strip_error_tags(label_suggestion) or None
-        if not value:
-            dropped.append(
-                {
-                    "memory_id": memory_id,
-                    "value": raw.get("value"),
-                    "reason": f"{tag} (nothing left after stripping)",
-                }
-            )
-            return None
-    if not value.strip():
-        dropped.append({"memory_id": memory_id, "value": value, "reason": "empty value"})
-        return None
-    data = {
-        "memory_id": memory_id,
-        "value": value.strip(),
-        "label": _text_field(ctx, raw, "label", where),
-        "label_suggestion": label_suggestion if isinstance(label_suggestion, str) else None,
-        "type": _unused(
-            ctx, raw, "type", where, lambda v: v in ("direct", "indirect"), "not direct or indirect"
-        ),
-        "confidence": _unused(
-            ctx,
-            raw,
-            "confidence",
-            where,
-            lambda v: isinstance(v, int | float) and not isinstance(v, bool) and 0.0 <= v <= 1.0,
-            "not a number in 0..1",
-        ),
-        "evidence": evidence,
-        "time_scope": _text_field(ctx, raw, "time_scope", where),
-        "emotion": _text_field(ctx, raw, "emotion", where),
-        "preference_attitude": _text_field(ctx, raw, "preference_attitude", where),
-    }
-    return _validate(ctx, where, MemoryItem, data)
-
-
-def _unused(
-    ctx: _Ctx, raw: dict[str, Any], key: str, where: str, valid: Callable[[Any], bool], problem: str
-) -> Any:
-    """A field the builder does not use: kept when valid, else dropped with a warning."""
-    value = raw.get(key)
-    if value is None or valid(value):
-        return value
-    ctx.warn(f"{where}.{key}", f"{problem} ({value!r}); dropped")
-    return None
-
-
-def _text_field(ctx: _Ctx, raw: dict[str, Any], key: str, where: str) -> str | None:
-    value = raw.get(key)
-    if value is None or isinstance(value, str):
-        return value or None
-    ctx.warn(f"{where}.{key}", f"not text ({value!r}); dropped")
-    return None
-
-
-def _memories(
-    ctx: _Ctx, raw: Any, where: str, session_id: str | None
-) -> tuple[list[MemoryItem], list[dict[str, Any]]]:
-    if raw is None:
-        return [], []
-    if not isinstance(raw, list):
-        raise ctx.error(where, f"expected a list, got {type(raw).__name__}")
-    dropped: list[dict[str, Any]] = []
-    items = []
-    seen: set[str] = set()
-    for i, item in enumerate(raw):
-        mem = _memory(ctx, item, f"{where}[{i}]", i, session_id, dropped)
-        if mem is None:
-            continue
-        if mem.memory_id in seen:
-            raise ctx.error(f"{where}[{i}].memory_id", f"duplicate memory_id {mem.memory_id!r}")
-        seen.add(mem.memory_id)
-        items.append(mem)
-    return items, dropped
-
-
-def _history(ctx: _Ctx, data: dict[str, Any]) -> UserHistory:
-    return _validate(ctx, "", UserHistory, data)
-
-
 # --------------------------------------------------------------------------- importers
 
 
 def import_alpsbench_packets(path: Path, options: ImportOptions) -> list[UserHistory]:
     """AlpsBench annotation packets: ``session_id``, ``dialogue``, ``task1.ground_truth_memories``."""
 
-    def convert(ctx: _Ctx, obj: dict[str, Any]) -> UserHistory:
-        session_id = _get(ctx, obj, "session_id", "", str)
-        dialogue = _get(ctx, obj, "dialogue", "", list)
-        turns = [_turn(ctx, t, f"dialogue[{i}]") for i, t in enumerate(dialogue)]
-        task1 = _get(ctx, obj, "task1", "", dict)
-        raw_mem = _get(ctx, task1, "ground_truth_memories", "task1", list)
-        memories, dropped = _memories(ctx, raw_mem, "task1.ground_truth_memories", session_id)
+    def convert(ctx: LineContext, obj: dict[str, Any]) -> UserHistory:
+        session_id = get_field(ctx, obj, "session_id", "", str)
+        dialogue = get_field(ctx, obj, "dialogue", "", list)
+        turns = [read_turn(ctx, t, f"dialogue[{i}]") for i, t in enumerate(dialogue)]
+        task1 = get_field(ctx, obj, "task1", "", dict)
+        raw_mem = get_field(ctx, task1, "ground_truth_memories", "task1", list)
+        memories, dropped = memory_items(ctx, raw_mem, "task1.ground_truth_memories", session_id)
         sessions = [Session(session_id=session_id, turns=turns)]
         meta: dict[str, Any] = {"source_line": ctx.line, "annotated": True}
         if dropped:
             meta["dropped_memories"] = dropped
-        language, meta["language_detection"] = _user_language(ctx, sessions)
-        return _history(
+        language, meta["language_detection"] = user_language(ctx, sessions)
+        return history(
             ctx,
             {
                 "user_id": session_id,
@@ -513,10 +187,10 @@ def import_alpsbench_packets(path: Path, options: ImportOptions) -> list[UserHis
             },
         )
 
-    return _convert_lines(path, options, convert)
+    return convert_lines(path, options, convert)
 
 
-def _intent_text(ctx: _Ctx, raw: Any, where: str) -> str:
+def _intent_text(ctx: LineContext, raw: Any, where: str) -> str:
     if isinstance(raw, str):
         return raw
     if not isinstance(raw, dict):
@@ -543,11 +217,11 @@ def import_alpsbench_records(path: Path, options: ImportOptions) -> list[UserHis
     """AlpsBench benchmark records: ``user_id``, ``sessions[].turns``, ``intents_ranked``,
     ``memory_items``."""
 
-    def convert(ctx: _Ctx, obj: dict[str, Any]) -> UserHistory:
+    def convert(ctx: LineContext, obj: dict[str, Any]) -> UserHistory:
         user_id = obj.get("user_id")
         if user_id in (None, ""):
             raise ctx.error("user_id", "field required")
-        raw_sessions = _get(ctx, obj, "sessions", "", list)
+        raw_sessions = get_field(ctx, obj, "sessions", "", list)
         sessions = []
         for i, s in enumerate(raw_sessions):
             where = f"sessions[{i}]"
@@ -555,21 +229,21 @@ def import_alpsbench_records(path: Path, options: ImportOptions) -> list[UserHis
                 raise ctx.error(where, f"expected an object, got {type(s).__name__}")
             sid = s.get("session_id")
             sid = str(sid) if sid not in (None, "") else f"{user_id}#s{i + 1}"
-            raw_turns = _get(ctx, s, "turns", where, list)
+            raw_turns = get_field(ctx, s, "turns", where, list)
             ordered = sorted(enumerate(raw_turns), key=lambda it: _turn_order(it[0], it[1]))
-            turns = [_turn(ctx, t, f"{where}.turns[{j}]") for j, t in ordered]
+            turns = [read_turn(ctx, t, f"{where}.turns[{j}]") for j, t in ordered]
             sessions.append(Session(session_id=sid, turns=turns))
         first_sid = sessions[0].session_id if sessions else None
-        memories, dropped = _memories(ctx, obj.get("memory_items"), "memory_items", first_sid)
-        raw_intents = _get(ctx, obj, "intents_ranked", "", list, required=False, default=[])
+        memories, dropped = memory_items(ctx, obj.get("memory_items"), "memory_items", first_sid)
+        raw_intents = get_field(ctx, obj, "intents_ranked", "", list, required=False, default=[])
         intents = [
             _intent_text(ctx, it, f"intents_ranked[{i}]") for i, it in enumerate(raw_intents)
         ]
         meta: dict[str, Any] = {"source_line": ctx.line, "annotated": True}
         if dropped:
             meta["dropped_memories"] = dropped
-        language, meta["language_detection"] = _user_language(ctx, sessions, obj.get("language"))
-        return _history(
+        language, meta["language_detection"] = user_language(ctx, sessions, obj.get("language"))
+        return history(
             ctx,
             {
                 "user_id": str(user_id),
@@ -582,12 +256,12 @@ def import_alpsbench_records(path: Path, options: ImportOptions) -> list[UserHis
             },
         )
 
-    return _convert_lines(path, options, convert)
+    return convert_lines(path, options, convert)
 
 
 def import_chatlog(path: Path, options: ImportOptions) -> list[UserHistory]:
     """Plain chat logs, one conversation per line; lines of one user are merged in order."""
-    col = _Collector(path, options)
+    col = LineCollector(path, options)
     by_user: dict[str, dict[str, Any]] = {}
     for ctx, raw, obj in col.lines():
         try:
@@ -595,11 +269,12 @@ def import_chatlog(path: Path, options: ImportOptions) -> list[UserHistory]:
             if not isinstance(user_id, str | int) or user_id == "":
                 raise ctx.error("user_id", "field required (a string)")
             user_id = str(user_id)
-            messages = _get(ctx, obj, "messages", "", list)
+            messages = get_field(ctx, obj, "messages", "", list)
             if not messages:
                 raise ctx.error("messages", "a conversation needs at least one message")
             turns = [
-                _turn(ctx, m, f"messages[{i}]", text_key="content") for i, m in enumerate(messages)
+                read_turn(ctx, m, f"messages[{i}]", text_key="content")
+                for i, m in enumerate(messages)
             ]
             if not any(t.role == "user" for t in turns):
                 raise ctx.error("messages", "no message with role 'user'")
@@ -625,8 +300,8 @@ def import_chatlog(path: Path, options: ImportOptions) -> list[UserHistory]:
                 f"{path}: user {user_id!r} has two conversations with the same "
                 f"session_id (lines {entry['lines']})"
             )
-        ctx = _Ctx(path, entry["lines"][0], options)
-        language, detection = _user_language(ctx, sessions, entry["language"])
+        ctx = LineContext(path, entry["lines"][0], options)
+        language, detection = user_language(ctx, sessions, entry["language"])
         meta: dict[str, Any] = {"source_lines": entry["lines"], "language_detection": detection}
         if entry["warnings"]:
             meta["import_warnings"] = entry["warnings"]
@@ -645,7 +320,7 @@ def import_chatlog(path: Path, options: ImportOptions) -> list[UserHistory]:
 
 def import_users(path: Path, options: ImportOptions) -> list[UserHistory]:
     """Our own :class:`UserHistory` JSONL."""
-    col = _Collector(path, options)
+    col = LineCollector(path, options)
     users = []
     for lineno, raw, bad_bytes in read_lines(path):
         try:
@@ -653,10 +328,10 @@ def import_users(path: Path, options: ImportOptions) -> list[UserHistory]:
         except RecordError as err:
             col.fail(err, raw)
             continue
-        ctx = _Ctx(path, lineno, options)
+        ctx = LineContext(path, lineno, options)
         if bad_bytes:
             ctx.warn("", f"{bad_bytes} byte(s) that are not UTF-8 were replaced by U+FFFD")
-        users.append(_with_warnings(user, ctx))
+        users.append(with_warnings(user, ctx))
     col.finish()
     return users
 

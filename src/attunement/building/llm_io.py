@@ -244,20 +244,22 @@ def _fill_memory_ids(node: Any, memory_ids: Sequence[str] | None) -> Any:
 
 
 def answer_schema(
-    model: type[BaseModel], *, memory_ids: Sequence[str] | None = None
+    model: type[BaseModel],
+    *,
+    title: str | None = None,
+    memory_ids: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """The JSON schema of ``model`` as a request constraint.
 
     References are inlined, objects forbid extra keys, titles are dropped
-    except the top one (the stage name, which tests and simulated servers
-    route by), and string fields marked :data:`MEMORY_ID` become an enum of
-    ``memory_ids``.
+    except the top one (``title``: a build passes the stage's name, which tests
+    and simulated servers route by; default the model's name), and string
+    fields marked :data:`MEMORY_ID` become an enum of ``memory_ids``.
     """
     raw = model.model_json_schema()
     schema = _inline(raw, raw.get("$defs", {}))
     schema = _fill_memory_ids(schema, memory_ids)
-    title = model.model_config.get("title") or model.__name__
-    return {"title": title, **schema}
+    return {"title": title or model.__name__, **schema}
 
 
 def json_example(schema: dict[str, Any]) -> str:

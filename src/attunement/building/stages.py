@@ -1,55 +1,50 @@
 """The LLM stages of a build: persona, Big Five, situations, queries, inspection.
 
-Each stage is prepared as a :class:`StageCall` for one key: the rendered
-prompt (``prompts/build_*.txt`` through :mod:`attunement.render`), the JSON
-schema generated from the stage's answer model, the parser with the stage's
-own rules, and the model that answers. A call has a :attr:`StageCall.fingerprint`
-(model, prompt version, rendered messages, schema, settings, seed) computed
-before any request, so a resumed build can tell a finished record from a stale
-one without calling anything. Running the call gives one :class:`StageRecord`:
-``ok`` with the output, or ``rejected`` with a ``reason_code`` (for counting)
-and a ``reason`` (for reading). A rejection is either a verdict of the model
-(the persona gate, a failed inspection gate, no situation supported by the
-evidence) or an answer that stayed invalid after the bounded retries; nothing
-is ever filled in by hand.
+Each stage is defined once, here: its answer model (which generates the JSON
+schema and validates the answer), the ``parse`` function with the checks a
+schema cannot state, and the ``decide`` function that turns a parsed answer
+into an ``ok`` or ``rejected`` :class:`~attunement.building.calls.StageRecord`.
+``*_call`` builds the stage's :class:`~attunement.building.calls.StageCall`
+for one key; the prompt is the stage's template in
+:data:`~attunement.building.config.STAGE_PROMPTS`. Memory extraction
+(:mod:`attunement.building.extraction`) and augmentation
+(:mod:`attunement.building.augment`) are defined the same way in their modules.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
-from typing import Annotated, Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, Field, create_model
 
-from attunement.building.config import INSPECTION_CHECKS, BuildConfig
-from attunement.building.language import language_code, language_name, text_units
-from attunement.building.llm_io import (
-    MEMORY_ID,
-    Answer,
-    Asked,
-    InvalidOutput,
-    StageSettings,
-    answer_schema,
-    ask_json,
-    json_example,
+from attunement.building.calls import (
+    MemoryId,
+    StageCall,
+    StageRecord,
+    Text,
+    known_ids,
+    memories_text,
+    min_units,
+    ok_or_invalid,
+    user_call,
+    user_turns_excerpt,
 )
-from attunement.llm import ChatModel, Message
-from attunement.prompts import PromptTemplate, load_prompt
+from attunement.building.config import DEFAULT_GATES, BuildConfig
+from attunement.building.language import language_code, language_name
+from attunement.building.llm_io import Answer, Asked, InvalidOutput
+from attunement.llm import ChatModel
 from attunement.records import (
     BIG_FIVE_TRAITS,
     BigFive,
     Category,
-    MemoryItem,
     Persona,
     Query,
     Situation,
     UserHistory,
 )
-from attunement.render import fence, render_memories, render_persona, render_situation
+from attunement.render import fence, render_persona, render_situation
 
 CATEGORY_GOALS = {
     Category.ES: "comfort and being understood",
@@ -57,256 +52,17 @@ CATEGORY_GOALS = {
     Category.SS: "practical advice on how to act or what to say to other people",
 }
 
-#: the prompt template of each LLM stage (their versions go into the manifest)
-STAGE_PROMPTS = {
-    "extract": "build_extract",
-    "persona": "build_persona",
-    "bigfive": "build_bigfive",
-    "situations": "build_situations",
-    "queries": "build_query",
-    "inspect": "build_inspect",
-}
 
-T = TypeVar("T")
-
-
-class StageRecord(BaseModel):
-    """One line of ``stages/<stage>.jsonl``: the outcome of a stage for one key.
-
-    ``model``, ``prompt_version`` and ``fingerprint`` say what produced it: a
-    resumed build compares the fingerprint with the one it would use now.
-    ``next_sample`` is the first sample number not used yet (a redo starts
-    there, so a cache never serves the old answer again).
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    stage: str
-    key: str
-    user_id: str
-    status: Literal["ok", "rejected"]
-    reason_code: str | None = None
-    reason: str | None = None
-    attempts: int = 0
-    output: dict[str, Any] = Field(default_factory=dict)
-    failures: list[str] = Field(default_factory=list)
-    model: str | None = None
-    prompt_version: str | None = None
-    fingerprint: str | None = None
-    next_sample: int = 0
-    failure_kinds: list[str] = Field(default_factory=list)
-
-    @classmethod
-    def from_call(
-        cls, call: StageCall[Any], status: str, asked: Asked[Any] | None, **fields: Any
-    ) -> StageRecord:
-        samples = asked.samples if asked is not None else []
-        return cls(
-            stage=call.stage,
-            key=call.key,
-            user_id=call.user_id,
-            status=status,
-            attempts=asked.attempts if asked is not None else 0,
-            failures=asked.failures if asked is not None else [],
-            failure_kinds=asked.kinds if asked is not None else [],
-            model=call.model.name,
-            prompt_version=call.template.version,
-            fingerprint=call.fingerprint,
-            next_sample=(max(samples) + 1) if samples else call.sample_base,
-            **fields,
-        )
-
-    @classmethod
-    def ok(cls, call: StageCall[Any], asked: Asked[Any], output: dict[str, Any]) -> StageRecord:
-        """The record of a call whose answer was accepted."""
-        return cls.from_call(call, "ok", asked, output=output)
-
-    @classmethod
-    def rejected(
-        cls,
-        call: StageCall[Any],
-        code: str,
-        reason: str,
-        asked: Asked[Any] | None = None,
-        output: dict[str, Any] | None = None,
-    ) -> StageRecord:
-        """The record of a rejection: ``code`` is prefixed with the stage's name."""
-        return cls.from_call(
-            call,
-            "rejected",
-            asked,
-            reason_code=f"{call.stage}.{code}",
-            reason=reason,
-            output=output or {},
-        )
-
-
-def _digest(doc: Any) -> str:
-    blob = json.dumps(doc, sort_keys=True, ensure_ascii=False, default=str)
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
-
-
-def instructions_of(template: PromptTemplate) -> str:
-    """The template's own wording (what an answer must not simply repeat)."""
-    return "\n".join(body for _, body in template.messages)
-
-
-@dataclass
-class StageCall(Generic[T]):
-    """Everything one stage needs to answer one key, prepared before any request."""
-
-    stage: str
-    key: str
-    user_id: str
-    model: ChatModel
-    template: PromptTemplate
-    messages: list[Message]
-    schema: dict[str, Any]
-    parse: Callable[[dict[str, Any]], T]
-    settings: StageSettings
-    decide: Callable[[StageCall[T], Asked[T]], StageRecord]
-    seed: int | None = None
-    rules: dict[str, Any] = field(default_factory=dict)  # settings the parser applies
-    sample_base: int = 0
-
-    @property
-    def fingerprint(self) -> str:
-        """Hash of what determines the answer: model, prompt, messages, schema, settings."""
-        return _digest(
-            {
-                "stage": self.stage,
-                "model": self.model.name,
-                "prompt": [self.template.name, self.template.version],
-                "messages": self.messages,
-                "schema": self.schema,
-                "settings": self.settings.model_dump(),
-                "seed": self.seed,
-                "rules": self.rules,
-            }
-        )
-
-    async def run(self) -> StageRecord:
-        asked = await ask_json(
-            self.model,
-            self.messages,
-            self.schema,
-            self.parse,
-            self.settings,
-            seed=self.seed,
-            sample_base=self.sample_base,
-            instructions=instructions_of(self.template),
-        )
-        return self.decide(self, asked)
-
-    def ok(self, asked: Asked[Any], output: dict[str, Any]) -> StageRecord:
-        return StageRecord.ok(self, asked, output)
-
-    def rejected(
-        self,
-        code: str,
-        reason: str,
-        asked: Asked[Any] | None = None,
-        output: dict[str, Any] | None = None,
-    ) -> StageRecord:
-        return StageRecord.rejected(self, code, reason, asked, output)
-
-    def invalid(self, asked: Asked[Any]) -> StageRecord:
-        """The record of an answer that stayed invalid after every attempt."""
-        code = "template_echo" if asked.last_kind == "template_echo" else "invalid_output"
-        return self.rejected(code, asked.reason or "invalid output", asked)
-
-
-def _ok_or_invalid(
-    to_output: Callable[[Any], dict[str, Any]],
-) -> Callable[[StageCall[Any], Asked[Any]], StageRecord]:
-    def decide(call: StageCall[Any], asked: Asked[Any]) -> StageRecord:
-        return call.ok(asked, to_output(asked.value)) if asked.ok else call.invalid(asked)
-
-    return decide
-
-
-def user_turns_excerpt(user: UserHistory, max_chars: int, turn_chars: int) -> str:
-    """The user's own turns, each cut to ``turn_chars``, until ``max_chars`` are used."""
-    lines: list[str] = []
-    used = 0
-    for session in user.sessions:
-        for turn in session.turns:
-            if turn.role != "user" or not turn.text.strip():
-                continue
-            body = " ".join(turn.text.split())
-            if len(body) > turn_chars:
-                body = body[:turn_chars].rstrip() + " ..."
-            line = f"- {body}"
-            if used + len(line) > max_chars:
-                return "\n".join(lines)
-            lines.append(line)
-            used += len(line) + 1
-    return "\n".join(lines)
-
-
-def _memories_text(memories: Sequence[MemoryItem], config: BuildConfig) -> str:
-    return render_memories(memories, limit=config.max_prompt_memories) or "(none)"
-
-
-def _known_ids(ids: Sequence[str], known: set[str], what: str) -> list[str]:
-    out: list[str] = []
-    for mid in ids:
-        mid = mid.strip()
-        if mid not in known:
-            raise InvalidOutput(f"{what} cites unknown memory id {mid!r}")
-        if mid not in out:
-            out.append(mid)
-    return out
-
-
-def _min_units(text: str, minimum: int, what: str) -> str:
-    body = " ".join(text.split())
-    if text_units(body) < minimum:
-        raise InvalidOutput(f"{what} too short: {body!r}")
-    return body
-
-
-def _stage_call(
-    stage: str,
-    key: str,
-    user: UserHistory,
-    model: ChatModel,
-    config: BuildConfig,
-    schema: dict[str, Any],
-    parse: Callable[[dict[str, Any]], T],
-    decide: Callable[[StageCall[T], Asked[T]], StageRecord],
-    seed: int | None,
-    rules: dict[str, Any] | None = None,
-    **values: Any,
-) -> StageCall[T]:
-    template = load_prompt(STAGE_PROMPTS[stage])
-    messages = template.render(answer_format=json_example(schema), **values)
-    return StageCall(
-        stage=stage,
-        key=key,
-        user_id=user.user_id,
-        model=model,
-        template=template,
-        messages=messages,
-        schema=schema,
-        parse=parse,
-        settings=config.stage_settings(stage),
-        decide=decide,
-        seed=seed,
-        rules=rules or {},
-    )
-
-
-Text = Annotated[str, Field(min_length=1, max_length=160)]
-MemoryId = Annotated[str, Field(max_length=64, json_schema_extra=MEMORY_ID)]
+def _user_turns(user: UserHistory, config: BuildConfig, share: int = 1) -> str:
+    """The user's own words for a prompt, fenced (``share``: a part of the budget)."""
+    excerpt = user_turns_excerpt(user, config.user_text_chars // share, config.turn_chars)
+    return fence("user_messages", excerpt or "(none)")
 
 
 # --------------------------------------------------------------------------- persona
 
 
 class PersonaAnswer(Answer):
-    model_config = ConfigDict(title="persona")
-
     profile: Annotated[str, Field(min_length=20, max_length=500)]
     topics: Annotated[list[Annotated[str, Field(min_length=1, max_length=40)]], Field(max_length=5)]
     is_deep: bool
@@ -320,7 +76,7 @@ def persona_call(
 
     def parse(data: dict[str, Any]) -> Persona:
         out = PersonaAnswer.model_validate(data)
-        profile = _min_units(out.profile, 5, "profile")
+        profile = min_units(out.profile, 5, "profile")
         topics: list[str] = []
         for t in out.topics:
             t = t.strip()
@@ -339,21 +95,18 @@ def persona_call(
             )
         return call.ok(asked, asked.value.model_dump())
 
-    return _stage_call(
+    return user_call(
         "persona",
         user.user_id,
         user,
         model,
         config,
-        answer_schema(PersonaAnswer),
+        PersonaAnswer,
         parse,
         decide,
-        seed,
-        memories=_memories_text(user.memories, config),
-        user_turns=fence(
-            "user_messages",
-            user_turns_excerpt(user, config.user_text_chars, config.turn_chars) or "(none)",
-        ),
+        seed=seed,
+        memories=memories_text(user.memories, config),
+        user_turns=_user_turns(user, config),
     )
 
 
@@ -365,14 +118,10 @@ class TraitAnswer(Answer):
     reason: Annotated[str, Field(min_length=1, max_length=120)]
 
 
-class BigFiveAnswer(Answer):
-    model_config = ConfigDict(title="bigfive")
-
-    openness: TraitAnswer
-    conscientiousness: TraitAnswer
-    extraversion: TraitAnswer
-    agreeableness: TraitAnswer
-    neuroticism: TraitAnswer
+#: one level and reason per trait of :data:`~attunement.records.BIG_FIVE_TRAITS`
+BigFiveAnswer: type[Answer] = create_model(
+    "BigFiveAnswer", __base__=Answer, **{t: (TraitAnswer, ...) for t in BIG_FIVE_TRAITS}
+)
 
 
 def bigfive_call(
@@ -393,18 +142,18 @@ def bigfive_call(
             justifications={t: a.reason.strip() for t, a in traits.items()},
         )
 
-    return _stage_call(
+    return user_call(
         "bigfive",
         user.user_id,
         user,
         model,
         config,
-        answer_schema(BigFiveAnswer),
+        BigFiveAnswer,
         parse,
-        _ok_or_invalid(lambda v: v.model_dump()),
-        seed,
+        ok_or_invalid(lambda v: v.model_dump()),
+        seed=seed,
         persona=render_persona(persona, with_big_five=False),
-        memories=_memories_text(user.memories, config),
+        memories=memories_text(user.memories, config),
     )
 
 
@@ -428,14 +177,8 @@ def situations_answer(categories: tuple[Category, ...], per_category: int) -> ty
         situations=(Annotated[list[SituationAnswer], Field(max_length=per_category)], ...),
     )
     return create_model(
-        "SituationsAnswer",
-        __base__=_SituationsBase,
-        **{c.value: (decision, ...) for c in categories},
+        "SituationsAnswer", __base__=Answer, **{c.value: (decision, ...) for c in categories}
     )
-
-
-class _SituationsBase(Answer):
-    model_config = ConfigDict(title="situations")
 
 
 @dataclass(frozen=True)
@@ -452,6 +195,21 @@ class Situations:
             ],
             "unsupported": dict(self.unsupported),
         }
+
+
+def _category_situations(cat: Category, decision: Any, known: set[str]) -> list[Situation]:
+    """The situations of one supported category, each checked."""
+    if not decision.situations:
+        raise InvalidOutput(f"{cat.value}: supported, but no situation given")
+    return [
+        Situation(
+            category=cat,
+            description=min_units(s.description, 8, f"{cat.value}: description"),
+            emotion=s.emotion.strip() or None,
+            relevant_memory_ids=known_ids(s.relevant_memory_ids, known, cat.value),
+        )
+        for s in decision.situations
+    ]
 
 
 def situations_call(
@@ -477,24 +235,10 @@ def situations_call(
         unsupported: dict[str, str] = {}
         for cat in categories:
             decision = getattr(out, cat.value)
-            if not decision.supported:
+            if decision.supported:
+                by_category[cat] = _category_situations(cat, decision, known)
+            else:
                 unsupported[cat.value] = decision.why_not.strip() or "(no reason given)"
-                continue
-            if not decision.situations:
-                raise InvalidOutput(f"{cat.value}: supported, but no situation given")
-            sits = []
-            for s in decision.situations:
-                description = _min_units(s.description, 8, f"{cat.value}: description")
-                ids = _known_ids(s.relevant_memory_ids, known, cat.value)
-                sits.append(
-                    Situation(
-                        category=cat,
-                        description=description,
-                        emotion=s.emotion.strip() or None,
-                        relevant_memory_ids=ids,
-                    )
-                )
-            by_category[cat] = sits
         return Situations(by_category, unsupported)
 
     def decide(call: StageCall[Situations], asked: Asked[Situations]) -> StageRecord:
@@ -511,18 +255,19 @@ def situations_call(
         return call.ok(asked, asked.value.as_output())
 
     kinds = "\n".join(f'- "{c.value}" ({c.title}): {_CATEGORY_MOMENTS[c]}' for c in categories)
-    return _stage_call(
+    return user_call(
         "situations",
         user.user_id,
         user,
         model,
         config,
-        answer_schema(answer, memory_ids=sorted(known)),
+        answer,
         parse,
         decide,
-        seed,
+        seed=seed,
+        memory_ids=sorted(known),
         persona=render_persona(persona, with_big_five=config.big_five_in_prompts),
-        memories=_memories_text(user.memories, config),
+        memories=memories_text(user.memories, config),
         kinds=kinds,
         per_category=config.situations_per_category,
     )
@@ -561,8 +306,6 @@ def situation_items(user_id: str, output: dict[str, Any]) -> list[tuple[str, Sit
 
 
 class QueryAnswer(Answer):
-    model_config = ConfigDict(title="queries")
-
     query: Annotated[str, Field(min_length=2, max_length=450)]
     relevant_memory_ids: Annotated[list[MemoryId], Field(min_length=1, max_length=5)]
     reasoning: Text
@@ -584,37 +327,34 @@ def query_call(
     def parse(data: dict[str, Any]) -> Query:
         out = QueryAnswer.model_validate(data)
         body = out.query.strip()
-        _min_units(body, config.query_min_words, "query")
+        min_units(body, config.query_min_words, "query")
         if body.lower() == situation.description.lower():
             raise InvalidOutput("query repeats the situation description")
-        ids = _known_ids(out.relevant_memory_ids, known, "query")
         return Query(
             query_id=key,
             category=situation.category,
             text=body,
             situation=situation,
-            relevant_memory_ids=ids,
+            relevant_memory_ids=known_ids(out.relevant_memory_ids, known, "query"),
             reasoning=out.reasoning.strip() or None,
             language=user.language,
         )
 
-    return _stage_call(
+    return user_call(
         "queries",
         key,
         user,
         model,
         config,
-        answer_schema(QueryAnswer, memory_ids=sorted(known)),
+        QueryAnswer,
         parse,
-        _ok_or_invalid(lambda v: v.model_dump(mode="json")),
-        seed,
+        ok_or_invalid(lambda v: v.model_dump(mode="json")),
+        seed=seed,
+        memory_ids=sorted(known),
         rules={"query_min_words": config.query_min_words},
         persona=render_persona(persona, with_big_five=config.big_five_in_prompts),
-        memories=_memories_text(user.memories, config),
-        user_turns=fence(
-            "user_messages",
-            user_turns_excerpt(user, config.user_text_chars // 2, config.turn_chars) or "(none)",
-        ),
+        memories=memories_text(user.memories, config),
+        user_turns=_user_turns(user, config, share=2),
         category_title=situation.category.title,
         category_goal=CATEGORY_GOALS[situation.category],
         situation=situation.description,
@@ -624,15 +364,14 @@ def query_call(
 
 # --------------------------------------------------------------------------- inspection
 
-
-class InspectAnswer(Answer):
-    model_config = ConfigDict(title="inspect")
-
-    reason: Annotated[str, Field(min_length=1, max_length=200)]
-    emotional_support: bool
-    logical_consistency: bool
-    role_awareness: bool
-    language: Annotated[str, Field(min_length=2, max_length=24)]
+#: the inspector's reason, one true/false per judged check, its label of the language
+InspectAnswer: type[Answer] = create_model(
+    "InspectAnswer",
+    __base__=Answer,
+    reason=(Annotated[str, Field(min_length=1, max_length=200)], ...),
+    **{check: (bool, ...) for check in DEFAULT_GATES},
+    language=(Annotated[str, Field(min_length=2, max_length=24)], ...),
+)
 
 
 @dataclass(frozen=True)
@@ -668,12 +407,8 @@ def inspect_call(
         out = InspectAnswer.model_validate(data)
         label = out.language.strip()
         code = language_code(label)
-        checks = {
-            "emotional_support": out.emotional_support,
-            "logical_consistency": out.logical_consistency,
-            "role_awareness": out.role_awareness,
-            "language": code == expected,
-        }
+        checks = {check: getattr(out, check) for check in DEFAULT_GATES}
+        checks["language"] = code == expected
         return Verdict(checks=checks, reason=out.reason.strip(), language_label=code or label)
 
     def decide(call: StageCall[Verdict], asked: Asked[Verdict]) -> StageRecord:
@@ -694,24 +429,21 @@ def inspect_call(
             )
         return call.ok(asked, output)
 
-    return _stage_call(
+    return user_call(
         "inspect",
         query.query_id,
         user,
         model,
         config,
-        answer_schema(InspectAnswer),
+        InspectAnswer,
         parse,
         decide,
-        seed,
+        seed=seed,
         rules={"gates": list(config.inspection_gates)},
         persona=render_persona(persona, with_big_five=config.big_five_in_prompts),
-        relevant_memories=_memories_text(used, config),
-        other_memories=_memories_text(other, config),
-        user_turns=fence(
-            "user_messages",
-            user_turns_excerpt(user, config.user_text_chars // 2, config.turn_chars) or "(none)",
-        ),
+        relevant_memories=memories_text(used, config),
+        other_memories=memories_text(other, config),
+        user_turns=_user_turns(user, config, share=2),
         category_title=query.category.title,
         situation=render_situation(query.situation),
         query=fence("message", query.text),
@@ -722,11 +454,10 @@ def inspect_call(
 
 __all__ = [
     "CATEGORY_GOALS",
-    "INSPECTION_CHECKS",
-    "STAGE_PROMPTS",
-    "StageCall",
-    "StageRecord",
-    "StageSettings",
+    "BigFiveAnswer",
+    "InspectAnswer",
+    "PersonaAnswer",
+    "QueryAnswer",
     "bigfive_call",
     "inspect_call",
     "item_key",
@@ -734,5 +465,4 @@ __all__ = [
     "query_call",
     "situation_items",
     "situations_call",
-    "user_turns_excerpt",
 ]

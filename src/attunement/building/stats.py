@@ -14,11 +14,12 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from attunement.building.config import STAGES
-from attunement.building.pipeline import load_stage_records
+from attunement.building.store import load_stage_records
 from attunement.jsonl import read_jsonl
 from attunement.records import BIG_FIVE_TRAITS, Category, Example
 
@@ -107,15 +108,32 @@ def plot_stats(stats: BuildStats, out: str | Path) -> Path:
         raise ValueError("plots need matplotlib: pip install 'attunement[plots]'") from exc
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
 
-    colors = {"low": "#9ecae1", "medium": "#4292c6", "high": "#08306b"}
     fig, axes = plt.subplots(2, 2, figsize=(12, 8.5))
     fig.suptitle(
         f"{stats.examples} queries from {stats.users} users  ({stats.source})", fontsize=11
     )
+    _big_five_panel(axes[0][0], stats)
+    _categories_panel(axes[0][1], stats)
+    _stages_panel(axes[1][0], stats)
+    _reasons_panel(axes[1][1], stats)
+    fig.tight_layout()
+    target = Path(out)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(target, dpi=110)
+    plt.close(fig)
+    return target
 
-    ax = axes[0][0]
+
+def _integer_ticks(axis: Any) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    axis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _big_five_panel(ax: Any, stats: BuildStats) -> None:
+    """Stacked bars: users per level of each trait."""
+    colors = {"low": "#9ecae1", "medium": "#4292c6", "high": "#08306b"}
     traits = list(BIG_FIVE_TRAITS)
     left = [0] * len(traits)
     for lvl in LEVELS:
@@ -136,20 +154,24 @@ def plot_stats(stats: BuildStats, out: str | Path) -> Path:
     ax.invert_yaxis()
     ax.set_title("Big Five levels (users)")
     ax.set_xlabel("users")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    _integer_ticks(ax.xaxis)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), fontsize=8, ncols=3, frameon=False)
 
-    ax = axes[0][1]
+
+def _categories_panel(ax: Any, stats: BuildStats) -> None:
+    """Bars: queries per category."""
     names = [f"{Category(c).title}\n({c})" for c in stats.categories]
     vals = list(stats.categories.values())
     bars = ax.bar(names, vals, color=["#e6550d", "#31a354", "#756bb1"][: len(vals)])
     ax.bar_label(bars, fontsize=9)
     ax.set_title("Queries per category")
     ax.set_ylabel("queries")
-    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    _integer_ticks(ax.yaxis)
     ax.set_ylim(0, max([*vals, 1]) * 1.15)
 
-    ax = axes[1][0]
+
+def _stages_panel(ax: Any, stats: BuildStats) -> None:
+    """Stacked bars: ok and rejected keys per stage, with the acceptance rate."""
     if stats.stages:
         names = list(stats.stages)
         ok = [stats.stages[n].ok for n in names]
@@ -162,14 +184,16 @@ def plot_stats(stats: BuildStats, out: str | Path) -> Path:
                 ax.text(i, ok[i] + rej[i], f"{rate:.0%}", ha="center", va="bottom", fontsize=8)
         ax.legend(fontsize=8)
         ax.tick_params(axis="x", labelrotation=30)
-        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        _integer_ticks(ax.yaxis)
         ax.set_ylim(0, max(a + b for a, b in zip(ok, rej, strict=True)) * 1.15 or 1)
     else:
         ax.text(0.5, 0.5, "no stage files", ha="center", va="center")
     ax.set_title("Acceptance per stage")
     ax.set_ylabel("keys")
 
-    ax = axes[1][1]
+
+def _reasons_panel(ax: Any, stats: BuildStats) -> None:
+    """Horizontal bars: the ten most frequent rejection reasons."""
     if stats.rejection_reasons:
         top = list(stats.rejection_reasons.items())[:10]
         ax.barh([k for k, _ in top], [v for _, v in top], color="#fc9272")
@@ -179,11 +203,4 @@ def plot_stats(stats: BuildStats, out: str | Path) -> Path:
         ax.text(0.5, 0.5, "no rejections", ha="center", va="center")
     ax.set_title("Rejection reasons")
     ax.set_xlabel("count")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-
-    fig.tight_layout()
-    target = Path(out)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(target, dpi=110)
-    plt.close(fig)
-    return target
+    _integer_ticks(ax.xaxis)

@@ -18,18 +18,18 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import ValidationError
 
 from attunement.jsonl import manifest_path, write_manifest
-from attunement.policy.memory import memory_strategy
-from attunement.policy.prompting import render_reply_messages, reply_prompt_version
+from attunement.policy import ModelFreeMemoryMode, PromptContext, policy_prompts
+from attunement.policy.prompting import reply_prompt_version
 from attunement.records import Example
 
 DATA_SOURCE = "attunement"
 ABILITY = "empathy"
-ExportMemoryMode = Literal["full", "none", "mismatch", "rag"]
+ExportMemoryMode = ModelFreeMemoryMode
 #: the extra_info field holding the example's JSON
 EXAMPLE_FIELD = "example"
 
@@ -137,15 +137,17 @@ async def verl_rows(
         if e.example_id in seen:
             raise ValueError(f"example id {e.example_id!r} appears twice")
         seen.add(e.example_id)
-    strategy = memory_strategy(
-        memory_mode, pool=pool if pool is not None else examples, seed=seed, k=k
+    context = PromptContext(
+        memory_mode=memory_mode,
+        persona=persona,
+        situation=situation,
+        context_of="example",
+        seed=seed,
+        k=k,
     )
     rows = []
-    for index, example in enumerate(examples):
-        view = await strategy.select(example)
-        messages = render_reply_messages(
-            example, list(view.memories), summary=view.summary, persona=persona, situation=situation
-        )
+    for index, prompt in enumerate(await policy_prompts(examples, context, pool=pool)):
+        example, view, messages = prompt.example, prompt.view, prompt.messages
         rows.append(
             {
                 "data_source": data_source,

@@ -1,8 +1,20 @@
 """The policy side: reply prompt and parsing, memory modes, generation, SFT data.
 
+What the policy sees has one home, :mod:`attunement.policy.context`: a
+:class:`PromptContext` (memory mode, persona and situation switches) and
+:func:`render_policy_prompt`, used by generation, distillation, the training
+rows, the build's ``prompts.jsonl`` and the verl / OpenRLHF exports.
+
 >>> from attunement.policy import generate_replies, parse_reply, render_reply_messages
 """
 
+from attunement.policy.context import (
+    PolicyPrompt,
+    PromptContext,
+    policy_prompt,
+    policy_prompts,
+    render_policy_prompt,
+)
 from attunement.policy.distill import DistillReport, distill, sft_row
 from attunement.policy.generate import (
     GenerateReport,
@@ -14,11 +26,13 @@ from attunement.policy.generate import (
 )
 from attunement.policy.memory import (
     MEMORY_MODES,
+    MODEL_FREE_MEMORY_MODES,
     FullMemory,
     MemoryMode,
     MemoryStrategy,
     MemoryView,
     MismatchedMemory,
+    ModelFreeMemoryMode,
     NoMemory,
     RetrievedMemory,
     SummaryMemory,
@@ -44,6 +58,7 @@ from attunement.policy.retrieval import (
 
 __all__ = [
     "MEMORY_MODES",
+    "MODEL_FREE_MEMORY_MODES",
     "BM25Retriever",
     "DistillReport",
     "EmbeddingRetriever",
@@ -54,8 +69,11 @@ __all__ = [
     "MemoryStrategy",
     "MemoryView",
     "MismatchedMemory",
+    "ModelFreeMemoryMode",
     "NoMemory",
     "ParsedReply",
+    "PolicyPrompt",
+    "PromptContext",
     "RetrievedMemory",
     "Retriever",
     "RetrieverError",
@@ -68,7 +86,10 @@ __all__ = [
     "memories_by_user",
     "memory_strategy",
     "parse_reply",
+    "policy_prompt",
+    "policy_prompts",
     "prompt_versions",
+    "render_policy_prompt",
     "render_reply_context",
     "render_reply_messages",
     "render_summary_messages",

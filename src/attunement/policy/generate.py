@@ -36,15 +36,11 @@ from attunement.jsonl import (
     read_done_keys,
     write_manifest,
 )
-from attunement.llm.base import ChatModel, Completion, Message
+from attunement.llm.base import ChatModel, Completion
 from attunement.llm.cache import contiguous_runs
-from attunement.policy.memory import MemoryMode, MemoryStrategy, MemoryView, memory_strategy
-from attunement.policy.prompting import (
-    REPLY_PROMPT,
-    parse_reply,
-    render_reply_messages,
-    reply_prompt_version,
-)
+from attunement.policy.context import PolicyPrompt, PromptContext, policy_prompt
+from attunement.policy.memory import MemoryMode, MemoryStrategy, memory_strategy
+from attunement.policy.prompting import REPLY_PROMPT, parse_reply, reply_prompt_version
 from attunement.policy.retrieval import Retriever
 from attunement.records import Example, Reply, Usage, UserHistory
 
@@ -68,6 +64,16 @@ class GenerationSettings(BaseModel):
     summary_max_tokens: int = Field(default=256, ge=1, description="summary: token budget")
     with_persona: bool = Field(default=False, description="show the persona (memory-derived)")
     with_situation: bool = Field(default=False, description="show the situation (memory-derived)")
+
+    def context(self) -> PromptContext:
+        """What these settings show the policy (the prompt's one definition)."""
+        return PromptContext(
+            memory_mode=self.memory_mode,
+            persona=self.with_persona,
+            situation=self.with_situation,
+            seed=self.seed,
+            k=self.k,
+        )
 
 
 def generation_settings(
@@ -182,24 +188,34 @@ async def generate_replies(
     job goes on; a re-run retries it (finished replies are kept).
     """
     settings = generation_settings(settings, **overrides)
-    memory_mode, n = settings.memory_mode, settings.n
-    temperature, max_tokens, seed = settings.temperature, settings.max_tokens, settings.seed
     _check_unique(examples)
-    out = Path(out)
     if strategy is None:
         strategy = memory_strategy(
-            memory_mode,
+            settings.memory_mode,
             pool=pool if pool is not None else examples,
             model=summarizer or policy,
             retriever=retriever,
             k=settings.k,
-            seed=seed,
+            seed=settings.seed,
             summary_max_tokens=settings.summary_max_tokens,
         )
-    elif strategy.mode != memory_mode:
-        raise ValueError(f"strategy is for memory mode {strategy.mode!r}, not {memory_mode!r}")
+    elif strategy.mode != settings.memory_mode:
+        raise ValueError(
+            f"strategy is for memory mode {strategy.mode!r}, not {settings.memory_mode!r}"
+        )
+    _check_pool(settings, pool)
+    job = _Generation(examples, policy, Path(out), settings, strategy, prompts_out)
+    job.plan()
+    await job.run(show_progress, on_reply)
+    return job.finish()
+
+
+def _check_pool(
+    settings: GenerationSettings, pool: Sequence[Example] | Sequence[UserHistory] | None
+) -> None:
+    """A mismatch that shows another user's persona or situation needs examples to find them."""
     if (
-        memory_mode == "mismatch"
+        settings.memory_mode == "mismatch"
         and (settings.with_persona or settings.with_situation)
         and pool is not None
         and any(isinstance(p, UserHistory) for p in pool)
@@ -208,128 +224,149 @@ async def generate_replies(
             "mismatch with --with-persona/--with-situation needs a pool of "
             "examples (user histories carry no persona or situation)"
         )
-    limit = settings.concurrency or max(1, policy.max_concurrency)
 
-    recorded = {
-        "policy": policy.name,
-        "memory": strategy.settings(),
-        "temperature": temperature,
-        "max_tokens": max_tokens,
-        "seed": seed,
-        "with_persona": settings.with_persona,
-        "with_situation": settings.with_situation,
-        "prompt": {REPLY_PROMPT: reply_prompt_version()},
-    }
-    manifest = manifest_path(out)
-    check_settings(manifest, {"settings": recorded}, fix="write to a new output file")
 
-    done = read_done_keys(out, lambda r: (r["example_id"], r["memory_mode"], r["sample_index"]))
-    prompts_done: set[str] = set()
-    if prompts_out is not None:
-        prompts_done = read_done_keys(prompts_out, lambda r: r["example_id"])
-    todo: list[tuple[Example, list[int]]] = []
-    already = 0
-    for ex in examples:
-        missing = [i for i in range(n) if (ex.example_id, strategy.mode, i) not in done]
-        already += n - len(missing)
-        if missing or (prompts_out is not None and ex.example_id not in prompts_done):
-            todo.append((ex, missing))
+#: one unit of work: an example and the sample numbers it still lacks
+_Job = tuple[Example, list[int]]
 
-    def write_manifest_now(**extra: Any) -> None:
-        write_manifest(
-            manifest,
-            command="generate",
-            out=str(out),
-            settings=recorded,
-            n=n,
-            examples=len(examples),
-            **extra,
+
+class _Generation:
+    """One generation run into one file: plan, answer, record, report."""
+
+    def __init__(
+        self,
+        examples: Sequence[Example],
+        policy: ChatModel,
+        out: Path,
+        settings: GenerationSettings,
+        strategy: MemoryStrategy,
+        prompts_out: str | Path | None,
+    ):
+        self.examples = examples
+        self.policy = policy
+        self.out = out
+        self.settings = settings
+        self.strategy = strategy
+        self.context = settings.context()
+        self.prompts_out = Path(prompts_out) if prompts_out is not None else None
+        self.manifest = manifest_path(out)
+        self.recorded = {
+            "policy": policy.name,
+            "memory": strategy.settings(),
+            "temperature": settings.temperature,
+            "max_tokens": settings.max_tokens,
+            "seed": settings.seed,
+            "with_persona": settings.with_persona,
+            "with_situation": settings.with_situation,
+            "prompt": {REPLY_PROMPT: reply_prompt_version()},
+        }
+        self.todo: list[_Job] = []
+        self.already = 0
+        self.prompts_done: set[str] = set()
+        self.written = 0
+        self.format_failures = 0
+        self.failures: FailureLog[_Job] = FailureLog(lambda job: job[0].example_id)
+        self.before = policy.usage.snapshot()
+        self.started = time.perf_counter()
+
+    def plan(self) -> None:
+        """Refuse other settings, then list the samples (and prompt rows) still missing."""
+        check_settings(self.manifest, {"settings": self.recorded}, fix="write to a new output file")
+        n = self.settings.n
+        done = read_done_keys(
+            self.out, lambda r: (r["example_id"], r["memory_mode"], r["sample_index"])
         )
+        if self.prompts_out is not None:
+            self.prompts_done = read_done_keys(self.prompts_out, lambda r: r["example_id"])
+        for ex in self.examples:
+            missing = [i for i in range(n) if (ex.example_id, self.strategy.mode, i) not in done]
+            self.already += n - len(missing)
+            if missing or (self.prompts_out is not None and ex.example_id not in self.prompts_done):
+                self.todo.append((ex, missing))
+        self._write_manifest(status="running")
 
-    write_manifest_now(status="running")
-    before = policy.usage.snapshot()
-    started = time.perf_counter()
-    counts = {"written": 0, "format_failures": 0}
-
-    async def answer(job: tuple[Example, list[int]]) -> tuple[list[Reply], dict | None]:
+    async def answer(self, job: _Job) -> tuple[list[Reply], PolicyPrompt]:
+        """The missing samples of one example, in one request per run of sample numbers."""
         example, missing = job
-        view: MemoryView = await strategy.select(example)
-        messages: list[Message] = render_reply_messages(
-            example,
-            list(view.memories),
-            summary=view.summary,
-            persona=view.persona if settings.with_persona else None,
-            situation=view.situation if settings.with_situation else None,
-        )
+        prompt = await policy_prompt(example, self.strategy, self.context)
         completions: list[Completion] = []
         for start, count in contiguous_runs(missing):
-            completions += await policy.complete(
-                messages,
+            completions += await self.policy.complete(
+                prompt.messages,
                 n=count,
-                temperature=temperature,
-                max_tokens=max_tokens,
-                seed=seed,
+                temperature=self.settings.temperature,
+                max_tokens=self.settings.max_tokens,
+                seed=self.settings.seed,
                 sample_start=start,
             )
-        replies = make_replies(example, completions, policy=policy.name, memory_mode=strategy.mode)
-        prompt_row = None
-        if prompts_out is not None and example.example_id not in prompts_done:
-            prompt_row = {
-                "example_id": example.example_id,
-                "memory_mode": strategy.mode,
-                "messages": messages,
-                "memory_ids": [m.memory_id for m in view.memories],
-                "summary": view.summary,
-                "source_user_id": view.source_user_id,
-            }
-        return replies, prompt_row
+        replies = make_replies(
+            example, completions, policy=self.policy.name, memory_mode=self.strategy.mode
+        )
+        return replies, prompt
 
-    failures: FailureLog[tuple[Example, list[int]]] = FailureLog(lambda job: job[0].example_id)
-    with JsonlAppender(out) as writer:
-        prompt_writer = JsonlAppender(prompts_out) if prompts_out is not None else None
-        try:
-
-            def on_result(
-                job: tuple[Example, list[int]], result: tuple[list[Reply], dict | None]
-            ) -> None:
-                replies, prompt_row = result
-                if prompt_writer is not None and prompt_row is not None:
-                    prompt_writer.write(prompt_row)  # before the replies: resume relies on it
-                    prompts_done.add(prompt_row["example_id"])
-                for reply in replies:
-                    writer.write(reply)
-                    counts["written"] += 1
-                    counts["format_failures"] += 0 if reply.format_ok else 1
-                    if on_reply is not None:
-                        on_reply(reply)
-
-            await run_bounded(
-                todo,
-                answer,
-                limit=limit,
-                on_result=on_result,
-                on_failure=failures,
-                description=f"generate ({strategy.mode})",
-                show_progress=show_progress,
+    async def run(
+        self, show_progress: bool | None, on_reply: Callable[[Reply], None] | None
+    ) -> None:
+        """Answer every planned job, appending each result as soon as it is parsed."""
+        with JsonlAppender(self.out) as writer:
+            prompt_writer = (
+                JsonlAppender(self.prompts_out) if self.prompts_out is not None else None
             )
-        finally:
-            if prompt_writer is not None:
-                prompt_writer.close()
+            try:
 
-    report = GenerateReport(
-        out=out,
-        manifest=manifest,
-        examples=len(examples),
-        samples_requested=len(examples) * n,
-        replies_written=counts["written"],
-        already_done=already,
-        format_failures=counts["format_failures"],
-        failed=failures.items,
-        usage=_usage_since(policy, before),
-        seconds=round(time.perf_counter() - started, 3),
-    )
-    write_manifest_now(
-        status="incomplete" if failures.items else "complete",
-        report=report.model_dump(mode="json", exclude={"out", "manifest"}),
-    )
-    return report
+                def on_result(_job: _Job, result: tuple[list[Reply], PolicyPrompt]) -> None:
+                    replies, prompt = result
+                    key = prompt.example.example_id
+                    if prompt_writer is not None and key not in self.prompts_done:
+                        prompt_writer.write(prompt.record())  # before the replies: resume needs it
+                        self.prompts_done.add(key)
+                    for reply in replies:
+                        writer.write(reply)
+                        self.written += 1
+                        self.format_failures += 0 if reply.format_ok else 1
+                        if on_reply is not None:
+                            on_reply(reply)
+
+                await run_bounded(
+                    self.todo,
+                    self.answer,
+                    limit=self.settings.concurrency or max(1, self.policy.max_concurrency),
+                    on_result=on_result,
+                    on_failure=self.failures,
+                    description=f"generate ({self.strategy.mode})",
+                    show_progress=show_progress,
+                )
+            finally:
+                if prompt_writer is not None:
+                    prompt_writer.close()
+
+    def finish(self) -> GenerateReport:
+        """The report, also written into the manifest with the run's status."""
+        report = GenerateReport(
+            out=self.out,
+            manifest=self.manifest,
+            examples=len(self.examples),
+            samples_requested=len(self.examples) * self.settings.n,
+            replies_written=self.written,
+            already_done=self.already,
+            format_failures=self.format_failures,
+            failed=self.failures.items,
+            usage=_usage_since(self.policy, self.before),
+            seconds=round(time.perf_counter() - self.started, 3),
+        )
+        self._write_manifest(
+            status="incomplete" if self.failures.items else "complete",
+            report=report.model_dump(mode="json", exclude={"out", "manifest"}),
+        )
+        return report
+
+    def _write_manifest(self, **extra: Any) -> None:
+        write_manifest(
+            self.manifest,
+            command="generate",
+            out=str(self.out),
+            settings=self.recorded,
+            n=self.settings.n,
+            examples=len(self.examples),
+            **extra,
+        )

@@ -42,8 +42,13 @@ from attunement.policy.retrieval import BM25Retriever, Retriever
 from attunement.prompts import load_prompt
 from attunement.records import Example, MemoryItem, Persona, Situation, UserHistory
 
+#: every memory mode, in the order tables list them
 MemoryMode = Literal["full", "none", "mismatch", "summary", "rag"]
 MEMORY_MODES: tuple[str, ...] = get_args(MemoryMode)
+#: the modes that need no model besides the policy (``summary`` needs a summariser),
+#: so training rows and exports, which are written without one, can use them
+ModelFreeMemoryMode = Literal["full", "none", "mismatch", "rag"]
+MODEL_FREE_MEMORY_MODES: tuple[str, ...] = get_args(ModelFreeMemoryMode)
 
 
 @dataclass(frozen=True)
@@ -79,13 +84,18 @@ class MemoryStrategy(ABC):
 class FullMemory(MemoryStrategy):
     mode = "full"
 
-    async def select(self, example: Example) -> MemoryView:
+    @staticmethod
+    def view(example: Example) -> MemoryView:
+        """The example's own memories, persona and situation (needs no await)."""
         return MemoryView(
             memories=tuple(example.memories),
             source_user_id=example.user_id,
             persona=example.persona,
             situation=example.situation,
         )
+
+    async def select(self, example: Example) -> MemoryView:
+        return self.view(example)
 
 
 class NoMemory(MemoryStrategy):
@@ -296,7 +306,7 @@ class RetrievedMemory(MemoryStrategy):
 
 
 def memory_strategy(
-    mode: str,
+    mode: MemoryMode,
     *,
     pool: Sequence[Example] | Sequence[UserHistory] | None = None,
     model: ChatModel | None = None,

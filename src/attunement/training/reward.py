@@ -58,7 +58,7 @@ from attunement.jsonl import JsonlAppender
 from attunement.judging.base import RewardModel, TokenCounter
 from attunement.judging.registry import RewardSpec, parse_reward_name
 from attunement.llm.base import ChatModel, ChatRequest, Completion, LLMError
-from attunement.policy.prompting import parse_reply
+from attunement.policy import parse_reply
 from attunement.records import Example, Reply, RewardBreakdown, Usage
 
 #: seconds a whole batch may take to score before unfinished groups are unscorable
@@ -247,7 +247,7 @@ class GRPOReward:
     ... # doctest: +SKIP
 
     The dataset needs an ``example`` column (the :class:`Example` as JSON);
-    :func:`attunement.training.data.grpo_rows` writes it.
+    :func:`attunement.training.data.grpo_row` writes it.
     """
 
     def __init__(

@@ -18,16 +18,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from attunement.jsonl import file_sha256, write_manifest
-from attunement.training.config import SFTSettings, checkpointing, resolve_device, resolved_bf16
+from attunement.training.config import SFTSettings, resolve_device
 from attunement.training.data import read_sft_rows
-from attunement.training.grpo import TrainResult, package_versions, train_and_save
-from attunement.training.models import (
-    load_model,
-    load_tokenizer,
-    resolve_model,
-)
+from attunement.training.models import load_model, load_tokenizer, resolve_model
 from attunement.training.run import RunFolder, make_recorder
+from attunement.training.trainer import (
+    TrainResult,
+    start_manifest,
+    train_and_save,
+    trainer_args,
+    trl_config,
+)
 
 
 def row_tokens(tokenizer: Any, row: dict[str, list[dict[str, str]]]) -> int:
@@ -41,38 +42,21 @@ def sft_args(
     settings: SFTSettings, run: RunFolder, *, device: str, show_bar: bool
 ) -> dict[str, Any]:
     """The keyword arguments of TRL's ``SFTConfig`` for these settings."""
-    kwargs: dict[str, Any] = {
-        "output_dir": str(run.checkpoints),
-        "learning_rate": settings.learning_rate,
-        "per_device_train_batch_size": settings.per_device_train_batch_size,
-        "gradient_accumulation_steps": settings.gradient_accumulation_steps,
-        "num_train_epochs": settings.num_train_epochs,
-        "max_steps": settings.max_steps,
-        "max_length": settings.max_length,
-        "completion_only_loss": True,
-        "logging_steps": 1,
-        "save_strategy": "steps",
-        "save_steps": settings.save_steps,
-        "save_total_limit": settings.save_total_limit,
-        "seed": settings.seed,
-        "use_cpu": device == "cpu",
-        "bf16": resolved_bf16(settings, device),
-        "report_to": settings.report_to or "none",
-        "disable_tqdm": not show_bar,
-    }
-    kwargs.update(checkpointing(settings, device))
-    kwargs.update(settings.trl)
-    return kwargs
+    return trainer_args(
+        settings,
+        run,
+        device=device,
+        show_bar=show_bar,
+        max_length=settings.max_length,
+        completion_only_loss=True,
+    )
 
 
 def sft_config(settings: SFTSettings, run: RunFolder, *, device: str, show_bar: bool) -> Any:
     """TRL's ``SFTConfig`` for these settings."""
     from trl import SFTConfig
 
-    try:
-        return SFTConfig(**sft_args(settings, run, device=device, show_bar=show_bar))
-    except TypeError as exc:
-        raise ValueError(f"trl settings: {exc}") from None
+    return trl_config(SFTConfig, sft_args(settings, run, device=device, show_bar=show_bar))
 
 
 def train_sft(
@@ -114,23 +98,18 @@ def train_sft(
     show_bar = sys.stderr.isatty() if progress is None else progress
     args = sft_config(settings, run, device=device, show_bar=show_bar)
     checkpoint = run.prepare(json.loads(settings.model_dump_json()))
-    manifest: dict[str, Any] = {
-        "command": "train sft",
-        "status": "running",
-        "out": str(run.root),
-        "data": str(settings.data),
-        "data_sha256": file_sha256(settings.data),
-        "rows": len(rows),
-        "rows_used": len(kept),
-        "left_out_long_rows": too_long,
-        "model": settings.model,
-        "model_path": str(model_path),
-        "device": device,
-        "bf16": args.bf16,
-        "resumed_from": str(checkpoint) if checkpoint else None,
-        "packages": package_versions(),
-    }
-    write_manifest(run.manifest, **manifest)
+    manifest = start_manifest(
+        "train sft",
+        settings,
+        run,
+        model_path=model_path,
+        device=device,
+        bf16=args.bf16,
+        checkpoint=checkpoint,
+        rows=len(rows),
+        rows_used=len(kept),
+        left_out_long_rows=too_long,
+    )
     recorder = make_recorder(
         run,
         panels=[("loss", "loss"), ("mean_token_accuracy", "token accuracy")],
