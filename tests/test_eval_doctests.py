@@ -7,11 +7,13 @@ import doctest
 import pytest
 
 from attunement.benchmarks.emobench import run as emobench
-from attunement.evaluation import evaluate, html, report, stats, tables
+from attunement.evaluation import evaluate, html, reporting, runs, stats, tables
 
 
 @pytest.mark.parametrize(
-    "module", [emobench, evaluate, html, report, stats, tables], ids=lambda m: m.__name__
+    "module",
+    [emobench, evaluate, html, reporting, runs, stats, tables],
+    ids=lambda m: m.__name__,
 )
 def test_docstring_examples_hold(module):
     result = doctest.testmod(module)

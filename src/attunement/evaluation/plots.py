@@ -11,7 +11,8 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 
-from attunement.evaluation.tables import SHORT, Row, ScalingPoint
+from attunement.evaluation.runs import Row, ScalingPoint
+from attunement.evaluation.tables import SHORT
 
 WIDTH = 7.0
 

@@ -495,7 +495,7 @@ def _acc_rows(rows: Sequence[Accuracy], keys: Sequence[str]) -> tuple[list[str],
 
 
 def emobench_markdown(results: EmoBenchResults) -> str:
-    from attunement.evaluation.report import md_table
+    from attunement.evaluation.reporting import md_table
 
     level = round(100 * results.settings.get("level", 0.95))
     by_task = {a.group["task"]: a for a in results.tasks}
@@ -596,8 +596,8 @@ def write_emobench_report(
     """results.json, results.md, plots/emobench.png and report.html in ``out``."""
     from attunement.evaluation import html as H
     from attunement.evaluation import plots
-    from attunement.evaluation.report import write_json
-    from attunement.evaluation.tables import Stat
+    from attunement.evaluation.reporting import write_json
+    from attunement.evaluation.stats import Stat
 
     out = Path(out)
     write_json(out / "results.json", results.model_dump(mode="json"))

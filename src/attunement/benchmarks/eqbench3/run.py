@@ -939,7 +939,7 @@ def headline(results: EQBenchResults) -> str:
 
 
 def eqbench_markdown(results: EQBenchResults, data: EQBenchData) -> str:
-    from attunement.evaluation.report import md_table
+    from attunement.evaluation.reporting import md_table
 
     kinds, criteria, tasks, failed = _tables(results, data)
     parts = [
@@ -1010,8 +1010,8 @@ def write_eqbench_report(
     """results.json, results.md, plots/eqbench3_criteria.png and report.html."""
     from attunement.evaluation import html as H
     from attunement.evaluation import plots
-    from attunement.evaluation.report import write_json
-    from attunement.evaluation.tables import Stat
+    from attunement.evaluation.reporting import write_json
+    from attunement.evaluation.stats import Stat
 
     out = Path(out)
     write_json(out / "results.json", results.model_dump(mode="json"))
