@@ -18,12 +18,13 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from attunement.building.config import BuildConfig
+from attunement.building import BuildConfig, build_dataset, filter_user
 from attunement.evaluation.evaluate import EvalInputs, EvalRun, EvalSettings, run_evaluation
 from attunement.evaluation.tables import Row
 from attunement.jsonl import read_jsonl, write_manifest
 from attunement.judging import CriteriaConfig
 from attunement.llm import ChatModel, LLMOptions, load_chat_model
+from attunement.policy import generate_replies
 from attunement.records import EMPATHY_DIMENSIONS, Category, Example, Reply, UserHistory
 
 DEMO_MODES = ("full", "mismatch")
@@ -118,9 +119,6 @@ async def run_demo(
     to the report; scoring under fixed criteria is greedy, so its samples would
     all agree.
     """
-    from attunement.building import build_dataset
-    from attunement.policy import generate_replies
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     judge = judge or model
@@ -215,8 +213,6 @@ def _split_by_filter(
 ) -> tuple[list[UserHistory], list[UserHistory]]:
     """(users the depth filter keeps, users it rejects); the filter costs no model call,
     and the rejected users are built too, so the demo shows a rejection."""
-    from attunement.building import filter_user
-
     deep, shallow = [], []
     for user in users:
         (deep if filter_user(user, config.filter_rules).keep else shallow).append(user)

@@ -47,10 +47,16 @@ from attunement.jsonl import (
     read_jsonl,
     write_manifest,
 )
-from attunement.judging import CriteriaConfig, load_reward, prepare_criteria, score_dataset
+from attunement.judging import (
+    CriteriaConfig,
+    load_reward,
+    prepare_criteria,
+    reward_config,
+    score_dataset,
+)
 from attunement.judging.criteria import criteria_manifest, needs_criteria
-from attunement.judging.registry import parse_reward_name, reward_config
-from attunement.llm.base import ChatModel
+from attunement.judging.registry import parse_reward_name
+from attunement.llm import ChatModel
 from attunement.records import EMPATHY_DIMENSIONS, Example, Reply, RewardBreakdown
 
 #: settings the evaluation protocol changes from a reward's training defaults

@@ -36,7 +36,7 @@ from typing import Literal
 
 from attunement.evaluation.runs import Cost, Paired, Results, Row, ScalingPoint, System
 from attunement.evaluation.stats import Stat, bootstrap_column_means, compare_paired
-from attunement.policy.memory import MEMORY_MODES
+from attunement.policy import MEMORY_MODES
 from attunement.records import (
     BIG_FIVE_TRAITS,
     EMPATHY_DIMENSIONS,

@@ -3,22 +3,27 @@
 Markdown and HTML are built from the same rows (:func:`sections`), so the two
 never disagree; the HTML uses the shared page style of
 :mod:`attunement.evaluation.html` (the evaluation report's), with the two plots
-(score distribution, probe changes) when matplotlib is installed.
+(score distribution, probe changes) when matplotlib is installed. Numbers are
+printed by :mod:`attunement.judge_card.card`'s helpers (``pct``, ``num``,
+``ci_pct``, ``ci_num``), the same the command line prints with.
 """
 
 from __future__ import annotations
 
-import io
+import importlib.util
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from attunement.evaluation import html as H
-from attunement.judge_card.checks import Estimate, PairedRow
+from attunement.evaluation import plots
+from attunement.evaluation.reporting import md_table, write_page
+from attunement.judge_card.card import JudgeCard, ci_num, ci_pct, num, pct
+from attunement.judge_card.checks import PairedRow, Stability
 
-if TYPE_CHECKING:
-    from attunement.judge_card.run import JudgeCard
+#: ci_num, ci_pct, num and pct stay importable from here (the command line prints with them)
+__all__ = ["ci_num", "ci_pct", "num", "pct", "render_html", "render_markdown", "write_card"]
 
 STATUS_CLASS = {
     "pass": "good",
@@ -38,43 +43,6 @@ DIM_SHORT = {
     "reception": "rec",
     "bystander": "bys",
 }
-
-
-# --------------------------------------------------------------------------- formatting
-
-
-def pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.0f}%"
-
-
-def num(x: float | None, digits: int = 3, *, sign: bool = False) -> str:
-    if x is None:
-        return "-"
-    return f"{x:+.{digits}f}" if sign else f"{x:.{digits}f}"
-
-
-def ci_pct(e: Estimate) -> str:
-    """``62% [41%, 79%]``."""
-    if e.estimate is None:
-        return "-"
-    return f"{pct(e.estimate)} [{pct(e.low)}, {pct(e.high)}]"
-
-
-def ci_num(e: Estimate, digits: int = 3, *, sign: bool = True, negate: bool = False) -> str:
-    """``+0.050 [-0.010, +0.120]`` (``negate`` flips the sign and the bounds)."""
-    if e.estimate is None:
-        return "-"
-    est, low, high = e.estimate, e.low, e.high
-    if negate:
-        est, low, high = (
-            -est,
-            (None if e.high is None else -e.high),
-            (None if e.low is None else -e.low),
-        )
-    return (
-        f"{num(est, digits, sign=sign)} [{num(low, digits, sign=sign)}, "
-        f"{num(high, digits, sign=sign)}]"
-    )
 
 
 @dataclass(frozen=True)
@@ -196,59 +164,33 @@ def _discrimination(card: JudgeCard) -> Section:
     )
 
 
-def _paired_table(rows: Sequence[PairedRow], *, drop: bool) -> Block:
-    if drop:
-        header = [
-            "measure",
-            "pairs",
-            "mean own",
-            "mean other",
-            "mean drop [95% CI]",
-            "share dropping",
-            "unchanged",
-            "share rising",
-            "sign test p",
+def _drop_table(rows: Sequence[PairedRow]) -> Block:
+    """The personalization rows, as drops (own user minus another user)."""
+    header = [
+        "measure",
+        "pairs",
+        "mean own",
+        "mean other",
+        "mean drop [95% CI]",
+        "share dropping",
+        "unchanged",
+        "share rising",
+        "sign test p",
+    ]
+    body = [
+        [
+            DIM_SHORT.get(r.measure, r.measure),
+            r.n,
+            num(r.mean_before),
+            num(r.mean_after),
+            ci_num(r.change, negate=True),
+            pct(r.share_lowered),
+            r.unchanged,
+            pct(r.share_raised),
+            num(r.sign_p, 3),
         ]
-        body = [
-            [
-                DIM_SHORT.get(r.measure, r.measure),
-                r.n,
-                num(r.mean_before),
-                num(r.mean_after),
-                ci_num(r.change, negate=True),
-                pct(r.share_lowered),
-                r.unchanged,
-                pct(r.share_raised),
-                num(r.sign_p, 3),
-            ]
-            for r in rows
-        ]
-    else:
-        header = [
-            "measure",
-            "pairs",
-            "mean base",
-            "mean altered",
-            "mean change [95% CI]",
-            "share raised",
-            "unchanged",
-            "share lowered",
-            "sign test p",
-        ]
-        body = [
-            [
-                DIM_SHORT.get(r.measure, r.measure),
-                r.n,
-                num(r.mean_before),
-                num(r.mean_after),
-                ci_num(r.change),
-                pct(r.share_raised),
-                r.unchanged,
-                pct(r.share_lowered),
-                num(r.sign_p, 3),
-            ]
-            for r in rows
-        ]
+        for r in rows
+    ]
     return T(header, body)
 
 
@@ -265,7 +207,7 @@ def _personalization(card: JudgeCard) -> Section:
         "Personalization sensitivity",
         lead,
         [
-            _paired_table(p.rows, drop=True),
+            _drop_table(p.rows),
             P(
                 f"{p.pairs} replies; {p.unscorable_pairs} pairs left out (unscorable); "
                 f"{p.skipped} replies skipped (no persona or memories, or no other user). "
@@ -346,35 +288,49 @@ def _stability(card: JudgeCard) -> Section:
     s = card.stability
     if s.status == "n/a":
         return Section("stability", "Stability", s.verdict, [])
+    reasons = ", ".join(f"{n} x {r}" for r, n in s.unscorable_reasons.items())
     blocks = [
         P(
             f"{s.replies} replies, {s.judgements} judge samples (k = {s.k}). Parse failures: "
             f"{s.failed_judgements} ({pct(s.parse_failure_rate)}); re-drawn samples: "
             f"{s.redrawn_judgements} ({pct(s.redraw_rate)}); unscorable replies: {s.unscorable} "
-            f"({pct(s.unscorable_rate)})"
-            + (
-                " - " + ", ".join(f"{n} x {r}" for r, n in s.unscorable_reasons.items())
-                if s.unscorable_reasons
-                else ""
-            )
-            + "."
+            f"({pct(s.unscorable_rate)})" + (f" - {reasons}" if reasons else "") + "."
         )
     ]
     if s.degenerate:
         blocks.append(P(f"DEGENERATE JUDGE: {s.degenerate_reason}."))
-    spread_rows = [
-        [
-            DIM_SHORT.get(x.dimension, x.dimension),
-            x.replies,
-            num(x.mean_sd, 2),
-            pct(x.share_disagreeing),
-        ]
-        for x in s.sample_spread
-    ]
+    blocks += _spread_blocks(s)
+    blocks += _distribution_blocks(s)
+    g = s.groups
+    terms = ", ".join(f"{t} {num(v)}" for t, v in g.term_sd.items())
+    blocks.append(
+        P(
+            f"Within-group spread (what a GRPO step sees): {g.groups} groups, mean sd of the "
+            f"reward {num(g.mean_sd)}, {g.zero_spread} groups ({pct(g.share_zero_spread)}) with "
+            "no spread at all (zero advantage for every reply)"
+            + (f"; mean sd by term: {terms}" if terms else "")
+            + "."
+        )
+    )
+    return Section("stability", "Stability", f"Verdict: {s.verdict}.", blocks)
+
+
+def _spread_blocks(s: Stability) -> list[Block]:
+    """Spread across the k samples of a reply, and across runs with other seeds."""
+    blocks = []
     if any(x.replies for x in s.sample_spread):
+        rows = [
+            [
+                DIM_SHORT.get(x.dimension, x.dimension),
+                x.replies,
+                num(x.mean_sd, 2),
+                pct(x.share_disagreeing),
+            ]
+            for x in s.sample_spread
+        ]
         blocks += [
             P("Spread across the k samples of one reply (judge scale):"),
-            T(["dimension", "replies", "mean sd", "share disagreeing"], spread_rows),
+            T(["dimension", "replies", "mean sd", "share disagreeing"], rows),
         ]
     else:
         blocks.append(
@@ -395,6 +351,15 @@ def _stability(card: JudgeCard) -> Section:
         )
     else:
         blocks.append(P("Repeated runs: not measured (--runs 1)."))
+    return blocks
+
+
+BYSTANDER_BINS = ("0-20", "20-40", "40-60", "60-80", "80-100")
+
+
+def _distribution_blocks(s: Stability) -> list[Block]:
+    """The share of replies at each score: 1-5 dimensions, then the bystander's bins."""
+    blocks = []
     small = [x for x in s.distribution if x.dimension != "bystander"]
     if small:
         blocks += [
@@ -414,36 +379,21 @@ def _stability(card: JudgeCard) -> Section:
         ]
     bys = [x for x in s.distribution if x.dimension == "bystander"]
     if bys:
-        bins = ["0-20", "20-40", "40-60", "60-80", "80-100"]
         blocks.append(
             T(
-                ["bystander", "replies", *bins, "constant"],
+                ["bystander", "replies", *BYSTANDER_BINS, "constant"],
                 [
                     [
                         x.dimension,
                         x.replies,
-                        *[pct(x.shares.get(b, 0.0)) for b in bins],
+                        *[pct(x.shares.get(b, 0.0)) for b in BYSTANDER_BINS],
                         "yes" if x.constant else "no",
                     ]
                     for x in bys
                 ],
             )
         )
-    g = s.groups
-    blocks.append(
-        P(
-            f"Within-group spread (what a GRPO step sees): {g.groups} groups, mean sd of the "
-            f"reward {num(g.mean_sd)}, {g.zero_spread} groups ({pct(g.share_zero_spread)}) with "
-            "no spread at all (zero advantage for every reply)"
-            + (
-                "; mean sd by term: " + ", ".join(f"{t} {num(v)}" for t, v in g.term_sd.items())
-                if g.term_sd
-                else ""
-            )
-            + "."
-        )
-    )
-    return Section("stability", "Stability", f"Verdict: {s.verdict}.", blocks)
+    return blocks
 
 
 def _cost(card: JudgeCard) -> Section:
@@ -545,10 +495,6 @@ def sections(card: JudgeCard) -> list[Section]:
 # --------------------------------------------------------------------------- Markdown
 
 
-def _md_cell(value: Any) -> str:
-    return str(value).replace("|", "\\|").replace("\n", " ")
-
-
 def render_markdown(card: JudgeCard) -> str:
     lines = [f"# Judge card: {card.judge} with {card.reward}", "", f"**{card.summary}**", ""]
     for s in sections(card):
@@ -556,12 +502,7 @@ def render_markdown(card: JudgeCard) -> str:
             lines += [f"## {s.title}", ""]
         lines += [s.lead, ""]
         for b in s.blocks:
-            if b.is_table:
-                lines.append("| " + " | ".join(_md_cell(h) for h in b.header) + " |")
-                lines.append("|" + "|".join("---" for _ in b.header) + "|")
-                lines += ["| " + " | ".join(_md_cell(v) for v in row) + " |" for row in b.rows]
-            else:
-                lines.append(b.text or "")
+            lines.append(md_table(b.header, b.rows) if b.is_table else b.text or "")
             lines.append("")
     lines.append(f"Created {card.created} in {card.seconds:.1f} s.")
     return "\n".join(lines) + "\n"
@@ -578,53 +519,26 @@ def _status_cell(value: Any) -> Any:
 
 def _plots(card: JudgeCard) -> dict[str, H.Raw]:
     """Score distribution and probe changes as PNGs, by section id (none without
-    matplotlib)."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    matplotlib, which the card does not need)."""
+    if importlib.util.find_spec("matplotlib") is None:
         return {}
     out: dict[str, H.Raw] = {}
     dists = [d for d in card.stability.distribution if d.dimension != "bystander" and d.replies]
     if dists:
-        fig, ax = plt.subplots(figsize=(6, 3))
-        width = 0.8 / len(dists)
-        for i, d in enumerate(dists):
-            xs = [v + (i - (len(dists) - 1) / 2) * width for v in range(1, 6)]
-            ax.bar(xs, [d.shares.get(str(v), 0.0) for v in range(1, 6)], width, label=d.dimension)
-        ax.set_xlabel("score (1-5)")
-        ax.set_ylabel("share of replies")
-        ax.set_ylim(0, 1)
-        ax.legend(fontsize=8)
-        out["stability"] = H.figure(_png(fig, plt), "Share of replies at each score, per dimension")
+        levels = list(range(1, 6))
+        series = [(d.dimension, [d.shares.get(str(v), 0.0) for v in levels]) for d in dists]
+        png = plots.share_bars(series, levels)
+        out["stability"] = H.figure(png, "Share of replies at each score, per dimension")
     rows = [(p, p.reward) for p in card.probes.probes if p.reward is not None and p.reward.n]
     if rows:
-        fig, ax = plt.subplots(figsize=(6, 3.2))
-        ys = list(range(len(rows)))
-        est = [r.change.estimate or 0.0 for _, r in rows]
-        low = [
-            e - (r.change.low if r.change.low is not None else e) for e, (_, r) in zip(est, rows)
-        ]
-        high = [
-            (r.change.high if r.change.high is not None else e) - e for e, (_, r) in zip(est, rows)
-        ]
-        colors = [VERDICT_COLOURS.get(p.verdict, "#1f7a3f") for p, _ in rows]
-        ax.barh(ys, est, xerr=[low, high], color=colors, capsize=3)
-        ax.axvline(0, color="#1d2330", linewidth=0.8)
-        ax.set_yticks(ys, [p.title for p, _ in rows], fontsize=8)
-        ax.set_xlabel("reward change (altered - base)")
-        out["probes"] = H.figure(_png(fig, plt), "Gaming probes: mean reward change, 95% CI")
+        png = plots.change_bars(
+            [p.title for p, _ in rows],
+            [(r.change.estimate, r.change.low, r.change.high) for _, r in rows],
+            [VERDICT_COLOURS.get(p.verdict, "#1f7a3f") for p, _ in rows],
+            xlabel="reward change (altered - base)",
+        )
+        out["probes"] = H.figure(png, "Gaming probes: mean reward change, 95% CI")
     return out
-
-
-def _png(fig: Any, plt: Any) -> bytes:
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return buf.getvalue()
 
 
 def render_html(card: JudgeCard, *, plots: bool = True) -> str:
@@ -658,5 +572,5 @@ def write_card(card: JudgeCard, out: Path, *, plots: bool = True) -> dict[str, P
     paths = {"json": out / "card.json", "md": out / "card.md", "html": out / "card.html"}
     paths["json"].write_text(card.model_dump_json(indent=2) + "\n", encoding="utf-8")
     paths["md"].write_text(render_markdown(card), encoding="utf-8")
-    paths["html"].write_text(render_html(card, plots=plots), encoding="utf-8")
+    write_page(paths["html"], render_html(card, plots=plots))
     return paths

@@ -22,7 +22,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from attunement.benchmarks.emobench.data import EAItem, EUItem, Item, Task, parts_of, task_of
-from attunement.llm.base import Message
+from attunement.llm import Message
 from attunement.prompts import load_prompt
 from attunement.textjson import last_json_object
 

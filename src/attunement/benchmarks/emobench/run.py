@@ -55,7 +55,7 @@ from attunement.jsonl import (
     write_manifest,
 )
 from attunement.judging.base import usage_of
-from attunement.llm.base import ChatModel, LLMError
+from attunement.llm import ChatModel, LLMError
 from attunement.prompts import load_prompt
 from attunement.records import Usage
 

@@ -47,8 +47,9 @@ from attunement.benchmarks.eqbench3.rubric import (
 )
 from attunement.concurrency import run_bounded
 from attunement.jsonl import JsonlAppender, check_settings, write_manifest
-from attunement.judging.base import JudgeSampler, usage_of
-from attunement.llm.base import ChatModel, LLMError, Message
+from attunement.judging import JudgeSampler
+from attunement.judging.base import usage_of
+from attunement.llm import ChatModel, LLMError, Message
 from attunement.records import Turn, Usage
 
 # --------------------------------------------------------------------------- playing
