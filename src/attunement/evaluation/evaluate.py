@@ -31,6 +31,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from attunement.evaluation.criteria import ensure_criteria
 from attunement.evaluation.report import write_evaluation_report
 from attunement.evaluation.runs import Cost, EvalRun, Results, System, safe_name
 from attunement.evaluation.tables import (
@@ -41,20 +42,14 @@ from attunement.evaluation.tables import (
     systems_of,
 )
 from attunement.jsonl import (
-    JsonlAppender,
-    check_settings,
-    manifest_path,
     read_jsonl,
-    write_manifest,
 )
 from attunement.judging import (
     CriteriaConfig,
     load_reward,
-    prepare_criteria,
     reward_config,
     score_dataset,
 )
-from attunement.judging.criteria import criteria_manifest, needs_criteria
 from attunement.judging.registry import parse_reward_name
 from attunement.llm import ChatModel
 from attunement.records import EMPATHY_DIMENSIONS, Example, Reply, RewardBreakdown
@@ -211,86 +206,6 @@ def union_examples(splits: Mapping[str, Sequence[Example]]) -> dict[str, Example
 
 def _content(ex: Example) -> dict[str, Any]:
     return ex.model_dump(exclude={"criteria", "meta"})
-
-
-# --------------------------------------------------------------------------- criteria
-
-
-def criteria_path(out: Path) -> Path:
-    return out / "criteria.jsonl"
-
-
-async def ensure_criteria(
-    examples: dict[str, Example],
-    judge: ChatModel,
-    out: Path,
-    config: CriteriaConfig,
-    *,
-    concurrency: int,
-    show_progress: bool | None = None,
-) -> dict[str, Any]:
-    """Fill ``examples`` (in place) with fixed criteria, resuming ``OUT/criteria.jsonl``.
-
-    Examples that arrive with criteria for every dimension keep them (no call).
-    Returns a summary; examples whose criteria could not be written stay without
-    and are listed under ``failed``.
-    """
-    path = criteria_path(out)
-    manifest_file = manifest_path(path)
-    dims = config.dimensions
-    given = [eid for eid, ex in examples.items() if not needs_criteria(ex, dims)]
-    stored: dict[str, Example] = {}
-    if path.exists():
-        for ex in read_jsonl(path, Example):
-            if ex.example_id in examples and not needs_criteria(ex, dims):
-                stored[ex.example_id] = ex
-    todo = [ex for eid, ex in examples.items() if eid not in given and eid not in stored]
-    info = criteria_manifest(judge, config)
-    if todo or stored:
-        check_settings(
-            manifest_file,
-            info,
-            keys=("judge", "output_format", "config", "prompts"),
-            outputs=[path] if stored else [],
-            fix="use a new --out folder or the same --criteria-judge and criteria settings",
-        )
-    for eid, ex in stored.items():
-        examples[eid] = examples[eid].model_copy(
-            update={"criteria": ex.criteria, "meta": {**examples[eid].meta, **ex.meta}}
-        )
-    failed: dict[str, dict[str, str]] = {}
-    prepared = 0
-    if todo:
-        write_manifest(manifest_file, command="evaluate:criteria", **info)
-        with JsonlAppender(path) as sink:
-
-            def keep(ex: Example) -> None:
-                nonlocal prepared
-                if ex.meta.get("criteria_errors"):
-                    failed[ex.example_id] = ex.meta["criteria_errors"]
-                    return
-                sink.write(ex)
-                examples[ex.example_id] = ex
-                prepared += 1
-
-            await prepare_criteria(
-                todo,
-                judge,
-                concurrency=concurrency,
-                config=config,
-                on_example=keep,
-                show_progress=show_progress,
-            )
-    return {
-        "judge": judge.name,
-        "file": str(path),
-        "from_input": len(given),
-        "resumed": len(stored),
-        "prepared_now": prepared,
-        "failed": failed,
-        "prompts": info["prompts"],
-        "temperature": config.temperature,
-    }
 
 
 # --------------------------------------------------------------------------- the run
@@ -467,13 +382,12 @@ async def _score_with(
     reward = load_reward(settings.reward, judge, **settings.reward_overrides())
     record = {"label": label, "spec": spec, "model": judge.name, "reward": reward.manifest()}
     scored.judges.append(record)
-    for flabel, rows in plan.replies.items():
-        if not rows:
-            continue
-        path = out / "scores" / safe_name(label) / f"{safe_name(flabel)}.jsonl"
-        breakdowns = await _score(reward, plan.examples, rows, path, settings, show_progress)
-        scored.scores.append(ScoreSet(label, flabel, breakdowns))
-        scored.costs.append(cost_of(label, flabel, breakdowns))
+    folder = safe_name(label)
+    for sset in await _score_files(
+        reward, label, plan, out / "scores" / folder, settings, show_progress
+    ):
+        scored.scores.append(sset)
+        scored.costs.append(cost_of(label, sset.source, sset.breakdowns))
     if not settings.k_scaling:
         return
     overrides = {
@@ -485,13 +399,29 @@ async def _score_with(
     scaled = load_reward("peregrm", judge, **overrides)
     record["k_scaling_reward"] = scaled.manifest()
     what = f"k scaling (peregrm@{settings.k_scaling})"
+    for sset in await _score_files(
+        scaled, label, plan, out / "scaling" / folder, settings, show_progress
+    ):
+        scored.scaling.append(sset)
+        scored.costs.append(cost_of(label, sset.source, sset.breakdowns, what=what))
+
+
+async def _score_files(
+    reward,
+    judge: str,
+    plan: _Plan,
+    folder: Path,
+    settings: EvalSettings,
+    show_progress: bool | None,
+) -> list[ScoreSet]:
+    """Every replies file scored with ``reward`` into ``folder/<replies>.jsonl``."""
+    out = []
     for flabel, rows in plan.replies.items():
-        if not rows:
-            continue
-        path = out / "scaling" / safe_name(label) / f"{safe_name(flabel)}.jsonl"
-        breakdowns = await _score(scaled, plan.examples, rows, path, settings, show_progress)
-        scored.scaling.append(ScoreSet(label, flabel, breakdowns))
-        scored.costs.append(cost_of(label, flabel, breakdowns, what=what))
+        if rows:
+            path = folder / f"{safe_name(flabel)}.jsonl"
+            breakdowns = await _score(reward, plan.examples, rows, path, settings, show_progress)
+            out.append(ScoreSet(judge, flabel, breakdowns))
+    return out
 
 
 def _record(

@@ -30,7 +30,7 @@ Units and rules (docs/evaluation.md writes them out):
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -207,6 +207,18 @@ def big_five_level(example: Example, trait: str) -> str | None:
     return getattr(bf, trait) if bf is not None else None
 
 
+#: a breakdown's groups: the label a row carries, and which examples belong to it
+Group = tuple[dict[str, str], Callable[[Example], bool]]
+CATEGORY_GROUPS: tuple[Group, ...] = tuple(
+    ({"category": c.value}, lambda e, c=c: category_of(e) == c.value) for c in Category
+)
+BIG_FIVE_GROUPS: tuple[Group, ...] = tuple(
+    ({"trait": t, "level": lv}, lambda e, t=t, lv=lv: big_five_level(e, t) == lv)
+    for t in BIG_FIVE_TRAITS
+    for lv in LEVELS
+)
+
+
 def paired(
     judge: str,
     split: str,
@@ -317,38 +329,13 @@ def compute_tables(
                         empathy,
                         cfg,
                     )
-                results.by_category += _grouped(
-                    judge,
-                    split,
-                    system,
-                    mine,
-                    by_id,
-                    dims,
-                    empathy,
-                    cfg,
-                    [
-                        ({"category": c.value}, lambda e, c=c: category_of(e) == c.value)
-                        for c in Category
-                    ],
-                )
-                results.by_big_five += _grouped(
-                    judge,
-                    split,
-                    system,
-                    mine,
-                    by_id,
-                    dims,
-                    empathy,
-                    cfg,
-                    [
-                        (
-                            {"trait": t, "level": lv},
-                            lambda e, t=t, lv=lv: big_five_level(e, t) == lv,
-                        )
-                        for t in BIG_FIVE_TRAITS
-                        for lv in LEVELS
-                    ],
-                )
+                for into, groups in (
+                    (results.by_category, CATEGORY_GROUPS),
+                    (results.by_big_five, BIG_FIVE_GROUPS),
+                ):
+                    into.extend(
+                        _grouped(judge, split, system, mine, by_id, dims, empathy, cfg, groups)
+                    )
             results.memory += _memory_view(
                 judge, split, systems, in_split, dims, empathy, cfg, results
             )

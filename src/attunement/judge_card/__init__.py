@@ -6,6 +6,7 @@
 - :mod:`~attunement.judge_card.checks`: the figures and verdict of each check;
 - :mod:`~attunement.judge_card.probes`: the gaming probes (altered good replies);
 - :mod:`~attunement.judge_card.card`: the card as data, its verdict and summary;
+- :mod:`~attunement.judge_card.sections`: the card's content, section by section;
 - :mod:`~attunement.judge_card.report`: ``card.md``, ``card.html``, ``card.json``.
 
 Guide: docs/judge-card.md.

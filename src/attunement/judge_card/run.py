@@ -29,7 +29,8 @@ The package: :mod:`~attunement.judge_card.inputs` (settings, input files,
 which replies count as good), :mod:`~attunement.judge_card.checks` (the
 figures and verdicts), :mod:`~attunement.judge_card.probes` (the gaming
 edits), :mod:`~attunement.judge_card.card` (the card as data) and
-:mod:`~attunement.judge_card.report` (``card.md``, ``card.html``). This module
+:mod:`~attunement.judge_card.sections` and :mod:`~attunement.judge_card.report`
+(``card.md``, ``card.html``). This module
 runs the scoring steps in order and assembles the card.
 """
 
@@ -52,7 +53,14 @@ from attunement.judge_card.card import (
     overall,
     summary_line,
 )
-from attunement.judge_card.checks import ChoiceGroup, Key, ProbeSet, key_of
+from attunement.judge_card.checks import (
+    ChoiceGroup,
+    Discrimination,
+    Key,
+    ProbeSet,
+    Stability,
+    key_of,
+)
 from attunement.judge_card.inputs import (
     CardInputs,
     CardSettings,
@@ -327,26 +335,20 @@ class _CardRun:
             by_example[b.example_id].append(key_of(b))
         return list(by_example.values())
 
-    def figures(self) -> dict[str, Any]:
-        files = {
+    def files(self) -> dict[str, list[RewardBreakdown]]:
+        """The judge under test's breakdowns, by breakdown file."""
+        return {
             "discrimination": self.disc.rows,
             "base": self.base.rows if self.own_context else [],
             "personalization": self.swapped.rows,
             "probes": self.probes.rows,
             **self.run_rows,
         }
+
+    def figures(self) -> dict[str, Any]:
+        """Every check's result, from the scored sets alone."""
+        files = self.files()
         scored = _by_key([*self.disc.rows, *self.base.rows, *self.swapped.rows, *self.probes.rows])
-        disc = checks.discrimination(
-            self.choice_groups,
-            scored,
-            [m for m in self.measures if not (self.reads_analysis and m == "resonation")],
-        )
-        if self.reads_analysis and self.choice_groups:
-            disc.note = (
-                "resonation is left out: this reward rates the analysis for resonation, "
-                "and EmoBench candidates have none (the judge sees the same placeholder "
-                "for all four)"
-            )
         probe_sets = [
             ProbeSet(
                 name=p.name,
@@ -357,19 +359,8 @@ class _CardRun:
             )
             for p in PROBES.values()
         ]
-        judged = [
-            *self.disc.replies,
-            *self.base.replies,
-            *self.swapped.replies,
-            *self.probes.replies,
-        ]
-        no_analysis = (
-            {(r.example_id, r.reply_id) for r in judged if not r.analysis.strip()}
-            if self.reads_analysis
-            else set()
-        )
         return {
-            "discrimination": disc,
+            "discrimination": self.discrimination_figures(scored),
             "personalization": checks.personalization(
                 self.pz_pairs,
                 scored,
@@ -384,17 +375,7 @@ class _CardRun:
                 base_replies=len(self.base.replies),
                 seed=self.settings.seed,
             ),
-            "stability": checks.stability(
-                [b for rows in files.values() for b in rows],
-                k=self.config.k,
-                dimensions=list(self.config.dimensions),
-                empathy_dimensions=list(self.config.empathy_dimensions),
-                groups=self.groups(),
-                runs=self.runs,
-                run_keys=_keys(self.stability_set.replies),
-                skip={"resonation": no_analysis},
-                group_runs=[scored, *self.runs[1:]],
-            ),
+            "stability": self.stability_figures(files, scored),
             "cost": checks.cost(
                 files,
                 scored_now=self.score.scored_now,
@@ -408,6 +389,48 @@ class _CardRun:
                 reference_name=self.reference.name if self.reference is not None else None,
             ),
         }
+
+    def discrimination_figures(self, scored: dict[Key, RewardBreakdown]) -> Discrimination:
+        """Discrimination on every measure the EmoBench candidates can be judged on."""
+        disc = checks.discrimination(
+            self.choice_groups,
+            scored,
+            [m for m in self.measures if not (self.reads_analysis and m == "resonation")],
+        )
+        if self.reads_analysis and self.choice_groups:
+            disc.note = (
+                "resonation is left out: this reward rates the analysis for resonation, "
+                "and EmoBench candidates have none (the judge sees the same placeholder "
+                "for all four)"
+            )
+        return disc
+
+    def stability_figures(
+        self, files: dict[str, list[RewardBreakdown]], scored: dict[Key, RewardBreakdown]
+    ) -> Stability:
+        """Stability over every breakdown of the judge under test."""
+        judged = [
+            *self.disc.replies,
+            *self.base.replies,
+            *self.swapped.replies,
+            *self.probes.replies,
+        ]
+        no_analysis = (
+            {(r.example_id, r.reply_id) for r in judged if not r.analysis.strip()}
+            if self.reads_analysis
+            else set()
+        )
+        return checks.stability(
+            [b for rows in files.values() for b in rows],
+            k=self.config.k,
+            dimensions=list(self.config.dimensions),
+            empathy_dimensions=list(self.config.empathy_dimensions),
+            groups=self.groups(),
+            runs=self.runs,
+            run_keys=_keys(self.stability_set.replies),
+            skip={"resonation": no_analysis},
+            group_runs=[scored, *self.runs[1:]],
+        )
 
     def card(self, started: float) -> JudgeCard:
         results = self.figures()
