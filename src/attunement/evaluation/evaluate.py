@@ -18,7 +18,11 @@ Everything a run computes is kept in ``OUT``::
     OUT/results.json, results.md, plots/*.png, report.html
 
 Each step appends and resumes, and completions are cached, so running the
-same command again costs no judge call and only rewrites the report.
+same command again costs no judge call and only rewrites the report. Here:
+the settings, the inputs and the run's steps; the criteria are kept by
+:mod:`~attunement.evaluation.criteria`, the numbers computed by
+:mod:`~attunement.evaluation.tables` and written by
+:mod:`~attunement.evaluation.report`.
 """
 
 from __future__ import annotations
@@ -41,15 +45,8 @@ from attunement.evaluation.tables import (
     cost_of,
     systems_of,
 )
-from attunement.jsonl import (
-    read_jsonl,
-)
-from attunement.judging import (
-    CriteriaConfig,
-    load_reward,
-    reward_config,
-    score_dataset,
-)
+from attunement.jsonl import read_jsonl
+from attunement.judging import CriteriaConfig, load_reward, reward_config, score_dataset
 from attunement.judging.registry import parse_reward_name
 from attunement.llm import ChatModel
 from attunement.records import EMPATHY_DIMENSIONS, Example, Reply, RewardBreakdown
