@@ -261,7 +261,10 @@ async def test_criteria_are_kept_and_other_settings_refused(tmp_path):
     stored = read_jsonl(tmp_path / "criteria.jsonl", Example)
     assert len(stored) == 4 and all(len(e.criteria) == 3 for e in stored)
     other = judge(name="another-judge")
-    with pytest.raises(ValueError, match=r"criteria\.jsonl was made with other settings"):
+    with pytest.raises(
+        ValueError,
+        match=r"criteria.jsonl was made with other settings \(judge: 'judge-a' -> 'another-judge'\)",
+    ):
         await run_evaluation(inputs(), {"A": other}, tmp_path, show_progress=False)
     # examples that bring their own criteria cost no criteria call
     given = EvalInputs(splits={"s": stored}, replies={"base": replies("base")})
