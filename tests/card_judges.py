@@ -18,8 +18,8 @@ from pathlib import Path
 
 from attunement.benchmarks.emobench.data import read_ea
 from attunement.jsonl import read_jsonl
+from attunement.judge_card.inputs import emobench_replies
 from attunement.judge_card.probes import PROBES
-from attunement.judge_card.run import emobench_replies
 from attunement.llm import ScriptedChatModel
 from attunement.llm.base import ChatRequest
 from attunement.records import Example, Reply

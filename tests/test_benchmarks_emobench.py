@@ -8,19 +8,17 @@ import re
 import pytest
 from typer.testing import CliRunner
 
-from attunement.benchmarks.emobench.data import EAItem, EUItem
-from attunement.benchmarks.emobench.run import (
+from attunement.benchmarks.emobench import (
+    EAItem,
     EmoBenchAnswer,
     EmoBenchSettings,
-    answer_schema,
-    grade,
-    item_messages,
-    parse_answer,
+    EUItem,
     read_items,
     run_emobench,
-    score_answers,
     write_emobench_report,
 )
+from attunement.benchmarks.emobench.prompts import answer_schema, item_messages, parse_answer
+from attunement.benchmarks.emobench.scoring import grade, score_answers
 from attunement.cli import build_app
 from attunement.jsonl import read_jsonl
 from attunement.llm import LLMError, ScriptedChatModel

@@ -10,22 +10,24 @@ import re
 import pytest
 from typer.testing import CliRunner
 
-from attunement.benchmarks.eqbench3.run import (
+from attunement.benchmarks.eqbench3 import (
     EQBenchSettings,
     RubricVerdict,
     Transcript,
-    defuse_markers,
     load_eqbench_data,
+    run_eqbench3,
+    write_eqbench_report,
+)
+from attunement.benchmarks.eqbench3.data import parse_scenarios
+from attunement.benchmarks.eqbench3.rubric import (
+    defuse_markers,
     output_format,
     parse_rubric,
-    parse_scenarios,
     parse_sections,
     render_transcript,
     rubric_prompt,
-    run_eqbench3,
     task_score,
     verdict_schema,
-    write_eqbench_report,
 )
 from attunement.cli import build_app
 from attunement.jsonl import read_jsonl

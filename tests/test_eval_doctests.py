@@ -6,12 +6,15 @@ import doctest
 
 import pytest
 
-from attunement.benchmarks.emobench import run as emobench
-from attunement.evaluation import evaluate, html, report, stats, tables
+from attunement.benchmarks.emobench import prompts as emobench_prompts
+from attunement.benchmarks.emobench import scoring as emobench_scoring
+from attunement.evaluation import evaluate, html, reporting, runs, stats, tables
 
 
 @pytest.mark.parametrize(
-    "module", [emobench, evaluate, html, report, stats, tables], ids=lambda m: m.__name__
+    "module",
+    [emobench_prompts, emobench_scoring, evaluate, html, reporting, runs, stats, tables],
+    ids=lambda m: m.__name__,
 )
 def test_docstring_examples_hold(module):
     result = doctest.testmod(module)

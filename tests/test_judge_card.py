@@ -13,12 +13,8 @@ from typer.testing import CliRunner
 
 from attunement.benchmarks.emobench.data import read_ea
 from attunement.jsonl import read_jsonl, write_jsonl
-from attunement.judge_card.run import (
-    CardSettings,
-    emobench_example,
-    load_inputs,
-    run_judge_card,
-)
+from attunement.judge_card import CardSettings, load_inputs, run_judge_card
+from attunement.judge_card.inputs import emobench_example
 from attunement.judging import PermConfig, PermReward, RewardSpec, register_reward
 from attunement.judging.registry import _KINDS
 from attunement.llm import ScriptedChatModel

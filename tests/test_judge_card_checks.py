@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import doctest
+import importlib
+import pkgutil
 import statistics
 
 import pytest
 
 from attunement.evaluation.stats import wilson_ci
+from attunement.judge_card import card as judge_card_card
 from attunement.judge_card import checks as judge_card_checks
+from attunement.judge_card import inputs as judge_card_inputs
 from attunement.judge_card import probes as judge_card_probes
 from attunement.judge_card import run as judge_card
 from attunement.judge_card.checks import (
@@ -61,7 +65,12 @@ def keyed(rows):
 
 
 def test_module_doctests():
-    for module in (judge_card, judge_card_checks, judge_card_probes):
+    check_modules = [
+        importlib.import_module(f"{judge_card_checks.__name__}.{m.name}")
+        for m in pkgutil.iter_modules(judge_card_checks.__path__)
+    ]
+    modules = (judge_card, judge_card_inputs, judge_card_card, judge_card_checks, judge_card_probes)
+    for module in (*modules, *check_modules):
         assert doctest.testmod(module).failed == 0, module.__name__
 
 

@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from attunement.building.config import BuildConfig
-from attunement.evaluation.evaluate import EvalInputs, EvalRun, EvalSettings, run_evaluation
-from attunement.evaluation.tables import Row
+from attunement.building import BuildConfig, build_dataset, filter_user
+from attunement.evaluation import EvalInputs, EvalRun, EvalSettings, Row, run_evaluation
 from attunement.jsonl import read_jsonl, write_manifest
 from attunement.judging import CriteriaConfig
 from attunement.llm import ChatModel, LLMOptions, load_chat_model
+from attunement.policy import generate_replies
 from attunement.records import EMPATHY_DIMENSIONS, Category, Example, Reply, UserHistory
 
 DEMO_MODES = ("full", "mismatch")
@@ -118,57 +118,31 @@ async def run_demo(
     to the report; scoring under fixed criteria is greedy, so its samples would
     all agree.
     """
-    from attunement.building import build_dataset
-    from attunement.policy import generate_replies
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     judge = judge or model
 
     users = users if users is not None else read_jsonl(example_users_path(), UserHistory)
-    data_dir = out_dir / "data"
-    config = BuildConfig(categories=[Category.ES], inspection="annotate")
-    # One category, and only as many users as the queries wanted, keep the demo to a
-    # few minutes on a CPU. A user whose query the builder rejects is replaced by the
-    # next one (the build resumes, so finished users cost nothing). The embedded
-    # model's inspection verdicts are close to random, so the demo keeps every
-    # inspected query and reports how many passed (a real build enforces them).
-    deep, shallow = _split_by_filter(users, config)
-    take = max_queries
-    while True:
-        await build_dataset(
-            shallow + deep[:take],
-            data_dir,
-            model,
-            config,
-            seed=seed,
-            concurrency=concurrency,
-            show_progress=show_progress,
-        )
-        examples = read_jsonl(data_dir / "examples.jsonl", Example)
-        if len(examples) >= max_queries or take >= len(deep):
-            break
-        take += max_queries - len(examples)
-    if not examples:
-        raise RuntimeError(f"the builder accepted no query; see {data_dir} for the rejections")
-    chosen = _spread_by_user(examples, max_queries)
-
-    replies: dict[str, list[Reply]] = {}
-    for mode in DEMO_MODES:
-        replies_path = out_dir / f"replies.{mode}.jsonl"
-        await generate_replies(
+    chosen = _spread_by_user(
+        await _build_queries(
+            users, out_dir / "data", model, max_queries, seed, concurrency, show_progress
+        ),
+        max_queries,
+    )
+    replies = {
+        mode: await _write_replies(
             chosen,
             model,
-            replies_path,
-            memory_mode=mode,
-            n=1,
-            seed=seed,
+            out_dir / f"replies.{mode}.jsonl",
+            mode,
             pool=users,
+            seed=seed,
             concurrency=concurrency,
             max_tokens=max_tokens,
             show_progress=show_progress,
         )
-        replies[mode] = read_jsonl(replies_path, Reply)
+        for mode in DEMO_MODES
+    }
 
     # the PersonaEmp protocol: criteria written once, every reply scored against them
     settings = EvalSettings(
@@ -210,13 +184,77 @@ async def run_demo(
     )
 
 
+async def _build_queries(
+    users: list[UserHistory],
+    data_dir: Path,
+    model: ChatModel,
+    max_queries: int,
+    seed: int,
+    concurrency: int,
+    show_progress: bool | None,
+) -> list[Example]:
+    """Build queries for the first users until ``max_queries`` are accepted (or no
+    user is left); every accepted example of the build folder."""
+    config = BuildConfig(categories=[Category.ES], inspection="annotate")
+    # One category, and only as many users as the queries wanted, keep the demo to a
+    # few minutes on a CPU. A user whose query the builder rejects is replaced by the
+    # next one (the build resumes, so finished users cost nothing). The embedded
+    # model's inspection verdicts are close to random, so the demo keeps every
+    # inspected query and reports how many passed (a real build enforces them).
+    deep, shallow = _split_by_filter(users, config)
+    take = max_queries
+    while True:
+        await build_dataset(
+            shallow + deep[:take],
+            data_dir,
+            model,
+            config,
+            seed=seed,
+            concurrency=concurrency,
+            show_progress=show_progress,
+        )
+        examples = read_jsonl(data_dir / "examples.jsonl", Example)
+        if len(examples) >= max_queries or take >= len(deep):
+            break
+        take += max_queries - len(examples)
+    if not examples:
+        raise RuntimeError(f"the builder accepted no query; see {data_dir} for the rejections")
+    return examples
+
+
+async def _write_replies(
+    examples: list[Example],
+    model: ChatModel,
+    path: Path,
+    mode: str,
+    *,
+    pool: list[UserHistory],
+    seed: int,
+    concurrency: int,
+    max_tokens: int,
+    show_progress: bool | None,
+) -> list[Reply]:
+    """One reply per example with the given memory mode (resuming ``path``)."""
+    await generate_replies(
+        examples,
+        model,
+        path,
+        memory_mode=mode,
+        n=1,
+        seed=seed,
+        pool=pool,
+        concurrency=concurrency,
+        max_tokens=max_tokens,
+        show_progress=show_progress,
+    )
+    return read_jsonl(path, Reply)
+
+
 def _split_by_filter(
     users: list[UserHistory], config: BuildConfig
 ) -> tuple[list[UserHistory], list[UserHistory]]:
     """(users the depth filter keeps, users it rejects); the filter costs no model call,
     and the rejected users are built too, so the demo shows a rejection."""
-    from attunement.building import filter_user
-
     deep, shallow = [], []
     for user in users:
         (deep if filter_user(user, config.filter_rules).keep else shallow).append(user)

@@ -18,7 +18,11 @@ Everything a run computes is kept in ``OUT``::
     OUT/results.json, results.md, plots/*.png, report.html
 
 Each step appends and resumes, and completions are cached, so running the
-same command again costs no judge call and only rewrites the report.
+same command again costs no judge call and only rewrites the report. Here:
+the settings, the inputs and the run's steps; the criteria are kept by
+:mod:`~attunement.evaluation.criteria`, the numbers computed by
+:mod:`~attunement.evaluation.tables` and written by
+:mod:`~attunement.evaluation.report`.
 """
 
 from __future__ import annotations
@@ -31,26 +35,20 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from attunement.evaluation.criteria import ensure_criteria
+from attunement.evaluation.report import write_evaluation_report
+from attunement.evaluation.runs import Cost, EvalRun, Results, System, safe_name
 from attunement.evaluation.tables import (
-    Results,
     ScoreSet,
     StatsConfig,
-    System,
     compute_tables,
     cost_of,
     systems_of,
 )
-from attunement.jsonl import (
-    JsonlAppender,
-    check_settings,
-    manifest_path,
-    read_jsonl,
-    write_manifest,
-)
-from attunement.judging import CriteriaConfig, load_reward, prepare_criteria, score_dataset
-from attunement.judging.criteria import criteria_manifest, needs_criteria
-from attunement.judging.registry import parse_reward_name, reward_config
-from attunement.llm.base import ChatModel
+from attunement.jsonl import read_jsonl
+from attunement.judging import CriteriaConfig, load_reward, reward_config, score_dataset
+from attunement.judging.registry import parse_reward_name
+from attunement.llm import ChatModel
 from attunement.records import EMPATHY_DIMENSIONS, Example, Reply, RewardBreakdown
 
 #: settings the evaluation protocol changes from a reward's training defaults
@@ -141,15 +139,6 @@ def spec_label(spec: str) -> str:
     return Path(name).stem if name.endswith((".gguf", ".bin")) else name
 
 
-def safe_name(label: str) -> str:
-    """A label as a file name.
-
-    >>> safe_name("Qwen/Qwen3 8B[full]")
-    'Qwen_Qwen3_8B_full'
-    """
-    return re.sub(r"[^\w.@+-]+", "_", label).strip("._") or "x"
-
-
 def unique_labels(pairs: Sequence[tuple[str | None, str]], default) -> list[tuple[str, str]]:
     """Fill missing labels with ``default(value)`` and refuse duplicates."""
     out, seen = [], set()
@@ -216,102 +205,73 @@ def _content(ex: Example) -> dict[str, Any]:
     return ex.model_dump(exclude={"criteria", "meta"})
 
 
-# --------------------------------------------------------------------------- criteria
-
-
-def criteria_path(out: Path) -> Path:
-    return out / "criteria.jsonl"
-
-
-async def ensure_criteria(
-    examples: dict[str, Example],
-    judge: ChatModel,
-    out: Path,
-    config: CriteriaConfig,
-    *,
-    concurrency: int,
-    show_progress: bool | None = None,
-) -> dict[str, Any]:
-    """Fill ``examples`` (in place) with fixed criteria, resuming ``OUT/criteria.jsonl``.
-
-    Examples that arrive with criteria for every dimension keep them (no call).
-    Returns a summary; examples whose criteria could not be written stay without
-    and are listed under ``failed``.
-    """
-    path = criteria_path(out)
-    manifest_file = manifest_path(path)
-    dims = config.dimensions
-    given = [eid for eid, ex in examples.items() if not needs_criteria(ex, dims)]
-    stored: dict[str, Example] = {}
-    if path.exists():
-        for ex in read_jsonl(path, Example):
-            if ex.example_id in examples and not needs_criteria(ex, dims):
-                stored[ex.example_id] = ex
-    todo = [ex for eid, ex in examples.items() if eid not in given and eid not in stored]
-    info = criteria_manifest(judge, config)
-    if todo or stored:
-        check_settings(
-            manifest_file,
-            info,
-            keys=("judge", "output_format", "config", "prompts"),
-            outputs=[path] if stored else [],
-            fix="use a new --out folder or the same --criteria-judge and criteria settings",
-        )
-    for eid, ex in stored.items():
-        examples[eid] = examples[eid].model_copy(
-            update={"criteria": ex.criteria, "meta": {**examples[eid].meta, **ex.meta}}
-        )
-    failed: dict[str, dict[str, str]] = {}
-    prepared = 0
-    if todo:
-        write_manifest(manifest_file, command="evaluate:criteria", **info)
-        with JsonlAppender(path) as sink:
-
-            def keep(ex: Example) -> None:
-                nonlocal prepared
-                if ex.meta.get("criteria_errors"):
-                    failed[ex.example_id] = ex.meta["criteria_errors"]
-                    return
-                sink.write(ex)
-                examples[ex.example_id] = ex
-                prepared += 1
-
-            await prepare_criteria(
-                todo,
-                judge,
-                concurrency=concurrency,
-                config=config,
-                on_example=keep,
-                show_progress=show_progress,
-            )
-    return {
-        "judge": judge.name,
-        "file": str(path),
-        "from_input": len(given),
-        "resumed": len(stored),
-        "prepared_now": prepared,
-        "failed": failed,
-        "prompts": info["prompts"],
-        "temperature": config.temperature,
-    }
-
-
 # --------------------------------------------------------------------------- the run
 
 
 @dataclass
-class EvalRun:
-    """A finished evaluation: its numbers and what the report shows."""
+class _Plan:
+    """What a run scores, checked before any judge call."""
 
-    out: Path
-    results: Results
     examples: dict[str, Example]
+    replies: dict[str, list[Reply]]  # replies file label -> its replies to known examples
     systems: list[System]
-    #: judge label -> (example_id, reply_id) -> breakdown
-    breakdowns: dict[str, dict[tuple[str, str], RewardBreakdown]]
-    #: (example_id, reply_id) -> reply
-    reply_index: dict[tuple[str, str], Reply] = field(default_factory=dict)
-    report: Path | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def drop(self, example_ids: set[str]) -> None:
+        """Leave examples out (with their replies)."""
+        self.examples = {e: ex for e, ex in self.examples.items() if e not in example_ids}
+        self.replies = {
+            lab: [r for r in rows if r.example_id in self.examples]
+            for lab, rows in self.replies.items()
+        }
+
+
+def plan_run(inputs: EvalInputs, settings: EvalSettings) -> _Plan:
+    """Join the replies to the examples by id and name the systems; settings that would
+    fail after the judge calls fail here."""
+    examples = union_examples(inputs.splits)
+    notes: list[str] = []
+    replies: dict[str, list[Reply]] = {}
+    for label, rows in inputs.replies.items():
+        kept = [r for r in rows if r.example_id in examples]
+        if len(kept) < len(rows):
+            n = len(rows) - len(kept)
+            notes.append(
+                f"replies {label!r}: {n} {'reply refers' if n == 1 else 'replies refer'} to "
+                "examples in none of the --data files and were left out"
+            )
+        if not kept:
+            raise ValueError(f"replies {label!r} answer none of the examples in --data")
+        replies[label] = kept
+    systems = [s for label, rows in replies.items() for s in systems_of(label, rows)]
+    labels = [s.label for s in systems]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"two reply sets end up with the same name: {labels}")
+    if settings.baseline is not None and settings.baseline not in labels:
+        raise ValueError(
+            f"--baseline {settings.baseline!r} is not one of the systems ({', '.join(labels)})"
+        )
+    if settings.k_scaling and settings.kind != "peregrm":
+        raise ValueError("--k-scaling needs --reward peregrm")
+    return _Plan(examples, replies, systems, notes)
+
+
+@dataclass
+class _Scores:
+    """Every score file of a run, read back, with the judges' records and costs."""
+
+    scores: list[ScoreSet] = field(default_factory=list)
+    scaling: list[ScoreSet] = field(default_factory=list)
+    judges: list[dict[str, Any]] = field(default_factory=list)
+    costs: list[Cost] = field(default_factory=list)
+
+    def by_judge(self) -> dict[str, dict[tuple[str, str], RewardBreakdown]]:
+        out: dict[str, dict[tuple[str, str], RewardBreakdown]] = {}
+        for s in self.scores:
+            out.setdefault(s.judge, {}).update(
+                {(b.example_id, b.reply_id): b for b in s.breakdowns}
+            )
+        return out
 
 
 async def run_evaluation(
@@ -338,116 +298,141 @@ async def run_evaluation(
     config = settings.reward_config()  # bad reward settings fail before any call
     dims = list(config.dimensions)
     empathy = [d for d in EMPATHY_DIMENSIONS if d in dims]
-    examples = union_examples(inputs.splits)
-    notes: list[str] = []
-
-    replies: dict[str, list[Reply]] = {}
-    for label, rows in inputs.replies.items():
-        kept = [r for r in rows if r.example_id in examples]
-        if len(kept) < len(rows):
-            n = len(rows) - len(kept)
-            notes.append(
-                f"replies {label!r}: {n} {'reply refers' if n == 1 else 'replies refer'} to "
-                "examples in none of the --data files and were left out"
-            )
-        if not kept:
-            raise ValueError(f"replies {label!r} answer none of the examples in --data")
-        replies[label] = kept
-    systems = [s for label, rows in replies.items() for s in systems_of(label, rows)]
-    labels = [s.label for s in systems]
-    if len(set(labels)) != len(labels):
-        raise ValueError(f"two reply sets end up with the same name: {labels}")
-    # settings that would fail after the judge calls fail before them
-    if settings.baseline is not None and settings.baseline not in labels:
-        raise ValueError(
-            f"--baseline {settings.baseline!r} is not one of the systems ({', '.join(labels)})"
-        )
-    if settings.k_scaling and settings.kind != "peregrm":
-        raise ValueError("--k-scaling needs --reward peregrm")
-
+    plan = plan_run(inputs, settings)
     criteria_info: dict[str, Any] = {}
     if settings.uses_fixed_criteria:
         writer = criteria_judge or next(iter(judges.values()))
-        criteria_config = settings.criteria.model_copy(update={"dimensions": tuple(empathy)})
-        criteria_info = await ensure_criteria(
-            examples,
-            writer,
-            out,
-            criteria_config,
-            concurrency=settings.concurrency,
-            show_progress=show_progress,
-        )
-        failed = set(criteria_info["failed"])
-        if failed:
-            notes.append(
-                f"{len(failed)} example(s) have no criteria (the judge's answers could "
-                "not be read) and were left out; run again to retry them"
-            )
-            examples = {eid: ex for eid, ex in examples.items() if eid not in failed}
-            replies = {
-                lab: [r for r in rows if r.example_id in examples] for lab, rows in replies.items()
-            }
+        criteria_info = await _fixed_criteria(plan, writer, out, settings, empathy, show_progress)
     splits = {
-        lab: [examples[e.example_id] for e in exs if e.example_id in examples]
+        lab: [plan.examples[e.example_id] for e in exs if e.example_id in plan.examples]
         for lab, exs in inputs.splits.items()
     }
-
-    scores: list[ScoreSet] = []
-    scaling: list[ScoreSet] = []
-    judge_rows: list[dict[str, Any]] = []
-    costs = []
+    scored = _Scores()
     for jlabel, judge in judges.items():
-        reward = load_reward(settings.reward, judge, **settings.reward_overrides())
-        judge_rows.append(
-            {
-                "label": jlabel,
-                "spec": (judge_specs or {}).get(jlabel),
-                "model": judge.name,
-                "reward": reward.manifest(),
-            }
-        )
-        for flabel, rows in replies.items():
-            if not rows:
-                continue
-            path = out / "scores" / safe_name(jlabel) / f"{safe_name(flabel)}.jsonl"
-            breakdowns = await _score(reward, examples, rows, path, settings, show_progress)
-            scores.append(ScoreSet(jlabel, flabel, breakdowns))
-            costs.append(cost_of(jlabel, flabel, breakdowns))
-        if settings.k_scaling:
-            overrides = {
-                **settings.reward_overrides(),
-                "criteria_mode": "shared",
-                "k": settings.k_scaling,
-                "use_bystander": False,
-            }
-            scaled = load_reward("peregrm", judge, **overrides)
-            judge_rows[-1]["k_scaling_reward"] = scaled.manifest()
-            for flabel, rows in replies.items():
-                if not rows:
-                    continue
-                path = out / "scaling" / safe_name(jlabel) / f"{safe_name(flabel)}.jsonl"
-                breakdowns = await _score(scaled, examples, rows, path, settings, show_progress)
-                scaling.append(ScoreSet(jlabel, flabel, breakdowns))
-                costs.append(
-                    cost_of(
-                        jlabel, flabel, breakdowns, what=f"k scaling (peregrm@{settings.k_scaling})"
-                    )
-                )
-
+        spec = (judge_specs or {}).get(jlabel)
+        await _score_with(scored, jlabel, judge, spec, plan, out, settings, show_progress)
     results = compute_tables(
         splits=splits,
-        systems=systems,
-        scores=scores,
+        systems=plan.systems,
+        scores=scored.scores,
         judges=list(judges),
         dims=dims,
         empathy=empathy,
         baseline=settings.baseline,
-        scaling=scaling,
+        scaling=scored.scaling,
         scaling_k=settings.k_scaling,
         cfg=settings.stats(),
     )
+    _record(results, settings, inputs, plan, splits, scored, criteria_info)
+    run = EvalRun(
+        out=out,
+        results=results,
+        examples=plan.examples,
+        systems=plan.systems,
+        breakdowns=scored.by_judge(),
+        reply_index={(r.example_id, r.reply_id): r for rows in plan.replies.values() for r in rows},
+    )
+    if write:
+        run.report = write_evaluation_report(run)
+    return run
+
+
+async def _fixed_criteria(
+    plan: _Plan,
+    writer: ChatModel,
+    out: Path,
+    settings: EvalSettings,
+    empathy: Sequence[str],
+    show_progress: bool | None,
+) -> dict[str, Any]:
+    """Criteria for every example (resuming); examples left without are dropped."""
+    config = settings.criteria.model_copy(update={"dimensions": tuple(empathy)})
+    info = await ensure_criteria(
+        plan.examples,
+        writer,
+        out,
+        config,
+        concurrency=settings.concurrency,
+        show_progress=show_progress,
+    )
+    failed = set(info["failed"])
+    if failed:
+        plan.notes.append(
+            f"{len(failed)} example(s) have no criteria (the judge's answers could "
+            "not be read) and were left out; run again to retry them"
+        )
+        plan.drop(failed)
+    return info
+
+
+async def _score_with(
+    scored: _Scores,
+    label: str,
+    judge: ChatModel,
+    spec: str | None,
+    plan: _Plan,
+    out: Path,
+    settings: EvalSettings,
+    show_progress: bool | None,
+) -> None:
+    """One judge scores every replies file (and, asked for, the PereGRM@K run)."""
+    reward = load_reward(settings.reward, judge, **settings.reward_overrides())
+    record = {"label": label, "spec": spec, "model": judge.name, "reward": reward.manifest()}
+    scored.judges.append(record)
+    folder = safe_name(label)
+    for sset in await _score_files(
+        reward, label, plan, out / "scores" / folder, settings, show_progress
+    ):
+        scored.scores.append(sset)
+        scored.costs.append(cost_of(label, sset.source, sset.breakdowns))
+    if not settings.k_scaling:
+        return
+    overrides = {
+        **settings.reward_overrides(),
+        "criteria_mode": "shared",
+        "k": settings.k_scaling,
+        "use_bystander": False,
+    }
+    scaled = load_reward("peregrm", judge, **overrides)
+    record["k_scaling_reward"] = scaled.manifest()
+    what = f"k scaling (peregrm@{settings.k_scaling})"
+    for sset in await _score_files(
+        scaled, label, plan, out / "scaling" / folder, settings, show_progress
+    ):
+        scored.scaling.append(sset)
+        scored.costs.append(cost_of(label, sset.source, sset.breakdowns, what=what))
+
+
+async def _score_files(
+    reward,
+    judge: str,
+    plan: _Plan,
+    folder: Path,
+    settings: EvalSettings,
+    show_progress: bool | None,
+) -> list[ScoreSet]:
+    """Every replies file scored with ``reward`` into ``folder/<replies>.jsonl``."""
+    out = []
+    for flabel, rows in plan.replies.items():
+        if rows:
+            path = folder / f"{safe_name(flabel)}.jsonl"
+            breakdowns = await _score(reward, plan.examples, rows, path, settings, show_progress)
+            out.append(ScoreSet(judge, flabel, breakdowns))
+    return out
+
+
+def _record(
+    results: Results,
+    settings: EvalSettings,
+    inputs: EvalInputs,
+    plan: _Plan,
+    splits: Mapping[str, Sequence[Example]],
+    scored: _Scores,
+    criteria: dict[str, Any],
+) -> None:
+    """What produced the numbers, into the results (results.json keeps it)."""
     results.settings = settings.model_dump(mode="json")
-    results.judges = judge_rows
+    results.judges = scored.judges
     results.systems = [
         {
             "label": s.label,
@@ -458,34 +443,15 @@ async def run_evaluation(
             "replies": len(s.reply_keys),
             "examples": len({eid for eid, _ in s.reply_keys}),
         }
-        for s in systems
+        for s in plan.systems
     ]
     results.splits = [
         {"label": lab, "path": inputs.paths.get(f"data:{lab}"), "examples": len(exs)}
         for lab, exs in splits.items()
     ]
-    results.criteria = criteria_info
-    results.cost = costs
-    results.notes = notes
-
-    by_judge: dict[str, dict[tuple[str, str], RewardBreakdown]] = {}
-    for s in scores:
-        by_judge.setdefault(s.judge, {}).update(
-            {(b.example_id, b.reply_id): b for b in s.breakdowns}
-        )
-    run = EvalRun(
-        out=out,
-        results=results,
-        examples=examples,
-        systems=systems,
-        breakdowns=by_judge,
-        reply_index={(r.example_id, r.reply_id): r for rows in replies.values() for r in rows},
-    )
-    if write:
-        from attunement.evaluation.report import write_evaluation_report
-
-        run.report = write_evaluation_report(run)
-    return run
+    results.criteria = criteria
+    results.cost = scored.costs
+    results.notes = plan.notes
 
 
 async def _score(

@@ -40,6 +40,7 @@ td.text, th.text { text-align: left; }
 .warn { color: var(--warn); font-weight: 600; }
 figure { display: inline-block; margin: 8px 16px 16px 0; }
 figure img { max-width: 540px; border: 1px solid var(--line); }
+.wide figure img { max-width: 100%; }
 figcaption { color: var(--muted); font-size: 0.9em; }
 details.example { border: 1px solid var(--line); border-radius: 6px; margin: 8px 0; padding: 6px 12px; }
 details.example > summary { cursor: pointer; font-weight: 600; }
@@ -99,6 +100,11 @@ def figure(png: bytes | Path, caption: str = "", *, alt: str | None = None) -> R
     return Raw(f'<figure><img src="{src}" alt="{esc(alt or caption)}">{cap}</figure>')
 
 
+def wide(figure_html: str) -> Raw:
+    """A figure allowed the page's full width (wide plots: many bars, two panels)."""
+    return Raw(f'<div class="wide">{figure_html}</div>')
+
+
 def pre(text: str) -> Raw:
     return Raw(f"<pre>{esc(text)}</pre>")
 
@@ -129,14 +135,17 @@ def page(
     subtitle: str | None = None,
     summary: str | None = None,
     nav: Sequence[tuple[str, str]] = (),
+    extra_css: str = "",
 ) -> str:
-    """The whole document: title, optional one-line summary and navigation, then parts."""
+    """The whole document: title, optional one-line summary and navigation, then parts.
+
+    ``extra_css`` follows the shared style (a report's own rules)."""
     links = "".join(f'<a href="#{esc(anchor)}">{esc(label)}</a>' for anchor, label in nav)
     return "".join(
         [
             '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
             '<meta name="viewport" content="width=device-width, initial-scale=1">',
-            f"<title>{esc(title)}</title><style>{CSS}</style></head><body>",
+            f"<title>{esc(title)}</title><style>{CSS}{extra_css}</style></head><body>",
             f"<h1>{esc(title)}</h1>",
             f'<p class="lead">{esc(subtitle)}</p>' if subtitle else "",
             f'<div class="summary">{esc(summary)}</div>' if summary else "",

@@ -1,4 +1,4 @@
-"""PNG plots for the reports (matplotlib, no display, no global pyplot state).
+"""PNG plots for every report (matplotlib, no display, no global pyplot state).
 
 Each function takes already computed rows and returns PNG bytes, which the
 report both writes to ``plots/*.png`` and embeds in ``report.html``. Figures
@@ -11,7 +11,8 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 
-from attunement.evaluation.tables import SHORT, Row, ScalingPoint
+from attunement.evaluation.runs import Row, ScalingPoint
+from attunement.evaluation.tables import SHORT
 
 WIDTH = 7.0
 
@@ -243,3 +244,57 @@ def bars(
     ax.grid(axis="y", alpha=0.3)
     ax.set_title(title, fontsize=11)
     return _png(fig)
+
+
+# --------------------------------------------------------------------------- judge card
+
+
+def _card_figure(width: float, height: float):
+    """The judge card's figure: laid out by matplotlib (long probe names need room)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height))
+    return fig, fig.subplots()
+
+
+def _card_png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=110)
+    return buf.getvalue()
+
+
+def share_bars(series: Sequence[tuple[str, Sequence[float]]], levels: Sequence[int]) -> bytes:
+    """The share of replies at each score, one bar group per score and one bar per
+    series (a dimension); the judge card's score distribution."""
+    fig, ax = _card_figure(6, 3)
+    width = 0.8 / len(series)
+    for i, (label, shares) in enumerate(series):
+        xs = [v + (i - (len(series) - 1) / 2) * width for v in levels]
+        ax.bar(xs, list(shares), width, label=label)
+    ax.set_xlabel(f"score ({levels[0]}-{levels[-1]})")
+    ax.set_ylabel("share of replies")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8)
+    return _card_png(fig)
+
+
+def change_bars(
+    labels: Sequence[str],
+    changes: Sequence[tuple[float | None, float | None, float | None]],
+    colors: Sequence[str],
+    *,
+    xlabel: str,
+) -> bytes:
+    """Horizontal bars of changes ``(estimate, low, high)`` around zero, with their
+    intervals (the judge card's gaming probes); a missing estimate draws as 0."""
+    fig, ax = _card_figure(6, 3.2)
+    ys = list(range(len(labels)))
+    est = [e or 0.0 for e, _, _ in changes]
+    low = [e - (lo if lo is not None else e) for e, (_, lo, _) in zip(est, changes)]
+    high = [(hi if hi is not None else e) - e for e, (_, _, hi) in zip(est, changes)]
+    ax.barh(ys, est, xerr=[low, high], color=list(colors), capsize=3)
+    ax.axvline(0, color="#1d2330", linewidth=0.8)
+    ax.set_yticks(ys, list(labels), fontsize=8)
+    ax.set_xlabel(xlabel)
+    return _card_png(fig)

@@ -7,9 +7,14 @@
   signed-rank test (scipy) plus the exact sign test (binomial), both two-sided.
 - :func:`wilson_ci`: the Wilson score interval of a proportion (accuracies),
   which behaves at 0 and 1 where the normal approximation does not.
+- :func:`bootstrap_column_means`: every column's mean and their average from the
+  same resamples (table 1's Res / Exp / Rec / Avg), vectorised.
 
 Every function takes plain sequences and returns plain numbers; missing values
 are the caller's business (drop unscorable items first and report how many).
+Every interval a report prints is computed here, so a method is changed (or a
+new one added) in this one module. :class:`Stat` is an interval as the results
+files record it.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+
+from pydantic import BaseModel
 
 
 @dataclass(frozen=True)
@@ -32,6 +39,29 @@ class Interval:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+class Stat(BaseModel):
+    """An estimate with its interval, as ``results.json`` records it (None when
+    nothing was scored)."""
+
+    mean: float | None
+    low: float | None = None
+    high: float | None = None
+    n: int = 0
+
+    @classmethod
+    def of(cls, interval: Interval, scale: float = 1.0) -> Stat:
+        """The interval's figures, each multiplied by ``scale`` (e.g. 5 for 0-20 -> 0-100).
+
+        >>> Stat.of(Interval(3.0, 2.0, 4.0, 7), scale=5)
+        Stat(mean=15.0, low=10.0, high=20.0, n=7)
+        """
+        scaled = [
+            None if v is None else v * scale
+            for v in (interval.estimate, interval.low, interval.high)
+        ]
+        return cls(mean=scaled[0], low=scaled[1], high=scaled[2], n=interval.n)
 
 
 def mean(values: Sequence[float]) -> float:
@@ -141,13 +171,22 @@ def paired_difference(
     >>> cmp.diff.estimate, cmp.wins, cmp.losses, cmp.ties
     (1.0, 3, 0, 1)
     """
+    diffs = _differences(a, b)
+    return _comparison(diffs, bootstrap_ci(diffs, resamples=resamples, level=level, seed=seed))
+
+
+def _differences(a: Sequence[float], b: Sequence[float]) -> list[float]:
     if len(a) != len(b):
         raise ValueError(f"paired samples differ in length: {len(a)} vs {len(b)}")
-    diffs = [float(x) - float(y) for x, y in zip(a, b)]
+    return [float(x) - float(y) for x, y in zip(a, b)]
+
+
+def _comparison(diffs: Sequence[float], diff: Interval) -> PairedComparison:
+    """The comparison of paired differences, given the interval of their mean."""
     wins = sum(1 for d in diffs if d > 0)
     losses = sum(1 for d in diffs if d < 0)
     return PairedComparison(
-        diff=bootstrap_ci(diffs, resamples=resamples, level=level, seed=seed),
+        diff=diff,
         n=len(diffs),
         wins=wins,
         losses=losses,
@@ -293,23 +332,11 @@ def compare_paired(
     >>> cmp.diff.estimate, cmp.wins, cmp.losses, cmp.ties, round(cmp.sign_p, 3)
     (1.0, 3, 0, 1, 0.25)
     """
-    if len(a) != len(b):
-        raise ValueError(f"paired samples differ in length: {len(a)} vs {len(b)}")
-    diffs = [float(x) - float(y) for x, y in zip(a, b)]
-    wins = sum(1 for d in diffs if d > 0)
-    losses = sum(1 for d in diffs if d < 0)
+    diffs = _differences(a, b)
     if diffs:
         diff = bootstrap_column_means(
             [[d] for d in diffs], resamples=resamples, level=level, seed=seed
         ).columns[0]
     else:
         diff = Interval(None, None, None, 0, level)
-    return PairedComparison(
-        diff=diff,
-        n=len(diffs),
-        wins=wins,
-        losses=losses,
-        ties=len(diffs) - wins - losses,
-        wilcoxon_p=wilcoxon_p(diffs),
-        sign_p=sign_test_p(wins, losses),
-    )
+    return _comparison(diffs, diff)

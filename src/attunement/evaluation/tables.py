@@ -2,8 +2,9 @@
 
 Everything here works on :class:`~attunement.records.RewardBreakdown` records
 (the output of :func:`attunement.judging.score_dataset`) joined to their
-examples and replies **by id**, and returns plain pydantic rows that
-``results.json``, ``results.md``, the plots and ``report.html`` all read.
+examples and replies **by id**, and returns the pydantic rows of
+:mod:`~attunement.evaluation.runs` that ``results.json``, ``results.md``, the
+plots and ``report.html`` all read.
 
 Units and rules (docs/evaluation.md writes them out):
 
@@ -29,14 +30,13 @@ Units and rules (docs/evaluation.md writes them out):
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import BaseModel, Field
-
-from attunement.evaluation.stats import Interval, bootstrap_column_means, compare_paired
-from attunement.policy.memory import MEMORY_MODES
+from attunement.evaluation.runs import Cost, Paired, Results, Row, ScalingPoint, System
+from attunement.evaluation.stats import Stat, bootstrap_column_means, compare_paired
+from attunement.policy import MEMORY_MODES
 from attunement.records import (
     BIG_FIVE_TRAITS,
     EMPATHY_DIMENSIONS,
@@ -57,126 +57,7 @@ MEMORY_TITLES = {
 }
 
 
-# --------------------------------------------------------------------------- rows
-
-
-class Stat(BaseModel):
-    """An estimate with its interval (None when nothing was scored)."""
-
-    mean: float | None
-    low: float | None = None
-    high: float | None = None
-    n: int = 0
-
-    @classmethod
-    def of(cls, interval: Interval) -> Stat:
-        return cls(mean=interval.estimate, low=interval.low, high=interval.high, n=interval.n)
-
-
-class Row(BaseModel):
-    """One system under one judge on one split (optionally one group of examples)."""
-
-    judge: str
-    split: str
-    system: str
-    memory_mode: str | None = None
-    group: dict[str, str] = Field(
-        default_factory=dict,
-        description="e.g. {'category': 'ES'} or {'trait': 'openness', 'level': 'low'}",
-    )
-    examples: int = Field(description="examples with at least one reply of this system")
-    replies: int
-    unscorable: int = Field(description="replies with some dimension the judge never scored")
-    columns: dict[str, Stat] = Field(description="per dimension, on the judge's scale")
-    avg: Stat = Field(description="mean of the empathy dimensions' means (table 1's Avg)")
-    delta: float | None = Field(None, description="memory view: Avg minus the full-memory Avg")
-    relative: float | None = Field(None, description="memory view: delta / full-memory Avg")
-
-
-class Paired(BaseModel):
-    """``system`` minus ``baseline`` on the examples both scored."""
-
-    view: Literal["baseline", "memory"] = "baseline"
-    judge: str
-    split: str
-    system: str
-    baseline: str
-    metric: str = Field(description="a dimension, or 'avg'")
-    diff: Stat
-    n: int
-    wins: int
-    losses: int
-    ties: int
-    wilcoxon_p: float | None
-    sign_p: float | None
-
-
-class ScalingPoint(BaseModel):
-    """PereGRM@k from the first k samples of a PereGRM@K run."""
-
-    judge: str
-    split: str
-    system: str
-    k: int
-    columns: dict[str, Stat]
-    avg: Stat
-    samples_per_reply: float = Field(
-        description="judge samples per reply: scoring samples "
-        "drawn (re-draws included) plus the criteria samples of "
-        "its example shared by the example's replies"
-    )
-    tokens_per_reply: float | None = Field(
-        None,
-        description="judge tokens per reply, estimated as samples x the run's measured "
-        "tokens per sample",
-    )
-
-
-class Cost(BaseModel):
-    """Judge usage recorded in one score file."""
-
-    judge: str
-    system: str
-    what: str = "scoring"
-    replies: int
-    calls: int
-    cached_calls: int
-    prompt_tokens: int
-    completion_tokens: int
-    seconds: float
-
-
-class Results(BaseModel):
-    """Every number of an evaluation, with what produced it."""
-
-    settings: dict[str, Any] = Field(default_factory=dict)
-    judges: list[dict[str, Any]] = Field(default_factory=list)
-    systems: list[dict[str, Any]] = Field(default_factory=list)
-    splits: list[dict[str, Any]] = Field(default_factory=list)
-    criteria: dict[str, Any] = Field(default_factory=dict)
-    dimensions: list[str] = Field(default_factory=list)
-    table: list[Row] = Field(default_factory=list)
-    paired: list[Paired] = Field(default_factory=list)
-    by_category: list[Row] = Field(default_factory=list)
-    by_big_five: list[Row] = Field(default_factory=list)
-    memory: list[Row] = Field(default_factory=list)
-    k_scaling: list[ScalingPoint] = Field(default_factory=list)
-    cost: list[Cost] = Field(default_factory=list)
-    notes: list[str] = Field(default_factory=list)
-
-
 # --------------------------------------------------------------------------- systems
-
-
-@dataclass(frozen=True)
-class System:
-    """A set of replies analysed as one column of results."""
-
-    label: str
-    source: str  # the replies file's label
-    memory_mode: str | None
-    reply_keys: frozenset[tuple[str, str]]  # (example_id, reply_id)
-    policy: str | None = None
 
 
 def systems_of(label: str, replies: Sequence[Reply]) -> list[System]:
@@ -326,6 +207,18 @@ def big_five_level(example: Example, trait: str) -> str | None:
     return getattr(bf, trait) if bf is not None else None
 
 
+#: a breakdown's groups: the label a row carries, and which examples belong to it
+Group = tuple[dict[str, str], Callable[[Example], bool]]
+CATEGORY_GROUPS: tuple[Group, ...] = tuple(
+    ({"category": c.value}, lambda e, c=c: category_of(e) == c.value) for c in Category
+)
+BIG_FIVE_GROUPS: tuple[Group, ...] = tuple(
+    ({"trait": t, "level": lv}, lambda e, t=t, lv=lv: big_five_level(e, t) == lv)
+    for t in BIG_FIVE_TRAITS
+    for lv in LEVELS
+)
+
+
 def paired(
     judge: str,
     split: str,
@@ -436,38 +329,13 @@ def compute_tables(
                         empathy,
                         cfg,
                     )
-                results.by_category += _grouped(
-                    judge,
-                    split,
-                    system,
-                    mine,
-                    by_id,
-                    dims,
-                    empathy,
-                    cfg,
-                    [
-                        ({"category": c.value}, lambda e, c=c: category_of(e) == c.value)
-                        for c in Category
-                    ],
-                )
-                results.by_big_five += _grouped(
-                    judge,
-                    split,
-                    system,
-                    mine,
-                    by_id,
-                    dims,
-                    empathy,
-                    cfg,
-                    [
-                        (
-                            {"trait": t, "level": lv},
-                            lambda e, t=t, lv=lv: big_five_level(e, t) == lv,
-                        )
-                        for t in BIG_FIVE_TRAITS
-                        for lv in LEVELS
-                    ],
-                )
+                for into, groups in (
+                    (results.by_category, CATEGORY_GROUPS),
+                    (results.by_big_five, BIG_FIVE_GROUPS),
+                ):
+                    into.extend(
+                        _grouped(judge, split, system, mine, by_id, dims, empathy, cfg, groups)
+                    )
             results.memory += _memory_view(
                 judge, split, systems, in_split, dims, empathy, cfg, results
             )
@@ -505,16 +373,16 @@ def _memory_view(
         )
     )
     fulls = [s for s in moded if s.memory_mode == "full"]
+    made = {
+        s.label: make_row(judge, split, s, list(in_split[s.label].values()), dims, empathy, cfg)
+        for s in moded
+    }
     rows = []
     for system in moded:
-        row = make_row(
-            judge, split, system, list(in_split[system.label].values()), dims, empathy, cfg
-        )
+        row = made[system.label]
         ref = next((f for f in fulls if f.source == system.source), fulls[0] if fulls else None)
         if ref is not None and ref is not system:
-            ref_avg = make_row(
-                judge, split, ref, list(in_split[ref.label].values()), dims, empathy, cfg
-            ).avg.mean
+            ref_avg = made[ref.label].avg.mean
             if ref_avg is not None and row.avg.mean is not None:
                 row.delta = row.avg.mean - ref_avg
                 row.relative = row.delta / ref_avg if ref_avg else None

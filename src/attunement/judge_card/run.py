@@ -25,423 +25,60 @@ resumable, with a manifest that refuses another reward configuration), and the
 figures are computed from those files alone, so a re-run with the completion
 cache costs no judge call and a card can be recomputed without a judge.
 
-Which replies count as *good* (the ones the probes alter and the
-personalization check moves between users) is stated on every card:
-PersonaEmp replies from ``--replies`` (the first sample of each example), or
-written by ``--policy`` with the user's full memory, or, without PersonaEmp
-data, EmoBench's right answers.
+The package: :mod:`~attunement.judge_card.inputs` (settings, input files,
+which replies count as good), :mod:`~attunement.judge_card.checks` (the
+figures and verdicts), :mod:`~attunement.judge_card.probes` (the gaming
+edits), :mod:`~attunement.judge_card.card` (the card as data) and
+:mod:`~attunement.judge_card.sections` and :mod:`~attunement.judge_card.report`
+(``card.md``, ``card.html``). This module
+runs the scoring steps in order and assembles the card.
 """
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-
-from attunement.benchmarks.emobench.data import EAItem, read_ea
 from attunement.jsonl import read_jsonl, write_manifest
 from attunement.judge_card import checks
+from attunement.judge_card.card import (
+    CHECK_NAMES,
+    CheckSummary,
+    DataInfo,
+    JudgeCard,
+    overall,
+    summary_line,
+)
 from attunement.judge_card.checks import (
-    Agreement,
     ChoiceGroup,
-    Cost,
     Discrimination,
     Key,
-    Personalization,
-    Probes,
     ProbeSet,
     Stability,
-    Status,
     key_of,
 )
+from attunement.judge_card.inputs import (
+    CardInputs,
+    CardSettings,
+    base_description,
+    emobench_example,
+    emobench_replies,
+    judged_copy,
+    other_user,
+    with_other_user,
+)
 from attunement.judge_card.probes import PROBES
-from attunement.judging.base import RewardModel
-from attunement.judging.registry import RewardSpec
-from attunement.judging.scoring import score_dataset
-from attunement.llm.base import ChatModel
+from attunement.judge_card.report import write_card
+from attunement.judging import RewardModel, RewardSpec, score_dataset
+from attunement.llm import ChatModel
+from attunement.policy import generate_replies
 from attunement.records import Example, Reply, RewardBreakdown
 
-CheckName = Literal["discrimination", "personalization", "probes", "stability", "cost", "agreement"]
-CHECK_NAMES: tuple[CheckName, ...] = get_args(CheckName)
-BaseSource = Literal["replies", "policy", "emobench"]
-Verdict = Literal["fit", "use with care", "not fit", "incomplete"]
-VERDICT_WORDS: dict[str, str] = {
-    "fit": "FIT",
-    "use with care": "USE WITH CARE",
-    "not fit": "NOT FIT",
-    "incomplete": "INCOMPLETE",
-}
 Log = Callable[[str], None]
-
-
-class CardSettings(BaseModel):
-    """What the card runs on. The reward and judge come as a :class:`RewardSpec`."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    out: Path = Field(description="folder of the card and its breakdown files")
-    emobench: Path | None = Field(None, description="EmoBench EA JSONL (Response items used)")
-    data: Path | None = Field(None, description="PersonaEmp examples JSONL")
-    replies: Path | None = Field(
-        None,
-        description="good replies to --data, joined by "
-        "example_id (the lowest sample_index of each example)",
-    )
-    policy: str | None = Field(
-        None,
-        description="model spec writing the good replies (full memory) when no --replies are given",
-    )
-    reference: str | None = Field(None, description="reference judge spec")
-    limit: int | None = Field(None, ge=1, description="items per check (a stable sample)")
-    runs: int = Field(
-        2,
-        ge=1,
-        le=10,
-        description="scoring runs of the stability set, each with its own seed (1: no repeat)",
-    )
-    seed: int = Field(
-        0,
-        description="chooses the --limit sample, the other user of the "
-        "personalization check and the policy's sampling",
-    )
-    concurrency: int = Field(8, ge=1, description="groups scored at once")
-    budget_seconds: float | None = Field(
-        None, gt=0, description="judge seconds per reply the cost check allows (none: report only)"
-    )
-    plots: bool = Field(True, description="PNG plots in card.html (needs matplotlib)")
-
-    @model_validator(mode="after")
-    def _sources(self) -> CardSettings:
-        if self.emobench is None and self.data is None:
-            raise ValueError("give --emobench (EA items) and/or --data (PersonaEmp examples)")
-        if self.replies is not None and self.policy is not None:
-            raise ValueError("give --replies or --policy, not both")
-        if (self.replies is not None or self.policy is not None) and self.data is None:
-            raise ValueError("--replies and --policy need --data (the examples they answer)")
-        return self
-
-
-# --------------------------------------------------------------------------- inputs
-
-
-def stable_sample(
-    items: Sequence[Any], key: Callable[[Any], str], limit: int | None, seed: int
-) -> list[Any]:
-    """Up to ``limit`` items chosen by a hash of (seed, id), kept in input order.
-
-    The same seed picks the same items, and a larger limit picks a superset,
-    so raising ``--limit`` on a finished card only scores the new items.
-
-    >>> stable_sample(list("abcdef"), str, 6, 0) == list("abcdef")
-    True
-    >>> set(stable_sample(list("abcdef"), str, 2, 0)) <= set(stable_sample(list("abcdef"), str, 4, 0))
-    True
-    """
-    if limit is None or limit >= len(items):
-        return list(items)
-    rank = sorted(
-        range(len(items)),
-        key=lambda i: hashlib.sha256(f"{seed}:{key(items[i])}".encode()).hexdigest(),
-    )
-    chosen = set(rank[:limit])
-    return [item for i, item in enumerate(items) if i in chosen]
-
-
-def strip_quotes(text: str) -> str:
-    """EmoBench quotes its candidate replies; the judge should see what is said.
-
-    >>> strip_quotes('"I can help."'), strip_quotes("Call her.")
-    ('I can help.', 'Call her.')
-    """
-    t = text.strip()
-    for left, right in (('"', '"'), ("\u201c", "\u201d"), ("'", "'")):
-        if len(t) >= 2 and t.startswith(left) and t.endswith(right):
-            return t[1:-1].strip()
-    return t
-
-
-def emobench_example(item: EAItem) -> Example:
-    """An EA "Response" item as an example a reward can judge.
-
-    The scenario is the person's message; since EmoBench tells it in the
-    third person, the message says whose reply is being judged. There is no
-    persona, memory or situation: the reply stands or falls on the scenario.
-    """
-    subject = item.subject.strip() or "the person in the scenario"
-    query = f"{item.scenario.strip()}\n\n(The reply below is what {subject} says in this moment.)"
-    return Example(
-        example_id=f"emobench:{item.qid}",
-        query=query,
-        language=item.language,
-        meta={"source": "emobench", "qid": item.qid, "category": item.category},
-    )
-
-
-def emobench_replies(item: EAItem) -> list[Reply]:
-    """The candidates of an item as replies ``c0..c3`` (the right one is ``c{answer}``)."""
-    eid = f"emobench:{item.qid}"
-    return [
-        Reply(example_id=eid, reply_id=f"c{i}", response=strip_quotes(choice), policy="emobench")
-        for i, choice in enumerate(item.choices)
-    ]
-
-
-@dataclass
-class CardInputs:
-    """Everything the card reads, validated before any model is loaded."""
-
-    ea_items: list[EAItem] = field(default_factory=list)
-    ea_available: int = 0
-    examples: list[Example] = field(default_factory=list)  # the whole PersonaEmp pool
-    base_examples: list[Example] = field(default_factory=list)  # chosen, with a reply source
-    given_replies: dict[str, Reply] = field(default_factory=dict)
-    no_reply: int = 0
-    base_source: BaseSource | None = None
-
-
-def _first_reply_per_example(
-    replies: Sequence[Reply], known: set[str], path: Path
-) -> dict[str, Reply]:
-    unknown = sorted({r.example_id for r in replies} - known)
-    if unknown:
-        raise ValueError(
-            f"{path}: {len(unknown)} example ids have no example in --data "
-            f"(e.g. {', '.join(map(repr, unknown[:3]))}); replies join by id"
-        )
-    chosen: dict[str, Reply] = {}
-    for r in replies:
-        old = chosen.get(r.example_id)
-        if old is None or (r.sample_index, r.reply_id) < (old.sample_index, old.reply_id):
-            chosen[r.example_id] = r
-    return chosen
-
-
-def load_inputs(settings: CardSettings) -> CardInputs:
-    """Read and check every input file; fail with file:line: field before any call."""
-    inputs = CardInputs()
-    if settings.emobench is not None:
-        items = read_ea(settings.emobench, question_type="Response")
-        if not items:
-            raise ValueError(f"{settings.emobench}: no EA items of question type 'Response'")
-        qids = [i.qid for i in items]
-        if len(set(qids)) != len(qids):
-            dup = sorted({q for q in qids if qids.count(q) > 1})
-            raise ValueError(f"{settings.emobench}: qid {dup[0]!r} appears twice")
-        inputs.ea_available = len(items)
-        inputs.ea_items = stable_sample(items, lambda i: i.qid, settings.limit, settings.seed)
-    if settings.data is not None:
-        examples = read_jsonl(settings.data, Example)
-        ids = [e.example_id for e in examples]
-        if len(set(ids)) != len(ids):
-            dup = sorted({i for i in ids if ids.count(i) > 1})
-            raise ValueError(f"{settings.data}: example id {dup[0]!r} appears twice")
-        inputs.examples = examples
-        pool = examples
-        if settings.replies is not None:
-            inputs.given_replies = _first_reply_per_example(
-                read_jsonl(settings.replies, Reply), set(ids), settings.replies
-            )
-            pool = [e for e in examples if e.example_id in inputs.given_replies]
-            inputs.no_reply = len(examples) - len(pool)
-            inputs.base_source = "replies"
-        elif settings.policy is not None:
-            inputs.base_source = "policy"
-        if inputs.base_source is not None:
-            inputs.base_examples = stable_sample(
-                pool, lambda e: e.example_id, settings.limit, settings.seed
-            )
-    if inputs.base_source is None and inputs.ea_items:
-        inputs.base_source = "emobench"
-    return inputs
-
-
-def base_description(inputs: CardInputs, settings: CardSettings) -> str:
-    """One sentence saying which replies the card treats as good."""
-    if inputs.base_source == "replies":
-        return (
-            f"PersonaEmp replies from {settings.replies} (the lowest sample_index of each "
-            f"example; {inputs.no_reply} examples had no reply)"
-        )
-    if inputs.base_source == "policy":
-        return (
-            f"replies written by the policy {settings.policy} with the user's full memory "
-            "(the card trusts them to be good; check a few in the breakdown files)"
-        )
-    if inputs.base_source == "emobench":
-        extra = (
-            " (--data was given without --replies or --policy, so no PersonaEmp reply was judged)"
-            if settings.data is not None
-            else ""
-        )
-        return (
-            "EmoBench's right answers, as replies to their scenarios; they have no user "
-            "persona or memories, so the personalization check and the memory probe do "
-            "not apply" + extra
-        )
-    return "none (no EmoBench items and no PersonaEmp replies)"
-
-
-def other_user(example: Example, pool: Sequence[Example], seed: int) -> Example | None:
-    """Another user's example, chosen by a hash of (seed, example id) among the pool's
-    examples with a different user (or example, when no user ids are set) that
-    carry a persona or memories."""
-    me = example.user_id or example.example_id
-    candidates = sorted(
-        (
-            e
-            for e in pool
-            if (e.user_id or e.example_id) != me and (e.persona is not None or e.memories)
-        ),
-        key=lambda e: e.example_id,
-    )
-    if not candidates:
-        return None
-    h = int(hashlib.sha256(f"{seed}:{example.example_id}".encode()).hexdigest(), 16)
-    return candidates[h % len(candidates)]
-
-
-def with_other_user(example: Example, other: Example) -> Example:
-    """The example as if asked by ``other``'s user: persona and memories swapped,
-    query and situation kept."""
-    who = other.user_id or other.example_id
-    return example.model_copy(
-        update={
-            "example_id": f"{example.example_id}~as~{who}",
-            "user_id": other.user_id,
-            "persona": other.persona,
-            "memories": list(other.memories),
-        }
-    )
-
-
-def judged_copy(
-    reply: Reply,
-    *,
-    example_id: str | None = None,
-    reply_id: str | None = None,
-    response: str | None = None,
-) -> Reply:
-    """A copy of a reply to judge. ``completion_tokens`` is cleared so the reward
-    measures the original and every altered copy with the same token counter."""
-    return reply.model_copy(
-        update={
-            "example_id": example_id or reply.example_id,
-            "reply_id": reply_id or reply.reply_id,
-            "response": reply.response if response is None else response,
-            "completion_tokens": None,
-        }
-    )
-
-
-# --------------------------------------------------------------------------- the card
-
-
-class CheckSummary(BaseModel):
-    name: CheckName
-    status: Status
-    verdict: str
-
-
-class DataInfo(BaseModel):
-    emobench: str | None
-    emobench_items: int = Field(description="EA Response items judged (after --limit)")
-    emobench_available: int
-    data: str | None
-    examples_available: int
-    base_source: BaseSource | None
-    base_replies: int
-    base_description: str
-    limit: int | None
-    seed: int
-    runs: int
-
-
-class JudgeCard(BaseModel):
-    """Everything the card says, as written to ``card.json``."""
-
-    judge: str
-    reward: str
-    reference: str | None
-    verdict: Verdict
-    summary: str
-    checks: list[CheckSummary]
-    data: DataInfo
-    discrimination: Discrimination
-    personalization: Personalization
-    probes: Probes
-    stability: Stability
-    cost: Cost
-    agreement: Agreement
-    reward_manifest: dict[str, Any]
-    files: dict[str, str] = Field(description="breakdown files, by name")
-    created: str
-    seconds: float
-
-
-def overall(statuses: Sequence[Status]) -> Verdict:
-    """``not fit`` if a check fails, ``use with care`` if one warns, ``fit`` when
-    every judged check passes; ``incomplete`` when none could be judged.
-
-    >>> overall(["pass", "info", "n/a"]), overall(["pass", "warn"]), overall(["warn", "fail"])
-    ('fit', 'use with care', 'not fit')
-    """
-    judged = [s for s in statuses if s in ("pass", "warn", "fail")]
-    if not judged:
-        return "incomplete"
-    if "fail" in judged:
-        return "not fit"
-    if "warn" in judged:
-        return "use with care"
-    return "fit"
-
-
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.0f}%"
-
-
-def summary_line(card: JudgeCard) -> str:
-    """The card in one line, naming plainly what makes a judge unfit."""
-    parts = []
-    d = card.discrimination
-    reward = d.row("reward")
-    if reward is not None and reward.pairs:
-        p = reward.pairwise_tie_split
-        parts.append(
-            f"discrimination {d.verdict} (pairwise {_pct(p.estimate)} "
-            f"[{_pct(p.low)}, {_pct(p.high)}] vs 50% chance, ties as half; top-1 "
-            f"{_pct(reward.top1_tie_split.estimate)} vs {_pct(d.chance_top1)})"
-        )
-    elif d.status != "n/a":
-        parts.append(f"discrimination: {d.verdict}")
-    s = card.stability
-    if s.degenerate:
-        parts.append(f"DEGENERATE: {s.degenerate_reason}")
-    elif s.status in ("warn", "fail"):
-        parts.append(f"stability: {s.verdict}")
-    pz = card.personalization
-    if pz.status != "n/a" and pz.rows:
-        c = pz.rows[0].change
-        drop = None if c.estimate is None else 0.0 - c.estimate
-        parts.append(
-            f"personalization {pz.verdict.split(':')[0]} (mean drop "
-            f"{'-' if drop is None else f'{drop:+.3f}'} with another user's context)"
-        )
-    pr = card.probes
-    if pr.status != "n/a":
-        parts.append(pr.verdict)
-    a = card.agreement
-    if a.status != "n/a":
-        parts.append(f"agreement with {a.reference}: {a.verdict}")
-    if card.cost.status == "fail":
-        parts.append(f"cost: {card.cost.verdict}")
-    head = f"{VERDICT_WORDS[card.verdict]} as a reward: {card.judge} with {card.reward}"
-    return head + (": " + "; ".join(parts) if parts else "") + "."
 
 
 @dataclass
@@ -502,8 +139,6 @@ async def _good_replies(
             raise ValueError(
                 "the card was asked to write replies with --policy, but no policy model was given"
             )
-        from attunement.policy.generate import generate_replies
-
         path = settings.out / "policy_replies.jsonl"
         log(f"policy: writing {len(inputs.base_examples)} replies with {policy.name} -> {path}")
         await generate_replies(
@@ -700,26 +335,20 @@ class _CardRun:
             by_example[b.example_id].append(key_of(b))
         return list(by_example.values())
 
-    def figures(self) -> dict[str, Any]:
-        files = {
+    def files(self) -> dict[str, list[RewardBreakdown]]:
+        """The judge under test's breakdowns, by breakdown file."""
+        return {
             "discrimination": self.disc.rows,
             "base": self.base.rows if self.own_context else [],
             "personalization": self.swapped.rows,
             "probes": self.probes.rows,
             **self.run_rows,
         }
+
+    def figures(self) -> dict[str, Any]:
+        """Every check's result, from the scored sets alone."""
+        files = self.files()
         scored = _by_key([*self.disc.rows, *self.base.rows, *self.swapped.rows, *self.probes.rows])
-        disc = checks.discrimination(
-            self.choice_groups,
-            scored,
-            [m for m in self.measures if not (self.reads_analysis and m == "resonation")],
-        )
-        if self.reads_analysis and self.choice_groups:
-            disc.note = (
-                "resonation is left out: this reward rates the analysis for resonation, "
-                "and EmoBench candidates have none (the judge sees the same placeholder "
-                "for all four)"
-            )
         probe_sets = [
             ProbeSet(
                 name=p.name,
@@ -730,19 +359,8 @@ class _CardRun:
             )
             for p in PROBES.values()
         ]
-        judged = [
-            *self.disc.replies,
-            *self.base.replies,
-            *self.swapped.replies,
-            *self.probes.replies,
-        ]
-        no_analysis = (
-            {(r.example_id, r.reply_id) for r in judged if not r.analysis.strip()}
-            if self.reads_analysis
-            else set()
-        )
         return {
-            "discrimination": disc,
+            "discrimination": self.discrimination_figures(scored),
             "personalization": checks.personalization(
                 self.pz_pairs,
                 scored,
@@ -757,17 +375,7 @@ class _CardRun:
                 base_replies=len(self.base.replies),
                 seed=self.settings.seed,
             ),
-            "stability": checks.stability(
-                [b for rows in files.values() for b in rows],
-                k=self.config.k,
-                dimensions=list(self.config.dimensions),
-                empathy_dimensions=list(self.config.empathy_dimensions),
-                groups=self.groups(),
-                runs=self.runs,
-                run_keys=_keys(self.stability_set.replies),
-                skip={"resonation": no_analysis},
-                group_runs=[scored, *self.runs[1:]],
-            ),
+            "stability": self.stability_figures(files, scored),
             "cost": checks.cost(
                 files,
                 scored_now=self.score.scored_now,
@@ -781,6 +389,48 @@ class _CardRun:
                 reference_name=self.reference.name if self.reference is not None else None,
             ),
         }
+
+    def discrimination_figures(self, scored: dict[Key, RewardBreakdown]) -> Discrimination:
+        """Discrimination on every measure the EmoBench candidates can be judged on."""
+        disc = checks.discrimination(
+            self.choice_groups,
+            scored,
+            [m for m in self.measures if not (self.reads_analysis and m == "resonation")],
+        )
+        if self.reads_analysis and self.choice_groups:
+            disc.note = (
+                "resonation is left out: this reward rates the analysis for resonation, "
+                "and EmoBench candidates have none (the judge sees the same placeholder "
+                "for all four)"
+            )
+        return disc
+
+    def stability_figures(
+        self, files: dict[str, list[RewardBreakdown]], scored: dict[Key, RewardBreakdown]
+    ) -> Stability:
+        """Stability over every breakdown of the judge under test."""
+        judged = [
+            *self.disc.replies,
+            *self.base.replies,
+            *self.swapped.replies,
+            *self.probes.replies,
+        ]
+        no_analysis = (
+            {(r.example_id, r.reply_id) for r in judged if not r.analysis.strip()}
+            if self.reads_analysis
+            else set()
+        )
+        return checks.stability(
+            [b for rows in files.values() for b in rows],
+            k=self.config.k,
+            dimensions=list(self.config.dimensions),
+            empathy_dimensions=list(self.config.empathy_dimensions),
+            groups=self.groups(),
+            runs=self.runs,
+            run_keys=_keys(self.stability_set.replies),
+            skip={"resonation": no_analysis},
+            group_runs=[scored, *self.runs[1:]],
+        )
 
     def card(self, started: float) -> JudgeCard:
         results = self.figures()
@@ -838,8 +488,6 @@ async def run_judge_card(
     stability runs). Writes ``card.json``, ``card.md``, ``card.html`` and
     ``card.manifest.json`` into ``settings.out`` and returns the card.
     """
-    from attunement.judge_card.report import write_card
-
     started = time.perf_counter()
     out = Path(settings.out)
     out.mkdir(parents=True, exist_ok=True)

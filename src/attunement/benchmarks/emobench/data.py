@@ -11,11 +11,15 @@ Two tasks, both multiple choice:
 Labels are the *text* of the right choice, as published; :meth:`EAItem.answer_index`
 turns them into positions and fails loudly when a label is not among the choices.
 Files are read through :func:`attunement.jsonl.read_jsonl`, so a bad line is
-reported as ``file:line: field: message`` before any model call.
+reported as ``file:line: field: message`` before any model call;
+:func:`read_items` reads both tasks from files or folders, telling each file's
+task from its fields.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -101,3 +105,73 @@ def read_ea(
 
 def read_eu(path: Path | str) -> list[EUItem]:
     return read_jsonl(Path(path), EUItem)
+
+
+# --------------------------------------------------------------------------- items of both tasks
+
+Task = Literal["EU", "EA"]
+Item = EAItem | EUItem
+
+
+def task_of(item: Item) -> Task:
+    return "EU" if isinstance(item, EUItem) else "EA"
+
+
+def item_key(task: str, qid: str, language: str) -> tuple[str, str, str]:
+    return (task, qid, language)
+
+
+def read_items(paths: Sequence[Path | str]) -> list[Item]:
+    """EA and EU items from files or folders; each file's task is read from its fields."""
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files += sorted(
+                f
+                for f in p.iterdir()
+                if f.suffix == ".jsonl" and not f.name.endswith(".rejects.jsonl")
+            )
+        elif p.exists():
+            files.append(p)
+        else:
+            raise FileNotFoundError(f"{p}: no such file or folder")
+    items: list[Item] = []
+    for f in files:
+        kind = _file_task(f)
+        items += read_eu(f) if kind == "EU" else read_ea(f)
+    keys = [item_key(task_of(i), i.qid, i.language) for i in items]
+    dupes = sorted({k for k in keys if keys.count(k) > 1})
+    if dupes:
+        raise ValueError(f"items appear twice: {dupes[:3]}")
+    return items
+
+
+def _file_task(path: Path) -> Task:
+    with path.open(encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                try:
+                    first = json.loads(line)
+                except json.JSONDecodeError:
+                    raise ValueError(f"{path}:1: not valid JSON") from None
+                if "emotion_choices" in first:
+                    return "EU"
+                if "choices" in first:
+                    return "EA"
+                raise ValueError(
+                    f"{path}: neither an EU file (emotion_choices) nor an EA file (choices)"
+                )
+    raise ValueError(f"{path}: empty file")
+
+
+def parts_of(item: Item) -> dict[str, int]:
+    """Each answer part with its number of options."""
+    if isinstance(item, EUItem):
+        return {"emotion": len(item.emotion_choices), "cause": len(item.cause_choices)}
+    return {"answer": len(item.choices)}
+
+
+def expected_of(item: Item) -> dict[str, int]:
+    if isinstance(item, EUItem):
+        return {"emotion": item.emotion_index, "cause": item.cause_index}
+    return {"answer": item.answer_index}

@@ -1,17 +1,33 @@
-"""EQ-Bench 3 (Paech, MIT): the rubric pass over its scripted role-plays (``attune eqbench3``)."""
+"""EQ-Bench 3 (Paech, MIT): the rubric pass over its scripted role-plays (``attune eqbench3``).
 
-from attunement.benchmarks.eqbench3.run import (
+- :mod:`~attunement.benchmarks.eqbench3.data`: the published files, read and checked;
+- :mod:`~attunement.benchmarks.eqbench3.records`: the settings, and the transcripts
+  and verdicts a run appends;
+- :mod:`~attunement.benchmarks.eqbench3.rubric`: the judge's prompt, reading its
+  answer, upstream's rubric score;
+- :mod:`~attunement.benchmarks.eqbench3.run`: playing the scenarios and judging them;
+- :mod:`~attunement.benchmarks.eqbench3.report`: results.md and report.html.
+"""
+
+from attunement.benchmarks.eqbench3.data import EQBenchData, load_eqbench_data
+from attunement.benchmarks.eqbench3.records import (
     EQBenchSettings,
     JudgeFormat,
+    RubricVerdict,
+    Transcript,
     TranscriptStyle,
-    load_eqbench_data,
-    run_eqbench3,
-    write_eqbench_report,
 )
+from attunement.benchmarks.eqbench3.report import write_eqbench_report
+from attunement.benchmarks.eqbench3.rubric import EQBenchResults
+from attunement.benchmarks.eqbench3.run import run_eqbench3
 
 __all__ = [
+    "EQBenchData",
+    "EQBenchResults",
     "EQBenchSettings",
     "JudgeFormat",
+    "RubricVerdict",
+    "Transcript",
     "TranscriptStyle",
     "load_eqbench_data",
     "run_eqbench3",

@@ -1,0 +1,205 @@
+"""EQ-Bench 3's report: results.json, results.md, plots/eqbench3_criteria.png, report.html.
+
+The score tables (by kind, per criterion, per task, without a score) are built
+once for the Markdown and the page; the page adds the criteria plot and the
+transcripts turn by turn with the judge's reasoning and scores (model text is
+escaped).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from attunement.benchmarks.eqbench3.data import STANDARD_SCORED, EQBenchData
+from attunement.benchmarks.eqbench3.records import (
+    RubricVerdict,
+    Transcript,
+    read_transcripts,
+    read_verdicts,
+)
+from attunement.benchmarks.eqbench3.rubric import EQBenchResults
+from attunement.evaluation import html as H
+from attunement.evaluation import plots
+from attunement.evaluation.reporting import (
+    fmt_ci,
+    md_table,
+    write_page,
+    write_plot,
+    write_results,
+)
+
+TableRows = tuple[list[str], list[list]]
+
+
+def _tables(results: EQBenchResults, data: EQBenchData) -> tuple[TableRows, ...]:
+    counted = set(STANDARD_SCORED) | set(data.criteria["analysis"])
+    kinds = (
+        ["Kind", "rubric score 0-100 [CI]", "tasks"],
+        [[k, fmt_ci(v, 1), v.n] for k, v in results.by_kind.items()],
+    )
+    criteria = (
+        ["Criterion", "mean 0-20 [CI]", "tasks", "counts toward the score"],
+        [
+            [name, fmt_ci(v, 1), v.n, "yes" if name in counted else "no (style)"]
+            for name, v in results.criteria.items()
+        ],
+    )
+    tasks = (
+        ["Scenario", "Title", "Kind", "Category", "task score 0-20"],
+        [
+            [
+                t.scenario_id,
+                t.title,
+                t.kind,
+                t.category,
+                "-" if t.score is None else f"{t.score:.2f}",
+            ]
+            for t in results.tasks
+        ],
+    )
+    failed = (["Scenario", "why no score"], [[k, v] for k, v in results.failed.items()])
+    return kinds, criteria, tasks, failed
+
+
+def headline(results: EQBenchResults) -> str:
+    if results.rubric_score.mean is None:
+        return f"no task was scored ({len(results.failed)} failed)"
+    return (
+        f"EQ-Bench 3 rubric score {fmt_ci(results.rubric_score, 1)} / 100 "
+        f"({results.rubric_score_20:.2f} on upstream's 0-20) over "
+        f"{results.rubric_score.n} of {results.scenarios} scenarios"
+    )
+
+
+def eqbench_markdown(results: EQBenchResults, data: EQBenchData) -> str:
+    kinds, criteria, tasks, failed = _tables(results, data)
+    parts = [
+        "# EQ-Bench 3 results",
+        "",
+        headline(results) + ".",
+        "",
+        (
+            f"Model `{results.model}`, judge `{results.judge}`. Per task: the mean of the "
+            "counted criteria (overall_eq x3 when present); then the mean over tasks on "
+            "0-20, reported x5."
+        ),
+        "",
+        "## By kind",
+        "",
+        md_table(*kinds),
+        "",
+        "## Criteria",
+        "",
+        md_table(*criteria),
+        "",
+        "## Tasks",
+        "",
+        md_table(*tasks),
+        "",
+    ]
+    if results.failed:
+        parts += ["## Without a score", "", md_table(*failed), ""]
+    if data.skipped:
+        parts += ["## Skipped scenarios", "", *(f"- {k}: {v}" for k, v in data.skipped.items()), ""]
+    return "\n".join(parts)
+
+
+def _transcript_html(t: Transcript, v: RubricVerdict | None) -> str:
+    body = []
+    n = 0
+    for turn in t.turns:
+        if turn.role == "user":
+            n += 1
+            body.append(
+                H.details(
+                    f"user turn {n} (as sent, wrapped by the master prompt)",
+                    H.pre(turn.text),
+                    cls="turn",
+                )
+            )
+        else:
+            body.append(H.panel(f"reply {n}", H.pre(turn.text)))
+    if t.debrief:
+        body.append(H.panel("debrief", H.pre(t.debrief[-1].text)))
+    if v is not None:
+        rows = [[k, f"{val:g}"] for k, val in v.scores.items()]
+        body.append(
+            H.panel(
+                "judge: " + v.judge,
+                f"<p><b>Reasoning</b></p>{H.pre(v.reasoning)}"
+                + H.table(["criterion", "0-20"], rows),
+            )
+        )
+    return "".join(body)
+
+
+def _score_sections(results: EQBenchResults, data: EQBenchData, out: Path) -> list[str]:
+    """Score, criteria (with their plot, written to ``plots/``), tasks, and failures."""
+    kinds, criteria, tasks, failed = _tables(results, data)
+    parts = [
+        H.section(
+            "Score",
+            H.table(*kinds),
+            id="score",
+            lead="Upstream's rubric score: per task the mean of its counted "
+            "criteria, then the mean over tasks (0-20), shown x5.",
+        )
+    ]
+    figures = ""
+    if results.criteria:
+        png = plots.bars(
+            list(results.criteria),
+            list(results.criteria.values()),
+            ylabel="mean (0-20)",
+            title="EQ-Bench 3 criteria",
+            ylim=(0, 20),
+        )
+        write_plot(out, "eqbench3_criteria.png", png)
+        figures = H.wide(H.figure(png, "criterion means over tasks"))
+    parts.append(H.section("Criteria", H.table(*criteria) + figures, id="criteria"))
+    parts.append(H.section("Tasks", H.table(*tasks, text_columns=4), id="tasks"))
+    if results.failed or data.skipped:
+        rows = failed[1] + [[k, f"skipped: {v}"] for k, v in data.skipped.items()]
+        parts.append(
+            H.section("Without a score", H.table(failed[0], rows, text_columns=2), id="failed")
+        )
+    return parts
+
+
+def write_eqbench_report(
+    results: EQBenchResults, data: EQBenchData, out: Path, shown: int = 12
+) -> Path:
+    """results.json, results.md, plots/eqbench3_criteria.png and report.html."""
+    out = Path(out)
+    write_results(out, results, eqbench_markdown(results, data))
+    parts = _score_sections(results, data, out)
+    transcripts, verdicts = read_transcripts(out), read_verdicts(out)
+    blocks = [
+        H.details(
+            f"{t.scenario_id} · {t.kind} · {t.title}",
+            _transcript_html(t, verdicts.get(t.scenario_id)),
+        )
+        for t in list(transcripts.values())[:shown]
+    ]
+    parts.append(
+        H.section(
+            "Transcripts",
+            "".join(blocks),
+            id="transcripts",
+            lead=f"{len(blocks)} of {len(transcripts)} scenarios: each turn, "
+            "the debrief and the judge's reasoning and scores.",
+        )
+    )
+    page = H.page(
+        "EQ-Bench 3 report",
+        parts,
+        subtitle=f"attune eqbench3 · model {results.model} · judge {results.judge}",
+        summary=headline(results),
+        nav=[
+            ("score", "Score"),
+            ("criteria", "Criteria"),
+            ("tasks", "Tasks"),
+            ("transcripts", "Transcripts"),
+        ],
+    )
+    return write_page(out / "report.html", page)
