@@ -1,99 +1,86 @@
-"""``attune emobench``: EmoBench EU and EA accuracy of a model, with a report."""
+"""``attune emobench``: EmoBench EU and EA accuracy of a policy, with a report."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Any
 
 import typer
 from rich.table import Table
 
-from attunement.benchmarks.emobench import AnswerFormat
-from attunement.cli.common import (
-    CachePath,
-    Concurrency,
-    NoCache,
-    Retries,
-    Timeout,
-    console,
-    llm_options,
-    out,
-    run,
+from attunement.benchmarks.emobench import (
+    EmoBenchAnswer,
+    EmoBenchSettings,
+    read_items,
+    run_emobench,
+    write_emobench_report,
+)
+from attunement.cli.common import out, run, say, show
+from attunement.cli.options import (
+    ModelRun,
+    data_option,
+    fields_bundle,
+    first,
+    limit_option,
+    model_run,
+    out_option,
+    policy_option,
+    verb,
+)
+from attunement.jsonl import read_jsonl
+from attunement.llm import load_chat_model
+
+SETTINGS = fields_bundle(
+    EmoBenchSettings,
+    "output",
+    "max_tokens",
+    "temperature",
+    "seed",
+    "examples_shown",
+    decls={"output": ("--format",)},
+    helps={
+        "temperature": "Sampling temperature of the answers.",
+        "seed": "Sampling seed.",
+        "examples_shown": "Items browsable in report.html.",
+    },
 )
 
 
-def register(app: typer.Typer) -> None:
-    app.command("emobench")(emobench)
-
-
+@verb(
+    renamed={"--model": "--policy"},
+    settings=SETTINGS,
+    llm=model_run(concurrency=(EmoBenchSettings, "concurrency")),
+)
 def emobench(
-    model: Annotated[str, typer.Option("--model", help="Model spec of the model under test.")],
-    data: Annotated[
-        list[Path],
-        typer.Option(
-            "--data", help="EmoBench EU / EA JSONL files, or a folder holding them (repeatable)."
-        ),
-    ],
-    out_dir: Annotated[Path, typer.Option("--out", help="Output folder (resumable).")],
-    fmt: Annotated[
-        AnswerFormat,
-        typer.Option(
-            "--format", help="json: letters constrained by a JSON schema; text: 'Answer: B' lines."
-        ),
-    ] = "json",
-    language: Annotated[
-        str,
-        typer.Option("--language", help="Items of this language only ('all' for every language)."),
-    ] = "en",
-    max_tokens: Annotated[int, typer.Option("--max-tokens", min=4)] = 48,
-    temperature: Annotated[float, typer.Option("--temperature", min=0.0, max=2.0)] = 0.0,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
-    examples_shown: Annotated[
-        int, typer.Option("--examples-shown", min=0, help="Items browsable in report.html.")
-    ] = 20,
-    concurrency: Concurrency = 4,
-    timeout: Timeout = 120.0,
-    retries: Retries = 4,
-    cache: CachePath = None,
-    no_cache: NoCache = False,
+    policy: str = policy_option(help="The model under test (a model spec)."),
+    data: list[Path] = data_option(
+        "EmoBench EU / EA JSONL files, or a folder holding them (repeatable).", kind="path"
+    ),
+    out_dir: Path = out_option("Output folder (resumable).", kind="new folder"),
+    language: str = typer.Option(
+        "en", "--language", help="Items of this language only ('all': every language)."
+    ),
+    limit: int | None = limit_option(),
+    *,
+    settings: dict[str, Any],
+    llm: ModelRun,
 ) -> None:
     """Answer EmoBench's multiple-choice items (EU: feeling and reason; EA: best response or
     action) and report accuracy on 0-100 with intervals (PersonaEmp table 5)."""
-    from attunement.benchmarks.emobench import (
-        EmoBenchAnswer,
-        EmoBenchSettings,
-        read_items,
-        run_emobench,
-        write_emobench_report,
-    )
-    from attunement.jsonl import read_jsonl
-    from attunement.llm import load_chat_model
-
-    settings = EmoBenchSettings(
-        output=fmt,
-        language=None if language == "all" else language,
-        max_tokens=max_tokens,
-        temperature=temperature,
-        seed=seed,
-        concurrency=concurrency,
-        examples_shown=examples_shown,
-    )
-    options = llm_options(
-        concurrency,
-        timeout,
-        retries,
-        cache if cache is not None else out_dir / "cache.sqlite",
-        no_cache,
+    config = EmoBenchSettings(
+        **settings, language=None if language == "all" else language, concurrency=llm.concurrency
     )
 
     async def go():
-        items = read_items(data)  # every line checked before a model is loaded
-        async with load_chat_model(model, options) as chat:
+        items = first(read_items(data), limit)  # every line checked before a model is loaded
+        async with load_chat_model(
+            policy, llm.options(default_cache=out_dir / "cache.sqlite")
+        ) as chat:
             await chat.ensure_ready()
-            results = await run_emobench(items, chat, out_dir, settings, data_files=data)
+            results = await run_emobench(items, chat, out_dir, config, data_files=data)
         answers = read_jsonl(out_dir / "answers.jsonl", EmoBenchAnswer)
         return results, write_emobench_report(
-            results, items, answers, out_dir, shown=examples_shown
+            results, items, answers, out_dir, shown=config.examples_shown
         )
 
     results, report = run(go())
@@ -109,9 +96,5 @@ def emobench(
             str(a.unparsed),
         )
     out.print(table)
-    console.print(
-        f"{results.answered_now} items answered now; answers in {out_dir / 'answers.jsonl'}",
-        highlight=False,
-        soft_wrap=True,
-    )
-    out.print(f"report: {report}", highlight=False, soft_wrap=True)
+    say(f"{results.answered_now} items answered now; answers in {out_dir / 'answers.jsonl'}")
+    show(f"report: {report}")
