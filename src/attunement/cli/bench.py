@@ -18,7 +18,8 @@ from rich.console import Console
 from rich.table import Table
 
 from attunement.cli.common import console, fail, out, run, say, show
-from attunement.cli.options import fields_bundle, model_option, verb
+from attunement.cli.options import fields_bundle, model_option, sentence, verb
+from attunement.judging.base import RewardConfig
 from attunement.llm import LLMOptions, load_chat_model
 from attunement.llm.local import LocalChatModel
 from attunement.perf.llm_bench import DEFAULT_PROMPT, bench_local_llm
@@ -59,7 +60,7 @@ SERVER = fields_bundle(
     helps={
         "prompts": "Examples in the batch.",
         "replies": "Replies per example.",
-        "k": "Judge samples per dimension.",
+        "k": sentence(RewardConfig.model_fields["k"].description or ""),
         "slots": "Server parallel slots.",
         "base_latency": "Seconds per request.",
         "per_output_token": "Seconds per output token (longest sample).",

@@ -15,7 +15,14 @@ from typing import Any, Literal
 import typer
 from rich.table import Table
 
-from attunement.building import BuildConfig, BuildReport, FilterRules, ImportOptions, build_dataset
+from attunement.building import (
+    FILTER_PRESETS,
+    BuildConfig,
+    BuildReport,
+    FilterRules,
+    ImportOptions,
+    build_dataset,
+)
 from attunement.building.augment import augment_dataset
 from attunement.building.config import LLM_STAGES
 from attunement.cli.common import fail, out, run, say, show
@@ -164,7 +171,8 @@ def build(
     filter_rules: str | None = typer.Option(
         None,
         "--filter-rules",
-        help="Depth-filter rules: a preset (default, authors) or a JSON file of rule fields.",
+        help=f"Depth-filter rules: a preset ({', '.join(map(repr, FILTER_PRESETS))}) "
+        "or a JSON file of rule fields.",
     ),
     show_filter_rules: bool = typer.Option(
         False,

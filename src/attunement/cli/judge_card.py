@@ -38,6 +38,7 @@ CARD = fields_bundle(
     "runs",
     "budget_seconds",
     paths={"emobench": "file", "data": "file", "replies": "file"},
+    extra={"policy": {"metavar": "SPEC"}, "reference": {"metavar": "SPEC"}},
 )
 
 

@@ -24,8 +24,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
-import os
 import re
+import tempfile
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -322,15 +322,22 @@ def _flag(param: Any) -> str:
 
 
 def _writable(folder: Path) -> str | None:
-    """Why files cannot be created in ``folder`` (None: they can, as far as we can tell)."""
+    """Why files cannot be created in ``folder`` (None: they can).
+
+    The nearest folder that exists is asked by creating (and at once
+    removing) an unnamed file there: permission bits say nothing for root,
+    nor for a read-only file system.
+    """
     probe = folder
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
     if not probe.is_dir():
         return f"{probe} is a file, not a folder"
-    if not os.access(probe, os.W_OK | os.X_OK):
-        return f"{probe} is not writable"
-    return None
+    try:
+        with tempfile.TemporaryFile(dir=probe):
+            return None
+    except OSError as exc:
+        return f"{probe}: {exc.strerror or type(exc).__name__}"
 
 
 def check_path(flag: str, path: Path, kind: PathKind) -> None:

@@ -18,6 +18,7 @@ import typer
 
 from attunement.cli.common import show
 from attunement.cli.options import (
+    MEMORY_HELP,
     Bundle,
     ModelRun,
     field_option,
@@ -60,6 +61,7 @@ _DECLS = {
     "situation": ("--situation/--no-situation",),
 }
 _HELPS = {
+    "memory": MEMORY_HELP,
     "num_train_epochs": "Epochs over the training data.",
     "max_steps": "Stop after N steps (> 0 overrides --epochs).",
     "per_device_train_batch_size": "Completions (GRPO) or rows (SFT) per device and step.",
@@ -77,7 +79,7 @@ def _fields(model: type, *extra: str) -> Bundle:
         unset=True,
         decls=_DECLS,
         helps=_HELPS,
-        extra={"report_to": {"metavar": "LOGGER"}},
+        extra={"report_to": {"metavar": "LOGGER"}, "model": {"metavar": "SPEC"}},
     )
 
 
