@@ -20,10 +20,9 @@ import typer
 from attunement import __version__
 from attunement.cli import (
     bench,
+    benchmarks,
     build,
     demo,
-    emobench,
-    eqbench,
     evaluate,
     export,
     judge_card,
@@ -64,8 +63,8 @@ def commands() -> tuple[Verb | Group, ...]:
             "train", train.HELP, (("grpo", train.grpo), ("sft", train.sft), ("merge", train.merge))
         ),
         ("evaluate", evaluate.evaluate),
-        ("emobench", emobench.emobench),
-        ("eqbench3", eqbench.eqbench3),
+        ("emobench", benchmarks.emobench),
+        ("eqbench3", benchmarks.eqbench3),
         Group("export", export.HELP, (("verl", export.verl), ("openrlhf", export.openrlhf))),
         ("serve", serve.serve),
         Group(

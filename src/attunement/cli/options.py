@@ -264,6 +264,18 @@ def verb(
     return decorate
 
 
+def compose(build: Callable[..., Any], *params: inspect.Parameter, **parts: Bundle) -> Bundle:
+    """One bundle of its own ``params`` and whole bundles (``parts``): ``build``
+    receives the own options' values and each part's object by its name."""
+
+    def build_all(**values: Any) -> Any:
+        for name, part in parts.items():
+            values[name] = part.build(**{p.name: values.pop(p.name) for p in part.params})
+        return build(**values)
+
+    return Bundle(params + tuple(p for part in parts.values() for p in part.params), build_all)
+
+
 def fields_bundle(
     model: type,
     *names: str,
@@ -318,6 +330,9 @@ def fields_bundle(
 
 
 def _flag(param: Any) -> str:
+    """How the line names an option (``--data``) or an argument (``BUILD_DIR``)."""
+    if param.param_type_name == "argument":
+        return (param.name or "").upper()
     return next((o for o in param.opts if o.startswith("--")), param.opts[0] if param.opts else "")
 
 

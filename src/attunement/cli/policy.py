@@ -1,10 +1,11 @@
 """``attune generate`` and ``attune distill``: policy replies and SFT data.
 
 Both verbs answer examples under one memory mode and share every option but
-their output: the sampling options are the fields of
-:class:`~attunement.policy.GenerationSettings` (:data:`SETTINGS`), the memory
-sources (``--pool``, ``--retriever``, ``--summarizer``) one bundle
-(:data:`SOURCES`).
+their output, as one bundle (:func:`answering`): the input, the policy, the
+output, ``--limit``; the sampling options, which are the fields of
+:class:`~attunement.policy.GenerationSettings` (:data:`SETTINGS`); the memory
+sources (``--pool``, ``--retriever``, ``--summarizer``: :data:`SOURCES`); and
+how to run the models.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from attunement.cli.options import (
     MEMORY_HELP,
     Bundle,
     ModelRun,
+    compose,
     data_option,
     fields_bundle,
     first,
@@ -33,7 +35,7 @@ from attunement.cli.options import (
     verb,
 )
 from attunement.jsonl import read_jsonl
-from attunement.llm import CachedChatModel, ChatModel, CompletionCache, load_chat_model
+from attunement.llm import CachedChatModel, CompletionCache, load_chat_model
 from attunement.policy import GenerationSettings
 from attunement.policy.distill import RowFormat
 from attunement.records import Example
@@ -126,66 +128,67 @@ def _models(spec: str, sources: MemorySources, memory: str, out: Path, llm: Mode
     return model, summary
 
 
-async def answer_with(
-    job: Callable[..., Awaitable[Any]],
-    spec: str,
-    data: Path,
-    out: Path,
-    *,
-    limit: int | None,
-    sources: MemorySources,
-    settings: dict[str, Any],
-    llm: ModelRun,
-    **extra: Any,
-) -> Any:
-    """Read the examples, open the models, run ``job`` (generate or distill), close."""
-    from attunement.policy.retrieval import make_retriever
+@dataclass(frozen=True)
+class Answering:
+    """What a generate or distill run answers, with which model, into which file."""
 
-    examples = first(read_jsonl(data, Example), limit)
-    pool = read_jsonl(sources.pool, Example) if sources.pool else None
-    config = GenerationSettings(**settings, concurrency=llm.concurrency)
-    rag = make_retriever(sources.retriever) if config.memory_mode == "rag" else None
-    model, summary = _models(spec, sources, config.memory_mode, out, llm)
-    try:
-        return await job(
-            examples, model, out, config, pool=pool, summarizer=summary, retriever=rag, **extra
-        )
-    finally:
-        await _close(model, summary)
+    data: Path
+    policy: str
+    out: Path
+    limit: int | None
+    settings: dict[str, Any]
+    sources: MemorySources
+    llm: ModelRun
+
+    async def run(self, job: Callable[..., Awaitable[Any]], **extra: Any) -> Any:
+        """Read the examples, open the models, run ``job`` (generate or distill), close."""
+        from attunement.policy.retrieval import make_retriever
+
+        examples = first(read_jsonl(self.data, Example), self.limit)
+        pool = read_jsonl(self.sources.pool, Example) if self.sources.pool else None
+        config = GenerationSettings(**self.settings, concurrency=self.llm.concurrency)
+        rag = make_retriever(self.sources.retriever) if config.memory_mode == "rag" else None
+        model, summary = _models(self.policy, self.sources, config.memory_mode, self.out, self.llm)
+        try:
+            return await job(
+                examples,
+                model,
+                self.out,
+                config,
+                pool=pool,
+                summarizer=summary,
+                retriever=rag,
+                **extra,
+            )
+        finally:
+            await model.aclose()
+            if summary is not None and summary is not model:
+                await summary.aclose()
 
 
-async def _close(model: ChatModel, summary: ChatModel | None) -> None:
-    await model.aclose()
-    if summary is not None and summary is not model:
-        await summary.aclose()
+def answering(policy_help: str | None, out_help: str) -> Bundle:
+    """The options of :class:`Answering` (the policy's and the output's help per verb)."""
+    return compose(
+        Answering,
+        option("data", Path, data_option("Examples (JSONL of Example records).")),
+        option("policy", str, policy_option(help=policy_help)),
+        option("out", Path, out_option(out_help)),
+        option("limit", int | None, limit_option()),
+        settings=SETTINGS,
+        sources=SOURCES,
+        llm=model_run(),
+    )
 
 
-@verb(renamed={"-k": "--top-k"}, settings=SETTINGS, sources=SOURCES, llm=model_run())
-def generate(
-    data: Path = data_option("Examples (JSONL of Example records)."),
-    policy: str = policy_option(),
-    out: Path = out_option("Replies JSONL (appended to; a re-run resumes)."),
-    limit: int | None = limit_option(),
-    *,
-    settings: dict[str, Any],
-    sources: MemorySources,
-    llm: ModelRun,
-) -> None:
+@verb(
+    renamed={"-k": "--top-k"},
+    job=answering(None, "Replies JSONL (appended to; a re-run resumes)."),
+)
+def generate(*, job: Answering) -> None:
     """Answer every example with a policy under one memory mode (n replies each)."""
     from attunement.policy.generate import generate_replies
 
-    report = run(
-        answer_with(
-            generate_replies,
-            policy,
-            data,
-            out,
-            limit=limit,
-            sources=sources,
-            settings=settings,
-            llm=llm,
-        )
-    )
+    report = run(job.run(generate_replies))
     say(
         f"{report.replies_written} replies written to {report.out} "
         f"({report.already_done} already there; {report.format_failures} did not follow the "
@@ -197,17 +200,14 @@ def generate(
 
 @verb(
     renamed={"-k": "--top-k", "--teacher": "--policy", "--format": "--row-format"},
-    settings=SETTINGS,
-    sources=SOURCES,
-    llm=model_run(),
+    job=answering(
+        "The stronger model whose replies are distilled (a model spec).",
+        "SFT rows JSONL (TRL conversational format).",
+    ),
 )
 def distill(
-    data: Path = data_option("Examples (JSONL of Example records)."),
-    policy: str = policy_option(
-        help="The stronger model whose replies are distilled (a model spec)."
-    ),
-    out: Path = out_option("SFT rows JSONL (TRL conversational format)."),
-    limit: int | None = limit_option(),
+    *,
+    job: Answering,
     row_format: RowFormat = typer.Option(
         "prompt-completion",
         "--row-format",
@@ -218,28 +218,11 @@ def distill(
         "--raw",
         help="Keep the teacher's text as written instead of re-writing it under the two headings.",
     ),
-    *,
-    settings: dict[str, Any],
-    sources: MemorySources,
-    llm: ModelRun,
 ) -> None:
     """Write SFT rows from a stronger model's well-formed replies (the SFT baseline)."""
     from attunement.policy.distill import distill as run_distill
 
-    report = run(
-        answer_with(
-            run_distill,
-            policy,
-            data,
-            out,
-            limit=limit,
-            sources=sources,
-            settings=settings,
-            llm=llm,
-            row_format=row_format,
-            raw=raw,
-        )
-    )
+    report = run(job.run(run_distill, row_format=row_format, raw=raw))
     say(
         f"{report.rows} SFT rows written to {report.out}; {report.skipped_format} replies "
         f"skipped for not following the format. Teacher replies: {report.replies}"

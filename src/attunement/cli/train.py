@@ -21,6 +21,7 @@ from attunement.cli.options import (
     MEMORY_HELP,
     Bundle,
     ModelRun,
+    compose,
     field_option,
     fields_bundle,
     model_run,
@@ -117,22 +118,13 @@ LORA = Bundle(
     ),
     _lora,
 )
-CONFIG = path_option(
-    "file",
-    "JSON or TOML file of training settings (a run's config.json works).",
-    "--config",
-    default=None,
-)
-TRL = typer.Option(
-    None,
-    "--trl",
-    metavar="FIELD=VALUE",
-    help="A field of the TRL config (GRPOConfig/SFTConfig), repeatable.",
-)
 
 
 def _document(
-    config: Path | None, fields: dict[str, Any], lora: dict[str, Any] | None, trl: list[str] | None
+    config: Path | None,
+    trl: list[str] | None,
+    fields: dict[str, Any],
+    lora: dict[str, Any] | None,
 ) -> dict[str, Any]:
     """The settings as a document: the file, then the options given."""
     doc = read_config_file(config) if config else {}
@@ -142,6 +134,36 @@ def _document(
     if lora is not None:
         doc["lora"] = {**(doc.get("lora") or {}), **lora}
     return doc
+
+
+def settings_document(model: type, *extra: str) -> Bundle:
+    """``--config FILE``, the options of ``model``'s fields, LoRA and ``--trl``,
+    read into one settings document (flags over the file)."""
+    return compose(
+        _document,
+        option(
+            "config",
+            Path | None,
+            path_option(
+                "file",
+                "JSON or TOML file of training settings (a run's config.json works).",
+                "--config",
+                default=None,
+            ),
+        ),
+        option(
+            "trl",
+            list[str] | None,
+            typer.Option(
+                None,
+                "--trl",
+                metavar="FIELD=VALUE",
+                help="A field of the TRL config (GRPOConfig/SFTConfig), repeatable.",
+            ),
+        ),
+        fields=_fields(model, *extra),
+        lora=LORA,
+    )
 
 
 def _reward(base_doc: dict[str, Any], flags: RewardFlags, llm: ModelRun) -> RewardSpec:
@@ -178,7 +200,7 @@ RUN_FOLDER = "Run folder (re-run to resume)."
 
 @verb(
     renamed={"--generations": "--num-generations"},
-    fields=_fields(
+    doc=settings_document(
         GRPOSettings,
         "num_generations",
         "beta",
@@ -190,43 +212,30 @@ RUN_FOLDER = "Run folder (re-run to resume)."
         "situation",
         "judge_deadline",
     ),
-    lora=LORA,
     reward=reward_bundle(None),
     llm=model_run(unset=True),
 )
 def grpo(
     out_dir: Path = out_option(RUN_FOLDER, kind="new folder"),
-    config: Path | None = CONFIG,
     *,
-    fields: dict[str, Any],
-    lora: dict[str, Any] | None,
-    trl: list[str] | None = TRL,
+    doc: dict[str, Any],
     reward: RewardFlags,
     llm: ModelRun,
 ) -> None:
     """GRPO with TRL on PERM, PereGRM[@k] or RLPA (and their ablations)."""
     from attunement.training.grpo import train_grpo
 
-    doc = _document(config, fields, lora, trl)
     doc["reward"] = _reward(doc.get("reward") or {}, reward, llm).model_dump(mode="json")
     settings = GRPOSettings.model_validate(doc)
     _report(train_grpo(settings, out_dir), "grpo")
 
 
-@verb(fields=_fields(SFTSettings, "max_length"), lora=LORA)
-def sft(
-    out_dir: Path = out_option(RUN_FOLDER, kind="new folder"),
-    config: Path | None = CONFIG,
-    *,
-    fields: dict[str, Any],
-    lora: dict[str, Any] | None,
-    trl: list[str] | None = TRL,
-) -> None:
+@verb(doc=settings_document(SFTSettings, "max_length"))
+def sft(out_dir: Path = out_option(RUN_FOLDER, kind="new folder"), *, doc: dict[str, Any]) -> None:
     """Supervised fine-tuning on `attune distill` rows (loss on the reply only)."""
     from attunement.training.sft import train_sft
 
-    settings = SFTSettings.model_validate(_document(config, fields, lora, trl))
-    _report(train_sft(settings, out_dir), "sft")
+    _report(train_sft(SFTSettings.model_validate(doc), out_dir), "sft")
 
 
 def merge(

@@ -1,4 +1,10 @@
-"""``attune eqbench3``: EQ-Bench 3's rubric score of a policy, judged by another model."""
+"""``attune emobench`` and ``attune eqbench3``: a policy on the published benchmarks.
+
+EmoBench (EU and EA accuracy, PersonaEmp table 5) and EQ-Bench 3 (a rubric
+score of role-plays, judged by another model). Each benchmark's sampling
+options are the fields of its settings (:data:`EMOBENCH`, :data:`EQBENCH`);
+answers are cached in the output folder, so a re-run costs no model call.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,13 @@ from typing import Any
 import typer
 from rich.table import Table
 
+from attunement.benchmarks.emobench import (
+    EmoBenchAnswer,
+    EmoBenchSettings,
+    read_items,
+    run_emobench,
+    write_emobench_report,
+)
 from attunement.benchmarks.eqbench3 import (
     EQBenchSettings,
     load_eqbench_data,
@@ -19,6 +32,7 @@ from attunement.cli.options import (
     ModelRun,
     data_option,
     fields_bundle,
+    first,
     judge_option,
     limit_option,
     model_run,
@@ -26,9 +40,80 @@ from attunement.cli.options import (
     policy_option,
     verb,
 )
+from attunement.jsonl import read_jsonl
 from attunement.llm import load_chat_model
 
-SETTINGS = fields_bundle(
+EMOBENCH = fields_bundle(
+    EmoBenchSettings,
+    "output",
+    "max_tokens",
+    "temperature",
+    "seed",
+    "examples_shown",
+    decls={"output": ("--format",)},
+    helps={
+        "temperature": "Sampling temperature of the answers.",
+        "seed": "Sampling seed.",
+        "examples_shown": "Items browsable in report.html.",
+    },
+)
+
+
+@verb(
+    renamed={"--model": "--policy"},
+    settings=EMOBENCH,
+    llm=model_run(concurrency=(EmoBenchSettings, "concurrency")),
+)
+def emobench(
+    policy: str = policy_option(help="The model under test (a model spec)."),
+    data: list[Path] = data_option(
+        "EmoBench EU / EA JSONL files, or a folder holding them (repeatable).", kind="path"
+    ),
+    out_dir: Path = out_option("Output folder (resumable).", kind="new folder"),
+    language: str = typer.Option(
+        "en", "--language", help="Items of this language only ('all': every language)."
+    ),
+    limit: int | None = limit_option(),
+    *,
+    settings: dict[str, Any],
+    llm: ModelRun,
+) -> None:
+    """Answer EmoBench's multiple-choice items (EU: feeling and reason; EA: best response or
+    action) and report accuracy on 0-100 with intervals (PersonaEmp table 5)."""
+    config = EmoBenchSettings(
+        **settings, language=None if language == "all" else language, concurrency=llm.concurrency
+    )
+
+    async def go():
+        items = first(read_items(data), limit)  # every line checked before a model is loaded
+        async with load_chat_model(
+            policy, llm.options(default_cache=out_dir / "cache.sqlite")
+        ) as chat:
+            await chat.ensure_ready()
+            results = await run_emobench(items, chat, out_dir, config, data_files=data)
+        answers = read_jsonl(out_dir / "answers.jsonl", EmoBenchAnswer)
+        return results, write_emobench_report(
+            results, items, answers, out_dir, shown=config.examples_shown
+        )
+
+    results, report = run(go())
+    table = Table(title=f"EmoBench: {results.model} (accuracy 0-100)")
+    for col in ("task", "accuracy", "95% CI", "right / n", "unparsed"):
+        table.add_column(col, justify="left" if col == "task" else "right")
+    for a in [*results.tasks, *results.parts, *results.question_types]:
+        table.add_row(
+            " ".join(a.group.values()),
+            "-" if a.accuracy is None else f"{a.accuracy:.1f}",
+            "-" if a.low is None else f"[{a.low:.1f}, {a.high:.1f}]",
+            f"{a.correct} / {a.n}",
+            str(a.unparsed),
+        )
+    out.print(table)
+    say(f"{results.answered_now} items answered now; answers in {out_dir / 'answers.jsonl'}")
+    show(f"report: {report}")
+
+
+EQBENCH = fields_bundle(
     EQBenchSettings,
     "temperature",
     "debrief_temperature",
@@ -59,7 +144,7 @@ def _scenario_ids(scenarios: str | None, limit: int | None, bench: Any) -> list[
 
 @verb(
     renamed={"--model": "--policy"},
-    settings=SETTINGS,
+    settings=EQBENCH,
     llm=model_run(concurrency=(EQBenchSettings, "concurrency"), timeout=EQBENCH_TIMEOUT),
 )
 def eqbench3(
