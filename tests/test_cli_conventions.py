@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from attunement.cli import build_app, commands
 from attunement.cli.options import FIELD_HELP, MEMORY_HELP, describe_bounds, field_bounds
-from attunement.judging.base import RewardConfig
+from attunement.judging import RewardConfig
 from attunement.policy import GenerationSettings
 
 #: the order ``attune --help`` lists the verbs in: the pipeline

@@ -320,3 +320,14 @@ def test_an_interrupt_exits_130_and_says_the_work_is_kept(place, monkeypatch):
     result = invoke(["split", "--data", str(good), "--out", str(place["out"])])
     assert result.exit_code == 130 and "Traceback" not in result.output
     assert result.stderr.splitlines()[-1].startswith("interrupted: what was finished is kept")
+
+
+def test_a_missing_package_is_named_and_a_broken_import_of_ours_is_internal():
+    from attunement.cli.errors import one_line
+
+    missing = ModuleNotFoundError("No module named 'uvicorn'", name="uvicorn")
+    assert one_line(missing) == ("uvicorn is not installed (No module named 'uvicorn')", 1)
+    ours = ImportError("cannot import name 'x'", name="attunement.integrations.openrlhf")
+    assert one_line(ours)[0].startswith("internal error: ImportError")
+    worded = ImportError("attune train needs torch: pip install 'attunement[train]'")
+    assert one_line(worded) == ("attune train needs torch: pip install 'attunement[train]'", 1)

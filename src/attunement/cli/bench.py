@@ -19,7 +19,7 @@ from rich.table import Table
 
 from attunement.cli.common import console, fail, out, run, say, show
 from attunement.cli.options import fields_bundle, model_option, sentence, verb
-from attunement.judging.base import RewardConfig
+from attunement.judging import RewardConfig
 from attunement.llm import LLMOptions, load_chat_model
 from attunement.llm.local import LocalChatModel
 from attunement.perf.llm_bench import DEFAULT_PROMPT, bench_local_llm

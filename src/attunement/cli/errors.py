@@ -121,10 +121,16 @@ def one_line(exc: BaseException) -> tuple[str, int]:
         ), 1
     if isinstance(exc, OSError):
         return flat(_os_message(exc)), 1
-    if isinstance(exc, ImportError) and exc.name:
+    if isinstance(exc, ImportError) and (exc.name or "").startswith("attunement"):
+        return _internal(exc)  # our own code is broken, not the installation
+    if isinstance(exc, ModuleNotFoundError) and exc.name:
         return f"{exc.name} is not installed ({flat(str(exc))})", 1
     if isinstance(exc, (CommandError, ValueError, ImportError, *MESSAGE_ERRORS)):
         return flat(str(exc)), 1
+    return _internal(exc)
+
+
+def _internal(exc: BaseException) -> tuple[str, int]:
     debug = f"({DEBUG_VARIABLE}=1 shows the traceback)"
     return f"internal error: {type(exc).__name__}: {flat(str(exc))} {debug}", 1
 

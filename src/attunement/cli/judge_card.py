@@ -23,8 +23,7 @@ from attunement.cli.options import (
 )
 from attunement.cli.reward_options import RewardFlags, reward_bundle
 from attunement.judge_card import CardSettings, JudgeCard, load_inputs, run_judge_card
-from attunement.judging.base import RewardConfig
-from attunement.judging.registry import RewardSpec
+from attunement.judging import RewardConfig, RewardSpec
 from attunement.llm import load_chat_model
 
 CARD = fields_bundle(

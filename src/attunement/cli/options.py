@@ -138,7 +138,7 @@ def field_option(
 def field_bounds(model: type, name: str) -> dict[str, Any]:
     """A numeric field's bounds: ``{"ge": 0.0, "le": 2.0}`` (empty: none).
 
-    >>> from attunement.judging.base import RewardConfig
+    >>> from attunement.judging import RewardConfig
     >>> field_bounds(RewardConfig, "temperature"), field_bounds(RewardConfig, "softmin_beta")
     ({'ge': 0.0, 'le': 2.0}, {'gt': 0.0})
     """

@@ -27,7 +27,7 @@ from pydantic import ValidationError
 from attunement.cli.errors import describe_validation
 from attunement.cli.options import Bundle, field_option, judge_option, option
 from attunement.configfile import parse_assignments, read_config_file
-from attunement.judging.registry import RewardSpec, reward_config, reward_names
+from attunement.judging import RewardSpec, reward_config, reward_names
 from attunement.llm import LLMOptions
 
 #: the ablation switches: ``--no-DIMENSION`` turns ``use_DIMENSION`` off

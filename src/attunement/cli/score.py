@@ -29,8 +29,7 @@ from attunement.cli.options import (
 )
 from attunement.cli.reward_options import RewardFlags, kind_defaults, reward_bundle
 from attunement.jsonl import read_jsonl
-from attunement.judging import CriteriaConfig, score_dataset
-from attunement.judging.base import PereGRMConfig, RewardConfig
+from attunement.judging import CriteriaConfig, PereGRMConfig, RewardConfig, score_dataset
 from attunement.llm import load_chat_model
 from attunement.records import Example, Reply
 

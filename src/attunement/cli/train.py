@@ -32,7 +32,7 @@ from attunement.cli.options import (
 )
 from attunement.cli.reward_options import RewardFlags, check_spec, reward_bundle
 from attunement.configfile import parse_assignments, read_config_file
-from attunement.judging.registry import RewardSpec
+from attunement.judging import RewardSpec
 from attunement.training.config import GRPOSettings, LoraSettings, SFTSettings
 
 HELP = "Train a policy: GRPO on a reward, SFT on distilled replies, LoRA merge."
