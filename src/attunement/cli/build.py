@@ -17,6 +17,8 @@ from rich.table import Table
 
 from attunement.building import (
     FILTER_PRESETS,
+    INSPECTION_CHECKS,
+    STAGES,
     BuildConfig,
     BuildReport,
     FilterRules,
@@ -151,8 +153,7 @@ def build(
     stages: str | None = typer.Option(
         None,
         "--stages",
-        help="Comma-separated stages that may do new work (all when not given): "
-        "extract,filter,persona,bigfive,situations,queries,inspect,export.",
+        help=f"Comma-separated stages that may do new work (all when not given): {','.join(STAGES)}.",
     ),
     redo: list[str] | None = typer.Option(
         None,
@@ -184,8 +185,7 @@ def build(
     gates: str | None = typer.Option(
         None,
         "--gates",
-        help="Inspection checks a query must pass, comma-separated (emotional_support, "
-        "logical_consistency, role_awareness, language).",
+        help=f"Inspection checks a query must pass, comma-separated ({', '.join(INSPECTION_CHECKS)}).",
     ),
     skip_invalid: bool = skip_invalid_option(),
     error_tags: Literal["drop", "strip", "keep"] = field_option(

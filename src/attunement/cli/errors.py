@@ -115,10 +115,9 @@ def one_line(exc: BaseException) -> tuple[str, int]:
             f" (see '{ctx.command_path} --help')" if ctx is not None and exc.exit_code == 2 else ""
         )
         return flat(exc.format_message()) + where, exc.exit_code
-    if isinstance(exc, ValidationError):
-        return "settings: " + describe_validation(exc) if _has_fields(exc) else flat(
-            describe_validation(exc)
-        ), 1
+    if isinstance(exc, ValidationError):  # a settings model refused the options' values
+        prefix = "settings: " if any(err.get("loc") for err in exc.errors()) else ""
+        return prefix + flat(describe_validation(exc)), 1
     if isinstance(exc, OSError):
         return flat(_os_message(exc)), 1
     if isinstance(exc, ImportError) and (exc.name or "").startswith("attunement"):
@@ -133,10 +132,6 @@ def one_line(exc: BaseException) -> tuple[str, int]:
 def _internal(exc: BaseException) -> tuple[str, int]:
     debug = f"({DEBUG_VARIABLE}=1 shows the traceback)"
     return f"internal error: {type(exc).__name__}: {flat(str(exc))} {debug}", 1
-
-
-def _has_fields(exc: ValidationError) -> bool:
-    return any(err.get("loc") for err in exc.errors())
 
 
 def report(exc: BaseException) -> int:

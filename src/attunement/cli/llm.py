@@ -133,7 +133,7 @@ def chat(
 
 @verb(renamed={"--endpoint": "--model", "-e": "--model"})
 def doctor(
-    endpoint: str = model_option(help="The model to check (a model spec)."),
+    model: str = model_option(help="The model to check (a model spec)."),
     timeout: float = field_option(LLMOptions, "timeout"),
 ) -> None:
     """Print versions, where the embedded model is, and check that a model answers."""
@@ -153,14 +153,14 @@ def doctor(
     options = LLMOptions(timeout=timeout, max_retries=1, concurrency=1)
 
     async def check() -> tuple[str, str, float, list[str]]:
-        async with load_chat_model(endpoint, options) as model:
+        async with load_chat_model(model, options) as checked:
             t0 = time.perf_counter()
-            [answer] = await model.complete(
+            [answer] = await checked.complete(
                 [{"role": "user", "content": DOCTOR_PROMPT}], max_tokens=24, temperature=0.0
             )
             seconds = time.perf_counter() - t0
-            found = await endpoint_capabilities(model) if answer.text.strip() else []
-            return model.name, answer.text, seconds, found
+            found = await endpoint_capabilities(checked) if answer.text.strip() else []
+            return checked.name, answer.text, seconds, found
 
     try:
         name, text, seconds, found = asyncio.run(check())

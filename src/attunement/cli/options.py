@@ -226,6 +226,13 @@ class Bundle:
     build: Callable[..., Any]
 
 
+def _built(values: dict[str, Any], bundles: Mapping[str, Bundle]) -> dict[str, Any]:
+    """``values`` with each bundle's option values replaced by the bundle's object."""
+    for name, bundle in bundles.items():
+        values[name] = bundle.build(**{p.name: values.pop(p.name) for p in bundle.params})
+    return values
+
+
 def option(name: str, annotation: Any, info: Any) -> inspect.Parameter:
     """One option of a bundle: python name, type, typer option."""
     return inspect.Parameter(name, KEYWORD, default=info, annotation=annotation)
@@ -252,9 +259,7 @@ def verb(
 
         @functools.wraps(fn)
         def wrapper(**kwargs: Any) -> Any:
-            for name, bundle in bundles.items():
-                kwargs[name] = bundle.build(**{p.name: kwargs.pop(p.name) for p in bundle.params})
-            return fn(**kwargs)
+            return fn(**_built(kwargs, bundles))
 
         wrapper.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
         wrapper.__annotations__ = {p.name: p.annotation for p in params}
@@ -269,9 +274,7 @@ def compose(build: Callable[..., Any], *params: inspect.Parameter, **parts: Bund
     receives the own options' values and each part's object by its name."""
 
     def build_all(**values: Any) -> Any:
-        for name, part in parts.items():
-            values[name] = part.build(**{p.name: values.pop(p.name) for p in part.params})
-        return build(**values)
+        return build(**_built(values, parts))
 
     return Bundle(params + tuple(p for part in parts.values() for p in part.params), build_all)
 
