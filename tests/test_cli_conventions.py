@@ -315,7 +315,7 @@ def files(tmp_path):
 DEPRECATED = [
     ("split", ["--data", "{data}"], "--k", "3", "clusters", 3),
     ("score", ["--data", "{data}", "--replies", "{data}", "--out", "{out}"], "--k", "2", "k", 2),
-    ("judge-card", ["--out", "{out}"], "--k", "2", "samples", 2),
+    ("judge-card", ["--out", "{out}"], "--k", "2", "k", 2),
     ("generate", ["--data", "{data}", "--policy", "x", "--out", "{out}"], "-k", "5", "k", 5),
     ("distill", ["--data", "{data}", "--out", "{out}"], "--teacher", "big", "policy", "big"),
     ("distill", ["--data", "{data}", "--policy", "x", "--out", "{out}"], "-k", "5", "k", 5),

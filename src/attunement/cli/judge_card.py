@@ -67,8 +67,19 @@ async def _card(settings: CardSettings, spec: RewardSpec, llm: ModelRun) -> Judg
         )
 
 
+#: the reward settings the card varies most: judge samples and the answer format
+JUDGING = fields_bundle(
+    RewardConfig,
+    "k",
+    "output",
+    unset=True,
+    decls={"k": ("-k", "--samples"), "output": ("--format",)},
+)
+
+
 @verb(
     renamed={"--k": "--samples"},
+    judging=JUDGING,
     reward=reward_bundle("perm"),
     card=CARD,
     llm=model_run(concurrency=(CardSettings, "concurrency")),
@@ -78,22 +89,18 @@ def judge_card(
         "Folder for the card (card.md, card.html, card.json) and its breakdowns.",
         kind="new folder",
     ),
-    samples: int | None = field_option(RewardConfig, "k", "-k", "--samples", unset=True),
-    fmt: str | None = field_option(RewardConfig, "output", "--format", unset=True),
     seed: int = field_option(CardSettings, "seed"),
     *,
+    judging: dict[str, Any],
     reward: RewardFlags,
     card: dict[str, Any],
     llm: ModelRun,
 ) -> None:
     """Measure whether a judge can serve as a reward: discrimination, personalization,
     gaming probes, stability, cost and agreement, as one card (Markdown, HTML, JSON)."""
+    text = judging.get("output") == "text"  # the papers' text formats throughout
     spec = reward.spec(
-        llm.options(),
-        k=samples,
-        seed=seed,
-        output=fmt,
-        bystander_output="text" if fmt == "text" else None,
+        llm.options(), seed=seed, bystander_output="text" if text else None, **judging
     )
     settings = CardSettings(out=out_dir, seed=seed, concurrency=llm.concurrency, **card)
     result = run(_card(settings, spec, llm))
