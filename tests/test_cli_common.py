@@ -9,11 +9,9 @@ paths, as a narrow terminal (or ``COLUMNS=40``) and a long temp path would.
 from __future__ import annotations
 
 import pytest
-import typer
 from typer.testing import CliRunner
 
-from attunement.cli import common
-from attunement.cli import llm as llm_cli
+from attunement.cli import build_app, common, errors
 from attunement.jsonl import RecordError
 
 
@@ -34,8 +32,9 @@ def test_errors_naming_a_file_line_and_field_are_not_wrapped(narrow, deep, capsy
     async def bad_input():
         raise RecordError(deep / "bad.jsonl", 2, "memories.0.value", "Field required")
 
-    with pytest.raises(typer.Exit):
+    with pytest.raises(RecordError) as failure:
         common.run(bad_input())
+    assert errors.report(failure.value) == 1  # the one place failures become lines
     err = capsys.readouterr().err
     assert f"error: {deep / 'bad.jsonl'}:2: memories.0.value: Field required" in err.splitlines()
 
@@ -51,8 +50,7 @@ def test_plain_lines_are_not_wrapped_nor_read_as_markup(narrow, deep, capsys):
 
 
 def test_cli_error_for_a_missing_file_is_one_line(narrow, deep):
-    app = typer.Typer()
-    llm_cli.register(app)
+    app = build_app()
     missing = deep / "schema.json"
     result = CliRunner().invoke(
         app,
@@ -63,8 +61,7 @@ def test_cli_error_for_a_missing_file_is_one_line(narrow, deep):
 
 
 def test_a_corrupt_cache_is_one_clear_line(narrow, deep):
-    app = typer.Typer()
-    llm_cli.register(app)
+    app = build_app()
     cache = deep / "cache.sqlite"
     cache.write_bytes(b"not a database " * 200)
     result = CliRunner().invoke(

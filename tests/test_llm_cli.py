@@ -8,8 +8,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from attunement.cli import bench as bench_cli
-from attunement.cli import common
+from attunement.cli import build_app, common
 from attunement.cli import llm as llm_cli
 from attunement.llm.openai_compat import forget_endpoints
 from attunement.perf.simserver import SimConfig, SimServer
@@ -17,10 +16,7 @@ from attunement.perf.simserver import SimConfig, SimServer
 
 @pytest.fixture(scope="module")
 def app() -> typer.Typer:
-    app = typer.Typer()
-    llm_cli.register(app)
-    bench_cli.register(app)
-    return app
+    return build_app()
 
 
 @pytest.fixture(autouse=True)

@@ -1,17 +1,28 @@
-"""``attune bench ...``: benchmarks that print figures (not timed tests).
+"""``attune bench rewards|serve|train|llm``: benchmarks that print figures (not timed tests).
 
-The measuring code lives in :mod:`attunement.perf`; this module only reads the
-options and prints.
+The measuring code lives in :mod:`attunement.perf`; this module reads the
+options (the fields of the benchmarks' settings, whose defaults are the
+options' defaults) and prints. Names follow the conventions of every verb:
+``--group-size`` replies per example, ``-k/--samples`` judge samples,
+``--num-generations`` completions per prompt, ``--model`` the model talked to.
 """
 
 from __future__ import annotations
 
 import json
 import statistics
-from typing import Annotated
+from typing import Any
 
 import typer
+from rich.console import Console
+from rich.table import Table
 
+from attunement.cli.common import console, fail, out, run, say, show
+from attunement.cli.options import fields_bundle, model_option, sentence, verb
+from attunement.judging import RewardConfig
+from attunement.llm import LLMOptions, load_chat_model
+from attunement.llm.local import LocalChatModel
+from attunement.perf.llm_bench import DEFAULT_PROMPT, bench_local_llm
 from attunement.perf.reward_bench import (
     MODES,
     BenchSettings,
@@ -23,146 +34,123 @@ from attunement.perf.reward_bench import (
 from attunement.perf.serve_bench import ServeBenchSettings, check_results, run_serve_bench
 from attunement.perf.train_bench import TrainBenchSettings, mean_of, run_train_bench
 
-bench_app = typer.Typer(help="Benchmarks that print figures.", no_args_is_help=True)
+HELP = "Benchmarks that print figures."
+POSITIVE = {"min": 1}
+NON_NEGATIVE = {"min": 0.0}
+
+SERVER = fields_bundle(
+    BenchSettings,
+    "prompts",
+    "replies",
+    "k",
+    "slots",
+    "base_latency",
+    "per_output_token",
+    "per_prompt_token",
+    "supports_n",
+    "n_shares_slot",
+    "client_concurrency",
+    "output",
+    decls={
+        "replies": ("--group-size",),
+        "k": ("-k", "--samples"),
+        "supports_n": ("--server-n/--no-server-n",),
+        "output": ("--format",),
+    },
+    helps={
+        "prompts": "Examples in the batch.",
+        "replies": "Replies per example.",
+        "k": sentence(RewardConfig.model_fields["k"].description or ""),
+        "slots": "Server parallel slots.",
+        "base_latency": "Seconds per request.",
+        "per_output_token": "Seconds per output token (longest sample).",
+        "per_prompt_token": "Seconds per prompt token.",
+        "supports_n": "Server decodes the n samples of a request side by side, or ignores "
+        "n, so each sample is its own request.",
+        "n_shares_slot": "The n samples of a request cost one sequence slot instead of n "
+        "(flatters n-sampling; real batching servers decode each sample as a sequence).",
+        "client_concurrency": "Requests in flight (4 x slots when not given).",
+        "output": "Judge answer format: text or json.",
+    },
+    extra={
+        **{n: POSITIVE for n in ("prompts", "replies", "k", "slots", "client_concurrency")},
+        **{n: NON_NEGATIVE for n in ("base_latency", "per_output_token", "per_prompt_token")},
+    },
+)
+JUDGE = fields_bundle(
+    RealisticJudge,
+    "inline_analysis_tokens",
+    "score_analysis_tokens",
+    "item_tokens",
+    "criteria_spread",
+    "noise",
+    decls={"item_tokens": ("--criterion-tokens",)},
+    helps={
+        "inline_analysis_tokens": "Simulated inline analysis length.",
+        "score_analysis_tokens": "Simulated analysis length when scoring against given criteria.",
+        "item_tokens": "Simulated length of one criterion.",
+        "criteria_spread": "Simulated judge: largest offset a criteria set adds to a score.",
+        "noise": "Simulated judge: largest per-sample noise.",
+    },
+    extra={
+        "inline_analysis_tokens": POSITIVE,
+        "score_analysis_tokens": POSITIVE,
+        "item_tokens": {"min": 8},
+        "criteria_spread": NON_NEGATIVE,
+        "noise": NON_NEGATIVE,
+    },
+)
 
 
-def register(app: typer.Typer) -> None:
-    app.add_typer(bench_app, name="bench")
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in text.split(",") if x.strip())
 
 
-@bench_app.command("rewards")
-def rewards_bench(
-    prompts: Annotated[int, typer.Option("--prompts", min=1, help="Examples in the batch.")] = 16,
-    replies: Annotated[int, typer.Option("--replies", min=1, help="Replies per example.")] = 8,
-    k: Annotated[int, typer.Option("-k", "--k", min=1, help="Judge samples per dimension.")] = 4,
-    slots: Annotated[int, typer.Option("--slots", min=1, help="Server parallel slots.")] = 16,
-    base_latency: Annotated[
-        float, typer.Option("--base-latency", min=0.0, help="Seconds per request.")
-    ] = 0.05,
-    per_output_token: Annotated[
-        float,
-        typer.Option(
-            "--per-output-token", min=0.0, help="Seconds per output token (longest sample)."
-        ),
-    ] = 0.0015,
-    per_prompt_token: Annotated[float, typer.Option("--per-prompt-token", min=0.0)] = 0.0,
-    server_n: Annotated[
-        bool,
-        typer.Option(
-            "--server-n/--no-server-n",
-            help="Server decodes the n samples of a request side by side (default) or ignores "
-            "n, so each sample is its own request.",
-        ),
-    ] = True,
-    n_shares_slot: Annotated[
-        bool,
-        typer.Option(
-            "--n-shares-slot",
-            help="The n samples of a request cost one sequence slot instead "
-            "of n (flatters n-sampling; real batching servers decode each sample as a "
-            "sequence).",
-        ),
-    ] = False,
-    client_concurrency: Annotated[
-        int | None,
-        typer.Option("--client-concurrency", min=1, help="Requests in flight (default 4 x slots)."),
-    ] = None,
-    fmt: Annotated[
-        str, typer.Option("--format", help="Judge answer format: text | json.")
-    ] = "text",
-    modes: Annotated[
-        str, typer.Option("--modes", help="Comma-separated subset of " + ",".join(MODES))
-    ] = ",".join(MODES),
-    inline_analysis: Annotated[
-        int,
-        typer.Option("--inline-analysis-tokens", min=1, help="Simulated inline analysis length."),
-    ] = 85,
-    score_analysis: Annotated[
-        int,
-        typer.Option(
-            "--score-analysis-tokens",
-            min=1,
-            help="Simulated analysis length when scoring against given criteria.",
-        ),
-    ] = 50,
-    item_tokens: Annotated[
-        int, typer.Option("--criterion-tokens", min=8, help="Simulated length of one criterion.")
-    ] = 34,
-    variance: Annotated[
-        bool,
-        typer.Option(
-            "--variance/--no-variance",
-            help="Also measure within-group reward std, ties and "
-            "agreement with the simulated reply quality for each criteria mode.",
-        ),
-    ] = True,
-    variance_k: Annotated[
-        str, typer.Option("--variance-k", help="Comma-separated k values of the variance table.")
-    ] = "1,4",
-    criteria_spread: Annotated[
-        float,
-        typer.Option(
-            "--criteria-spread",
-            min=0.0,
-            help="Simulated judge: largest offset a criteria set adds to a score.",
-        ),
-    ] = 0.75,
-    noise: Annotated[
-        float, typer.Option("--noise", min=0.0, help="Simulated judge: largest per-sample noise.")
-    ] = 0.5,
-    timing: Annotated[
-        bool, typer.Option("--timing/--no-timing", help="Run the wall-time comparison.")
-    ] = True,
+@verb(renamed={"--replies": "--group-size", "--k": "--samples"}, server=SERVER, judge=JUDGE)
+def rewards(
+    modes: str = typer.Option(
+        ",".join(MODES), "--modes", help="Comma-separated subset of " + ",".join(MODES) + "."
+    ),
+    variance: bool = typer.Option(
+        True,
+        "--variance/--no-variance",
+        help="Also measure within-group reward std, ties and agreement with the simulated "
+        "reply quality for each criteria mode.",
+    ),
+    variance_k: str = typer.Option(
+        "1,4", "--variance-k", help="Comma-separated k values of the variance table."
+    ),
+    timing: bool = typer.Option(True, "--timing/--no-timing", help="Run the wall-time comparison."),
+    *,
+    server: dict[str, Any],
+    judge: dict[str, Any],
 ) -> None:
     """Score a GRPO-sized batch with PERM, PereGRM inline and PereGRM shared on a simulated
     judge server; print wall time against the server's own lower bound, then the
     within-group reward spread of each criteria mode (inline, shared, per_reply)."""
-    from attunement.cli.common import fail
-
-    chosen = tuple(m.strip() for m in modes.split(",") if m.strip())
+    chosen = _csv(modes)
     unknown = [m for m in chosen if m not in MODES]
     if unknown:
-        raise fail(f"unknown modes {unknown}; expected some of {list(MODES)}")
-    if fmt not in ("text", "json"):
+        raise fail(f"--modes: unknown modes {unknown}; expected some of {list(MODES)}")
+    if server["output"] not in ("text", "json"):
         raise fail("--format must be text or json")
     try:
-        ks = tuple(int(x) for x in variance_k.split(",") if x.strip())
+        ks = tuple(int(x) for x in _csv(variance_k))
     except ValueError:
         raise fail(f"--variance-k must be comma-separated integers, got {variance_k!r}") from None
-    judge_model = RealisticJudge(
-        inline_analysis_tokens=inline_analysis,
-        score_analysis_tokens=score_analysis,
-        item_tokens=item_tokens,
-        criteria_spread=criteria_spread,
-        noise=noise,
-    )
+    settings = BenchSettings(**server, judge=RealisticJudge(**judge))
     if timing:
-        _timing_table(
-            prompts,
-            replies,
-            k,
-            slots,
-            base_latency,
-            per_output_token,
-            per_prompt_token,
-            server_n,
-            n_shares_slot,
-            client_concurrency,
-            fmt,
-            chosen,
-            judge_model,
-        )
+        _timing_table(settings, chosen)
     if variance:
-        _variance_table(prompts, replies, ks, judge_model)
+        _variance_table(settings.prompts, settings.replies, ks, settings.judge)
+
+
+def _wide_table(table: Table, width: int) -> None:
+    Console(width=max(out.size.width, width)).print(table)
 
 
 def _variance_table(prompts: int, replies: int, ks: tuple[int, ...], judge: RealisticJudge) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    from attunement.cli.common import console, out, run
-
-    console.print(
+    say(
         f"group variance: {prompts} groups x {replies} replies, PereGRM without "
         f"bystander; simulated judge: score = clip(round(q + b + e), 1, 5), "
         f"criteria offset b within +-{judge.criteria_spread}, noise e within "
@@ -170,16 +158,8 @@ def _variance_table(prompts: int, replies: int, ks: tuple[int, ...], judge: Real
     )
     results = run(run_variance_bench(prompts=prompts, replies=replies, ks=ks, judge=judge))
     table = Table(title="within-group reward spread by criteria mode")
-    for col in (
-        "mode",
-        "k",
-        "group std",
-        "tied pairs",
-        "flat groups",
-        "corr. w/ quality",
-        "criteria calls",
-        "unscorable",
-    ):
+    columns = ("mode", "k", "group std", "tied pairs", "flat groups", "corr. w/ quality")
+    for col in (*columns, "criteria calls", "unscorable"):
         table.add_column(col, justify="left" if col == "mode" else "right", no_wrap=True)
     for r in results:
         table.add_row(
@@ -192,68 +172,32 @@ def _variance_table(prompts: int, replies: int, ks: tuple[int, ...], judge: Real
             str(r.criteria_calls),
             str(r.unscorable),
         )
-    Console(width=max(out.size.width, 112)).print(table)
+    _wide_table(table, 112)
 
 
-def _timing_table(
-    prompts,
-    replies,
-    k,
-    slots,
-    base_latency,
-    per_output_token,
-    per_prompt_token,
-    server_n,
-    n_shares_slot,
-    client_concurrency,
-    fmt,
-    chosen,
-    judge: RealisticJudge,
-) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    from attunement.cli.common import console, out, run
-
-    settings = BenchSettings(
-        prompts=prompts,
-        replies=replies,
-        k=k,
-        slots=slots,
-        base_latency=base_latency,
-        per_output_token=per_output_token,
-        per_prompt_token=per_prompt_token,
-        supports_n=server_n,
-        n_shares_slot=n_shares_slot,
-        client_concurrency=client_concurrency,
-        output=fmt,
-        judge=judge,
+def _server_line(s: BenchSettings) -> str:
+    if not s.supports_n:
+        n = "ignored (one sample per request)"
+    else:
+        n = "samples share one slot" if s.n_shares_slot else "one sequence slot per sample"
+    return (
+        f"batch: {s.prompts} prompts x {s.replies} replies, k={s.k}; server: {s.slots} slots, "
+        f"{s.base_latency * 1000:.0f} ms + {s.per_output_token * 1000:.2f} ms/output token, n {n}"
     )
-    console.print(
-        f"batch: {prompts} prompts x {replies} replies, k={k}; server: {slots} slots, "
-        f"{base_latency * 1000:.0f} ms + {per_output_token * 1000:.2f} ms/output token, "
-        f"n {'ignored (one sample per request)' if not server_n else 'samples share one slot' if n_shares_slot else 'one sequence slot per sample'}"
-    )
+
+
+def _timing_table(settings: BenchSettings, chosen: tuple[str, ...]) -> None:
+    say(_server_line(settings))
     j = settings.judge
-    console.print(
+    say(
         f"simulated answers: criteria {j.criteria_items} x ~{j.item_tokens} tokens, "
         f"analysis ~{j.inline_analysis_tokens} (inline) / ~{j.score_analysis_tokens} "
         f"(against given criteria) / ~{j.reason_tokens} (PERM reason) tokens"
     )
     results = run(run_reward_bench(settings, chosen))
     table = Table(title="reward scoring on the simulated judge (per reply: /r)")
-    for col in (
-        "mode",
-        "wall s",
-        "bound s",
-        "ratio",
-        "calls",
-        "prompt tok/r",
-        "out tok/r",
-        "unscorable",
-        "cached calls",
-        "cached s",
-    ):
+    columns = ("mode", "wall s", "bound s", "ratio", "calls", "prompt tok/r", "out tok/r")
+    for col in (*columns, "unscorable", "cached calls", "cached s"):
         table.add_column(col, justify="left" if col == "mode" else "right", no_wrap=col == "mode")
     for r in results:
         table.add_row(
@@ -268,78 +212,71 @@ def _timing_table(
             str(r.cached_requests),
             f"{r.cached_wall:.2f}",
         )
-    Console(width=max(out.size.width, 112)).print(table)
-    for what, met, figure in check_targets(results):
+    _wide_table(table, 112)
+    _targets(check_targets(results))
+
+
+def _targets(checks: list[tuple[str, bool, str]]) -> bool:
+    """Print each target as met / NOT met; whether all were met."""
+    for what, met, figure in checks:
         mark = "[green]met[/green]" if met else "[red]NOT met[/red]"
-        console.print(f"{mark}  {what}: {figure}")
+        console.print(f"{mark}  {what}: {figure}", highlight=False, soft_wrap=True)
+    return all(met for _, met, _ in checks)
 
 
-@bench_app.command("serve")
-def serve_bench(
-    requests: Annotated[
-        int,
-        typer.Option("--requests", min=1, max=20000, help="Requests per phase (one sample each)."),
-    ] = 500,
-    concurrency: Annotated[
-        int, typer.Option("--concurrency", min=1, max=4096, help="Requests in flight at once.")
-    ] = 500,
-    groups: Annotated[int, typer.Option("--group-size", min=1, help="Replies per example.")] = 8,
-    slots: Annotated[int, typer.Option("--slots", min=1, help="Judge server slots.")] = 64,
-    base_latency: Annotated[float, typer.Option("--base-latency", min=0.0)] = 0.02,
-    per_output_token: Annotated[float, typer.Option("--per-output-token", min=0.0)] = 0.0002,
-    judge_concurrency: Annotated[int, typer.Option("--judge-concurrency", min=1)] = 64,
-    overload_pending: Annotated[
-        int,
-        typer.Option(
-            "--overload-pending", min=1, help="max_pending of the overload phase's server."
-        ),
-    ] = 64,
-    phases: Annotated[
-        str, typer.Option("--phases", help="capacity,overload")
-    ] = "capacity,overload",
+LOAD = fields_bundle(
+    ServeBenchSettings,
+    "requests",
+    "concurrency",
+    "groups",
+    "slots",
+    "base_latency",
+    "per_output_token",
+    "judge_concurrency",
+    "overload_pending",
+    decls={"groups": ("--group-size",)},
+    helps={
+        "requests": "Requests per phase (one sample each).",
+        "concurrency": "Requests in flight at once.",
+        "groups": "Replies per example.",
+        "slots": "Judge server slots.",
+        "base_latency": "Judge seconds per request.",
+        "per_output_token": "Judge seconds per output token.",
+        "judge_concurrency": "Judge calls in flight in the server.",
+        "overload_pending": "max_pending of the overload phase's server.",
+    },
+    extra={
+        "requests": {"min": 1, "max": 20000},
+        "concurrency": {"min": 1, "max": 4096},
+        **{n: POSITIVE for n in ("groups", "slots", "judge_concurrency", "overload_pending")},
+        **{n: NON_NEGATIVE for n in ("base_latency", "per_output_token")},
+    },
+)
+
+
+@verb(load=LOAD)
+def serve(
+    phases: str = typer.Option(
+        "capacity,overload", "--phases", help="capacity and/or overload, comma-separated."
+    ),
+    *,
+    load: dict[str, Any],
 ) -> None:
     """Load-test attune serve on loopback against a simulated judge: latency percentiles,
     throughput, every request answered, overload refused with 503 + Retry-After."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from attunement.cli.common import console, fail, out
-
-    chosen = tuple(p.strip() for p in phases.split(",") if p.strip())
+    chosen = _csv(phases)
     if not chosen or any(p not in ("capacity", "overload") for p in chosen):
         raise fail("--phases takes capacity and/or overload")
-    settings = ServeBenchSettings(
-        requests=requests,
-        concurrency=concurrency,
-        groups=groups,
-        slots=slots,
-        base_latency=base_latency,
-        per_output_token=per_output_token,
-        judge_concurrency=judge_concurrency,
-        overload_pending=overload_pending,
-        phases=chosen,
+    s = ServeBenchSettings(**load, phases=chosen)
+    say(
+        f"{s.requests} OpenRLHF requests per phase ({s.groups} per example), "
+        f"{s.concurrency} in flight; judge: {s.slots} slots, "
+        f"{s.base_latency * 1000:.0f} ms + {s.per_output_token * 1000:.2f} ms/token"
     )
-    console.print(
-        f"{requests} OpenRLHF requests per phase ({groups} per example), "
-        f"{concurrency} in flight; judge: {slots} slots, "
-        f"{base_latency * 1000:.0f} ms + {per_output_token * 1000:.2f} ms/token"
-    )
-    results = run_serve_bench(settings)
+    results = run_serve_bench(s)
     table = Table(title="attune serve under load (seconds)")
-    for col in (
-        "phase",
-        "answered",
-        "200",
-        "503",
-        "retries",
-        "lost",
-        "p50",
-        "p95",
-        "p99",
-        "req/s",
-        "wall",
-        "unscorable",
-    ):
+    columns = ("phase", "answered", "200", "503", "retries", "lost", "p50", "p95", "p99")
+    for col in (*columns, "req/s", "wall", "unscorable"):
         table.add_column(col, justify="left" if col == "phase" else "right")
     for r in results:
         table.add_row(
@@ -349,115 +286,141 @@ def serve_bench(
             str(r.refused_503),
             str(r.retries),
             str(r.lost),
-            f"{r.percentile(0.5):.3f}",
-            f"{r.percentile(0.95):.3f}",
-            f"{r.percentile(0.99):.3f}",
+            *(f"{r.percentile(q):.3f}" for q in (0.5, 0.95, 0.99)),
             f"{r.throughput:.1f}",
             f"{r.wall:.2f}",
             str(r.unscorable),
         )
-    Console(width=max(out.size.width, 110)).print(table)
+    _wide_table(table, 110)
     for r in results:
         if r.transport_retries:
-            console.print(
+            say(
                 f"{r.phase}: transport errors retried (request never reached the "
                 f"server): {json.dumps(r.transport_retries, sort_keys=True)}"
             )
         if r.retry_after:
-            console.print(
+            say(
                 f"{r.phase}: Retry-After median {statistics.median(r.retry_after):.0f} s, "
                 f"statuses {json.dumps(r.status_counts, sort_keys=True)}"
             )
-    failed = False
-    for what, met, figure in check_results(results):
-        console.print(f"{'[green]met[/green]' if met else '[red]NOT met[/red]'}  {what}: {figure}")
-        failed |= not met
-    if failed:
+    if not _targets(check_results(results)):
         raise typer.Exit(1)
 
 
-@bench_app.command("train")
-def train_bench(
-    rewards: Annotated[
-        str, typer.Option("--rewards", help="Comma-separated rewards to time, e.g. perm,peregrm@4.")
-    ] = "peregrm",
-    steps: Annotated[
-        int, typer.Option("--steps", min=2, help="GRPO steps per reward (the first is warm-up).")
-    ] = 3,
-    prompts: Annotated[int, typer.Option("--prompts", min=1, help="Prompts per step.")] = 1,
-    generations: Annotated[
-        int, typer.Option("--generations", "-G", min=2, help="Completions per prompt.")
-    ] = 4,
-    completion_tokens: Annotated[
-        int, typer.Option("--max-completion-length", min=8, help="Policy completion tokens.")
-    ] = 32,
-    lora: Annotated[bool, typer.Option("--lora", help="Train a LoRA adapter.")] = False,
-    slots: Annotated[int, typer.Option("--slots", min=1, help="Judge server slots.")] = 16,
-    base_latency: Annotated[
-        float, typer.Option("--base-latency", min=0.0, help="Judge seconds per request.")
-    ] = 0.05,
-    per_output_token: Annotated[
-        float, typer.Option("--per-output-token", min=0.0, help="Judge seconds per output token.")
-    ] = 0.0015,
+STEP = fields_bundle(
+    TrainBenchSettings,
+    "steps",
+    "prompts",
+    "generations",
+    "completion_tokens",
+    "lora",
+    "slots",
+    "base_latency",
+    "per_output_token",
+    decls={
+        "generations": ("--num-generations", "-G"),
+        "completion_tokens": ("--max-completion-length",),
+        "lora": ("--lora",),
+    },
+    helps={
+        "steps": "GRPO steps per reward (the first is warm-up).",
+        "prompts": "Prompts per step.",
+        "generations": "Completions per prompt.",
+        "completion_tokens": "Policy completion tokens.",
+        "lora": "Train a LoRA adapter.",
+        "slots": "Judge server slots.",
+        "base_latency": "Judge seconds per request.",
+        "per_output_token": "Judge seconds per output token.",
+    },
+    extra={
+        "steps": {"min": 2},
+        "prompts": POSITIVE,
+        "generations": {"min": 2},
+        "completion_tokens": {"min": 8},
+        "slots": POSITIVE,
+        **{n: NON_NEGATIVE for n in ("base_latency", "per_output_token")},
+    },
+)
+
+
+@verb(renamed={"--generations": "--num-generations"}, step=STEP)
+def train(
+    rewards: str = typer.Option(
+        "peregrm", "--rewards", help="Comma-separated rewards to time, e.g. perm,peregrm@4."
+    ),
+    *,
+    step: dict[str, Any],
 ) -> None:
     """Seconds per GRPO step (generation, reward, optimisation) on the CPU with the
     embedded policy and a simulated judge server."""
-    from rich.table import Table
-
-    from attunement.cli.common import console, fail, out
-
-    chosen = [r.strip() for r in rewards.split(",") if r.strip()]
+    chosen = _csv(rewards)
     if not chosen:
         raise fail("--rewards is empty")
-    console.print(
-        f"policy smollm2 on CPU{' + LoRA' if lora else ''}: {prompts} prompts x "
-        f"{generations} completions of <= {completion_tokens} tokens per step; judge: "
-        f"simulated server, {slots} slots, {base_latency * 1000:.0f} ms + "
-        f"{per_output_token * 1000:.2f} ms/output token"
+    s = TrainBenchSettings(**step)
+    say(
+        f"policy smollm2 on CPU{' + LoRA' if s.lora else ''}: {s.prompts} prompts x "
+        f"{s.generations} completions of <= {s.completion_tokens} tokens per step; judge: "
+        f"simulated server, {s.slots} slots, {s.base_latency * 1000:.0f} ms + "
+        f"{s.per_output_token * 1000:.2f} ms/output token"
     )
     table = Table(title="seconds per GRPO step (mean of steps 2+; step 1 in brackets)")
-    for col in (
-        "reward",
-        "total s",
-        "generation s",
-        "reward s",
-        "optimisation s",
-        "judge bound s",
-        "judge calls",
-        "judge out tok",
-    ):
+    columns = ("reward", "total s", "generation s", "reward s", "optimisation s")
+    for col in (*columns, "judge bound s", "judge calls", "judge out tok"):
         table.add_column(col, justify="left" if col == "reward" else "right")
+    fields = ("total", "generation", "reward", "optimisation", "bound")
     for name in chosen:
-        try:
-            timings = run_train_bench(
-                TrainBenchSettings(
-                    reward=name,
-                    steps=steps,
-                    prompts=prompts,
-                    generations=generations,
-                    completion_tokens=completion_tokens,
-                    lora=lora,
-                    slots=slots,
-                    base_latency=base_latency,
-                    per_output_token=per_output_token,
-                )
-            )
-        except ValueError as exc:
-            raise fail(str(exc)) from None
-        first, rest = timings[0], timings[1:] or timings[:1]
+        timings = run_train_bench(TrainBenchSettings(**{**step, "reward": name}))
+        first_step, rest = timings[0], timings[1:] or timings[:1]
 
-        def cell(attr: str, digits: int = 1, *, first=first, rest=rest) -> str:
+        def cell(attr: str, digits: int = 1, *, first_step=first_step, rest=rest) -> str:
             value = mean_of([float(getattr(t, attr)) for t in rest])
-            return f"{value:.{digits}f} ({float(getattr(first, attr)):.{digits}f})"
+            return f"{value:.{digits}f} ({float(getattr(first_step, attr)):.{digits}f})"
 
         table.add_row(
             name,
-            cell("total"),
-            cell("generation"),
-            cell("reward"),
-            cell("optimisation"),
-            cell("bound"),
+            *(cell(f) for f in fields),
             cell("judge_calls", 0),
             cell("judge_output_tokens", 0),
         )
     out.print(table)
+
+
+def llm(
+    model: str = model_option(help="The model to time: local or local:FILE.gguf."),
+    prompt: str | None = typer.Option(None, "--prompt", help="The user message."),
+    max_tokens: int = typer.Option(128, "--max-tokens", min=1, help="Token budget of one answer."),
+    repeat: int = typer.Option(3, "--repeat", min=1, help="Calls per path."),
+) -> None:
+    """Tokens/s of the embedded model through attunement vs a raw llama.cpp call."""
+    chat_model = load_chat_model(model, LLMOptions())
+    if not isinstance(chat_model, LocalChatModel):
+        raise fail(
+            f"{model!r}: the raw comparison needs a local GGUF model "
+            "(local or local:/path/model.gguf)"
+        )
+    result = bench_local_llm(
+        chat_model, prompt=prompt or DEFAULT_PROMPT, max_tokens=max_tokens, repeat=repeat
+    )
+    table = Table(
+        title=f"{result.model}: {repeat} call(s) each, max_tokens={max_tokens}, temperature 0"
+    )
+    for col in ("path", "calls", "tokens", "seconds", "tokens/s"):
+        table.add_column(col, justify="left" if col == "path" else "right")
+    paths: list[tuple[str, Any]] = [
+        ("attunement interface", result.interface),
+        ("raw llama_cpp", result.raw),
+    ]
+    for label, t in paths:
+        table.add_row(
+            label,
+            str(len(t.seconds)),
+            str(t.total_tokens),
+            f"{t.total_seconds:.3f}",
+            f"{t.tokens_per_second:.1f}",
+        )
+    out.print(table)
+    show(
+        f"tokens/s: attunement interface {result.interface.tokens_per_second:.1f}, "
+        f"raw llama_cpp {result.raw.tokens_per_second:.1f}"
+    )
+    show(f"overhead ratio (interface s/token / raw s/token): {result.overhead_ratio:.3f}")

@@ -1,9 +1,13 @@
-"""Options and helpers shared by the CLI verbs.
+"""Printing and running, shared by the CLI verbs.
 
 Both consoles soft-wrap: a plain line (an error naming ``file:line: field``, a
 ``written: PATH`` line) is printed whole at any terminal width, because a
 person copies it and a test reads it. Tables still fit the terminal; tests
-read files and plain lines, never a table's layout.
+read files and plain lines, never a table's layout. Progress and messages go
+to stderr, results to stdout.
+
+Failures are not caught here: a verb raises (or lets the library raise) and
+:mod:`attunement.cli.errors` turns the exception into one line and an exit code.
 """
 
 from __future__ import annotations
@@ -11,20 +15,11 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Coroutine, Sequence
-from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-
-from attunement.jsonl import RecordError
-from attunement.llm import LLMError, LLMOptions
-from attunement.llm.options import (
-    DEFAULT_CONCURRENCY,
-    DEFAULT_MAX_RETRIES,
-    DEFAULT_TIMEOUT,
-)
 
 T = TypeVar("T")
 
@@ -32,48 +27,19 @@ T = TypeVar("T")
 console = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
 
-Concurrency = Annotated[
-    int, typer.Option("--concurrency", "-c", min=1, help="Model requests in flight at once.")
-]
-Timeout = Annotated[
-    float,
-    typer.Option("--timeout", min=0.1, help="Deadline of one model call, retries included, s."),
-]
-Retries = Annotated[
-    int, typer.Option("--retries", min=0, help="Retries on timeouts, 429 and 5xx answers.")
-]
-CachePath = Annotated[
-    Path | None,
-    typer.Option("--cache", help="sqlite file caching every completion (re-runs cost no calls)."),
-]
-NoCache = Annotated[bool, typer.Option("--no-cache", help="Do not cache completions.")]
+
+class CommandError(Exception):
+    """A failure a verb words itself (``raise fail("--x needs --y")``): one line, exit 1."""
 
 
-def llm_options(
-    concurrency: int = DEFAULT_CONCURRENCY,
-    timeout: float = DEFAULT_TIMEOUT,
-    retries: int = DEFAULT_MAX_RETRIES,
-    cache: Path | None = None,
-    no_cache: bool = False,
-) -> LLMOptions:
-    return LLMOptions(
-        concurrency=concurrency,
-        timeout=timeout,
-        max_retries=retries,
-        cache=None if no_cache else cache,
-    )
+def fail(message: str) -> CommandError:
+    """The error to raise for a failure the verb words itself."""
+    return CommandError(message)
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
-    """Run a coroutine, turning known failures into a clean message and exit 1."""
-    try:
-        return asyncio.run(coro)
-    except (RecordError, LLMError, ValueError, FileNotFoundError) as exc:
-        print_error(str(exc))
-        raise typer.Exit(1) from None
-    except KeyboardInterrupt:
-        console.print("[yellow]interrupted: finished records are kept; run again to resume[/]")
-        raise typer.Exit(130) from None
+    """Run a verb's coroutine (its failures travel up to :mod:`attunement.cli.errors`)."""
+    return asyncio.run(coro)
 
 
 def print_error(message: str) -> None:
@@ -86,6 +52,11 @@ def say(message: str, *, style: str | None = None) -> None:
     """One plain line on stderr (``written: PATH``, counts), never wrapped and
     never read as markup, so paths with brackets print as they are."""
     console.print(message, style=style, markup=False, highlight=False, soft_wrap=True)
+
+
+def show(message: str) -> None:
+    """One plain line on stdout (a result: ``report: PATH``, a summary line)."""
+    out.print(message, markup=False, highlight=False, soft_wrap=True)
 
 
 def report_failures(failed: Sequence[Any], what: str = "example", *, shown: int = 5) -> None:
@@ -105,11 +76,6 @@ def report_failures(failed: Sequence[Any], what: str = "example", *, shown: int 
         style="yellow",
     )
     raise typer.Exit(1)
-
-
-def fail(message: str) -> typer.Exit:
-    print_error(message)
-    return typer.Exit(1)
 
 
 def is_interactive() -> bool:

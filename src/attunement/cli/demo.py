@@ -4,49 +4,34 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated
 
 import typer
 
-from attunement.cli.common import Concurrency, console, llm_options, out, run
+from attunement.cli.common import run, say, show
+from attunement.cli.options import field_option, judge_option, model_option, out_option, verb
+from attunement.demo import load_demo_models, run_demo
+from attunement.evaluation.evaluate import EvalSettings, spec_label
+from attunement.llm import LLMOptions
 
 
-def register(app: typer.Typer) -> None:
-    app.command("demo")(demo)
-
-
+@verb(renamed={"-k": "--k-scaling"})
 def demo(
-    out_dir: Annotated[Path, typer.Option("--out", help="Run folder (resumable).")] = Path(
-        "runs/demo"
+    out_dir: Path = out_option(
+        "Run folder (resumable).", kind="new folder", default=Path("runs/demo")
     ),
-    model: Annotated[
-        str, typer.Option("--model", help="Model spec for building and answering.")
-    ] = "local",
-    judge: Annotated[
-        str | None, typer.Option("--judge", help="Judge spec (default: --model).")
-    ] = None,
-    queries: Annotated[
-        int, typer.Option("--queries", min=1, help="Queries to answer and score.")
-    ] = 3,
-    k: Annotated[
-        int,
-        typer.Option(
-            "-k",
-            min=1,
-            help="Add PereGRM's k scaling up to k judge samples per dimension to the report.",
-        ),
-    ] = 1,
-    seed: int = 0,
-    concurrency: Concurrency = 1,
-    threads: Annotated[
-        int | None,
-        typer.Option(
-            "--threads",
-            min=1,
-            help="CPU threads of the embedded model (default: all cores; 1 is much faster "
-            "on a machine other jobs keep busy).",
-        ),
-    ] = None,
+    model: str = model_option(help="The model that builds the data and answers (a model spec)."),
+    judge: str | None = judge_option(None, help="The judge model (--model when not given)."),
+    queries: int = typer.Option(3, "--queries", min=1, help="Queries to answer and score."),
+    k_scaling: int = field_option(EvalSettings, "k_scaling", default=1),
+    seed: int = typer.Option(0, "--seed", help="Sampling seed."),
+    concurrency: int = field_option(LLMOptions, "concurrency", "--concurrency", "-c", default=1),
+    threads: int | None = field_option(
+        LLMOptions,
+        "n_threads",
+        "--threads",
+        help="CPU threads of the embedded model (all cores when not given; 1 is much "
+        "faster on a machine other jobs keep busy).",
+    ),
 ) -> None:
     """Run the whole method on the bundled example users (the embedded model by default).
 
@@ -56,13 +41,10 @@ def demo(
     mode and ends with the path of the evaluation report (report.html).
     Resumable; a re-run costs no model calls.
     """
-    from attunement.demo import load_demo_models, run_demo
-    from attunement.evaluation.evaluate import spec_label
-
     started = time.perf_counter()
 
     async def go():
-        options = llm_options(concurrency=concurrency).model_copy(update={"n_threads": threads})
+        options = LLMOptions(concurrency=concurrency, n_threads=threads)
         policy, judge_model = load_demo_models(out_dir, model, judge, options)
         try:
             return await run_demo(
@@ -70,7 +52,7 @@ def demo(
                 policy,
                 judge_model,
                 max_queries=queries,
-                k=k,
+                k=k_scaling,
                 seed=seed,
                 concurrency=concurrency,
                 judge_label=spec_label(judge or model),
@@ -82,11 +64,9 @@ def demo(
 
     report = run(go())
     # plain lines, one per memory mode: readable (and greppable) at any width
-    out.print(
+    show(
         f"PereGRM scores (1-5, fixed criteria) on {report.examples} queries "
-        f"from {report.users} example users:",
-        highlight=False,
-        soft_wrap=True,
+        f"from {report.users} example users:"
     )
 
     def fmt(x: float | None) -> str:
@@ -94,20 +74,14 @@ def demo(
 
     for r in report.results:
         interval = f" [{fmt(r.low)}, {fmt(r.high)}]" if r.low is not None else ""
-        out.print(
+        show(
             f"  {r.mode}: Res {fmt(r.means.get('resonation'))}, "
             f"Exp {fmt(r.means.get('expression'))}, Rec {fmt(r.means.get('reception'))}, "
-            f"Avg {fmt(r.average)}{interval}, unscorable {r.unscorable}/{r.replies}",
-            highlight=False,
-            soft_wrap=True,
+            f"Avg {fmt(r.average)}{interval}, unscorable {r.unscorable}/{r.replies}"
         )
-    console.print(
+    say(
         f"{report.inspection_passed} of {report.examples} queries passed the "
         "builder's inspection (the demo keeps all; see docs/building.md)"
     )
-    console.print(
-        f"run folder: {report.out_dir}  ({time.perf_counter() - started:.0f} s)",
-        highlight=False,
-        soft_wrap=True,
-    )
-    out.print(f"report: {report.report}", highlight=False, soft_wrap=True)
+    say(f"run folder: {report.out_dir}  ({time.perf_counter() - started:.0f} s)")
+    show(f"report: {report.report}")

@@ -1,212 +1,167 @@
-"""``attune evaluate``: compare reply sets with fixed criteria, several judges, one report."""
+"""``attune evaluate``: compare reply sets with fixed criteria, several judges, one report.
+
+The summary options are the fields of :class:`~attunement.evaluation.EvalSettings`
+(:data:`SUMMARY`); the reward is configured with the shared reward options,
+but ``--judge`` is repeatable here (``[LABEL=]SPEC``): every judge scores
+every reply set.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
-from typing import Annotated
+from typing import Any
 
 import typer
 from rich.table import Table
 
-from attunement.cli.common import (
-    CachePath,
-    Concurrency,
-    NoCache,
-    Retries,
-    Timeout,
-    console,
-    llm_options,
-    out,
-    run,
+from attunement.cli.common import out, run, say, show
+from attunement.cli.options import (
+    SPEC_FORMS,
+    ModelRun,
+    field_option,
+    fields_bundle,
+    first,
+    limit_option,
+    model_run,
+    out_option,
+    skip_invalid_option,
+    verb,
 )
-from attunement.cli.reward_options import (
-    NoExpression,
-    NoReception,
-    NoResonation,
-    RewardConfigFile,
-    RewardName,
-    RewardSet,
-    reward_spec,
+from attunement.cli.reward_options import RewardFlags, reward_bundle
+from attunement.evaluation.evaluate import (
+    EvalInputs,
+    EvalRun,
+    EvalSettings,
+    run_evaluation,
+    spec_label,
+    split_label,
+    unique_labels,
+)
+from attunement.judging import CriteriaConfig
+from attunement.llm import ChatModel, load_chat_model
+
+SUMMARY = fields_bundle(
+    EvalSettings,
+    "baseline",
+    "k_scaling",
+    "resamples",
+    "level",
+    "seed",
+    "examples_shown",
+    "plots",
+    decls={"plots": ("--plots/--no-plots",)},
+    helps={"seed": "Seed of the bootstrap and of criteria writing."},
 )
 
 
-def register(app: typer.Typer) -> None:
-    app.command("evaluate")(evaluate)
+async def _open(
+    specs: list[tuple[str, str]], criteria_judge: str | None, llm: ModelRun, cache: Path
+):
+    """The judges by label and the criteria writer (one of them, or its own model)."""
+    options = llm.options(default_cache=cache)
+    models: dict[str, ChatModel] = {}
+    for label, spec in specs:
+        models[label] = load_chat_model(spec, options)
+        await models[label].ensure_ready()
+    by_spec = {spec: models[label] for label, spec in specs}
+    if criteria_judge is None or criteria_judge in by_spec:
+        return models, by_spec.get(criteria_judge or "")
+    writer = load_chat_model(criteria_judge, options)
+    await writer.ensure_ready()
+    return models, writer
 
 
+async def _evaluate(
+    inputs: EvalInputs,
+    judges: list[tuple[str, str]],
+    criteria_judge: str | None,
+    out_dir: Path,
+    settings: EvalSettings,
+    llm: ModelRun,
+) -> EvalRun:
+    models, writer = await _open(judges, criteria_judge, llm, out_dir / "cache.sqlite")
+    try:
+        return await run_evaluation(
+            inputs, models, out_dir, settings, criteria_judge=writer, judge_specs=dict(judges)
+        )
+    finally:
+        for model in {*models.values(), *([writer] if writer is not None else [])}:
+            await model.aclose()
+
+
+@verb(
+    reward=reward_bundle("peregrm", judge=False, bystander=False),
+    summary=SUMMARY,
+    llm=model_run(concurrency=(EvalSettings, "concurrency")),
+)
 def evaluate(
-    data: Annotated[
-        list[str],
-        typer.Option(
-            "--data",
-            help="[LABEL=]PATH of examples (a split), repeatable: e.g. random=test.jsonl "
-            "--data ood=ood_test.jsonl. The label defaults to the file name.",
-        ),
-    ],
-    replies: Annotated[
-        list[str],
-        typer.Option(
-            "--replies",
-            help="[LABEL=]PATH of replies (one system), repeatable. A file holding "
-            "several memory modes becomes one system per mode.",
-        ),
-    ],
-    out_dir: Annotated[Path, typer.Option("--out", help="Output folder (resumable).")],
-    judge: Annotated[
-        list[str] | None,
-        typer.Option("--judge", help="[LABEL=]SPEC of a judge, repeatable (default: local)."),
-    ] = None,
-    criteria_judge: Annotated[
-        str | None,
-        typer.Option(
-            "--criteria-judge",
-            help="Model spec writing the fixed criteria (default: the first judge).",
-        ),
-    ] = None,
-    reward: RewardName = "peregrm",
-    reward_config: RewardConfigFile = None,
-    assignments: RewardSet = None,
-    no_resonation: NoResonation = False,
-    no_expression: NoExpression = False,
-    no_reception: NoReception = False,
-    with_bystander: Annotated[
-        bool,
-        typer.Option(
-            "--with-bystander",
-            help="Also run the bystander judge (a Bys column on 0-100; table 1 has none).",
-        ),
-    ] = False,
-    baseline: Annotated[
-        str | None,
-        typer.Option(
-            "--baseline", help="System the others are compared with (default: the first)."
-        ),
-    ] = None,
-    k_scaling: Annotated[
-        int | None,
-        typer.Option(
-            "--k-scaling",
-            min=1,
-            max=64,
-            help="Also score with PereGRM@K (criteria per sample) and "
-            "report k = 1, 2, 4, ..., K with judge cost.",
-        ),
-    ] = None,
-    criteria_temperature: Annotated[
-        float,
-        typer.Option(
-            "--criteria-temperature", min=0.0, max=2.0, help="Temperature of criteria writing."
-        ),
-    ] = 0.2,
-    resamples: Annotated[
-        int, typer.Option("--resamples", min=100, help="Bootstrap resamples.")
-    ] = 2000,
-    level: Annotated[
-        float, typer.Option("--level", min=0.51, max=0.999, help="Interval level.")
-    ] = 0.95,
-    seed: Annotated[int, typer.Option("--seed", help="Bootstrap and sampling seed.")] = 0,
-    examples_shown: Annotated[
-        int, typer.Option("--examples-shown", min=0, help="Examples browsable in report.html.")
-    ] = 12,
-    no_plots: Annotated[bool, typer.Option("--no-plots", help="Skip the PNG plots.")] = False,
-    concurrency: Concurrency = 4,
-    timeout: Timeout = 120.0,
-    retries: Retries = 4,
-    cache: CachePath = None,
-    no_cache: NoCache = False,
-    skip_invalid: Annotated[
-        bool,
-        typer.Option(
-            "--skip-invalid", help="Skip bad input lines (written to a .rejects.jsonl file)."
-        ),
-    ] = False,
+    data: list[str] = typer.Option(
+        ...,
+        "--data",
+        metavar="[LABEL=]PATH",
+        help="Examples of one split, repeatable: e.g. --data random=test.jsonl "
+        "--data ood=ood_test.jsonl. The label is the file name when not given.",
+    ),
+    replies: list[str] = typer.Option(
+        ...,
+        "--replies",
+        metavar="[LABEL=]PATH",
+        help="Replies of one system, repeatable. A file holding several memory modes "
+        "becomes one system per mode.",
+    ),
+    out_dir: Path = out_option("Output folder (resumable).", kind="new folder"),
+    judge: list[str] | None = typer.Option(
+        None,
+        "--judge",
+        metavar="[LABEL=]SPEC",
+        help=f"A judge model, repeatable ({SPEC_FORMS}; local when not given).",
+    ),
+    criteria_judge: str | None = typer.Option(
+        None,
+        "--criteria-judge",
+        metavar="SPEC",
+        help="The model writing the fixed criteria (the first judge when not given).",
+    ),
+    limit: int | None = limit_option(),
+    *,
+    reward: RewardFlags,
+    with_bystander: bool = typer.Option(
+        False,
+        "--with-bystander",
+        help="Also run the bystander judge (a Bys column on 0-100; table 1 has none).",
+    ),
+    criteria_temperature: float = field_option(
+        CriteriaConfig,
+        "temperature",
+        "--criteria-temperature",
+        help="Temperature of criteria writing.",
+    ),
+    summary: dict[str, Any],
+    skip_invalid: bool = skip_invalid_option(),
+    llm: ModelRun,
 ) -> None:
     """Score every reply set with every judge under fixed criteria; write tables, plots and
     report.html (the path is printed last). Re-running resumes and costs no judge call."""
-    from attunement.evaluation.evaluate import (
-        EvalInputs,
-        EvalSettings,
-        run_evaluation,
-        spec_label,
-        split_label,
-        unique_labels,
+    judges = unique_labels([split_label(j) for j in (judge or ["local"])], spec_label)
+    spec = reward.spec(llm.options(), use_bystander=True if with_bystander else None)
+    criteria = CriteriaConfig(temperature=criteria_temperature, seed=summary["seed"])
+    settings = EvalSettings(
+        reward=spec.reward,
+        overrides=spec.overrides,
+        concurrency=llm.concurrency,
+        criteria=criteria,
+        **summary,
     )
-    from attunement.judging import CriteriaConfig
-    from attunement.llm import load_chat_model
-
-    options = llm_options(
-        concurrency,
-        timeout,
-        retries,
-        cache if cache is not None else out_dir / "cache.sqlite",
-        no_cache,
-    )
-
-    judges = [split_label(j) for j in (judge or ["local"])]
-
-    def settings() -> EvalSettings:
-        spec = reward_spec(
-            reward,
-            judges[0][1],
-            options,
-            config_file=reward_config,
-            assignments=assignments,
-            no_resonation=no_resonation,
-            no_expression=no_expression,
-            no_reception=no_reception,
-            use_bystander=True if with_bystander else None,
-        )
-        return EvalSettings(
-            reward=reward,
-            overrides=spec.overrides,
-            concurrency=concurrency,
-            criteria=CriteriaConfig(temperature=criteria_temperature, seed=seed),
-            baseline=baseline,
-            k_scaling=k_scaling,
-            resamples=resamples,
-            level=level,
-            seed=seed,
-            examples_shown=examples_shown,
-            plots=not no_plots,
-        )
-
-    async def go():
-        cfg = settings()
-        cfg.reward_config()
-        labelled = unique_labels(judges, spec_label)
-        # read and validate every input before a model is loaded
-        inputs = EvalInputs.read(data, replies, skip_invalid=skip_invalid)
-        models = {}
-        try:
-            for label, spec in labelled:
-                model = load_chat_model(spec, options)
-                models[label] = model
-                await model.ensure_ready()
-            writer = None
-            if criteria_judge and criteria_judge not in dict(labelled).values():
-                writer = load_chat_model(criteria_judge, options)
-                await writer.ensure_ready()
-            elif criteria_judge:
-                writer = models[next(lab for lab, s in labelled if s == criteria_judge)]
-            try:
-                return await run_evaluation(
-                    inputs, models, out_dir, cfg, criteria_judge=writer, judge_specs=dict(labelled)
-                )
-            finally:
-                if writer is not None and writer not in models.values():
-                    await writer.aclose()
-        finally:
-            for model in models.values():
-                await model.aclose()
-
-    result = run(go())
+    settings.reward_config()
+    inputs = EvalInputs.read(data, replies, skip_invalid=skip_invalid)  # before any model
+    if limit is not None:
+        splits = {label: first(rows, limit) for label, rows in inputs.splits.items()}
+        inputs = dataclasses.replace(inputs, splits=splits)
+    result = run(_evaluate(inputs, judges, criteria_judge, out_dir, settings, llm))
     print_results(result.results)
-    console.print(
-        f"results: {out_dir / 'results.json'}, {out_dir / 'results.md'}",
-        highlight=False,
-        soft_wrap=True,
-    )
-    out.print(f"report: {result.report}", highlight=False, soft_wrap=True)
+    say(f"results: {out_dir / 'results.json'}, {out_dir / 'results.md'}")
+    show(f"report: {result.report}")
 
 
 def print_results(results) -> None:
@@ -230,4 +185,4 @@ def print_results(results) -> None:
                 )
         out.print(table)
     for note in results.notes:
-        console.print(f"[yellow]note[/yellow] {note}", highlight=False, soft_wrap=True)
+        say(f"note {note}", style="yellow")

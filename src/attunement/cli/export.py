@@ -1,150 +1,146 @@
-"""``attune export verl|openrlhf``: training data for cluster trainers."""
+"""``attune export verl|openrlhf``: training data for cluster trainers.
+
+Both exports show the policy the same prompt (``--memory``, ``--top-k``,
+``--seed``: :data:`PROMPT`); the files are written by the library
+(:func:`~attunement.integrations.verl.export_verl`,
+:func:`~attunement.integrations.openrlhf.export_openrlhf`).
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
 
 import typer
 
-from attunement.cli.common import console, fail, print_error
-from attunement.integrations.verl import ABILITY, DATA_SOURCE, ExportMemoryMode
-
-export_app = typer.Typer(
-    help="Training data for cluster trainers (verl, OpenRLHF).", no_args_is_help=True
+from attunement.cli.common import fail, say
+from attunement.cli.options import (
+    MEMORY_HELP,
+    Bundle,
+    data_option,
+    field_option,
+    first,
+    limit_option,
+    option,
+    out_option,
+    verb,
 )
+from attunement.integrations.verl import ABILITY, DATA_SOURCE, ExportMemoryMode
+from attunement.jsonl import read_jsonl
+from attunement.policy import GenerationSettings
+from attunement.records import Example
+
+HELP = "Training data for cluster trainers (verl, OpenRLHF)."
 
 
-def register(app: typer.Typer) -> None:
-    app.add_typer(export_app, name="export")
+@dataclass(frozen=True)
+class PromptFlags:
+    """What the exported prompts show the policy."""
+
+    memory_mode: ExportMemoryMode
+    seed: int
+    k: int
 
 
-Data = Annotated[Path, typer.Option("--data", help="Examples JSONL (e.g. train.jsonl).")]
-Memory = Annotated[
-    ExportMemoryMode,
-    typer.Option(
-        "--memory-mode",
-        help="Memories the policy sees in its prompt (the judges always see the user's own).",
-    ),
-]
-Seed = Annotated[int, typer.Option("--seed", help="Seed of the mismatch memory pairing.")]
-RagK = Annotated[int, typer.Option("-k", "--k", min=1, help="Memories kept by rag.")]
-
-
-def _examples(data: Path):
-    from attunement.jsonl import RecordError, read_jsonl
-    from attunement.records import Example
-
-    try:
-        return read_jsonl(data, Example)
-    except (RecordError, FileNotFoundError, ValueError) as exc:
-        print_error(str(exc))
-        raise typer.Exit(1) from None
-
-
-@export_app.command("verl")
-def export_verl_cmd(
-    data: Data,
-    out: Annotated[
-        Path, typer.Option("--out", help="Folder for <split>.parquet and its manifest.")
-    ],
-    split: Annotated[
-        str,
-        typer.Option(
-            "--split",
-            help="Split name: file name and "
-            "extra_info.split (rows not of 'train' are judged "
-            "with criteria round 0).",
+PROMPT = Bundle(
+    (
+        option(
+            "memory_mode",
+            ExportMemoryMode,
+            typer.Option(
+                "full", "--memory", help=MEMORY_HELP + " The judges always see the user's own."
+            ),
         ),
-    ] = "train",
-    memory_mode: Memory = "full",
-    data_source: Annotated[str, typer.Option("--data-source")] = DATA_SOURCE,
-    ability: Annotated[str, typer.Option("--ability")] = ABILITY,
-    seed: Seed = 0,
-    k: RagK = 3,
+        option("seed", int, typer.Option(0, "--seed", help="Seed of the mismatch memory pairing.")),
+        option("k", int, field_option(GenerationSettings, "k", "--top-k")),
+    ),
+    PromptFlags,
+)
+RENAMED = {"--memory-mode": "--memory", "-k": "--top-k", "--k": "--top-k"}
+
+
+def _examples(data: Path, limit: int | None) -> list[Example]:
+    examples = first(read_jsonl(data, Example), limit)
+    if not examples:
+        raise fail(f"{data}: no examples")
+    return examples
+
+
+@verb(renamed=RENAMED, prompt=PROMPT)
+def verl(
+    data: Path = data_option("Examples JSONL (e.g. train.jsonl)."),
+    out: Path = out_option("Folder for <split>.parquet and its manifest.", kind="new folder"),
+    split: str = typer.Option(
+        "train",
+        "--split",
+        help="Split name: file name and extra_info.split (rows not of 'train' are judged "
+        "with criteria round 0).",
+    ),
+    data_source: str = typer.Option(
+        DATA_SOURCE, "--data-source", help="verl's data_source column."
+    ),
+    ability: str = typer.Option(ABILITY, "--ability", help="verl's ability column."),
+    limit: int | None = limit_option(),
+    *,
+    prompt: PromptFlags,
 ) -> None:
     """Write examples as a verl parquet file (prompt, reward_model, extra_info with the
     example) for `compute_score` in attunement.integrations.verl."""
     from attunement.integrations.verl import export_verl
 
-    examples = _examples(data)
-    if not examples:
-        raise fail(f"{data}: no examples")
-    try:
-        report = export_verl(
-            examples,
-            out / f"{split}.parquet",
-            split=split,
-            memory_mode=memory_mode,
-            data_source=data_source,
-            ability=ability,
-            seed=seed,
-            k=k,
-            source=str(data),
-        )
-    except (ValueError, ImportError) as exc:
-        raise fail(str(exc)) from None
-    console.print(f"{report.rows} rows written to {report.out} (manifest {report.manifest.name})")
+    report = export_verl(
+        _examples(data, limit),
+        out / f"{split}.parquet",
+        split=split,
+        memory_mode=prompt.memory_mode,
+        data_source=data_source,
+        ability=ability,
+        seed=prompt.seed,
+        k=prompt.k,
+        source=str(data),
+    )
+    say(f"{report.rows} rows written to {report.out} (manifest {report.manifest.name})")
 
 
-@export_app.command("openrlhf")
-def export_openrlhf_cmd(
-    data: Data,
-    out: Annotated[
-        Path,
-        typer.Option(
-            "--out", help="Folder for prompts.jsonl (and reward_func.py with --server-url)."
-        ),
-    ],
-    server_url: Annotated[
-        str | None,
-        typer.Option(
-            "--server-url",
-            help="Base URL of `attune serve`; writes reward_func.py, which sends "
-            "the token (pass it as --reward.remote_url).",
-        ),
-    ] = None,
-    token_file: Annotated[
-        Path | None,
-        typer.Option("--token-file", help="Token file as seen from the OpenRLHF workers."),
-    ] = None,
-    memory_mode: Memory = "full",
-    seed: Seed = 0,
-    k: RagK = 3,
+@verb(renamed=RENAMED, prompt=PROMPT)
+def openrlhf(
+    data: Path = data_option("Examples JSONL (e.g. train.jsonl)."),
+    out: Path = out_option(
+        "Folder for prompts.jsonl (and reward_func.py with --server-url).", kind="new folder"
+    ),
+    server_url: str | None = typer.Option(
+        None,
+        "--server-url",
+        help="Base URL of `attune serve`; writes reward_func.py, which sends "
+        "the token (pass it as --reward.remote_url).",
+    ),
+    token_file: Path | None = typer.Option(
+        None, "--token-file", help="Token file as seen from the OpenRLHF workers (not read here)."
+    ),
+    limit: int | None = limit_option(),
+    *,
+    prompt: PromptFlags,
 ) -> None:
     """Write OpenRLHF prompt data: {"prompt": chat messages, "label": example id} per line."""
-    from attunement.integrations.openrlhf import openrlhf_rows, reward_func_source
-    from attunement.jsonl import manifest_path, write_jsonl, write_manifest
-    from attunement.policy.prompting import reply_prompt_version
+    from attunement.integrations.openrlhf import export_openrlhf
 
-    examples = _examples(data)
-    if not examples:
-        raise fail(f"{data}: no examples")
     if token_file is not None and server_url is None:
         raise fail("--token-file goes with --server-url (it is written into reward_func.py)")
-    try:
-        rows = openrlhf_rows(examples, memory_mode=memory_mode, seed=seed, k=k)
-    except (ValueError, ImportError) as exc:
-        raise fail(str(exc)) from None
-    prompts = out / "prompts.jsonl"
-    tmp = prompts.with_name(prompts.name + ".tmp")
-    write_jsonl(tmp, rows)
-    tmp.replace(prompts)
-    write_manifest(
-        manifest_path(prompts),
-        command="export openrlhf",
+    done = export_openrlhf(
+        _examples(data, limit),
+        out,
+        memory_mode=prompt.memory_mode,
+        seed=prompt.seed,
+        k=prompt.k,
+        server_url=server_url,
+        token_file=token_file,
         source=str(data),
-        rows=len(rows),
-        memory_mode=memory_mode,
-        seed=seed,
-        k=k,
-        prompt={"policy_reply": reply_prompt_version()},
     )
-    console.print(
-        f"{len(rows)} prompts written to {prompts} (--data.input_key prompt "
+    say(
+        f"{done.rows} prompts written to {done.prompts} (--data.input_key prompt "
         "--data.label_key label --data.apply_chat_template)"
     )
-    if server_url is not None:
-        func = out / "reward_func.py"
-        func.write_text(reward_func_source(server_url, token_file), encoding="utf-8")
-        console.print(f"reward function written to {func} (--reward.remote_url {func})")
+    if done.reward_func is not None:
+        say(
+            f"reward function written to {done.reward_func} (--reward.remote_url {done.reward_func})"
+        )

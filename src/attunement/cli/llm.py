@@ -1,4 +1,4 @@
-"""``attune chat``, ``attune doctor`` and ``attune bench llm``."""
+"""``attune chat`` and ``attune doctor``: talk to a model, check the installation."""
 
 from __future__ import annotations
 
@@ -9,35 +9,20 @@ import platform
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
 from attunement import __version__
-from attunement.cli.bench import bench_app
-from attunement.cli.common import (
-    CachePath,
-    Concurrency,
-    Retries,
-    Timeout,
-    fail,
-    llm_options,
-    out,
-    run,
-    say,
-)
+from attunement.cli.common import fail, out, run, say
+from attunement.cli.options import ModelRun, field_option, model_option, model_run, verb
 from attunement.llm import LLMError, LLMOptions, load_chat_model
-from attunement.llm.local import LocalChatModel, ModelNotFoundError, find_default_gguf
+from attunement.llm.local import ModelNotFoundError, find_default_gguf
 from attunement.llm.openai_compat import OpenAIChatModel
-from attunement.llm.options import (
-    DEFAULT_CONCURRENCY,
-    DEFAULT_MAX_RETRIES,
-    DEFAULT_TEMPERATURE,
-    DEFAULT_TIMEOUT,
-)
-from attunement.perf.llm_bench import DEFAULT_PROMPT, bench_local_llm
+from attunement.llm.options import DEFAULT_TEMPERATURE
+from attunement.policy import GenerationSettings
 
 #: (label, distribution names to try) shown by ``attune doctor``
 PACKAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -55,15 +40,6 @@ PACKAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 DOCTOR_PROMPT = "Say hello in one short sentence."
-
-ModelSpecOpt = Annotated[
-    str,
-    typer.Option(
-        "--model",
-        "-m",
-        help=("Model spec: local, local:/path/model.gguf, openai:http://host:8000/v1#model."),
-    ),
-]
 
 
 def package_version(distributions: tuple[str, ...]) -> str | None:
@@ -87,8 +63,6 @@ def versions() -> dict[str, str]:
 def load_schema(path: Path) -> dict[str, Any]:
     try:
         schema = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise fail(f"{path}: no such file") from None
     except json.JSONDecodeError as exc:
         raise fail(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
     if not isinstance(schema, dict):
@@ -96,35 +70,35 @@ def load_schema(path: Path) -> dict[str, Any]:
     return schema
 
 
-def register(app: typer.Typer) -> None:
-    app.command("chat")(chat)
-    app.command("doctor")(doctor)
-    if not any(c.name == "llm" for c in bench_app.registered_commands):
-        bench_app.command("llm")(bench_llm)
+#: a chat answer's token budget unless ``--max-tokens`` says otherwise
+CHAT_MAX_TOKENS = 256
 
 
+@verb(llm=model_run())
 def chat(
-    message: Annotated[str, typer.Argument(help="The user message.")],
-    model: ModelSpecOpt = "local",
-    system: Annotated[str | None, typer.Option("--system", help="A system message.")] = None,
-    max_tokens: Annotated[int, typer.Option("--max-tokens", min=1)] = 256,
-    temperature: Annotated[float, typer.Option("--temperature", min=0.0, max=2.0)] = (
-        DEFAULT_TEMPERATURE
+    message: str = typer.Argument(..., help="The user message."),
+    model: str = model_option(help="The model to talk to (a model spec)."),
+    system: str | None = typer.Option(None, "--system", help="A system message."),
+    max_tokens: int = field_option(
+        GenerationSettings,
+        "max_tokens",
+        default=CHAT_MAX_TOKENS,
+        help="Token budget of one answer.",
     ),
-    n: Annotated[int, typer.Option("-n", "--n", min=1, help="Samples to draw.")] = 1,
-    seed: Annotated[int | None, typer.Option("--seed")] = None,
-    json_schema: Annotated[
-        Path | None,
-        typer.Option("--json-schema", help="A JSON schema file the answer must follow."),
-    ] = None,
-    cache: CachePath = None,
-    concurrency: Concurrency = DEFAULT_CONCURRENCY,
-    timeout: Timeout = DEFAULT_TIMEOUT,
-    retries: Retries = DEFAULT_MAX_RETRIES,
+    temperature: float = field_option(
+        GenerationSettings, "temperature", default=DEFAULT_TEMPERATURE, help="Sampling temperature."
+    ),
+    n: int = field_option(GenerationSettings, "n", "-n", "--n", default=1, help="Samples to draw."),
+    seed: int | None = typer.Option(None, "--seed", help="Sampling seed (none when not given)."),
+    json_schema: Path | None = typer.Option(
+        None, "--json-schema", help="A JSON schema file the answer must follow."
+    ),
+    *,
+    llm: ModelRun,
 ) -> None:
     """Send one message to a model and print the answer(s) and token counts."""
     schema = load_schema(json_schema) if json_schema is not None else None
-    options = llm_options(concurrency=concurrency, timeout=timeout, retries=retries, cache=cache)
+    options = llm.options()
     messages = ([{"role": "system", "content": system}] if system else []) + [
         {"role": "user", "content": message}
     ]
@@ -157,12 +131,10 @@ def chat(
     )
 
 
+@verb(renamed={"--endpoint": "--model", "-e": "--model"})
 def doctor(
-    endpoint: Annotated[
-        str,
-        typer.Option("--endpoint", "-e", help="Model spec to check (default: the embedded model)."),
-    ] = "local",
-    timeout: Timeout = DEFAULT_TIMEOUT,
+    model: str = model_option(help="The model to check (a model spec)."),
+    timeout: float = field_option(LLMOptions, "timeout"),
 ) -> None:
     """Print versions, where the embedded model is, and check that a model answers."""
     table = Table(title="attunement doctor", show_header=True)
@@ -181,14 +153,14 @@ def doctor(
     options = LLMOptions(timeout=timeout, max_retries=1, concurrency=1)
 
     async def check() -> tuple[str, str, float, list[str]]:
-        async with load_chat_model(endpoint, options) as model:
+        async with load_chat_model(model, options) as checked:
             t0 = time.perf_counter()
-            [answer] = await model.complete(
+            [answer] = await checked.complete(
                 [{"role": "user", "content": DOCTOR_PROMPT}], max_tokens=24, temperature=0.0
             )
             seconds = time.perf_counter() - t0
-            found = await endpoint_capabilities(model) if answer.text.strip() else []
-            return model.name, answer.text, seconds, found
+            found = await endpoint_capabilities(checked) if answer.text.strip() else []
+            return checked.name, answer.text, seconds, found
 
     try:
         name, text, seconds, found = asyncio.run(check())
@@ -237,50 +209,3 @@ async def endpoint_capabilities(model: Any) -> list[str]:
     except LLMError as exc:
         lines.append(f"JSON output: failed ({exc})")
     return lines
-
-
-def bench_llm(
-    model: ModelSpecOpt = "local",
-    prompt: Annotated[str | None, typer.Option("--prompt", help="The user message.")] = None,
-    max_tokens: Annotated[int, typer.Option("--max-tokens", min=1)] = 128,
-    repeat: Annotated[int, typer.Option("--repeat", min=1)] = 3,
-) -> None:
-    """Tokens/s of the embedded model through attunement vs a raw llama.cpp call."""
-    try:
-        chat_model = load_chat_model(model, LLMOptions())
-    except (LLMError, ValueError) as exc:
-        raise fail(str(exc)) from None
-    if not isinstance(chat_model, LocalChatModel):
-        raise fail(
-            f"{model!r}: the raw comparison needs a local GGUF model "
-            "(local or local:/path/model.gguf)"
-        )
-    try:
-        result = bench_local_llm(
-            chat_model, prompt=prompt or DEFAULT_PROMPT, max_tokens=max_tokens, repeat=repeat
-        )
-    except (LLMError, ValueError) as exc:
-        raise fail(str(exc)) from None
-    table = Table(
-        title=f"{result.model}: {repeat} call(s) each, max_tokens={max_tokens}, temperature 0"
-    )
-    for col in ("path", "calls", "tokens", "seconds", "tokens/s"):
-        table.add_column(col, justify="left" if col == "path" else "right")
-    for label, t in (("attunement interface", result.interface), ("raw llama_cpp", result.raw)):
-        table.add_row(
-            label,
-            str(len(t.seconds)),
-            str(t.total_tokens),
-            f"{t.total_seconds:.3f}",
-            f"{t.tokens_per_second:.1f}",
-        )
-    out.print(table)
-    out.print(
-        f"tokens/s: attunement interface {result.interface.tokens_per_second:.1f}, "
-        f"raw llama_cpp {result.raw.tokens_per_second:.1f}",
-        highlight=False,
-    )
-    out.print(
-        f"overhead ratio (interface s/token / raw s/token): {result.overhead_ratio:.3f}",
-        highlight=False,
-    )

@@ -1,114 +1,116 @@
-"""``attune generate`` and ``attune distill``: policy replies and SFT data."""
+"""``attune generate`` and ``attune distill``: policy replies and SFT data.
+
+Both verbs answer examples under one memory mode and share every option but
+their output, as one bundle (:func:`answering`): the input, the policy, the
+output, ``--limit``; the sampling options, which are the fields of
+:class:`~attunement.policy.GenerationSettings` (:data:`SETTINGS`); the memory
+sources (``--pool``, ``--retriever``, ``--summarizer``: :data:`SOURCES`); and
+how to run the models.
+"""
 
 from __future__ import annotations
 
-from enum import Enum
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Any, Literal
 
 import typer
 
-from attunement.cli.common import (
-    CachePath,
-    Concurrency,
-    NoCache,
-    Retries,
-    Timeout,
-    console,
-    llm_options,
-    report_failures,
-    run,
+from attunement.cli.common import report_failures, run, say
+from attunement.cli.options import (
+    MEMORY_HELP,
+    Bundle,
+    ModelRun,
+    compose,
+    data_option,
+    fields_bundle,
+    first,
+    limit_option,
+    model_run,
+    option,
+    out_option,
+    path_option,
+    policy_option,
+    verb,
+)
+from attunement.jsonl import read_jsonl
+from attunement.llm import CachedChatModel, CompletionCache, load_chat_model
+from attunement.policy import GenerationSettings
+from attunement.policy.distill import RowFormat
+from attunement.records import Example
+
+SETTINGS = fields_bundle(
+    GenerationSettings,
+    "memory_mode",
+    "n",
+    "temperature",
+    "max_tokens",
+    "seed",
+    "k",
+    "summary_max_tokens",
+    "with_persona",
+    "with_situation",
+    decls={"memory_mode": ("--memory",), "n": ("-n",), "k": ("--top-k",)},
+    helps={
+        "memory_mode": MEMORY_HELP,
+        "temperature": "Sampling temperature of the replies.",
+        "max_tokens": "Token budget of one reply.",
+        "seed": "Sampling seed; also picks the other user in mismatch mode.",
+    },
 )
 
 
-class MemoryMode(str, Enum):
-    full = "full"
-    none = "none"
-    mismatch = "mismatch"
-    summary = "summary"
-    rag = "rag"
+@dataclass(frozen=True)
+class MemorySources:
+    """Where the memory modes find what they show: other users (mismatch), a
+    retriever (rag), a summariser (summary)."""
+
+    pool: Path | None
+    retriever: Literal["bm25", "embed"]
+    summarizer: str | None
 
 
-class RetrieverKind(str, Enum):
-    bm25 = "bm25"
-    embed = "embed"
-
-
-class RowFormat(str, Enum):
-    prompt_completion = "prompt-completion"
-    messages = "messages"
-
-
-Data = Annotated[
-    Path,
-    typer.Option(
-        "--data", exists=True, dir_okay=False, help="Examples (JSONL of Example records)."
+SOURCES = Bundle(
+    (
+        option(
+            "pool",
+            Path | None,
+            path_option(
+                "file",
+                "mismatch: examples whose users' memories may be lent (--data when not given).",
+                "--pool",
+                default=None,
+            ),
+        ),
+        option(
+            "retriever",
+            Literal["bm25", "embed"],
+            typer.Option(
+                "bm25", "--retriever", help="rag: how memories are ranked against the query."
+            ),
+        ),
+        option(
+            "summarizer",
+            str | None,
+            typer.Option(
+                None,
+                "--summarizer",
+                metavar="SPEC",
+                help="summary: the model writing the user summaries (the policy when not given).",
+            ),
+        ),
     ),
-]
-Memory = Annotated[
-    MemoryMode, typer.Option("--memory", help="What the policy sees of the user's memory.")
-]
-Samples = Annotated[int, typer.Option("-n", min=1, help="Replies per example.")]
-Temperature = Annotated[float, typer.Option("--temperature", min=0.0, max=2.0)]
-MaxTokens = Annotated[int, typer.Option("--max-tokens", min=1, help="Token budget per reply.")]
-Seed = Annotated[
-    int, typer.Option("--seed", help="Sampling seed; also picks the other user in mismatch mode.")
-]
-Pool = Annotated[
-    Path | None,
-    typer.Option(
-        "--pool",
-        exists=True,
-        dir_okay=False,
-        help="mismatch: examples whose users' memories may be lent (default: --data).",
-    ),
-]
-Retriever = Annotated[
-    RetrieverKind,
-    typer.Option("--retriever", help="rag: how memories are ranked against the query."),
-]
-TopK = Annotated[int, typer.Option("-k", "--top-k", min=1, help="rag: memory items kept.")]
-Summarizer = Annotated[
-    str | None,
-    typer.Option(
-        "--summarizer",
-        help="summary: model spec writing the user summaries (default: the policy/teacher).",
-    ),
-]
-SummaryMaxTokens = Annotated[
-    int, typer.Option("--summary-max-tokens", min=1, help="summary: token budget per user summary.")
-]
-WithPersona = Annotated[
-    bool,
-    typer.Option(
-        "--with-persona",
-        help="Show the user's persona (derived from their memories; mismatch "
-        "shows the other user's). Default: memory and query only, as in PereGRM's task.",
-    ),
-]
-WithSituation = Annotated[
-    bool,
-    typer.Option(
-        "--with-situation",
-        help="Show the situation behind the query (memory-derived; mismatch "
-        "shows the other user's situation of the same category).",
-    ),
-]
+    MemorySources,
+)
 
 
-def register(app: typer.Typer) -> None:
-    app.command("generate")(generate)
-    app.command("distill")(distill)
-
-
-def _default_summary_cache(out: Path) -> Path:
+def _summary_cache(out: Path) -> Path:
     stem = out.stem if out.suffix == ".jsonl" else out.name
     return out.with_name(f"{stem}.cache.sqlite")
 
 
-def _models(
-    spec: str, summarizer: str | None, memory: MemoryMode, out: Path, options, no_cache: bool
-):
+def _models(spec: str, sources: MemorySources, memory: str, out: Path, llm: ModelRun):
     """The answering model and (summary mode only) the summariser.
 
     Summaries are cached on disk next to the output unless ``--cache`` or
@@ -116,209 +118,113 @@ def _models(
     users again. Without ``--summarizer`` the policy itself summarises (the
     same loaded model, wrapped in that cache).
     """
-    from attunement.llm import CachedChatModel, CompletionCache, load_chat_model
-
+    options = llm.options()
     model = load_chat_model(spec, options)
-    if memory is not MemoryMode.summary:
+    if memory != "summary":
         return model, None
-    summary_model = load_chat_model(summarizer, options) if summarizer else model
-    if options.cache is None and not no_cache:
-        summary_model = CachedChatModel(summary_model, CompletionCache(_default_summary_cache(out)))
-    return model, summary_model
+    summary = load_chat_model(sources.summarizer, options) if sources.summarizer else model
+    if options.cache is None and not llm.no_cache:
+        summary = CachedChatModel(summary, CompletionCache(_summary_cache(out)))
+    return model, summary
 
 
-async def _answer_with(
-    job,
-    *,
-    data: Path,
-    pool: Path | None,
-    retriever: RetrieverKind,
-    memory: MemoryMode,
-    spec: str,
-    summarizer: str | None,
-    out: Path,
-    options,
-    no_cache: bool,
-    **settings,
-):
-    """Load the examples, build the models, run ``job`` (generate or distill), close."""
-    examples = _load_examples(data)
-    pool_examples = _load_examples(pool) if pool else None
-    rank = _retriever(retriever, memory)
-    model, summary_model = _models(spec, summarizer, memory, out, options, no_cache)
-    try:
-        return await job(
-            examples,
-            model,
-            out,
-            memory_mode=memory.value,
-            pool=pool_examples,
-            summarizer=summary_model,
-            retriever=rank,
-            **settings,
-        )
-    finally:
-        await model.aclose()
-        if summary_model is not None and summary_model is not model:
-            await summary_model.aclose()
+@dataclass(frozen=True)
+class Answering:
+    """What a generate or distill run answers, with which model, into which file."""
+
+    data: Path
+    policy: str
+    out: Path
+    limit: int | None
+    settings: dict[str, Any]
+    sources: MemorySources
+    llm: ModelRun
+
+    async def run(self, job: Callable[..., Awaitable[Any]], **extra: Any) -> Any:
+        """Read the examples, open the models, run ``job`` (generate or distill), close."""
+        from attunement.policy.retrieval import make_retriever
+
+        examples = first(read_jsonl(self.data, Example), self.limit)
+        pool = read_jsonl(self.sources.pool, Example) if self.sources.pool else None
+        config = GenerationSettings(**self.settings, concurrency=self.llm.concurrency)
+        rag = make_retriever(self.sources.retriever) if config.memory_mode == "rag" else None
+        model, summary = _models(self.policy, self.sources, config.memory_mode, self.out, self.llm)
+        try:
+            return await job(
+                examples,
+                model,
+                self.out,
+                config,
+                pool=pool,
+                summarizer=summary,
+                retriever=rag,
+                **extra,
+            )
+        finally:
+            await model.aclose()
+            if summary is not None and summary is not model:
+                await summary.aclose()
 
 
-def _load_examples(path: Path):
-    from attunement.jsonl import read_jsonl
-    from attunement.records import Example
+def answering(policy_help: str | None, out_help: str) -> Bundle:
+    """The options of :class:`Answering` (the policy's and the output's help per verb)."""
+    return compose(
+        Answering,
+        option("data", Path, data_option("Examples (JSONL of Example records).")),
+        option("policy", str, policy_option(help=policy_help)),
+        option("out", Path, out_option(out_help)),
+        option("limit", int | None, limit_option()),
+        settings=SETTINGS,
+        sources=SOURCES,
+        llm=model_run(),
+    )
 
-    return read_jsonl(path, Example)
 
-
-def _retriever(kind: RetrieverKind, memory: MemoryMode):
-    if memory is not MemoryMode.rag:
-        return None
-    from attunement.policy.retrieval import make_retriever
-
-    return make_retriever(kind.value)
-
-
-def generate(
-    data: Data,
-    policy: Annotated[
-        str,
-        typer.Option(
-            "--policy",
-            help="Model spec of the policy (local, local:/x.gguf, openai:URL#model, hf:/ckpt).",
-        ),
-    ],
-    out: Annotated[
-        Path,
-        typer.Option(
-            "--out", dir_okay=False, help="Replies JSONL (appended to; a re-run resumes)."
-        ),
-    ],
-    memory: Memory = MemoryMode.full,
-    n: Samples = 1,
-    temperature: Temperature = 0.7,
-    max_tokens: MaxTokens = 1024,
-    seed: Seed = 0,
-    pool: Pool = None,
-    retriever: Retriever = RetrieverKind.bm25,
-    top_k: TopK = 3,
-    summarizer: Summarizer = None,
-    summary_max_tokens: SummaryMaxTokens = 256,
-    with_persona: WithPersona = False,
-    with_situation: WithSituation = False,
-    concurrency: Concurrency = 8,
-    timeout: Timeout = 120.0,
-    retries: Retries = 4,
-    cache: CachePath = None,
-    no_cache: NoCache = False,
-) -> None:
+@verb(
+    renamed={"-k": "--top-k"},
+    job=answering(None, "Replies JSONL (appended to; a re-run resumes)."),
+)
+def generate(*, job: Answering) -> None:
     """Answer every example with a policy under one memory mode (n replies each)."""
     from attunement.policy.generate import generate_replies
 
-    options = llm_options(concurrency, timeout, retries, cache, no_cache)
-
-    report = run(
-        _answer_with(
-            generate_replies,
-            data=data,
-            pool=pool,
-            retriever=retriever,
-            memory=memory,
-            spec=policy,
-            summarizer=summarizer,
-            out=out,
-            options=options,
-            no_cache=no_cache,
-            n=n,
-            temperature=temperature,
-            max_tokens=max_tokens,
-            seed=seed,
-            concurrency=concurrency,
-            k=top_k,
-            summary_max_tokens=summary_max_tokens,
-            with_persona=with_persona,
-            with_situation=with_situation,
-        )
-    )
-    console.print(
+    report = run(job.run(generate_replies))
+    say(
         f"{report.replies_written} replies written to {report.out} "
         f"({report.already_done} already there; {report.format_failures} did not follow the "
         f"format); {report.usage.calls} calls, {report.usage.cached_calls} cached, "
-        f"{report.seconds:.0f} s. Manifest: {report.manifest}",
-        highlight=False,
+        f"{report.seconds:.0f} s. Manifest: {report.manifest}"
     )
     report_failures(report.failed)
 
 
+@verb(
+    renamed={"-k": "--top-k", "--teacher": "--policy", "--format": "--row-format"},
+    job=answering(
+        "The stronger model whose replies are distilled (a model spec).",
+        "SFT rows JSONL (TRL conversational format).",
+    ),
+)
 def distill(
-    data: Data,
-    teacher: Annotated[str, typer.Option("--teacher", help="Model spec of the stronger model.")],
-    out: Annotated[
-        Path,
-        typer.Option("--out", dir_okay=False, help="SFT rows JSONL (TRL conversational format)."),
-    ],
-    memory: Memory = MemoryMode.full,
-    n: Samples = 1,
-    temperature: Temperature = 0.7,
-    max_tokens: MaxTokens = 1024,
-    seed: Seed = 0,
-    row_format: Annotated[
-        RowFormat,
-        typer.Option("--format", help="prompt-completion (loss on the reply only) or messages."),
-    ] = RowFormat.prompt_completion,
-    raw: Annotated[
-        bool,
-        typer.Option(
-            "--raw",
-            help="Keep the teacher's text as written "
-            "instead of re-writing it under the two headings.",
-        ),
-    ] = False,
-    pool: Pool = None,
-    retriever: Retriever = RetrieverKind.bm25,
-    top_k: TopK = 3,
-    summarizer: Summarizer = None,
-    summary_max_tokens: SummaryMaxTokens = 256,
-    with_persona: WithPersona = False,
-    with_situation: WithSituation = False,
-    concurrency: Concurrency = 8,
-    timeout: Timeout = 120.0,
-    retries: Retries = 4,
-    cache: CachePath = None,
-    no_cache: NoCache = False,
+    *,
+    job: Answering,
+    row_format: RowFormat = typer.Option(
+        "prompt-completion",
+        "--row-format",
+        help="prompt-completion (loss on the reply only) or messages.",
+    ),
+    raw: bool = typer.Option(
+        False,
+        "--raw",
+        help="Keep the teacher's text as written instead of re-writing it under the two headings.",
+    ),
 ) -> None:
     """Write SFT rows from a stronger model's well-formed replies (the SFT baseline)."""
     from attunement.policy.distill import distill as run_distill
 
-    options = llm_options(concurrency, timeout, retries, cache, no_cache)
-
-    report = run(
-        _answer_with(
-            run_distill,
-            data=data,
-            pool=pool,
-            retriever=retriever,
-            memory=memory,
-            spec=teacher,
-            summarizer=summarizer,
-            out=out,
-            options=options,
-            no_cache=no_cache,
-            n=n,
-            temperature=temperature,
-            max_tokens=max_tokens,
-            seed=seed,
-            concurrency=concurrency,
-            k=top_k,
-            summary_max_tokens=summary_max_tokens,
-            with_persona=with_persona,
-            with_situation=with_situation,
-            row_format=row_format.value,
-            raw=raw,
-        )
-    )
-    console.print(
+    report = run(job.run(run_distill, row_format=row_format, raw=raw))
+    say(
         f"{report.rows} SFT rows written to {report.out}; {report.skipped_format} replies "
-        f"skipped for not following the format. Teacher replies: {report.replies}",
-        highlight=False,
+        f"skipped for not following the format. Teacher replies: {report.replies}"
     )
     report_failures(report.generation.failed)

@@ -1,251 +1,128 @@
 """``attune score`` (PERM / PereGRM breakdowns) and ``attune criteria`` (fixed criteria).
 
-``score`` declares the shared reward options of :mod:`attunement.cli.reward_options`
-(``--reward``, ``--judge``, the ablations, ``--reward-config``, ``--set``) and
-turns them, with its own flags, into a :class:`~attunement.judging.RewardSpec`
-through :func:`~attunement.cli.reward_options.reward_spec`. Every closed choice
-is the ``Literal`` the config uses, so typer checks it and lists it in the help.
+``score`` takes the shared reward options (:mod:`attunement.cli.reward_options`)
+and, as :data:`SCORING` and :data:`PEREGRM`, the fields of the reward configs:
+each option is built from its field, counts only when given, and shows the
+default of each reward kind where PERM and PereGRM differ.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import typer
 
-from attunement.cli.common import (
-    CachePath,
-    Concurrency,
-    Retries,
-    Timeout,
-    console,
-    fail,
-    llm_options,
-    out,
-    report_failures,
-    run,
-    say,
+from attunement.cli.common import fail, report_failures, run, say, show
+from attunement.cli.options import (
+    ModelRun,
+    data_option,
+    fields_bundle,
+    first,
+    judge_option,
+    limit_option,
+    model_run,
+    out_option,
+    replies_option,
+    skip_invalid_option,
+    verb,
 )
-from attunement.cli.reward_options import (
-    JudgeSpec,
-    NoBystander,
-    NoExpression,
-    NoReception,
-    NoResonation,
-    RewardConfigFile,
-    RewardName,
-    RewardSet,
-    reward_spec,
+from attunement.cli.reward_options import RewardFlags, kind_defaults, reward_bundle
+from attunement.jsonl import read_jsonl
+from attunement.judging import CriteriaConfig, PereGRMConfig, RewardConfig, score_dataset
+from attunement.llm import load_chat_model
+from attunement.records import Example, Reply
+
+_SCORING_FIELDS = (
+    "k",
+    "aggregation",
+    "softmin_beta",
+    "normalization",
+    "lambda_bys",
+    "length_penalty",
+    "length_on",
+    "tokenizer",
+    "resonation_on",
+    "judge_context",
+    "unformatted",
+    "output",
+    "bystander_output",
+    "temperature",
+    "max_tokens",
+    "max_resamples",
+    "seed",
 )
-from attunement.judging.aggregate import Aggregation, Normalization
-from attunement.judging.base import (
-    BystanderOutput,
-    CriteriaMode,
-    Definitions,
-    LengthOn,
-    ResonationOn,
-    Unformatted,
+SCORING = fields_bundle(
+    RewardConfig,
+    *_SCORING_FIELDS,
+    unset=True,
+    decls={
+        "k": ("-k", "--samples"),
+        "length_penalty": ("--length-penalty/--no-length-penalty",),
+        "output": ("--format",),
+        "bystander_output": ("--bystander-format",),
+    },
+    helps={
+        "aggregation": "How the empathy dimensions are combined into one score.",
+        "softmin_beta": "Sharpness of the softmin aggregation.",
+        "length_penalty": "Subtract a penalty per token over the length limit.",
+        "resonation_on": "What resonation rates: the analysis or the response.",
+    },
+    shown={name: kind_defaults(name) for name in _SCORING_FIELDS},
 )
-from attunement.judging.templates import JudgeContext, OutputChoice
+PEREGRM = fields_bundle(
+    PereGRMConfig,
+    "criteria_mode",
+    "definitions",
+    unset=True,
+)
 
 
-def register(app: typer.Typer) -> None:
-
-    app.command("score")(score)
-    app.command("criteria")(criteria)
-
-
-Format = Annotated[
-    OutputChoice,
-    typer.Option(
-        "--format",
-        help="Judge answer format: auto (JSON for the embedded model, text otherwise), "
-        "text (Score: / \\boxed{} / Total Score lines), json (schema-constrained).",
-    ),
-]
-JudgeContextOption = Annotated[
-    JudgeContext | None,
-    typer.Option(
-        "--judge-context",
-        help="What judges see of the user: authors (default: profile, memory "
-        "values, situation text) or full (also Big Five, topics, labels, category, emotion).",
-    ),
-]
-DefinitionsOption = Annotated[
-    Definitions | None,
-    typer.Option(
-        "--definitions",
-        help="PereGRM dimension definitions: training (the authors' training "
-        "reward) or evaluation (their criteria-writing definitions).",
-    ),
-]
+def _inputs(
+    data: Path, replies: Path, limit: int | None, skip_invalid: bool
+) -> tuple[list[Example], list[Reply]]:
+    """The examples (the first ``limit``) and the replies to them, every line checked."""
+    examples = first(read_jsonl(data, Example, skip_invalid=skip_invalid), limit)
+    rows = read_jsonl(replies, Reply, skip_invalid=skip_invalid)
+    if limit is not None:
+        kept = {e.example_id for e in examples}
+        rows = [r for r in rows if r.example_id in kept]
+    return examples, rows
 
 
+@verb(
+    renamed={"--k": "--samples"},
+    reward=reward_bundle("peregrm"),
+    scoring=SCORING,
+    peregrm=PEREGRM,
+    llm=model_run(),
+)
 def score(
-    data: Annotated[Path, typer.Option("--data", help="Examples JSONL (the queries).")],
-    replies: Annotated[Path, typer.Option("--replies", help="Replies JSONL to score.")],
-    out_path: Annotated[
-        Path, typer.Option("--out", help="Breakdowns JSONL (appended; resumable).")
-    ],
-    reward: RewardName = "peregrm",
-    judge: JudgeSpec = "local",
-    k: Annotated[
-        int | None, typer.Option("-k", "--k", min=1, help="Judge samples per dimension.")
-    ] = None,
-    criteria_mode: Annotated[
-        CriteriaMode | None,
-        typer.Option(
-            "--criteria-mode", help="PereGRM: shared (default), per_reply, inline or fixed."
-        ),
-    ] = None,
-    definitions: DefinitionsOption = None,
-    aggregation: Annotated[
-        Aggregation | None,
-        typer.Option("--aggregation", help="Empathy aggregate (default harmonic)."),
-    ] = None,
-    softmin_beta: Annotated[float | None, typer.Option("--softmin-beta", min=0.0)] = None,
-    normalization: Annotated[
-        Normalization | None,
-        typer.Option("--normalization", help="max: s/5 (default) | minmax: (s-1)/4."),
-    ] = None,
-    no_resonation: NoResonation = False,
-    no_expression: NoExpression = False,
-    no_reception: NoReception = False,
-    no_bystander: NoBystander = False,
-    lambda_bys: Annotated[
-        float | None, typer.Option("--lambda-bys", min=0.0, help="Bystander penalty weight (0.5).")
-    ] = None,
-    length_penalty: Annotated[
-        bool | None,
-        typer.Option(
-            "--length-penalty/--no-length-penalty",
-            help="-0.001 per token over 768 (default: on for PERM, off for PereGRM).",
-        ),
-    ] = None,
-    length_on: Annotated[
-        LengthOn | None,
-        typer.Option(
-            "--length-on",
-            help="What the length penalty counts: response (default, the paper) or "
-            "completion (the authors' code; Reply.completion_tokens when set).",
-        ),
-    ] = None,
-    tokenizer: Annotated[
-        str | None,
-        typer.Option(
-            "--tokenizer",
-            help="Token counter of the length penalty: approx (default: words, "
-            "punctuation, CJK characters), local (the embedded GGUF's llama.cpp tokenizer), "
-            "local:PATH.gguf, or hf:DIR (a transformers tokenizer folder).",
-        ),
-    ] = None,
-    resonation_on: Annotated[
-        ResonationOn | None,
-        typer.Option(
-            "--resonation-on",
-            help="What resonation rates (default: PERM analysis, PereGRM response).",
-        ),
-    ] = None,
-    judge_context: JudgeContextOption = None,
-    unformatted: Annotated[
-        Unformatted | None,
-        typer.Option(
-            "--unformatted",
-            help="A reply that broke the '# Analysis / # Response' format: "
-            "judge_whole or empty (defaults: PERM empty, PereGRM judge_whole, as the authors' "
-            "code).",
-        ),
-    ] = None,
-    fmt: Annotated[
-        OutputChoice | None,
-        typer.Option(
-            "--format",
-            help="Judge answer format: auto (default: JSON for the embedded model, "
-            "text otherwise), text (Score: / \\boxed{} / Total Score lines), json "
-            "(schema-constrained).",
-        ),
-    ] = None,
-    bystander_format: Annotated[
-        BystanderOutput | None,
-        typer.Option(
-            "--bystander-format",
-            help="Bystander answers: json (default; text when --format text), text or same.",
-        ),
-    ] = None,
-    temperature: Annotated[float | None, typer.Option("--temperature", min=0.0, max=2.0)] = None,
-    max_tokens: Annotated[int | None, typer.Option("--max-tokens", min=16)] = None,
-    max_resamples: Annotated[int | None, typer.Option("--max-resamples", min=0)] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="Base seed (default 0).")] = None,
-    reward_config: RewardConfigFile = None,
-    assignments: RewardSet = None,
-    concurrency: Concurrency = 8,
-    timeout: Timeout = 120.0,
-    retries: Retries = 4,
-    cache: CachePath = None,
-    skip_invalid: Annotated[
-        bool,
-        typer.Option(
-            "--skip-invalid", help="Skip bad input lines (written to a .rejects.jsonl file)."
-        ),
-    ] = False,
+    data: Path = data_option("Examples JSONL (the queries)."),
+    replies: Path = replies_option("Replies JSONL to score."),
+    out_path: Path = out_option("Breakdowns JSONL (appended; resumable)."),
+    limit: int | None = limit_option(),
+    skip_invalid: bool = skip_invalid_option(),
+    *,
+    reward: RewardFlags,
+    scoring: dict[str, Any],
+    peregrm: dict[str, Any],
+    llm: ModelRun,
 ) -> None:
     """Score replies with PERM or PereGRM and write one breakdown per reply."""
-    from attunement.jsonl import read_jsonl
-    from attunement.judging import score_dataset
-    from attunement.records import Example, Reply
-
-    peregrm_only = {"--criteria-mode": criteria_mode, "--definitions": definitions}
-    for flag, value in peregrm_only.items():
-        if value is not None and not reward.lower().startswith("peregrm"):
-            raise fail(f"{flag} applies to --reward peregrm only")
-    if bystander_format is None and fmt == "text":
-        bystander_format = "text"  # the papers' text formats throughout
-    flags: dict[str, Any] = {
-        "k": k,
-        "criteria_mode": criteria_mode,
-        "definitions": definitions,
-        "aggregation": aggregation,
-        "softmin_beta": softmin_beta,
-        "normalization": normalization,
-        "lambda_bys": lambda_bys,
-        "length_penalty": length_penalty,
-        "length_on": length_on,
-        "tokenizer": tokenizer,
-        "resonation_on": resonation_on,
-        "judge_context": judge_context,
-        "unformatted": unformatted,
-        "temperature": temperature,
-        "max_tokens": max_tokens,
-        "max_resamples": max_resamples,
-        "output": fmt,
-        "bystander_output": bystander_format,
-        "seed": seed,
-    }
-    try:
-        spec = reward_spec(
-            reward,
-            judge,
-            llm_options(concurrency, timeout, retries, cache),
-            config_file=reward_config,
-            assignments=assignments,
-            no_resonation=no_resonation,
-            no_expression=no_expression,
-            no_reception=no_reception,
-            no_bystander=no_bystander,
-            **flags,
-        )
-    except (ValueError, OSError) as exc:
-        raise fail(str(exc)) from None
-
-    # validate inputs before any model is loaded or called
-    examples = read_jsonl(data, Example, skip_invalid=skip_invalid)
-    reply_rows = read_jsonl(replies, Reply, skip_invalid=skip_invalid)
+    name = reward.reward or "peregrm"
+    for field in peregrm:
+        if not name.lower().startswith("peregrm"):
+            raise fail(f"--{field.replace('_', '-')} applies to --reward peregrm only")
+    if scoring.get("output") == "text":
+        scoring.setdefault("bystander_output", "text")  # the papers' text formats throughout
+    spec = reward.spec(llm.options(), **scoring, **peregrm)
+    examples, rows = _inputs(data, replies, limit, skip_invalid)  # before any model is loaded
 
     async def go():
         async with spec.open() as reward_model:
             return await score_dataset(
-                reward_model, examples, reply_rows, out_path, concurrency=concurrency
+                reward_model, examples, rows, out_path, concurrency=llm.concurrency
             )
 
     summary = run(go())
@@ -282,111 +159,99 @@ def _print_summary(summary) -> None:
         ("prompt / completion tokens now", f"{u.prompt_tokens} / {u.completion_tokens}"),
         ("seconds", f"{summary.seconds:.1f}"),
     ]
-    out.print(f"{summary.reward_model}: {summary.out}", soft_wrap=True, highlight=False)
+    show(f"{summary.reward_model}: {summary.out}")
     for what, value in rows:
-        out.print(f"  {what}: {value}", soft_wrap=True, highlight=False)
+        show(f"  {what}: {value}")
     for reason, count in summary.unscorable_reasons.items():
-        console.print(
-            f"[yellow]unscorable[/yellow] {count} x {reason}", highlight=False, soft_wrap=True
+        say(f"unscorable {count} x {reason}", style="yellow")
+
+
+CRITERIA = fields_bundle(
+    CriteriaConfig,
+    "temperature",
+    "max_tokens",
+    "output",
+    "definitions",
+    "judge_context",
+    "seed",
+    decls={"output": ("--format",)},
+    helps={
+        "temperature": "Temperature of criteria writing.",
+        "max_tokens": "Token budget of one criteria answer.",
+        "output": RewardConfig.model_fields["output"].description,
+        "seed": "Sampling seed of criteria writing.",
+    },
+)
+
+
+async def _write_criteria(
+    examples: list[Example],
+    judge: str,
+    data: Path,
+    out_path: Path,
+    config: CriteriaConfig,
+    overwrite: bool,
+    llm: ModelRun,
+) -> dict[str, dict[str, str]]:
+    """Write the examples with their criteria (appended; resumable); the failures."""
+    from attunement.jsonl import JsonlAppender, manifest_path, write_manifest
+    from attunement.judging import prepare_criteria
+    from attunement.judging.criteria import criteria_manifest
+
+    failures: dict[str, dict[str, str]] = {}
+    async with load_chat_model(judge, llm.options()) as model:
+        await model.ensure_ready()
+        write_manifest(
+            manifest_path(out_path),
+            command="criteria",
+            data=str(data),
+            overwrite=overwrite,
+            **criteria_manifest(model, config),
         )
+        with JsonlAppender(out_path) as sink:
+
+            def keep(example: Example) -> None:
+                errors = example.meta.get("criteria_errors")
+                if errors:
+                    failures[example.example_id] = errors
+                else:
+                    sink.write(example)
+
+            await prepare_criteria(
+                examples,
+                model,
+                concurrency=llm.concurrency,
+                config=config,
+                overwrite=overwrite,
+                on_example=keep,
+            )
+    return failures
 
 
+@verb(config=CRITERIA, llm=model_run())
 def criteria(
-    data: Annotated[Path, typer.Option("--data", help="Examples JSONL.")],
-    out_path: Annotated[
-        Path, typer.Option("--out", help="Examples with criteria (JSONL; resumable).")
-    ],
-    judge: JudgeSpec = "local",
-    temperature: Annotated[float, typer.Option("--temperature", min=0.0, max=2.0)] = 0.2,
-    max_tokens: Annotated[int, typer.Option("--max-tokens", min=16)] = 1024,
-    fmt: Format = "auto",
-    definitions: Annotated[
-        Definitions,
-        typer.Option(
-            "--definitions",
-            help="Dimension definitions the criteria are written from "
-            "(default evaluation, as the authors' evaluation code).",
-        ),
-    ] = "evaluation",
-    judge_context: Annotated[
-        JudgeContext,
-        typer.Option(
-            "--judge-context", help="What the judge sees of the user: authors (default) or full."
-        ),
-    ] = "authors",
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Rewrite existing criteria.")
-    ] = False,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
-    concurrency: Concurrency = 8,
-    timeout: Timeout = 120.0,
-    retries: Retries = 4,
-    cache: CachePath = None,
+    data: Path = data_option("Examples JSONL."),
+    out_path: Path = out_option("Examples with criteria (JSONL; resumable)."),
+    judge: str = judge_option(),
+    limit: int | None = limit_option(),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Rewrite existing criteria."),
+    *,
+    config: dict[str, Any],
+    llm: ModelRun,
 ) -> None:
     """Write fixed evaluation criteria (4-6 weighted, per empathy dimension) for each example."""
-    from attunement.jsonl import (
-        JsonlAppender,
-        manifest_path,
-        read_done_keys,
-        read_jsonl,
-        write_manifest,
-    )
-    from attunement.judging import CriteriaConfig, prepare_criteria
-    from attunement.judging.criteria import criteria_manifest
-    from attunement.llm import load_chat_model
-    from attunement.records import Example
+    from attunement.jsonl import read_done_keys
 
-    examples = read_jsonl(data, Example)
+    examples = first(read_jsonl(data, Example), limit)
     done = read_done_keys(out_path, lambda rec: rec["example_id"])
     todo = [e for e in examples if e.example_id not in done]
-    config = CriteriaConfig(
-        temperature=temperature,
-        max_tokens=max_tokens,
-        output=fmt,
-        seed=seed,
-        definitions=definitions,
-        judge_context=judge_context,
-    )
-    failures: dict[str, dict[str, str]] = {}
-
-    async def go():
-        async with load_chat_model(
-            judge, llm_options(concurrency, timeout, retries, cache)
-        ) as model:
-            await model.ensure_ready()
-            write_manifest(
-                manifest_path(out_path),
-                command="criteria",
-                data=str(data),
-                overwrite=overwrite,
-                **criteria_manifest(model, config),
-            )
-            with JsonlAppender(out_path) as sink:
-
-                def keep(example: Example) -> None:
-                    errors = example.meta.get("criteria_errors")
-                    if errors:
-                        failures[example.example_id] = errors
-                    else:
-                        sink.write(example)
-
-                await prepare_criteria(
-                    todo,
-                    model,
-                    concurrency=concurrency,
-                    config=config,
-                    overwrite=overwrite,
-                    on_example=keep,
-                )
-
-    run(go())
-    written = len(todo) - len(failures)
-    console.print(f"{written} examples written to {out_path} ({len(done)} already there)")
+    settings = CriteriaConfig(**config)
+    failures = run(_write_criteria(todo, judge, data, out_path, settings, overwrite, llm))
+    say(f"{len(todo) - len(failures)} examples written to {out_path} ({len(done)} already there)")
+    for eid, errors in list(failures.items())[:5]:
+        say(f"no criteria {eid}: {errors}", style="yellow")
     if failures:
-        for eid, errors in list(failures.items())[:5]:
-            console.print(f"[yellow]no criteria[/yellow] {eid}: {errors}", highlight=False)
-        console.print(
-            f"[yellow]{len(failures)} examples failed and were not written; "
-            "run the same command again to retry them[/yellow]"
+        raise fail(
+            f"{len(failures)} examples failed and were not written; "
+            "run the same command again to retry them"
         )
-        raise typer.Exit(1)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -136,3 +137,54 @@ def _retry_after(header: str | None, attempt: int) -> float:
         return max(0.0, min(60.0, float(header))) if header is not None else min(30.0, 2.0**attempt)
     except ValueError:
         return min(30.0, 2.0**attempt)
+
+
+@dataclass(frozen=True)
+class OpenRLHFExport:
+    """What :func:`export_openrlhf` wrote."""
+
+    rows: int
+    prompts: Path
+    manifest: Path
+    reward_func: Path | None
+
+
+def export_openrlhf(
+    examples: Sequence[Example],
+    out: str | Path,
+    *,
+    memory_mode: ExportMemoryMode = "full",
+    seed: int = 0,
+    k: int = 3,
+    server_url: str | None = None,
+    token_file: str | Path | None = None,
+    source: str | None = None,
+) -> OpenRLHFExport:
+    """Write ``prompts.jsonl`` (atomically) and its manifest into ``out``, and with
+    ``server_url`` the ``reward_func.py`` that calls ``attune serve`` there."""
+    from attunement.jsonl import manifest_path, write_jsonl, write_manifest
+    from attunement.policy.prompting import reply_prompt_version
+
+    if not examples:
+        raise ValueError(f"{source or out}: no examples")
+    if token_file is not None and server_url is None:
+        raise ValueError("a token file goes with a server URL (it is written into reward_func.py)")
+    rows = openrlhf_rows(examples, memory_mode=memory_mode, seed=seed, k=k)
+    prompts = Path(out) / "prompts.jsonl"
+    write_jsonl(prompts, rows)
+    manifest = manifest_path(prompts)
+    write_manifest(
+        manifest,
+        command="export openrlhf",
+        source=source,
+        rows=len(rows),
+        memory_mode=memory_mode,
+        seed=seed,
+        k=k,
+        prompt={"policy_reply": reply_prompt_version()},
+    )
+    func = None
+    if server_url is not None:
+        func = Path(out) / "reward_func.py"
+        func.write_text(reward_func_source(server_url, token_file), encoding="utf-8")
+    return OpenRLHFExport(len(rows), prompts, manifest, func)
