@@ -506,7 +506,7 @@ def test_cli_eqbench3(tmp_path, bench):
             str(out),
         ],
     )
-    assert missing.exit_code == 1 and "no such folder" in missing.output
+    assert missing.exit_code == 2 and "no such folder" in missing.output
 
 
 # --------------------------------------------------------------------------- the real files

@@ -56,7 +56,7 @@ def test_cli_error_for_a_missing_file_is_one_line(narrow, deep):
         app,
         ["chat", "hi", "--model", "openai:http://127.0.0.1:9/v1#m", "--json-schema", str(missing)],
     )
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert f"error: {missing}: no such file" in result.stderr.splitlines()
 
 

@@ -179,7 +179,7 @@ def _named(verb: str) -> str:
 @pytest.mark.parametrize("verb", _cases("missing"))
 def test_a_missing_input_is_one_line(verb, place):
     result = invoke(_args(verb, place, data=place["missing"]))
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     line = one_error_line(result)
     assert f"{_named(verb)}{place['missing']}" in line and "no such" in line
 
@@ -187,7 +187,7 @@ def test_a_missing_input_is_one_line(verb, place):
 @pytest.mark.parametrize("verb", _cases("folder"))
 def test_a_folder_given_for_a_file_is_one_line(verb, place):
     result = invoke(_args(verb, place, data=place["tmp"]))
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     line = one_error_line(result)
     assert f"{_named(verb)}{place['tmp']}: is a folder" in line
 
@@ -195,7 +195,7 @@ def test_a_folder_given_for_a_file_is_one_line(verb, place):
 @pytest.mark.parametrize("verb", _cases("file_dir"))
 def test_a_file_given_for_a_folder_is_one_line(verb, place):
     result = invoke(_args(verb, place, data=place["file"]))
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     line = one_error_line(result)
     assert str(place["file"]) in line
 
@@ -233,7 +233,7 @@ def test_an_output_that_cannot_be_written_is_one_line(verb, place):
 @pytest.mark.parametrize("verb", _cases("out_file"))
 def test_a_file_where_the_output_folder_belongs_is_one_line(verb, place):
     result = invoke(_args(verb, place, out=place["file"]))
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     line = one_error_line(result)
     assert f"--out: {place['file']}: is a file" in line
 
@@ -241,7 +241,7 @@ def test_a_file_where_the_output_folder_belongs_is_one_line(verb, place):
 @pytest.mark.parametrize("verb", _cases("out_dir"))
 def test_a_folder_where_the_output_file_belongs_is_one_line(verb, place):
     result = invoke(_args(verb, place, out=place["tmp"]))
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     line = one_error_line(result)
     assert f"{place['tmp']}: is a folder" in line
 
@@ -257,7 +257,7 @@ def test_a_folder_where_the_output_file_belongs_is_one_line(verb, place):
 )
 def test_reward_settings_refused_are_one_human_line(verb, option, named, place):
     result = invoke([*_args(verb, place), *option])
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     line = one_error_line(result)
     assert line.startswith("error: reward options: ") and named in line
     assert "https://" not in line and "pydantic" not in line

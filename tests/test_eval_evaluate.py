@@ -436,4 +436,4 @@ def test_cli_evaluate_end_to_end(tmp_path):
     again_json = json.loads((out_dir / "results.json").read_text())
     assert again_json["table"] == data_json["table"]
     bad = CliRunner().invoke(build_app(), [*args, "--set", "aggregation=median"])
-    assert bad.exit_code == 1 and "reward options" in bad.output
+    assert bad.exit_code == 2 and "reward options" in bad.output

@@ -455,7 +455,7 @@ def test_cli_writes_the_card_and_prints_its_figures(tmp_path, oracle_backends):
             str(tmp_path / "x"),
         ],
     )
-    assert bad.exit_code == 1 and "not both" in bad.output
+    assert bad.exit_code == 2 and "not both" in bad.output
     bad = runner.invoke(
         build_app(),
         [
@@ -470,4 +470,4 @@ def test_cli_writes_the_card_and_prints_its_figures(tmp_path, oracle_backends):
             str(tmp_path / "x"),
         ],
     )
-    assert bad.exit_code == 1 and "reward options" in bad.output
+    assert bad.exit_code == 2 and "reward options" in bad.output

@@ -460,7 +460,7 @@ def test_cli_score_passes_every_reward_option_through(tmp_path, scripted_backend
     bad_tok = runner.invoke(
         build_app(), base + ["--tokenizer", "gpt2", "--out", str(tmp_path / "d.jsonl")]
     )
-    assert bad_tok.exit_code == 1 and "tokenizer" in bad_tok.output
+    assert bad_tok.exit_code == 2 and "tokenizer" in bad_tok.output
 
 
 def test_prepared_criteria_keep_the_judges_list_as_written():

@@ -372,7 +372,7 @@ def test_grpo_bad_settings_fail_cleanly_before_training(tmp_path, captured, args
     if message is None:  # a valid combination reaches training
         assert result.exit_code == 0, result.output
         return
-    assert result.exit_code == 1 and "settings" not in captured
+    assert result.exit_code == 2 and "settings" not in captured
     assert message in result.output.replace("\n", " ")
 
 
@@ -398,7 +398,7 @@ def test_sft_cli_builds_settings(tmp_path, captured):
     assert isinstance(s, SFTSettings) and s.num_train_epochs == 2 and s.max_length == 512
     assert s.learning_rate == 2e-5 and s.lora is not None
     result = runner.invoke(build_app(), ["train", "sft", "--out", str(tmp_path / "sft")])
-    assert result.exit_code == 1 and "data: Field required" in result.output
+    assert result.exit_code == 2 and "data: Field required" in result.output
 
 
 def test_merge_refuses_a_folder_that_is_not_an_adapter(tmp_path):

@@ -31,6 +31,21 @@ out = Console(soft_wrap=True)
 class CommandError(Exception):
     """A failure a verb words itself (``raise fail("--x needs --y")``): one line, exit 1."""
 
+    exit_code = 1
+
+
+class UsageError(CommandError, ValueError):
+    """The command line names something that cannot serve (a missing input, a
+    folder where a file belongs, option values the settings refuse): one line,
+    exit 2, like the errors click finds itself."""
+
+    exit_code = 2
+
+
+def usage(message: str) -> UsageError:
+    """The error to raise for a command line that cannot serve."""
+    return UsageError(message)
+
 
 def fail(message: str) -> CommandError:
     """The error to raise for a failure the verb words itself."""

@@ -9,13 +9,14 @@ traceback above that line, for a bug report.
 
 Exit codes (docs/cli.md):
 
-- ``2``: the command line could not be read (an unknown option or verb, a
-  missing required option, a value of the wrong type, choice or range); click
-  finds these before anything runs;
-- ``1``: the command line was read but the command cannot run or failed: an
-  input file that is missing, a folder or malformed, an output that cannot be
-  written or already exists, a folder another build holds, settings the
-  library refuses, a model that fails, records that failed;
+- ``2``: a usage error: the command line could not be read (an unknown option
+  or verb, a missing required option, a value of the wrong type, choice or
+  range: click finds these) or names something that cannot serve (an input
+  that is missing, a folder where a file belongs or the reverse, an output file
+  that already exists, option values the settings refuse);
+- ``1``: the command line was fine but the command failed: a malformed input
+  file, an output that cannot be written, a folder another build holds, a
+  model that fails, records that failed;
 - ``130``: interrupted (what was finished is kept; the same command resumes).
 
 Old option spellings are rewritten here too (:class:`AttuneCommand`), before
@@ -52,6 +53,9 @@ MESSAGE_ERRORS: tuple[type[BaseException], ...] = (
     JudgeUnavailableError,
     RetrieverError,
 )
+#: a path the command line named cannot serve: usage errors (exit 2); other
+#: ``OSError`` (permission, a full disk) are failures (exit 1)
+USAGE_OS_ERRORS = (FileNotFoundError, IsADirectoryError, NotADirectoryError, FileExistsError)
 #: what ``KeyboardInterrupt`` prints (exit 130)
 INTERRUPTED = "interrupted: what was finished is kept; run the same command again to resume"
 DEBUG_VARIABLE = "ATTUNE_DEBUG"
@@ -117,9 +121,11 @@ def one_line(exc: BaseException) -> tuple[str, int]:
         return flat(exc.format_message()) + where, exc.exit_code
     if isinstance(exc, ValidationError):  # a settings model refused the options' values
         prefix = "settings: " if any(err.get("loc") for err in exc.errors()) else ""
-        return prefix + flat(describe_validation(exc)), 1
+        return prefix + flat(describe_validation(exc)), 2
+    if isinstance(exc, CommandError):
+        return flat(str(exc)), exc.exit_code
     if isinstance(exc, OSError):
-        return flat(_os_message(exc)), 1
+        return flat(_os_message(exc)), 2 if isinstance(exc, USAGE_OS_ERRORS) else 1
     if isinstance(exc, ImportError) and (exc.name or "").startswith("attunement"):
         return _internal(exc)  # our own code is broken, not the installation
     if isinstance(exc, ModuleNotFoundError) and exc.name:

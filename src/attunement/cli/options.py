@@ -37,7 +37,7 @@ import typer
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic_core import PydanticUndefined
 
-from attunement.cli.common import CommandError
+from attunement.cli.common import CommandError, UsageError
 from attunement.llm import LLMOptions
 
 #: the default of an option is its field's
@@ -361,13 +361,11 @@ def _writable(folder: Path) -> str | None:
 def check_path(flag: str, path: Path, kind: PathKind) -> None:
     """Raise a one-line error naming ``flag`` when ``path`` cannot serve as ``kind``."""
     if kind in ("file", "folder", "path") and not path.exists():
-        raise CommandError(
-            f"{flag}: {path}: no such {'file or folder' if kind == 'path' else kind}"
-        )
+        raise UsageError(f"{flag}: {path}: no such {'file or folder' if kind == 'path' else kind}")
     if kind in ("file", "new file") and path.is_dir():
-        raise CommandError(f"{flag}: {path}: is a folder; give a file")
+        raise UsageError(f"{flag}: {path}: is a folder; give a file")
     if kind in ("folder", "new folder") and path.exists() and not path.is_dir():
-        raise CommandError(f"{flag}: {path}: is a file; give a folder")
+        raise UsageError(f"{flag}: {path}: is a file; give a folder")
     why = None
     if kind.startswith("new"):
         why = _writable(path.parent if kind == "new file" else path)

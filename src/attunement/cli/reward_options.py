@@ -24,6 +24,7 @@ from typing import Any
 import typer
 from pydantic import ValidationError
 
+from attunement.cli.common import UsageError
 from attunement.cli.errors import describe_validation
 from attunement.cli.options import Bundle, field_option, judge_option, option
 from attunement.configfile import parse_assignments, read_config_file
@@ -69,9 +70,9 @@ def check_spec(spec: RewardSpec) -> None:
     try:
         spec.config()
     except ValidationError as exc:
-        raise ValueError(f"reward options: {describe_validation(exc)}") from None
+        raise UsageError(f"reward options: {describe_validation(exc)}") from None
     except ValueError as exc:
-        raise ValueError(f"reward options: {exc}") from None
+        raise UsageError(f"reward options: {exc}") from None
 
 
 @dataclass(frozen=True)
