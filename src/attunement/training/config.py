@@ -21,7 +21,6 @@ cannot.
 
 from __future__ import annotations
 
-import importlib.metadata
 from pathlib import Path
 from typing import Any, Literal
 
@@ -196,13 +195,23 @@ def resolve_device(device: Device) -> str:
 
 def checkpointing(settings: TrainSettings, device: str) -> dict[str, bool]:
     """Activation (gradient) checkpointing, always set explicitly: TRL turns it on by
-    default (memory for compute), which on a CPU only costs time. transformers 5
-    renamed ``gradient_checkpointing`` to ``activation_checkpointing``."""
+    default (memory for compute), which on a CPU only costs time. Recent transformers
+    renamed ``gradient_checkpointing`` to ``activation_checkpointing``; the name is
+    read off ``TrainingArguments`` itself, since the version that renamed it is not
+    the one a verl install pins (verl 0.9.1 needs transformers < 5.11)."""
+    import dataclasses
+
+    from transformers import TrainingArguments
+
     on = settings.gradient_checkpointing
     if on is None:
         on = device != "cpu"
-    major = int(importlib.metadata.version("transformers").split(".")[0])
-    return {"activation_checkpointing" if major >= 5 else "gradient_checkpointing": on}
+    names = {f.name for f in dataclasses.fields(TrainingArguments)}
+    return {
+        "activation_checkpointing"
+        if "activation_checkpointing" in names
+        else "gradient_checkpointing": on
+    }
 
 
 def resolved_bf16(settings: TrainSettings, device: str) -> bool:
