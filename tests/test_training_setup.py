@@ -4,7 +4,6 @@ folder and resuming, GRPO and SFT rows, group layout checks, plots, progress lin
 from __future__ import annotations
 
 import dataclasses
-
 import doctest
 import json
 from pathlib import Path
