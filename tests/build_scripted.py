@@ -110,14 +110,13 @@ def default_answer(request: ChatRequest, index: int) -> str:
             }
         )
     if stage == "inspect":
-        lang = re.search(r"The user writes in [^(]+\((\S+)\)", text)
         return json.dumps(
             {
                 "reason": "Fits the user.",
                 "emotional_support": True,
                 "logical_consistency": True,
                 "role_awareness": True,
-                "language": lang.group(1) if lang else "en",
+                "language": language_written(text),
             }
         )
     if stage == "extract":
@@ -136,6 +135,17 @@ def default_answer(request: ChatRequest, index: int) -> str:
     raise AssertionError(stage)
 
 
+def language_written(prompt: str) -> str:
+    """The language of the query an inspection prompt shows (the inspector is given
+    no hint: it reads the message), as a code of :data:`QUERIES`; else ``en``."""
+    m = re.search(r"<message>(.*?)</message>", prompt, re.DOTALL)
+    query = m.group(1) if m else prompt
+    for lang, template in QUERIES.items():
+        if re.split(r"[(\uff08]", template)[0].strip()[:12] in query:
+            return lang
+    return "en"
+
+
 #: a query per language, as a multilingual model would write it
 QUERIES = {
     "en": "I really need some help with this ({cat}), I feel stuck.",
@@ -143,6 +153,8 @@ QUERIES = {
     "zh": "我真的需要一些帮助（{cat}），我觉得自己被困住了，不知道该怎么办。",
     "ja": "本当に助けが必要です（{cat}）。どうしたらいいのか分かりません。",
     "fr": "J'ai vraiment besoin d'aide avec ça ({cat}), je me sens bloquée.",
+    "it": "Ho davvero bisogno di aiuto con questo ({cat}), mi sento bloccata.",
+    "ru": "Мне очень нужна помощь с этим ({cat}), я чувствую, что застряла.",
 }
 
 

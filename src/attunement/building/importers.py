@@ -117,8 +117,13 @@ def load_users(source: str, options: ImportOptions | None = None) -> list[UserHi
         raise FileNotFoundError(f"{path}: no such file (source {source!r})")
     if options.skip_invalid and options.rejects is not None:
         options.rejects.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        raise IsADirectoryError(21, "is a folder, not a file", str(path))
     importer = _IMPORTERS[kind]
     users = importer(path, options)
+    if not users:
+        why = "every line was rejected" if options.skip_invalid else "the file has no records"
+        raise ValueError(f"{path}: no user histories to build ({why})")
     check_unique(users, path)
     if options.scrub.enabled:
         users = [scrub_user(u, options.scrub) for u in users]
