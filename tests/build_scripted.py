@@ -178,3 +178,41 @@ def scripted_builder(
         return default_answer(request, index)
 
     return ScriptedChatModel(respond, name=name)
+
+
+#: a sentence a verbose model adds to every text it writes
+PADDING = " She has carried this for a long time and it still weighs on her every day."
+
+
+def _pad(value: object, times: int) -> object:
+    if isinstance(value, str) and len(value) > 3 and value not in ("low", "medium", "high"):
+        return value + PADDING * times
+    if isinstance(value, list):
+        return [_pad(v, times) for v in value]
+    if isinstance(value, dict):
+        keep = ("language", "relevant_memory_ids")
+        return {k: v if k in keep else _pad(v, times) for k, v in value.items()}
+    return value
+
+
+def verbose_responder(times: int = 8) -> Callable[[list[dict], int, dict], str]:
+    """A :class:`~attunement.perf.simserver.SimServer` responder that answers every
+    builder stage with JSON of the right shape and far too much text: each text
+    value gets ``times`` more sentences, memory ids and levels stay as they are.
+    It reads the stage's prompt, not the follow-up a re-ask adds, so it ignores
+    length limits whatever it is told."""
+
+    def respond(messages: list[dict], index: int, params: dict) -> str:
+        schema = params["response_format"]["json_schema"]["schema"]
+        first_user = next(i for i, m in enumerate(messages) if m["role"] == "user")
+        request = ChatRequest(
+            messages=tuple((m["role"], m["content"]) for m in messages[: first_user + 1]),
+            json_schema=schema,
+            sample_start=index,
+        )
+        data = json.loads(default_answer(request, index))
+        if stage_of(request) in ("inspect",):
+            return json.dumps(_pad(data, 1))
+        return json.dumps(_pad(data, times), ensure_ascii=False)
+
+    return respond
