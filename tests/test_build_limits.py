@@ -98,7 +98,7 @@ async def test_an_answer_over_a_limit_is_asked_again_once_with_the_limit_named()
     )
     assert asked.ok and asked.value["topics"][0] == "moving far from home"
     assert asked.trimmed == [] and asked.kinds == ["over_limit"]
-    first, second = model.calls
+    second = model.calls[1]
     assert len(second.messages) == 3 and second.messages[1] == ("assistant", json.dumps(answer))
     note = second.messages[2][1]
     assert '"topics.0" has 54 characters (limit 40)' in note

@@ -40,17 +40,18 @@ def read_manifest(out_dir: Path) -> dict[str, Any] | None:
 
 
 def previous_settings(out_dir: Path) -> dict[str, Any] | None:
-    """What the folder's last run was run with: ``source``, ``model``,
-    ``stage_models``, ``seed``, ``limit`` and ``config`` (a BuildConfig)."""
+    """What the folder's last run was run with: ``source`` (when it was a
+    ``KIND:PATH``), ``specs`` (the model specs as given: ``model`` and one per
+    stage given its own), ``seed`` and ``config`` (a BuildConfig); None when
+    the folder has no build manifest."""
     doc = read_manifest(out_dir)
     if doc is None or "config" not in doc:
         return None
+    source = doc.get("source")
     return {
-        "source": doc.get("source"),
-        "model": doc.get("model"),
-        "stage_models": doc.get("stage_models") or {},
+        "source": source if isinstance(source, str) and not source.startswith("<") else None,
+        "specs": dict(doc.get("specs") or {}),
         "seed": doc.get("seed", 0),
-        "limit": doc.get("limit"),
         "config": BuildConfig.model_validate(doc["config"]),
     }
 
@@ -82,6 +83,7 @@ def write_build_manifest(
     limit: int | None,
     seed: int,
     concurrency: int,
+    specs: dict[str, str],
 ) -> Path:
     """Write ``OUT/manifest.json`` for this run, keeping the runs before it."""
     runs = list((read_manifest(out_dir) or {}).get("runs", []))
@@ -105,6 +107,7 @@ def write_build_manifest(
         seed=seed,
         model=model,
         stage_models=stage_models,
+        specs=specs,
         stages=stages,
         redo=redo,
         concurrency=concurrency,

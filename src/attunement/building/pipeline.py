@@ -485,6 +485,7 @@ async def build_dataset(
     show_progress: bool | None = None,
     probe: bool = True,
     on_estimate: Callable[[BuildEstimate], None] | None = None,
+    specs: dict[str, str] | None = None,
 ) -> BuildReport:
     """Build (or resume building) a PersonaEmp-style dataset in ``out_dir``.
 
@@ -497,7 +498,9 @@ async def build_dataset(
     again (see the module docstring). ``probe`` runs each stage's first request
     alone and stops the build when the endpoint cannot answer the stage's
     schema (:mod:`attunement.building.runner`). ``on_estimate`` receives the
-    :class:`BuildEstimate` after the filter, before the first call.
+    :class:`BuildEstimate` after the filter, before the first call. ``specs``
+    (``{"model": SPEC, "inspect": SPEC, ...}``, as the command line was given
+    them) are kept in the manifest, so a rerun can load the same models.
 
     Before anything is written, a dry pass checks every stage's stored records
     (:class:`~attunement.building.store.StaleRecordsError` leaves the folder as
@@ -547,6 +550,7 @@ async def build_dataset(
                 limit=limit,
                 seed=seed,
                 concurrency=concurrency,
+                specs=specs or {},
             )
         )
     return report
