@@ -58,7 +58,7 @@ from pathlib import Path
 from typing import Any
 
 from attunement.building.memory_items import memory_items
-from attunement.building.privacy import ScrubOptions, scrub_text
+from attunement.building.privacy import ScrubOptions, region_of, scrub_text
 from attunement.building.reading import (
     ErrorTagPolicy,
     ImportOptions,
@@ -134,10 +134,12 @@ def scrub_user(user: UserHistory, options: ScrubOptions) -> UserHistory:
     """The user with personal data replaced in every text; counts in ``meta["scrubbed"]``."""
     total: Counter[str] = Counter()
 
+    region = options.region or region_of(user.language)
+
     def clean(text: str | None) -> str | None:
         if not text:
             return text
-        out, counts = scrub_text(text, options.kinds)
+        out, counts = scrub_text(text, options.kinds, region=region)
         total.update(counts)
         return out
 

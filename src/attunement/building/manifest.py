@@ -16,13 +16,17 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from attunement.building.config import STAGE_PROMPTS, STAGES, BuildConfig
+from attunement.building.privacy import SCRUB_KINDS
 from attunement.building.report import BuildReport
 from attunement.jsonl import write_manifest
 from attunement.prompts import load_prompt
+from attunement.records import UserHistory
 
 MANIFEST = "manifest.json"
 
@@ -127,3 +131,25 @@ def write_build_manifest(
         report=json.loads(report.model_dump_json()),
         runs=runs,
     )
+
+
+def write_scrub_report(path: Path, users: Sequence[UserHistory], config: BuildConfig) -> Path:
+    """``OUT/scrub_report.json``: what the import scrubbed, per kind (every kind,
+    zeros included, so a missing kind is visible) and per user."""
+    options = config.import_options.scrub
+    per_user = {
+        u.user_id: dict(u.meta.get("scrubbed", {})) for u in users if u.meta.get("scrubbed")
+    }
+    total: Counter[str] = Counter()
+    for counts in per_user.values():
+        total.update(counts)
+    doc = {
+        "enabled": options.enabled,
+        "kinds": {k: total.get(k, 0) if k in options.kinds else None for k in SCRUB_KINDS},
+        "region": options.region or "from each user's language",
+        "users": len(users),
+        "users_scrubbed": len(per_user),
+        "per_user": per_user,
+    }
+    path.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return path

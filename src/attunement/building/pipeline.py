@@ -48,7 +48,7 @@ from attunement.building.export import write_dataset, write_users
 from attunement.building.extraction import extract_call, needs_memory_extraction
 from attunement.building.filters import filter_user
 from attunement.building.importers import load_users
-from attunement.building.manifest import write_build_manifest
+from attunement.building.manifest import write_build_manifest, write_scrub_report
 from attunement.building.report import (
     BuildEstimate,
     BuildReport,
@@ -148,7 +148,8 @@ class _Build:
         return self.examples(personas, await self.inspect(personas, queries))
 
     def finish(self) -> None:
-        """``users.jsonl`` and ``stages/filter.jsonl`` of this run (written last)."""
+        """``users.jsonl``, ``stages/filter.jsonl`` and ``scrub_report.json`` of this
+        run (written last)."""
         write_users(
             self.out_dir / "users.jsonl",
             self.users,
@@ -156,6 +157,7 @@ class _Build:
             keep_evidence=self.config.export_evidence,
         )
         write_jsonl(self.out_dir / "stages" / "filter.jsonl", self.filter_records)
+        write_scrub_report(self.out_dir / "scrub_report.json", self.imported, self.config)
 
     # ------------------------------------------------------------------ stages
 
