@@ -239,7 +239,7 @@ def test_a_card_or_iban_that_fails_its_checksum_is_not_called_one():
 def test_url_detection_reads_its_packaged_tld_list_and_fetches_nothing(monkeypatch, tmp_path):
     import urllib.request
 
-    import urlextract.cachefile as cachefile
+    from urlextract import cachefile
 
     from attunement.building import privacy
 
