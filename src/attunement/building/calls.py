@@ -333,23 +333,30 @@ def user_call(
 # --------------------------------------------------------------------------- shared checks
 
 
-def user_turns_excerpt(user: UserHistory, max_chars: int, turn_chars: int) -> str:
-    """The user's own turns, each cut to ``turn_chars``, until ``max_chars`` are used."""
+def user_turns_excerpt(
+    user: UserHistory, max_chars: int, turn_chars: int, last: int | None = None
+) -> str:
+    """The user's own turns, each cut to ``turn_chars``, in order: the ``last``
+    ones (all when None), the latest kept when ``max_chars`` runs out."""
+    turns = [
+        " ".join(t.text.split())
+        for session in user.sessions
+        for t in session.turns
+        if t.role == "user" and t.text.strip()
+    ]
+    if last is not None:
+        turns = turns[-last:] if last > 0 else []
     lines: list[str] = []
     used = 0
-    for session in user.sessions:
-        for turn in session.turns:
-            if turn.role != "user" or not turn.text.strip():
-                continue
-            body = " ".join(turn.text.split())
-            if len(body) > turn_chars:
-                body = body[:turn_chars].rstrip() + " ..."
-            line = f"- {body}"
-            if used + len(line) > max_chars:
-                return "\n".join(lines)
-            lines.append(line)
-            used += len(line) + 1
-    return "\n".join(lines)
+    for body in reversed(turns):
+        if len(body) > turn_chars:
+            body = body[:turn_chars].rstrip() + " ..."
+        line = f"- {body}"
+        if used + len(line) > max_chars:
+            break
+        lines.append(line)
+        used += len(line) + 1
+    return "\n".join(reversed(lines))
 
 
 def memories_text(memories: Sequence[MemoryItem], config: BuildConfig) -> str:

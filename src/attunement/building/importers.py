@@ -160,6 +160,11 @@ def scrub_user(user: UserHistory, options: ScrubOptions) -> UserHistory:
         for m in user.memories
     ]
     meta = dict(user.meta)
+    if meta.get("dropped_memories"):  # their values are the user's words too
+        meta["dropped_memories"] = [
+            {**d, "value": clean(d["value"]) if isinstance(d.get("value"), str) else d.get("value")}
+            for d in meta["dropped_memories"]
+        ]
     meta["scrubbed"] = dict(sorted(total.items()))
     return user.model_copy(update={"sessions": sessions, "memories": memories, "meta": meta})
 

@@ -54,9 +54,12 @@ CATEGORY_GOALS = {
 }
 
 
-def _user_turns(user: UserHistory, config: BuildConfig, share: int = 1) -> str:
-    """The user's own words for a prompt, fenced (``share``: a part of the budget)."""
-    excerpt = user_turns_excerpt(user, config.user_text_chars // share, config.turn_chars)
+def _user_turns(user: UserHistory, config: BuildConfig, last: int, share: int = 1) -> str:
+    """The user's ``last`` own turns for a prompt, fenced (``share``: a part of the
+    character budget), as the authors quote the end of the conversation."""
+    excerpt = user_turns_excerpt(
+        user, config.user_text_chars // share, config.turn_chars, last=last
+    )
     return fence("user_messages", excerpt or "(none)")
 
 
@@ -107,7 +110,7 @@ def persona_call(
         decide,
         seed=seed,
         memories=memories_text(user.memories, config),
-        user_turns=_user_turns(user, config),
+        user_turns=_user_turns(user, config, config.persona_turns),
     )
 
 
@@ -357,7 +360,7 @@ def query_call(
         rules={"query_min_words": config.query_min_words},
         persona=render_persona(persona, with_big_five=config.big_five_in_prompts),
         memories=memories_text(user.memories, config),
-        user_turns=_user_turns(user, config, share=2),
+        user_turns=_user_turns(user, config, config.query_turns, share=2),
         category_title=situation.category.title,
         category_goal=CATEGORY_GOALS[situation.category],
         situation=situation.description,
@@ -451,7 +454,7 @@ def inspect_call(
         persona=render_persona(persona, with_big_five=config.big_five_in_prompts),
         relevant_memories=memories_text(used, config),
         other_memories=memories_text(other, config),
-        user_turns=_user_turns(user, config, share=2),
+        user_turns=_user_turns(user, config, config.query_turns, share=2),
         category_title=query.category.title,
         situation=render_situation(query.situation),
         query=fence("message", query.text),
