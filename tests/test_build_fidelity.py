@@ -148,9 +148,11 @@ def test_the_split_says_which_cluster_it_holds_out_and_how_large(tmp_path):
 
 def test_a_user_who_writes_russian_around_a_pasted_english_letter_is_russian():
     turns = [
-        "Пожалуйста, переведи это письмо и сделай его вежливее. Dear Mr. Smith, I am "
-        "writing to tell you that the shipment was delayed by two weeks because of the "
-        "strike at the port. We apologise for the trouble. Best regards, Ivan",
+        (
+            "Пожалуйста, переведи это письмо и сделай его вежливее. Dear Mr. Smith, I am "
+            "writing to tell you that the shipment was delayed by two weeks because of the "
+            "strike at the port. We apologise for the trouble. Best regards, Ivan"
+        ),
         "Исправь ошибки: I has been working here since three years and I wants a raise.",
         "Спасибо, теперь сделай его короче, пожалуйста.",
     ]
@@ -166,8 +168,10 @@ async def test_the_example_language_is_the_querys_and_user_language_the_users(tm
     russian = _user(
         "u-ru",
         [
-            "Пожалуйста, переведи это письмо. Dear Mr. Smith, I am writing to tell you that "
-            "the shipment was delayed by two weeks. Best regards, Ivan",
+            (
+                "Пожалуйста, переведи это письмо. Dear Mr. Smith, I am writing to tell you "
+                "that the shipment was delayed by two weeks. Best regards, Ivan"
+            ),
             "Спасибо, я так устала на этой работе и скучаю по маме.",
         ],
     )
