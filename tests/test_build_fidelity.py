@@ -157,6 +157,20 @@ def test_a_user_who_writes_russian_around_a_pasted_english_letter_is_russian():
         "Спасибо, теперь сделай его короче, пожалуйста.",
     ]
     assert identify_language(turns, "en").language == "ru"
+    # a turn that is only a pasted letter (or code) has no words of the user at all
+    pasted = [
+        "Hazme esta carta más amable, por favor, es para mi jefe.",
+        (
+            "Dear Ms. Brown,\nI would like to ask for two days of leave next week because my "
+            "mother is in hospital.\nKind regards,\nLucía"
+        ),
+        "def leave(days):\n    return days * 2\nprint(leave(2))",
+        (
+            "Dear Ms. Brown,\nThank you for your quick answer and for your kindness these days."
+            "\nBest regards,\nLucía"
+        ),
+    ]
+    assert identify_language(pasted, "en").language == "es"
     english_only_quote = [
         "My grandmother wrote «Я тебя люблю» on the card, what does it mean exactly?",
         "Thanks, that made me cry a little, I miss her so much.",
