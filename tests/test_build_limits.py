@@ -152,15 +152,13 @@ def test_a_build_against_a_server_that_ignores_or_cuts_at_max_length(
             out,
             "--model",
             f"openai:{server.base_url}#sim",
-            "--limit",
-            "2",
             "--concurrency",
             "4",
         )
         requests = server.stats().requests
     assert res.exit_code == 0, res.output
     examples = read_jsonl(out / "examples.jsonl", Example)
-    assert len(examples) == 6 and "2 users -> 6 examples" in res.output
+    assert len(examples) == 15 and "6 users -> 15 examples" in res.output
     for e in examples:
         _within_limits(e)
         assert "queries.query" in e.meta["trimmed"] and "persona.profile" in e.meta["trimmed"]
@@ -168,12 +166,12 @@ def test_a_build_against_a_server_that_ignores_or_cuts_at_max_length(
     # each generation call was asked once more (the limits named), then trimmed (a
     # verbose answer may first hit the token budget: retried with a larger one); the
     # inspector's answers fit
-    assert 2 * (2 + 2 + 2 + 6) + 6 <= requests <= 3 * (2 + 2 + 2 + 6) + 6
+    assert 2 * (5 + 5 + 5 + 15) + 15 <= requests <= 3 * (5 + 5 + 5 + 15) + 15
     for stage in ("persona", "bigfive", "situations", "queries"):
         for r in load_stage_records(out, stage):
             assert r.trimmed and r.failure_kinds[-1] == "over_limit", (stage, r.failure_kinds)
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["report"]["stages"]["queries"]["trimmed"] == 6
+    assert manifest["report"]["stages"]["queries"]["trimmed"] == 15
 
 
 def test_a_stage_in_which_every_record_fails_stops_the_build_with_exit_1(monkeypatch, tmp_path):

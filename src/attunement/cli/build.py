@@ -331,6 +331,10 @@ def _print_report(report: BuildReport) -> None:
     out.print(table)
     if report.rejection_reasons:
         show("rejections: " + _counts(report.rejection_reasons))
+    if report.accepted == 0 and "export" in report.stages:
+        say(
+            "no example was exported: every query was rejected (see the rejections)", style="yellow"
+        )
     if report.languages:
         show("query languages: " + _counts(report.languages))
     if report.user_languages:
