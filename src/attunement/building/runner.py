@@ -178,8 +178,9 @@ class StageRunner:
         return len(reused)
 
     def log(self, line: str) -> None:
-        """A stage's start or end line, when the build's output is piped."""
-        if self.piped:
+        """A stage's start or end line, when the build's output is piped (not in the
+        dry pass)."""
+        if self.piped and not self.dry:
             log_line(line)
 
     async def _call(self, stage: str, todo: list[StageCall[Any]], keys: int) -> int:
