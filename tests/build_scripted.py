@@ -110,14 +110,13 @@ def default_answer(request: ChatRequest, index: int) -> str:
             }
         )
     if stage == "inspect":
-        lang = re.search(r"The user writes in [^(]+\((\S+)\)", text)
         return json.dumps(
             {
                 "reason": "Fits the user.",
                 "emotional_support": True,
                 "logical_consistency": True,
                 "role_awareness": True,
-                "language": lang.group(1) if lang else "en",
+                "language": language_written(text),
             }
         )
     if stage == "extract":
@@ -136,6 +135,17 @@ def default_answer(request: ChatRequest, index: int) -> str:
     raise AssertionError(stage)
 
 
+def language_written(prompt: str) -> str:
+    """The language of the query an inspection prompt shows (the inspector is given
+    no hint: it reads the message), as a code of :data:`QUERIES`; else ``en``."""
+    m = re.search(r"<message>(.*?)</message>", prompt, re.DOTALL)
+    query = m.group(1) if m else prompt
+    for lang, template in QUERIES.items():
+        if re.split(r"[(\uff08]", template)[0].strip()[:12] in query:
+            return lang
+    return "en"
+
+
 #: a query per language, as a multilingual model would write it
 QUERIES = {
     "en": "I really need some help with this ({cat}), I feel stuck.",
@@ -143,6 +153,8 @@ QUERIES = {
     "zh": "我真的需要一些帮助（{cat}），我觉得自己被困住了，不知道该怎么办。",
     "ja": "本当に助けが必要です（{cat}）。どうしたらいいのか分かりません。",
     "fr": "J'ai vraiment besoin d'aide avec ça ({cat}), je me sens bloquée.",
+    "it": "Ho davvero bisogno di aiuto con questo ({cat}), mi sento bloccata.",
+    "ru": "Мне очень нужна помощь с этим ({cat}), я чувствую, что застряла.",
 }
 
 
@@ -166,3 +178,41 @@ def scripted_builder(
         return default_answer(request, index)
 
     return ScriptedChatModel(respond, name=name)
+
+
+#: a sentence a verbose model adds to every text it writes
+PADDING = " She has carried this for a long time and it still weighs on her every day."
+
+
+def _pad(value: object, times: int) -> object:
+    if isinstance(value, str) and len(value) > 3 and value not in ("low", "medium", "high"):
+        return value + PADDING * times
+    if isinstance(value, list):
+        return [_pad(v, times) for v in value]
+    if isinstance(value, dict):
+        keep = ("language", "relevant_memory_ids")
+        return {k: v if k in keep else _pad(v, times) for k, v in value.items()}
+    return value
+
+
+def verbose_responder(times: int = 8) -> Callable[[list[dict], int, dict], str]:
+    """A :class:`~attunement.perf.simserver.SimServer` responder that answers every
+    builder stage with JSON of the right shape and far too much text: each text
+    value gets ``times`` more sentences, memory ids and levels stay as they are.
+    It reads the stage's prompt, not the follow-up a re-ask adds, so it ignores
+    length limits whatever it is told."""
+
+    def respond(messages: list[dict], index: int, params: dict) -> str:
+        schema = params["response_format"]["json_schema"]["schema"]
+        first_user = next(i for i, m in enumerate(messages) if m["role"] == "user")
+        request = ChatRequest(
+            messages=tuple((m["role"], m["content"]) for m in messages[: first_user + 1]),
+            json_schema=schema,
+            sample_start=index,
+        )
+        data = json.loads(default_answer(request, index))
+        if stage_of(request) in ("inspect",):
+            return json.dumps(_pad(data, 1))
+        return json.dumps(_pad(data, times), ensure_ascii=False)
+
+    return respond

@@ -9,6 +9,8 @@ the language its prompt asks for.
 from __future__ import annotations
 
 import json
+import os
+from importlib import resources
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,8 @@ from attunement.building.language import detect_text_language
 from attunement.building.privacy import scrub_text
 from attunement.jsonl import read_jsonl
 from attunement.records import Example
+
+EXAMPLE_USERS = resources.files("attunement").joinpath("data/example_users.jsonl")
 
 CONTACT_PACKETS = ("sess_b42cc4f65851", "sess_e8c133f52906", "sess_088e73a8342a")
 #: the contact details those three packets carry (in the users' own turns)
@@ -208,3 +212,75 @@ async def test_sixty_packets_build_zh_and_es_users_in_their_language(tmp_path, s
     for detail in ("lucia.martinez@correo.es", "612 345 678"):
         assert detail not in _all_text(out)
         assert all(detail not in c for call in model.calls for _, c in call.messages)
+
+
+def _corpus() -> list[dict]:
+    path = Path(__file__).parent / "fixtures" / "scrub_corpus.jsonl"
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+@pytest.mark.parametrize("row", _corpus(), ids=lambda r: r["text"][:40])
+def test_scrub_corpus_every_format(row):
+    """Phones of several regions, cards, IBANs, URLs without a scheme, European
+    addresses (finding 6), and what must stay."""
+    out, counts = scrub_text(row["text"], region=row["region"])
+    if row["scrubbed"] is None:
+        assert (out, counts) == (row["text"], {})
+    else:
+        assert out == row["scrubbed"]
+        assert counts[row["kind"]] >= 1
+
+
+def test_a_card_or_iban_that_fails_its_checksum_is_not_called_one():
+    assert scrub_text("card 4111 1111 1111 1112 declined")[0] == "card 4111 1111 1111 1112 declined"
+    assert scrub_text("code GB82 WEST 1234 5698 7654 33 wrong")[1].get("id_number") is None
+
+
+def test_url_detection_reads_its_packaged_tld_list_and_fetches_nothing(monkeypatch, tmp_path):
+    import urllib.request
+
+    from urlextract import cachefile
+
+    from attunement.building import privacy
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("the TLD list must not be fetched")
+
+    stale = tmp_path / "user-cache"
+    stale.mkdir()
+    (stale / "tlds-alpha-by-domain.txt").write_text("# a list someone updated\nZZZ\n")
+    monkeypatch.setattr(urllib.request, "urlopen", no_network)
+    monkeypatch.setattr(cachefile, "user_cache_dir", lambda name: str(stale))
+    # as for a user who cannot write into site-packages: urlextract would then read
+    # (and update) a list in the user's cache folder
+    package_data = str(Path(cachefile.__file__).parent / "data")
+    access = cachefile.os.access
+    monkeypatch.setattr(
+        cachefile.os,
+        "access",
+        lambda path, mode: (
+            False if str(path).startswith(package_data) and mode == os.W_OK else access(path, mode)
+        ),
+    )
+    privacy._url_extractor.cache_clear()
+    try:
+        assert scrub_text("see github.com/user/repo")[0] == "see [URL]"
+        assert scrub_text("see shop.zzz/item/1")[0] == "see shop.zzz/item/1"  # not a TLD
+    finally:
+        privacy._url_extractor.cache_clear()
+
+
+async def test_a_build_writes_its_scrub_report(tmp_path):
+    rows = [json.loads(x) for x in EXAMPLE_USERS.read_text().splitlines() if x.strip()][:1]
+    rows[0]["sessions"][0]["turns"][0]["text"] += (
+        " Call 555-0142 or mail maren@example.org; code at github.com/maren/notes."
+    )
+    source = tmp_path / "u.jsonl"
+    source.write_text(json.dumps(rows[0]) + "\n")
+    model = scripted_builder()
+    await build_dataset(f"users:{source}", tmp_path / "out", model, show_progress=False)
+    report = json.loads((tmp_path / "out" / "scrub_report.json").read_text())
+    assert report["kinds"] == {"email": 1, "url": 1, "address": 0, "phone": 1, "id_number": 0}
+    assert report["users_scrubbed"] == 1 and report["per_user"]["demo-maren"]["phone"] == 1
+    prompts = "\n".join(c for call in model.calls for _, c in call.messages)
+    assert "555-0142" not in prompts and "github.com/maren" not in prompts

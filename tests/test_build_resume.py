@@ -105,14 +105,21 @@ async def test_downstream_records_follow_a_redone_upstream_record(tmp_path):
 
 
 async def test_redo_rejected_and_by_code_draws_fresh_samples_from_a_cache(tmp_path):
+    # the inspector judges the text: the first HEQ query fails, a fresh draw passes
+    def queries(request, index):
+        data = json.loads(default_answer(request, index))
+        if index > 0:
+            data["query"] = "My sister and I fought again and I do not know how to fix it."
+        return json.dumps(data)
+
     def inspect(request, index):
         data = json.loads(default_answer(request, index))
-        if "(HEQ)" in request.messages[-1][1] and index == 0:
-            data["role_awareness"] = False  # the first sample fails, a fresh one passes
+        if "(HEQ), I feel stuck" in request.messages[-1][1]:
+            data["role_awareness"] = False
         return json.dumps(data)
 
     cache = CompletionCache(tmp_path / "cache.sqlite")
-    inner = scripted_builder({"inspect": inspect})
+    inner = scripted_builder({"queries": queries, "inspect": inspect})
     model = CachedChatModel(inner, cache)
     report = await build_dataset(EXAMPLE_USERS, tmp_path / "b", model, limit=2, show_progress=False)
     assert report.rejection_reasons == {"inspect.role_awareness": 2}
@@ -126,10 +133,13 @@ async def test_redo_rejected_and_by_code_draws_fresh_samples_from_a_cache(tmp_pa
         redo=["codes:inspect.role_awareness"],
         show_progress=False,
     )
-    assert len(inner.calls) - before == 2  # not served from the cache: new sample numbers
-    assert all(c.sample_start == 1 for c in inner.calls[before:])
+    # not served from the cache: new sample numbers draw new queries; the new texts
+    # are inspected, the old verdicts are never asked for again
+    assert _stages(inner.calls[before:]) == {"queries": 2, "inspect": 2}
+    redrawn = [c for c in inner.calls[before:] if stage_of(c) == "queries"]
+    assert all(c.sample_start == 1 for c in redrawn)
     assert report.rejection_reasons == {} and report.accepted == 6
-    assert report.stages["inspect"].redone == 2
+    assert report.stages["queries"].redone == 2
 
     # nothing rejected any more: redo rejected has nothing to do
     idle = len(inner.calls)

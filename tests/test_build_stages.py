@@ -11,7 +11,13 @@ import pytest
 from build_scripted import default_answer, scripted_builder, stage_of
 from pydantic import ValidationError
 
-from attunement.building import BuildConfig, EndpointError, build_dataset, load_stage_records
+from attunement.building import (
+    BuildConfig,
+    EndpointError,
+    StageFailedError,
+    build_dataset,
+    load_stage_records,
+)
 from attunement.building.llm_io import StageSettings, ask_json, json_example, token_floor
 from attunement.building.stages import (
     BigFiveAnswer,
@@ -362,7 +368,10 @@ async def test_answers_that_repeat_the_prompts_instructions_are_rejected(tmp_pat
         return json.dumps(data)
 
     model = scripted_builder({"persona": persona, "queries": queries})
-    report = await build_dataset(EXAMPLE_USERS, tmp_path, model, limit=2, show_progress=False)
+    # every persona failed: the build stops (exit 1 on the command line), with its report
+    with pytest.raises(StageFailedError, match="persona: every one of its 2 records") as info:
+        await build_dataset(EXAMPLE_USERS, tmp_path, model, limit=2, show_progress=False)
+    report = info.value.report
     assert report.rejection_reasons == {"persona.template_echo": 2}
     rec = load_stage_records(tmp_path, "persona")[0]
     assert rec.attempts == 3 and "repeats the prompt's instructions" in rec.reason

@@ -43,9 +43,8 @@ def scripted_everything(no_situation_for: str | None = None) -> ScriptedChatMode
                 (u.user_id for u in users if any(m.value in text for m in u.memories)), None
             )
             if stage_of(request) == "situations" and asker == no_situation_for:
-                return json.dumps(
-                    {"ES": {"supported": False, "why_not": "nothing in the memories"}}
-                )
+                why = {"supported": False, "why_not": "nothing in the memories", "situations": []}
+                return json.dumps({"ES": why})
             if stage_of(request) == "queries":  # name the asker so prompts can be told apart
                 data = json.loads(answer)
                 data["query"] += f" (asked by {asker})"

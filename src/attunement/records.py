@@ -236,6 +236,10 @@ class Example(Record):
     first, ending before ``query`` (the user's latest message). It is empty for
     the single-turn data of both papers; when present, policies answer and
     judges judge the last reply *in* that dialogue.
+
+    ``language`` is the language the query is written in; ``user_language``
+    the language of the user's own words (a built dataset sets both; they
+    differ when a user asked in one language about text in another).
     """
 
     example_id: str
@@ -248,6 +252,7 @@ class Example(Record):
     criteria: dict[str, str] = Field(default_factory=dict)
     dialogue: list[Turn] = Field(default_factory=list)
     language: str = "en"
+    user_language: str | None = None
     meta: dict[str, Any] = Field(default_factory=dict)
 
     _cat = field_validator("category", mode="before")(_coerce_category)

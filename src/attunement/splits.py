@@ -19,6 +19,15 @@ labels, never by assigning users again, so cluster 0 is always the largest.
 The users of the held-out cluster (a number, or ``"smallest"``/``"largest"``)
 form the test set.
 
+**Which cluster is held out decides the test set's size and what it tests.**
+The paper holds out "one cluster" and does not say which. The default, cluster
+0, is the largest: a test set of often a third of the users at k = 4 (6 of 18
+users on one measured build), so training sees fewer users and the test covers
+the most common personality profile. ``"smallest"`` tests on the rarest profile
+with the most training data, but on few users (wide intervals). The manifest
+records the held-out cluster, its profile and its share of users, and
+``attune split`` prints them.
+
 Guarantee (tested): every test user is at least as close to the held-out
 profile as to any other profile, and a test user whose five levels equal a
 profile's equals the held-out one; cluster sizes never increase with the
@@ -203,6 +212,7 @@ def split_ood(
         "n_init": n_init,
         "init": "Huang",
         "holdout_cluster": holdout_cluster,
+        "holdout_share": round(len(test_users) / len(users), 4),
         "holdout_profile": dict(
             zip(BIG_FIVE_TRAITS, clusters[holdout_cluster].profile, strict=True)
         ),

@@ -18,7 +18,7 @@ from attunement.building.llm_io import StageSettings
 from attunement.building.pipeline import build_dataset
 from attunement.building.privacy import ScrubOptions
 from attunement.building.report import BuildEstimate, BuildReport, StageCount
-from attunement.building.runner import EndpointError
+from attunement.building.runner import EndpointError, StageFailedError
 from attunement.building.store import BuildLockedError, StaleRecordsError, load_stage_records
 
 __all__ = [
@@ -35,6 +35,7 @@ __all__ = [
     "ImportOptions",
     "ScrubOptions",
     "StageCount",
+    "StageFailedError",
     "StageRecord",
     "StageSettings",
     "StaleRecordsError",

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Generic, Literal, TypeVar
@@ -31,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from attunement.building.config import STAGE_PROMPTS, BuildConfig
 from attunement.building.language import text_units
+from attunement.building.limits import limits_text
 from attunement.building.llm_io import (
     MEMORY_ID,
     Asked,
@@ -59,7 +61,13 @@ class StageRecord(BaseModel):
     ``model``, ``prompt_version`` and ``fingerprint`` say what produced it: a
     resumed build compares the fingerprint with the one it would use now.
     ``next_sample`` is the first sample number not used yet (a redo starts
-    there, so a cache never serves the old answer again).
+    there, so a cache never serves the old answer again). ``trimmed`` names
+    the values of the answer that stayed over a length limit after it was
+    asked again, and were trimmed. ``draw`` counts the records of this key in
+    this stage (a redo draws again); ``verdict_key`` identifies what an
+    inspection judged (:mod:`attunement.building.verdicts`), and ``reused``
+    marks a verdict taken from an earlier record of the same text, without a
+    call.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -78,6 +86,10 @@ class StageRecord(BaseModel):
     fingerprint: str | None = None
     next_sample: int = 0
     failure_kinds: list[str] = Field(default_factory=list)
+    trimmed: list[str] = Field(default_factory=list)
+    draw: int = 1
+    verdict_key: str | None = None
+    reused: bool = False
 
     @classmethod
     def from_call(
@@ -92,10 +104,13 @@ class StageRecord(BaseModel):
             attempts=asked.attempts if asked is not None else 0,
             failures=asked.failures if asked is not None else [],
             failure_kinds=asked.kinds if asked is not None else [],
+            trimmed=asked.trimmed if asked is not None else [],
             model=call.model.name,
             prompt_version=call.template.version,
             fingerprint=call.fingerprint,
             next_sample=(max(samples) + 1) if samples else call.sample_base,
+            draw=call.draw,
+            verdict_key=call.verdict_key,
             **fields,
         )
 
@@ -129,6 +144,24 @@ def _digest(doc: Any) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
 
 
+_LOOPBACK = re.compile(r"//(?:localhost|127(?:\.\d{1,3}){3}|\[::1\]|0\.0\.0\.0)(?=[:/#]|$)")
+
+
+def model_identity(name: str) -> str:
+    """A model's name as records compare it: a loopback host written as
+    ``localhost``, ``127.0.0.1``, ``[::1]`` or ``0.0.0.0`` is one host, and
+    trailing slashes of the address do not count.
+
+    >>> model_identity("openai:http://localhost:8000/v1/#qwen")
+    'openai:http://127.0.0.1:8000/v1#qwen'
+    >>> model_identity("openai:http://127.0.0.1:8000/v1#qwen")
+    'openai:http://127.0.0.1:8000/v1#qwen'
+    """
+    head, sep, model = name.partition("#")
+    head = _LOOPBACK.sub("//127.0.0.1", head).rstrip("/")
+    return head + sep + model
+
+
 def instructions_of(template: PromptTemplate) -> str:
     """The template's own wording (what an answer must not simply repeat)."""
     return "\n".join(body for _, body in template.messages)
@@ -151,6 +184,10 @@ class StageCall(Generic[T]):
     seed: int | None = None
     rules: dict[str, Any] = field(default_factory=dict)  # settings the parser applies
     sample_base: int = 0
+    draw: int = 1
+    verdict_key: str | None = None
+    #: re-decides a stored record under the current settings without a call (or None)
+    review: Callable[[StageRecord], StageRecord] | None = None
 
     @property
     def fingerprint(self) -> str:
@@ -158,7 +195,7 @@ class StageCall(Generic[T]):
         return _digest(
             {
                 "stage": self.stage,
-                "model": self.model.name,
+                "model": model_identity(self.model.name),
                 "prompt": [self.template.name, self.template.version],
                 "messages": self.messages,
                 "schema": self.schema,
@@ -225,26 +262,46 @@ def stage_call(
     rules: dict[str, Any] | None = None,
     memory_ids: Sequence[str] | None = None,
     prompt: str | None = None,
+    verdict_without: str | None = None,
+    review: Callable[[StageRecord], StageRecord] | None = None,
     **values: Any,
 ) -> StageCall[T]:
     """The call of ``stage`` for one key: its prompt (``prompt``, else the stage's
-    template) rendered with ``values`` and the answer's JSON example, and the
-    schema of ``answer`` titled with the stage's name."""
+    template) rendered with ``values``, the answer's JSON example and its length
+    limits in words (both from the schema), and the schema of ``answer`` titled
+    with the stage's name.
+
+    ``verdict_without`` makes the call a verdict: its :attr:`StageCall.verdict_key`
+    covers the model, prompt, schema, settings, seed, user and every value
+    but that one (:mod:`attunement.building.verdicts`). ``review`` re-decides a
+    stored record of the call under the current settings (see
+    :class:`StageCall`)."""
     template = load_prompt(prompt or STAGE_PROMPTS[stage])
     schema = answer_schema(answer, title=stage, memory_ids=memory_ids)
+    verdict_key = None
+    if verdict_without is not None:
+        shown = {k: str(v) for k, v in values.items() if k != verdict_without}
+        verdict_key = _digest(
+            [model_identity(model.name), template.name, template.version, schema]
+            + [settings.model_dump(), seed, user_id, shown]
+        )
     return StageCall(
         stage=stage,
         key=key,
         user_id=user_id,
         model=model,
         template=template,
-        messages=template.render(answer_format=json_example(schema), **values),
+        messages=template.render(
+            answer_format=json_example(schema), answer_limits=limits_text(schema), **values
+        ),
         schema=schema,
         parse=parse,
         settings=settings,
         decide=decide,
         seed=seed,
         rules=rules or {},
+        verdict_key=verdict_key,
+        review=review,
     )
 
 
@@ -276,23 +333,30 @@ def user_call(
 # --------------------------------------------------------------------------- shared checks
 
 
-def user_turns_excerpt(user: UserHistory, max_chars: int, turn_chars: int) -> str:
-    """The user's own turns, each cut to ``turn_chars``, until ``max_chars`` are used."""
+def user_turns_excerpt(
+    user: UserHistory, max_chars: int, turn_chars: int, last: int | None = None
+) -> str:
+    """The user's own turns, each cut to ``turn_chars``, in order: the ``last``
+    ones (all when None), the latest kept when ``max_chars`` runs out."""
+    turns = [
+        " ".join(t.text.split())
+        for session in user.sessions
+        for t in session.turns
+        if t.role == "user" and t.text.strip()
+    ]
+    if last is not None:
+        turns = turns[-last:] if last > 0 else []
     lines: list[str] = []
     used = 0
-    for session in user.sessions:
-        for turn in session.turns:
-            if turn.role != "user" or not turn.text.strip():
-                continue
-            body = " ".join(turn.text.split())
-            if len(body) > turn_chars:
-                body = body[:turn_chars].rstrip() + " ..."
-            line = f"- {body}"
-            if used + len(line) > max_chars:
-                return "\n".join(lines)
-            lines.append(line)
-            used += len(line) + 1
-    return "\n".join(lines)
+    for body in reversed(turns):
+        if len(body) > turn_chars:
+            body = body[:turn_chars].rstrip() + " ..."
+        line = f"- {body}"
+        if used + len(line) > max_chars:
+            break
+        lines.append(line)
+        used += len(line) + 1
+    return "\n".join(reversed(lines))
 
 
 def memories_text(memories: Sequence[MemoryItem], config: BuildConfig) -> str:

@@ -119,6 +119,17 @@ class BuildConfig(BaseModel):
         default=1500, ge=0, description="budget of the user's own words quoted in prompts"
     )
     turn_chars: int = Field(default=300, ge=20, description="longest excerpt of one turn")
+    persona_turns: int = Field(
+        default=12,
+        ge=0,
+        description="the user's last turns quoted to the persona stage (the authors: 12)",
+    )
+    query_turns: int = Field(
+        default=5,
+        ge=0,
+        description="the user's last turns quoted to the query and inspection stages "
+        "(the authors: 5)",
+    )
     extract_conversation_chars: int = Field(
         default=6000, ge=200, description="budget of the conversation shown to memory extraction"
     )

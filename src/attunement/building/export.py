@@ -3,8 +3,9 @@
 ``DIR/examples.jsonl`` holds one :class:`~attunement.records.Example` per
 accepted query (``example_id`` = query id = ``<user_id>:<category>``) with the
 user's persona (Big Five included), all of the user's memories, the situation,
-the language and ``meta`` (source, the memory ids the query relies on, the
-generator's reasoning, the inspector's reason).
+the query's language and the user's, and ``meta`` (source, the memory ids the
+query relies on, the generator's reasoning, the inspector's verdict, the
+query's draw count, and the values trimmed to a length limit, if any).
 
 By default the quoted evidence text of every memory item is left out of the
 exports (``keep_evidence``: the item itself stays, with where it came from),
@@ -14,8 +15,9 @@ unless asked. ``split_by_language`` also writes ``examples.<lang>.jsonl`` and
 ``prompts.<lang>.jsonl`` per language, as the authors' export does.
 
 ``DIR/prompts.jsonl`` holds TRL-style rows for the same examples:
-``{"prompt": [messages...], "example_id", "user_id", "category", "language",
-"query", "persona", "memories", "situation", "example"}``. The prompt is the
+``{"prompt": [messages...], "example_id", "user_id", "category", "language"
+(the query's), "user_language", "query", "persona", "memories", "situation",
+"example"}``. The prompt is the
 policy's, from its one home (:mod:`attunement.policy.context`) with the
 defaults of ``attune generate``: full memory, no persona or situation. The
 context columns are rendered text (what a reward function reads), ``example``
@@ -47,6 +49,7 @@ def prompt_row(example: Example) -> dict[str, Any]:
         "user_id": example.user_id,
         "category": example.category.value if example.category else None,
         "language": example.language,
+        "user_language": example.user_language,
         "query": example.query,
         "persona": render_persona(example.persona),
         "memories": render_memories(example.memories),

@@ -287,12 +287,7 @@ def filter_user(user: UserHistory, rules: FilterRules) -> FilterDecision:
     ids = [mid for mid, _ in deep]
     found = ", ".join(f"{mid} ({why})" for mid, why in deep) or "none"
     if not user.memories:
-        return FilterDecision(
-            user_id=user.user_id,
-            keep=False,
-            reason_code="filter.no_memories",
-            reason="the history has no memory items",
-        )
+        return _no_memories(user)
     if len(deep) < rules.min_deep_memories:
         return FilterDecision(
             user_id=user.user_id,
@@ -319,6 +314,29 @@ def filter_user(user: UserHistory, rules: FilterRules) -> FilterDecision:
         keep=True,
         reason=f"{len(deep)} deep memory items: {found}",
         deep_memory_ids=ids,
+    )
+
+
+def _no_memories(user: UserHistory) -> FilterDecision:
+    """The rejection of a user without memory items: none at all, or every one
+    dropped at import for an annotator's ``[ERROR: ...]`` tag (said so)."""
+    dropped = user.meta.get("dropped_memories") or []
+    tags = [d.get("reason", "") for d in dropped if str(d.get("reason", "")).startswith("[ERROR")]
+    if dropped and len(tags) == len(dropped):
+        return FilterDecision(
+            user_id=user.user_id,
+            keep=False,
+            reason_code="filter.error_tags_only",
+            reason=(
+                f"all {len(dropped)} memory items carry an annotator's [ERROR: ...] tag and "
+                f"were dropped at import (--error-tags strip or keep uses them); first: {tags[0]}"
+            ),
+        )
+    return FilterDecision(
+        user_id=user.user_id,
+        keep=False,
+        reason_code="filter.no_memories",
+        reason="the history has no memory items",
     )
 
 

@@ -58,7 +58,7 @@ from pathlib import Path
 from typing import Any
 
 from attunement.building.memory_items import memory_items
-from attunement.building.privacy import ScrubOptions, scrub_text
+from attunement.building.privacy import ScrubOptions, region_of, scrub_text
 from attunement.building.reading import (
     ErrorTagPolicy,
     ImportOptions,
@@ -117,8 +117,13 @@ def load_users(source: str, options: ImportOptions | None = None) -> list[UserHi
         raise FileNotFoundError(f"{path}: no such file (source {source!r})")
     if options.skip_invalid and options.rejects is not None:
         options.rejects.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        raise IsADirectoryError(21, "is a folder, not a file", str(path))
     importer = _IMPORTERS[kind]
     users = importer(path, options)
+    if not users:
+        why = "every line was rejected" if options.skip_invalid else "the file has no records"
+        raise ValueError(f"{path}: no user histories to build ({why})")
     check_unique(users, path)
     if options.scrub.enabled:
         users = [scrub_user(u, options.scrub) for u in users]
@@ -129,10 +134,12 @@ def scrub_user(user: UserHistory, options: ScrubOptions) -> UserHistory:
     """The user with personal data replaced in every text; counts in ``meta["scrubbed"]``."""
     total: Counter[str] = Counter()
 
+    region = options.region or region_of(user.language)
+
     def clean(text: str | None) -> str | None:
         if not text:
             return text
-        out, counts = scrub_text(text, options.kinds)
+        out, counts = scrub_text(text, options.kinds, region=region)
         total.update(counts)
         return out
 
@@ -153,6 +160,11 @@ def scrub_user(user: UserHistory, options: ScrubOptions) -> UserHistory:
         for m in user.memories
     ]
     meta = dict(user.meta)
+    if meta.get("dropped_memories"):  # their values are the user's words too
+        meta["dropped_memories"] = [
+            {**d, "value": clean(d["value"]) if isinstance(d.get("value"), str) else d.get("value")}
+            for d in meta["dropped_memories"]
+        ]
     meta["scrubbed"] = dict(sorted(total.items()))
     return user.model_copy(update={"sessions": sessions, "memories": memories, "meta": meta})
 

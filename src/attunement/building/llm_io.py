@@ -38,6 +38,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from attunement.building.limits import limit_note, over_limits, trim_to_limits
 from attunement.llm import ChatModel, Message
 from attunement.textjson import NotJSONError, sole_json_object
 
@@ -93,9 +94,12 @@ class Answer(BaseModel):
 class Asked(Generic[T]):
     """The outcome of :func:`ask_json`: a value, or the reason there is none.
 
-    ``kinds`` holds the kind of each failed attempt (``not_json``,
-    ``invalid_output``, ``template_echo``; ``length`` when the answer was cut
-    off), ``samples`` the sample numbers used.
+    ``kinds`` holds the kind of each failed attempt (``not_json``; ``schema``
+    when the answer model refused the object; ``invalid_output`` and
+    ``template_echo`` for content; ``length`` when the answer was cut off by
+    the token limit; ``over_limit`` when a length limit was broken and the
+    answer was asked again), ``samples`` the sample numbers used, ``trimmed``
+    the paths of values trimmed to their limits in the accepted answer.
     """
 
     value: T | None
@@ -104,6 +108,7 @@ class Asked(Generic[T]):
     failures: list[str] = field(default_factory=list)
     kinds: list[str] = field(default_factory=list)
     samples: list[int] = field(default_factory=list)
+    trimmed: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -158,57 +163,123 @@ async def ask_json(
     ``retry_temperature`` from its first attempt). ``instructions`` is the
     prompt's own template text: answers that repeat it are rejected.
 
+    An answer at or over a length limit of ``schema`` is asked again once, in
+    the same conversation, with every broken limit named (this extra call does
+    not use up an attempt); when an answer is still over a limit after that, it
+    is trimmed (:mod:`attunement.building.limits`) and the trimmed paths are
+    flagged in :attr:`Asked.trimmed`.
+
     Errors of the model itself (:class:`attunement.llm.LLMError`: server down,
     timeouts after the backend's own retries) are not caught: they stop the
     job, which can then be resumed, instead of being recorded as a verdict.
     """
-    failures: list[str] = []
-    kinds: list[str] = []
-    samples: list[int] = []
-    max_tokens = max(settings.max_tokens, token_floor(schema))
-    fresh = max(settings.temperature, settings.retry_temperature)
-    for attempt in range(settings.max_attempts):
-        temperature = settings.temperature if attempt == 0 and sample_base == 0 else fresh
-        sample = sample_base + attempt
-        samples.append(sample)
-        [completion] = await model.complete(
-            list(messages),
-            n=1,
-            temperature=temperature,
-            max_tokens=max_tokens,
-            json_schema=schema,
-            seed=seed,
-            sample_start=sample,
-        )
+    state = _Asking(list(messages), settings, schema, sample_base)
+    while state.calls < state.budget:
+        attempt = state.calls
+        completion = await state.ask(model, seed)
         truncated = completion.finish_reason == "length"
         try:
             data = _json_answer(completion.text)
+            data, trimmed = state.fit(data, completion.text)
             if instructions:
                 echo = template_echo(_strings(data), instructions)
                 if echo:
                     raise TemplateEcho(f"the answer repeats the prompt's instructions: {echo!r}")
             value = parse(data)
+        except _AskAgain:
+            continue
         except (InvalidOutput, ValidationError) as exc:
-            note = _describe(exc)
-            kind = exc.kind if isinstance(exc, InvalidOutput) else "invalid_output"
-            if truncated:
-                note += f" (the answer hit max_tokens={max_tokens})"
-                kind = "length"
-                max_tokens = min(max(max_tokens * 2, max_tokens + 1), settings.max_tokens_cap)
-            failures.append(note)
-            kinds.append(kind)
+            state.failed(exc, truncated)
             continue
         return Asked(
-            value=value, attempts=attempt + 1, failures=failures, kinds=kinds, samples=samples
+            value=value,
+            attempts=attempt + 1,
+            failures=state.failures,
+            kinds=state.kinds,
+            samples=state.samples,
+            trimmed=trimmed,
         )
     return Asked(
         value=None,
-        attempts=settings.max_attempts,
-        reason=f"invalid output after {settings.max_attempts} attempts: {failures[-1]}",
-        failures=failures,
-        kinds=kinds,
-        samples=samples,
+        attempts=state.calls,
+        reason=f"invalid output after {state.calls} attempts: {state.failures[-1]}",
+        failures=state.failures,
+        kinds=state.kinds,
+        samples=state.samples,
     )
+
+
+class _AskAgain(Exception):
+    """The answer broke a length limit: the same conversation goes on once."""
+
+
+@dataclass
+class _Asking:
+    """The state of one :func:`ask_json`: the conversation, budgets and failures."""
+
+    messages: list[Message]
+    settings: StageSettings
+    schema: dict[str, Any]
+    sample_base: int
+    calls: int = 0
+    reasked: bool = False
+    failures: list[str] = field(default_factory=list)
+    kinds: list[str] = field(default_factory=list)
+    samples: list[int] = field(default_factory=list)
+    follow_up: list[Message] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.budget = self.settings.max_attempts
+        self.max_tokens = max(self.settings.max_tokens, token_floor(self.schema))
+
+    async def ask(self, model: ChatModel, seed: int | None) -> Any:
+        s = self.settings
+        fresh = max(s.temperature, s.retry_temperature)
+        first = self.calls == 0 and self.sample_base == 0
+        sample = self.sample_base + self.calls
+        self.samples.append(sample)
+        self.calls += 1
+        [completion] = await model.complete(
+            [*self.messages, *self.follow_up],
+            n=1,
+            temperature=s.temperature if first or self.follow_up else fresh,
+            max_tokens=self.max_tokens,
+            json_schema=self.schema,
+            seed=seed,
+            sample_start=sample,
+        )
+        self.follow_up = []
+        return completion
+
+    def fit(self, data: dict[str, Any], text: str) -> tuple[dict[str, Any], list[str]]:
+        """``data`` within its limits: ask again once, then trim."""
+        broken = over_limits(data, self.schema)
+        if not broken:
+            return data, []
+        if not self.reasked:
+            self.reasked = True
+            self.budget += 1
+            note = limit_note(broken)
+            self.failures.append(note)
+            self.kinds.append("over_limit")
+            self.follow_up = [
+                {"role": "assistant", "content": text},
+                {"role": "user", "content": note},
+            ]
+            raise _AskAgain
+        return trim_to_limits(data, self.schema)
+
+    def failed(self, exc: Exception, truncated: bool) -> None:
+        note = _describe(exc)
+        kind = exc.kind if isinstance(exc, InvalidOutput) else "schema"
+        if truncated:
+            note += f" (the answer hit max_tokens={self.max_tokens})"
+            kind = "length"
+            self.max_tokens = min(
+                max(self.max_tokens * 2, self.max_tokens + 1), self.settings.max_tokens_cap
+            )
+        self.failures.append(note)
+        self.kinds.append(kind)
 
 
 # --------------------------------------------------------------------------- schemas

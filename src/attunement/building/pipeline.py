@@ -37,18 +37,18 @@ stage, in the order of :data:`~attunement.building.config.STAGES`, then
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from attunement.building.calls import StageRecord
-from attunement.building.config import LLM_STAGES, STAGE_PROMPTS, STAGES, BuildConfig
+from attunement.building.config import LLM_STAGES, STAGES, BuildConfig
 from attunement.building.export import write_dataset, write_users
 from attunement.building.extraction import extract_call, needs_memory_extraction
 from attunement.building.filters import filter_user
 from attunement.building.importers import load_users
+from attunement.building.manifest import write_build_manifest, write_scrub_report
 from attunement.building.report import (
     BuildEstimate,
     BuildReport,
@@ -56,7 +56,7 @@ from attunement.building.report import (
     StageEstimate,
     usage_delta,
 )
-from attunement.building.runner import StageRunner
+from attunement.building.runner import StageFailedError, StageRunner
 from attunement.building.stages import (
     bigfive_call,
     inspect_call,
@@ -66,9 +66,9 @@ from attunement.building.stages import (
     situations_call,
 )
 from attunement.building.store import BuildLock, Redo
-from attunement.jsonl import write_jsonl, write_manifest
+from attunement.building.verdicts import draw_stats, regated
+from attunement.jsonl import write_jsonl
 from attunement.llm import ChatModel
-from attunement.prompts import load_prompt
 from attunement.records import (
     BigFive,
     Example,
@@ -115,25 +115,49 @@ class _Build:
         self.usage_before = [m.usage.snapshot() for m in self.distinct]
 
     async def run(self, on_estimate: Callable[[BuildEstimate], None] | None) -> BuildReport:
-        """Every stage in order, the export, and the report."""
+        """Every stage in order, the export, the users and filter files, the report.
+
+        Nothing outside the stage files is written before the last stage is
+        done; the stage files only grow by records of calls made (or verdicts
+        reused, or re-decided) in this run.
+        """
+        estimate = BuildEstimate()
+        await self.extract()
+        kept = self.filter()
+        if not self.runner.dry:
+            estimate = self.estimate(kept)
+            if on_estimate is not None:
+                on_estimate(estimate)
+        try:
+            examples = await self.stages(kept)
+        except StageFailedError as exc:
+            exc.report = self.report([], estimate)
+            raise
+        if self.runner.dry:
+            return self.report([], estimate)
+        self.export(examples)
+        self.finish()
+        return self.report(examples, estimate)
+
+    async def stages(self, kept: list[UserHistory]) -> list[Example]:
+        """The LLM stages after the filter, in order; the examples they make."""
+        personas = await self.persona(kept)
+        personas = await self.bigfive(personas)
+        situations = await self.situations(personas)
+        queries = await self.queries(personas, situations)
+        return self.examples(personas, await self.inspect(personas, queries))
+
+    def finish(self) -> None:
+        """``users.jsonl``, ``stages/filter.jsonl`` and ``scrub_report.json`` of this
+        run (written last)."""
         write_users(
             self.out_dir / "users.jsonl",
             self.users,
             keep_dialogues=self.config.keep_dialogues,
             keep_evidence=self.config.export_evidence,
         )
-        await self.extract()
-        kept = self.filter()
-        estimate = self.estimate(kept)
-        if on_estimate is not None:
-            on_estimate(estimate)
-        personas = await self.persona(kept)
-        personas = await self.bigfive(personas)
-        situations = await self.situations(personas)
-        queries = await self.queries(personas, situations)
-        examples = self.examples(personas, await self.inspect(personas, queries))
-        self.export(examples)
-        return self.report(examples, estimate)
+        write_jsonl(self.out_dir / "stages" / "filter.jsonl", self.filter_records)
+        write_scrub_report(self.out_dir / "scrub_report.json", self.imported, self.config)
 
     # ------------------------------------------------------------------ stages
 
@@ -155,7 +179,6 @@ class _Build:
     def filter(self) -> list[UserHistory]:
         """The depth filter: cheap and deterministic, recomputed from the current rules."""
         records = [self._filter_record(u) for u in self.users]
-        write_jsonl(self.out_dir / "stages" / "filter.jsonl", records)
         self.filter_records = records
         kept = [self.by_id[r.user_id] for r in records if r.status == "ok"]
         self.runner.counts["filter"] = StageCount(
@@ -165,6 +188,7 @@ class _Build:
             new=len(self.users),
         )
         self.runner.keys["filter"] = [u.user_id for u in self.users]
+        self.runner.log(f"filter: {len(self.users)} users, {len(kept)} kept")
         return kept
 
     def _filter_record(self, user: UserHistory) -> StageRecord:
@@ -237,8 +261,16 @@ class _Build:
     async def queries(
         self, personas: dict[str, Persona], situations: list[tuple[str, str, Situation]]
     ) -> list[tuple[str, Query]]:
-        """One query per situation."""
+        """One query per situation; a query whose verdict a redo names is drawn anew
+        (the verdict itself is final: :mod:`attunement.building.verdicts`)."""
         model = self.models["queries"]
+        gates = self.config.inspection_gates
+        verdicts = self.stores["inspect"].records
+        redraw = {
+            key
+            for _, key, _ in situations
+            if key in verdicts and self.runner.redo.matches(regated(verdicts[key], gates))
+        }
         await self.runner.run(
             "queries",
             [
@@ -247,6 +279,7 @@ class _Build:
                 )
                 for uid, key, s in situations
             ],
+            redraw=redraw,
         )
         return [
             (uid, Query.model_validate(out))
@@ -287,6 +320,7 @@ class _Build:
                 persona=personas[uid],
                 memories=self.by_id[uid].memories,
                 language=q.language,
+                user_language=self.by_id[uid].language,
                 meta={
                     "source": self.by_id[uid].source,
                     "relevant_memory_ids": q.relevant_memory_ids,
@@ -295,10 +329,25 @@ class _Build:
                     "inspection_passed": insp.status == "ok",
                     "inspection_checks": insp.output.get("checks", {}),
                     "inspection_language": insp.output.get("language"),
+                    "draws": self._draw(q.query_id),
+                    **self._trimmed(uid, q.query_id),
                 },
             )
             for uid, q, insp in inspected
         ]
+
+    def _draw(self, key: str) -> int:
+        rec = self.stores["queries"].get(key)
+        return rec.draw if rec is not None else 1
+
+    def _trimmed(self, uid: str, key: str) -> dict[str, list[str]]:
+        """``{"trimmed": ["persona.profile", ...]}`` when a value the example holds
+        was trimmed to its length limit (else nothing)."""
+        found = []
+        for stage, k in (("persona", uid), ("bigfive", uid), ("situations", uid), ("queries", key)):
+            rec = self.stores[stage].get(k)
+            found += [f"{stage}.{path}" for path in (rec.trimmed if rec is not None else [])]
+        return {"trimmed": found} if found else {}
 
     def export(self, examples: list[Example]) -> None:
         """``examples.jsonl`` and ``prompts.jsonl`` (when the export stage is selected)."""
@@ -344,6 +393,13 @@ class _Build:
             rejected=sum(reasons.values()),
             rejection_reasons=dict(reasons.most_common()),
             languages=dict(Counter(e.language for e in examples).most_common()),
+            user_languages=dict(Counter(e.user_language for e in examples).most_common()),
+            draws=draw_stats(
+                self.runner.keys.get("inspect", []),
+                self.stores["queries"].records,
+                self.stores["inspect"].history,
+                self.config.inspection_gates,
+            ).summary(),
             scrubbed=dict(sorted(scrubbed.items())),
             import_warnings=sum(len(u.meta.get("import_warnings", [])) for u in self.imported),
             usage=total,
@@ -407,6 +463,8 @@ def _users(
     else:
         users = list(source)
         label = f"<{len(users)} user histories given in memory>"
+        if not users:
+            raise ValueError("no user histories were given")
         ids = [u.user_id for u in users]
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         if dupes:
@@ -429,6 +487,7 @@ async def build_dataset(
     show_progress: bool | None = None,
     probe: bool = True,
     on_estimate: Callable[[BuildEstimate], None] | None = None,
+    specs: dict[str, str] | None = None,
 ) -> BuildReport:
     """Build (or resume building) a PersonaEmp-style dataset in ``out_dir``.
 
@@ -438,9 +497,17 @@ async def build_dataset(
     rest. ``limit`` keeps the first N users of the source. ``stages`` selects
     which stages may do new work (default: all of
     :data:`~attunement.building.config.STAGES`); ``redo`` selects records to do
-    again (see the module docstring). ``probe`` stops the build when the first
-    request's answers are not JSON at all. ``on_estimate`` receives the
-    :class:`BuildEstimate` after the filter, before the first call.
+    again (see the module docstring). ``probe`` runs each stage's first request
+    alone and stops the build when the endpoint cannot answer the stage's
+    schema (:mod:`attunement.building.runner`). ``on_estimate`` receives the
+    :class:`BuildEstimate` after the filter, before the first call. ``specs``
+    (``{"model": SPEC, "inspect": SPEC, ...}``, as the command line was given
+    them) are kept in the manifest, so a rerun can load the same models.
+
+    Before anything is written, a dry pass checks every stage's stored records
+    (:class:`~attunement.building.store.StaleRecordsError` leaves the folder as
+    it was); a stage whose every record failed stops the build
+    (:class:`~attunement.building.runner.StageFailedError`).
     """
     started = time.monotonic()
     config = config or BuildConfig()
@@ -454,46 +521,40 @@ async def build_dataset(
     models = {s: (stage_models or {}).get(s, model) for s in LLM_STAGES}
     users, source_label = _users(source, config, limit)
     with BuildLock(out_dir):
-        runner = StageRunner(
-            out_dir,
-            models,
-            selected=selected,
-            redo=redo_rules,
-            concurrency=concurrency,
-            show_progress=show_progress,
-            probe=probe,
-        )
-        build = _Build(out_dir, users, runner, config, selected=selected, seed=seed)
+
+        def runner(dry: bool) -> StageRunner:
+            return StageRunner(
+                out_dir,
+                models,
+                selected=selected,
+                redo=redo_rules,
+                concurrency=concurrency,
+                show_progress=show_progress,
+                probe=probe,
+                dry=dry,
+            )
+
+        # every stage's stale records are checked before anything is written
+        await _Build(out_dir, users, runner(True), config, selected=selected, seed=seed).run(None)
+        build = _Build(out_dir, users, runner(False), config, selected=selected, seed=seed)
         report = await build.run(on_estimate)
         report.seconds = round(time.monotonic() - started, 3)
-        manifest = out_dir / "manifest.json"
-        write_manifest(
-            manifest,
-            kind="attunement.build",
-            source=source_label,
-            limit=limit,
-            seed=seed,
-            model=model.name,
-            stage_models={s: m.name for s, m in models.items()},
-            stages=sorted(selected, key=STAGES.index),
-            redo=list(redo),
-            concurrency=concurrency,
-            prompts={
-                stage: {"name": name, "version": load_prompt(name).version}
-                for stage, name in STAGE_PROMPTS.items()
-            },
-            filter_rules_version=config.filter_rules.version,
-            categories=[c.value for c in config.categories],
-            privacy={
-                "scrub": config.import_options.scrub.model_dump(),
-                "scrubbed": report.scrubbed,
-                "export_evidence": config.export_evidence,
-                "keep_dialogues": config.keep_dialogues,
-            },
-            config=json.loads(config.model_dump_json()),
-            report=json.loads(report.model_dump_json()),
+        report.paths["manifest"] = str(
+            write_build_manifest(
+                out_dir,
+                report,
+                config,
+                source=source_label,
+                model=model.name,
+                stage_models={s: m.name for s, m in models.items()},
+                selected=selected,
+                redo=list(redo),
+                limit=limit,
+                seed=seed,
+                concurrency=concurrency,
+                specs=specs or {},
+            )
         )
-        report.paths["manifest"] = str(manifest)
     return report
 
 

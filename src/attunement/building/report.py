@@ -24,6 +24,7 @@ class StageCount(BaseModel):
     resumed: int = 0
     redone: int = 0  # of the new ones, keys that had a record before (redo or stale)
     pending: int = 0  # eligible keys not done because the stage was not selected
+    trimmed: int = 0  # accepted answers with a value trimmed to its length limit
     usage: Usage = Field(default_factory=Usage)
 
 
@@ -61,7 +62,9 @@ class BuildReport(BaseModel):
     inspection_passed: int = 0  # exported examples that passed every inspection gate
     rejected: int = 0  # rejection records over all stages
     rejection_reasons: dict[str, int] = Field(default_factory=dict)
-    languages: dict[str, int] = Field(default_factory=dict)  # exported examples per language
+    languages: dict[str, int] = Field(default_factory=dict)  # examples per query language
+    user_languages: dict[str, int] = Field(default_factory=dict)  # examples per user language
+    draws: dict[str, float | int | None] = Field(default_factory=dict)  # verdicts.DrawStats
     scrubbed: dict[str, int] = Field(default_factory=dict)  # personal data replaced at import
     import_warnings: int = 0
     estimate: BuildEstimate | None = None

@@ -32,8 +32,9 @@ from attunement.building.calls import (
     user_turns_excerpt,
 )
 from attunement.building.config import DEFAULT_GATES, BuildConfig
-from attunement.building.language import language_code, language_name
+from attunement.building.language import detect_text_language, language_code, language_name
 from attunement.building.llm_io import Answer, Asked, InvalidOutput
+from attunement.building.verdicts import failed_gates, regated
 from attunement.llm import ChatModel
 from attunement.records import (
     BIG_FIVE_TRAITS,
@@ -53,9 +54,12 @@ CATEGORY_GOALS = {
 }
 
 
-def _user_turns(user: UserHistory, config: BuildConfig, share: int = 1) -> str:
-    """The user's own words for a prompt, fenced (``share``: a part of the budget)."""
-    excerpt = user_turns_excerpt(user, config.user_text_chars // share, config.turn_chars)
+def _user_turns(user: UserHistory, config: BuildConfig, last: int, share: int = 1) -> str:
+    """The user's ``last`` own turns for a prompt, fenced (``share``: a part of the
+    character budget), as the authors quote the end of the conversation."""
+    excerpt = user_turns_excerpt(
+        user, config.user_text_chars // share, config.turn_chars, last=last
+    )
     return fence("user_messages", excerpt or "(none)")
 
 
@@ -106,7 +110,7 @@ def persona_call(
         decide,
         seed=seed,
         memories=memories_text(user.memories, config),
-        user_turns=_user_turns(user, config),
+        user_turns=_user_turns(user, config, config.persona_turns),
     )
 
 
@@ -321,7 +325,9 @@ def query_call(
     *,
     seed: int | None = None,
 ) -> StageCall[Query]:
-    """One query in the user's own voice and language for one situation."""
+    """One query in the user's own voice and language for one situation; its
+    ``language`` is the language the query is written in (detected), which the
+    inspector's ``language`` check compares with the user's."""
     known = {m.memory_id for m in user.memories}
 
     def parse(data: dict[str, Any]) -> Query:
@@ -337,7 +343,7 @@ def query_call(
             situation=situation,
             relevant_memory_ids=known_ids(out.relevant_memory_ids, known, "query"),
             reasoning=out.reasoning.strip() or None,
-            language=user.language,
+            language=detect_text_language(body)[0],
         )
 
     return user_call(
@@ -354,7 +360,7 @@ def query_call(
         rules={"query_min_words": config.query_min_words},
         persona=render_persona(persona, with_big_five=config.big_five_in_prompts),
         memories=memories_text(user.memories, config),
-        user_turns=_user_turns(user, config, share=2),
+        user_turns=_user_turns(user, config, config.query_turns, share=2),
         category_title=situation.category.title,
         category_goal=CATEGORY_GOALS[situation.category],
         situation=situation.description,
@@ -395,13 +401,17 @@ def inspect_call(
     The inspector sees what the authors' inspector sees: the persona, the
     situation, the user's own messages, the memories the query relies on apart
     from the others, the query and the generator's reasoning. Its language
-    label is compared with the user's language (the ``language`` check); the
-    checks listed in ``config.inspection_gates`` decide.
+    label (given no hint of the language expected) is compared with the user's
+    language (the ``language`` check); the checks listed in
+    ``config.inspection_gates`` decide, and decide again without a call when
+    they change (:func:`~attunement.building.verdicts.regated`). A verdict is
+    final for its text: the call has a verdict key, so the same text is never
+    judged twice (:mod:`attunement.building.verdicts`).
     """
     relevant = set(query.relevant_memory_ids)
     used = [m for m in user.memories if m.memory_id in relevant]
     other = [m for m in user.memories if m.memory_id not in relevant]
-    expected = query.language.split("-")[0].lower()
+    expected = user.language.split("-")[0].lower()
 
     def parse(data: dict[str, Any]) -> Verdict:
         out = InspectAnswer.model_validate(data)
@@ -415,7 +425,7 @@ def inspect_call(
         if not asked.ok:
             return call.invalid(asked)
         v = asked.value
-        failed = [c for c in config.inspection_gates if not v.checks[c]]
+        failed = failed_gates(v.checks, config.inspection_gates)
         output = {
             "checks": v.checks,
             "reason": v.reason,
@@ -439,16 +449,16 @@ def inspect_call(
         parse,
         decide,
         seed=seed,
-        rules={"gates": list(config.inspection_gates)},
+        verdict_without="reasoning",
+        review=lambda rec: regated(rec, config.inspection_gates),
         persona=render_persona(persona, with_big_five=config.big_five_in_prompts),
         relevant_memories=memories_text(used, config),
         other_memories=memories_text(other, config),
-        user_turns=_user_turns(user, config, share=2),
+        user_turns=_user_turns(user, config, config.query_turns, share=2),
         category_title=query.category.title,
         situation=render_situation(query.situation),
         query=fence("message", query.text),
         reasoning=fence("reasoning", query.reasoning or "(none given)"),
-        language=f"{language_name(query.language)} ({query.language})",
     )
 
 

@@ -3,11 +3,18 @@
 acceptance rate of each stage and the rejection reasons.
 
 Big Five counts are over distinct users of the exported examples; category
-counts over examples. ``all_medium_share`` is the share of those users rated
+and language counts over examples (the language each query is written in, and
+its user's language). ``all_medium_share`` is the share of those users rated
 "medium" on all five traits: such users carry no signal for the OOD split
 (k-modes clusters them together), and a high share means the Big Five stage
-saw too little evidence or hedged. Stage figures come from ``stages/*.jsonl`` and count
-every key a stage has finished (ok or rejected).
+saw too little evidence or hedged.
+
+**The current build only.** Stage files keep every record a folder has seen,
+also of keys the current build no longer makes (a redo appends, a changed
+setting or source leaves old keys behind). So stage figures and rejection
+reasons come from the build's own report in ``manifest.json`` (the keys of its
+last run, the numbers it printed); only a folder without a manifest falls back
+to counting the stage files, and says so (``stages_from``).
 """
 
 from __future__ import annotations
@@ -19,6 +26,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from attunement.building.config import STAGES
+from attunement.building.manifest import read_manifest
+from attunement.building.report import BuildReport
 from attunement.building.store import load_stage_records
 from attunement.jsonl import read_jsonl
 from attunement.records import BIG_FIVE_TRAITS, Category, Example
@@ -47,10 +56,13 @@ class BuildStats(BaseModel):
     big_five: dict[str, dict[str, int]] = Field(default_factory=dict)
     all_medium_users: int = 0
     all_medium_share: float | None = None
-    languages: dict[str, int] = Field(default_factory=dict)  # examples per language
+    languages: dict[str, int] = Field(default_factory=dict)  # examples per query language
+    user_languages: dict[str, int] = Field(default_factory=dict)  # examples per user language
     categories: dict[str, int] = Field(default_factory=dict)
     stages: dict[str, StageStat] = Field(default_factory=dict)
     rejection_reasons: dict[str, int] = Field(default_factory=dict)
+    draws: dict[str, float | int | None] = Field(default_factory=dict)
+    stages_from: str | None = None  # "manifest" (the current build) or "stage files"
 
 
 def compute_stats(path: str | Path) -> BuildStats:
@@ -79,25 +91,47 @@ def compute_stats(path: str | Path) -> BuildStats:
     s.all_medium_users = sum(1 for row in levels.values() if set(row) == {"medium"})
     s.all_medium_share = round(s.all_medium_users / len(levels), 4) if levels else None
     s.languages = dict(Counter(e.language for e in examples).most_common())
+    s.user_languages = dict(Counter(e.user_language or e.language for e in examples).most_common())
     cats = Counter(e.category.value for e in examples if e.category is not None)
     s.categories = {c.value: cats.get(c.value, 0) for c in Category}
 
-    if stage_dir is not None and stage_dir.is_dir():
-        reasons: Counter[str] = Counter()
-        for stage in STAGES:
-            if not (stage_dir / f"{stage}.jsonl").exists():
-                continue
-            records = load_stage_records(p, stage)
-            st = StageStat(done=len(records))
-            for rec in records:
-                if rec.status == "ok":
-                    st.ok += 1
-                else:
-                    st.rejected += 1
-                    reasons[rec.reason_code or "unknown"] += 1
-            s.stages[stage] = st
-        s.rejection_reasons = dict(reasons.most_common())
+    doc = read_manifest(p) if p.is_dir() else None
+    if doc is not None and isinstance(doc.get("report"), dict):
+        _from_report(s, BuildReport.model_validate(doc["report"]))
+    elif stage_dir is not None and stage_dir.is_dir():
+        _from_stage_files(s, p, stage_dir)
     return s
+
+
+def _from_report(s: BuildStats, report: BuildReport) -> None:
+    """Stage figures of the build's last run, as it reported them."""
+    s.stages = {
+        stage: StageStat(done=c.ok + c.rejected, ok=c.ok, rejected=c.rejected)
+        for stage, c in report.stages.items()
+        if stage != "export"
+    }
+    s.rejection_reasons = dict(report.rejection_reasons)
+    s.draws = dict(report.draws)
+    s.stages_from = "manifest"
+
+
+def _from_stage_files(s: BuildStats, folder: Path, stage_dir: Path) -> None:
+    """Stage figures counted from the stage files (every key they hold)."""
+    reasons: Counter[str] = Counter()
+    for stage in STAGES:
+        if not (stage_dir / f"{stage}.jsonl").exists():
+            continue
+        records = load_stage_records(folder, stage)
+        st = StageStat(done=len(records))
+        for rec in records:
+            if rec.status == "ok":
+                st.ok += 1
+            else:
+                st.rejected += 1
+                reasons[rec.reason_code or "unknown"] += 1
+        s.stages[stage] = st
+    s.rejection_reasons = dict(reasons.most_common())
+    s.stages_from = "stage files"
 
 
 def plot_stats(stats: BuildStats, out: str | Path) -> Path:

@@ -27,8 +27,10 @@ from attunement.building import (
 )
 from attunement.building.augment import augment_dataset
 from attunement.building.config import LLM_STAGES
+from attunement.building.manifest import previous_settings
 from attunement.cli.common import fail, out, run, say, show
 from attunement.cli.options import (
+    SPEC_FORMS,
     ModelRun,
     data_option,
     field_option,
@@ -91,27 +93,73 @@ def _stage_specs(pairs: list[str] | None) -> dict[str, str]:
 
 
 def _config(
-    config_file: Path | None,
+    base: BuildConfig,
     fields: dict[str, Any],
     gates: str | None,
     rules: FilterRules | None,
     imports: dict[str, Any],
     out_dir: Path,
 ) -> BuildConfig:
-    """The file's config (or the defaults) with the options given on top."""
-    config = BuildConfig.from_file(config_file) if config_file else BuildConfig()
+    """``base`` (the ``--config`` file's, the last run's, or the defaults) with
+    the options given on top (``imports`` holds only the import options given)."""
     update = dict(fields)
     if rules is not None:
         update["filter_rules"] = rules
     if gates is not None:
         update["inspection_gates"] = _csv(gates)
-    options = config.import_options
-    if imports.pop("no_scrub"):
+    options = base.import_options
+    if imports.pop("no_scrub", False):
         imports["scrub"] = options.scrub.model_copy(update={"enabled": False})
-    if imports["skip_invalid"]:
+    if imports.get("skip_invalid"):
         imports["rejects"] = out_dir / "input.rejects.jsonl"
     update["import_options"] = options.model_copy(update=imports)
-    return BuildConfig.model_validate({**config.model_dump(), **update})
+    return BuildConfig.model_validate({**base.model_dump(), **update})
+
+
+class Rerun:
+    """The settings of a build folder's last run, for the options not given now.
+
+    A rerun of the same folder without options repeats what the last run did
+    (its source, models, seed and every BuildConfig setting) instead of
+    starting from the defaults, which would make its records stale; each
+    option given still wins, and the verb says what it took from where.
+    """
+
+    def __init__(self, out_dir: Path, config_file: Path | None):
+        self.previous = previous_settings(out_dir) if out_dir.is_dir() else None
+        self.config_file = config_file
+        self.taken: list[str] = []
+
+    def value(self, given: Any, key: str, flag: str, default: Any = None) -> Any:
+        if given is not None:
+            return given
+        if self.previous is not None and self.previous.get(key) is not None:
+            self.taken.append(flag)
+            return self.previous[key]
+        return default
+
+    def spec(self, given: str | None, name: str, flag: str, default: str | None) -> str | None:
+        specs = (self.previous or {}).get("specs", {})
+        if given is None and name in specs:
+            self.taken.append(flag)
+            return specs[name]
+        return given if given is not None else default
+
+    def base_config(self) -> BuildConfig:
+        if self.config_file is not None:
+            return BuildConfig.from_file(self.config_file)
+        if self.previous is not None:
+            self.taken.append("settings")
+            return self.previous["config"]
+        return BuildConfig()
+
+    def say(self, out_dir: Path) -> None:
+        if self.taken:
+            say(
+                f"rerun of {out_dir}: {', '.join(self.taken)} taken from its manifest.json "
+                "(the last run's); options given here override them",
+                style="yellow",
+            )
 
 
 async def _build(
@@ -127,6 +175,7 @@ async def _build(
             stage_models={stage: loaded[spec] for stage, spec in specs.items()},
             concurrency=options.concurrency,
             on_estimate=_print_estimate,
+            specs={"model": model, **specs},
             **kwargs,
         )
     finally:
@@ -143,7 +192,14 @@ def build(
         help="KIND:PATH with KIND alpsbench-packets, alpsbench, chatlog or users.",
     ),
     out_dir: Path | None = out_option("Build folder (resumable).", kind="new folder", default=None),
-    model: str = model_option(),
+    model: str | None = typer.Option(
+        None,
+        "--model",
+        "-m",
+        metavar="SPEC",
+        help=f"The model that builds ({SPEC_FORMS}).",
+        show_default="local, or the last run's in this folder",
+    ),
     model_for: list[str] | None = typer.Option(
         None,
         "--model-for",
@@ -162,10 +218,13 @@ def build(
         "codes:inspect.language[,...], keys:FILE (repeatable).",
     ),
     limit: int | None = limit_option(),
-    seed: int = seed_option(),
+    seed: int | None = typer.Option(
+        None, "--seed", help="Sampling seed.", show_default="0, or the last run's in this folder"
+    ),
     config_file: Path | None = path_option(
         "file",
-        "JSON file of BuildConfig fields (stage settings, budgets...).",
+        "JSON file of BuildConfig fields (stage settings, budgets...); "
+        "without it, a rerun starts from the last run's settings.",
         "--config",
         default=None,
     ),
@@ -188,8 +247,11 @@ def build(
         help=f"Inspection checks a query must pass, comma-separated ({', '.join(INSPECTION_CHECKS)}).",
     ),
     skip_invalid: bool = skip_invalid_option(),
-    error_tags: Literal["drop", "strip", "keep"] = field_option(
-        ImportOptions, "error_tags", help="Memory items tagged [ERROR: ...]: drop, strip or keep."
+    error_tags: Literal["drop", "strip", "keep"] | None = field_option(
+        ImportOptions,
+        "error_tags",
+        help="Memory items tagged [ERROR: ...]: drop, strip or keep.",
+        unset=True,
     ),
     no_scrub: bool = typer.Option(
         False,
@@ -204,16 +266,35 @@ def build(
     if show_filter_rules:
         out.print_json((rules or FilterRules()).model_dump_json())
         raise typer.Exit()
-    if source is None or out_dir is None:
-        raise fail("--source and --out are required")
-    imports = {"skip_invalid": skip_invalid, "error_tags": error_tags, "no_scrub": no_scrub}
-    config = _config(config_file, fields, gates, rules, imports, out_dir)
+    if out_dir is None:
+        raise fail("--out is required")
+    rerun = Rerun(out_dir, config_file)
+    source = rerun.value(source, "source", "--source")
+    if source is None:
+        raise fail("--source is required (the folder holds no earlier build to take it from)")
+    model = rerun.spec(model, "model", "--model", "local")
+    specs = _stage_specs(model_for)
+    for stage in LLM_STAGES:
+        if not model_for and (spec := rerun.spec(None, stage, f"--model-for {stage}", None)):
+            specs[stage] = spec
+    seed = rerun.value(seed, "seed", "--seed", 0)
+    imports = {
+        k: v
+        for k, v in {
+            "skip_invalid": skip_invalid or None,
+            "error_tags": error_tags,
+            "no_scrub": no_scrub or None,
+        }.items()
+        if v is not None
+    }
+    config = _config(rerun.base_config(), fields, gates, rules, imports, out_dir)
+    rerun.say(out_dir)
     report = run(
         _build(
             source,
             out_dir,
             model,
-            _stage_specs(model_for),
+            specs,
             llm,
             config=config,
             stages=_csv(stages),
@@ -250,8 +331,23 @@ def _print_report(report: BuildReport) -> None:
     out.print(table)
     if report.rejection_reasons:
         show("rejections: " + _counts(report.rejection_reasons))
+    if report.accepted == 0 and "export" in report.stages:
+        say(
+            "no example was exported: every query was rejected (see the rejections)", style="yellow"
+        )
     if report.languages:
-        show("languages: " + _counts(report.languages))
+        show("query languages: " + _counts(report.languages))
+    if report.user_languages:
+        show("user languages: " + _counts(report.user_languages))
+    if report.draws.get("queries"):
+        show(_draws_line(report.draws))
+    trimmed = {k: c.trimmed for k, c in report.stages.items() if c.trimmed}
+    if trimmed:
+        say(
+            "answers over a length limit after being asked again, trimmed at a sentence end "
+            "(flagged in meta.trimmed): " + _counts(trimmed),
+            style="yellow",
+        )
     if report.scrubbed:
         show("personal data replaced at import: " + _counts(report.scrubbed))
     if report.import_warnings:
@@ -260,6 +356,19 @@ def _print_report(report: BuildReport) -> None:
             "(see meta.import_warnings in users.jsonl)",
             style="yellow",
         )
+
+
+def _draws_line(draws: dict[str, Any]) -> str:
+    """The inspector's rejection rate and the redraw rate, in one line."""
+
+    def pct(x: Any) -> str:
+        return "-" if x is None else f"{x:.0%}"
+
+    return (
+        f"inspection: {draws['rejected_verdicts']} of {draws['verdicts']} query texts "
+        f"rejected ({pct(draws['rejection_rate'])}); {draws['redrawn']} of {draws['queries']} "
+        f"queries redrawn ({pct(draws['redraw_rate'])}), {draws['mean_draws']} draws per query"
+    )
 
 
 def _print_estimate(estimate) -> None:
@@ -349,6 +458,15 @@ def _print_stats(s) -> None:
         [(t, *(s.big_five.get(t, {}).get(lvl, 0) for lvl in levels)) for t in BIG_FIVE_TRAITS],
     )
     _table(f"{s.examples} queries by category", ("category", "queries"), list(s.categories.items()))
+    if s.languages:
+        langs = sorted(
+            set(s.languages) | set(s.user_languages), key=lambda k: -s.languages.get(k, 0)
+        )
+        _table(
+            "languages",
+            ("language", "queries written in it", "queries of users who write it"),
+            [(k, s.languages.get(k, 0), s.user_languages.get(k, 0)) for k in langs],
+        )
     if s.stages:
         _table(
             "stages",
@@ -366,6 +484,10 @@ def _print_stats(s) -> None:
         )
     if s.rejection_reasons:
         _table("rejection reasons", ("reason", "count"), list(s.rejection_reasons.items()))
+    if s.draws.get("queries"):
+        show(_draws_line(s.draws))
+    if s.stages_from == "stage files":
+        say("no manifest.json: stage figures count every record of the stage files", style="yellow")
 
 
 @verb(renamed={"--k": "--clusters"})
@@ -382,7 +504,9 @@ def split(
     holdout: str = typer.Option(
         "0",
         "--holdout",
-        help="Cluster held out as test (ood): a number (0 = largest), smallest or largest.",
+        help="Cluster held out as test (ood): a number (0 = largest), smallest or largest. "
+        "It sets the test size: 0 often holds a third of the users at --clusters 4; "
+        "smallest tests the rarest profile on few users.",
     ),
     dry_run: bool = typer.Option(
         False, "--dry-run", help="Print the split (and the cluster table) without writing files."
@@ -429,3 +553,11 @@ def _print_clusters(result, clusters: int, seed: int) -> None:
             "held out" if c.index == result.holdout_cluster else "",
         )
     out.print(t)
+    held = next(c for c in result.clusters if c.index == result.holdout_cluster)
+    smallest = min(result.clusters, key=lambda c: (c.users, -c.index))
+    rank = "the largest" if held.index == 0 else "the smallest" if held is smallest else "one"
+    show(
+        f"held out: cluster {held.index} ({rank} of {len(result.clusters)}), "
+        f"{held.users} of {total} users ({held.users / total:.0%}) as the test set; "
+        f"the smallest cluster holds {smallest.users} ({smallest.users / total:.0%})"
+    )

@@ -49,6 +49,12 @@ Servers that support less of the API than vLLM are modelled too:
   type is answered as llama-cpp-python's server does, HTTP 500 with a pydantic
   validation message ("Input should be 'text' or 'json_object'").
 
+String length limits of a ``json_schema`` response format (``maxLength``)
+are treated as real servers treat them, by ``max_length``: ``"ignore"`` sends
+the responder's text as it is (most servers: the schema shapes the JSON,
+lengths are not enforced); ``"cut"`` cuts every string of the answer at its
+``maxLength``, mid-word, as a decoder whose grammar enforces the bound does.
+
 Tokens are counted with :func:`attunement.llm.scripted.count_tokens` (words
 and punctuation runs), and an answer is cut to ``max_tokens`` tokens
 (``finish_reason="length"``). :meth:`SimServer.received_headers` lists the
@@ -66,9 +72,10 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 from attunement.llm.scripted import count_tokens
+from attunement.perf.simschema import enforce_max_length
 
 FAULTS = ("500", "429", "slow", "garbled", "drop", "400", "none")
 
@@ -107,6 +114,7 @@ class SimConfig:
     retry_after: str = "0"
     n_rejection: int | None = None
     response_formats: tuple[str, ...] = ("text", "json_object", "json_schema")
+    max_length: Literal["ignore", "cut"] = "ignore"
 
     def __post_init__(self) -> None:
         if self.slots < 1:
@@ -119,6 +127,8 @@ class SimConfig:
             raise ValueError(f"unknown faults {unknown}; expected some of {list(FAULTS)}")
         if self.n_rejection not in (None, 400, 500):
             raise ValueError("n_rejection must be None, 400 or 500")
+        if self.max_length not in ("ignore", "cut"):
+            raise ValueError("max_length must be 'ignore' or 'cut'")
 
 
 @dataclass(frozen=True)
@@ -489,7 +499,10 @@ class SimServer:
         prompt_tokens = sum(count_tokens(str(m.get("content", ""))) for m in messages)
         choices, lengths = [], []
         for i in range(count):
-            text, tokens, cut = truncate_tokens(str(responder(messages, i, params)), max_tokens)
+            answer = str(responder(messages, i, params))
+            if cfg.max_length == "cut":
+                answer = enforce_max_length(answer, payload)
+            text, tokens, cut = truncate_tokens(answer, max_tokens)
             lengths.append(tokens)
             choices.append(
                 {
