@@ -52,13 +52,19 @@ class Paired(BaseModel):
     system: str
     baseline: str
     metric: str = Field(description="a dimension, or 'avg'")
-    diff: Stat
+    diff: Stat = Field(description="mean difference, interval over users ('n too small' below 10)")
     n: int
     wins: int
     losses: int
     ties: int
-    wilcoxon_p: float | None
-    sign_p: float | None
+    wilcoxon_p: float | None = Field(description="for reference: treats queries as independent")
+    sign_p: float | None = Field(description="for reference: treats queries as independent")
+    p: float | None = Field(
+        None, description="two-sided studentized bootstrap over users (None below 10 users)"
+    )
+    p_holm: float | None = Field(
+        None, description="p adjusted by Holm over every comparison of the report"
+    )
 
 
 class ScalingPoint(BaseModel):
