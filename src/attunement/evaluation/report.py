@@ -52,6 +52,12 @@ PAIRED_LEAD = (
     "(both tables, every judge, split and metric). Read a difference as shown only when "
     "its Holm p is below 0.05."
 )
+COST_LEAD = (
+    "Judge samples: the samples behind the replies, whoever paid for them; calls and tokens: "
+    "what was spent when they were first scored; cached samples: served by the completion "
+    "cache (no call, no token: '- (cache)' when the cache served everything). The k-scaling "
+    "run is one line for all systems, since its criteria are written once and shared."
+)
 BIG_FIVE_CAPTION = (
     "; levels with fewer than 10 users have no error bar: an interval from so few users "
     "would not hold its level"
@@ -96,7 +102,7 @@ def results_markdown(results: Results) -> str:
         if b.present(results):
             parts += [f"## {b.md_title}", "", md_table(*b.rows(results)), ""]
     if results.cost:
-        parts += ["## Judge cost", "", md_table(*cost_rows(results)), ""]
+        parts += ["## Judge cost", "", COST_LEAD, "", md_table(*cost_rows(results)), ""]
     if results.notes:
         parts += ["## Notes", "", *(f"- {n}" for n in results.notes), ""]
     return "\n".join(parts)
@@ -363,7 +369,9 @@ def _example_parts(run: EvalRun) -> list[Part]:
 def _cost_parts(results: Results) -> list[Part]:
     if not results.cost:
         return []
-    section = H.section("Judge cost", H.table(*cost_rows(results), text_columns=3), id="cost")
+    section = H.section(
+        "Judge cost", H.table(*cost_rows(results), text_columns=3), id="cost", lead=COST_LEAD
+    )
     return [(("cost", "Cost"), section)]
 
 

@@ -89,12 +89,15 @@ class ScalingPoint(BaseModel):
 
 
 class Cost(BaseModel):
-    """Judge usage recorded in one score file."""
+    """Judge usage recorded in one score file (or several whose work was shared)."""
 
     judge: str
-    system: str
+    system: str = Field(description="a system, or '(all systems)' for shared work")
     what: str = "scoring"
     replies: int
+    samples: int = Field(
+        0, description="judge samples behind the replies, spent now, earlier or by the cache"
+    )
     calls: int
     cached_calls: int
     prompt_tokens: int

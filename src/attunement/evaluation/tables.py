@@ -41,7 +41,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from attunement.evaluation.clustered import cluster_column_means, cluster_paired, holm
-from attunement.evaluation.runs import Cost, Paired, Results, Row, ScalingPoint, System
+from attunement.evaluation.cost import tokens_per_sample
+from attunement.evaluation.runs import Paired, Results, Row, ScalingPoint, System
 from attunement.evaluation.stats import MIN_CLUSTERS, Stat
 from attunement.policy import MEMORY_MODES
 from attunement.records import (
@@ -487,6 +488,12 @@ def _k_scaling(
     by_file = {(s.judge, s.source): s.breakdowns for s in scaling}
     points = []
     for judge in judges:
+        # one figure per judge, over every system: the criteria are shared by the systems
+        # (written once, booked on whichever was scored first), so a per-system figure
+        # would depend on their order
+        per_sample = tokens_per_sample(
+            [b for s in scaling if s.judge == judge for b in s.breakdowns], empathy, k_max
+        )
         for system in systems:
             breakdowns = [
                 b
@@ -498,11 +505,6 @@ def _k_scaling(
             per_example: dict[str, list[RewardBreakdown]] = defaultdict(list)
             for b in breakdowns:
                 per_example[b.example_id].append(b)
-            samples_all = sum(
-                1 for b in breakdowns for j in b.judgements if j.dimension in empathy
-            ) + len(empathy) * k_max * len(per_example)
-            tokens_all = sum(b.usage.prompt_tokens + b.usage.completion_tokens for b in breakdowns)
-            per_sample = tokens_all / samples_all if samples_all and tokens_all else None
             for split, examples in splits.items():
                 ids = {e.example_id for e in examples}
                 users = {e.example_id: e.user_id for e in examples}
@@ -544,27 +546,3 @@ def _k_scaling(
                         )
                     )
     return points
-
-
-def cost_of(
-    judge: str, system: str, breakdowns: Sequence[RewardBreakdown], *, what: str = "scoring"
-) -> Cost:
-    """Usage summed over a score file (re-runs record the original calls).
-
-    ``seconds`` adds up the wall time of each example's group once (every reply of
-    a group records the group's time).
-    """
-    group_seconds: dict[str, float] = {}
-    for b in breakdowns:
-        group_seconds[b.example_id] = max(group_seconds.get(b.example_id, 0.0), b.seconds)
-    return Cost(
-        judge=judge,
-        system=system,
-        what=what,
-        replies=len(breakdowns),
-        calls=sum(b.usage.calls for b in breakdowns),
-        cached_calls=sum(b.usage.cached_calls for b in breakdowns),
-        prompt_tokens=sum(b.usage.prompt_tokens for b in breakdowns),
-        completion_tokens=sum(b.usage.completion_tokens for b in breakdowns),
-        seconds=round(sum(group_seconds.values()), 3),
-    )

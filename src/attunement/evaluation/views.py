@@ -244,6 +244,7 @@ def cost_rows(results: Results) -> tuple[list[str], list[list[str]]]:
         "Replies file",
         "What",
         "replies",
+        "judge samples",
         "calls",
         "cached samples",
         "prompt tokens",
@@ -256,10 +257,11 @@ def cost_rows(results: Results) -> tuple[list[str], list[list[str]]]:
             c.system,
             c.what,
             c.replies,
+            c.samples,
             c.calls,
             c.cached_calls,
-            c.prompt_tokens,
-            c.completion_tokens,
+            c.prompt_tokens if c.calls or not c.cached_calls else "- (cache)",
+            c.completion_tokens if c.calls or not c.cached_calls else "- (cache)",
             f"{c.seconds:.1f}",
         ]
         for c in results.cost
