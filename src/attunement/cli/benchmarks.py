@@ -25,7 +25,9 @@ from attunement.benchmarks.emobench import (
 from attunement.benchmarks.eqbench3 import (
     EQBenchSettings,
     load_eqbench_data,
+    random_judge_text,
     run_eqbench3,
+    score_notes,
     write_eqbench_report,
 )
 from attunement.cli.common import UsageError, out, run, say, show
@@ -221,6 +223,9 @@ def eqbench3(
             str(s.n),
         )
     out.print(table)
+    show(f"judge: {results.judge}; a judge scoring at random gets {random_judge_text(results)}")
+    for line in score_notes(results):
+        say(line, style="yellow" if line.startswith("Warning") else None)
     for sid, why in list(results.failed.items())[:5]:
         say(f"no score {sid}: {why}", style="yellow")
     say(
