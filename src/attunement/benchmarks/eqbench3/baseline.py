@@ -67,7 +67,7 @@ def random_judge_baseline(
     task uniformly at random in 0-20: its mean and the central ``level`` band over
     ``draws`` simulated runs. ``tasks`` lists each scored task's counted criteria.
 
-    >>> b = random_judge_baseline([["a", "b"]] * 45)
+    >>> b = random_judge_baseline([list("abcdef")] * 45)  # six criteria counted, 45 tasks
     >>> b.mean, 45 < b.low < 50 < b.high < 55, b.n
     (50.0, True, 45)
     """
