@@ -41,6 +41,7 @@ from attunement.evaluation.stats import (
     PairedComparison,
     compare_differences,
     paired_differences,
+    value_matrix,
 )
 
 
@@ -154,13 +155,9 @@ def cluster_column_means(
 
     if not rows:
         return ColumnMeans((), Interval(None, None, None, 0, level))
-    width = len(rows[0])
-    if any(len(r) != width for r in rows):
-        raise ValueError("every row needs the same number of columns")
+    values = value_matrix(rows)
+    width = values.shape[1]
     average_of = list(range(width)) if average_of is None else list(average_of)
-    values = np.array(
-        [[np.nan if v is None else float(v) for v in r] for r in rows], dtype=float
-    ).reshape(len(rows), width)
     present = ~np.isnan(values)
     index, groups = _cluster_index(len(rows), clusters)
     sums = np.zeros((groups, width))

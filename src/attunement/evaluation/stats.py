@@ -273,6 +273,23 @@ def _finite_quantiles(stats, level: float) -> tuple[float | None, float | None]:
     return float(low), float(high)
 
 
+def value_matrix(rows: Sequence[Sequence[float | None]]):
+    """Rows of values (None: missing) as a float array with NaN where missing; rows
+    of different lengths are an error.
+
+    >>> value_matrix([[1, None], [2, 3]]).tolist()
+    [[1.0, nan], [2.0, 3.0]]
+    """
+    import numpy as np
+
+    width = len(rows[0]) if rows else 0
+    if any(len(r) != width for r in rows):
+        raise ValueError("every row needs the same number of columns")
+    return np.array(
+        [[np.nan if v is None else float(v) for v in r] for r in rows], dtype=float
+    ).reshape(len(rows), width)
+
+
 def bootstrap_column_means(
     rows: Sequence[Sequence[float | None]],
     *,
@@ -301,13 +318,9 @@ def bootstrap_column_means(
 
     if not rows:
         return ColumnMeans((), Interval(None, None, None, 0, level))
-    width = len(rows[0])
-    if any(len(r) != width for r in rows):
-        raise ValueError("every row needs the same number of columns")
+    values = value_matrix(rows)
+    width = values.shape[1]
     average_of = list(range(width)) if average_of is None else list(average_of)
-    values = np.array(
-        [[np.nan if v is None else float(v) for v in r] for r in rows], dtype=float
-    ).reshape(len(rows), width)
     present = ~np.isnan(values)
     counts = present.sum(axis=0)
 
