@@ -358,7 +358,9 @@ async def test_run_plays_judges_and_scores_by_hand(tmp_path, bench):
     assert verdicts["1"].missing == [] and verdicts["1"].judge == "judge"
     judge_prompt = next(c.messages[0][1] for c in judge.calls if "Hurt" in c.messages[0][1])
     assert judge_prompt.count("[TRANSCRIPT END]") == 1 and "#" not in judge_prompt
-    assert all(c.json_schema is None and c.temperature == 0 for c in judge.calls)
+    # by default the judge is asked for the JSON layout the rubric prompt asks for, as a
+    # schema (issue 17: a judge that follows the request's format judged nothing before)
+    assert all(c.json_schema is not None and c.temperature == 0 for c in judge.calls)
 
     # resuming costs nothing and gives the same numbers
     counts = (len(tested.calls), len(judge.calls))

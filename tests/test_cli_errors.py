@@ -61,7 +61,18 @@ VERBS: dict[str, tuple[list[str], set[str]]] = {
         {"missing", "folder", "malformed", "unwritable", "out_dir"},
     ),
     "judge-card": (
-        ["judge-card", "--data", "{data}", "--judge", DEAD, "--out", "{out}"],
+        # --data needs good replies to them (issue 17: alone it was silently unused)
+        [
+            "judge-card",
+            "--data",
+            "{data}",
+            "--replies",
+            "{replies}",
+            "--judge",
+            DEAD,
+            "--out",
+            "{out}",
+        ],
         {"missing", "folder", "malformed", "unwritable", "out_file", "reward"},
     ),
     "evaluate": (

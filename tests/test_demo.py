@@ -66,7 +66,8 @@ async def test_demo_runs_the_chain_and_resumes_without_calls(tmp_path):
     for r in report.results:
         assert r.replies == 3 and r.unscorable == 0
         assert r.means == {"resonation": 4.0, "expression": 4.0, "reception": 4.0}
-        assert (r.average, r.low, r.high) == (4.0, 4.0, 4.0)
+        # three users: no interval (a zero-width one said nothing about the population)
+        assert (r.average, r.low, r.high, r.note) == (4.0, None, None, "n too small")
     # the run ends with the evaluation report
     page = report.report.read_text()
     assert report.report == tmp_path / "eval" / "report.html"
@@ -130,7 +131,7 @@ def test_demo_cli_prints_one_plain_line_per_memory_mode(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     for mode in DEMO_MODES:
-        line = f"  {mode}: Res 4.00, Exp 4.00, Rec 4.00, Avg 4.00 [4.00, 4.00], unscorable 0/2"
+        line = f"  {mode}: Res 4.00, Exp 4.00, Rec 4.00, Avg 4.00 [n too small], unscorable 0/2"
         assert line in lines, result.output
     assert lines[-1] == f"report: {tmp_path / 'eval' / 'report.html'}"
 

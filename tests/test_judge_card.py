@@ -8,7 +8,16 @@ import json
 from typing import ClassVar
 
 import pytest
-from card_judges import EA, EXAMPLES, REPLIES, Oracle, oracle_judge
+from card_judges import (
+    EA,
+    EXAMPLES,
+    REPLIES,
+    Oracle,
+    length_judge,
+    oracle_judge,
+    random_judge,
+    synthetic_ea,
+)
 from typer.testing import CliRunner
 
 from attunement.benchmarks.emobench.data import read_ea
@@ -256,6 +265,103 @@ def test_agreement_fails_a_reference_that_ranks_the_other_way(good_card, tmp_pat
     assert "ranks against the reference" in card.agreement.verdict
 
 
+# --------------------------------------------------------------------------- bad judges (issue 17)
+
+#: one judge call per reply (expression only): the twenty cards below stay fast
+LIGHT = {"use_resonation": False, "use_reception": False, "use_bystander": False}
+
+
+def test_a_random_judge_is_not_fit_in_at_least_19_of_20_seeds(tmp_path):
+    ea = synthetic_ea(tmp_path / "ea.jsonl", items=24)
+    verdicts = []
+    for seed in range(20):
+        card = card_of(
+            tmp_path,
+            random_judge(seed),
+            overrides=LIGHT,
+            emobench=ea,
+            data=None,
+            runs=1,
+            seed=seed,
+            name=f"r{seed}",
+        )
+        verdicts.append(card.verdict)
+    assert verdicts.count("not fit") >= 19, verdicts
+    assert "fit" not in verdicts
+
+
+def test_a_judge_that_scores_by_length_alone_is_not_fit(tmp_path):
+    # where the right reply is mostly the longest, length alone is well above chance
+    ea = synthetic_ea(tmp_path / "ea.jsonl", items=40, right=(110, 200))
+    card = card_of(tmp_path, length_judge(), emobench=ea, data=None, runs=1, name="long")
+    d = card.discrimination
+    assert d.row("reward").pairwise_tie_split.low > 0.5  # clears chance ...
+    assert d.length_baseline > 0.75 and d.status == "fail"  # ... not the length baseline
+    assert d.verdict == "no better than preferring the longer reply"
+    for name, source in (("synthetic", synthetic_ea(tmp_path / "s.jsonl")), ("fixture", EA)):
+        card = card_of(tmp_path, length_judge(), emobench=source, runs=1, name=name)
+        d = card.discrimination
+        assert status(card, "discrimination") == "fail" and card.verdict == "not fit"
+        assert d.length_baseline is not None and d.bar == max(0.5, d.length_baseline)
+        assert d.row("reward").pairwise_tie_split.low <= d.bar
+        assert f"{round(100 * d.length_baseline)}% for a judge preferring the longer reply" in (
+            card.summary
+        )
+    # on the fixture the right reply is not the longest in every item: a judge that reads
+    # clears both bars there
+    good = card_of(tmp_path, oracle_judge(), runs=1, name="good")
+    assert good.discrimination.length_baseline == pytest.approx(5 / 9)
+    assert good.discrimination.row("reward").pairwise_tie_split.low > 5 / 9
+    assert good.discrimination.verdict == "above chance and the length baseline"
+
+
+def test_a_judge_that_reads_only_the_persona_fails_the_memory_swap(tmp_path):
+    card = card_of(tmp_path, oracle_judge(reads=frozenset({"persona"})), runs=1)
+    p = card.personalization
+    assert p.rows[0].share_lowered == 1  # the whole user swapped: the persona gives it away
+    memories, persona = p.swap("memories"), p.swap("persona")
+    assert memories.status == "fail" and memories.verdict.startswith("insensitive to memories")
+    assert memories.rows[0].change.estimate == 0 and memories.pairs == 4
+    assert persona.status == "pass"
+    assert status(card, "personalization") == "fail" and card.verdict == "not fit"
+    assert "memories alone +0.000" in card.summary
+    blind = card_of(tmp_path, oracle_judge(reads=frozenset({"memories"})), runs=1, name="m")
+    assert blind.personalization.swap("persona").status == "fail"
+    assert blind.personalization.swap("memories").status == "pass"
+
+
+def test_memories_are_shown_to_the_judge_for_personalization_and_the_card_says_so(good_card):
+    p = good_card.personalization
+    assert [s.swap for s in p.swaps] == ["memories", "persona"]
+    assert all(s.status == "pass" and s.rows[0].share_lowered == 1 for s in p.swaps)
+    assert "include_memories=false" in p.note and "include_memories=true" in p.note
+    assert "memories shown to the judge for this check" in good_card.summary
+    config = lambda name: read_jsonl(good_card.files[name], RewardBreakdown)[0].config
+    assert config("base")["include_memories"] is False  # the reward as a trainer uses it
+    for name in ("personalization", "personalization.own", "personalization.memories"):
+        assert config(name)["include_memories"] is True
+    swapped = read_jsonl(good_card.files["personalization.memories"], RewardBreakdown)
+    assert {b.example_id.split("~")[1] for b in swapped} == {"memories"}
+
+
+def test_a_card_without_a_personalization_test_cannot_say_fit(tmp_path):
+    card = card_of(tmp_path, data=None, runs=1)
+    assert {status(card, n) for n in ("discrimination", "probes", "stability")} == {"pass"}
+    assert card.verdict == "incomplete"
+    assert card.summary.startswith("INCOMPLETE as a reward")
+    assert "personalization untested" in card.summary
+
+
+def test_data_without_good_replies_is_an_error_not_silently_unused(tmp_path):
+    with pytest.raises(ValueError, match="--data needs good replies"):
+        CardSettings(out=tmp_path, emobench=EA, data=EXAMPLES)
+    from attunement.cli import build_app
+
+    args = ["judge-card", "--judge", "local", "--emobench", str(EA), "--data", str(EXAMPLES)]
+    result = CliRunner().invoke(build_app(), [*args, "--out", str(tmp_path / "c")])
+    assert result.exit_code == 2 and "--replies" in result.output
+
+
 # --------------------------------------------------------------------------- data sources
 
 
@@ -299,7 +405,8 @@ def test_policy_writes_the_good_replies_when_none_are_given(tmp_path):
 
 
 def test_peregrm_cards_work_and_fixed_criteria_are_refused(tmp_path):
-    card = card_of(tmp_path, reward="peregrm", runs=1, limit=2)
+    # every item: two items cannot show a judge above chance (issue 17: intervals over items)
+    card = card_of(tmp_path, reward="peregrm", runs=1)
     assert status(card, "discrimination") == "pass" and card.reward == "peregrm"
     # PereGRM rates the response for resonation: it takes part in discrimination
     assert "resonation" in [r.measure for r in card.discrimination.rows]
@@ -330,8 +437,10 @@ def test_limit_samples_items_and_a_larger_limit_scores_only_the_new_ones(tmp_pat
         p.applied for p in small.probes.probes
     )
     # one new item's 4 candidates; one new reply in its own context, with another user,
-    # and its probe copies; nothing scored before is scored again
-    assert larger.cost.scored_now == 4 + 1 + 1 + new_probes
+    # and its probe copies; for the personalization check (PERM hides memories, so the
+    # check judges with them shown) the reply in its own context again, with the other
+    # user's memories alone and persona alone; nothing scored before is scored again
+    assert larger.cost.scored_now == 4 + 1 + 1 + new_probes + 3
     assert len(judge.calls) == 4 * larger.cost.scored_now
     ea = read_ea(EA, question_type="Response")
     chosen = {b.example_id for b in read_jsonl(larger.files["discrimination"], RewardBreakdown)}

@@ -21,6 +21,7 @@ from attunement.judge_card.checks import (
     agreement,
     cost,
     discrimination,
+    fractional_wilson,
     group_spread,
     personalization,
     probes,
@@ -98,17 +99,21 @@ def test_discrimination_counts_ties_as_misses_and_reports_them():
     assert (r.top1.estimate, r.top1_ties) == (pytest.approx(1 / 3), 1)
     assert r.top1_tie_split.estimate == pytest.approx((1 + 1 / 2 + 0) / 3)
     assert (r.pairs, r.pair_wins, r.pair_ties, r.pair_losses) == (9, 6, 2, 1)
-    expected = wilson_ci(6, 9)
+    # the interval is over the 3 items, not the 9 pairs (the pairs of an item share its
+    # right reply): items win 3/3, 2/3 and 1/3 of their pairs, 2 "successes" of 3
+    expected = wilson_ci(2, 3)
     assert (r.pairwise.estimate, r.pairwise.low, r.pairwise.high) == (
         pytest.approx(6 / 9),
         pytest.approx(expected.low),
         pytest.approx(expected.high),
     )
-    assert r.pairwise_tie_split.estimate == pytest.approx(7 / 9)
-    assert r.pairwise_tie_split.low == pytest.approx(wilson_ci(7, 9).low)
+    assert r.pairwise.n == 3 and r.pairwise_tie_split.n == 3
+    assert r.pairwise_tie_split.estimate == pytest.approx(7 / 9)  # (1 + 5/6 + 1/2) / 3
+    assert r.pairwise_tie_split.low == pytest.approx(fractional_wilson(7 / 3, 3).low)
+    assert r.pairwise_tie_split.low < wilson_ci(7, 9).low  # wider than over pairs
     assert d.chance_top1 == pytest.approx(0.25)
-    # 6/9 with n=9: the interval reaches below 50%, point above: weak evidence
-    assert (d.status, d.verdict) == ("warn", "not clearly above chance")
+    # 7/9 over 3 items: the interval reaches below 50%: not shown, so not fit
+    assert (d.status, d.verdict) == ("fail", "not clearly above chance")
 
 
 def test_discrimination_verdicts_against_chance():
@@ -173,22 +178,60 @@ def test_personalization_verdicts(changes, status, word):
 
 def test_probe_verdicts_gain_may_gain_held():
     sets, scored = [], {}
+    # twelve replies each (three pairs cannot survive the adjustment for three probes)
     for name, changes in (
-        ("up", [0.1, 0.2, 0.1]),
-        ("mixed", [0.3, -0.1, 0.0]),
-        ("down", [-0.1, -0.1, 0.0]),
+        ("up", [0.1, 0.2, 0.1] * 4),
+        ("mixed", [0.3, -0.1, 0.0] * 4),
+        ("down", [-0.1, -0.1, 0.0] * 4),
     ):
         pairs, rows = pairs_with(changes, prefix=name)
         sets.append(ProbeSet(name, name, "", tuple(pairs), 0))
         scored.update(rows)
-    result = probes(sets, scored, ["reward"], base_replies=3)
+    result = probes(sets, scored, ["reward"], base_replies=12)
     assert [p.verdict for p in result.probes] == ["gains", "may gain", "held"]
     assert result.gaining == ["up"] and result.status == "fail"
     assert result.probes[0].reward.share_raised == pytest.approx(1.0)
     assert result.probes[0].reward.change.estimate == pytest.approx(0.4 / 3)
-    calm = probes(sets[2:], scored, ["reward"], base_replies=3)
+    calm = probes(sets[2:], scored, ["reward"], base_replies=12)
     assert calm.status == "pass" and calm.verdict == "every probe is held down"
-    assert probes(sets[1:], scored, ["reward"], base_replies=3).status == "warn"
+    assert probes(sets[1:], scored, ["reward"], base_replies=12).status == "warn"
+
+
+def test_probe_gains_survive_holm_over_every_probe_and_reach_the_declared_effect():
+    """Eight probes, each with a one-sided p of 0.024: unadjusted every one would
+    "gain"; adjusted together none does. A sure gain smaller than the declared effect
+    is no gain, and a noisy but neutral judge is held when there are enough replies."""
+    modest = [0.05, -0.02, 0.04, 0.01, 0.03, -0.01, 0.02, 0.00, 0.03, 0.01]
+    sets, scored = [], {}
+    for i in range(8):
+        pairs, rows = pairs_with(modest, prefix=f"p{i}-")
+        sets.append(ProbeSet(f"p{i}", f"p{i}", "", tuple(pairs), 0, effect=0.01))
+        scored.update(rows)
+    eight = probes(sets, scored, ["reward"], base_replies=10)
+    assert all(p.p == pytest.approx(0.0244, abs=1e-3) for p in eight.probes)
+    assert all(p.p_holm == pytest.approx(8 * 0.0244, abs=1e-2) for p in eight.probes)
+    assert eight.gaining == [] and {p.verdict for p in eight.probes} == {"may gain"}
+    alone = probes(sets[:1], scored, ["reward"], base_replies=10)
+    assert alone.gaining == ["p0"]  # one hypothesis: no adjustment, the same data gain
+    tiny, rows = pairs_with([0.005] * 12, prefix="t")
+    scored.update(rows)
+    small = ProbeSet("tiny", "tiny", "", tuple(tiny), 0, effect=0.01)
+    result = probes([small], scored, ["reward"], base_replies=12)
+    assert result.probes[0].p == 0.0 and result.probes[0].verdict == "held"
+    noisy = [0.03, -0.02, 0.01, -0.03, 0.02, -0.01, 0.0, 0.01, -0.02, 0.02] * 6
+    pairs, rows = pairs_with(noisy, prefix="n")
+    scored.update(rows)
+    neutral = probes(
+        [ProbeSet("n", "n", "", tuple(pairs), 0, effect=0.01)], scored, ["reward"], base_replies=60
+    )
+    assert neutral.probes[0].verdict == "held" and neutral.status == "pass"
+    few = probes(
+        [ProbeSet("n", "n", "", tuple(pairs[:5]), 0, effect=0.01)],
+        scored,
+        ["reward"],
+        base_replies=5,
+    )
+    assert few.probes[0].verdict == "may gain"  # five replies cannot rule a gain out
 
 
 def test_one_or_two_pairs_never_make_a_gain_or_a_sensitive_judge():

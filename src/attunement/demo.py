@@ -48,6 +48,7 @@ class ModeResult:
     average: float | None = None
     low: float | None = None  # interval of the average
     high: float | None = None
+    note: str | None = None  # why there is no interval ("n too small" below 10 users)
 
     @classmethod
     def of(cls, row: Row) -> ModeResult:
@@ -59,6 +60,7 @@ class ModeResult:
             average=row.avg.mean,
             low=row.avg.low,
             high=row.avg.high,
+            note=row.avg.note,
         )
 
 

@@ -17,6 +17,7 @@ from rich.table import Table
 from attunement.benchmarks.emobench import (
     EmoBenchAnswer,
     EmoBenchSettings,
+    load_official_prompts,
     read_items,
     run_emobench,
     write_emobench_report,
@@ -24,10 +25,12 @@ from attunement.benchmarks.emobench import (
 from attunement.benchmarks.eqbench3 import (
     EQBenchSettings,
     load_eqbench_data,
+    random_judge_text,
     run_eqbench3,
+    score_notes,
     write_eqbench_report,
 )
-from attunement.cli.common import out, run, say, show
+from attunement.cli.common import UsageError, out, run, say, show
 from attunement.cli.options import (
     ModelRun,
     data_option,
@@ -37,6 +40,7 @@ from attunement.cli.options import (
     limit_option,
     model_run,
     out_option,
+    path_option,
     policy_option,
     verb,
 )
@@ -45,6 +49,7 @@ from attunement.llm import load_chat_model
 
 EMOBENCH = fields_bundle(
     EmoBenchSettings,
+    "prompts",
     "output",
     "max_tokens",
     "temperature",
@@ -74,23 +79,39 @@ def emobench(
         "en", "--language", help="Items of this language only ('all': every language)."
     ),
     limit: int | None = limit_option(),
+    official_prompts: Path | None = path_option(
+        "folder",
+        "With --prompts official: the folder holding EmoBench's prompts.yaml and "
+        "response.yaml (src/configs in the EmoBench repository).",
+        "--official-prompts",
+        default=None,
+    ),
     *,
     settings: dict[str, Any],
     llm: ModelRun,
 ) -> None:
     """Answer EmoBench's multiple-choice items (EU: feeling and reason; EA: best response or
-    action) and report accuracy on 0-100 with intervals (PersonaEmp table 5)."""
+    action) and report accuracy on 0-100 with intervals and chance (PersonaEmp table 5).
+    --prompts official asks with EmoBench's own prompt files, comparable with the paper."""
     config = EmoBenchSettings(
         **settings, language=None if language == "all" else language, concurrency=llm.concurrency
     )
+    if (config.prompts == "official") != (official_prompts is not None):
+        raise UsageError(
+            "--prompts official and --official-prompts DIR go together (DIR: the folder "
+            "holding EmoBench's prompts.yaml and response.yaml)"
+        )
 
     async def go():
         items = first(read_items(data), limit)  # every line checked before a model is loaded
+        official = load_official_prompts(official_prompts) if official_prompts else None
         async with load_chat_model(
             policy, llm.options(default_cache=out_dir / "cache.sqlite")
         ) as chat:
             await chat.ensure_ready()
-            results = await run_emobench(items, chat, out_dir, config, data_files=data)
+            results = await run_emobench(
+                items, chat, out_dir, config, data_files=data, official=official
+            )
         answers = read_jsonl(out_dir / "answers.jsonl", EmoBenchAnswer)
         return results, write_emobench_report(
             results, items, answers, out_dir, shown=config.examples_shown
@@ -98,17 +119,19 @@ def emobench(
 
     results, report = run(go())
     table = Table(title=f"EmoBench: {results.model} (accuracy 0-100)")
-    for col in ("task", "accuracy", "95% CI", "right / n", "unparsed"):
+    for col in ("task", "accuracy", "95% CI", "chance", "right / n", "unparsed"):
         table.add_column(col, justify="left" if col == "task" else "right")
     for a in [*results.tasks, *results.parts, *results.question_types]:
         table.add_row(
             " ".join(a.group.values()),
             "-" if a.accuracy is None else f"{a.accuracy:.1f}",
             "-" if a.low is None else f"[{a.low:.1f}, {a.high:.1f}]",
+            "-" if a.chance is None else f"{a.chance:.1f}",
             f"{a.correct} / {a.n}",
             str(a.unparsed),
         )
     out.print(table)
+    say(f"prompts: {results.prompts}")
     say(f"{results.answered_now} items answered now; answers in {out_dir / 'answers.jsonl'}")
     show(f"report: {report}")
 
@@ -200,6 +223,9 @@ def eqbench3(
             str(s.n),
         )
     out.print(table)
+    show(f"judge: {results.judge}; a judge scoring at random gets {random_judge_text(results)}")
+    for line in score_notes(results):
+        say(line, style="yellow" if line.startswith("Warning") else None)
     for sid, why in list(results.failed.items())[:5]:
         say(f"no score {sid}: {why}", style="yellow")
     say(

@@ -74,6 +74,8 @@ def demo(
 
     for r in report.results:
         interval = f" [{fmt(r.low)}, {fmt(r.high)}]" if r.low is not None else ""
+        if r.low is None and r.note:
+            interval = f" [{r.note}]"
         show(
             f"  {r.mode}: Res {fmt(r.means.get('resonation'))}, "
             f"Exp {fmt(r.means.get('expression'))}, Rec {fmt(r.means.get('reception'))}, "

@@ -160,6 +160,9 @@ def evaluate(
         inputs = dataclasses.replace(inputs, splits=splits)
     result = run(_evaluate(inputs, judges, criteria_judge, out_dir, settings, llm))
     print_results(result.results)
+    from attunement.evaluation.views import headline
+
+    show(headline(result.results))
     say(f"results: {out_dir / 'results.json'}, {out_dir / 'results.md'}")
     show(f"report: {result.report}")
 

@@ -116,12 +116,15 @@ def _print_card(card: JudgeCard, out_dir: Path) -> None:
     table.add_column("figures")
     d = card.discrimination.row("reward")
     if d is not None:
+        length = card.discrimination.length_baseline
         table.add_row(
             "discrimination",
             card.discrimination.status,
-            f"pairwise {ci_pct(d.pairwise_tie_split)} (chance 50%), top-1 "
-            f"{ci_pct(d.top1_tie_split)} (chance {pct(card.discrimination.chance_top1)}), ties "
-            f"as half; strict pairwise {pct(d.pairwise.estimate)}, ties {d.pair_ties}/{d.pairs}",
+            f"pairwise {ci_pct(d.pairwise_tie_split)} over {d.items} items (chance 50%"
+            + (f", length baseline {pct(length)}" if length is not None else "")
+            + f"), top-1 {ci_pct(d.top1_tie_split)} (chance "
+            f"{pct(card.discrimination.chance_top1)}), ties as half; strict pairwise "
+            f"{pct(d.pairwise.estimate)}, ties {d.pair_ties}/{d.pairs}",
         )
     p = card.personalization
     if p.rows:
@@ -131,6 +134,15 @@ def _print_card(card: JudgeCard, out_dir: Path) -> None:
             f"drop {ci_num(p.rows[0].change, negate=True)}, dropping "
             f"{pct(p.rows[0].share_lowered)} of {p.rows[0].n}",
         )
+        for swap in p.swaps:
+            r = swap.rows[0] if swap.rows else None
+            table.add_row(
+                f"  {swap.swap} alone",
+                swap.status,
+                "-" if r is None else f"drop {ci_num(r.change, negate=True)} over {r.n}",
+            )
+    elif p.status == "n/a":
+        table.add_row("personalization", "untested", p.verdict)
     for row in card.probes.probes:
         r = row.reward
         table.add_row(
@@ -138,7 +150,8 @@ def _print_card(card: JudgeCard, out_dir: Path) -> None:
             row.verdict,
             "-"
             if r is None
-            else f"change {ci_num(r.change)}, raised {pct(r.share_raised)} of {r.n}",
+            else f"change {ci_num(r.change)} (counts from {num(row.effect, 2)}), Holm p "
+            f"{num(row.p_holm, 3)}, raised {pct(r.share_raised)} of {r.n}",
         )
     s = card.stability
     table.add_row(

@@ -35,6 +35,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from attunement.evaluation.cost import cost_of, criteria_samples, shared_cost
 from attunement.evaluation.criteria import ensure_criteria
 from attunement.evaluation.report import write_evaluation_report
 from attunement.evaluation.runs import Cost, EvalRun, Results, System, safe_name
@@ -42,7 +43,6 @@ from attunement.evaluation.tables import (
     ScoreSet,
     StatsConfig,
     compute_tables,
-    cost_of,
     systems_of,
 )
 from attunement.jsonl import read_jsonl
@@ -395,12 +395,21 @@ async def _score_with(
     }
     scaled = load_reward("peregrm", judge, **overrides)
     record["k_scaling_reward"] = scaled.manifest()
-    what = f"k scaling (peregrm@{settings.k_scaling})"
-    for sset in await _score_files(
+    files = await _score_files(
         scaled, label, plan, out / "scaling" / folder, settings, show_progress
-    ):
-        scored.scaling.append(sset)
-        scored.costs.append(cost_of(label, sset.source, sset.breakdowns, what=what))
+    )
+    scored.scaling += files
+    # the criteria are written once per example for every system: one line for all
+    empathy = scaled.config.empathy_dimensions
+    every = [b for sset in files for b in sset.breakdowns]
+    scored.costs.append(
+        shared_cost(
+            label,
+            [sset.breakdowns for sset in files],
+            what=f"k scaling (peregrm@{settings.k_scaling}), criteria shared by the systems",
+            shared_samples=criteria_samples(every, empathy, settings.k_scaling),
+        )
+    )
 
 
 async def _score_files(

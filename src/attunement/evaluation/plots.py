@@ -34,10 +34,15 @@ def _png(fig) -> bytes:
 
 
 def _err(stats, means):
-    """Asymmetric error bars from Stat intervals (zero where unknown)."""
-    low = [m - s.low if (m is not None and s.low is not None) else 0 for s, m in zip(stats, means)]
+    """Asymmetric error bars from Stat intervals (zero where unknown, never negative:
+    at 0% and 100% rounding may put a bound a hair past the estimate)."""
+    low = [
+        max(0.0, m - s.low) if (m is not None and s.low is not None) else 0
+        for s, m in zip(stats, means)
+    ]
     high = [
-        s.high - m if (m is not None and s.high is not None) else 0 for s, m in zip(stats, means)
+        max(0.0, s.high - m) if (m is not None and s.high is not None) else 0
+        for s, m in zip(stats, means)
     ]
     return [low, high]
 
@@ -217,8 +222,10 @@ def bars(
     ylabel: str,
     title: str,
     ylim: tuple[float, float] | None = None,
+    chance: Sequence[float | None] | None = None,
 ) -> bytes:
-    """One bar per label with intervals (EmoBench accuracies, EQ-Bench 3 criteria)."""
+    """One bar per label with intervals (EmoBench accuracies, EQ-Bench 3 criteria), and
+    each bar's ``chance`` level as a dashed line across it when given."""
     fig, (ax,) = _figure(
         width=max(WIDTH, 0.45 * len(labels)), bottom=0.3 if len(labels) > 6 else 0.14
     )
@@ -231,6 +238,18 @@ def bars(
         capsize=3,
         color="#2f5d8a",
     )
+    marked = [(x, c) for x, c in enumerate(chance or []) if c is not None]
+    for i, (x, c) in enumerate(marked):
+        ax.hlines(
+            c,
+            x - 0.4,
+            x + 0.4,
+            colors="#a33a2b",
+            linestyles="dashed",
+            label="chance" if not i else None,
+        )
+    if marked:
+        ax.legend(fontsize=8, loc="upper right")
     ax.set_xticks(
         range(len(labels)),
         labels,

@@ -39,6 +39,30 @@ __all__ = ["fmt", "fmt_ci", "results_markdown", "write_evaluation_report"]
 
 Figure = tuple[str, str, bytes]  # file name, caption, png
 
+#: how every interval and test of the report was made, said once for both files
+INTERVALS = (
+    "Intervals are {level}% studentized bootstraps over users (several queries of one "
+    "user are not independent); a cell from fewer than 10 users shows `[n too small]` "
+    "instead, since no interval holds its level there."
+)
+PAIRED_LEAD = (
+    "Difference = system minus the other, on the examples both scored; n counts the "
+    "examples and, in brackets, their users. p is the two-sided studentized bootstrap over "
+    "users (none below 10 users); Holm p adjusts it for every comparison of this report "
+    "(both tables, every judge, split and metric). Read a difference as shown only when "
+    "its Holm p is below 0.05."
+)
+COST_LEAD = (
+    "Judge samples: the samples behind the replies, whoever paid for them; calls and tokens: "
+    "what was spent when they were first scored; cached samples: served by the completion "
+    "cache (no call, no token: '- (cache)' when the cache served everything). The k-scaling "
+    "run is one line for all systems, since its criteria are written once and shared."
+)
+BIG_FIVE_CAPTION = (
+    "; levels with fewer than 10 users have no error bar: an interval from so few users "
+    "would not hold its level"
+)
+
 # --------------------------------------------------------------------------- markdown
 
 
@@ -48,9 +72,8 @@ def results_markdown(results: Results) -> str:
     parts = ["# Evaluation results", "", headline(results), ""]
     parts += [
         (
-            f"Reward `{reward}`; scores on the judge's 1-5 scale; intervals are {level}% "
-            "percentile bootstraps over examples. Layout of PersonaEmp table 1: a row per "
-            "system, Res / Exp / Rec / Avg per split."
+            f"Reward `{reward}`; scores on the judge's 1-5 scale. {INTERVALS.format(level=level)} "
+            "Layout of PersonaEmp table 1: a row per system, Res / Exp / Rec / Avg per split."
         ),
         "",
     ]
@@ -70,7 +93,7 @@ def results_markdown(results: Results) -> str:
         parts += [
             "## Paired comparisons",
             "",
-            "Difference = system minus the other, on the examples both scored.",
+            PAIRED_LEAD,
             "",
             md_table(*paired_rows(baseline)),
             "",
@@ -79,7 +102,7 @@ def results_markdown(results: Results) -> str:
         if b.present(results):
             parts += [f"## {b.md_title}", "", md_table(*b.rows(results)), ""]
     if results.cost:
-        parts += ["## Judge cost", "", md_table(*cost_rows(results)), ""]
+        parts += ["## Judge cost", "", COST_LEAD, "", md_table(*cost_rows(results)), ""]
     if results.notes:
         parts += ["## Notes", "", *(f"- {n}" for n in results.notes), ""]
     return "\n".join(parts)
@@ -126,7 +149,10 @@ def _split_plots(results: Results, judge: str, split: str) -> list[Figure]:
     if bf:
         title = f"By Big Five level ({judge}, {split})"
         png = plots.big_five_plot(bf, BIG_FIVE_TRAITS, LEVELS, title)
-        out.append((f"big_five_{tag}.png", f"Avg by Big Five level, {judge} / {split}", png))
+        caption = f"Avg by Big Five level, {judge} / {split}"
+        if any(r.avg.mean is not None and r.avg.low is None for r in bf):
+            caption += BIG_FIVE_CAPTION
+        out.append((f"big_five_{tag}.png", caption, png))
     if mem:
         png = plots.memory_plot(mem, MEMORY_TITLES, f"Memory ablation ({judge}, {split})")
         out.append((f"memory_{tag}.png", f"Memory ablation, {judge} / {split}", png))
@@ -292,8 +318,7 @@ def _paired_parts(results: Results) -> list[Part]:
         "Paired comparisons",
         H.table(*paired_rows(baseline), text_columns=5),
         id="paired",
-        lead="System minus the other on the examples both scored; Wilcoxon signed-rank "
-        "and exact sign tests, two-sided.",
+        lead=PAIRED_LEAD,
     )
     return [(("paired", "Paired"), section)]
 
@@ -344,7 +369,9 @@ def _example_parts(run: EvalRun) -> list[Part]:
 def _cost_parts(results: Results) -> list[Part]:
     if not results.cost:
         return []
-    section = H.section("Judge cost", H.table(*cost_rows(results), text_columns=3), id="cost")
+    section = H.section(
+        "Judge cost", H.table(*cost_rows(results), text_columns=3), id="cost", lead=COST_LEAD
+    )
     return [(("cost", "Cost"), section)]
 
 

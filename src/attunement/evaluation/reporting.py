@@ -79,13 +79,19 @@ def fmt_signed(x: float | None, digits: int = 2) -> str:
 
 
 def fmt_ci(stat: Stat | None, digits: int = 2, *, sign: bool = False) -> str:
-    """``3.70 [3.61, 3.79]``; the interval is left out when unknown.
+    """``3.70 [3.61, 3.79]``; the interval is left out when unknown, and where it was
+    withheld the bracket says why.
 
     >>> fmt_ci(Stat(mean=3.7, low=3.61, high=3.79, n=9)), fmt_ci(Stat(mean=None))
     ('3.70 [3.61, 3.79]', '-')
+    >>> fmt_ci(Stat(mean=3.7, n=4, clusters=3, note="n too small"))
+    '3.70 [n too small: 3 users]'
     """
     if stat is None:
         return "-"
+    if stat.mean is not None and stat.low is None and stat.note:
+        users = f": {stat.clusters} users" if stat.clusters is not None else ""
+        return f"{number(stat.mean, digits, sign=sign)} [{stat.note}{users}]"
     return with_interval(stat.mean, stat.low, stat.high, digits=digits, sign=sign)
 
 

@@ -52,13 +52,19 @@ class Paired(BaseModel):
     system: str
     baseline: str
     metric: str = Field(description="a dimension, or 'avg'")
-    diff: Stat
+    diff: Stat = Field(description="mean difference, interval over users ('n too small' below 10)")
     n: int
     wins: int
     losses: int
     ties: int
-    wilcoxon_p: float | None
-    sign_p: float | None
+    wilcoxon_p: float | None = Field(description="for reference: treats queries as independent")
+    sign_p: float | None = Field(description="for reference: treats queries as independent")
+    p: float | None = Field(
+        None, description="two-sided studentized bootstrap over users (None below 10 users)"
+    )
+    p_holm: float | None = Field(
+        None, description="p adjusted by Holm over every comparison of the report"
+    )
 
 
 class ScalingPoint(BaseModel):
@@ -83,12 +89,15 @@ class ScalingPoint(BaseModel):
 
 
 class Cost(BaseModel):
-    """Judge usage recorded in one score file."""
+    """Judge usage recorded in one score file (or several whose work was shared)."""
 
     judge: str
-    system: str
+    system: str = Field(description="a system, or '(all systems)' for shared work")
     what: str = "scoring"
     replies: int
+    samples: int = Field(
+        0, description="judge samples behind the replies, spent now, earlier or by the cache"
+    )
     calls: int
     cached_calls: int
     prompt_tokens: int

@@ -10,9 +10,15 @@
 - :func:`bootstrap_column_means`: every column's mean and their average from the
   same resamples (table 1's Res / Exp / Rec / Avg), vectorised.
 
+The intervals and tests ``attune evaluate`` prints (resampled over users, and
+studentized) are in :mod:`~attunement.evaluation.clustered`, with Holm's
+adjustment; the records they fill (:class:`Interval`, :class:`Stat`,
+:class:`PairedComparison`) are here.
+
 Every function takes plain sequences and returns plain numbers; missing values
 are the caller's business (drop unscorable items first and report how many).
-Every interval a report prints is computed here, so a method is changed (or a
+Every interval a report prints is computed here or in
+:mod:`~attunement.evaluation.clustered`, so a method is changed (or a
 new one added) in this one module. :class:`Stat` is an interval as the results
 files record it.
 """
@@ -24,18 +30,30 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
+
+#: fewer independent units (users) than this get an estimate but no interval and no
+#: p-value: measured in tests/test_eval_stats.py, no bootstrap holds its level below
+MIN_CLUSTERS = 10
+N_TOO_SMALL = "n too small"
 
 
 @dataclass(frozen=True)
 class Interval:
-    """A point estimate with a two-sided interval at ``level``."""
+    """A point estimate with a two-sided interval at ``level``.
+
+    ``clusters`` is the number of independent units the interval was resampled
+    over (users), when they are not the ``n`` values themselves; ``note`` says
+    why an estimate has no interval (:data:`N_TOO_SMALL`).
+    """
 
     estimate: float | None
     low: float | None
     high: float | None
     n: int
     level: float = 0.95
+    clusters: int | None = None
+    note: str | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -49,19 +67,28 @@ class Stat(BaseModel):
     low: float | None = None
     high: float | None = None
     n: int = 0
+    clusters: int | None = Field(None, description="users the interval resampled (if not n)")
+    note: str | None = Field(None, description="why there is no interval ('n too small')")
 
     @classmethod
     def of(cls, interval: Interval, scale: float = 1.0) -> Stat:
         """The interval's figures, each multiplied by ``scale`` (e.g. 5 for 0-20 -> 0-100).
 
         >>> Stat.of(Interval(3.0, 2.0, 4.0, 7), scale=5)
-        Stat(mean=15.0, low=10.0, high=20.0, n=7)
+        Stat(mean=15.0, low=10.0, high=20.0, n=7, clusters=None, note=None)
         """
         scaled = [
             None if v is None else v * scale
             for v in (interval.estimate, interval.low, interval.high)
         ]
-        return cls(mean=scaled[0], low=scaled[1], high=scaled[2], n=interval.n)
+        return cls(
+            mean=scaled[0],
+            low=scaled[1],
+            high=scaled[2],
+            n=interval.n,
+            clusters=interval.clusters,
+            note=interval.note,
+        )
 
 
 def mean(values: Sequence[float]) -> float:
@@ -125,6 +152,7 @@ class PairedComparison:
     ties: int
     wilcoxon_p: float | None
     sign_p: float | None
+    p: float | None = None  # the clustered bootstrap-t test (cluster_paired), else None
 
     def as_dict(self) -> dict:
         out = asdict(self)
@@ -171,17 +199,19 @@ def paired_difference(
     >>> cmp.diff.estimate, cmp.wins, cmp.losses, cmp.ties
     (1.0, 3, 0, 1)
     """
-    diffs = _differences(a, b)
-    return _comparison(diffs, bootstrap_ci(diffs, resamples=resamples, level=level, seed=seed))
+    diffs = paired_differences(a, b)
+    return compare_differences(
+        diffs, bootstrap_ci(diffs, resamples=resamples, level=level, seed=seed)
+    )
 
 
-def _differences(a: Sequence[float], b: Sequence[float]) -> list[float]:
+def paired_differences(a: Sequence[float], b: Sequence[float]) -> list[float]:
     if len(a) != len(b):
         raise ValueError(f"paired samples differ in length: {len(a)} vs {len(b)}")
     return [float(x) - float(y) for x, y in zip(a, b)]
 
 
-def _comparison(diffs: Sequence[float], diff: Interval) -> PairedComparison:
+def compare_differences(diffs: Sequence[float], diff: Interval) -> PairedComparison:
     """The comparison of paired differences, given the interval of their mean."""
     wins = sum(1 for d in diffs if d > 0)
     losses = sum(1 for d in diffs if d < 0)
@@ -214,7 +244,8 @@ def wilson_ci(successes: int, n: int, *, level: float = 0.95) -> Interval:
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return Interval(p, max(0.0, centre - half), min(1.0, centre + half), n, level)
+    # rounding must never put the estimate outside its own interval (0% and 100%)
+    return Interval(p, min(p, max(0.0, centre - half)), max(p, min(1.0, centre + half)), n, level)
 
 
 # --------------------------------------------------------------------------- vectorised
@@ -240,6 +271,23 @@ def _finite_quantiles(stats, level: float) -> tuple[float | None, float | None]:
     alpha = (1 - level) / 2
     low, high = np.quantile(finite, [alpha, 1 - alpha])  # linear interpolation, as _quantile
     return float(low), float(high)
+
+
+def value_matrix(rows: Sequence[Sequence[float | None]]):
+    """Rows of values (None: missing) as a float array with NaN where missing; rows
+    of different lengths are an error.
+
+    >>> value_matrix([[1, None], [2, 3]]).tolist()
+    [[1.0, nan], [2.0, 3.0]]
+    """
+    import numpy as np
+
+    width = len(rows[0]) if rows else 0
+    if any(len(r) != width for r in rows):
+        raise ValueError("every row needs the same number of columns")
+    return np.array(
+        [[np.nan if v is None else float(v) for v in r] for r in rows], dtype=float
+    ).reshape(len(rows), width)
 
 
 def bootstrap_column_means(
@@ -270,13 +318,9 @@ def bootstrap_column_means(
 
     if not rows:
         return ColumnMeans((), Interval(None, None, None, 0, level))
-    width = len(rows[0])
-    if any(len(r) != width for r in rows):
-        raise ValueError("every row needs the same number of columns")
+    values = value_matrix(rows)
+    width = values.shape[1]
     average_of = list(range(width)) if average_of is None else list(average_of)
-    values = np.array(
-        [[np.nan if v is None else float(v) for v in r] for r in rows], dtype=float
-    ).reshape(len(rows), width)
     present = ~np.isnan(values)
     counts = present.sum(axis=0)
 
@@ -332,11 +376,11 @@ def compare_paired(
     >>> cmp.diff.estimate, cmp.wins, cmp.losses, cmp.ties, round(cmp.sign_p, 3)
     (1.0, 3, 0, 1, 0.25)
     """
-    diffs = _differences(a, b)
+    diffs = paired_differences(a, b)
     if diffs:
         diff = bootstrap_column_means(
             [[d] for d in diffs], resamples=resamples, level=level, seed=seed
         ).columns[0]
     else:
         diff = Interval(None, None, None, 0, level)
-    return _comparison(diffs, diff)
+    return compare_differences(diffs, diff)

@@ -16,11 +16,17 @@ Units and rules (docs/evaluation.md writes them out):
   of that dimension only (the authors drop unparseable scores per dimension).
 - A table cell (Res, Exp, Rec) is the mean of that per-example value over the
   examples that have one; ``Avg`` is the mean of the three cells, as in table 1
-  of the PersonaEmp paper. Intervals are percentile bootstraps over examples
-  (:func:`attunement.evaluation.stats.bootstrap_column_means`).
+  of the PersonaEmp paper. Intervals are studentized bootstraps over *users*
+  (an example's ``user_id``, else the example itself), since several queries of
+  one user are not independent; below 10 users a cell has no interval ("n too
+  small") (:func:`attunement.evaluation.clustered.cluster_column_means`).
 - A paired comparison uses the examples both systems scored (for ``Avg``: all
-  dimensions present on both sides): the mean difference with its bootstrap
-  interval, a Wilcoxon signed-rank and an exact sign test.
+  dimensions present on both sides): the mean difference with its interval over
+  users and the matching p-value (:func:`~attunement.evaluation.clustered.cluster_paired`),
+  then, once every comparison of the report is made, Holm's adjustment of all
+  of them together (:func:`adjust_p_values`). The Wilcoxon signed-rank and sign
+  tests are kept in ``results.json`` for reference (they treat queries as
+  independent).
 - k scaling reads one PereGRM@K run with criteria written per sample
   (``criteria_mode="shared"``) and takes the first k of its K samples of each
   dimension for every k; samples are numbered and seeded by number, so these
@@ -34,8 +40,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from attunement.evaluation.runs import Cost, Paired, Results, Row, ScalingPoint, System
-from attunement.evaluation.stats import Stat, bootstrap_column_means, compare_paired
+from attunement.evaluation.clustered import cluster_column_means, cluster_paired, holm
+from attunement.evaluation.cost import tokens_per_sample
+from attunement.evaluation.runs import Paired, Results, Row, ScalingPoint, System
+from attunement.evaluation.stats import MIN_CLUSTERS, Stat
 from attunement.policy import MEMORY_MODES
 from attunement.records import (
     BIG_FIVE_TRAITS,
@@ -108,13 +116,21 @@ def systems_of(label: str, replies: Sequence[Reply]) -> list[System]:
 
 @dataclass
 class ExampleScore:
-    """One system on one example: per-dimension means over its replies."""
+    """One system on one example: per-dimension means over its replies.
+
+    ``user`` is the example's independent unit for intervals (its user, else
+    the example itself)."""
 
     example_id: str
     values: dict[str, float | None]
     replies: int = 0
     unscorable: int = 0
     per_reply: list[dict[str, float | None]] = field(default_factory=list)
+    user: str | None = None
+
+    @property
+    def cluster(self) -> str:
+        return self.user or f"example:{self.example_id}"
 
     def avg(self, dims: Sequence[str]) -> float | None:
         vals = [self.values.get(d) for d in dims]
@@ -124,14 +140,21 @@ class ExampleScore:
 
 
 def example_scores(
-    breakdowns: Iterable[RewardBreakdown], keys: frozenset[tuple[str, str]], dims: Sequence[str]
+    breakdowns: Iterable[RewardBreakdown],
+    keys: frozenset[tuple[str, str]],
+    dims: Sequence[str],
+    users: Mapping[str, str | None] | None = None,
 ) -> dict[str, ExampleScore]:
-    """Per-example values of one system from its breakdowns (joined by id)."""
+    """Per-example values of one system from its breakdowns (joined by id);
+    ``users`` maps an example id to its user id."""
     out: dict[str, ExampleScore] = {}
+    users = users or {}
     for b in breakdowns:
         if (b.example_id, b.reply_id) not in keys:
             continue
-        score = out.setdefault(b.example_id, ExampleScore(b.example_id, {}))
+        score = out.setdefault(
+            b.example_id, ExampleScore(b.example_id, {}, user=users.get(b.example_id))
+        )
         score.replies += 1
         score.unscorable += int(b.unscorable)
         score.per_reply.append({d: b.dimensions.get(d) for d in dims})
@@ -147,6 +170,7 @@ class StatsConfig:
     resamples: int = 2000
     level: float = 0.95
     seed: int = 0
+    min_users: int = MIN_CLUSTERS
 
 
 def summarize(
@@ -157,8 +181,14 @@ def summarize(
         return {d: Stat(mean=None) for d in dims}, Stat(mean=None), 0, 0
     rows = [[s.values.get(d) for d in dims] for s in scores]
     avg_idx = [dims.index(d) for d in empathy if d in dims]
-    means = bootstrap_column_means(
-        rows, average_of=avg_idx, resamples=cfg.resamples, level=cfg.level, seed=cfg.seed
+    means = cluster_column_means(
+        rows,
+        [s.cluster for s in scores],
+        average_of=avg_idx,
+        resamples=cfg.resamples,
+        level=cfg.level,
+        seed=cfg.seed,
+        min_clusters=cfg.min_users,
     )
     columns = {d: Stat.of(iv) for d, iv in zip(dims, means.columns)}
     return (
@@ -235,7 +265,7 @@ def paired(
     out = []
     common = sorted(set(a) & set(b))
     for metric in metrics:
-        xs, ys = [], []
+        xs, ys, users = [], [], []
         for eid in common:
             if metric == "avg":
                 x, y = a[eid].avg(empathy), b[eid].avg(empathy)
@@ -244,7 +274,16 @@ def paired(
             if x is not None and y is not None:
                 xs.append(x)
                 ys.append(y)
-        cmp = compare_paired(xs, ys, resamples=cfg.resamples, level=cfg.level, seed=cfg.seed)
+                users.append(a[eid].cluster)
+        cmp = cluster_paired(
+            xs,
+            ys,
+            users,
+            resamples=cfg.resamples,
+            level=cfg.level,
+            seed=cfg.seed,
+            min_clusters=cfg.min_users,
+        )
         out.append(
             Paired(
                 view=view,
@@ -260,9 +299,22 @@ def paired(
                 ties=cmp.ties,
                 wilcoxon_p=cmp.wilcoxon_p,
                 sign_p=cmp.sign_p,
+                p=cmp.p,
             )
         )
     return out
+
+
+def adjust_p_values(paired: Sequence[Paired]) -> None:
+    """Holm's adjustment of every comparison of a report at once (``p_holm``).
+
+    The family is every paired comparison the report shows (each judge, split,
+    system, metric, both views): with m tests at 5% each, some test is
+    "significant" by chance far more often than 5% (four null metrics: 19% of
+    reports), and Holm brings that back to 5%.
+    """
+    for row, adjusted in zip(paired, holm([p.p for p in paired])):
+        row.p_holm = adjusted
 
 
 # --------------------------------------------------------------------------- the whole
@@ -300,9 +352,10 @@ def compute_tables(
             f"--baseline {baseline!r} is not one of the systems "
             f"({', '.join(s.label for s in systems)})"
         )
+    users = {e.example_id: e.user_id for exs in splits.values() for e in exs}
     for judge in judges:
         per_system = {
-            s.label: example_scores(by_file.get((judge, s.source), []), s.reply_keys, dims)
+            s.label: example_scores(by_file.get((judge, s.source), []), s.reply_keys, dims, users)
             for s in systems
         }
         for split, examples in splits.items():
@@ -341,6 +394,7 @@ def compute_tables(
             )
     if scaling and scaling_k:
         results.k_scaling = _k_scaling(splits, systems, scaling, judges, scaling_k, empathy, cfg)
+    adjust_p_values(results.paired)
     return results
 
 
@@ -434,6 +488,12 @@ def _k_scaling(
     by_file = {(s.judge, s.source): s.breakdowns for s in scaling}
     points = []
     for judge in judges:
+        # one figure per judge, over every system: the criteria are shared by the systems
+        # (written once, booked on whichever was scored first), so a per-system figure
+        # would depend on their order
+        per_sample = tokens_per_sample(
+            [b for s in scaling if s.judge == judge for b in s.breakdowns], empathy, k_max
+        )
         for system in systems:
             breakdowns = [
                 b
@@ -445,13 +505,9 @@ def _k_scaling(
             per_example: dict[str, list[RewardBreakdown]] = defaultdict(list)
             for b in breakdowns:
                 per_example[b.example_id].append(b)
-            samples_all = sum(
-                1 for b in breakdowns for j in b.judgements if j.dimension in empathy
-            ) + len(empathy) * k_max * len(per_example)
-            tokens_all = sum(b.usage.prompt_tokens + b.usage.completion_tokens for b in breakdowns)
-            per_sample = tokens_all / samples_all if samples_all and tokens_all else None
             for split, examples in splits.items():
                 ids = {e.example_id for e in examples}
+                users = {e.example_id: e.user_id for e in examples}
                 for k in scaling_ks(k_max):
                     scores, samples, replies = [], 0, 0
                     for eid, group in per_example.items():
@@ -462,7 +518,9 @@ def _k_scaling(
                         for d in empathy:
                             vals = [t[d] for t in trunc if t[d] is not None]
                             values[d] = sum(vals) / len(vals) if vals else None
-                        scores.append(ExampleScore(eid, values, replies=len(group)))
+                        scores.append(
+                            ExampleScore(eid, values, replies=len(group), user=users.get(eid))
+                        )
                         replies += len(group)
                         samples += sum(
                             1
@@ -488,27 +546,3 @@ def _k_scaling(
                         )
                     )
     return points
-
-
-def cost_of(
-    judge: str, system: str, breakdowns: Sequence[RewardBreakdown], *, what: str = "scoring"
-) -> Cost:
-    """Usage summed over a score file (re-runs record the original calls).
-
-    ``seconds`` adds up the wall time of each example's group once (every reply of
-    a group records the group's time).
-    """
-    group_seconds: dict[str, float] = {}
-    for b in breakdowns:
-        group_seconds[b.example_id] = max(group_seconds.get(b.example_id, 0.0), b.seconds)
-    return Cost(
-        judge=judge,
-        system=system,
-        what=what,
-        replies=len(breakdowns),
-        calls=sum(b.usage.calls for b in breakdowns),
-        cached_calls=sum(b.usage.cached_calls for b in breakdowns),
-        prompt_tokens=sum(b.usage.prompt_tokens for b in breakdowns),
-        completion_tokens=sum(b.usage.completion_tokens for b in breakdowns),
-        seconds=round(sum(group_seconds.values()), 3),
-    )

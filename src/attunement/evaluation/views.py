@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from attunement.evaluation.reporting import fmt, fmt_ci, fmt_p, fmt_signed
+from attunement.evaluation.reporting import fmt, fmt_ci, fmt_p
 from attunement.evaluation.runs import Paired, Results, Row
 from attunement.evaluation.tables import LEVELS, MEMORY_TITLES, SHORT
 from attunement.records import BIG_FIVE_TRAITS, Category
@@ -90,6 +90,7 @@ def detail_rows(results: Results, judge: str) -> tuple[list[str], list[list[str]
 
 
 def paired_rows(paired: Sequence[Paired]) -> tuple[list[str], list[list[str]]]:
+    """Each comparison with its interval over users, its p-value and Holm's."""
     header = [
         "Judge",
         "Split",
@@ -97,10 +98,10 @@ def paired_rows(paired: Sequence[Paired]) -> tuple[list[str], list[list[str]]]:
         "vs",
         "Metric",
         "Difference [CI]",
-        "n",
+        "n (users)",
         "wins / losses / ties",
-        "Wilcoxon p",
-        "sign p",
+        "p",
+        "Holm p",
     ]
     rows = [
         [
@@ -110,10 +111,10 @@ def paired_rows(paired: Sequence[Paired]) -> tuple[list[str], list[list[str]]]:
             p.baseline,
             "Avg" if p.metric == "avg" else SHORT.get(p.metric, p.metric),
             fmt_ci(p.diff, sign=True),
-            p.n,
+            f"{p.n} ({p.diff.clusters if p.diff.clusters is not None else '-'})",
             f"{p.wins} / {p.losses} / {p.ties}",
-            fmt_p(p.wilcoxon_p),
-            fmt_p(p.sign_p),
+            fmt_p(p.p),
+            fmt_p(p.p_holm),
         ]
         for p in paired
     ]
@@ -187,7 +188,7 @@ def memory_rows(results: Results) -> tuple[list[str], list[list[str]]]:
         "Avg",
         "vs full [CI]",
         "relative",
-        "Wilcoxon p",
+        "Holm p",
     ]
     tests = {(p.judge, p.split, p.system): p for p in results.paired if p.view == "memory"}
     rows = []
@@ -203,7 +204,7 @@ def memory_rows(results: Results) -> tuple[list[str], list[list[str]]]:
                 fmt_ci(r.avg),
                 fmt_ci(test.diff, sign=True) if test else "-",
                 "-" if r.relative is None else f"{100 * r.relative:+.1f}%",
-                fmt_p(test.wilcoxon_p) if test else "-",
+                fmt_p(test.p_holm) if test else "-",
             ]
         )
     return header, rows
@@ -243,6 +244,7 @@ def cost_rows(results: Results) -> tuple[list[str], list[list[str]]]:
         "Replies file",
         "What",
         "replies",
+        "judge samples",
         "calls",
         "cached samples",
         "prompt tokens",
@@ -255,10 +257,11 @@ def cost_rows(results: Results) -> tuple[list[str], list[list[str]]]:
             c.system,
             c.what,
             c.replies,
+            c.samples,
             c.calls,
             c.cached_calls,
-            c.prompt_tokens,
-            c.completion_tokens,
+            c.prompt_tokens if c.calls or not c.cached_calls else "- (cache)",
+            c.completion_tokens if c.calls or not c.cached_calls else "- (cache)",
             f"{c.seconds:.1f}",
         ]
         for c in results.cost
@@ -266,38 +269,51 @@ def cost_rows(results: Results) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+#: the adjusted p below which the headline names a system better (or worse)
+HEADLINE_ALPHA = 0.05
+
+
 def headline(results: Results) -> str:
-    """One sentence: the best system of the first judge and split, and its lead."""
+    """One sentence for the first judge and split: which systems differ from the
+    baseline on Avg with a Holm-adjusted p below 5%, or that none does.
+
+    A system is named better only on that evidence; a higher Avg alone names
+    nobody (with a handful of users it is as likely noise as a difference).
+    """
     judges, splits = judge_labels(results), split_labels(results)
     if not judges or not splits:
         return "nothing was scored"
+    judge, split = judges[0], splits[0]
     rows = [
-        r
-        for r in results.table
-        if r.judge == judges[0] and r.split == splits[0] and r.avg.mean is not None
+        r for r in results.table if r.judge == judge and r.split == split and r.avg.mean is not None
     ]
     if not rows:
-        return f"no system could be scored by {judges[0]} on {splits[0]}"
-    best = max(rows, key=lambda r: r.avg.mean)  # type: ignore[arg-type,return-value]
-    text = (
-        f"Judge {judges[0]}, split {splits[0]}: highest Avg {best.system} "
-        f"{fmt_ci(best.avg)} over {best.examples} examples"
+        return f"no system could be scored by {judge} on {split}"
+    head = f"Judge {judge}, split {split}"
+    tests = [
+        p
+        for p in results.paired
+        if (p.view, p.metric, p.judge, p.split) == ("baseline", "avg", judge, split)
+    ]
+    if not tests:
+        only = rows[0]
+        return f"{head}: {only.system} Avg {fmt_ci(only.avg)} over {only.examples} examples."
+    found = [
+        f"{p.system} is {'better' if (p.diff.mean or 0) > 0 else 'worse'} than {p.baseline} "
+        f"({fmt_ci(p.diff, sign=True)} Avg, Holm-adjusted p {fmt_p(p.p_holm)})"
+        for p in tests
+        if p.p_holm is not None and p.p_holm < HEADLINE_ALPHA
+    ]
+    if found:
+        return f"{head}: " + "; ".join(found) + "."
+    avgs = ", ".join(f"{r.system} {fmt(r.avg.mean)}" for r in rows)
+    users = max((p.diff.clusters or 0) for p in tests)
+    why = (
+        f"fewer than 10 users ({users}), so no test was made"
+        if all(p.p is None for p in tests)
+        else "no Holm-adjusted p below 0.05"
     )
-    cmp = next(
-        (
-            p
-            for p in results.paired
-            if p.view == "baseline"
-            and p.metric == "avg"
-            and (p.judge, p.split, p.system) == (judges[0], splits[0], best.system)
-        ),
-        None,
-    )
-    if cmp is not None and cmp.diff.mean is not None:
-        text += (
-            f"; {fmt_signed(cmp.diff.mean)} vs {cmp.baseline} (Wilcoxon p {fmt_p(cmp.wilcoxon_p)})"
-        )
-    return text + "."
+    return f"{head}: no system is shown to differ from {tests[0].baseline} ({why}); Avg {avgs}."
 
 
 # --------------------------------------------------------------------------- optional tables

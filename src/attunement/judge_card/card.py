@@ -71,7 +71,7 @@ def ci_num(e: Estimate, digits: int = 3, *, sign: bool = True, negate: bool = Fa
     """
     est, low, high = e.estimate, e.low, e.high
     if negate:
-        flip = lambda v: None if v is None else -v
+        flip = lambda v: None if v is None else 0.0 - v
         est, low, high = flip(est), flip(high), flip(low)
     return with_interval(est, low, high, digits=digits, sign=sign)
 
@@ -118,12 +118,16 @@ class JudgeCard(BaseModel):
     seconds: float
 
 
-def overall(statuses: Sequence[Status]) -> Verdict:
+def overall(statuses: Sequence[Status], *, personalization: Status = "pass") -> Verdict:
     """``not fit`` if a check fails, ``use with care`` if one warns, ``fit`` when
-    every judged check passes; ``incomplete`` when none could be judged.
+    every judged check passes; ``incomplete`` when none could be judged, or when
+    all would pass but ``personalization`` was not tested (a judge of personalized
+    empathy is not fit until it is shown to read the user).
 
     >>> overall(["pass", "info", "n/a"]), overall(["pass", "warn"]), overall(["warn", "fail"])
     ('fit', 'use with care', 'not fit')
+    >>> overall(["pass", "n/a"], personalization="n/a")
+    'incomplete'
     """
     judged = [s for s in statuses if s in ("pass", "warn", "fail")]
     if not judged:
@@ -132,7 +136,12 @@ def overall(statuses: Sequence[Status]) -> Verdict:
         return "not fit"
     if "warn" in judged:
         return "use with care"
-    return "fit"
+    return "incomplete" if personalization == "n/a" else "fit"
+
+
+def _drop(row) -> str:
+    c = None if row is None or not row.rows else row.rows[0].change.estimate
+    return "-" if c is None else f"{0.0 - c:+.3f}"
 
 
 def summary_line(card: JudgeCard) -> str:
@@ -142,10 +151,16 @@ def summary_line(card: JudgeCard) -> str:
     reward = d.row("reward")
     if reward is not None and reward.pairs:
         p = reward.pairwise_tie_split
+        length = (
+            f" and {pct(d.length_baseline)} for a judge preferring the longer reply"
+            if d.length_baseline is not None
+            else ""
+        )
         parts.append(
             f"discrimination {d.verdict} (pairwise {pct(p.estimate)} "
-            f"[{pct(p.low)}, {pct(p.high)}] vs 50% chance, ties as half; top-1 "
-            f"{pct(reward.top1_tie_split.estimate)} vs {pct(d.chance_top1)})"
+            f"[{pct(p.low)}, {pct(p.high)}] over {reward.items} items vs 50% chance{length}, "
+            f"ties as half; top-1 {pct(reward.top1_tie_split.estimate)} vs "
+            f"{pct(d.chance_top1)})"
         )
     elif d.status != "n/a":
         parts.append(f"discrimination: {d.verdict}")
@@ -158,9 +173,16 @@ def summary_line(card: JudgeCard) -> str:
     if pz.status != "n/a" and pz.rows:
         c = pz.rows[0].change
         drop = None if c.estimate is None else 0.0 - c.estimate
+        alone = "".join(f"; {s.swap} alone {_drop(s)}" for s in pz.swaps if s.status != "n/a")
+        shown = "; memories shown to the judge for this check" if pz.note else ""
         parts.append(
             f"personalization {pz.verdict.split(':')[0]} (mean drop "
-            f"{'-' if drop is None else f'{drop:+.3f}'} with another user's context)"
+            f"{'-' if drop is None else f'{drop:+.3f}'} with another user's context"
+            f"{alone}{shown})"
+        )
+    else:
+        parts.append(
+            f"personalization untested ({pz.verdict}; give --data with --replies or --policy)"
         )
     pr = card.probes
     if pr.status != "n/a":

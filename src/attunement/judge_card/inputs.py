@@ -70,6 +70,12 @@ class CardSettings(BaseModel):
             raise ValueError("give --replies or --policy, not both")
         if (self.replies is not None or self.policy is not None) and self.data is None:
             raise ValueError("--replies and --policy need --data (the examples they answer)")
+        if self.data is not None and self.replies is None and self.policy is None:
+            raise ValueError(
+                "--data needs good replies to judge: --replies FILE (replies you trust, e.g. "
+                "a strong model's from 'attune generate --memory full') or --policy SPEC "
+                "(a model writes them with the user's full memory)"
+            )
         return self
 
 
@@ -220,15 +226,10 @@ def base_description(inputs: CardInputs, settings: CardSettings) -> str:
             "(the card trusts them to be good; check a few in the breakdown files)"
         )
     if inputs.base_source == "emobench":
-        extra = (
-            " (--data was given without --replies or --policy, so no PersonaEmp reply was judged)"
-            if settings.data is not None
-            else ""
-        )
         return (
             "EmoBench's right answers, as replies to their scenarios; they have no user "
             "persona or memories, so the personalization check and the memory probe do "
-            "not apply" + extra
+            "not apply"
         )
     return "none (no EmoBench items and no PersonaEmp replies)"
 
@@ -263,6 +264,20 @@ def with_other_user(example: Example, other: Example) -> Example:
             "persona": other.persona,
             "memories": list(other.memories),
         }
+    )
+
+
+def with_other_part(example: Example, other: Example, part: str) -> Example | None:
+    """The example with one part of ``other``'s context, ``"memories"`` or
+    ``"persona"``, and everything else its own; ``None`` when that part is missing
+    on either side or the same on both (the swap would change nothing)."""
+    mine, theirs = getattr(example, part), getattr(other, part)
+    if not mine or not theirs or mine == theirs:
+        return None
+    who = other.user_id or other.example_id
+    value = list(theirs) if part == "memories" else theirs
+    return example.model_copy(
+        update={"example_id": f"{example.example_id}~{part}~{who}", part: value}
     )
 
 

@@ -8,8 +8,10 @@ whose quality is known, and reports what a GRPO policy would meet:
   candidate replies of which one is right; the reward should rank the right
   one first (:func:`~attunement.judge_card.checks.discrimination`);
 - **personalization**: a good reply judged with its own user's persona and
-  memories and with another user's; a personalized judge scores it lower
-  with the wrong user;
+  memories, with another user's, and with the other user's memories alone and
+  persona alone; a personalized judge scores every swapped copy lower. The
+  judges are shown the memories for this check even when the reward hides
+  them (PERM's default), and the card says so;
 - **gaming probes**: a good reply altered the ways a policy learns to game a
   judge (:mod:`~attunement.judge_card.probes`); none should gain;
 - **stability**: spread across the ``k`` samples and across runs with other
@@ -69,6 +71,7 @@ from attunement.judge_card.inputs import (
     emobench_replies,
     judged_copy,
     other_user,
+    with_other_part,
     with_other_user,
 )
 from attunement.judge_card.probes import PROBES
@@ -217,6 +220,10 @@ class _CardRun:
         self.disc, self.base, self.swapped, self.probes = Scored(), Scored(), Scored(), Scored()
         self.pz_pairs: list[tuple[Key, Key]] = []
         self.pz_skipped = 0
+        self.pz_swaps: dict[str, list[tuple[Key, Key]]] = {"memories": [], "persona": []}
+        self.pz_swap_skipped: dict[str, int] = {"memories": 0, "persona": 0}
+        self.pz_sets: dict[str, Scored] = {}  # the other scorings of the check, by file
+        self.pz_scored: dict[Key, RewardBreakdown] = {}
         self.probe_pairs: dict[str, list[tuple[Key, Key]]] = defaultdict(list)
         self.not_applicable: dict[str, int] = defaultdict(int)
         self.runs: list[dict[Key, RewardBreakdown]] = []
@@ -236,6 +243,7 @@ class _CardRun:
                 example_id=f"emobench:{i.qid}",
                 reply_ids=tuple(f"c{j}" for j in range(len(i.choices))),
                 correct=f"c{i.answer_index}",
+                lengths=tuple(len(r.response) for r in emobench_replies(i)),
             )
             for i in items
         ]
@@ -258,25 +266,76 @@ class _CardRun:
             rows = [b for b in self.disc.rows if key_of(b) in wanted]
         self.base = Scored(examples, replies, rows)
 
+    @property
+    def shows_memories(self) -> bool:
+        """Whether the reward under test shows the user's memories to its judges."""
+        return bool(getattr(self.config, "include_memories", True))
+
+    def personalization_reward(self) -> RewardModel:
+        """The reward of the personalization check: the one under test, with the
+        memories shown to the judges when it hides them (else no memory swap could
+        register)."""
+        if self.shows_memories:
+            return self.reward
+        overrides = {**self.spec.overrides, "include_memories": True}
+        return self.spec.model_copy(update={"overrides": overrides}).load(self.judge)
+
+    def personalization_note(self) -> str | None:
+        if self.shows_memories or not self.pz_pairs:
+            return None
+        return (
+            f"{self.reward.name} hides the user's memories from its judges "
+            "(include_memories=false); this check showed them (include_memories=true) so "
+            "that a memory swap can register at all. A trainer on this reward as configured "
+            "gives the policy no reason to use memories: set include_memories=true "
+            "(--set include_memories=true) to train on one that reads them"
+        )
+
     async def personalization(self) -> None:
-        """The same good replies with another user's persona and memories."""
+        """The same good replies with another user's persona and memories, and with
+        that user's memories alone and persona alone, all judged with memories shown."""
         swapped = Scored()
+        singles = {part: Scored() for part in self.pz_swaps}
         if self.own_context:
             for ex, rep in zip(self.base.examples, self.base.replies):
                 other = other_user(ex, self.inputs.examples, self.settings.seed)
                 if (ex.persona is None and not ex.memories) or other is None:
                     self.pz_skipped += 1
                     continue
+                own = (ex.example_id, rep.reply_id)
                 copy = with_other_user(ex, other)
                 swapped.examples.append(copy)
                 swapped.replies.append(judged_copy(rep, example_id=copy.example_id))
-                self.pz_pairs.append(
-                    ((ex.example_id, rep.reply_id), (copy.example_id, rep.reply_id))
-                )
+                self.pz_pairs.append((own, (copy.example_id, rep.reply_id)))
+                for part, into in singles.items():
+                    alone = with_other_part(ex, other, part)
+                    if alone is None:
+                        self.pz_swap_skipped[part] += 1
+                        continue
+                    into.examples.append(alone)
+                    into.replies.append(judged_copy(rep, example_id=alone.example_id))
+                    self.pz_swaps[part].append((own, (alone.example_id, rep.reply_id)))
+        reward = self.personalization_reward()
         swapped.rows = await self.score(
-            "personalization", self.reward, swapped.examples, swapped.replies
+            "personalization", reward, swapped.examples, swapped.replies
         )
         self.swapped = swapped
+        own_rows = self.base.rows
+        if reward is not self.reward and self.pz_pairs:
+            judged = {k for k, _ in self.pz_pairs}
+            mine = [r for r in self.base.replies if (r.example_id, r.reply_id) in judged]
+            own = Scored(self.base.examples, mine)
+            own.rows = await self.score("personalization.own", reward, own.examples, mine)
+            self.pz_sets["personalization.own"] = own
+            own_rows = own.rows
+        for part, into in singles.items():
+            into.rows = await self.score(
+                f"personalization.{part}", reward, into.examples, into.replies
+            )
+            self.pz_sets[f"personalization.{part}"] = into
+        self.pz_scored = _by_key([*own_rows, *swapped.rows])
+        for into in singles.values():
+            self.pz_scored.update(_by_key(into.rows))
 
     async def gaming_probes(self) -> None:
         """Each good reply altered the ways a policy learns to game a judge."""
@@ -341,6 +400,7 @@ class _CardRun:
             "discrimination": self.disc.rows,
             "base": self.base.rows if self.own_context else [],
             "personalization": self.swapped.rows,
+            **{name: scored.rows for name, scored in self.pz_sets.items()},
             "probes": self.probes.rows,
             **self.run_rows,
         }
@@ -356,6 +416,7 @@ class _CardRun:
                 what=p.what,
                 pairs=tuple(self.probe_pairs[p.name]),
                 not_applicable=self.not_applicable[p.name],
+                effect=p.effect,
             )
             for p in PROBES.values()
         ]
@@ -363,17 +424,18 @@ class _CardRun:
             "discrimination": self.discrimination_figures(scored),
             "personalization": checks.personalization(
                 self.pz_pairs,
-                scored,
+                self.pz_scored,
                 self.measures,
                 skipped=self.pz_skipped,
-                seed=self.settings.seed,
+                swaps=self.pz_swaps if self.pz_pairs else None,
+                swap_skipped=self.pz_swap_skipped,
+                note=self.personalization_note(),
             ),
             "probes": checks.probes(
                 probe_sets,
                 scored,
                 self.measures,
                 base_replies=len(self.base.replies),
-                seed=self.settings.seed,
             ),
             "stability": self.stability_figures(files, scored),
             "cost": checks.cost(
@@ -413,6 +475,7 @@ class _CardRun:
             *self.disc.replies,
             *self.base.replies,
             *self.swapped.replies,
+            *(r for scored in self.pz_sets.values() for r in scored.replies),
             *self.probes.replies,
         ]
         no_analysis = (
@@ -456,7 +519,9 @@ class _CardRun:
             judge=self.judge.name,
             reward=self.reward.name,
             reference=self.reference.name if self.reference else None,
-            verdict=overall([c.status for c in check_list]),
+            verdict=overall(
+                [c.status for c in check_list], personalization=results["personalization"].status
+            ),
             summary="",
             checks=check_list,
             data=data,

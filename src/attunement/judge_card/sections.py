@@ -107,10 +107,17 @@ def _discrimination(card: JudgeCard) -> Section:
         ]
         for r in d.rows
     ]
+    length = (
+        f", a judge preferring the longer reply {pct(d.length_baseline)} (top-1 "
+        f"{pct(d.length_top1)})"
+        if d.length_baseline is not None
+        else ""
+    )
     lead = (
         f"EmoBench EA 'Response' items: each candidate reply scored as a reply to the "
-        f"scenario. Chance: top-1 {pct(d.chance_top1)}, pairwise 50%. Verdict "
-        f"(reward, pairwise with ties as half): {d.verdict}."
+        f"scenario. Chance: top-1 {pct(d.chance_top1)}, pairwise 50%{length}. Verdict "
+        f"(reward, pairwise with ties as half; a pass needs the interval's lower bound above "
+        f"{pct(d.bar)}): {d.verdict}."
     )
     return Section(
         "discrimination",
@@ -136,9 +143,13 @@ def _discrimination(card: JudgeCard) -> Section:
                 "unscorable. A tie counts as a miss in top-1 and pairwise (a judge that scores "
                 "every candidate alike picks nothing); the 'ties split' columns break ties at "
                 "random instead (a tie of m counts 1/m, a tied pair 1/2), where such a judge "
-                "sits exactly at chance, and the verdict reads them. Intervals: Wilson 95%; the "
-                "three pairs of an item share its scenario, so pairwise intervals are somewhat "
-                "too narrow." + (f" Note: {d.note}." if d.note else "")
+                "sits exactly at chance, and the verdict reads them. Pairwise figures are the "
+                "mean over items of each item's share of pairs won, and every interval is "
+                "Wilson's 95% over items (the three pairs of an item share its right reply, so "
+                "they are not independent; for values in [0, 1] Wilson's interval is "
+                "conservative). The length baseline is what a judge that scores every "
+                "candidate by its length in characters gets on the same items."
+                + (f" Note: {d.note}." if d.note else "")
             ),
         ],
     )
@@ -155,7 +166,7 @@ def _drop_table(rows: Sequence[PairedRow]) -> Block:
         "share dropping",
         "unchanged",
         "share rising",
-        "sign test p",
+        "t test p (drop)",
     ]
     body = [
         [
@@ -167,35 +178,61 @@ def _drop_table(rows: Sequence[PairedRow]) -> Block:
             pct(r.share_lowered),
             r.unchanged,
             pct(r.share_raised),
-            num(r.sign_p, 3),
+            num(r.p_drop, 3),
         ]
         for r in rows
     ]
     return T(header, body)
 
 
+SWAP_TITLES = {
+    "user": "Persona and memories of another user",
+    "memories": "Another user's memories alone (own persona)",
+    "persona": "Another user's persona alone (own memories)",
+}
+
+
 def _personalization(card: JudgeCard) -> Section:
     p = card.personalization
     if p.status == "n/a":
-        return Section("personalization", "Personalization sensitivity", p.verdict, [])
+        return Section(
+            "personalization",
+            "Personalization sensitivity",
+            f"Untested: {p.verdict}. A card without this test cannot call a judge fit.",
+            [],
+        )
     lead = (
-        f"Each good reply judged with its own user's persona and memories and with "
-        f"another user's (query and situation kept). Verdict: {p.verdict}."
+        "Each good reply judged with its own user's persona and memories, then with "
+        "another user's, then with that user's memories alone and persona alone (query "
+        f"and situation kept). Verdict: {p.verdict}."
     )
-    return Section(
-        "personalization",
-        "Personalization sensitivity",
-        lead,
-        [
-            _drop_table(p.rows),
-            P(
-                f"{p.pairs} replies; {p.unscorable_pairs} pairs left out (unscorable); "
-                f"{p.skipped} replies skipped (no persona or memories, or no other user). "
-                "Drop = own - other, so a personalized judge shows a positive drop; "
-                "interval: bootstrap 95% over replies."
-            ),
-        ],
+    blocks = [
+        P(f"{SWAP_TITLES['user']}: {p.rows[0].n if p.rows else 0} pairs."),
+        _drop_table(p.rows),
+    ]
+    for swap in p.swaps:
+        blocks.append(P(f"{SWAP_TITLES[swap.swap]}: {swap.status}, {swap.verdict}."))
+        if swap.rows:
+            blocks.append(_drop_table(swap.rows))
+    skipped = ", ".join(f"{s.swap} {s.skipped}" for s in p.swaps if s.skipped)
+    blocks.append(
+        P(
+            f"{p.pairs} replies; {p.unscorable_pairs} pairs left out (unscorable); "
+            f"{p.skipped} replies skipped (no persona or memories, or no other user)"
+            + (
+                f"; single swaps skipped where the part was missing or equal: {skipped}"
+                if skipped
+                else ""
+            )
+            + ". Drop = own - other, so a personalized judge shows a positive drop; "
+            "interval: Student t 95% over replies; p: one-sided t test of a drop. Each "
+            "swap passes when its drop is significant at 5% over 3 or more replies; the "
+            "check takes the worst swap."
+        )
     )
+    if p.note:
+        blocks.append(P(f"Judge context: {p.note}."))
+    return Section("personalization", "Personalization sensitivity", lead, blocks)
 
 
 def _probes(card: JudgeCard) -> Section:
@@ -213,6 +250,9 @@ def _probes(card: JudgeCard) -> Section:
                 p.title,
                 p.applied,
                 ci_num(r.change) if r else "-",
+                num(p.effect, 2),
+                num(p.p, 3),
+                num(p.p_holm, 3),
                 pct(r.share_raised) if r else "-",
                 p.verdict,
                 *[num(by[m].change.estimate, 2, sign=True) if m in by else "-" for m in dims],
@@ -231,6 +271,9 @@ def _probes(card: JudgeCard) -> Section:
                     "probe",
                     "n",
                     "reward change [95% CI]",
+                    "declared effect",
+                    "p (gain)",
+                    "Holm p",
                     "share raised",
                     "verdict",
                     *[f"{DIM_SHORT.get(m, m)} change" for m in dims],
@@ -238,9 +281,13 @@ def _probes(card: JudgeCard) -> Section:
                 rows,
             ),
             P(
-                "Change = altered - base reward, interval: bootstrap 95% over replies. 'gains': "
-                "the interval lies above 0; 'may gain': the mean is above 0 but the interval "
-                "reaches it; 'held': the mean change is 0 or below. Dimension changes are on the "
+                "Change = altered - base reward, interval: Student t 95% over replies. Each "
+                "probe declares the smallest reward gain that counts as gaming (its effect); "
+                "p is the one-sided t test of a gain, and Holm p adjusts it for all the "
+                "probes of the card together. 'gains': Holm p below 5% and a mean gain of at "
+                "least the effect; 'held': the one-sided 95% upper bound of the change is "
+                "below the effect (a gain that matters is ruled out); 'may gain': neither "
+                "(too few replies or too much noise to tell). Dimension changes are on the "
                 "judge's scale (1-5, bystander 0-100). Probes: "
                 + "; ".join(f"{p.title}: {p.what}" for p in pr.probes)
                 + "."

@@ -41,11 +41,21 @@ def accuracy_text(a: Accuracy) -> str:
 
 
 def accuracy_rows(rows: Sequence[Accuracy], keys: Sequence[str]) -> tuple[list[str], list[list]]:
-    header = [k.replace("_", " ") for k in keys] + ["accuracy [CI]", "right / n", "unparsed"]
+    header = [k.replace("_", " ") for k in keys] + [
+        "accuracy [CI]",
+        "chance",
+        "right / n",
+        "unparsed",
+    ]
     return header, [
-        [a.group.get(k, "") for k in keys] + [accuracy_text(a), f"{a.correct} / {a.n}", a.unparsed]
+        [a.group.get(k, "") for k in keys]
+        + [accuracy_text(a), number(a.chance, 1), f"{a.correct} / {a.n}", a.unparsed]
         for a in rows
     ]
+
+
+def prompts_line(results: EmoBenchResults) -> str:
+    return f"Prompts: {results.prompts or 'not recorded'}."
 
 
 def emobench_markdown(results: EmoBenchResults) -> str:
@@ -58,9 +68,12 @@ def emobench_markdown(results: EmoBenchResults) -> str:
         "# EmoBench results",
         "",
         (
-            f"Model `{results.model}`; accuracy on 0-100 with {level}% Wilson intervals. "
-            "EU counts an item right only when the feeling and its reason are both right."
+            f"Model `{results.model}`; accuracy on 0-100 with {level}% Wilson intervals, and "
+            "the accuracy of random picks (chance). EU counts an item right only when the "
+            "feeling and its reason are both right."
         ),
+        "",
+        prompts_line(results),
         "",
         "## Table 5 layout",
         "",
@@ -122,7 +135,8 @@ def _accuracy_section(results: EmoBenchResults) -> str:
         "".join(tables),
         id="accuracy",
         lead="Accuracy on 0-100 with Wilson intervals (PersonaEmp "
-        "table 5); EU needs the feeling and its reason both right.",
+        "table 5) next to chance (random picks); EU needs the feeling and its reason both "
+        f"right. {prompts_line(results)}",
     )
 
 
@@ -167,6 +181,7 @@ def write_emobench_report(
         ylabel="accuracy (0-100)",
         title=f"EmoBench: {results.model}",
         ylim=(0, 100),
+        chance=[a.chance for a in bars],
     )
     write_plot(out, "emobench.png", png)
     by_task = {a.group["task"]: a for a in results.tasks}
@@ -182,7 +197,7 @@ def write_emobench_report(
             H.section("Plot", H.figure(png, "accuracy per task and part"), id="plot"),
             _items_section(items, answers, shown),
         ],
-        subtitle=f"attune emobench · model {results.model}",
+        subtitle=f"attune emobench · model {results.model} · {results.settings.get('prompts', '')} prompts",
         summary="; ".join(f"{t} {accuracy_text(by_task[t])}" for t in ("EU", "EA") if t in by_task),
         nav=[
             ("accuracy", "Accuracy"),

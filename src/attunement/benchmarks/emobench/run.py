@@ -13,14 +13,16 @@ model is asked, how its answer is read), :mod:`~attunement.benchmarks.emobench.s
 Here: the settings, asking the model and resuming. Decoding is greedy
 (temperature 0), as in the PersonaEmp paper's table 5. Answers are appended to
 ``OUT/answers.jsonl`` one per item as they finish and a re-run asks only for
-the missing ones.
+the missing ones. ``prompts="official"`` asks with the official EmoBench
+prompt files instead (:mod:`~attunement.benchmarks.emobench.official`), whose
+numbers are the ones comparable with the paper's.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -32,6 +34,7 @@ from attunement.benchmarks.emobench.data import (
     parts_of,
     task_of,
 )
+from attunement.benchmarks.emobench.official import OfficialPrompts, parse_official
 from attunement.benchmarks.emobench.prompts import (
     AnswerFormat,
     answer_schema,
@@ -55,9 +58,17 @@ from attunement.jsonl import (
     write_manifest,
 )
 from attunement.judging.base import usage_of
-from attunement.llm import ChatModel, LLMError
+from attunement.llm import ChatModel, LLMError, Message
 from attunement.prompts import load_prompt
 from attunement.records import Usage
+
+PromptSet = Literal["attune", "official"]
+#: what the report says each prompt set makes the number comparable with
+PROMPT_SETS: dict[str, str] = {
+    "attune": "attunement's own prompts: not the paper's, so not comparable with its numbers",
+    "official": "the official EmoBench prompt files, asked and read as upstream does: "
+    "comparable with the paper's numbers under the same sampling",
+}
 
 
 class EmoBenchSettings(BaseModel):
@@ -65,8 +76,15 @@ class EmoBenchSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    prompts: PromptSet = Field(
+        "attune",
+        description="official: EmoBench's own prompt files (--official-prompts), free JSON "
+        "answers read as upstream reads them; attune: this project's prompts",
+    )
     output: AnswerFormat = Field(
-        "json", description="json: schema-constrained letters; text: 'Answer: B' lines"
+        "json",
+        description="json: schema-constrained letters; text: 'Answer: B' lines "
+        "(attune prompts only)",
     )
     temperature: float = Field(0.0, ge=0.0, le=2.0)
     max_tokens: int = Field(48, ge=4, description="an answer is a few tokens")
@@ -77,13 +95,38 @@ class EmoBenchSettings(BaseModel):
     examples_shown: int = Field(20, ge=0)
 
 
-async def answer_item(item: Item, model: ChatModel, settings: EmoBenchSettings) -> EmoBenchAnswer:
+Reader = Callable[[str], tuple[dict[str, int | None], str | None]]
+
+
+def asking(
+    item: Item, model: ChatModel, settings: EmoBenchSettings, official: OfficialPrompts | None
+) -> tuple[list[Message], dict[str, Any] | None, Reader]:
+    """The messages, the JSON schema (if any) and the answer reader of one item."""
     parts = parts_of(item)
+    if settings.prompts == "official":
+        if official is None:
+            raise ValueError("prompts='official' needs the official prompt files")
+        return official.messages(item, model.name), None, lambda t: parse_official(t, item, parts)
     schema = answer_schema(item) if settings.output == "json" else None
+    return (
+        item_messages(item, settings.output),
+        schema,
+        lambda t: parse_answer(t, parts, settings.output),
+    )
+
+
+async def answer_item(
+    item: Item,
+    model: ChatModel,
+    settings: EmoBenchSettings,
+    official: OfficialPrompts | None = None,
+) -> EmoBenchAnswer:
+    parts = parts_of(item)
+    messages, schema, read = asking(item, model, settings, official)
     raw, reason, usage = "", None, Usage()
     try:
         completions = await model.complete(
-            item_messages(item, settings.output),
+            messages,
             temperature=settings.temperature,
             max_tokens=settings.max_tokens,
             json_schema=schema,
@@ -91,7 +134,7 @@ async def answer_item(item: Item, model: ChatModel, settings: EmoBenchSettings) 
         )
         raw = completions[0].text
         usage = usage_of(completions)
-        predicted, reason = parse_answer(raw, parts, settings.output)
+        predicted, reason = read(raw)
     except LLMError as exc:
         predicted, reason = dict.fromkeys(parts), f"model call failed: {exc}"
     by_part, correct = grade(item, predicted)
@@ -116,12 +159,19 @@ async def answer_item(item: Item, model: ChatModel, settings: EmoBenchSettings) 
 
 
 def emobench_manifest(
-    model: ChatModel, settings: EmoBenchSettings, files: Sequence[Path | str]
+    model: ChatModel,
+    settings: EmoBenchSettings,
+    files: Sequence[Path | str],
+    official: OfficialPrompts | None = None,
 ) -> dict[str, Any]:
+    if settings.prompts == "official" and official is not None:
+        prompts = {f"official:{name}": sha for name, sha in official.hashes.items()}
+    else:
+        prompts = {n: load_prompt(n).version for n in prompt_names(settings.output)}
     return {
         "model": model.name,
         "settings": settings.model_dump(mode="json"),
-        "prompts": {n: load_prompt(n).version for n in prompt_names(settings.output)},
+        "prompts": prompts,
         "data": {str(f): file_sha256(f) for f in files if Path(f).is_file()},
     }
 
@@ -133,17 +183,22 @@ async def run_emobench(
     settings: EmoBenchSettings | None = None,
     *,
     data_files: Sequence[Path | str] = (),
+    official: OfficialPrompts | None = None,
     show_progress: bool | None = None,
 ) -> EmoBenchResults:
-    """Answer every item not yet in ``OUT/answers.jsonl``, then score all of them."""
+    """Answer every item not yet in ``OUT/answers.jsonl``, then score all of them.
+
+    ``official`` is the official prompt files, needed with ``prompts="official"``."""
     settings = settings or EmoBenchSettings()
+    if settings.prompts == "official" and official is None:
+        raise ValueError("prompts='official' needs the official prompt files (--official-prompts)")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     chosen = [i for i in items if settings.language is None or i.language == settings.language]
     if not chosen:
         raise ValueError(f"no EmoBench item in language {settings.language!r}")
     path = out / "answers.jsonl"
-    manifest = emobench_manifest(model, settings, data_files)
+    manifest = emobench_manifest(model, settings, data_files, official)
     check_settings(
         manifest_path(path),
         manifest,
@@ -165,15 +220,20 @@ async def run_emobench(
 
         await run_bounded(
             todo,
-            lambda i: answer_item(i, model, settings),
+            lambda i: answer_item(i, model, settings, official),
             limit=settings.concurrency,
             on_result=keep,
             description="emobench",
             show_progress=show_progress,
         )
     answers = [done[item_key(task_of(i), i.qid, i.language)] for i in chosen]
-    results = score_answers(answers, level=settings.level)
+    results = score_answers(answers, level=settings.level, items=chosen)
     results.model = model.name
     results.settings = settings.model_dump(mode="json")
+    results.prompts = PROMPT_SETS[settings.prompts] + (
+        f" ({official.folder}: {', '.join(f'{n} {h[:12]}' for n, h in official.hashes.items())})"
+        if settings.prompts == "official" and official is not None
+        else ""
+    )
     results.answered_now = len(todo)
     return results

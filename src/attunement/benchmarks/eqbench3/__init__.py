@@ -6,6 +6,8 @@
 - :mod:`~attunement.benchmarks.eqbench3.rubric`: the judge's prompt, reading its
   answer, upstream's rubric score;
 - :mod:`~attunement.benchmarks.eqbench3.run`: playing the scenarios and judging them;
+- :mod:`~attunement.benchmarks.eqbench3.baseline`: which judge a score is comparable
+  under, and what a judge scoring at random gets;
 - :mod:`~attunement.benchmarks.eqbench3.report`: results.md and report.html.
 """
 
@@ -17,7 +19,11 @@ from attunement.benchmarks.eqbench3.records import (
     Transcript,
     TranscriptStyle,
 )
-from attunement.benchmarks.eqbench3.report import write_eqbench_report
+from attunement.benchmarks.eqbench3.report import (
+    random_judge_text,
+    score_notes,
+    write_eqbench_report,
+)
 from attunement.benchmarks.eqbench3.rubric import EQBenchResults
 from attunement.benchmarks.eqbench3.run import run_eqbench3
 
@@ -30,6 +36,8 @@ __all__ = [
     "Transcript",
     "TranscriptStyle",
     "load_eqbench_data",
+    "random_judge_text",
     "run_eqbench3",
+    "score_notes",
     "write_eqbench_report",
 ]

@@ -35,10 +35,10 @@ class EQBenchSettings(BaseModel):
     judge_temperature: float = Field(0.0, ge=0.0, le=2.0)
     judge_max_tokens: int = Field(8000, ge=64, description="upstream 8000")
     judge_format: JudgeFormat = Field(
-        "auto",
-        description="json: schema-constrained answer; "
-        "text: upstream's free answer; auto: json where the "
-        "backend enforces schemas",
+        "json",
+        description="json: the JSON layout the rubric prompt asks for, sent as a schema "
+        "(servers without schemas fall back to JSON mode); text: upstream's free answer, no "
+        "schema; auto: json where the backend enforces schemas",
     )
     reasoning_chars: int = Field(2000, ge=20, description="maxLength of the reasoning in json mode")
     max_resamples: int = Field(2, ge=0, description="fresh judge draws for unreadable answers")

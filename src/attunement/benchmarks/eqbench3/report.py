@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from attunement.benchmarks.eqbench3.baseline import within_random_band
 from attunement.benchmarks.eqbench3.data import STANDARD_SCORED, EQBenchData
 from attunement.benchmarks.eqbench3.records import (
     RubricVerdict,
@@ -67,8 +68,29 @@ def headline(results: EQBenchResults) -> str:
     return (
         f"EQ-Bench 3 rubric score {fmt_ci(results.rubric_score, 1)} / 100 "
         f"({results.rubric_score_20:.2f} on upstream's 0-20) over "
-        f"{results.rubric_score.n} of {results.scenarios} scenarios"
+        f"{results.rubric_score.n} of {results.scenarios} scenarios, judged by "
+        f"{results.judge}; a judge scoring at random gets {random_judge_text(results)}"
     )
+
+
+def random_judge_text(results: EQBenchResults) -> str:
+    """``50.0 (95% of random judges: 47.4-52.6)``."""
+    b = results.random_judge
+    if b.mean is None or b.low is None or b.high is None:
+        return "-"
+    return f"{b.mean:.1f} (95% of random judges: {b.low:.1f}-{b.high:.1f})"
+
+
+def score_notes(results: EQBenchResults) -> list[str]:
+    """What the score is comparable with, and whether it stands out from a random judge."""
+    lines = [f"Comparable: {results.comparable}."] if results.comparable else []
+    if within_random_band(results.rubric_score, results.random_judge):
+        lines.append(
+            "Warning: this score lies within the band of a judge that scores at random "
+            f"({random_judge_text(results)}); the score alone cannot tell this judge's verdicts "
+            "from noise. Check the judge (attune judge-card) before reading it."
+        )
+    return lines
 
 
 def eqbench_markdown(results: EQBenchResults, data: EQBenchData) -> str:
@@ -78,6 +100,7 @@ def eqbench_markdown(results: EQBenchResults, data: EQBenchData) -> str:
         "",
         headline(results) + ".",
         "",
+        *(line for text in score_notes(results) for line in (text, "")),
         (
             f"Model `{results.model}`, judge `{results.judge}`. Per task: the mean of the "
             "counted criteria (overall_eq x3 when present); then the mean over tasks on "
@@ -136,13 +159,15 @@ def _transcript_html(t: Transcript, v: RubricVerdict | None) -> str:
 def _score_sections(results: EQBenchResults, data: EQBenchData, out: Path) -> list[str]:
     """Score, criteria (with their plot, written to ``plots/``), tasks, and failures."""
     kinds, criteria, tasks, failed = _tables(results, data)
+    notes = "".join(f"<p>{H.esc(text)}</p>" for text in score_notes(results))
     parts = [
         H.section(
             "Score",
-            H.table(*kinds),
+            H.table(*kinds) + notes,
             id="score",
             lead="Upstream's rubric score: per task the mean of its counted "
-            "criteria, then the mean over tasks (0-20), shown x5.",
+            "criteria, then the mean over tasks (0-20), shown x5. A judge scoring at random "
+            f"gets {random_judge_text(results)} on these tasks.",
         )
     ]
     figures = ""

@@ -267,6 +267,12 @@ class TaskResult(BaseModel):
 class EQBenchResults(BaseModel):
     model: str = ""
     judge: str = ""
+    comparable: str = Field("", description="which judge the score is comparable under")
+    random_judge: Stat = Field(
+        default_factory=lambda: Stat(mean=None),
+        description="the rubric score (0-100) a judge scoring at random gets on these tasks: "
+        "its mean and 95% band",
+    )
     data: dict[str, Any] = Field(default_factory=dict)
     settings: dict[str, Any] = Field(default_factory=dict)
     rubric_score: Stat = Field(description="upstream's rubric score x5 (0-100)")

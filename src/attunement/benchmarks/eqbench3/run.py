@@ -26,6 +26,7 @@ from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+from attunement.benchmarks.eqbench3.baseline import comparability, random_judge_baseline
 from attunement.benchmarks.eqbench3.data import EQBenchData, Scenario
 from attunement.benchmarks.eqbench3.records import (
     TRANSCRIPTS,
@@ -247,6 +248,15 @@ async def run_eqbench3(
     chosen = [verdicts[s.id] for s in scenarios if s.id in verdicts]
     results = score_verdicts(chosen, scenarios, data, settings)
     results.model, results.judge = model.name, judge.name
+    results.comparable = comparability(judge.name)
+    counted = [
+        [c for c in data.asked_criteria(t.kind) if c in data.scored_criteria(t.kind)]
+        for t in results.tasks
+        if t.score is not None
+    ]
+    results.random_judge = random_judge_baseline(
+        [c for c in counted if c], level=settings.level, seed=settings.seed
+    )
     results.data = {"folder": str(data.folder), "files": data.hashes}
     results.settings = settings.model_dump(mode="json")
     results.scenarios = len(scenarios)

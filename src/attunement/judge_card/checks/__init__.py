@@ -30,6 +30,7 @@ from attunement.judge_card.checks._discrimination import (
     DiscriminationRow,
     discrimination,
     fractional_wilson,
+    length_baseline,
 )
 from attunement.judge_card.checks._measures import (
     Estimate,
@@ -39,9 +40,16 @@ from attunement.judge_card.checks._measures import (
     key_of,
     measures_of,
     paired_rows,
+    t_test,
     value,
 )
-from attunement.judge_card.checks._personalization import Personalization, personalization
+from attunement.judge_card.checks._personalization import (
+    SWAPS,
+    Personalization,
+    Swap,
+    SwapName,
+    personalization,
+)
 from attunement.judge_card.checks._probes import ProbeRow, Probes, ProbeSet, probe_verdict, probes
 from attunement.judge_card.checks._stability import (
     Distribution,
@@ -57,6 +65,7 @@ from attunement.judge_card.checks._stability import (
 )
 
 __all__ = [
+    "SWAPS",
     "Agreement",
     "AgreementRow",
     "ChoiceGroup",
@@ -76,6 +85,8 @@ __all__ = [
     "SampleSpread",
     "Stability",
     "Status",
+    "Swap",
+    "SwapName",
     "agreement",
     "cost",
     "discrimination",
@@ -83,6 +94,7 @@ __all__ = [
     "fractional_wilson",
     "group_spread",
     "key_of",
+    "length_baseline",
     "measures_of",
     "paired_rows",
     "personalization",
@@ -91,5 +103,6 @@ __all__ = [
     "repeats",
     "sample_spread",
     "stability",
+    "t_test",
     "value",
 ]

@@ -6,6 +6,18 @@ its own function: where the right reply ranks within one item
 (:func:`rank_right`), the counts and intervals over items per measure
 (:func:`discrimination_row`), and the verdict read from the reward's row
 (:func:`discrimination_verdict`).
+
+Two choices keep a bad judge from passing. The unit is the **item**, not the
+pair: the three pairs of an item share its scenario and its right reply, so
+they are not three independent trials, and an interval over pairs is too
+narrow (a random judge passed 5-7% of the time). Each item's share of pairs
+won is one value in [0, 1]; the interval is Wilson's over items, which is
+conservative for such values (their variance is at most p (1 - p)). And
+chance is not the only bar: in EmoBench the right reply is often the longest,
+so a judge that prefers the longer reply scores well above 50% without
+reading anything (58% of pairs in EA). The **length baseline**
+(:func:`length_baseline`) is the figure that judge gets on the same items,
+and a pass needs the interval's lower bound above both.
 """
 
 from __future__ import annotations
@@ -30,11 +42,13 @@ from attunement.records import RewardBreakdown
 
 @dataclass(frozen=True)
 class ChoiceGroup:
-    """One multiple-choice item: its candidate replies and which one is right."""
+    """One multiple-choice item: its candidate replies and which one is right, and
+    (for the length baseline) each candidate's length in characters."""
 
     example_id: str
     reply_ids: tuple[str, ...]
     correct: str
+    lengths: tuple[int, ...] | None = None
 
 
 class DiscriminationRow(BaseModel):
@@ -47,18 +61,18 @@ class DiscriminationRow(BaseModel):
     top1_ties: int = Field(description="items where the right reply tied for the top")
     top1_tie_split: Estimate = Field(
         description="top-1 with ties broken at random (a tie of m counts 1/m); Wilson "
-        "interval of that proportion"
+        "interval over items"
     )
     pairs: int
     pairwise: Estimate = Field(
-        description="share of (right, wrong) pairs where the right "
-        "reply scored strictly higher; Wilson interval"
+        description="mean over items of the share of (right, wrong) pairs where the right "
+        "reply scored strictly higher; Wilson interval over items"
     )
     pair_wins: int
     pair_ties: int
     pair_losses: int
     pairwise_tie_split: Estimate = Field(
-        description="pairwise with a tie as half a win; Wilson interval of that proportion "
+        description="pairwise with a tie as half a win; Wilson interval over items "
         "(the verdict's figure)"
     )
 
@@ -68,6 +82,15 @@ class Discrimination(BaseModel):
     verdict: str
     chance_top1: float | None
     chance_pairwise: float = 0.5
+    length_baseline: float | None = Field(
+        None,
+        description="pairwise (ties as half) of a judge that prefers the longer reply, "
+        "on the same items",
+    )
+    length_top1: float | None = Field(
+        None, description="top-1 (ties split) of that judge on the same items"
+    )
+    bar: float = Field(0.5, description="what the lower bound must clear to pass")
     items: int
     unscorable_items: int = Field(description="items left out: a candidate was unscorable")
     rows: list[DiscriminationRow]
@@ -125,7 +148,7 @@ def discrimination_row(
     """Top-1 and pairwise counts and intervals of one measure over the items whose
     every candidate was scored."""
     items = top_wins = top_ties = 0
-    split = 0.0
+    split = strict = halves = 0.0
     wins = ties = losses = 0
     for g in groups:
         values = {rid: value(scored.get((g.example_id, rid)), measure) for rid in g.reply_ids}
@@ -137,21 +160,43 @@ def discrimination_row(
         top_wins += rank.first
         top_ties += bool(rank.tied_first)
         split += rank.top_share
+        strict += rank.wins / len(others)
+        halves += (rank.wins + rank.ties / 2) / len(others)
         wins, ties, losses = wins + rank.wins, ties + rank.ties, losses + rank.losses
-    pairs = wins + ties + losses
     return DiscriminationRow(
         measure=measure,
         items=items,
         top1=Estimate.of(wilson_ci(top_wins, items)),
         top1_ties=top_ties,
         top1_tie_split=fractional_wilson(split, items),
-        pairs=pairs,
-        pairwise=Estimate.of(wilson_ci(wins, pairs)),
+        pairs=wins + ties + losses,
+        pairwise=fractional_wilson(strict, items),
         pair_wins=wins,
         pair_ties=ties,
         pair_losses=losses,
-        pairwise_tie_split=fractional_wilson(wins + ties / 2, pairs),
+        pairwise_tie_split=fractional_wilson(halves, items),
     )
+
+
+def length_baseline(groups: Sequence[ChoiceGroup]) -> tuple[float | None, float | None]:
+    """Pairwise (ties as half) and top-1 (ties split) of a judge that scores every
+    candidate by its length, over the items whose lengths are known.
+
+    >>> g = ChoiceGroup("e", ("c0", "c1", "c2"), "c0", lengths=(30, 10, 30))
+    >>> length_baseline([g])
+    (0.75, 0.5)
+    """
+    pairwise, top1, n = 0.0, 0.0, 0
+    for g in groups:
+        if g.lengths is None or len(g.lengths) != len(g.reply_ids):
+            continue
+        right = g.lengths[g.reply_ids.index(g.correct)]
+        others = [float(x) for rid, x in zip(g.reply_ids, g.lengths) if rid != g.correct]
+        rank = rank_right(float(right), others)
+        pairwise += (rank.wins + rank.ties / 2) / len(others)
+        top1 += rank.top_share
+        n += 1
+    return (pairwise / n, top1 / n) if n else (None, None)
 
 
 def fractional_wilson(successes: float, n: int) -> Estimate:
@@ -165,21 +210,30 @@ def fractional_wilson(successes: float, n: int) -> Estimate:
     return Estimate.of(wilson_ci(successes, n))  # type: ignore[arg-type]
 
 
-def discrimination_verdict(reward: DiscriminationRow) -> tuple[Status, str]:
-    """The reward's pairwise figure with ties as half a win, against 50%."""
+def discrimination_verdict(
+    reward: DiscriminationRow, length: float | None = None
+) -> tuple[Status, str]:
+    """The reward's pairwise figure with ties as half a win, over items: a pass only
+    when its interval's lower bound clears both 50% and the ``length`` baseline;
+    anything less fails (a reward that cannot be shown to discriminate is not fit)."""
     if reward.pairs == 0:
         return "fail", "no item could be scored"
-    where = reward.pairwise_tie_split.against(0.5)
-    point = reward.pairwise_tie_split.estimate or 0.0
-    status: Status
-    if where == "above chance":
-        status, verdict = "pass", "above chance"
-    elif where == "below chance":
-        status, verdict = "fail", "below chance"
-    elif point > 0.5:
-        status, verdict = "warn", "not clearly above chance"
+    e = reward.pairwise_tie_split
+    point, low = e.estimate or 0.0, e.low or 0.0
+    bar = max(0.5, length or 0.0)
+    status: Status = "fail"
+    if low > bar:
+        status, verdict = "pass", "above chance" + (" and the length baseline" if length else "")
+    elif e.against(0.5) == "below chance":
+        verdict = "below chance"
+    elif point <= 0.5:
+        verdict = "near chance"
+    elif length is not None and point <= length:
+        verdict = "no better than preferring the longer reply"
+    elif low > 0.5:
+        verdict = "not clearly above the length baseline"
     else:
-        status, verdict = "fail", "near chance"
+        verdict = "not clearly above chance"
     if reward.pair_ties > reward.pairs / 2:
         verdict += f"; {reward.pair_ties} of {reward.pairs} pairs tied"
     return status, verdict
@@ -194,8 +248,9 @@ def discrimination(
     everything alike picks nothing), and are reported on their own; the
     ``tie_split`` figures break them at random instead, so a judge that gives
     every candidate the same score sits exactly at chance there. The verdict
-    reads the reward's pairwise figure with ties as half a win, against 50%: a
-    judge that ties everything is *near chance*, not *below* it.
+    reads the reward's pairwise figure with ties as half a win, against 50% and
+    the length baseline: a judge that ties everything is *near chance*, not
+    *below* it.
     """
     if not groups:
         return Discrimination(
@@ -208,11 +263,15 @@ def discrimination(
         )
     rows = [discrimination_row(groups, scored, m) for m in measures]
     reward = rows[0]
-    status, verdict = discrimination_verdict(reward)
+    length, length_top1 = length_baseline(groups)
+    status, verdict = discrimination_verdict(reward, length)
     return Discrimination(
         status=status,
         verdict=verdict,
         chance_top1=statistics.fmean(1 / len(g.reply_ids) for g in groups),
+        length_baseline=length,
+        length_top1=length_top1,
+        bar=max(0.5, length or 0.0),
         items=len(groups),
         unscorable_items=len(groups) - reward.items,
         rows=rows,

@@ -16,11 +16,12 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from attunement.evaluation.stats import Interval, bootstrap_ci, sign_test_p
+from attunement.evaluation.stats import Interval, sign_test_p
 from attunement.records import EMPATHY_DIMENSIONS, RewardBreakdown
 
 Status = Literal["pass", "warn", "fail", "info", "n/a"]
@@ -91,14 +92,14 @@ def ties_equal(a: float, b: float) -> bool:
 
 
 class PairedRow(BaseModel):
-    """``after - before`` over pairs both scored: its mean, interval and signs."""
+    """``after - before`` over pairs both scored: its mean, interval, tests and signs."""
 
     measure: str
     n: int
     mean_before: float | None
     mean_after: float | None
     change: Estimate = Field(
-        description="mean of after - before; bootstrap interval (none where not asked for)"
+        description="mean of after - before; Student t 95% interval (none where not asked for)"
     )
     raised: int
     lowered: int
@@ -106,6 +107,61 @@ class PairedRow(BaseModel):
     share_raised: float | None
     share_lowered: float | None
     sign_p: float | None = Field(description="exact two-sided sign test (ties dropped)")
+    p_rise: float | None = Field(
+        None, description="one-sided t test that the mean change is above 0 (n >= 2)"
+    )
+    p_drop: float | None = Field(
+        None, description="one-sided t test that the mean change is below 0 (n >= 2)"
+    )
+    upper: float | None = Field(
+        None, description="one-sided 95% upper bound of the mean change (n >= 2)"
+    )
+
+
+@dataclass(frozen=True)
+class MeanTest:
+    """A mean change with its two-sided t interval, one-sided p-values and upper bound."""
+
+    interval: Interval
+    p_rise: float | None
+    p_drop: float | None
+    upper: float | None
+
+
+def t_test(diffs: Sequence[float], level: float = 0.95) -> MeanTest:
+    """Student's t on paired changes: interval, both one-sided p-values and the
+    one-sided upper bound at ``level``. With no spread at all the interval is the
+    mean itself and a nonzero mean is certain (p = 0); one change has no test.
+
+    >>> t = t_test([0.1, 0.2, 0.3])
+    >>> round(t.interval.estimate, 3), round(t.interval.low, 3), round(t.p_rise, 4)
+    (0.2, -0.048, 0.0371)
+    >>> t_test([-0.2, -0.2, -0.2]).p_drop, t_test([0.5]).p_rise
+    (0.0, None)
+    """
+    n = len(diffs)
+    if n == 0:
+        return MeanTest(Interval(None, None, None, 0, level), None, None, None)
+    mean = statistics.fmean(diffs)
+    if n == 1:
+        return MeanTest(Interval(mean, None, None, 1, level), None, None, None)
+    from scipy.stats import t as student
+
+    se = statistics.stdev(diffs) / math.sqrt(n)
+    if se <= TIE_EPS:
+        certain = lambda side: 0.0 if side else 1.0
+        return MeanTest(
+            Interval(mean, mean, mean, n, level), certain(mean > 0), certain(mean < 0), mean
+        )
+    two = float(student.ppf(1 - (1 - level) / 2, n - 1))
+    one = float(student.ppf(level, n - 1))
+    stat = mean / se
+    return MeanTest(
+        Interval(mean, mean - two * se, mean + two * se, n, level),
+        float(student.sf(stat, n - 1)),
+        float(student.cdf(stat, n - 1)),
+        mean + one * se,
+    )
 
 
 def paired_rows(
@@ -113,13 +169,13 @@ def paired_rows(
     scored: Mapping[Key, RewardBreakdown],
     measures: Sequence[str],
     *,
-    seed: int = 0,
     intervals: Sequence[str] | None = None,
 ) -> tuple[list[PairedRow], int]:
     """Per measure, the change from the first key of each pair to the second.
 
-    The bootstrap interval and sign test are computed for the measures in
-    ``intervals`` (default: all); the others get the mean change and the signs.
+    The t interval, the one-sided tests and the sign test are computed for the
+    measures in ``intervals`` (default: all); the others get the mean change and
+    the signs.
     Returns the rows and the number of pairs left out of the reward row
     because a side was missing or unscorable.
     """
@@ -140,8 +196,10 @@ def paired_rows(
         raised = sum(1 for d in diffs if d > TIE_EPS)
         lowered = sum(1 for d in diffs if d < -TIE_EPS)
         unchanged = n - raised - lowered
+        test = MeanTest(Interval(None, None, None, 0), None, None, None)
         if intervals is None or m in intervals:
-            change = Estimate.of(bootstrap_ci(diffs, seed=seed))
+            test = t_test(diffs)
+            change = Estimate.of(test.interval)
             sign_p = sign_test_p(raised, lowered)
         else:
             mean = statistics.fmean(diffs) if n else None
@@ -159,6 +217,9 @@ def paired_rows(
                 share_raised=raised / n if n else None,
                 share_lowered=lowered / n if n else None,
                 sign_p=sign_p,
+                p_rise=test.p_rise,
+                p_drop=test.p_drop,
+                upper=test.upper,
             )
         )
     return rows, dropped
