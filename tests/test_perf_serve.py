@@ -58,7 +58,9 @@ def test_the_load_client_counts_refusals_transport_retries_and_losses():
             return httpx2.Response(503, headers={"Retry-After": "0"}, json={})
         if label == "broken":
             return httpx2.Response(200, json={"rewards": ["x"]})
-        return httpx2.Response(200, json={"rewards": [0.5], "extra_logs": {"unscorable": [1.0]}})
+        return httpx2.Response(
+            200, json={"rewards": [0.5], "extra_logs": {"attune/unscorable": [1.0]}}
+        )
 
     bodies = [
         {"query": ["q"], "prompts": ["p"], "labels": [x]} for x in ("flaky", "busy", "broken")

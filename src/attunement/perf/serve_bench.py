@@ -36,6 +36,7 @@ from typing import Any, Literal, get_args
 
 import httpx2
 
+from attunement.integrations.outcomes import key
 from attunement.integrations.server import ServeSettings
 from attunement.jsonl import write_jsonl
 from attunement.judging import RewardSpec
@@ -233,7 +234,7 @@ class _LoadClient:
             t.lost += 1
             return
         t.answered += 1
-        t.unscorable += int(sum(doc["extra_logs"]["unscorable"]))
+        t.unscorable += int(sum(doc["extra_logs"][key("unscorable")]))
         t.latencies.append(seconds)
 
 
