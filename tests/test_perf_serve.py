@@ -26,6 +26,8 @@ def test_small_load_test_meets_every_claim():
         judge_concurrency=32,
         max_active=64,
         overload_pending=8,
+        overload_wait=0.0,  # refuse at once: the patient client waits out Retry-After
+        client="retry-after",
         retry_budget=60.0,
     )
     results = run_serve_bench(settings)

@@ -14,6 +14,7 @@ token, reads bodies and counts.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -32,6 +33,7 @@ from attunement.integrations.server.protocol import (
     GroupRequest,
     HTTPProblem,
     OpenRLHFRequest,
+    clean_json,
     group_answer,
     openrlhf_answer,
     parse_body,
@@ -99,8 +101,8 @@ class RewardService:
             if isinstance(label, dict):
                 return Example.model_validate(label)
             text = label.strip()
-            if text.startswith("{"):
-                return Example.model_validate_json(text)
+            if text.startswith("{"):  # the example as a JSON string: checked like a body
+                return Example.model_validate(clean_json(_json_label(text, where)))
         except ValidationError as exc:
             raise HTTPProblem(
                 422, f"{where}: not a valid example: {validation_message(exc)}"
@@ -298,6 +300,15 @@ def _group_replies(req: GroupRequest, example: Example, request_no: int) -> list
             )
         )
     return replies
+
+
+def _json_label(text: str, where: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise HTTPProblem(422, f"{where}: not a valid example: {exc}") from None
+    except RecursionError:
+        raise HTTPProblem(400, f"{where}: nested too deeply") from None
 
 
 def load_examples(paths: Sequence[str | Path]) -> dict[str, Example]:
