@@ -49,7 +49,7 @@ END_MARKERS = (
 _PROMPT_TAILS = (256, 128, 64, 32)
 #: deepest JSON nesting accepted in a body (OpenRLHF's is 2; an inline example's about 5)
 MAX_JSON_DEPTH = 64
-_SURROGATE = re.compile("[\ud800-\udfff]")
+_SURROGATE = re.compile("[\\ud800-\\udfff]")
 
 
 class HTTPProblem(Exception):
@@ -129,8 +129,8 @@ def validation_message(exc: ValidationError) -> str:
 def clean_text(text: str) -> str:
     """``text`` with every lone surrogate replaced by U+FFFD.
 
-    >>> clean_text("ok \ud800 done")
-    'ok \ufffd done'
+    >>> clean_text("ok " + chr(0xD800) + " done") == "ok \N{REPLACEMENT CHARACTER} done"
+    True
     """
     return _SURROGATE.sub("\ufffd", text)
 
@@ -139,8 +139,8 @@ def clean_json(doc: Any) -> Any:
     """A parsed body with lone surrogates replaced, or a 400 when nested deeper than
     :data:`MAX_JSON_DEPTH` (walked without recursion).
 
-    >>> clean_json({"a": ["\ud800"]})
-    {'a': ['\ufffd']}
+    >>> clean_json({"a": [chr(0xDC00)]}) == {"a": ["\N{REPLACEMENT CHARACTER}"]}
+    True
     """
     root: list[Any] = [doc]
     stack: list[tuple[Any, Any, int]] = [(root, 0, 0)]
