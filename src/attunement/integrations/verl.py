@@ -14,14 +14,16 @@ points at). ``reward_kwargs`` from verl's config are the settings
 
 Four entry points, pick by reward manager (docs/scale-out.md):
 
-- :func:`compute_score_async`: ``naive``, ``dapo``, ``rate_limited``; verl
-  awaits a coroutine function directly on its worker's event loop and runs
-  the samples of its chunk concurrently, so this is the one to use;
-- :func:`compute_score`: the same, synchronous; verl runs it in a thread pool,
-  and it hands the work to one background event loop per process;
-- :func:`compute_score_batch_async` / :func:`compute_score_batch`: the
-  ``batch`` manager's plural form (``data_sources``, ``solution_strs``,
-  ``ground_truths``, ``extra_infos``), scoring each example's replies as one
+- :func:`compute_score_async`: ``naive``, ``dapo``, ``gdpo``, ``rate_limited``;
+  verl awaits a coroutine function directly on its worker's event loop, one
+  task per sample, so this is the one to use;
+- :func:`compute_score`: the same, synchronous; verl runs it in a thread pool
+  (``remote`` runs it in extra Ray actors), and it hands the work to one
+  background event loop per process;
+- :func:`compute_score_batch_async` / :func:`compute_score_batch`: the plural
+  form (``data_sources``, ``solution_strs``, ``ground_truths``,
+  ``extra_infos``) of verl's legacy worker-side ``batch`` manager (not a
+  reward-loop manager in verl 0.9.1), scoring each example's replies as one
   group.
 
 Each returns a dict of floats with the same keys for every sample, failures
@@ -322,8 +324,11 @@ def _background_loop() -> _BackgroundLoop:
 
 
 def shutdown() -> None:
-    """Close the synchronous entry points' judges and stop their thread."""
+    """Close the synchronous entry points' judges, stop their thread, and forget this
+    process's coordinators (a Ray coordinator's actor lives on with its creator)."""
     global _background
+    with _coordinators_lock:
+        _coordinators.clear()
     with _background_lock:
         background, _background = _background, None
     if background is not None and background.pid == os.getpid():
