@@ -27,6 +27,8 @@ class ScriptedJudge:
         self.delay = delay
         self.garble = False  # answer text no parser accepts
         self.criteria_calls = 0
+        #: (messages, seed) of every criteria request that reached this judge
+        self.criteria_log: list[tuple[tuple[tuple[str, str], ...], int | None]] = []
         with _lock:
             self.name = f"scale-test-{next(_names)}"
             _judges[self.name] = self
@@ -40,7 +42,11 @@ class ScriptedJudge:
             "seed": request.seed,
             "response_format": {"type": "json_schema"} if request.json_schema else None,
         }
-        text = self.judge(request.message_dicts, index, params)
+        with _lock:
+            before = self.criteria_samples
+            text = self.judge(request.message_dicts, index, params)
+            if self.criteria_samples > before and index == request.sample_start:
+                self.criteria_log.append((request.messages, request.seed))
         if self.garble:
             text = "I would rather not say."
         return Step(text, delay=self.delay) if self.delay else text
@@ -51,6 +57,13 @@ class ScriptedJudge:
     @property
     def criteria_samples(self) -> int:
         return self.judge.kinds.get("criteria", 0)
+
+    def criteria_requests(self) -> dict[tuple[object, int | None], int]:
+        """How often each criteria request (prompt, seed) was sent to this judge."""
+        counts: dict[tuple[object, int | None], int] = {}
+        for messages, seed in self.criteria_log:
+            counts[(messages, seed)] = counts.get((messages, seed), 0) + 1
+        return counts
 
 
 def _make(spec, options) -> ScriptedChatModel:

@@ -7,7 +7,8 @@ import asyncio
 
 import pytest
 
-from attunement.integrations.groups import ReplyScorer
+from attunement.integrations.coordinator import BookStats
+from attunement.integrations.scorer import ReplyScorer
 from attunement.integrations.server import Admission, Metrics, Refused
 from attunement.judging import load_reward
 from attunement.llm import ScriptedChatModel
@@ -110,7 +111,14 @@ def test_metrics_render_counters_histogram_and_gauges():
     metrics.reject("overload")
     metrics.observe("/get_reward", 0.2)
     metrics.observe("/get_reward", 7.0)
-    text = metrics.render(scorer, adm)
+    metrics.request("/get_reward", 500)
+    metrics.request("/get_reward", 503)
+    book = BookStats(groups_opened=5, open_groups_evicted=1, answers_written=3, answers_shared=21)
+    text = metrics.render(scorer, adm, book)
+    assert 'attune_requests_total{path="/get_reward",code="500"} 1' in text
+    assert "attune_server_errors_total 1" in text  # 503 is a refusal, not an error
+    assert "attune_groups_opened_total 5" in text and "attune_open_groups_evicted_total 1" in text
+    assert "attune_criteria_written_total 3" in text and "attune_criteria_shared_total 21" in text
     assert 'attune_requests_total{path="/get_reward",code="200"} 2' in text
     assert 'attune_rejected_total{reason="overload"} 1' in text
     assert 'attune_request_seconds_bucket{path="/get_reward",le="0.25"} 1' in text

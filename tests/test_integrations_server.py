@@ -86,8 +86,8 @@ def test_openrlhf_body_in_rewards_out(server, data):
     # OpenRLHF makes a tensor of every extra_logs value: numbers only, one per item
     for key, values in doc["extra_logs"].items():
         assert len(values) == 3 and all(isinstance(v, (int, float)) for v in values), key
-    assert doc["extra_logs"]["unscorable"] == [0.0, 0.0, 0.0]
-    assert "resonation" in doc["extra_logs"] and "score" not in doc["extra_logs"]
+    assert doc["extra_logs"]["attune/unscorable"] == [0.0, 0.0, 0.0]
+    assert "attune/resonation" in doc["extra_logs"] and "score" not in doc["extra_logs"]
 
 
 def test_label_may_carry_the_example_json(server, data):
@@ -96,7 +96,7 @@ def test_label_may_carry_the_example_json(server, data):
         r = c.post("/get_reward", json=openrlhf_body([example.model_dump_json()]))
         r2 = c.post("/get_reward", json=openrlhf_body([example.model_dump(mode="json")]))
     assert r.status_code == 200 and r2.status_code == 200, (r.text, r2.text)
-    assert r.json()["extra_logs"]["unscorable"] == [0.0]
+    assert r.json()["extra_logs"]["attune/unscorable"] == [0.0]
 
 
 def test_group_endpoint_answers_breakdowns(server, data):
@@ -125,7 +125,8 @@ def test_health_and_metrics(server):
         assert c.get("/healthz").json()["status"] == "ok"  # open to load balancers
         assert c.get("/metrics").status_code == 401
     with client(server) as c:
-        c.post("/get_reward", json=openrlhf_body([]))  # a 422, counted
+        # a 422, counted (an empty body is OpenRLHF's share for a second URL: a 200)
+        c.post("/get_reward", json={"query": ["q"], "prompts": [], "labels": []})
         text = c.get("/metrics").text
     assert "# TYPE attune_request_seconds histogram" in text
     assert 'attune_requests_total{path="/get_reward",code="200"}' in text
@@ -249,8 +250,10 @@ def test_unscorable_reply_gets_the_documented_fallback(data):
         )
     doc = r.json()
     assert r.status_code == 200 and doc["rewards"] == [-0.5]
-    assert doc["extra_logs"]["unscorable"] == [1.0] and doc["extra_logs"]["resonation"] == [0.0]
-    assert lost.status_code == 200 and lost.json()["extra_logs"]["unscorable"] == [1.0]
+    assert doc["extra_logs"]["attune/unscorable"] == [1.0] and doc["extra_logs"][
+        "attune/resonation"
+    ] == [0.0]
+    assert lost.status_code == 200 and lost.json()["extra_logs"]["attune/unscorable"] == [1.0]
     result = group.json()["results"][0]
     assert result["unscorable"] and result["breakdown"]["reward"] is None
     assert result["score"] == -0.5 and result["fallback"] == "constant"
@@ -265,12 +268,14 @@ def test_deadline_answers_in_time_with_the_fallback(data):
         r = c.post("/get_reward", json=openrlhf_body([data[0][0].example_id]))
         took = time.monotonic() - started
     assert r.status_code == 200 and took < 2.0
-    assert r.json()["extra_logs"]["timed_out"] == [1.0]
+    assert r.json()["extra_logs"]["attune/timed_out"] == [1.0]
 
 
 def test_overload_answers_503_with_retry_after(data):
     judge = ScriptedJudge(delay=0.4)
-    settings = ServeSettings(max_active=1, max_pending=2, max_batch=1, log_level="warning")
+    settings = ServeSettings(
+        max_active=1, max_pending=2, max_batch=1, max_wait=0, log_level="warning"
+    )
     statuses: list[int] = []
     retry_after: list[str] = []
     with ServerThread(reward_on(judge, "perm"), settings, examples=data[1]) as srv:
@@ -396,7 +401,7 @@ def test_attune_serve_drains_on_sigterm(tmp_path, data):
                 proc.kill()
         output = proc.stdout.read().decode() if proc.stdout else ""
     assert answers and answers[0].status_code == 200, output
-    assert answers[0].json()["extra_logs"]["unscorable"] == [0.0]
+    assert answers[0].json()["extra_logs"]["attune/unscorable"] == [0.0]
     # uvicorn re-raises the captured SIGTERM once drained: exit by that signal
     assert code in (0, -signal.SIGTERM), output
     assert "Application shutdown complete" in output
@@ -408,7 +413,7 @@ def test_openrlhf_reward_func_sends_the_token_and_waits_out_a_503(server, data, 
     prompt, example_id = PROMPT, data[0][0].example_id
     func = openrlhf.RemoteReward(server.url, token=TOKEN)
     doc = func([prompt + ANSWER + "<|im_end|>"], [prompt], [example_id])
-    assert len(doc["rewards"]) == 1 and doc["extra_logs"]["unscorable"] == [0.0]
+    assert len(doc["rewards"]) == 1 and doc["extra_logs"]["attune/unscorable"] == [0.0]
 
     waits: list[float] = []
     server.service.draining = True  # the server answers 503 + Retry-After

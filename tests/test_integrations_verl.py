@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 
 from attunement.cli import build_app
 from attunement.integrations import verl
-from attunement.integrations.groups import GroupTracker, ReplyScorer, ScoringPolicy
+from attunement.integrations.groups import GroupTracker, ScoringPolicy
+from attunement.integrations.scorer import ReplyScorer
 from attunement.jsonl import write_jsonl
 from attunement.judging import load_reward
 from attunement.records import Reply
@@ -108,9 +109,9 @@ def test_async_compute_score_through_verls_wrapper_groups_eight_calls(rows):
     # 3 dimensions x k=2 criteria samples, written once for the 8 replies
     assert after_first == 3 * 2
     assert judge.criteria_samples == 2 * 3 * 2  # the next step drew fresh criteria
-    assert {r["criteria_round"] for r in first} == {1.0}
-    assert {r["criteria_round"] for r in second} == {2.0}
-    assert all(r["unscorable"] == 0.0 and 0 < r["score"] <= 1 for r in first)
+    assert {r["attune/criteria_round"] for r in first} == {1.0}
+    assert {r["attune/criteria_round"] for r in second} == {2.0}
+    assert all(r["attune/unscorable"] == 0.0 and 0 < r["score"] <= 1 for r in first)
 
 
 def test_sync_compute_score_from_verls_thread_pool_shares_the_group(rows):
@@ -122,7 +123,7 @@ def test_sync_compute_score_from_verls_thread_pool_shares_the_group(rows):
     with ThreadPoolExecutor(max_workers=8) as pool:  # verl: loop.run_in_executor(None, ...)
         results = list(pool.map(lambda _: fn(**verl_call(verl_rows[1])), range(8)))
     assert judge.criteria_samples == 3 * 2
-    assert len({r["criteria_round"] for r in results}) == 1
+    assert len({r["attune/criteria_round"] for r in results}) == 1
     assert verl_rows[1]["extra_info"] == before  # never mutates verl's shared extra_info
 
 
@@ -143,10 +144,14 @@ def test_key_set_is_identical_on_success_failure_and_timeout(rows):
     ok, failed, late = asyncio.run(run())
     assert list(ok) == list(failed) == list(late)  # verl indexes every sample with the first's keys
     assert all(isinstance(v, float) for r in (ok, failed, late) for v in r.values())
-    assert failed["unscorable"] == 1.0 and late["unscorable"] == 1.0 and late["timed_out"] == 1.0
-    assert ok["unscorable"] == 0.0 and ok["score"] == ok["reward"]
+    assert (
+        failed["attune/unscorable"] == 1.0
+        and late["attune/unscorable"] == 1.0
+        and late["attune/timed_out"] == 1.0
+    )
+    assert ok["attune/unscorable"] == 0.0 and ok["score"] == ok["attune/reward"]
     # what was not judged is 0.0 in a row flagged unscorable; the score is the fallback
-    assert failed["reward"] == 0.0 and failed["resonation"] == 0.0
+    assert failed["attune/reward"] == 0.0 and failed["attune/resonation"] == 0.0
     assert failed["score"] == 0.0 and late["score"] == 0.0  # no mate scored in these groups
 
 
@@ -210,7 +215,7 @@ def test_batch_variant_scores_each_example_as_one_group(rows):
         extra_infos=[verl_rows[i]["extra_info"] for i in order],
         **kwargs_for(judge),
     )
-    assert len(results) == 6 and all(r["unscorable"] == 0.0 for r in results)
+    assert len(results) == 6 and all(r["attune/unscorable"] == 0.0 for r in results)
     assert judge.criteria_samples == 2 * 3 * 2  # two examples, criteria once each
 
 

@@ -26,6 +26,8 @@ def test_small_load_test_meets_every_claim():
         judge_concurrency=32,
         max_active=64,
         overload_pending=8,
+        overload_wait=0.0,  # refuse at once: the patient client waits out Retry-After
+        client="retry-after",
         retry_budget=60.0,
     )
     results = run_serve_bench(settings)
@@ -58,7 +60,9 @@ def test_the_load_client_counts_refusals_transport_retries_and_losses():
             return httpx2.Response(503, headers={"Retry-After": "0"}, json={})
         if label == "broken":
             return httpx2.Response(200, json={"rewards": ["x"]})
-        return httpx2.Response(200, json={"rewards": [0.5], "extra_logs": {"unscorable": [1.0]}})
+        return httpx2.Response(
+            200, json={"rewards": [0.5], "extra_logs": {"attune/unscorable": [1.0]}}
+        )
 
     bodies = [
         {"query": ["q"], "prompts": ["p"], "labels": [x]} for x in ("flaky", "busy", "broken")

@@ -1,54 +1,50 @@
-"""Scoring replies one call at a time, for trainers that call a reward per sample.
+"""Which group, and so which criteria round, a per-sample reward call belongs to.
 
 verl's reward managers call ``compute_score`` once per sample and OpenRLHF
 posts one sample per request, while PereGRM's criteria are meant to be written
-once per GRPO group and shared by its replies. :class:`ReplyScorer` restores the
-group from the calls themselves:
+once per GRPO group and shared by its replies. The group is restored from the
+calls themselves:
 
 - the replies of one prompt arrive close together, so a call joins the open
   *group* of its example (:class:`GroupTracker`), and every reply of that group
-  is scored in the same ``criteria_round``. The reward model's own memo then
-  hands the concurrent calls one in-flight criteria request
-  (:mod:`attunement.judging.peregrm`), so criteria are written once per group;
+  is scored in the same ``criteria_round``;
 - a group closes after ``group_size`` replies (the trainer's samples per
   prompt), when no reply joined it for ``group_idle`` seconds (60), or
   ``group_window`` seconds (600) after it opened; the next call for that
   example opens a new generation with the next round, so a new training step
   draws fresh criteria. Rows of a validation split always use round 0 (the
   evaluation criteria), so validations stay comparable;
-- memory is bounded: at most ``max_groups`` groups are remembered (least
-  recently used first out). An example evicted and seen again restarts at
-  round 1;
-- every call has a deadline. A reply the judge could not score in time, or at
-  all, still gets a number, because neither trainer accepts a missing reward:
-  ``fallback="group_mean"`` gives the mean reward of the replies of its group
-  scored so far (so its group-normalised advantage is about zero: GRPO learns
-  nothing from it, like TRL's ``None``), or ``fallback_score`` when none is
-  known yet; ``fallback="constant"`` always gives ``fallback_score``. Either
-  way the reply is flagged (``unscorable=1``) and counted, never disguised.
+- memory is bounded and sized from the batch: ``prompts_per_step`` x
+  ``cache_steps`` groups are remembered (least recently used first out; an
+  evicted group that was still open is counted and logged, because an example
+  evicted and seen again restarts at round 1);
+- every call has a deadline, and a reply the judge could not score in time or
+  at all still gets a number (``fallback``), flagged ``unscorable=1``.
 
-What a caller gets for each reply, and under which keys, is
+The tracker is one per run, not one per process: the coordinator
+(:mod:`attunement.integrations.coordinator`) holds it where every reward worker
+can ask it, and the scorer (:mod:`attunement.integrations.scorer`) asks it for
+each call. What a caller gets for each reply, and under which keys, is
 :mod:`attunement.integrations.outcomes`.
-
-One :class:`ReplyScorer` per event loop; it is not thread-safe.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from attunement.integrations.outcomes import Fallback, Outcome, metric_keys
-from attunement.judging import RewardModel
-from attunement.records import Example, Reply, RewardBreakdown
+from attunement.integrations.outcomes import Fallback
 
 #: rewards of one group remembered for the group-mean fallback
 _MAX_GROUP_REWARDS = 1024
+#: groups remembered when the batch size is not known (a group is a few numbers)
+DEFAULT_MAX_GROUPS = 65536
+#: prompts per step assumed for the criteria cache when the batch size is not known
+DEFAULT_PROMPTS_PER_STEP = 2048
 
 
 class ScoringPolicy(BaseModel):
@@ -81,7 +77,21 @@ class ScoringPolicy(BaseModel):
         description="seconds after which an open "
         "group closes anyway (the next call opens a new round)",
     )
-    max_groups: int = Field(65536, ge=1, description="groups remembered (LRU)")
+    prompts_per_step: int | None = Field(
+        None,
+        ge=1,
+        description="prompts per training step (verl data.train_batch_size, OpenRLHF "
+        "rollout.batch_size): sizes the group and criteria caches",
+    )
+    cache_steps: float = Field(
+        4.0, ge=1, description="training steps' worth of prompts the caches hold"
+    )
+    max_groups: int | None = Field(
+        None,
+        ge=1,
+        description="groups remembered (LRU); default prompts_per_step x cache_steps, "
+        "or 65,536 when prompts_per_step is not set",
+    )
     fallback: Fallback = Field(
         "group_mean",
         description="the number an unscorable reply "
@@ -95,6 +105,25 @@ class ScoringPolicy(BaseModel):
     train_split: str = Field(
         "train", description="rows of any other split are judged in criteria round 0"
     )
+
+    def prompts_held(self) -> int:
+        """Prompts whose criteria the caches hold: a few steps' worth.
+
+        >>> ScoringPolicy(prompts_per_step=1024).prompts_held()
+        4096
+        """
+        prompts = self.prompts_per_step or DEFAULT_PROMPTS_PER_STEP
+        return max(1, round(prompts * self.cache_steps))
+
+    def group_capacity(self) -> int:
+        """Groups remembered: ``max_groups``, else sized from the batch.
+
+        >>> ScoringPolicy().group_capacity(), ScoringPolicy(prompts_per_step=1024).group_capacity()
+        (65536, 4096)
+        """
+        if self.max_groups is not None:
+            return self.max_groups
+        return self.prompts_held() if self.prompts_per_step else DEFAULT_MAX_GROUPS
 
     def scoring_policy(self) -> ScoringPolicy:
         """Just these fields (a subclass's settings carry more)."""
@@ -121,6 +150,10 @@ class Group:
     def mean_reward(self) -> float | None:
         return sum(self.rewards) / len(self.rewards) if self.rewards else None
 
+    def add_rewards(self, rewards: Sequence[float]) -> None:
+        self.rewards.extend(rewards)
+        del self.rewards[:-_MAX_GROUP_REWARDS]
+
 
 class GroupTracker:
     """Which group (and so which criteria round) a call for an example joins.
@@ -139,18 +172,23 @@ class GroupTracker:
         max_groups: int,
         idle: float | None = None,
         clock: Callable[[], float] = time.monotonic,
+        on_evict: Callable[[Group, bool], None] | None = None,
     ):
         self.size = size
         self.window = window
         self.idle = window if idle is None else idle
         self.max_groups = max_groups
         self.clock = clock
+        self.on_evict = on_evict
         self._groups: OrderedDict[str, Group] = OrderedDict()
         #: groups opened so far (for metrics and tests)
         self.opened = 0
 
     def __len__(self) -> int:
         return len(self._groups)
+
+    def get(self, key: str) -> Group | None:
+        return self._groups.get(key)
 
     def _accepts(self, group: Group, now: float) -> bool:
         if self.size is not None and group.members >= self.size:
@@ -176,161 +214,10 @@ class GroupTracker:
             self._groups[key] = group
             self.opened += 1
             while len(self._groups) > self.max_groups:
-                self._groups.popitem(last=False)
+                _, evicted = self._groups.popitem(last=False)
+                if self.on_evict is not None:
+                    self.on_evict(evicted, self._accepts(evicted, now))
         self._groups.move_to_end(key)
         group.members += count
         group.last_join = now
         return group
-
-
-# --------------------------------------------------------------------------- the scorer
-
-
-@dataclass
-class ScorerCounts:
-    """Running totals of one scorer (exported as metrics by the server)."""
-
-    replies: int = 0
-    unscorable: int = 0
-    timed_out: int = 0
-    judge_calls: int = 0
-    cached_judge_calls: int = 0
-
-
-class ReplyScorer:
-    """Scores replies arriving in per-sample calls, as groups, within a deadline."""
-
-    def __init__(
-        self,
-        reward: RewardModel,
-        policy: ScoringPolicy | None = None,
-        *,
-        clock: Callable[[], float] = time.monotonic,
-    ):
-        self.reward = reward
-        self.policy = policy or ScoringPolicy()
-        self.clock = clock
-        self.tracker = GroupTracker(
-            size=self.policy.group_size,
-            window=self.policy.group_window,
-            idle=self.policy.group_idle,
-            max_groups=self.policy.max_groups,
-            clock=clock,
-        )
-        self.keys = metric_keys(reward)
-        self.counts = ScorerCounts()
-
-    def check(self, example: Example) -> None:
-        """Raise ``ValueError`` if the reward cannot score this example at all."""
-        self.reward.check_examples([example])
-
-    def _group_key(self, example: Example, split: str | None) -> tuple[str, int | None]:
-        if split is None or split == self.policy.train_split:
-            return example.example_id, None
-        return f"{split}\x00{example.example_id}", 0
-
-    async def score(
-        self,
-        example: Example,
-        replies: Sequence[Reply],
-        *,
-        split: str | None = None,
-        criteria_round: int | None = None,
-        deadline: float | None = None,
-        whole_group: bool = False,
-        failed: Mapping[str, str] | None = None,
-    ) -> list[Outcome]:
-        """One :class:`Outcome` per reply, in order, within ``deadline`` seconds.
-
-        ``criteria_round`` overrides the group's round (a trainer that knows its
-        step passes it). ``whole_group`` says the replies are a complete group
-        (a new generation opens for them). ``failed`` maps the ids of replies
-        known to be unscorable before judging (e.g. no response found) to the
-        reason; they get the fallback without a judge call. Raises
-        ``ValueError`` for an example the reward cannot score (e.g. missing
-        fixed criteria), before any judge call.
-        """
-        if not replies:
-            return []
-        self.check(example)
-        started = self.clock()
-        failed = failed or {}
-        key, fixed = self._group_key(example, split)
-        group = self.tracker.join(key, len(replies), fixed_round=fixed, new=whole_group)
-        round_ = group.criteria_round if criteria_round is None else criteria_round
-        budget = (self.policy.deadline if deadline is None else deadline) - (self.clock() - started)
-        breakdowns = {
-            rid: RewardBreakdown(
-                example_id=example.example_id,
-                reply_id=rid,
-                reward_model=self.reward.name,
-                reward=None,
-                unscorable=True,
-                reason=reason,
-            )
-            for rid, reason in failed.items()
-        }
-        judged = [r for r in replies if r.reply_id not in failed]
-        timed_out = False
-        try:
-            if judged:
-                if budget <= 0:
-                    raise TimeoutError
-                scored = await asyncio.wait_for(
-                    self.reward.score(example, judged, criteria_round=round_), timeout=budget
-                )
-                breakdowns.update((b.reply_id, b) for b in scored)
-        except TimeoutError:
-            timed_out = True
-        for b in breakdowns.values():
-            if not b.unscorable and b.reward is not None:
-                group.rewards.append(b.reward)
-                del group.rewards[:-_MAX_GROUP_REWARDS]
-        outcomes = [
-            self._outcome(reply, breakdowns.get(reply.reply_id), group, round_, timed_out)
-            for reply in replies
-        ]
-        self._count(outcomes)
-        return outcomes
-
-    def _outcome(
-        self,
-        reply: Reply,
-        breakdown: RewardBreakdown | None,
-        group: Group,
-        round_: int,
-        timed_out: bool,
-    ) -> Outcome:
-        if breakdown is not None and not breakdown.unscorable and breakdown.reward is not None:
-            return Outcome(
-                reply_id=reply.reply_id,
-                score=breakdown.reward,
-                breakdown=breakdown,
-                criteria_round=round_,
-                format_ok=reply.format_ok,
-            )
-        fallback: Fallback = "constant"
-        value = self.policy.fallback_score
-        if self.policy.fallback == "group_mean":
-            mean = group.mean_reward()
-            if mean is not None:
-                fallback, value = "group_mean", mean
-        return Outcome(
-            reply_id=reply.reply_id,
-            score=value,
-            breakdown=breakdown,
-            criteria_round=round_,
-            format_ok=reply.format_ok,
-            timed_out=timed_out and breakdown is None,
-            fallback=fallback,
-        )
-
-    def _count(self, outcomes: Sequence[Outcome]) -> None:
-        c = self.counts
-        for o in outcomes:
-            c.replies += 1
-            c.unscorable += int(o.unscorable)
-            c.timed_out += int(o.timed_out)
-            if o.breakdown is not None:
-                c.judge_calls += o.breakdown.usage.calls
-                c.cached_judge_calls += o.breakdown.usage.cached_calls

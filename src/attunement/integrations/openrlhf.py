@@ -10,14 +10,18 @@ label, which ``attune serve --data`` resolves.
 authentication header) or a ``.py`` file whose ``reward_func(queries, prompts,
 labels)`` OpenRLHF calls in a worker thread. :class:`RemoteReward` is such a
 function for a server that needs its bearer token (any non-loopback bind):
-it sends the token, waits as the server's Retry-After asks on 503, and raises
-with the server's message on a 4xx (a data or configuration error that must
-stop training). ``attune export openrlhf`` writes the ``.py`` file.
+it sends the token, waits as the server's Retry-After asks on 503, and on a
+4xx (a data or configuration error) logs the server's message at ERROR and
+raises. OpenRLHF catches every exception of a reward call and logs it at INFO
+only, leaving the sample without a reward (training then fails on the missing
+number, far from the cause), so the ERROR line is where the cause shows.
+``attune export openrlhf`` writes the ``.py`` file.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,6 +32,8 @@ import httpx2
 
 from attunement.integrations.verl_data import ExportMemoryMode, verl_rows
 from attunement.records import Example
+
+log = logging.getLogger(__name__)
 
 REWARD_FUNC_TEMPLATE = '''"""OpenRLHF reward function: pass this file as --reward.remote_url.
 
@@ -121,7 +127,9 @@ class RemoteReward:
                     return response.json()
                 problem = f"HTTP {response.status_code}: {response.text[:500]}"
                 if response.status_code not in (429, 503) and response.status_code < 500:
-                    raise RuntimeError(f"attune serve refused the request ({problem})")
+                    message = f"attune serve refused the request ({problem})"
+                    log.error("%s", message)
+                    raise RuntimeError(message)
                 wait = _retry_after(response.headers.get("retry-after"), attempt)
             if time.monotonic() - started + wait > self.total_seconds:
                 raise RuntimeError(

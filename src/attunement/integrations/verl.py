@@ -14,26 +14,34 @@ points at). ``reward_kwargs`` from verl's config are the settings
 
 Four entry points, pick by reward manager (docs/scale-out.md):
 
-- :func:`compute_score_async`: ``naive``, ``dapo``, ``rate_limited``; verl
-  awaits a coroutine function directly on its worker's event loop and runs
-  the samples of its chunk concurrently, so this is the one to use;
-- :func:`compute_score`: the same, synchronous; verl runs it in a thread pool,
-  and it hands the work to one background event loop per process;
-- :func:`compute_score_batch_async` / :func:`compute_score_batch`: the
-  ``batch`` manager's plural form (``data_sources``, ``solution_strs``,
-  ``ground_truths``, ``extra_infos``), scoring each example's replies as one
+- :func:`compute_score_async`: ``naive``, ``dapo``, ``gdpo``, ``rate_limited``;
+  verl awaits a coroutine function directly on its worker's event loop, one
+  task per sample, so this is the one to use;
+- :func:`compute_score`: the same, synchronous; verl runs it in a thread pool
+  (``remote`` runs it in extra Ray actors), and it hands the work to one
+  background event loop per process;
+- :func:`compute_score_batch_async` / :func:`compute_score_batch`: the plural
+  form (``data_sources``, ``solution_strs``, ``ground_truths``,
+  ``extra_infos``) of verl's legacy worker-side ``batch`` manager (not a
+  reward-loop manager in verl 0.9.1), scoring each example's replies as one
   group.
 
 Each returns a dict of floats with the same keys for every sample, failures
 included (named in one place: :mod:`attunement.integrations.outcomes`): ``score`` is
 what verl trains on (the reward, or the documented fallback for an unscorable
-reply, flagged by ``unscorable=1``). Per-sample calls are regrouped by example
-in a bounded, per-process group cache so PereGRM writes criteria once per
-group (:class:`~attunement.integrations.groups.ReplyScorer`).
+reply, flagged by ``attune/unscorable=1``); every other key starts with
+``attune/`` so that none collides with verl's own columns.
 
-State is per process and built at the first call, never at import: one
-judge and reward per (settings, event loop), kept until the process ends or
-:func:`shutdown` / :func:`aclose` is called.
+verl hands each finished sample to a reward worker picked at random, so the
+replies of one prompt are judged in several processes. The groups, their
+criteria rounds and the criteria themselves are therefore kept by one
+coordinator for the whole run (:mod:`attunement.integrations.coordinator`):
+with ``coordinator="auto"`` (the default) a named Ray actor when the worker
+runs under Ray, as verl's workers do, else one per process.
+
+The judge and reward are built at the first call, never at import: one per
+(settings, event loop), kept until the process ends or :func:`shutdown` /
+:func:`aclose` is called.
 """
 
 from __future__ import annotations
@@ -42,18 +50,23 @@ import asyncio
 import concurrent.futures
 import itertools
 import os
+import sys
 import threading
 import weakref
 from collections.abc import Coroutine, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import ConfigDict, Field, ValidationError
 
 from attunement.configfile import read_config_file
-from attunement.integrations.groups import ReplyScorer, ScoringPolicy
+from attunement.integrations.coordinator import Coordinator, LocalCoordinator
+from attunement.integrations.groups import ScoringPolicy
+from attunement.integrations.ray_coordinator import ray_coordinator
+from attunement.integrations.scorer import ReplyScorer
+from attunement.integrations.shared_judge import open_shared_reward
 from attunement.integrations.verl_data import (
     ABILITY,
     DATA_SOURCE,
@@ -101,6 +114,10 @@ T = TypeVar("T")
 #: keyword arguments verl's reward loop adds when a reward model is enabled (unused here)
 VERL_EXTRA_KWARGS = frozenset({"reward_router_address", "reward_model_tokenizer"})
 
+#: where the groups of a run are kept: a named Ray actor, this process, or the
+#: actor when Ray is running (as in verl's workers) and this process otherwise
+CoordinatorKind = Literal["auto", "ray", "local"]
+
 
 class VerlSettings(ScoringPolicy):
     """What verl's ``reward_kwargs`` may set (unknown keys are an error)."""
@@ -128,6 +145,18 @@ class VerlSettings(ScoringPolicy):
         description="environment variable with the judge server's API key, sent to any URL; "
         "unset: OPENAI_API_KEY, sent to https URLs only (see docs/llm.md)",
     )
+    coordinator: CoordinatorKind = Field(
+        "auto",
+        description="where groups and criteria are kept: a named Ray actor shared by every "
+        "reward worker (ray), this process (local), or ray when Ray is running (auto)",
+    )
+
+    def uses_ray(self) -> bool:
+        """Whether the groups live in the Ray actor (Ray is looked at, not imported)."""
+        if self.coordinator != "auto":
+            return self.coordinator == "ray"
+        ray = sys.modules.get("ray")
+        return ray is not None and bool(ray.is_initialized())
 
     def spec(self) -> RewardSpec:
         overrides: dict[str, Any] = {}
@@ -202,6 +231,27 @@ def _loop_state() -> _LoopState:
         return state
 
 
+_coordinators: dict[str, Coordinator] = {}
+_coordinators_lock = threading.Lock()
+
+
+def coordinator_for(settings: VerlSettings) -> Coordinator:
+    """The run's coordinator for these settings: the Ray actor, or this process's
+    (one per process, shared by every event loop in it)."""
+    policy = settings.scoring_policy()
+    scope = settings.spec().model_dump_json(exclude={"options"})
+    key = f"{settings.uses_ray()}|{scope}|{policy.model_dump_json()}"
+    with _coordinators_lock:
+        found = _coordinators.get(key)
+        if found is None:
+            found = _coordinators[key] = (
+                ray_coordinator(policy, scope)
+                if settings.uses_ray()
+                else LocalCoordinator.for_policy(policy)
+            )
+        return found
+
+
 async def scorer_for(settings: VerlSettings) -> ReplyScorer:
     """The scorer of these settings on the running loop (judge opened at first use)."""
     state = _loop_state()
@@ -212,13 +262,18 @@ async def scorer_for(settings: VerlSettings) -> ReplyScorer:
     async with state.lock:
         found = state.scorers.get(key)
         if found is None:
+            coordinator = coordinator_for(settings)
             stack = AsyncExitStack()
             try:
-                reward = await stack.enter_async_context(settings.spec().open())
+                reward, judge = await stack.enter_async_context(
+                    open_shared_reward(settings.spec(), coordinator, wait=settings.deadline)
+                )
             except BaseException:
                 await stack.aclose()
                 raise
-            scorer = ReplyScorer(reward, settings.scoring_policy())
+            scorer = ReplyScorer(
+                reward, settings.scoring_policy(), coordinator=coordinator, shared=judge
+            )
             found = state.scorers[key] = (scorer, stack)
     return found[0]
 
@@ -269,8 +324,11 @@ def _background_loop() -> _BackgroundLoop:
 
 
 def shutdown() -> None:
-    """Close the synchronous entry points' judges and stop their thread."""
+    """Close the synchronous entry points' judges, stop their thread, and forget this
+    process's coordinators (a Ray coordinator's actor lives on with its creator)."""
     global _background
+    with _coordinators_lock:
+        _coordinators.clear()
     with _background_lock:
         background, _background = _background, None
     if background is not None and background.pid == os.getpid():

@@ -8,26 +8,41 @@ this client, which sends OpenRLHF-shaped requests (one sample each, prompt +
 response + end-of-turn marker, the example id as label), ``groups`` replies per
 example, all at once up to ``concurrency`` in flight.
 
+Two clients (``client``):
+
+``openrlhf`` (default)
+    OpenRLHF's own HTTP client, as its ``SingleTurnAgentExecutor`` posts: at
+    most ``tries`` (5) attempts per sample, each given up after
+    ``attempt_timeout`` (aiohttp's total 180 s), any status but 2xx a failure,
+    ``pause`` (1 s) between attempts whatever Retry-After says; a sample
+    whose attempts all fail is lost;
+``retry-after``
+    a patient client: it waits as a 503's Retry-After asks and retries until
+    ``retry_budget`` seconds have passed.
+
 Two phases:
 
 ``capacity``
     the server's queue holds the whole burst: every request must be answered
     200 with a number, none lost, none 5xx;
 ``overload``
-    a second server with ``max_pending`` far below the burst: the excess is
-    refused with 503 + Retry-After; the client counts the refusals, waits as
-    told and retries (bounded), so every request is still answered in the end
-    and none gets a 5xx.
+    a second server with ``max_pending`` far below the burst (``overload_pending``;
+    ``overload_wait`` is how long a request may wait for room there, default the
+    server's): the excess waits for room or is refused with 503 + Retry-After,
+    and every request must still be answered in the end, none lost, none 5xx.
 
-:func:`run_serve_bench` returns each phase's counts, latencies (p50/p95/p99)
-and throughput of the answered requests; :func:`check_results` holds them
-against the claims above, and :mod:`attunement.cli.bench` prints them. Bounded
-in count and time; talks to 127.0.0.1 only.
+:func:`run_serve_bench` returns each phase's counts, the failed attempts that
+were retried by cause (``HTTP 503``, ``ConnectError``, ...), latencies
+(p50/p95/p99, from a request's first attempt to its answer, waits and retries
+included) and throughput of the answered requests; :func:`check_results`
+holds them against the claims above, and :mod:`attunement.cli.bench` prints
+them. Bounded in count and time; talks to 127.0.0.1 only.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -36,6 +51,7 @@ from typing import Any, Literal, get_args
 
 import httpx2
 
+from attunement.integrations.outcomes import key
 from attunement.integrations.server import ServeSettings
 from attunement.jsonl import write_jsonl
 from attunement.judging import RewardSpec
@@ -50,6 +66,22 @@ _TEMPLATE_USER = "<|im_start|>{role}\n{content}<|im_end|>\n"
 
 Phase = Literal["capacity", "overload"]
 PHASES: tuple[Phase, ...] = get_args(Phase)
+ClientKind = Literal["openrlhf", "retry-after"]
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    """How the load client retries (the defaults are OpenRLHF's client)."""
+
+    kind: ClientKind = "openrlhf"
+    tries: int = 5
+    pause: float = 1.0
+    attempt_timeout: float = 180.0
+    retry_budget: float = 900.0
+
+
+#: the patient client that honours Retry-After
+RETRY_AFTER = ClientSettings(kind="retry-after", tries=0, pause=0.0, attempt_timeout=300.0)
 
 
 @dataclass
@@ -63,9 +95,14 @@ class ServeBenchSettings:
     judge_concurrency: int = 64
     max_active: int = 512
     overload_pending: int = 64
+    overload_wait: float | None = None
     deadline: float = 150.0
     retry_budget: float = 900.0
+    client: ClientKind = "openrlhf"
     phases: tuple[Phase, ...] = PHASES
+
+    def client_settings(self) -> ClientSettings:
+        return ClientSettings() if self.client == "openrlhf" else RETRY_AFTER
 
 
 @dataclass
@@ -168,36 +205,66 @@ class _LoadClient:
         client: httpx2.AsyncClient,
         *,
         concurrency: int,
-        retry_budget: float,
+        settings: ClientSettings,
         transport_budget: int,
     ):
         self.client = client
         self.gate = asyncio.Semaphore(concurrency)
-        self.retry_budget = retry_budget
+        self.settings = settings
         #: transport failures (summed over all requests) after which a request is lost
         self.transport_budget = transport_budget
         self.tally = _Tally()
 
-    async def _post(self, body: dict[str, Any]) -> tuple[httpx2.Response | None, float]:
-        """One attempt and when it was sent (after waiting for the gate); no response:
-        the request never reached the app and may be sent again."""
+    def _failed(self, cause: str) -> None:
+        """Count one failed attempt by its cause."""
         t = self.tally
+        t.transport[cause] = t.transport.get(cause, 0) + 1
+
+    async def _post(self, body: dict[str, Any]) -> httpx2.Response | None:
+        """One attempt; no response: it failed before an answer (counted by cause)."""
         async with self.gate:
-            sent = time.monotonic()
             try:
-                return await self.client.post("/get_reward", json=body), sent
-            except _TRANSPORT_ERRORS as exc:
-                # retry as any HTTP client does (OpenRLHF's: 5 tries)
-                t.transport[type(exc).__name__] = t.transport.get(type(exc).__name__, 0) + 1
-                return None, sent
+                return await self.client.post(
+                    "/get_reward", json=body, timeout=self.settings.attempt_timeout
+                )
+            except (*_TRANSPORT_ERRORS, httpx2.TimeoutException) as exc:
+                self._failed(type(exc).__name__)
+                return None
 
     async def send(self, body: dict[str, Any]) -> None:
-        """Send ``body`` until it is answered, refused for good, or lost."""
+        """Send ``body`` until it is answered or lost, as the chosen client does."""
+        if self.settings.kind == "openrlhf":
+            await self._send_like_openrlhf(body)
+        else:
+            await self._send_honouring_retry_after(body)
+
+    async def _send_like_openrlhf(self, body: dict[str, Any]) -> None:
+        """OpenRLHF: ``tries`` attempts, any non-2xx a failure, ``pause`` s between."""
+        t, s = self.tally, self.settings
+        started = time.monotonic()
+        for attempt in range(s.tries):
+            response = await self._post(body)
+            if response is not None:
+                t.status_counts[response.status_code] = (
+                    t.status_counts.get(response.status_code, 0) + 1
+                )
+                if response.status_code == 503:
+                    t.refused += 1
+                if 200 <= response.status_code < 300:
+                    self._answered(body, response, time.monotonic() - started)
+                    return
+                self._failed(f"HTTP {response.status_code}")
+            if attempt + 1 < s.tries:
+                t.retries += 1
+            await asyncio.sleep(s.pause)  # OpenRLHF sleeps after the last failure too
+        t.lost += 1
+
+    async def _send_honouring_retry_after(self, body: dict[str, Any]) -> None:
         t = self.tally
         started = time.monotonic()
         while True:
             try:
-                response, sent = await self._post(body)
+                response = await self._post(body)
             except httpx2.HTTPError:
                 t.lost += 1
                 return
@@ -211,13 +278,13 @@ class _LoadClient:
                 t.refused += 1
                 wait = int(response.headers.get("retry-after", "1"))
                 t.retry_after.append(wait)
-                if time.monotonic() - started + wait > self.retry_budget:
+                if time.monotonic() - started + wait > self.settings.retry_budget:
                     t.lost += 1
                     return
                 t.retries += 1
                 await asyncio.sleep(wait)
                 continue
-            self._answered(body, response, time.monotonic() - sent)
+            self._answered(body, response, time.monotonic() - started)
             return
 
     def _answered(self, body: dict[str, Any], response: httpx2.Response, seconds: float) -> None:
@@ -233,7 +300,7 @@ class _LoadClient:
             t.lost += 1
             return
         t.answered += 1
-        t.unscorable += int(sum(doc["extra_logs"]["unscorable"]))
+        t.unscorable += int(sum(doc["extra_logs"][key("unscorable")]))
         t.latencies.append(seconds)
 
 
@@ -246,8 +313,10 @@ async def fire(
     phase: str,
     token: str | None = None,
     transport: httpx2.AsyncBaseTransport | None = None,
+    client: ClientSettings = RETRY_AFTER,
 ) -> PhaseResult:
-    """Send every body once, in parallel up to ``concurrency``; retry 503s as told.
+    """Send every body once, in parallel up to ``concurrency``; retry as ``client`` does
+    (by default: 503s after their Retry-After, until ``retry_budget``).
 
     ``transport`` replaces the network (tests pass an ``httpx2.MockTransport``).
     """
@@ -256,11 +325,11 @@ async def fire(
     timeout = httpx2.Timeout(300.0, connect=30.0)
     async with httpx2.AsyncClient(
         base_url=url, limits=limits, headers=headers, timeout=timeout, transport=transport
-    ) as client:
+    ) as http:
         load = _LoadClient(
-            client,
+            http,
             concurrency=concurrency,
-            retry_budget=retry_budget,
+            settings=dataclasses.replace(client, retry_budget=retry_budget),
             transport_budget=5 * len(bodies),
         )
         started = time.monotonic()
@@ -285,6 +354,7 @@ def _phase_settings(settings: ServeBenchSettings, phase: Phase) -> ServeSettings
         deadline=settings.deadline,
         max_active=active,
         max_pending=pending,
+        max_wait=settings.overload_wait if phase == "overload" else None,
         max_batch=min(256, active),
         group_size=settings.groups,
         log_level="warning",
@@ -324,6 +394,7 @@ def run_serve_bench(settings: ServeBenchSettings) -> list[PhaseResult]:
                                 concurrency=settings.concurrency,
                                 retry_budget=settings.retry_budget,
                                 phase=phase,
+                                client=settings.client_settings(),
                             )
                         )
                     )
@@ -345,11 +416,11 @@ def check_results(results: list[PhaseResult]) -> list[tuple[str, bool, str]]:
         checks.append(
             (f"{r.phase}: no 5xx but 503", r.server_errors == 0, f"{r.server_errors} other 5xx")
         )
-        if r.phase == "overload":
+        if r.phase == "overload" and r.retry_after:
             checks.append(
                 (
-                    "overload: excess refused with 503 + Retry-After",
-                    r.refused_503 > 0 and len(r.retry_after) == r.refused_503,
+                    "overload: every refusal carried a Retry-After",
+                    len(r.retry_after) == r.refused_503,
                     f"{r.refused_503} refusals",
                 )
             )

@@ -9,43 +9,49 @@ Endpoints (an ASGI app on Starlette, served by uvicorn):
     ``prompts[i]`` the prompt alone, ``labels[i]`` our example id (resolved
     against the ``--data`` file loaded at start) or the example's JSON.
     Answer ``{"rewards": [...], "scores": [...], "extra_logs": {key: [...]}}``
-    with one number per item in every list. OpenRLHF sends one sample per
-    request and gives up on the sample after its retries, so a request that
-    was accepted is always answered with numbers: an unscorable reply gets the
-    fallback (:mod:`attunement.integrations.groups`), flagged in
-    ``extra_logs["unscorable"]``, within the deadline.
+    with one number per item in every list (empty lists for an empty body).
+    OpenRLHF sends one sample per request and gives up on the sample after its
+    retries, so a request that was accepted is always answered with numbers:
+    an unscorable reply gets the fallback (:mod:`attunement.integrations.scorer`),
+    flagged in ``extra_logs["attune/unscorable"]``, within the deadline.
 ``POST /v1/score``
     A whole group: ``{"example": {...} | "example_id": "...", "replies":
     [{"response": ..., "analysis": ...} | {"text": ...}], "criteria_round": N}``
     answers one result per reply with its full breakdown.
 ``GET /healthz``
-    ``200 {"status": "ok", ...}``; ``503`` while draining.
+    ``200 {"status": "ok", ...}``; ``503 {"status": "draining", ...}`` from
+    the shutdown signal until the last accepted request is answered.
 ``GET /metrics``
     Prometheus text (:mod:`~attunement.integrations.server.metrics`).
 
 This module only routes: it checks the token (:mod:`~attunement.integrations.server.auth`,
 on every endpoint but ``/healthz``), reads bodies within ``max_body_bytes``
-(413; malformed JSON 400, a non-JSON content type 415), counts every answer by
-path and status, and hands the body to :class:`RewardService`, which does the
-work and raises :class:`HTTPProblem` for every refusal (invalid fields 422,
-overload and draining 503 with Retry-After). Starting, draining and stopping
-the server: :mod:`~attunement.integrations.server.runner`.
+(413; malformed or too deeply nested JSON 400, a non-JSON content type 415),
+counts every answer by path and status, and hands the body to
+:class:`RewardService`, which does the work and raises :class:`HTTPProblem`
+for every refusal (invalid fields 422, overload and draining 503 with
+Retry-After). An unexpected exception is logged and answered 500 here, so it
+is counted like every other status. Starting, draining and stopping the
+server: :mod:`~attunement.integrations.server.runner`.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 from typing import Any
 
 from attunement.integrations.server.auth import bearer_matches, check_bind
-from attunement.integrations.server.protocol import HTTPProblem, finite
-from attunement.integrations.server.service import RewardService
+from attunement.integrations.server.protocol import HTTPProblem, clean_json, finite
+from attunement.integrations.server.service import RewardService, open_service
 from attunement.integrations.server.settings import ServeSettings
 from attunement.judging import RewardModel, RewardSpec
 from attunement.records import Example
+
+log = logging.getLogger(__name__)
 
 #: the ``type`` of an error answer, by status
 _ERROR_TYPES = {
@@ -55,6 +61,7 @@ _ERROR_TYPES = {
     413: "too_large",
     415: "unsupported_media_type",
     422: "invalid",
+    500: "internal",
     503: "unavailable",
 }
 
@@ -103,9 +110,17 @@ async def _read_json(request: Any, limit: int) -> Any:
         if len(body) > limit:
             raise HTTPProblem(413, f"body exceeds the limit of {limit} bytes (--max-body-bytes)")
     try:
-        return json.loads(body)
+        doc = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise HTTPProblem(400, f"body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise HTTPProblem(400, "body is nested too deeply") from None
+    return clean_json(doc)
+
+
+def _internal(path: str, exc: Exception) -> HTTPProblem:
+    log.error("attune serve: %s failed", path, exc_info=exc)
+    return HTTPProblem(500, f"internal error ({type(exc).__name__}); see the server's log")
 
 
 def create_app(
@@ -129,12 +144,8 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Any):
-        async with AsyncExitStack() as stack:
-            if isinstance(source, RewardSpec):
-                reward = await stack.enter_async_context(source.open())
-            else:
-                reward = source
-            svc = holder["service"] = RewardService(reward, settings, examples=examples)
+        async with open_service(source, settings, examples=examples) as svc:
+            holder["service"] = svc
             app.state.service = svc
             if on_ready is not None:
                 on_ready(svc)
@@ -149,7 +160,12 @@ def create_app(
                 result = await handler(svc, await _read_json(request, settings.max_body_bytes))
             except HTTPProblem as exc:
                 svc.metrics.request(path, exc.status)
+                if exc.status < 500 and exc.status != 401:
+                    log.warning("attune serve: %s answered %d: %s", path, exc.status, exc.message)
                 return _problem(exc)
+            except Exception as exc:  # noqa: BLE001 - a bug is logged, counted and answered 500
+                svc.metrics.request(path, 500)
+                return _problem(_internal(path, exc))
             svc.metrics.request(path, 200)
             svc.metrics.observe(path, time.monotonic() - started)
             return JSONResponse(finite(result))
@@ -170,7 +186,7 @@ def create_app(
             svc.metrics.request("/metrics", exc.status)
             return _problem(exc)
         svc.metrics.request("/metrics", 200)
-        text = svc.metrics.render(svc.scorer, svc.admission)
+        text = svc.metrics.render(svc.scorer, svc.admission, await svc.coordinator.stats())
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     routes = [

@@ -1,8 +1,10 @@
 """What ``attune serve`` has done, as Prometheus text (``GET /metrics``).
 
-Counters by path and status, refusals by reason, a latency histogram of the
-accepted scoring requests, the scorer's running totals and the admission
-gauges. The recent latencies also feed the Retry-After estimate
+Counters by path and status (every status, 500 included), refusals by
+reason, a latency histogram of the accepted scoring requests, the scorer's
+running totals, the admission gauges, and the coordinator's caches: groups
+and shared criteria held, their capacity, and their evictions (an evicted
+group that was still open means the caches are smaller than a step). The recent latencies also feed the Retry-After estimate
 (:meth:`Metrics.typical_seconds`). Everything is kept in this process: one
 server, one set of numbers, exported on request.
 """
@@ -15,7 +17,8 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from attunement.integrations.groups import ReplyScorer
+from attunement.integrations.coordinator import BookStats
+from attunement.integrations.scorer import ReplyScorer
 from attunement.integrations.server.admission import Admission
 
 #: latency histogram bucket bounds, seconds
@@ -31,6 +34,55 @@ _SCORER_COUNTERS = (
         "attune_judge_cached_calls_total",
         "Judge samples served by the cache.",
         "cached_judge_calls",
+    ),
+)
+
+#: (metric, kind, help, BookStats field) of the coordinator's caches
+_BOOK_SAMPLES = (
+    (
+        "attune_groups_opened_total",
+        "counter",
+        "Reply groups (criteria rounds) opened.",
+        "groups_opened",
+    ),
+    (
+        "attune_groups_evicted_total",
+        "counter",
+        "Groups dropped from the cache (LRU).",
+        "groups_evicted",
+    ),
+    (
+        "attune_open_groups_evicted_total",
+        "counter",
+        "Groups dropped before they were complete (raise --prompts-per-step).",
+        "open_groups_evicted",
+    ),
+    ("attune_groups", "gauge", "Groups in the cache.", "groups"),
+    ("attune_group_capacity", "gauge", "Groups the cache holds at most.", "group_capacity"),
+    (
+        "attune_criteria_written_total",
+        "counter",
+        "Criteria requests sent to the judge.",
+        "answers_written",
+    ),
+    (
+        "attune_criteria_shared_total",
+        "counter",
+        "Criteria requests answered from the shared store (no judge call).",
+        "answers_shared",
+    ),
+    (
+        "attune_criteria_evicted_total",
+        "counter",
+        "Criteria answers dropped (LRU).",
+        "answers_evicted",
+    ),
+    ("attune_criteria_cached", "gauge", "Criteria answers in the store.", "answers"),
+    (
+        "attune_criteria_capacity",
+        "gauge",
+        "Criteria answers the store holds at most.",
+        "answer_capacity",
     ),
 )
 
@@ -76,7 +128,7 @@ class Metrics:
             samples.append((f'_count{{path="{path}"}}', self.latency_count[path]))
         return samples
 
-    def render(self, scorer: ReplyScorer, admission: Admission) -> str:
+    def render(self, scorer: ReplyScorer, admission: Admission, book: BookStats) -> str:
         lines: list[str] = []
 
         def metric(name: str, kind: str, help_: str, samples: Sequence[tuple[str, float]]) -> None:
@@ -89,6 +141,12 @@ class Metrics:
             "counter",
             "HTTP requests by path and status.",
             [(f'{{path="{p}",code="{s}"}}', v) for (p, s), v in sorted(self.requests.items())],
+        )
+        metric(
+            "attune_server_errors_total",
+            "counter",
+            "Answers with a 5xx status other than 503 (a bug or a failed dependency).",
+            [("", sum(v for (_, code), v in self.requests.items() if code >= 500 and code != 503))],
         )
         metric(
             "attune_rejected_total",
@@ -104,11 +162,13 @@ class Metrics:
         )
         for name, help_, count in _SCORER_COUNTERS:
             metric(name, "counter", help_, [("", getattr(scorer.counts, count))])
+        for name, kind, help_, attr in _BOOK_SAMPLES:
+            metric(name, kind, help_, [("", getattr(book, attr))])
         metric(
-            "attune_groups_opened_total",
-            "counter",
-            "Reply groups (criteria rounds) opened.",
-            [("", scorer.tracker.opened)],
+            "attune_waiting_replies",
+            "gauge",
+            "Replies waiting for room (not accepted yet).",
+            [("", admission.waiting)],
         )
         metric(
             "attune_queue_depth",

@@ -2,22 +2,31 @@
 
 OpenRLHF posts ``{"query": [...], "prompts": [...], "labels": [...]}``, where
 ``query[i]`` is the prompt followed by the policy's response, decoded with
-special tokens: :func:`split_query` cuts the response out. The whole-group
+special tokens: :func:`split_query` cuts the response out. With several
+``--reward.remote_url`` URLs OpenRLHF sends the sample to the first and empty
+lists to the others; those are answered with empty lists. The whole-group
 endpoint takes :class:`GroupRequest`. Every refusal is an :class:`HTTPProblem`
 (a status, a message and headers) that the app answers as
 ``{"error": {"message", "type"}}``. JSON has no NaN, so :func:`finite` writes a
 missing number as null.
+
+A body is checked before any model sees it (:func:`clean_json`): nesting
+deeper than :data:`MAX_JSON_DEPTH` is refused (400) rather than left to blow
+the interpreter's recursion limit, and a lone UTF-16 surrogate (valid JSON
+escape, invalid text: the judge's HTTP client cannot encode it) is replaced by
+U+FFFD, so such a sample is still scored.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from attunement.integrations.outcomes import Outcome
+from attunement.integrations.outcomes import SCORE_KEY, Outcome
 from attunement.records import Example
 
 M = TypeVar("M", bound=BaseModel)
@@ -38,6 +47,9 @@ END_MARKERS = (
 #: how much of the end of a prompt locates the response in a query whose start
 #: differs (longest first)
 _PROMPT_TAILS = (256, 128, 64, 32)
+#: deepest JSON nesting accepted in a body (OpenRLHF's is 2; an inline example's about 5)
+MAX_JSON_DEPTH = 64
+_SURROGATE = re.compile("[\\ud800-\\udfff]")
 
 
 class HTTPProblem(Exception):
@@ -55,7 +67,7 @@ class OpenRLHFRequest(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    query: list[str] = Field(min_length=1)
+    query: list[str]
     prompts: list[str]
     labels: list[str | dict[str, Any]]
 
@@ -114,6 +126,40 @@ def validation_message(exc: ValidationError) -> str:
     return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
 
 
+def clean_text(text: str) -> str:
+    """``text`` with every lone surrogate replaced by U+FFFD.
+
+    >>> clean_text("ok " + chr(0xD800) + " done") == "ok \N{REPLACEMENT CHARACTER} done"
+    True
+    """
+    return _SURROGATE.sub("\ufffd", text)
+
+
+def clean_json(doc: Any) -> Any:
+    """A parsed body with lone surrogates replaced, or a 400 when nested deeper than
+    :data:`MAX_JSON_DEPTH` (walked without recursion).
+
+    >>> clean_json({"a": [chr(0xDC00)]}) == {"a": ["\N{REPLACEMENT CHARACTER}"]}
+    True
+    """
+    root: list[Any] = [doc]
+    stack: list[tuple[Any, Any, int]] = [(root, 0, 0)]
+    while stack:
+        parent, slot, depth = stack.pop()
+        value = parent[slot]
+        if isinstance(value, str):
+            parent[slot] = clean_text(value)
+        elif isinstance(value, (dict, list)):
+            if depth >= MAX_JSON_DEPTH:
+                raise HTTPProblem(400, f"body is nested deeper than {MAX_JSON_DEPTH} levels")
+            if isinstance(value, dict):
+                value = parent[slot] = {clean_text(k): v for k, v in value.items()}
+                stack.extend((value, k, depth + 1) for k in value)
+            else:
+                stack.extend((value, i, depth + 1) for i in range(len(value)))
+    return root[0]
+
+
 def parse_body(model: type[M], body: Any) -> M:
     """The request body as ``model``, or a 422 naming the first invalid fields."""
     try:
@@ -167,8 +213,8 @@ def openrlhf_answer(outcomes: Sequence[Outcome], keys: Sequence[str]) -> dict[st
     other key of :func:`~attunement.integrations.outcomes.metric_keys` in
     ``extra_logs``, one number per item in each list."""
     rows = [o.metrics(keys) for o in outcomes]
-    rewards = [row["score"] for row in rows]
-    extra_logs = {key: [row[key] for row in rows] for key in keys if key != "score"}
+    rewards = [row[SCORE_KEY] for row in rows]
+    extra_logs = {key: [row[key] for row in rows] for key in keys if key != SCORE_KEY}
     return {"rewards": rewards, "scores": rewards, "extra_logs": extra_logs}
 
 

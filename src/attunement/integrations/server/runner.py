@@ -2,14 +2,18 @@
 
 Both stop the same way, which is what makes a restart safe during training:
 on SIGTERM or SIGINT (or leaving :class:`ServerThread`) the service drains
-(new requests get 503 and Retry-After, ``/healthz`` answers 503), uvicorn
-stops accepting connections and waits up to the grace period for the accepted
-requests, each bounded by its deadline, and the judge is closed last.
+while it keeps listening: new requests, and those still waiting for room, get
+503 and Retry-After, and ``/healthz`` answers 503 ``draining``, so a load
+balancer or a probe sees the state, until the last accepted request has been
+answered (each is bounded by its deadline; at most the grace period). Only
+then is uvicorn told to exit: it stops accepting connections, and the judge is
+closed last. A second signal stops at once.
 """
 
 from __future__ import annotations
 
 import math
+import signal
 import socket
 import threading
 import time
@@ -23,13 +27,32 @@ from attunement.integrations.server.settings import ServeSettings
 from attunement.judging import RewardModel, RewardSpec
 from attunement.records import Example
 
+#: how often a draining server looks whether the last request was answered
+_DRAIN_POLL = 0.05
 
-def _uvicorn_server(app: Any, settings: ServeSettings, on_exit: Callable[[], None]):
+
+def _uvicorn_server(
+    app: Any, settings: ServeSettings, on_exit: Callable[[], None], idle: Callable[[], bool]
+):
     import uvicorn
 
     class Server(uvicorn.Server):
+        draining_since: float | None = None
+
         def handle_exit(self, sig: int, frame: Any) -> None:
+            if self.draining_since is not None:  # a second signal: stop now
+                super().handle_exit(sig, frame)
+                return
+            self.draining_since = time.monotonic()
             on_exit()
+            threading.Thread(
+                target=self._exit_when_idle, args=(sig, frame), name="attune-drain", daemon=True
+            ).start()
+
+        def _exit_when_idle(self, sig: int, frame: Any) -> None:
+            deadline = time.monotonic() + settings.grace
+            while not idle() and time.monotonic() < deadline and not self.should_exit:
+                time.sleep(_DRAIN_POLL)
             super().handle_exit(sig, frame)
 
     config = uvicorn.Config(
@@ -66,7 +89,10 @@ def serve(
         if "service" in holder:
             holder["service"].draining = True
 
-    _uvicorn_server(app, settings, draining).run()
+    def idle() -> bool:
+        return "service" not in holder or holder["service"].admission.idle
+
+    _uvicorn_server(app, settings, draining, idle).run()
 
 
 class ServerThread:
@@ -92,7 +118,7 @@ class ServerThread:
         app = create_app(
             source, self.settings, token=token, examples=examples, on_ready=self._on_ready
         )
-        self._server = _uvicorn_server(app, self.settings, self._drain)
+        self._server = _uvicorn_server(app, self.settings, self._drain, self._idle)
         self._socket: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self.port = 0
@@ -104,6 +130,9 @@ class ServerThread:
     def _drain(self) -> None:
         if self.service is not None:
             self.service.draining = True
+
+    def _idle(self) -> bool:
+        return self.service is None or self.service.admission.idle
 
     @property
     def url(self) -> str:
@@ -128,11 +157,10 @@ class ServerThread:
         return self
 
     def stop(self) -> None:
-        """Drain: refuse new work, finish what was accepted, close."""
+        """Drain: refuse new work, finish what was accepted, close (as SIGTERM does)."""
         if self._thread is None:
             return
-        self._drain()
-        self._server.should_exit = True
+        self._server.handle_exit(signal.SIGTERM, None)
         self._thread.join(timeout=self.settings.grace + 30)
         if self._socket is not None:
             self._socket.close()

@@ -2,8 +2,9 @@
 
 :class:`RewardService` turns a request body into replies, has them admitted
 (:mod:`~attunement.integrations.server.admission`), scores them as groups
-within the deadline (:class:`~attunement.integrations.groups.ReplyScorer`) and
-returns the answer body (:mod:`~attunement.integrations.server.protocol`).
+within the deadline (:class:`~attunement.integrations.scorer.ReplyScorer`, its
+groups and shared criteria kept by an in-process coordinator sized from the
+batch) and returns the answer body (:mod:`~attunement.integrations.server.protocol`).
 Every refusal is an :class:`HTTPProblem`; a request that was accepted is always
 answered with numbers, an unscorable reply with the fallback, flagged. The
 ASGI app (:mod:`~attunement.integrations.server.app`) only routes, checks the
@@ -13,22 +14,26 @@ token, reads bodies and counts.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from itertools import count
 from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from attunement.integrations.groups import ReplyScorer
+from attunement.integrations.coordinator import Coordinator, LocalCoordinator
 from attunement.integrations.outcomes import Outcome
+from attunement.integrations.scorer import ReplyScorer
 from attunement.integrations.server.admission import Admission, Refused
 from attunement.integrations.server.metrics import Metrics
 from attunement.integrations.server.protocol import (
     GroupRequest,
     HTTPProblem,
     OpenRLHFRequest,
+    clean_json,
     group_answer,
     openrlhf_answer,
     parse_body,
@@ -36,8 +41,9 @@ from attunement.integrations.server.protocol import (
     validation_message,
 )
 from attunement.integrations.server.settings import ServeSettings
+from attunement.integrations.shared_judge import SharedJudge, open_shared_reward
 from attunement.jsonl import read_jsonl
-from attunement.judging import RewardModel
+from attunement.judging import RewardModel, RewardSpec
 from attunement.policy.prompting import parse_reply
 from attunement.records import Example, Reply
 
@@ -56,15 +62,24 @@ class RewardService:
         *,
         examples: Mapping[str, Example] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        coordinator: Coordinator | None = None,
+        shared: SharedJudge | None = None,
     ):
         self.settings = settings or ServeSettings()
         self.reward = reward
-        self.scorer = ReplyScorer(reward, self.settings.scoring_policy(), clock=clock)
+        policy = self.settings.scoring_policy()
+        self.coordinator: Coordinator = coordinator or LocalCoordinator.for_policy(
+            policy, clock=clock
+        )
+        self.scorer = ReplyScorer(
+            reward, policy, coordinator=self.coordinator, shared=shared, clock=clock
+        )
         self.examples = dict(examples or {})
         self.admission = Admission(
             self.settings.max_active,
             self.settings.max_pending,
             retry_after_max=self.settings.retry_after_max,
+            max_waiting=self.settings.waiting_room,
         )
         self.metrics = Metrics()
         self.clock = clock
@@ -86,8 +101,8 @@ class RewardService:
             if isinstance(label, dict):
                 return Example.model_validate(label)
             text = label.strip()
-            if text.startswith("{"):
-                return Example.model_validate_json(text)
+            if text.startswith("{"):  # the example as a JSON string: checked like a body
+                return Example.model_validate(clean_json(_json_label(text, where)))
         except ValidationError as exc:
             raise HTTPProblem(
                 422, f"{where}: not a valid example: {validation_message(exc)}"
@@ -114,8 +129,11 @@ class RewardService:
 
     async def _admitted(self, n: int, work: Callable[[float], Awaitable[T]]) -> T:
         """Run ``work(seconds_left)`` for ``n`` replies once admitted (or raise 503)."""
+        s = self.settings
         try:
-            async with self.admission.hold(n, self.settings.deadline, self.clock) as seconds_left:
+            async with self.admission.hold(
+                n, s.deadline, self.clock, wait=s.wait_seconds, answer_within=s.answer_within
+            ) as seconds_left:
                 return await work(seconds_left)
         except Refused as refused:
             self.metrics.reject(refused.reason)
@@ -126,6 +144,8 @@ class RewardService:
 
     async def get_reward(self, body: Any) -> dict[str, Any]:
         req = parse_body(OpenRLHFRequest, body)
+        if not req.query:  # OpenRLHF's share for every URL but the first
+            return openrlhf_answer([], self.scorer.keys)
         self._check_batch(len(req.query), "items")
         groups, order, unplaced = self._openrlhf_groups(req, next(self._ids))
 
@@ -222,7 +242,32 @@ class RewardService:
             "examples": len(self.examples),
             "in_flight": self.admission.active,
             "queued": self.admission.queued,
+            "waiting": self.admission.waiting,
         }
+
+
+@asynccontextmanager
+async def open_service(
+    source: RewardSpec | RewardModel,
+    settings: ServeSettings,
+    *,
+    examples: Mapping[str, Example] | None = None,
+) -> AsyncIterator[RewardService]:
+    """The service of a server: with a spec, the judge is opened here (and closed on
+    exit) and shares criteria requests through the service's coordinator; a ready
+    reward model is used as it is."""
+    coordinator = LocalCoordinator.for_policy(settings.scoring_policy())
+    async with AsyncExitStack() as stack:
+        shared: SharedJudge | None = None
+        if isinstance(source, RewardSpec):
+            reward, shared = await stack.enter_async_context(
+                open_shared_reward(source, coordinator, wait=settings.deadline)
+            )
+        else:
+            reward = source
+        yield RewardService(
+            reward, settings, examples=examples, coordinator=coordinator, shared=shared
+        )
 
 
 def _group_replies(req: GroupRequest, example: Example, request_no: int) -> list[Reply]:
@@ -255,6 +300,15 @@ def _group_replies(req: GroupRequest, example: Example, request_no: int) -> list
             )
         )
     return replies
+
+
+def _json_label(text: str, where: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise HTTPProblem(422, f"{where}: not a valid example: {exc}") from None
+    except RecursionError:
+        raise HTTPProblem(400, f"{where}: nested too deeply") from None
 
 
 def load_examples(paths: Sequence[str | Path]) -> dict[str, Example]:

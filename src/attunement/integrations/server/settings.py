@@ -4,8 +4,12 @@
 (:class:`~attunement.integrations.groups.ScoringPolicy`: grouping, deadline,
 fallback) with what only a server has: where it listens, its limits
 (body size, batch size, replies judged and accepted at once), how long a
-refused client is told to wait at most, and the shutdown grace period. The
-defaults sit below OpenRLHF's client timeout (docs/scale-out.md).
+request waits for room before it is refused, how long a refused client is
+told to wait at most, and the shutdown grace period. Every answer and every
+refusal comes before the client's own timeout (``client_timeout``, OpenRLHF's
+180 s): a request is held for room up to ``max_wait`` (by default 20 s short
+of it) and, once accepted, answered within ``deadline`` of acceptance and
+:data:`ANSWER_MARGIN` seconds before the client's timeout (docs/scale-out.md).
 """
 
 from __future__ import annotations
@@ -14,6 +18,11 @@ from pydantic import ConfigDict, Field, model_validator
 
 from attunement.integrations.groups import ScoringPolicy
 from attunement.integrations.server.protocol import END_MARKERS
+
+#: seconds between the last possible answer and the client's timeout
+ANSWER_MARGIN = 10.0
+#: seconds a request may still wait for room, short of the client's timeout
+WAIT_MARGIN = 20.0
 
 
 class ServeSettings(ScoringPolicy):
@@ -32,7 +41,24 @@ class ServeSettings(ScoringPolicy):
     max_batch: int = Field(256, ge=1, description="items per request")
     max_active: int = Field(512, ge=1, description="replies judged at once")
     max_pending: int = Field(
-        8192, ge=1, description="replies accepted and unanswered (judged + queued); more get 503"
+        8192,
+        ge=1,
+        description="replies accepted and unanswered (judged + queued); more wait for room",
+    )
+    client_timeout: float = Field(
+        180.0,
+        gt=WAIT_MARGIN,
+        description="the client's own timeout per request (OpenRLHF: 180 s); every answer "
+        "and refusal comes before it",
+    )
+    max_wait: float | None = Field(
+        None,
+        ge=0,
+        description="seconds a request waits for room when max_pending replies are "
+        "accepted, before a 503 (default: client_timeout - 20)",
+    )
+    max_waiting: int | None = Field(
+        None, ge=0, description="replies waiting for room at most (default: 4 x max_pending)"
     )
     retry_after_max: int = Field(60, ge=1)
     end_markers: tuple[str, ...] = END_MARKERS
@@ -56,6 +82,22 @@ class ServeSettings(ScoringPolicy):
                 f"max_active ({self.max_active}) must not exceed max_pending ({self.max_pending})"
             )
         return self
+
+    @property
+    def wait_seconds(self) -> float:
+        """How long a request waits for room before it is refused."""
+        if self.max_wait is not None:
+            return min(self.max_wait, self.client_timeout - WAIT_MARGIN)
+        return self.client_timeout - WAIT_MARGIN
+
+    @property
+    def waiting_room(self) -> int:
+        return self.max_waiting if self.max_waiting is not None else 4 * self.max_pending
+
+    @property
+    def answer_within(self) -> float:
+        """Seconds from a request's arrival by which it is answered."""
+        return self.client_timeout - ANSWER_MARGIN
 
     @property
     def grace(self) -> float:
