@@ -205,7 +205,6 @@ async def test_stats_describe_the_current_build_only_with_languages(tmp_path, cl
     assert stats.languages == {"en": 10} and stats.user_languages == {"en": 10}
     res = cli("stats", tmp_path)
     assert res.exit_code == 0 and "languages" in res.output
-    assert "queries written in it" in res.output
 
 
 # --------------------------------------------------------------------------- finding 8
