@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from attunement.cli import bench as bench_cli
 from attunement.cli import common
 from attunement.cli import llm as llm_cli
-from attunement.llm.openai_compat import forget_endpoints
+from attunement.llm.endpoint import forget_endpoints
 from attunement.perf.simserver import SimConfig, SimServer
 
 

@@ -20,7 +20,8 @@ from attunement.llm import (
     LLMTimeoutError,
     load_chat_model,
 )
-from attunement.llm.openai_compat import OpenAIChatModel, forget_endpoints
+from attunement.llm.endpoint import forget_endpoints
+from attunement.llm.openai_compat import OpenAIChatModel
 from attunement.perf.simserver import SimConfig, SimServer
 
 MSG = [{"role": "user", "content": "How should I tell my sister I cannot come?"}]

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from attunement.llm.base import ChatModel, ChatRequest, Completion, LLMError
+from attunement.llm.options import DEFAULT_HF_DEVICE, DEFAULT_HF_DTYPE
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
 #: small files whose content decides how a prompt is encoded or decoded
@@ -56,7 +57,7 @@ _CONTENT_FILES = (
 )
 
 
-def checkpoint_fingerprint(path: Path, dtype: str = "float32") -> str:
+def checkpoint_fingerprint(path: Path, dtype: str = DEFAULT_HF_DTYPE) -> str:
     """A short hash of what decides a checkpoint's answers: its config,
     generation config and tokenizer files (by content), its weight files (by
     name, size and modification time) and the dtype it runs in."""
@@ -102,8 +103,8 @@ class HFChatModel(ChatModel):
         self,
         path: str | Path,
         *,
-        device: str = "cpu",
-        dtype: str = "float32",
+        device: str = DEFAULT_HF_DEVICE,
+        dtype: str = DEFAULT_HF_DTYPE,
         name: str | None = None,
     ):
         super().__init__()
