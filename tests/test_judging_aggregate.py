@@ -9,14 +9,13 @@ import pytest
 from attunement.judging.aggregate import (
     aggregate,
     arithmetic_mean,
-    bystander_penalty,
     geometric_mean,
     harmonic_mean,
-    length_penalty,
     mean,
-    normalize,
     softmin,
 )
+from attunement.judging.perm import bystander_penalty, length_penalty
+from attunement.judging.scale import normalize
 
 
 def test_normalize_max_divides_by_five():

@@ -51,7 +51,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from attunement.judging.base import RewardConfig, RewardModel
+from attunement.judging import RewardConfig, RewardModel
 from attunement.records import Example, Reply, RewardBreakdown
 
 Fallback = Literal["group_mean", "constant"]
