@@ -248,14 +248,7 @@ class JudgeReward(RewardModel):
         self.config = config
         self.fmt = resolve_output(config.output, judge)
         self.name = self.kind if config.k == 1 else f"{self.kind}@{config.k}"
-        self.sampler = JudgeSampler(
-            judge,
-            fmt=self.fmt,
-            max_tokens=config.max_tokens,
-            max_resamples=config.max_resamples,
-            seed=config.seed,
-            limit=config.max_concurrency,
-        )
+        self.sampler = JudgeSampler.for_settings(judge, self.fmt, config)
         self.sample = self.sampler.sample
         self._record_config = {
             "judge": judge.name,

@@ -98,14 +98,7 @@ class CriteriaWriter:
         self.config = config
         self.overwrite = overwrite
         self.fmt = resolve_output(config.output, judge)
-        self.sampler = JudgeSampler(
-            judge,
-            fmt=self.fmt,
-            max_tokens=config.max_tokens,
-            max_resamples=config.max_resamples,
-            seed=config.seed,
-            limit=config.max_concurrency,
-        )
+        self.sampler = JudgeSampler.for_settings(judge, self.fmt, config)
         self.manifest = criteria_manifest(judge, config)
         self.schema = schema(
             criteria_answer(config.min_items, config.max_items), config.json_text_chars

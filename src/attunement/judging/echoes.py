@@ -28,7 +28,8 @@ from collections.abc import Sequence
 
 from attunement.render import find_tags, fold
 
-#: fence labels of the judge prompts; echoed copies are removed before parsing
+#: fence labels of the judge prompts (a subset of :data:`attunement.render.FENCE_LABELS`,
+#: every label any prompt uses); echoed copies are removed before parsing
 FENCE_LABELS = (
     "response",
     "analysis",

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from attunement.judging.settings import JudgeSettings
 from attunement.llm.base import ChatModel, Completion, LLMError, Message, usage_of
 from attunement.records import Usage
 
@@ -97,6 +98,18 @@ class JudgeSampler:
         self.limit = limit or max(1, judge.max_concurrency)
         self._slots: asyncio.Semaphore | None = None
         self._slots_loop: asyncio.AbstractEventLoop | None = None
+
+    @classmethod
+    def for_settings(cls, judge: ChatModel, fmt: str, settings: JudgeSettings) -> JudgeSampler:
+        """The sampler a judge job's settings describe."""
+        return cls(
+            judge,
+            fmt=fmt,
+            max_tokens=settings.max_tokens,
+            max_resamples=settings.max_resamples,
+            seed=settings.seed,
+            limit=settings.max_concurrency,
+        )
 
     def _semaphore(self) -> asyncio.Semaphore:
         loop = asyncio.get_running_loop()
