@@ -35,6 +35,8 @@ RETRY_STATUSES = frozenset({408, 409, 429})
 
 #: environment variable holding the key sent to https endpoints when no other is named
 DEFAULT_API_KEY_ENV = "OPENAI_API_KEY"
+#: what an environment variable's name may be (a key named in a spec or the options)
+ENV_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
 #: the placeholder sent when no key is to be sent (the SDK insists on one;
 #: servers that need no key ignore it)
 NO_API_KEY = "EMPTY"
@@ -102,6 +104,7 @@ class LLMOptions(BaseModel):
     )
     api_key_env: str | None = Field(
         default=None,
+        pattern=f"^{ENV_NAME}$",
         description="environment variable holding the API key, sent to any URL; "
         f"unset: {DEFAULT_API_KEY_ENV}, sent to https URLs only",
     )
