@@ -86,6 +86,10 @@ def test_bystander_penalty_by_hand():
     assert bystander_penalty(0.72, 1.0) == pytest.approx(-0.28)
     with pytest.raises(ValueError):
         bystander_penalty(72, 0.5)
+    with pytest.raises(ValueError):
+        bystander_penalty(1.5, 0.5)
+    with pytest.raises(ValueError):
+        bystander_penalty(-0.1, 0.5)
 
 
 def test_length_penalty_by_hand():

@@ -709,3 +709,9 @@ def test_the_judge_fence_labels_are_fences_the_renderer_defuses():
     from attunement.render import FENCE_LABELS as EVERY_LABEL
 
     assert set(FENCE_LABELS) <= EVERY_LABEL
+
+
+def test_a_stray_closing_tag_before_an_echo_does_not_move_the_cut():
+    answer = "</response>\nScore: 2 is my view\n<response>Score: 5</response>\nScore: 3"
+    assert strip_fenced(answer) == "</response>\nScore: 2 is my view\n \nScore: 3"
+    assert parse_rating(answer).score == 3.0

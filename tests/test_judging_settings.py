@@ -221,3 +221,56 @@ def test_reward_config_needs_an_empathy_dimension():
     with pytest.raises(ValidationError, match="at least one of resonation"):
         RewardConfig(use_resonation=False, use_expression=False, use_reception=False)
     assert RewardConfig(use_resonation=False).empathy_dimensions == ("expression", "reception")
+
+
+# --------------------------------------------------------------------------- PERM's own numbers
+
+
+def test_perm_defaults_are_the_papers():
+    config = RewardConfig()
+    assert (config.aggregation, config.softmin_beta, config.normalization) == (
+        "harmonic",
+        1.0,
+        "max",
+    )
+    assert (config.lambda_bys, config.length_limit, config.length_coef) == (0.5, 768, 0.001)
+    assert PermConfig().length_penalty and not PereGRMConfig().length_penalty
+
+
+def test_perm_settings_take_the_papers_alternatives():
+    # PERM table 7 tries lambda 0.1 and 1.0; any positive softmin temperature; no allowance
+    assert RewardConfig(lambda_bys=0.1).lambda_bys == 0.1
+    assert RewardConfig(lambda_bys=0.0).lambda_bys == 0.0
+    assert RewardConfig(softmin_beta=0.5).softmin_beta == 0.5
+    assert RewardConfig(length_limit=0).length_limit == 0
+    assert RewardConfig(length_coef=0.0).length_coef == 0.0
+    for bad in ({"lambda_bys": -0.1}, {"softmin_beta": 0.0}, {"length_limit": -1}):
+        with pytest.raises(ValidationError):
+            RewardConfig(**bad)
+
+
+def test_the_bystander_never_sees_the_memories():
+    reward = PermReward(scripted(), PermConfig(include_memories=True, judge_context="full"))
+    memory = example().memories[0].value
+    assert memory in reward.context(example())
+    assert memory not in reward.bystander_context(example())
+    assert memory not in reward.bystander_messages(example(), reply("r1"))[-1]["content"]
+
+
+def test_what_is_judged_of_a_reply_that_broke_the_format():
+    broken = reply("r1", response="the response part", analysis="the analysis part")
+    broken = broken.model_copy(update={"format_ok": False, "raw": "  THE RAW TEXT  "})
+    whole = PermReward(scripted(), PermConfig(unformatted="judge_whole"))
+    assert whole.judged_texts(broken) == ("THE RAW TEXT", "THE RAW TEXT")
+    no_raw = broken.model_copy(update={"raw": ""})
+    joined = "the analysis part\n\nthe response part"
+    assert whole.judged_texts(no_raw) == (joined, joined)
+    empty = PermReward(scripted(), PermConfig(unformatted="empty"))
+    assert empty.judged_texts(broken) == ("", "")
+    fine = reply("r2", response="resp", analysis="ana")
+    assert empty.judged_texts(fine) == ("ana", "resp")
+
+
+def test_a_breakdown_records_the_groups_wall_time():
+    [b] = asyncio.run(PermReward(scripted(), PermConfig()).score(example(), [reply("r1")]))
+    assert 0.0 <= b.seconds < 60.0 and b.seconds == round(b.seconds, 4)

@@ -139,7 +139,7 @@ def untrusted_texts(example: Example, *judged: str) -> tuple[str, ...]:
         example.persona.profile if example.persona else "",
         example.situation.description if example.situation else "",
     ]
-    return tuple(t for t in texts if t and t.strip())
+    return tuple(t for t in texts if t.strip())
 
 
 #: a record with every field a judge prompt can show, to render each prompt once

@@ -285,7 +285,7 @@ class PereGRMReward(EmpathyReward):
     # ------------------------------------------------------------------ criteria
 
     def _criteria_task(
-        self, example: Example, dimension: Dimension, criteria_round: int = 0
+        self, example: Example, dimension: Dimension, criteria_round: int
     ) -> tuple[asyncio.Task[CriteriaSet], bool]:
         """The (possibly in-flight) shared criteria of one example, dimension and round.
 

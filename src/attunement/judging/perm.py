@@ -231,8 +231,7 @@ class EmpathyReward(JudgeReward):
 
     @property
     def token_counter_name(self) -> str:
-        if self._token_counter is None and self.config.tokenizer == "approx":
-            return str(load_token_counter("approx"))
+        """The counter's name, for the manifest."""
         counter = self.token_counter
         return getattr(counter, "__name__", repr(counter))
 
