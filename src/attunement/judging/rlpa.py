@@ -140,7 +140,7 @@ class ContinueAnswer(BaseModel):
     """The would-continue judge's JSON answer: a reason, then a boolean (the words
     continue/stop/yes/no are read too; a number is not a decision)."""
 
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    model_config = ConfigDict(extra="ignore")
 
     reason: str
     decision: Annotated[bool, Field(alias="continue")]
