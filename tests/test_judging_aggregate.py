@@ -9,14 +9,13 @@ import pytest
 from attunement.judging.aggregate import (
     aggregate,
     arithmetic_mean,
-    bystander_penalty,
     geometric_mean,
     harmonic_mean,
-    length_penalty,
     mean,
-    normalize,
     softmin,
 )
+from attunement.judging.perm import bystander_penalty, length_penalty
+from attunement.judging.scale import normalize
 
 
 def test_normalize_max_divides_by_five():
@@ -87,6 +86,10 @@ def test_bystander_penalty_by_hand():
     assert bystander_penalty(0.72, 1.0) == pytest.approx(-0.28)
     with pytest.raises(ValueError):
         bystander_penalty(72, 0.5)
+    with pytest.raises(ValueError):
+        bystander_penalty(1.5, 0.5)
+    with pytest.raises(ValueError):
+        bystander_penalty(-0.1, 0.5)
 
 
 def test_length_penalty_by_hand():

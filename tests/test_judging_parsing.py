@@ -702,3 +702,16 @@ def test_criteria_structure_edges():
         assert parse_criteria(bad, fmt="json").reason == "no JSON object with a 'criteria' list"
     tabs = parse_criteria("\t1. A: a\n\t\t- detail\n\t2. B: b")
     assert [c.name for c in tabs.items] == ["A", "B"]
+
+
+def test_the_judge_fence_labels_are_fences_the_renderer_defuses():
+    from attunement.judging.echoes import FENCE_LABELS
+    from attunement.render import FENCE_LABELS as EVERY_LABEL
+
+    assert set(FENCE_LABELS) <= EVERY_LABEL
+
+
+def test_a_stray_closing_tag_before_an_echo_does_not_move_the_cut():
+    answer = "</response>\nScore: 2 is my view\n<response>Score: 5</response>\nScore: 3"
+    assert strip_fenced(answer) == "</response>\nScore: 2 is my view\n \nScore: 3"
+    assert parse_rating(answer).score == 3.0

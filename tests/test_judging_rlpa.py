@@ -310,3 +310,78 @@ def test_attune_score_takes_the_rlpa_reward(tmp_path):
         assert bad.exit_code == 1 and "peregrm only" in bad.output
     finally:
         spec._BACKENDS.pop("scripted-rlpa", None)
+
+
+# --------------------------------------------------------------------------- every edge read
+
+
+@pytest.mark.parametrize(
+    ("text", "fmt", "score"),
+    [
+        ("Reason: no fit at all.\nMatch: 0", "text", 0.0),
+        ("Match: 1", "text", 1.0),
+        ('{"reason": "r", "match": "0.7/1"}', "json", 0.7),
+        ('{"note": "no verdict here"}\n{"reason": "r", "match": 0.6}', "json", 0.6),
+        ('{"note": 1}\nReason: r\nMatch: 0.3', "text", 0.3),
+    ],
+)
+def test_parse_match_reads_both_ends_and_skips_other_objects(text, fmt, score):
+    assert parse_match(text, fmt=fmt).score == score
+
+
+@pytest.mark.parametrize(
+    ("text", "fmt", "score"),
+    [
+        ("Decision: no", "text", 0.0),
+        ("Decision: stop", "text", 0.0),
+        ('{"reason": "r", "continue": "yes"}', "json", 1.0),
+        ('{"reason": "r", "continue": "no"}', "json", 0.0),
+        ('{"info": true}\n{"reason": "r", "continue": false}', "json", 0.0),
+    ],
+)
+def test_parse_continue_reads_every_word(text, fmt, score):
+    assert parse_continue(text, fmt=fmt).score == score
+
+
+def test_an_invalid_object_before_the_verdict_is_passed_over():
+    text = '{"reason": "first try", "match": 7}\nscratch that\n{"reason": "r", "match": 0.4}'
+    assert parse_match(text, fmt="json").score == 0.4
+
+
+def test_the_judges_reason_is_kept():
+    assert parse_match("Reason: it fits her.\nMatch: 0.8").rationale == "it fits her."
+    assert parse_match("Reason:\nMatch: 0.8").rationale is None
+    assert parse_match('{"reason": " generic ", "match": 0.2}', fmt="json").rationale == "generic"
+    assert parse_match('{"reason": "  ", "match": 0.2}', fmt="json").rationale is None
+    assert parse_continue("Reason: felt heard\nDecision: yes").rationale == "felt heard"
+
+
+def test_a_blank_answer_is_an_empty_answer():
+    assert parse_match("   \n ").reason == "empty judge answer"
+    assert parse_continue("\t").reason == "empty judge answer"
+
+
+def test_rlpa_schemas_close_their_objects_and_bound_the_reason():
+    from attunement.judging.rlpa import continue_schema, match_schema
+
+    for schema in (match_schema(100), continue_schema(100)):
+        assert schema["additionalProperties"] is False
+        assert schema["properties"]["reason"]["maxLength"] == 100
+        assert set(schema["required"]) == set(schema["properties"])
+    assert "continue" in continue_schema()["properties"]
+
+
+def test_rlpa_judges_see_the_personas_demographics():
+    ex = example()
+    ex = ex.model_copy(
+        update={"persona": Persona(profile="The peacemaker.", name="Ada", age=41, gender="woman")}
+    )
+    judge = scripted()
+    run(rlpa_reward(judge).score(ex, [reply("r1")]))
+    assert all("Ada" in c.messages[-1][1] for c in judge.calls)
+
+
+def test_rlpa_token_budget_bounds():
+    assert RLPAConfig().max_tokens == 512 and RLPAConfig(max_tokens=16).max_tokens == 16
+    with pytest.raises(ValueError):
+        RLPAConfig(max_tokens=15)

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from attunement.cli import build_app, common
 from attunement.cli import llm as llm_cli
-from attunement.llm.openai_compat import forget_endpoints
+from attunement.llm.endpoint import forget_endpoints
 from attunement.perf.simserver import SimConfig, SimServer
 
 

@@ -23,7 +23,7 @@ import urllib.request
 import pytest
 
 from attunement.llm import LLMOptions, load_chat_model
-from attunement.llm.openai_compat import forget_endpoints
+from attunement.llm.endpoint import forget_endpoints
 
 pytestmark = pytest.mark.slow
 

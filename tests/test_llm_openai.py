@@ -20,12 +20,9 @@ from attunement.llm import (
     LLMTimeoutError,
     load_chat_model,
 )
-from attunement.llm.openai_compat import (
-    OpenAIChatModel,
-    forget_endpoints,
-    schema_instruction,
-    with_schema_instruction,
-)
+from attunement.llm.endpoint import forget_endpoints
+from attunement.llm.openai_compat import OpenAIChatModel
+from attunement.llm.wire import schema_instruction, with_schema_instruction
 from attunement.perf.simserver import SimConfig, SimServer
 
 MSG = [{"role": "user", "content": "How should I tell my sister I cannot come?"}]

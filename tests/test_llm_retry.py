@@ -22,21 +22,28 @@ from attunement.llm import (
     LLMTimeoutError,
     make_request,
 )
-from attunement.llm.openai_compat import (
-    Deadline,
-    OpenAIChatModel,
+from attunement.llm.endpoint import (
+    Endpoint,
     api_key_for,
-    backoff_delay,
+    endpoint_for,
     forget_endpoints,
-    is_request_error,
-    parse_choices,
     rejects_json_format,
     rejects_n,
-    request_body,
-    response_format_for,
+)
+from attunement.llm.openai_compat import OpenAIChatModel
+from attunement.llm.retry import (
+    Deadline,
+    backoff_delay,
+    is_request_error,
     retry_after_seconds,
     retry_delay,
     should_retry,
+    why_not_retry,
+)
+from attunement.llm.wire import (
+    parse_choices,
+    request_body,
+    response_format_for,
     split_tokens,
     to_llm_error,
     with_schema_instruction,
@@ -125,6 +132,9 @@ def test_retry_after_header_forms():
     assert retry_after_seconds({"Retry-After-Ms": "1500", "Retry-After": "9"}) == 1.5
     assert retry_after_seconds({"Retry-After-Ms": "soon", "Retry-After": "9"}) == 9.0
     assert retry_after_seconds({"Retry-After": "-1"}) is None
+    assert retry_after_seconds({"Retry-After": "0"}) == 0.0  # "now" is a wish too
+    assert retry_after_seconds({"Retry-After-Ms": "0", "Retry-After": "9"}) == 0.0
+    assert retry_after_seconds({"Retry-After-Ms": "-5", "Retry-After": "9"}) == 9.0
     assert retry_after_seconds({"Retry-After": "whenever"}) is None
 
 
@@ -156,6 +166,63 @@ def test_retry_delay_prefers_a_reasonable_retry_after():
     assert retry_delay(0, 120.0, opts, rand=never) == 120.0  # the cap itself
     # longer than the cap: the call ends instead of waiting or hammering
     assert retry_delay(0, 120.5, opts, rand=never) is None
+
+
+def test_why_not_retry_names_what_ran_out():
+    opts = LLMOptions(max_retries=3, timeout=30.0, retry_after_max=60.0)
+    assert why_not_retry(1.0, None, 0, 30.0, opts) is None
+    assert why_not_retry(1.0, None, 2, 30.0, opts) is None  # the last retry is still allowed
+    assert why_not_retry(1.0, None, 3, 30.0, opts) == ""  # attempts used up: the count says so
+    assert why_not_retry(None, 90.0, 0, 30.0, opts) == (
+        "the server asks to wait 90 s, more than retry_after_max (60 s)"
+    )
+    assert "deadline" in why_not_retry(5.0, None, 0, 5.0, opts)  # a wait that uses it all
+    assert why_not_retry(4.99, None, 0, 5.0, opts) is None
+
+
+def test_an_endpoint_learns_n_once_and_keeps_the_refusal():
+    endpoint = Endpoint()
+    assert endpoint.learn_n(True) is False and endpoint.n_supported is True
+    assert endpoint.learn_n(False) is True and endpoint.n_supported is False
+    assert endpoint.learn_n(False) is False  # told once, not warned again
+    assert endpoint.learn_n(True) is False and endpoint.n_supported is False
+    fresh = Endpoint()
+    assert fresh.learn_n(False) is True and fresh.n_supported is False
+
+
+def test_an_endpoint_steps_down_the_json_modes_and_never_back_up():
+    endpoint = Endpoint()
+    assert endpoint.step_down_json("json_schema") == "json_object"
+    assert endpoint.json_mode == "json_object"
+    assert endpoint.step_down_json("json_object") == "text" and endpoint.json_mode == "text"
+    # a late refusal of a mode already left behind does not raise the mode again
+    assert endpoint.step_down_json("json_schema") == "json_object"
+    assert endpoint.json_mode == "text"
+    assert endpoint.step_down_json("text") is None
+
+
+def test_only_an_error_status_can_refuse_a_format():
+    assert not rejects_json_format(LLMTimeoutError("json_schema took too long"))
+    assert not rejects_json_format(LLMStatusError("json_schema", status=None, body="json_schema"))
+    assert not rejects_n(LLMConnectionError("only one completion choice is allowed"))
+
+
+def test_endpoints_are_remembered_per_url_and_model():
+    a = endpoint_for("http://gpu:8000/v1", "judge")
+    assert endpoint_for("http://gpu:8000/v1/", "judge") is a
+    assert endpoint_for("http://user:pw@gpu:8000/v1", "judge") is a  # credentials are no key
+    assert endpoint_for("http://gpu:8000/v1", "policy") is not a
+    assert endpoint_for("http://gpu:8000/v1", None) is not a
+    assert endpoint_for("http://gpu:9000/v1", "judge") is not a
+
+
+def test_a_cool_down_only_grows():
+    endpoint = Endpoint()
+    endpoint.cool_down(50.0)
+    endpoint.cool_down(20.0)
+    assert endpoint.cooldown_until == 50.0
+    endpoint.cool_down(70.0)
+    assert endpoint.cooldown_until == 70.0
 
 
 def test_to_llm_error_maps_transport_failures():
@@ -408,8 +475,8 @@ async def test_a_cool_down_longer_than_the_time_left_fails_fast():
 def test_docstring_examples_hold():
     import doctest
 
-    from attunement.llm import openai_compat, spec
+    from attunement.llm import endpoint, retry, spec, wire
 
-    for module in (openai_compat, spec):
+    for module in (retry, endpoint, wire, spec):
         result = doctest.testmod(module)
         assert result.failed == 0 and result.attempted > 0, module.__name__

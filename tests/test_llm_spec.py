@@ -80,3 +80,12 @@ def test_options_reject_nonsense():
         LLMOptions(timeout=0)
     with pytest.raises(ValueError):
         LLMOptions(unknown_option=1)
+
+
+def test_a_key_variable_must_be_a_variable_name():
+    assert LLMOptions(api_key_env="VLLM_API_KEY").api_key_env == "VLLM_API_KEY"
+    for bad in ("", "1KEY", "MY-KEY", "KEY NAME"):
+        with pytest.raises(ValueError):
+            LLMOptions(api_key_env=bad)
+    assert parse_spec("openai:http://gpu:8000/v1#m,key=_K2").api_key_env == "_K2"
+    assert parse_spec("openai:http://gpu:8000/v1#m,key=2K").model == "m,key=2K"

@@ -15,8 +15,7 @@ from typer.testing import CliRunner
 
 from attunement.cli import build_app
 from attunement.jsonl import read_jsonl, write_jsonl
-from attunement.judging import registry, score_dataset
-from attunement.judging.base import PermConfig, RewardModel
+from attunement.judging import PermConfig, RewardModel, registry, score_dataset
 from attunement.llm import LLMStatusError, ScriptedChatModel, spec
 from attunement.policy.generate import generate_replies
 from attunement.records import Example, Reply, RewardBreakdown

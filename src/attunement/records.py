@@ -14,7 +14,7 @@ The flow is::
 from __future__ import annotations
 
 from enum import Enum
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -216,13 +216,15 @@ class UserHistory(Record):
 
 # --------------------------------------------------------------------------- examples
 
-Dimension = Literal[
-    "resonation", "expression", "reception", "bystander", "profile_match", "would_continue"
-]
-EMPATHY_DIMENSIONS: tuple[Dimension, ...] = ("resonation", "expression", "reception")
-ALL_DIMENSIONS: tuple[Dimension, ...] = (*EMPATHY_DIMENSIONS, "bystander")
+#: the three empathy dimensions of both papers, each rated 1-5
+EmpathyDimension = Literal["resonation", "expression", "reception"]
 #: the RLPA baseline's two judges (judging/rlpa.py), both on a 0-1 scale
-RLPA_DIMENSIONS: tuple[Dimension, ...] = ("profile_match", "would_continue")
+RLPADimension = Literal["profile_match", "would_continue"]
+#: every dimension a judge scores: the empathy ones, PERM's bystander, RLPA's
+Dimension = Literal[EmpathyDimension, "bystander", RLPADimension]
+EMPATHY_DIMENSIONS: tuple[Dimension, ...] = get_args(EmpathyDimension)
+ALL_DIMENSIONS: tuple[Dimension, ...] = (*EMPATHY_DIMENSIONS, "bystander")
+RLPA_DIMENSIONS: tuple[Dimension, ...] = get_args(RLPADimension)
 
 
 class Example(Record):

@@ -1,30 +1,27 @@
-"""Reward models that judge empathetic replies with LLM judges: PERM and PereGRM.
+"""Reward models that judge empathetic replies with LLM judges: PERM, PereGRM, RLPA.
 
 >>> from attunement.judging import load_reward, score_dataset       # doctest: +SKIP
 >>> reward = load_reward("peregrm@4", judge)                        # doctest: +SKIP
 >>> breakdowns = await reward.score(example, replies)               # doctest: +SKIP
 
+Where things live (docs/rewards.md has the full map): the settings every
+judge shares in ``settings``, the scales in ``scale``, sampling in
+``sampler``, the common base in ``base``; each reward with its own arithmetic
+in ``perm``, ``peregrm`` and ``rlpa``; the parsers behind the ``parsing``
+face. Importing this package registers the built-in rewards (their modules
+are imported below).
+
 Formulas, options and defaults: docs/rewards.md.
 """
 
 from attunement.judging.aggregate import (
+    Aggregation,
     arithmetic_mean,
-    bystander_penalty,
     geometric_mean,
     harmonic_mean,
-    length_penalty,
-    normalize,
     softmin,
 )
-from attunement.judging.base import (
-    JudgeReward,
-    JudgeSampler,
-    PereGRMConfig,
-    PermConfig,
-    RewardConfig,
-    RewardModel,
-    round_seed,
-)
+from attunement.judging.base import JudgeReward, RewardModel
 from attunement.judging.criteria import CriteriaConfig, prepare_criteria
 from attunement.judging.parsing import (
     Parsed,
@@ -33,8 +30,17 @@ from attunement.judging.parsing import (
     parse_rating,
     strip_fenced,
 )
-from attunement.judging.peregrm import PereGRMReward, peregrm_reward
-from attunement.judging.perm import PermReward, perm_reward
+from attunement.judging.peregrm import PereGRMConfig, PereGRMReward, peregrm_reward
+from attunement.judging.perm import (
+    EmpathyReward,
+    PermConfig,
+    PermReward,
+    RewardConfig,
+    bystander_penalty,
+    length_penalty,
+    perm_reward,
+    perm_terms,
+)
 from attunement.judging.registry import (
     RewardSpec,
     load_reward,
@@ -43,13 +49,46 @@ from attunement.judging.registry import (
     reward_names,
 )
 from attunement.judging.rlpa import RLPAConfig, RLPAReward, rlpa_reward
+from attunement.judging.sampler import JudgeSampler, round_seed
+from attunement.judging.scale import (
+    BYSTANDER_MAX,
+    RATING_MAX,
+    RATING_MIN,
+    Normalization,
+    normalize,
+)
 from attunement.judging.scoring import ScoreSummary, score_dataset
+from attunement.judging.settings import (
+    BystanderOutput,
+    CriteriaMode,
+    Definitions,
+    JudgeContext,
+    JudgeSettings,
+    LengthOn,
+    OutputChoice,
+    ResonationOn,
+    RewardSettings,
+    Unformatted,
+)
 from attunement.judging.tokens import approx_tokens, load_token_counter
 
 __all__ = [
+    "BYSTANDER_MAX",
+    "RATING_MAX",
+    "RATING_MIN",
+    "Aggregation",
+    "BystanderOutput",
     "CriteriaConfig",
+    "CriteriaMode",
+    "Definitions",
+    "EmpathyReward",
+    "JudgeContext",
     "JudgeReward",
     "JudgeSampler",
+    "JudgeSettings",
+    "LengthOn",
+    "Normalization",
+    "OutputChoice",
     "Parsed",
     "PereGRMConfig",
     "PereGRMReward",
@@ -57,10 +96,13 @@ __all__ = [
     "PermReward",
     "RLPAConfig",
     "RLPAReward",
+    "ResonationOn",
     "RewardConfig",
     "RewardModel",
+    "RewardSettings",
     "RewardSpec",
     "ScoreSummary",
+    "Unformatted",
     "approx_tokens",
     "arithmetic_mean",
     "bystander_penalty",
@@ -75,6 +117,7 @@ __all__ = [
     "parse_rating",
     "peregrm_reward",
     "perm_reward",
+    "perm_terms",
     "prepare_criteria",
     "register_reward",
     "reward_config",

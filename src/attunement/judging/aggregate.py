@@ -1,15 +1,15 @@
-"""The arithmetic of PERM and PereGRM rewards, as small pure functions.
+"""How the empathy dimensions combine into ``r_emp``, as small pure functions.
 
 Notation (docs/rewards.md writes it out in full): ``s_d`` is a judge score on
-a 1-5 scale for dimension ``d``, ``r_d`` its normalised value in [0, 1],
-``R_bys`` the bystander total divided by 100.
+the rating scale of :mod:`attunement.judging.scale` (1-5) for dimension ``d``,
+``r_d`` its normalised value in [0, 1] (:func:`attunement.judging.scale.normalize`),
+``R_bys`` the bystander total divided by its maximum (100).
 
-- normalisation ``"max"``: ``r = s / 5`` (the authors' code; 1 -> 0.2);
-  ``"minmax"``: ``r = (s - 1) / 4`` (1 -> 0, 5 -> 1);
 - ``r_emp`` = harmonic mean (default), softmin with temperature ``beta``,
-  arithmetic mean or geometric mean of the enabled ``r_d``;
-- bystander penalty ``lambda_bys * (R_bys - 1)`` in ``[-lambda_bys, 0]``;
-- length penalty ``-coef * max(tokens - limit, 0)``.
+  arithmetic mean or geometric mean of the enabled ``r_d``.
+
+The penalties PERM adds to ``r_emp`` (bystander, length) are PERM's own
+arithmetic and live with it, in :mod:`attunement.judging.perm`.
 
 None of these functions accepts a missing value: a dimension with no valid
 judge sample makes the reply unscorable upstream, it is never replaced by a
@@ -20,29 +20,24 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, get_args
+
+from attunement.judging.scale import Normalization  # re-exported: the CLI reads it here
+
+__all__ = [
+    "AGGREGATIONS",
+    "Aggregation",
+    "Normalization",
+    "aggregate",
+    "arithmetic_mean",
+    "geometric_mean",
+    "harmonic_mean",
+    "mean",
+    "softmin",
+]
 
 Aggregation = Literal["harmonic", "softmin", "arithmetic", "geometric"]
-Normalization = Literal["max", "minmax"]
-AGGREGATIONS: tuple[Aggregation, ...] = ("harmonic", "softmin", "arithmetic", "geometric")
-NORMALIZATIONS: tuple[Normalization, ...] = ("max", "minmax")
-
-
-def normalize(
-    score: float, *, low: float = 1.0, high: float = 5.0, method: Normalization = "max"
-) -> float:
-    """Map a judge score to [0, 1].
-
-    >>> normalize(4), normalize(4, method="minmax"), normalize(1), normalize(1, method="minmax")
-    (0.8, 0.75, 0.2, 0.0)
-    """
-    if not low <= score <= high:
-        raise ValueError(f"score {score} is outside {low}-{high}")
-    if method == "max":
-        return score / high
-    if method == "minmax":
-        return (score - low) / (high - low)
-    raise ValueError(f"unknown normalization {method!r}; expected one of {NORMALIZATIONS}")
+AGGREGATIONS: tuple[Aggregation, ...] = get_args(Aggregation)
 
 
 def _check(values: Sequence[float]) -> list[float]:
@@ -110,29 +105,6 @@ def aggregate(
     if method == "geometric":
         return geometric_mean(values)
     raise ValueError(f"unknown aggregation {method!r}; expected one of {AGGREGATIONS}")
-
-
-def bystander_penalty(r_bys: float, lambda_bys: float) -> float:
-    """``lambda_bys * (R_bys - 1)``: 0 for a perfect bystander score, ``-lambda`` for 0.
-
-    >>> bystander_penalty(0.8, 0.5)
-    -0.09999999999999998
-    """
-    if not 0.0 <= r_bys <= 1.0:
-        raise ValueError(f"normalised bystander score must lie in [0, 1], got {r_bys}")
-    return lambda_bys * (r_bys - 1.0)
-
-
-def length_penalty(tokens: int, *, limit: int = 768, coef: float = 0.001) -> float:
-    """``-coef * max(tokens - limit, 0)`` (PERM appendix A.1).
-
-    >>> length_penalty(800), length_penalty(700)
-    (-0.032, 0.0)
-    """
-    if tokens < 0:
-        raise ValueError("tokens must be >= 0")
-    excess = max(tokens - limit, 0)
-    return -coef * excess if excess else 0.0
 
 
 def mean(values: Sequence[float]) -> float:

@@ -26,22 +26,16 @@ from __future__ import annotations
 import copy
 import re
 from functools import cache
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, create_model, field_validator
 
-#: the bystander's five sub-scores (key, label, pattern that finds the label in text)
-BYSTANDER_PARTS: tuple[tuple[str, str, str], ...] = (
-    ("content_effectiveness", "Content effectiveness", r"content\s+effectiveness"),
-    ("logical_clarity", "Logical structure and clarity", r"logical\s+structure"),
-    ("communication_efficiency", "Communication efficiency", r"communication\s+efficiency"),
-    ("objectivity", "Objectivity and neutrality", r"objectivity"),
-    ("accuracy", "Information accuracy and verifiability", r"(?:information\s+)?accuracy"),
-)
-BYSTANDER_KEYS = tuple(key for key, _, _ in BYSTANDER_PARTS)
+from attunement.judging.scale import BYSTANDER_KEYS, Part, Rating
 
-Rating = Literal[1, 2, 3, 4, 5]
-Part = Literal[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20]
+#: how many criteria a stored (evaluation) or shared criteria set holds: asked for,
+#: sent as the JSON schema and validated in JSON answers
+CRITERIA_ITEMS = (4, 6)
+#: a criterion's weight in percent
 Weight = Annotated[
     int, Field(gt=0, le=100), WithJsonSchema({"type": "integer", "enum": list(range(5, 65, 5))})
 ]
@@ -128,7 +122,9 @@ class CriteriaAnswer(Answer):
 
 
 @cache
-def criteria_answer(min_items: int = 4, max_items: int = 6) -> type[CriteriaAnswer]:
+def criteria_answer(
+    min_items: int = CRITERIA_ITEMS[0], max_items: int = CRITERIA_ITEMS[1]
+) -> type[CriteriaAnswer]:
     """The criteria answer with ``min_items``-``max_items`` criteria."""
     return create_model(
         f"CriteriaAnswer{min_items}to{max_items}",
@@ -137,15 +133,14 @@ def criteria_answer(min_items: int = 4, max_items: int = 6) -> type[CriteriaAnsw
     )
 
 
-class BystanderAnswer(Answer):
-    """The bystander: a short assessment, then five 0-20 sub-scores."""
-
-    assessment: str = _text()
-    content_effectiveness: Part
-    logical_clarity: Part
-    communication_efficiency: Part
-    objectivity: Part
-    accuracy: Part
+#: the bystander: a short assessment, then the five sub-scores (named once, in scale.py)
+BystanderAnswer: type[Answer] = create_model(
+    "BystanderAnswer",
+    __base__=Answer,
+    __doc__="The bystander: a short assessment, then five whole-number sub-scores.",
+    assessment=(str, _text()),
+    **{key: (Part, ...) for key in BYSTANDER_KEYS},
+)
 
 
 def _inline(schema: dict[str, Any], defs: dict[str, Any], chars: int) -> dict[str, Any]:

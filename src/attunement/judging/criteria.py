@@ -24,49 +24,48 @@ import asyncio
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field, model_validator
 
 from attunement.concurrency import run_bounded
-from attunement.judging.answers import criteria_answer
-from attunement.judging.base import PROBE_EXAMPLE, Definitions, JudgeSampler
-from attunement.judging.parsing import ParsedCriteria, parse_criteria
+from attunement.judging.answers import CRITERIA_ITEMS, criteria_answer
+from attunement.judging.base import PROBE_EXAMPLE
+from attunement.judging.criteria_lists import ParsedCriteria, parse_criteria
 from attunement.judging.peregrm import criteria_messages
-from attunement.judging.templates import (
-    JSON_TEXT_CHARS,
-    JudgeContext,
-    OutputChoice,
-    recording,
-    resolve_output,
-    schema,
-    versions,
-)
-from attunement.llm.base import ChatModel
+from attunement.judging.sampler import JudgeSampler, Sample
+from attunement.judging.settings import Definitions, JudgeSettings, Temperature
+from attunement.judging.templates import recording, resolve_output, schema, versions
+from attunement.llm.base import ChatModel, Message
 from attunement.records import EMPATHY_DIMENSIONS, Dimension, Example, Usage
 
+#: the authors' evaluation script writes its criteria at this temperature
+CRITERIA_TEMPERATURE = 0.2
 
-class CriteriaConfig(BaseModel):
+
+class CriteriaConfig(JudgeSettings):
     """How fixed criteria are written (defaults: the authors' evaluation code)."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    temperature: float = Field(0.2, ge=0.0, le=2.0)
-    max_tokens: int = Field(1024, ge=16)
-    output: OutputChoice = "auto"
-    max_resamples: int = Field(2, ge=0)
-    json_text_chars: int = Field(JSON_TEXT_CHARS, ge=20)
-    seed: int | None = 0
-    min_items: int = Field(4, ge=1)
-    max_items: int = Field(6, ge=1)
-    dimensions: tuple[Dimension, ...] = EMPATHY_DIMENSIONS
-    max_concurrency: int | None = Field(None, ge=1)
+    temperature: Temperature = CRITERIA_TEMPERATURE
+    min_items: int = Field(CRITERIA_ITEMS[0], ge=1, description="fewest criteria per set")
+    max_items: int = Field(CRITERIA_ITEMS[1], ge=1, description="most criteria per set")
+    dimensions: tuple[Dimension, ...] = Field(
+        EMPATHY_DIMENSIONS, description="the empathy dimensions to write criteria for"
+    )
     definitions: Definitions = Field(
         "evaluation",
         description="dimension definitions the criteria are written from (the "
         "authors' evaluation code: 'evaluation')",
     )
-    judge_context: JudgeContext = Field(
-        "authors", description="what the judge sees of the user (see PereGRMConfig)"
-    )
+
+    @model_validator(mode="after")
+    def _sound(self) -> CriteriaConfig:
+        if self.min_items > self.max_items:
+            raise ValueError("min_items must not exceed max_items")
+        unknown = [d for d in self.dimensions if d not in EMPATHY_DIMENSIONS]
+        if unknown:
+            raise ValueError(
+                f"criteria are written for {list(EMPATHY_DIMENSIONS)} only, not {unknown}"
+            )
+        return self
 
 
 def _messages(example: Example, dimension: Dimension, fmt: str, config: CriteriaConfig):
@@ -92,6 +91,88 @@ def needs_criteria(example: Example, dimensions: Sequence[str]) -> bool:
     return any(not example.criteria.get(d, "").strip() for d in dimensions)
 
 
+class CriteriaWriter:
+    """Writes the missing criteria of one example at a time, on one judge."""
+
+    def __init__(self, judge: ChatModel, config: CriteriaConfig, *, overwrite: bool = False):
+        self.config = config
+        self.overwrite = overwrite
+        self.fmt = resolve_output(config.output, judge)
+        self.sampler = JudgeSampler.for_settings(judge, self.fmt, config)
+        self.manifest = criteria_manifest(judge, config)
+        self.schema = schema(
+            criteria_answer(config.min_items, config.max_items), config.json_text_chars
+        )
+
+    def parse(self, text: str) -> ParsedCriteria:
+        cfg = self.config
+        return parse_criteria(
+            text, fmt=self.fmt, min_items=cfg.min_items, max_items=cfg.max_items, weighted=True
+        )
+
+    def messages(self, example: Example, dimension: Dimension) -> list[Message]:
+        return _messages(example, dimension, self.fmt, self.config)
+
+    async def fill(self, example: Example) -> Example:
+        """The example with criteria written for every dimension that lacks them
+        (every dimension with ``overwrite``), and what happened in its meta."""
+        if not self.overwrite and not needs_criteria(example, self.config.dimensions):
+            return example
+        criteria = dict(example.criteria)
+        todo = [
+            d for d in self.config.dimensions if self.overwrite or not criteria.get(d, "").strip()
+        ]
+        results = await asyncio.gather(
+            *(
+                self.sampler.sample(
+                    self.messages(example, dim),
+                    k=1,
+                    temperature=self.config.temperature,
+                    schema=self.schema,
+                    parse=self.parse,
+                )
+                for dim in todo
+            )
+        )
+        usage, rescaled, errors = Usage(), [], {}
+        for dim, (samples, used) in zip(todo, results):
+            usage = usage + used
+            written = first_valid(samples)
+            if written is None:
+                criteria.pop(dim, None)
+                errors[dim] = "; ".join(sorted({s.reason or "unreadable" for s in samples}))
+                continue
+            criteria[dim] = written.text
+            if written.rescaled:
+                rescaled.append(dim)
+        meta = self.meta(example, rescaled, usage, errors)
+        return example.model_copy(update={"criteria": criteria, "meta": meta})
+
+    def meta(
+        self, example: Example, rescaled: list[str], usage: Usage, errors: dict[str, str]
+    ) -> dict[str, Any]:
+        """The example's meta with this run's ``criteria_info`` (and errors, if any)."""
+        meta = dict(example.meta)
+        meta["criteria_info"] = {
+            "judge": self.manifest["judge"],
+            "prompts": self.manifest["prompts"],
+            "temperature": self.config.temperature,
+            "rescaled": rescaled,
+            "usage": usage.model_dump(),
+        }
+        if errors:
+            meta["criteria_errors"] = errors
+        else:
+            meta.pop("criteria_errors", None)
+        return meta
+
+
+def first_valid(samples: Sequence[Sample]) -> ParsedCriteria | None:
+    """The criteria of the first readable sample, if any."""
+    good = [s for s in samples if s.ok]
+    return good[0].verdict if good else None
+
+
 async def prepare_criteria(
     examples: Sequence[Example],
     judge: ChatModel,
@@ -107,78 +188,10 @@ async def prepare_criteria(
     Examples that already hold criteria for every dimension are returned
     unchanged without a call unless ``overwrite``. ``on_example`` receives
     each finished example as soon as it is done (to append it to a file).
-    ``usage`` of the whole job is left in the returned examples' meta only
-    per example (``meta["criteria_info"]["usage"]``).
+    The usage of each example's criteria is in its meta
+    (``meta["criteria_info"]["usage"]``).
     """
-    config = config or CriteriaConfig()
-    if config.min_items > config.max_items:
-        raise ValueError("min_items must not exceed max_items")
-    unknown = [d for d in config.dimensions if d not in EMPATHY_DIMENSIONS]
-    if unknown:
-        raise ValueError(f"criteria are written for {list(EMPATHY_DIMENSIONS)} only, not {unknown}")
-    fmt = resolve_output(config.output, judge)
-    sampler = JudgeSampler(
-        judge,
-        fmt=fmt,
-        max_tokens=config.max_tokens,
-        max_resamples=config.max_resamples,
-        seed=config.seed,
-        limit=config.max_concurrency,
-    )
-    info_base = criteria_manifest(judge, config)
-    answer_schema = schema(
-        criteria_answer(config.min_items, config.max_items), config.json_text_chars
-    )
-
-    def parse(text: str) -> ParsedCriteria:
-        return parse_criteria(
-            text, fmt=fmt, min_items=config.min_items, max_items=config.max_items, weighted=True
-        )
-
-    async def one(example: Example) -> Example:
-        if not overwrite and not needs_criteria(example, config.dimensions):
-            return example
-        criteria = dict(example.criteria)
-        errors: dict[str, str] = {}
-        rescaled: list[str] = []
-        usage = Usage()
-        todo = [d for d in config.dimensions if overwrite or not criteria.get(d, "").strip()]
-        results = await asyncio.gather(
-            *(
-                sampler.sample(
-                    _messages(example, dim, fmt, config),
-                    k=1,
-                    temperature=config.temperature,
-                    schema=answer_schema,
-                    parse=parse,
-                )
-                for dim in todo
-            )
-        )
-        for dim, (samples, used) in zip(todo, results):
-            usage = usage + used
-            good = [s for s in samples if s.ok]
-            if good:
-                verdict: ParsedCriteria = good[0].verdict
-                criteria[dim] = verdict.text
-                if verdict.rescaled:
-                    rescaled.append(dim)
-            else:
-                criteria.pop(dim, None)
-                errors[dim] = "; ".join(sorted({s.reason or "unreadable" for s in samples}))
-        meta = dict(example.meta)
-        meta["criteria_info"] = {
-            "judge": info_base["judge"],
-            "prompts": info_base["prompts"],
-            "temperature": config.temperature,
-            "rescaled": rescaled,
-            "usage": usage.model_dump(),
-        }
-        if errors:
-            meta["criteria_errors"] = errors
-        else:
-            meta.pop("criteria_errors", None)
-        return example.model_copy(update={"criteria": criteria, "meta": meta})
+    writer = CriteriaWriter(judge, config or CriteriaConfig(), overwrite=overwrite)
 
     def deliver(_: Example, done: Example) -> None:
         if on_example is not None:
@@ -186,7 +199,7 @@ async def prepare_criteria(
 
     return await run_bounded(
         list(examples),
-        one,
+        writer.fill,
         limit=concurrency,
         on_result=deliver,
         description="criteria",

@@ -46,19 +46,27 @@ import json
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from attunement.judging.answers import InlineAnswer, ScoreAnswer, criteria_answer
-from attunement.judging.base import (
+from pydantic import Field, model_validator
+
+from attunement.judging.answers import CRITERIA_ITEMS, InlineAnswer, ScoreAnswer, criteria_answer
+from attunement.judging.base import add_usage, to_judgements
+from attunement.judging.criteria_lists import TEXT_CRITERIA_ITEMS, ParsedCriteria, parse_criteria
+from attunement.judging.kinds import register_reward
+from attunement.judging.perm import EmpathyReward, RewardConfig
+from attunement.judging.ratings import parse_rating
+from attunement.judging.sampler import Sample, round_seed
+from attunement.judging.settings import (
+    JUDGE_TEMPERATURE,
+    CriteriaMode,
     Definitions,
-    JudgeReward,
-    PereGRMConfig,
-    Sample,
-    TokenCounter,
-    round_seed,
-)
-from attunement.judging.parsing import Parsed, parse_criteria, parse_rating
-from attunement.judging.templates import (
     JudgeContext,
+    ResonationOn,
+    Temperature,
+    Unformatted,
+)
+from attunement.judging.templates import (
     fenced_judged,
     prompt_piece,
     render_context,
@@ -66,6 +74,8 @@ from attunement.judging.templates import (
     render_prompt,
     schema,
 )
+from attunement.judging.tokens import TokenCounter
+from attunement.judging.verdicts import Parsed
 from attunement.llm.base import ChatModel, Message
 from attunement.records import Dimension, Example, Judgement, Reply, Usage
 from attunement.render import fence
@@ -74,10 +84,52 @@ from attunement.render import fence
 CRITERIA_MEMO_SIZE = 512
 #: what the bystander is told about the user in the authors' setting
 BYSTANDER_NO_CONTEXT = "(none: rate the exchange on its own)"
-#: criteria per set: asked for, sent as the JSON schema and validated in JSON answers
-CRITERIA_ITEMS = (4, 6)
-#: criteria per set accepted in a text answer (the prompt asks for 4-6)
-TEXT_CRITERIA_ITEMS = (1, 8)
+#: temperature of scoring against fixed criteria (the authors' evaluation)
+FIXED_TEMPERATURE = 0.0
+
+
+class PereGRMConfig(RewardConfig):
+    """PereGRM (seed 000): personalised criteria, then a score against them."""
+
+    criteria_mode: CriteriaMode = Field(
+        "shared",
+        description="'shared': criteria once per example/dimension/sample and round, "
+        "reused by the whole group; 'per_reply': criteria written without the reply in view, "
+        "one set per reply; 'inline': one call writes criteria+analysis+score per reply (the "
+        "authors' code); 'fixed': example.criteria prepared in advance, scored at "
+        "fixed_temperature",
+    )
+    definitions: Definitions = Field(
+        "training",
+        description="dimension definitions the judges read: 'training' (the "
+        "authors' training reward: personality detection, personalised strategy, the user's "
+        "own reception) or 'evaluation' (the authors' criteria-writing definitions); default "
+        "'evaluation' in fixed mode, 'training' otherwise",
+    )
+    criteria_temperature: Temperature = Field(
+        JUDGE_TEMPERATURE, description="temperature of criteria writing"
+    )
+    fixed_temperature: Temperature = Field(
+        FIXED_TEMPERATURE, description="scoring temperature in fixed mode"
+    )
+    resonation_on: ResonationOn = Field(
+        "response", description="the authors' code judges the response for every dimension"
+    )
+    include_memories: bool = Field(True, description="show the user's memories to the judges")
+    unformatted: Unformatted = Field(
+        "judge_whole",
+        description="the PereGRM authors' code judges the whole completion "
+        "when it has no reasoning block",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _definitions_follow_mode(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("definitions") is None:
+            data = {k: v for k, v in data.items() if k != "definitions"}
+            if data.get("criteria_mode") == "fixed":
+                data["definitions"] = "evaluation"
+        return data
 
 
 @dataclass(frozen=True)
@@ -122,8 +174,10 @@ def criteria_messages(
     )
 
 
-class PereGRMReward(JudgeReward):
-    kind = "peregrm"
+@register_reward("peregrm", config=PereGRMConfig)
+class PereGRMReward(EmpathyReward):
+    """PereGRM's judges: criteria for this user, then a score against them."""
+
     config: PereGRMConfig
 
     def __init__(
@@ -231,7 +285,7 @@ class PereGRMReward(JudgeReward):
     # ------------------------------------------------------------------ criteria
 
     def _criteria_task(
-        self, example: Example, dimension: Dimension, criteria_round: int = 0
+        self, example: Example, dimension: Dimension, criteria_round: int
     ) -> tuple[asyncio.Task[CriteriaSet], bool]:
         """The (possibly in-flight) shared criteria of one example, dimension and round.
 
@@ -282,14 +336,11 @@ class PereGRMReward(JudgeReward):
         if any(s is None or not s.ok for s in result.slots) and self._memo.get(key) is task:
             self._memo.pop(key, None)
 
-    def _parse_criteria(self, text: str):
-        if self.fmt == "json":
-            return parse_criteria(
-                text, fmt="json", min_items=CRITERIA_ITEMS[0], max_items=CRITERIA_ITEMS[1]
-            )
-        return parse_criteria(
-            text, fmt="text", min_items=TEXT_CRITERIA_ITEMS[0], max_items=TEXT_CRITERIA_ITEMS[1]
-        )
+    def _parse_criteria(self, text: str) -> ParsedCriteria:
+        """A criteria sample: held to 4-6 items in JSON (its schema says so), to the
+        looser count of a text list otherwise."""
+        low, high = CRITERIA_ITEMS if self.fmt == "json" else TEXT_CRITERIA_ITEMS
+        return parse_criteria(text, fmt=self.fmt, min_items=low, max_items=high)
 
     async def _write_criteria(
         self, messages: list[Message], seed: int | None, *, first_index: int = 0
@@ -332,7 +383,10 @@ class PereGRMReward(JudgeReward):
             schema=schema(ScoreAnswer, self.config.json_text_chars),
             parse=self._parser(example, reply, ScoreAnswer),
         )
-        return self.rating_judgements(dimension, samples, criteria=criteria, index=index), usage
+        judgements = to_judgements(
+            dimension, samples, self.normalize_rating, criteria=criteria, index=index
+        )
+        return judgements, usage
 
     async def _against_set(
         self, example: Example, reply: Reply, dimension: Dimension, criteria: CriteriaSet
@@ -363,13 +417,8 @@ class PereGRMReward(JudgeReward):
                     index=j,
                 )
             )
-        results = await asyncio.gather(*jobs)
-        usage = Usage()
-        judgements = list(failures)
-        for js, u in results:
-            judgements += js
-            usage = usage + u
-        return judgements, usage
+        judgements, usage = add_usage(await asyncio.gather(*jobs))
+        return failures + judgements, usage
 
     async def _shared_dim(
         self, example: Example, reply: Reply, dimension: Dimension, task: asyncio.Task[CriteriaSet]
@@ -405,7 +454,7 @@ class PereGRMReward(JudgeReward):
             schema=schema(InlineAnswer, self.config.json_text_chars),
             parse=self._parser(example, reply, InlineAnswer),
         )
-        return self.rating_judgements(dimension, samples), usage
+        return to_judgements(dimension, samples, self.normalize_rating), usage
 
     async def _judge_reply(
         self,
@@ -438,13 +487,7 @@ class PereGRMReward(JudgeReward):
                 )
         if self.config.use_bystander:
             jobs.append(self.judge_bystander(example, reply))
-        results = await asyncio.gather(*jobs)
-        usage = Usage()
-        judgements: list[Judgement] = []
-        for js, u in results:
-            judgements += js
-            usage = usage + u
-        return judgements, usage
+        return add_usage(await asyncio.gather(*jobs))
 
     async def judge_group(
         self, example: Example, replies: Sequence[Reply], *, criteria_round: int = 0

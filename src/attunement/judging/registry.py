@@ -1,9 +1,12 @@
 """Reward models by name, and :class:`RewardSpec`: a reward that any process can build.
 
-Names: ``"perm"``, ``"peregrm"``, ``"peregrm@8"`` (``@k`` sets the judge samples
-per dimension), ``"rlpa"`` (the PersonaEmp paper's baseline reward,
-:mod:`attunement.judging.rlpa`). Each kind pairs a config class with a factory; settings are
-validated by building the config, before any model is loaded.
+Names: every registered kind (``reward_names()``: ``perm``, ``peregrm``,
+``rlpa``), optionally with ``@k`` for the judge samples per dimension
+(``peregrm@8``). Each reward registers itself where it is defined, pairing its
+config class with its class (:mod:`attunement.judging.kinds`); the package's
+face imports every built-in reward, so importing anything from
+``attunement.judging`` registers them. Settings are validated by building the
+config, before any model is loaded.
 
 A trainer's reward function, a verl worker and ``attune serve`` all receive a
 :class:`RewardSpec` (plain data: reward name, judge spec, LLM options, config
@@ -14,59 +17,40 @@ a live client across processes.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from attunement.judging.base import (
-    PereGRMConfig,
-    PermConfig,
-    RewardConfig,
-    RewardModel,
-    TokenCounter,
-)
-from attunement.judging.peregrm import peregrm_reward
-from attunement.judging.perm import perm_reward
-from attunement.judging.rlpa import RLPAConfig, rlpa_reward
+from attunement.judging.base import RewardModel
+from attunement.judging.kinds import KINDS as _KINDS
+from attunement.judging.kinds import RewardKind, register_reward
+from attunement.judging.settings import RewardSettings
+from attunement.judging.tokens import TokenCounter
 from attunement.llm import LLMOptions, load_chat_model
 from attunement.llm.base import ChatModel
 
+__all__ = [
+    "RewardKind",
+    "RewardSpec",
+    "load_reward",
+    "parse_reward_name",
+    "register_reward",
+    "reward_config",
+    "reward_names",
+]
 
-@dataclass(frozen=True)
-class RewardKind:
-    """A named reward: its config class and the factory that builds it on a judge."""
-
-    config: type[BaseModel]
-    factory: Callable[..., RewardModel]
-
-
-_KINDS: dict[str, RewardKind] = {
-    "perm": RewardKind(PermConfig, perm_reward),
-    "peregrm": RewardKind(PereGRMConfig, peregrm_reward),
-}
 _NAME = re.compile(r"^([a-z][a-z0-9_]*)(?:@(\d+))?$")
 
 
-def register_reward(
-    name: str, config: type[BaseModel], factory: Callable[..., RewardModel]
-) -> None:
-    """Add a reward kind; ``factory(judge, config, token_counter=...)`` builds it."""
-    _KINDS[name.lower()] = RewardKind(config, factory)
-
-
-register_reward("rlpa", RLPAConfig, rlpa_reward)
-
-
 def reward_names() -> tuple[str, ...]:
-    """The registered reward kinds.
+    """The registered reward kinds, sorted (the command line lists these).
 
-    >>> reward_names()[:2]
-    ('perm', 'peregrm')
+    >>> reward_names()[:3]
+    ('peregrm', 'perm', 'rlpa')
     """
-    return tuple(_KINDS)
+    return tuple(sorted(_KINDS))
 
 
 def parse_reward_name(name: str) -> tuple[str, int | None]:
@@ -78,7 +62,7 @@ def parse_reward_name(name: str) -> tuple[str, int | None]:
     match = _NAME.match(name.strip().lower())
     if not match or match.group(1) not in _KINDS:
         raise ValueError(
-            f"unknown reward {name!r}; expected one of {', '.join(_KINDS)} "
+            f"unknown reward {name!r}; expected one of {', '.join(reward_names())} "
             "(optionally with @k, e.g. peregrm@8)"
         )
     k = match.group(2)
@@ -127,7 +111,7 @@ class RewardSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     reward: str = Field(
-        "peregrm", description="perm | peregrm (optionally @k) | other registered kinds"
+        "peregrm", description="a registered reward (reward_names()), optionally @k: peregrm@4"
     )
     judge: str = Field("local", description="judge model spec")
     options: LLMOptions = Field(
@@ -137,7 +121,7 @@ class RewardSpec(BaseModel):
         default_factory=dict, description="fields of the reward's config"
     )
 
-    def config(self) -> RewardConfig | BaseModel:
+    def config(self) -> RewardSettings | BaseModel:
         """Validate the reward name and overrides (raises ``ValueError``)."""
         return reward_config(self.reward, **dict(self.overrides))
 

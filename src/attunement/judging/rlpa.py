@@ -31,9 +31,8 @@ from __future__ import annotations
 
 import asyncio
 import re
-import time
-from collections.abc import Sequence
-from typing import Annotated, Any, Literal
+from collections.abc import Iterator, Sequence
+from typing import Annotated, Any, ClassVar
 
 from pydantic import (
     BaseModel,
@@ -46,87 +45,46 @@ from pydantic import (
 )
 
 from attunement.judging.answers import number_or_none, validation_problem
-from attunement.judging.base import (
-    JudgeSampler,
-    RewardModel,
-    TokenCounter,
-    check_group,
-    untrusted_texts,
+from attunement.judging.base import JudgeReward, add_usage, to_judgements, untrusted_texts
+from attunement.judging.echoes import readable, strip_fenced
+from attunement.judging.kinds import register_reward
+from attunement.judging.settings import JSON_TEXT_CHARS, OutputFormat, RewardSettings, Unformatted
+from attunement.judging.templates import (
+    fenced_judged,
+    prompt_piece,
+    render_message,
+    render_prompt,
 )
-from attunement.judging.parsing import (
+from attunement.judging.tokens import TokenCounter
+from attunement.judging.verdicts import (
     LINE_PREFIX,
     NUMBER,
     RANGE_AFTER,
     Candidate,
-    OutputFormat,
     Parsed,
     failed,
     final_verdict,
     line_end_at,
-    readable,
-    strip_fenced,
-)
-from attunement.judging.templates import (
-    JSON_TEXT_CHARS,
-    JudgeContext,
-    OutputChoice,
-    fenced_judged,
-    prompt_piece,
-    recording,
-    render_context,
-    render_message,
-    render_prompt,
-    resolve_output,
-    versions,
 )
 from attunement.llm.base import ChatModel, Message
-from attunement.records import (
-    RLPA_DIMENSIONS,
-    Dimension,
-    Example,
-    Judgement,
-    Reply,
-    RewardBreakdown,
-    Usage,
-)
+from attunement.records import RLPA_DIMENSIONS, Dimension, Example, Judgement, Reply, Usage
 from attunement.textjson import json_objects, last_json_object
 
 #: prompt file stem of each judge
 _PROMPT = {"profile_match": "match", "would_continue": "continue"}
+#: token budget of one RLPA judge answer (a reason and one line)
+RLPA_MAX_TOKENS = 512
 
 
-class RLPAConfig(BaseModel):
+class RLPAConfig(RewardSettings):
     """Settings of the RLPA baseline reward."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    k: int = Field(1, ge=1, le=64, description="judge samples per judge, averaged")
-    temperature: float = Field(0.3, ge=0.0, le=2.0, description="judge sampling temperature")
-    max_tokens: int = Field(512, ge=16, description="token budget of one judge answer")
-    output: OutputChoice = Field(
-        "auto",
-        description="judge answer format: 'text' (Match:/Decision: lines), 'json' "
-        "(schema-constrained), 'auto' (json for backends that enforce schemas)",
-    )
-    max_resamples: int = Field(2, ge=0, description="fresh draws for unparseable samples")
-    json_text_chars: int = Field(
-        JSON_TEXT_CHARS, ge=20, description="maxLength of the reason in JSON answers"
-    )
-    seed: int | None = Field(0, description="base seed; sample i uses a seed derived from it")
-    max_concurrency: int | None = Field(
-        None, ge=1, description="judge calls in flight; None: the judge's max_concurrency"
-    )
+    max_tokens: int = Field(RLPA_MAX_TOKENS, ge=16, description="token budget of one judge answer")
     use_profile_match: bool = Field(True, description="judge the fit to the user's profile")
     use_would_continue: bool = Field(True, description="ask whether the user would go on")
     match_weight: float = Field(1.0, ge=0.0, description="weight of profile_match in r")
     continue_weight: float = Field(1.0, ge=0.0, description="weight of would_continue in r")
-    include_memories: bool = Field(True, description="show the user's memories to the judge")
-    judge_context: JudgeContext = Field(
-        "authors",
-        description="what the judges see of the user: 'authors' (persona text, memories, "
-        "situation) or 'full' (also Big Five, topics, labels, category, emotion)",
-    )
-    unformatted: Literal["judge_whole", "empty"] = Field(
+    unformatted: Unformatted = Field(
         "empty",
         description="a reply that broke the '# Analysis / # Response' format: judged on "
         "its whole text, or as an empty reply (the default, as for PERM)",
@@ -146,6 +104,11 @@ class RLPAConfig(BaseModel):
     def term_names(self) -> tuple[str, ...]:
         """The additive terms of the reward, in the order they are reported."""
         return self.dimensions
+
+    @property
+    def weights(self) -> dict[str, float]:
+        """The weight of each judge's term in r."""
+        return {"profile_match": self.match_weight, "would_continue": self.continue_weight}
 
 
 # --------------------------------------------------------------------------- answers
@@ -177,7 +140,7 @@ class ContinueAnswer(BaseModel):
     """The would-continue judge's JSON answer: a reason, then a boolean (the words
     continue/stop/yes/no are read too; a number is not a decision)."""
 
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    model_config = ConfigDict(extra="ignore")
 
     reason: str
     decision: Annotated[bool, Field(alias="continue")]
@@ -391,62 +354,25 @@ _PARSERS = {"profile_match": parse_match, "would_continue": parse_continue}
 # --------------------------------------------------------------------------- the reward
 
 
-class RLPAReward(RewardModel):
+@register_reward("rlpa", config=RLPAConfig)
+class RLPAReward(JudgeReward):
     """Profile match plus would-continue, judged per reply."""
 
-    kind = "rlpa"
+    #: the judges read the persona as the record holds it, demographics included
+    shows_demographics: ClassVar[bool] = True
+    config: RLPAConfig
 
     def __init__(
         self, judge: ChatModel, config: RLPAConfig, *, token_counter: TokenCounter | None = None
     ):
         # token_counter is accepted for a uniform factory signature; RLPA has no
         # length penalty, so it is not used
-        self.judge = judge
-        self.config = config
-        self.fmt: OutputFormat = resolve_output(config.output, judge)
-        self.name = self.kind if config.k == 1 else f"{self.kind}@{config.k}"
-        self.sampler = JudgeSampler(
-            judge,
-            fmt=self.fmt,
-            max_tokens=config.max_tokens,
-            max_resamples=config.max_resamples,
-            seed=config.seed,
-            limit=config.max_concurrency,
-        )
-        self._record_config = {
-            "judge": judge.name,
-            **config.model_dump(mode="json"),
-            "output": self.fmt,
-        }
-
-    def prompt_names(self) -> list[str]:
-        """Every prompt file this reward may send (recorded by rendering each once)."""
-        from attunement.judging.base import PROBE_EXAMPLE, PROBE_REPLY
-
-        with recording() as names:
-            for dim in self.config.dimensions:
-                self.messages(PROBE_EXAMPLE, PROBE_REPLY, dim)
-        return sorted(names)
-
-    def manifest(self) -> dict[str, Any]:
-        return {
-            "reward_model": self.name,
-            "kind": self.kind,
-            "judge": self.judge.name,
-            "output_format": self.fmt,
-            "config": self.config.model_dump(mode="json"),
-            "token_counter": None,
-            "prompts": versions(self.prompt_names()),
-        }
+        super().__init__(judge, config)
 
     def judged_response(self, reply: Reply) -> str:
         """The response as the judges see it (``unformatted`` decides for a reply
         that broke the format)."""
-        if reply.format_ok:
-            return reply.response
-        if self.config.unformatted == "empty":
-            return ""
-        return reply.raw.strip() or reply.response
+        return self.judged_texts(reply)[1]
 
     def untrusted(self, example: Example, reply: Reply) -> tuple[str, ...]:
         """Every text the judges are shown as data (a verdict copied from one is refused)."""
@@ -457,111 +383,48 @@ class RLPAReward(RewardModel):
         stem = _PROMPT[dimension]
         return render_prompt(
             f"rlpa_{stem}",
-            context=render_context(
-                example,
-                judge_context=self.config.judge_context,
-                include_memories=self.config.include_memories,
-            ),
+            context=self.context(example),
             message=render_message(example),
             judged=fenced_judged("response", self.judged_response(reply)),
             output_format=prompt_piece(f"rlpa_format_{stem}_{self.fmt}"),
         )
+
+    def probe_prompts(self, example: Example, reply: Reply) -> Iterator[list[Message]]:
+        for dimension in self.config.dimensions:
+            yield self.messages(example, reply, dimension)
 
     async def _judge(
         self, example: Example, reply: Reply, dimension: Dimension
     ) -> tuple[list[Judgement], Usage]:
         parse = _PARSERS[dimension]
         untrusted = self.untrusted(example, reply)
-        samples, usage = await self.sampler.sample(
+        samples, usage = await self.sample(
             self.messages(example, reply, dimension),
             k=self.config.k,
             temperature=self.config.temperature,
             schema=_SCHEMAS[dimension](self.config.json_text_chars),
             parse=lambda text: parse(text, fmt=self.fmt, untrusted=untrusted),
         )
-        judgements = []
-        for s in samples:
-            parsed: Parsed | None = s.verdict
-            score = parsed.score if (parsed is not None and s.error is None) else None
-            judgements.append(
-                Judgement(
-                    dimension=dimension,
-                    score=score,
-                    normalized=score,
-                    sample_index=s.index,
-                    attempts=s.attempt,
-                    rationale=parsed.rationale if parsed else None,
-                    raw=s.raw,
-                    reason=None if score is not None else s.reason,
-                )
-            )
-        return judgements, usage
+        # both judges answer on [0, 1] already
+        return to_judgements(dimension, samples, float), usage
 
     async def _judge_reply(self, example: Example, reply: Reply) -> tuple[list[Judgement], Usage]:
-        results = await asyncio.gather(
-            *(self._judge(example, reply, d) for d in self.config.dimensions)
-        )
-        usage = Usage()
-        for _, u in results:
-            usage = usage + u
-        return [j for js, _ in results for j in js], usage
+        jobs = [self._judge(example, reply, d) for d in self.config.dimensions]
+        return add_usage(await asyncio.gather(*jobs))
 
-    async def score(
+    async def judge_group(
         self, example: Example, replies: Sequence[Reply], *, criteria_round: int = 0
-    ) -> list[RewardBreakdown]:
+    ) -> dict[str, tuple[list[Judgement], Usage]]:
         # RLPA has no reply-independent judge work: criteria_round changes nothing
-        check_group(example, replies)
-        if not replies:
-            return []
-        started = time.perf_counter()
         results = await asyncio.gather(*(self._judge_reply(example, r) for r in replies))
-        seconds = time.perf_counter() - started
-        return [
-            self.compose(example, reply, judgements, usage, seconds=seconds)
-            for reply, (judgements, usage) in zip(replies, results, strict=True)
-        ]
+        return {r.reply_id: res for r, res in zip(replies, results)}
 
-    def compose(
-        self,
-        example: Example,
-        reply: Reply,
-        judgements: list[Judgement],
-        usage: Usage,
-        *,
-        seconds: float,
-    ) -> RewardBreakdown:
-        """Average each judge's valid samples and add the weighted terms."""
-        cfg = self.config
-        means: dict[str, float | None] = {}
-        problems = []
-        for dim in cfg.dimensions:
-            mine = [j for j in judgements if j.dimension == dim]
-            valid = [j.score for j in mine if j.score is not None]
-            if not valid:
-                reasons = sorted({j.reason or "no score" for j in mine})
-                problems.append(
-                    f"{dim}: no valid judge sample out of {len(mine)} ({'; '.join(reasons)})"
-                )
-                means[dim] = None
-            else:
-                means[dim] = sum(valid) / len(valid)
-        common: dict[str, Any] = {
-            "example_id": example.example_id,
-            "reply_id": reply.reply_id,
-            "reward_model": self.name,
-            "dimensions": means,
-            "judgements": judgements,
-            "usage": usage,
-            "seconds": round(seconds, 4),
-            "config": dict(self._record_config),
-        }
-        if problems:
-            return RewardBreakdown(
-                reward=None, unscorable=True, reason="; ".join(problems), **common
-            )
-        weight = {"profile_match": cfg.match_weight, "would_continue": cfg.continue_weight}
-        terms = {dim: weight[dim] * means[dim] for dim in cfg.dimensions}  # type: ignore[operator]
-        return RewardBreakdown(reward=sum(terms.values()), terms=terms, **common)
+    def terms(
+        self, reply: Reply, means: dict[str, float]
+    ) -> tuple[dict[str, float], dict[str, Any]]:
+        """``r = match_weight * profile_match + continue_weight * would_continue``."""
+        weights = self.config.weights
+        return {dim: weights[dim] * means[dim] for dim in self.config.dimensions}, {}
 
 
 def rlpa_reward(

@@ -37,7 +37,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from attunement.judging.answers import answer_schema
-from attunement.judging.parsing import OutputFormat
+from attunement.judging.settings import JSON_TEXT_CHARS, JudgeContext, OutputChoice, OutputFormat
 from attunement.llm.base import ChatModel, Message
 from attunement.prompts import load_prompt
 from attunement.records import Example
@@ -50,16 +50,10 @@ from attunement.render import (
     sections,
 )
 
-OutputChoice = Literal["auto", "text", "json"]
-JudgeContext = Literal["authors", "full"]
-
 MEMORY_HEADING = "Memories from the user's earlier conversations"
 NO_CONTEXT = "(no persona, memories or situation were given)"
 NO_ANALYSIS = "(the assistant wrote no analysis)"
 NO_RESPONSE = "(the assistant wrote no response)"
-
-#: default maxLength of a free-text JSON field (characters)
-JSON_TEXT_CHARS = 400
 
 # --------------------------------------------------------------------------- rendering
 

@@ -28,7 +28,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Self
 
-from attunement.llm.options import DEFAULT_MAX_TOKENS, DEFAULT_TEMPERATURE
+from attunement.llm.options import (
+    DEFAULT_MAX_TOKENS,
+    DEFAULT_TEMPERATURE,
+    MAX_TEMPERATURE,
+    MIN_TEMPERATURE,
+)
 from attunement.records import Usage
 
 Message = dict[str, str]
@@ -153,8 +158,10 @@ def make_request(
         raise ValueError(f"n must be >= 1, got {n}")
     if max_tokens < 1:
         raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
-    if not 0.0 <= temperature <= 2.0:
-        raise ValueError(f"temperature must be in [0, 2], got {temperature}")
+    if not MIN_TEMPERATURE <= temperature <= MAX_TEMPERATURE:
+        raise ValueError(
+            f"temperature must be in [{MIN_TEMPERATURE:g}, {MAX_TEMPERATURE:g}], got {temperature}"
+        )
     if sample_start < 0:
         raise ValueError("sample_start must be >= 0")
     return ChatRequest(

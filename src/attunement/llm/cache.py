@@ -21,14 +21,20 @@ backend for the new ones only.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sqlite3
 import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from attunement.llm.base import ChatModel, ChatRequest, Completion, LLMError, make_request
+from attunement.llm.base import ChatModel, ChatRequest, Completion, LLMError
 from attunement.records import Usage
+
+#: seconds a writer waits for another process's lock on the file before failing
+LOCK_TIMEOUT = 30.0
+#: keys looked up per query (sqlite allows 999 variables in one statement)
+LOOKUP_CHUNK = 500
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS completions (
@@ -59,7 +65,9 @@ class CompletionCache:
         self._lock = threading.Lock()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(str(self.path), check_same_thread=False, timeout=30)
+            self._db = sqlite3.connect(
+                str(self.path), check_same_thread=False, timeout=LOCK_TIMEOUT
+            )
         except (OSError, sqlite3.Error) as exc:
             raise self._error(exc) from None
         try:
@@ -99,8 +107,8 @@ class CompletionCache:
     def get_many(self, keys: Sequence[str]) -> dict[str, Completion]:
         """The cached samples among ``keys`` (absent keys are left out)."""
         found: dict[str, Completion] = {}
-        for start in range(0, len(keys), 500):  # stay under sqlite's variable limit
-            chunk = list(keys[start : start + 500])
+        for start in range(0, len(keys), LOOKUP_CHUNK):
+            chunk = list(keys[start : start + LOOKUP_CHUNK])
             marks = ",".join("?" * len(chunk))
             for key, text, prompt, completion, finish in self._run(
                 "SELECT key, text, prompt_tokens, completion_tokens, finish_reason "
@@ -203,16 +211,7 @@ class CachedChatModel(ChatModel):
         # fetch missing samples in contiguous runs so that each run's samples
         # keep their own numbers (and so their own per-sample seeds)
         for start, count in contiguous_runs(missing):
-            sub = make_request(
-                request.message_dicts,
-                n=count,
-                temperature=request.temperature,
-                max_tokens=request.max_tokens,
-                json_schema=request.json_schema,
-                seed=request.seed,
-                stop=request.stop,
-                sample_start=start,
-            )
+            sub = dataclasses.replace(request, n=count, sample_start=start)
             try:
                 fresh, cost = await self.inner.complete_with_usage(sub)
             except LLMError as exc:

@@ -32,12 +32,14 @@ new name, so cached completions of the other are not served for it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import threading
 from pathlib import Path
 from typing import Any
 
 from attunement.llm.base import ChatModel, ChatRequest, Completion, LLMError
+from attunement.llm.options import DEFAULT_HF_DEVICE, DEFAULT_HF_DTYPE
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
 #: small files whose content decides how a prompt is encoded or decoded
@@ -56,7 +58,7 @@ _CONTENT_FILES = (
 )
 
 
-def checkpoint_fingerprint(path: Path, dtype: str = "float32") -> str:
+def checkpoint_fingerprint(path: Path, dtype: str = DEFAULT_HF_DTYPE) -> str:
     """A short hash of what decides a checkpoint's answers: its config,
     generation config and tokenizer files (by content), its weight files (by
     name, size and modification time) and the dtype it runs in."""
@@ -102,8 +104,8 @@ class HFChatModel(ChatModel):
         self,
         path: str | Path,
         *,
-        device: str = "cpu",
-        dtype: str = "float32",
+        device: str = DEFAULT_HF_DEVICE,
+        dtype: str = DEFAULT_HF_DTYPE,
         name: str | None = None,
     ):
         super().__init__()
@@ -179,48 +181,40 @@ class HFChatModel(ChatModel):
                 f"{self.name}: the prompt has {prompt_len} tokens, the model's context is {limit}"
             )
         eos = self._eos_ids(model, tokenizer)
-        pad = (
-            tokenizer.pad_token_id
-            if tokenizer.pad_token_id is not None
-            else (min(eos) if eos else 0)
-        )
+        kwargs = self._generation_kwargs(request, tokenizer, eos, prompt_len)
+        kwargs["attention_mask"] = attention
+        sample = request.temperature > 0
+        out: list[Completion] = []
+        with self._run_lock, torch.inference_mode():
+            for index in range(request.sample_start, request.sample_start + request.n):
+                if out and not sample:  # greedy decoding: every sample is the same
+                    out.append(dataclasses.replace(out[0], sample_index=index))
+                    continue
+                torch.manual_seed(request.sample_seed(index))  # sampling draws from torch's RNG
+                generated = model.generate(input_ids, **kwargs)[0, prompt_len:].tolist()
+                out.append(self._decode(generated, tokenizer, eos, request, prompt_len, index))
+        return out
+
+    @staticmethod
+    def _generation_kwargs(
+        request: ChatRequest, tokenizer: Any, eos: set[int], prompt_len: int
+    ) -> dict[str, Any]:
+        """``model.generate`` settings of a request: sampling at its temperature, or
+        greedy whatever the checkpoint's generation_config says; its stop strings."""
+        pad = tokenizer.pad_token_id
         sample = request.temperature > 0
         kwargs: dict[str, Any] = {
             "max_new_tokens": request.max_tokens,
             "do_sample": sample,
-            "pad_token_id": pad,
-            "attention_mask": attention,
+            "pad_token_id": pad if pad is not None else (min(eos) if eos else 0),
         }
         if sample:
             kwargs.update(temperature=request.temperature, top_p=1.0, top_k=0)
-        else:  # make greedy explicit, whatever the checkpoint's generation_config says
+        else:
             kwargs.update(temperature=None, top_p=None, top_k=None)
         if request.stop:
             kwargs["stopping_criteria"] = _stop_on_text(tokenizer, request.stop, prompt_len)
-
-        indices = range(request.sample_start, request.sample_start + request.n)
-        out: list[Completion] = []
-        with self._run_lock, torch.inference_mode():
-            greedy: Completion | None = None
-            for index in indices:
-                if greedy is not None:  # greedy decoding: every sample is the same
-                    out.append(
-                        Completion(
-                            text=greedy.text,
-                            prompt_tokens=prompt_len,
-                            completion_tokens=greedy.completion_tokens,
-                            finish_reason=greedy.finish_reason,
-                            sample_index=index,
-                        )
-                    )
-                    continue
-                torch.manual_seed(request.sample_seed(index))  # sampling draws from torch's RNG
-                generated = model.generate(input_ids, **kwargs)[0, prompt_len:].tolist()
-                completion = self._decode(generated, tokenizer, eos, request, prompt_len, index)
-                out.append(completion)
-                if not sample:
-                    greedy = completion
-        return out
+        return kwargs
 
     @staticmethod
     def _decode(

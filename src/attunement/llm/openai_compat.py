@@ -1,441 +1,86 @@
 """A ChatModel for any OpenAI-compatible server (vLLM, SGLang, llama.cpp
 server, hosted APIs), built on the official ``openai`` SDK.
 
-The SDK does the HTTP; this module owns the policy around it, one decision per
-function so each can be tested on its own:
+The SDK does the HTTP; this module runs the loop around it and leaves each
+decision to a small function of its own module, so each is tested alone:
 
-- :func:`should_retry`: timeouts, connection failures, garbled bodies and the
-  statuses 408/409/429/5xx are retried; any other 4xx is final, and so is a
-  5xx whose body says the *request* is invalid (:func:`is_request_error`:
-  llama-cpp-python answers a schema it does not know with HTTP 500 and a
-  validation message; resending the same body cannot help).
-- :func:`retry_after_seconds`: the server's ``Retry-After-Ms`` /
-  ``Retry-After`` header (seconds or an HTTP date), when it sent one.
-- :func:`backoff_delay`: exponential backoff with jitter, capped.
-- :func:`retry_delay`: the server's wish up to ``retry_after_max``, else
-  backoff; a longer wish ends the call.
-- :func:`api_key_for`: which key, if any, an endpoint is sent.
+- :mod:`attunement.llm.retry`: whether a failure is retried, how long to
+  wait (``Retry-After`` or jittered backoff), and the call's :class:`Deadline`;
+- :mod:`attunement.llm.endpoint`: which key an endpoint is sent, and what it
+  has shown about itself (``n``, JSON modes, a 429 cool-down), remembered for
+  every model of the process;
+- :mod:`attunement.llm.wire`: the request body, the choices and usage read
+  back, the SDK's exceptions mapped to attunement's typed errors.
 
 Deadline: ``options.timeout`` bounds a whole ``complete()`` call, every
 attempt, backoff, cool-down and fallback request included. It starts when the
-call's first request gets a concurrency slot (a long queue of calls does not
-time out by itself); a retry that could not finish in the time left is not
-started. The SDK's own retries are off, so retries are never stacked.
+call's first request gets a concurrency slot; a retry that could not finish
+in the time left is not started. The SDK's own retries are off, so retries
+are never stacked, and the retry loop holds a concurrency slot only for the
+attempt, never for the wait between attempts.
 
-What a server has shown about itself is remembered per endpoint (base URL and
-model id, for every model instance in the process, see :class:`Endpoint`):
-
-- ``n``: asked for in one request. A server that ignores it (fewer choices)
-  or rejects it (llama.cpp server: "Only one completion choice is allowed")
-  gets ``n`` single requests instead, now and from then on. A fan-out that
-  loses one request keeps the others (:attr:`LLMError.partial`).
-- JSON output: ``response_format: json_schema`` first; a server that rejects
-  it gets ``json_object`` (with the schema, which llama-cpp-python enforces,
-  and the shape written into the prompt), and one that rejects that too gets
-  plain text with the shape in the prompt.
-- 429: the wait the server asked for becomes a cool-down that every request
-  to the endpoint observes before it is sent, not only the one that was told.
+``n`` samples are asked for in one request; a server that ignores or refuses
+``n`` gets one request per sample (a fan-out), and a fan-out that loses one
+request keeps the others (:attr:`LLMError.partial`). A refused JSON mode is
+stepped down at once, without a retry.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import email.utils
-import json
 import logging
 import os
 import random
-import re
-import threading
 import time
-import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar, get_args
+from typing import Any, TypeVar
 
 import openai
-from pydantic import ValidationError
 
 from attunement.llm.base import (
     ChatModel,
     ChatRequest,
     Completion,
-    LLMConnectionError,
     LLMError,
     LLMResponseError,
     LLMStatusError,
     LLMTimeoutError,
-    Message,
 )
-from attunement.llm.endpoint import redact_url
-from attunement.llm.options import (
-    DEFAULT_API_KEY_ENV,
-    JITTER,
-    NO_API_KEY,
-    RETRY_STATUSES,
-    LLMOptions,
+from attunement.llm.endpoint import (
+    JSON_MODES,
+    Endpoint,
+    JsonMode,
+    api_key_for,
+    endpoint_for,
+    redact_url,
+    rejects_json_format,
+    rejects_n,
+)
+from attunement.llm.options import NO_API_KEY, LLMOptions
+from attunement.llm.retry import (
+    Deadline,
+    retry_after_seconds,
+    retry_delay,
+    should_retry,
+    why_not_retry,
+)
+from attunement.llm.wire import (
+    ATTEMPT_FAILURES,
+    keyless_headers,
+    parse_choices,
+    reported_usage,
+    request_body,
+    split_tokens,
+    status_headers,
+    to_llm_error,
+    with_message,
 )
 from attunement.records import Usage
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-#: how JSON output is asked for, from the most to the least constrained
-JsonMode = Literal["json_schema", "json_object", "text"]
-JSON_MODES: tuple[JsonMode, ...] = get_args(JsonMode)
-
-#: a response body saying the request itself is invalid (pydantic/FastAPI,
-#: OpenAI-style errors, the llama.cpp server's refusal of n)
-_REQUEST_INVALID = re.compile(
-    r"validation error|input should be|field required|extra inputs are not permitted"
-    r"|invalid_request_error|only one completion choice",
-    re.IGNORECASE,
-)
-#: a body refusing n > 1
-_N_REJECTED = re.compile(
-    r"only one completion choice|\bn\b\W{0,3}(must|should) be 1\b"
-    r"|\bn\b\W{0,3}(> ?1|greater than 1)\W{0,3}(is )?not supported"
-    r"|multiple (choices|completions) (is|are) not supported",
-    re.IGNORECASE,
-)
-#: a body that is about the requested output format
-_FORMAT_WORDS = re.compile(r"response_format|json_schema|json_object", re.IGNORECASE)
-#: how much of an error body is kept on the error
-_BODY_CHARS = 2000
-
-
-# --------------------------------------------------------------------------- retry policy
-
-
-def is_request_error(error: LLMError) -> bool:
-    """Does the server say the request itself is invalid (so resending it cannot help)?
-
-    >>> is_request_error(LLMStatusError("HTTP 500", 500, body="1 validation error: Input should be 'text'"))
-    True
-    >>> is_request_error(LLMStatusError("HTTP 500", 500, body="CUDA out of memory"))
-    False
-    """
-    return isinstance(error, LLMStatusError) and bool(_REQUEST_INVALID.search(error.body))
-
-
-def should_retry(error: LLMError) -> bool:
-    """Is this failure worth another attempt?
-
-    >>> should_retry(LLMStatusError("busy", status=429)), should_retry(LLMStatusError("no", 400))
-    (True, False)
-    """
-    if isinstance(error, LLMStatusError):
-        if error.status is None:
-            return False
-        if error.status in RETRY_STATUSES:
-            return True
-        return error.status >= 500 and not is_request_error(error)
-    return isinstance(error, LLMTimeoutError | LLMConnectionError | LLMResponseError)
-
-
-def retry_after_seconds(
-    headers: Mapping[str, str] | None, *, now: Callable[[], float] = time.time
-) -> float | None:
-    """How long the server asked us to wait, or None if it did not say.
-
-    Reads ``Retry-After-Ms`` (milliseconds), then ``Retry-After`` as a number
-    of seconds or as an HTTP date (a date in the past means "now").
-
-    >>> retry_after_seconds({"Retry-After": "2"})
-    2.0
-    >>> retry_after_seconds({"retry-after-ms": "250"})
-    0.25
-    """
-    if not headers:
-        return None
-    lower = {k.lower(): v for k, v in headers.items()}
-    ms = lower.get("retry-after-ms")
-    if ms is not None:
-        try:
-            value = float(ms) / 1000.0
-        except ValueError:
-            value = -1.0
-        if value >= 0:
-            return value
-    raw = lower.get("retry-after")
-    if raw is None:
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(raw)
-        except (TypeError, ValueError):
-            return None
-        return max(0.0, when.timestamp() - now())
-    return value if value >= 0 else None
-
-
-def backoff_delay(
-    attempt: int, *, base: float, cap: float, rand: Callable[[], float] = random.random
-) -> float:
-    """Delay before retry number ``attempt + 1``: ``base * 2**attempt``, at most
-    ``cap``, minus up to 25% jitter so that many clients do not retry in step.
-
-    >>> [backoff_delay(a, base=0.5, cap=20, rand=lambda: 0.0) for a in (0, 1, 10)]
-    [0.5, 1.0, 20.0]
-    """
-    delay = min(cap, base * (2.0**attempt))
-    return delay * (1.0 - JITTER * rand())
-
-
-def retry_delay(
-    attempt: int,
-    retry_after: float | None,
-    options: LLMOptions,
-    *,
-    rand: Callable[[], float] = random.random,
-) -> float | None:
-    """How long to wait before the next attempt.
-
-    The server's ``Retry-After`` when it sent one, up to
-    ``options.retry_after_max`` (None: it asks for longer than we wait, so the
-    call ends now); otherwise the jittered backoff.
-    """
-    if retry_after is not None:
-        return retry_after if retry_after <= options.retry_after_max else None
-    return backoff_delay(attempt, base=options.backoff_base, cap=options.backoff_max, rand=rand)
-
-
-def to_llm_error(exc: BaseException) -> LLMError:
-    """Map a transport or parsing failure to attunement's typed errors."""
-    if isinstance(exc, LLMError):
-        return exc
-    if isinstance(exc, TimeoutError | openai.APITimeoutError):
-        return LLMTimeoutError("no answer within the deadline")
-    if isinstance(exc, openai.APIStatusError):
-        return LLMStatusError(
-            f"HTTP {exc.status_code}: {exc.message}", status=exc.status_code, body=_body_text(exc)
-        )
-    if isinstance(exc, openai.APIConnectionError):
-        cause = exc.__cause__ or exc.__context__
-        detail = f" ({type(cause).__name__}: {cause})" if cause else ""
-        return LLMConnectionError(f"connection failed{detail}")
-    if isinstance(exc, openai.APIResponseValidationError | json.JSONDecodeError | ValidationError):
-        return LLMResponseError(f"the body is not a chat completion ({exc})")
-    if isinstance(exc, openai.APIError):
-        return LLMError(f"API error: {exc}")
-    raise TypeError(f"not a transport failure: {exc!r}") from exc
-
-
-def _body_text(exc: openai.APIStatusError) -> str:
-    try:
-        text = exc.response.text
-    except Exception:  # noqa: BLE001 - a body that cannot be read says nothing
-        text = ""
-    return (text or json.dumps(exc.body, default=str))[:_BODY_CHARS]
-
-
-#: exceptions of one HTTP attempt that become an LLMError (anything else is a bug)
-_ATTEMPT_FAILURES = (
-    TimeoutError,
-    openai.APIError,
-    json.JSONDecodeError,
-    ValidationError,
-    LLMResponseError,
-)
-
-
-def _status_headers(exc: BaseException) -> Mapping[str, str] | None:
-    if isinstance(exc, openai.APIStatusError):
-        return exc.response.headers
-    return None
-
-
-def _with_message(error: LLMError, message: str) -> LLMError:
-    if isinstance(error, LLMStatusError):
-        return LLMStatusError(message, status=error.status, body=error.body)
-    return type(error)(message)
-
-
-# --------------------------------------------------------------------------- fallbacks
-
-
-def rejects_n(error: LLMError) -> bool:
-    """Did the server refuse a request for several choices?"""
-    return isinstance(error, LLMStatusError) and bool(_N_REJECTED.search(error.body))
-
-
-def rejects_json_format(error: LLMError) -> bool:
-    """Did the server refuse the requested ``response_format``?"""
-    if not isinstance(error, LLMStatusError) or error.status is None:
-        return False
-    about_format = bool(_FORMAT_WORDS.search(error.body)) or "'json_object'" in error.body
-    return about_format and (400 <= error.status < 500 or is_request_error(error))
-
-
-def schema_instruction(schema: dict[str, Any]) -> str:
-    """The shape of the answer, written out for a server that cannot enforce it."""
-    return (
-        "Answer with one JSON object and nothing else (no code fence, no comment). "
-        "It must be valid against this JSON schema:\n"
-        + json.dumps(schema, ensure_ascii=False, sort_keys=True)
-    )
-
-
-def with_schema_instruction(
-    messages: Sequence[Message],
-    schema: dict[str, Any],
-) -> list[Message]:
-    """The messages with the answer's shape appended to the last user message
-    (not as an extra system message: many chat templates allow only one, first)."""
-    out = [dict(m) for m in messages]
-    for m in reversed(out):
-        if m["role"] == "user":
-            m["content"] = m["content"].rstrip() + "\n\n" + schema_instruction(schema)
-            return out
-    return [*out, {"role": "user", "content": schema_instruction(schema)}]
-
-
-def response_format_for(
-    schema: dict[str, Any],
-    mode: JsonMode = "json_schema",
-) -> dict[str, Any] | None:
-    """The ``response_format`` asking for JSON valid against ``schema`` in ``mode``.
-
-    ``json_object`` carries the schema too: llama-cpp-python's server turns it
-    into a grammar; servers that only know plain JSON mode ignore it.
-    """
-    if mode == "json_schema":
-        return {
-            "type": "json_schema",
-            "json_schema": {"name": "output", "schema": schema, "strict": True},
-        }
-    if mode == "json_object":
-        return {"type": "json_object", "schema": schema}
-    return None
-
-
-def request_body(
-    request: ChatRequest, *, model: str | None, n: int, seed: int | None, json_mode: JsonMode
-) -> dict[str, Any]:
-    """The keyword arguments of one ``chat.completions.create`` call."""
-    messages = request.message_dicts
-    body: dict[str, Any] = {
-        "model": model,
-        "temperature": request.temperature,
-        "max_tokens": request.max_tokens,
-    }
-    if n > 1:
-        body["n"] = n
-    if seed is not None:
-        body["seed"] = seed
-    if request.stop:
-        body["stop"] = list(request.stop)
-    if request.json_schema is not None:
-        if json_mode != "json_schema":
-            messages = with_schema_instruction(messages, request.json_schema)
-        fmt = response_format_for(request.json_schema, json_mode)
-        if fmt is not None:
-            body["response_format"] = fmt
-    body["messages"] = messages
-    return body
-
-
-# --------------------------------------------------------------------------- keys
-
-
-def api_key_for(base_url: str, key_env: str | None, environ: Mapping[str, str]) -> str | None:
-    """The API key an endpoint is sent, or None to send none.
-
-    A key named by the spec (``,key=NAME``) or by ``LLMOptions.api_key_env`` is
-    read from that variable and sent whatever the URL (it must be set). Without
-    a name, ``OPENAI_API_KEY`` is sent to https URLs only: a plain-http URL is
-    a local server or a mistake, and a key sent there can be read on the way.
-
-    >>> api_key_for("http://localhost:8000/v1", None, {"OPENAI_API_KEY": "sk-1"}) is None
-    True
-    >>> api_key_for("https://api.example.com/v1", None, {"OPENAI_API_KEY": "sk-1"})
-    'sk-1'
-    >>> api_key_for("http://gpu:8000/v1", "VLLM_KEY", {"VLLM_KEY": "k2"})
-    'k2'
-    """
-    if key_env is not None:
-        value = environ.get(key_env)
-        if not value:
-            raise LLMError(
-                f"the API key of {redact_url(base_url)} is to come from the "
-                f"environment variable {key_env}, which is not set"
-            )
-        return value
-    if urllib.parse.urlsplit(base_url).scheme == "https":
-        return environ.get(DEFAULT_API_KEY_ENV) or None
-    return None
-
-
-def _keyless_headers(environ: Mapping[str, str]) -> dict[str, Any]:
-    """Headers to leave out when no key is sent: the SDK would otherwise add the
-    organisation, project and custom headers it reads from the environment."""
-    names = ["Authorization", "OpenAI-Organization", "OpenAI-Project"]
-    for line in environ.get("OPENAI_CUSTOM_HEADERS", "").splitlines():
-        if ":" in line:
-            names.append(line.split(":", 1)[0].strip())
-    return {name: openai.Omit() for name in names if name}
-
-
-# --------------------------------------------------------------------------- endpoints
-
-
-@dataclass
-class Endpoint:
-    """What one endpoint (base URL and model id) has shown about itself.
-
-    Shared by every :class:`OpenAIChatModel` of the process that talks to it,
-    so a capability is found out once and a cool-down applies to all.
-    """
-
-    n_supported: bool | None = None
-    json_mode: JsonMode = "json_schema"
-    #: no request is sent before this ``time.monotonic()`` value (after a 429)
-    cooldown_until: float = 0.0
-
-
-_ENDPOINTS: dict[str, Endpoint] = {}
-_ENDPOINTS_LOCK = threading.Lock()
-
-
-def endpoint_for(base_url: str, model: str | None) -> Endpoint:
-    """The shared record of an endpoint (created on first use)."""
-    key = f"{redact_url(base_url).rstrip('/')}#{model or ''}"
-    with _ENDPOINTS_LOCK:
-        return _ENDPOINTS.setdefault(key, Endpoint())
-
-
-def forget_endpoints() -> None:
-    """Drop everything learnt about endpoints (tests, or a server that was upgraded)."""
-    with _ENDPOINTS_LOCK:
-        _ENDPOINTS.clear()
-
-
-class Deadline:
-    """The time budget of one ``complete()`` call.
-
-    It starts when the call's first request gets a concurrency slot; from then
-    on every attempt, backoff, cool-down and fallback request draws on it.
-    """
-
-    def __init__(self, seconds: float, clock: Callable[[], float]):
-        self.seconds = seconds
-        self._clock = clock
-        self.started: float | None = None
-
-    def start(self) -> None:
-        if self.started is None:
-            self.started = self._clock()
-
-    def remaining(self) -> float:
-        if self.started is None:
-            return self.seconds
-        return self.seconds - (self._clock() - self.started)
-
-
-# --------------------------------------------------------------------------- the model
 
 
 @dataclass
@@ -446,58 +91,6 @@ class _LoopState:
     client: openai.AsyncOpenAI
     slots: asyncio.Semaphore
     models_lock: asyncio.Lock
-
-
-def parse_choices(response: Any) -> list[tuple[str, str | None]]:
-    """``(text, finish_reason)`` of each choice, in choice order.
-
-    Raises :class:`LLMResponseError` when the body is not a chat completion
-    (the SDK hands back plain text for a non-JSON content type, and builds
-    models without validation).
-    """
-    choices = getattr(response, "choices", None)
-    if not isinstance(choices, list) or not choices:
-        shown = response[:200] if isinstance(response, str) else type(response).__name__
-        raise LLMResponseError(f"the body is not a chat completion with choices: {shown!r}")
-    out = []
-    for pos, choice in enumerate(sorted(choices, key=lambda c: getattr(c, "index", 0) or 0)):
-        message = getattr(choice, "message", None)
-        content = getattr(message, "content", None) if message is not None else None
-        if message is None or not (content is None or isinstance(content, str)):
-            raise LLMResponseError(f"choice {pos} has no message text")
-        out.append((content or "", getattr(choice, "finish_reason", None)))
-    return out
-
-
-def reported_usage(response: Any) -> tuple[int, int]:
-    """(prompt_tokens, completion_tokens) the server reported, zeros if absent."""
-    usage = getattr(response, "usage", None)
-    prompt = getattr(usage, "prompt_tokens", None) if usage is not None else None
-    completion = getattr(usage, "completion_tokens", None) if usage is not None else None
-    return int(prompt or 0), int(completion or 0)
-
-
-def split_tokens(total: int, texts: list[str]) -> list[int]:
-    """Share a request's completion tokens among its samples by text length.
-
-    The API reports one total for all ``n`` choices; the shares sum exactly to
-    it (largest remainder), so totals stay right even though per-sample counts
-    are estimates.
-
-    >>> split_tokens(10, ["aaa", "a"]), split_tokens(5, ["only"])
-    ([8, 2], [5])
-    """
-    if len(texts) == 1:
-        return [total]
-    weights = [len(t) for t in texts]
-    if sum(weights) == 0:
-        weights = [1] * len(texts)
-    exact = [total * w / sum(weights) for w in weights]
-    shares = [int(x) for x in exact]
-    order = sorted(range(len(texts)), key=lambda i: exact[i] - shares[i], reverse=True)
-    for i in order[: total - sum(shares)]:
-        shares[i] += 1
-    return shares
 
 
 class OpenAIChatModel(ChatModel):
@@ -536,7 +129,7 @@ class OpenAIChatModel(ChatModel):
             else api_key_for(self.base_url, api_key_env or options.api_key_env, environ)
         )
         # sent with every request (the SDK only honours a left-out Authorization there)
-        self._headers = {} if self._api_key is not None else _keyless_headers(environ)
+        self._headers = {} if self._api_key is not None else keyless_headers(environ)
         self.retries = 0
         self._state_: _LoopState | None = None
         # seams for tests: the sleep between attempts, the jitter source, the clock
@@ -592,9 +185,9 @@ class OpenAIChatModel(ChatModel):
         for attempt in range(self.options.max_retries + 1):
             try:
                 return await self._attempt(call, deadline)
-            except _ATTEMPT_FAILURES as exc:
+            except ATTEMPT_FAILURES as exc:
                 error = to_llm_error(exc)
-                delay, why = self._next_delay(error, _status_headers(exc), attempt, deadline)
+                delay, why = self._next_delay(error, status_headers(exc), attempt, deadline)
                 if delay is None:
                     raise self._final_error(what, error, attempt + 1, why) from exc
                 log.info(
@@ -619,29 +212,20 @@ class OpenAIChatModel(ChatModel):
         delay = retry_delay(attempt, wish, self.options, rand=self._rand)
         if isinstance(error, LLMStatusError) and error.status == 429 and delay is not None:
             self._cool_down(delay)  # for every request to the endpoint, retried or not
-        if attempt >= self.options.max_retries:
-            return None, ""
-        if delay is None:
-            return None, (
-                f"the server asks to wait {wish:.0f} s, more than retry_after_max "
-                f"({self.options.retry_after_max:.0f} s)"
-            )
-        if delay >= deadline.remaining():
-            return None, f"no time left for a retry within the {self.options.timeout:g} s deadline"
-        return delay, ""
+        why = why_not_retry(delay, wish, attempt, deadline.remaining(), self.options)
+        return (delay, "") if why is None else (None, why)
 
     def _final_error(self, what: str, error: LLMError, attempts: int, why: str) -> LLMError:
         tries = f"after {attempts} attempts" if attempts > 1 else "on the first attempt"
         if isinstance(error, LLMTimeoutError):
             error = LLMTimeoutError(f"no answer within the {self.options.timeout:g} s deadline")
-        return _with_message(
+        return with_message(
             error, f"{self.name}: {what} failed {tries}: {error}" + (f" ({why})" if why else "")
         )
 
     def _cool_down(self, seconds: float) -> None:
         """Hold every request to this endpoint back for ``seconds`` (after a 429)."""
-        endpoint = self.endpoint
-        endpoint.cooldown_until = max(endpoint.cooldown_until, self._clock() + seconds)
+        self.endpoint.cool_down(self._clock() + seconds)
 
     async def _attempt(
         self, call: Callable[[openai.AsyncOpenAI], Awaitable[T]], deadline: Deadline
@@ -732,10 +316,8 @@ class OpenAIChatModel(ChatModel):
         )
 
     def _learn_n(self, supported: bool, why: str) -> None:
-        endpoint = self.endpoint
-        if endpoint.n_supported is not False and not supported:
+        if self.endpoint.learn_n(supported):
             log.warning("%s: %s; asking for one sample per request from now on", self.name, why)
-        endpoint.n_supported = endpoint.n_supported is not False and supported
 
     async def _fan_out(
         self,
@@ -827,12 +409,10 @@ class OpenAIChatModel(ChatModel):
 
     def _step_down_json(self, refused: JsonMode, error: LLMStatusError) -> bool:
         """Remember that the endpoint refuses ``refused``; False if nothing is left."""
-        position = JSON_MODES.index(refused)
-        if position + 1 >= len(JSON_MODES):
-            return False
         endpoint = self.endpoint
-        lower = JSON_MODES[position + 1]
-        if JSON_MODES.index(endpoint.json_mode) < position + 1:
+        before = endpoint.json_mode
+        lower = endpoint.step_down_json(refused)
+        if lower is not None and endpoint.json_mode != before:
             log.warning(
                 "%s refuses response_format %s (%s); using %s from now on",
                 self.name,
@@ -840,5 +420,4 @@ class OpenAIChatModel(ChatModel):
                 error.body[:120],
                 lower,
             )
-            endpoint.json_mode = lower
-        return True
+        return lower is not None

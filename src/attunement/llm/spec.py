@@ -15,7 +15,7 @@ spec                                        model
 An ``openai:`` spec may end in ``,key=NAME``: the API key is then read from
 the environment variable ``NAME`` and sent whatever the URL
 (``openai:http://gpu:8000/v1#qwen,key=VLLM_API_KEY``). Without it a key is sent
-to https URLs only (see :func:`attunement.llm.openai_compat.api_key_for`).
+to https URLs only (see :func:`attunement.llm.endpoint.api_key_for`).
 
 Runtime settings (concurrency, deadline, retries, cache) are not part of the
 spec; they come from :class:`LLMOptions`, built once at the edge (CLI flags or a
@@ -33,10 +33,10 @@ from attunement.llm.cache import CachedChatModel, CompletionCache
 from attunement.llm.endpoint import redact_url
 from attunement.llm.hf import HFChatModel  # torch and transformers load on first use
 from attunement.llm.local import LocalChatModel  # llama_cpp loads on first use
-from attunement.llm.options import LLMOptions
+from attunement.llm.options import ENV_NAME, LLMOptions
 
 #: ``,key=NAME`` at the end of an openai spec: the environment variable of its key
-_KEY_SUFFIX = re.compile(r",key=([A-Za-z_][A-Za-z0-9_]*)$")
+_KEY_SUFFIX = re.compile(rf",key=({ENV_NAME})$")
 
 
 @dataclass(frozen=True)
