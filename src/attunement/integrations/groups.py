@@ -28,7 +28,9 @@ group from the calls themselves:
   way the reply is flagged (``unscorable=1``) and counted, never disguised.
 
 What a caller gets for each reply, and under which keys, is
-:mod:`attunement.integrations.outcomes`.
+:mod:`attunement.integrations.outcomes`. Every scored call of the training
+split is also shown to the hacking monitor
+(:class:`~attunement.training.monitor.StreamMonitor`, ``ScoringPolicy.monitor``).
 
 One :class:`ReplyScorer` per event loop; it is not thread-safe.
 """
@@ -40,12 +42,14 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from attunement.integrations.outcomes import Fallback, Outcome, metric_keys
 from attunement.judging import RewardModel
 from attunement.records import Example, Reply, RewardBreakdown
+from attunement.training.monitor import MonitorSettings, StreamMonitor
 
 #: rewards of one group remembered for the group-mean fallback
 _MAX_GROUP_REWARDS = 1024
@@ -94,6 +98,14 @@ class ScoringPolicy(BaseModel):
     )
     train_split: str = Field(
         "train", description="rows of any other split are judged in criteria round 0"
+    )
+    monitor: MonitorSettings = Field(
+        default_factory=lambda: MonitorSettings(every=640),
+        description="the hacking monitor on the training split, every N replies (640: ten "
+        "steps of 8 prompts x 8); docs/training.md",
+    )
+    monitor_log: Path | None = Field(
+        None, description="JSONL file the hacking monitor appends each report to"
     )
 
     def scoring_policy(self) -> ScoringPolicy:
@@ -219,6 +231,16 @@ class ReplyScorer:
         )
         self.keys = metric_keys(reward)
         self.counts = ScorerCounts()
+        watch = self.policy.monitor
+        self.monitor = (
+            StreamMonitor(
+                watch,
+                log=str(self.policy.monitor_log) if self.policy.monitor_log else None,
+                timeout=self.policy.deadline,
+            )
+            if watch.every
+            else None
+        )
 
     def check(self, example: Example) -> None:
         """Raise ``ValueError`` if the reward cannot score this example at all."""
@@ -291,6 +313,9 @@ class ReplyScorer:
             for reply in replies
         ]
         self._count(outcomes)
+        if self.monitor is not None and fixed is None:  # the training split only
+            rewards = [None if o.unscorable else o.score for o in outcomes]
+            self.monitor.observe(example, replies, rewards, self.reward)
         return outcomes
 
     def _outcome(
