@@ -49,7 +49,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from attunement.integrations.outcomes import Fallback, Outcome, metric_keys
 from attunement.judging import RewardModel
 from attunement.records import Example, Reply, RewardBreakdown
-from attunement.training.monitor import MonitorSettings, StreamMonitor
+from attunement.training import MonitorSettings, StreamMonitor
 
 #: rewards of one group remembered for the group-mean fallback
 _MAX_GROUP_REWARDS = 1024

@@ -80,7 +80,10 @@ _ONE_PROCESS = (
 PERM_PAPER = Preset(
     name="perm-paper",
     title="PERM (Qwen2.5-7B, TRL GRPOTrainer)",
-    files=f"{PERM_REPO}: perm/grpo_train.sh (launch), perm/grpo.py (defaults, reward terms)",
+    files=(
+        f"{PERM_REPO}: perm/grpo_train.sh (launch), perm/grpo.py (defaults, reward terms), "
+        "perm/empathy_judge.py (judge calls)"
+    ),
     settings=(
         Setting("learning_rate", 1e-6, "grpo_train.sh --learning_rate 1e-6"),
         Setting("num_generations", 8, "grpo.py --num_generations default 8 (not overridden)"),
@@ -113,7 +116,7 @@ PERM_PAPER = Preset(
             "completion",
             "grpo.py length_penalty_reward_func counts completion_ids (analysis included)",
         ),
-        Setting("temperature", 0.3, "the authors' judge temperature (REFERENCE.md)"),
+        Setting("temperature", 0.3, "empathy_judge.py batch_generate_oai(temperature=0.3)"),
     ),
     lora=(
         Setting("r", 16, "grpo_train.sh --peft_r 16"),
