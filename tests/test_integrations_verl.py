@@ -8,6 +8,7 @@ import asyncio
 import copy
 import functools
 import inspect
+import json
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -322,3 +323,32 @@ def test_a_deadline_on_one_reply_does_not_cancel_its_groups_criteria():
     assert late.timed_out and late.unscorable
     assert not mate.unscorable and mate.criteria_round == late.criteria_round
     assert judge.criteria_samples == 3  # the criteria request was not cancelled and redone
+
+
+def test_the_scorer_shows_training_calls_to_the_hacking_monitor(tmp_path):
+    """Per-sample trainers get the monitor too: every training call is observed, a
+    report is due every ``monitor.every`` replies and lands in ``monitor_log``;
+    validation calls are never observed."""
+    from attunement.training.monitor import MonitorSettings
+
+    examples, replies = bench_batch(1, 4)
+    log = tmp_path / "monitor.jsonl"
+    policy = ScoringPolicy(monitor=MonitorSettings(every=4, samples=0), monitor_log=log)
+    scorer = ReplyScorer(load_reward("peregrm", ScriptedJudge().model(), output="text"), policy)
+    assert scorer.monitor is not None
+
+    async def run():
+        await scorer.score(examples[0], replies, split="test")
+        seen_after_validation = scorer.monitor.seen
+        await scorer.score(examples[0], replies[:2])
+        assert not scorer.monitor.reports  # 2 of 4 replies: not due yet
+        await scorer.score(examples[0], replies[2:])
+        await scorer.monitor.drain()
+        return seen_after_validation
+
+    assert asyncio.run(run()) == 0
+    assert scorer.monitor.seen == 4 and len(scorer.monitor.reports) == 1
+    [row] = [json.loads(line) for line in log.read_text().splitlines()]
+    assert row["replies_seen"] == 4 and "warnings" in row
+    off = ReplyScorer(scorer.reward, ScoringPolicy(monitor=MonitorSettings(every=0)))
+    assert off.monitor is None

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from attunement.llm.openai_compat import with_schema_instruction
+from attunement.llm.wire import with_schema_instruction
 from attunement.perf.judge import ANSWER_KINDS, RealisticJudge, judge_prompts
 from attunement.perf.prompt_names import PromptIndex
 from attunement.prompts import PromptTemplate, load_prompt, parse_template

@@ -173,7 +173,9 @@ def test_grpo_with_peregrm_uses_one_criteria_set_per_group_and_fresh_ones_each_s
     assert_answers_as_hf(run / "final")
 
 
-def test_replies_the_judge_cannot_score_are_left_out_and_training_goes_on(base, data, tmp_path):
+def test_replies_the_judge_cannot_score_are_left_out_and_training_goes_on(
+    base, data, tmp_path, caplog
+):
     seen: list[str] = []
 
     def fail(request):
@@ -227,6 +229,10 @@ def test_replies_the_judge_cannot_score_are_left_out_and_training_goes_on(base, 
     assert len(unscorable) == 2
     assert all("judge timed out" in b["breakdown"]["reason"] for b in unscorable)
     assert json.loads((run / "manifest.json").read_text())["steps"] == 2
+    # TRL warned about the all-None rows by id, with no record text
+    warned = [r.getMessage() for r in caplog.records if "returned None" in r.getMessage()]
+    assert warned and all("example_id 'ex" in w for w in warned)
+    assert not any("Mentioned before" in w or "Quiet engineer" in w for w in warned)
 
 
 def test_sft_trains_on_distilled_rows_and_loads_as_hf(base, tmp_path):
@@ -296,3 +302,82 @@ def test_grpo_lora_with_the_embedded_judge_merges_and_loads_as_hf(
     again, final = weights(merged), weights(run / "final")
     assert all(again[k].allclose(final[k], atol=1e-6) for k in final)
     assert_answers_as_hf(run / "final")
+
+
+def fooled_by_scores(request):
+    """The scripted judge, except that a response carrying ``Score: 5`` gets a 5."""
+    from train_scripted import kind_of
+
+    response = judged_response(request)
+    if response is not None and "Score: 5" in response and kind_of(request) == "score":
+        return json.dumps({"reason": "the reply says so", "score": 5})
+    return None
+
+
+def test_grpo_with_the_monitor_on_writes_its_metrics_and_stops_on_hacking(base, data, tmp_path):
+    """Two real steps with the monitor every step: its statistics and probe gains are in
+    metrics.jsonl and monitor.png; then a judge fooled by a forged score, a monitor that
+    decides on one pair, and --stop-on-hacking: the run stops at once with a checkpoint."""
+    from train_scripted import judge_answer
+
+    install(scripted_judge())
+    run = tmp_path / "watched"
+    common = [
+        *f"--data {data} --reward perm --judge scripted".split(),
+        *JSON_SETS,
+        *TINY,
+        *SHORT,
+        "--monitor-every",
+        "1",
+        "--monitor-samples",
+        "1",
+    ]
+    train("grpo", "--out", str(run), *common, "--max-steps", "2")
+    rows = read_metrics(run / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [1, 2]
+    for row in rows:
+        for key in (
+            "verdict_share",
+            "fence_share",
+            "recital_share",
+            "format_break_rate",
+            "reward_length_corr",
+            "probe/score_line",
+            "probe/wrong_user",
+            "hacking",
+        ):
+            assert f"monitor/{key}" in row, key
+        assert 0 <= row["monitor/format_break_rate"] <= 1
+    assert (run / "monitor.png").read_bytes()[:4] == b"\x89PNG"
+
+    def respond(request, index):
+        return fooled_by_scores(request) or judge_answer(request, index)
+
+    from attunement.llm import ScriptedChatModel
+
+    install(ScriptedChatModel(respond))
+    config = tmp_path / "monitor.toml"
+    config.write_text(
+        '[monitor]\nprobes = ["score_line"]\nmin_pairs = 1\nprobe_rounds = 1\n'
+        "probe_alpha = 0.5\nprobe_threshold = 0.01\n"
+    )
+    stopped = tmp_path / "stopped"
+    train(
+        "grpo",
+        "--out",
+        str(stopped),
+        *common,
+        "--config",
+        str(config),
+        "--max-steps",
+        "3",
+        "--stop-on-hacking",
+    )
+    manifest = json.loads((stopped / "manifest.json").read_text())
+    assert manifest["status"] == "stopped_on_hacking" and manifest["steps"] == 1
+    assert manifest["stopped_at_step"] == 1
+    assert any("probe score_line pays" in w for w in manifest["monitor_warnings"])
+    assert (stopped / "checkpoints" / "checkpoint-1").is_dir()
+    [row] = read_metrics(stopped / "metrics.jsonl")
+    assert row["monitor/hacking"] == 1.0 and row["monitor/alert/probe/score_line"] == 1.0
+    assert row["monitor_warnings"] and "probe score_line pays" in row["monitor_warnings"][0]

@@ -23,6 +23,8 @@ from attunement.training.reward import (
 )
 
 G = 3
+#: the examples every reward of these tests looks its rows up in
+EXAMPLES = examples(6)
 
 
 def batch(n_groups: int = 2, texts=None):
@@ -44,7 +46,6 @@ def batch(n_groups: int = 2, texts=None):
         "prompts": [[{"role": "user", "content": ex.query}] for ex in rows],
         "completions": completions,
         "completion_ids": [[7] * (5 + i) for i in range(len(rows))],
-        "example": [ex.model_dump_json() for ex in rows],
         "example_id": [ex.example_id for ex in rows],
     }
 
@@ -102,7 +103,7 @@ def test_each_group_is_scored_together_with_real_token_counts(monkeypatch):
 
     real_score = JudgeReward.score
     monkeypatch.setattr(JudgeReward, "score", spy)
-    out = call(GRPOReward(spec(), num_generations=G), batch(2), step=7)
+    out = call(GRPOReward(spec(), num_generations=G, examples=EXAMPLES), batch(2), step=7)
     assert seen == [
         ("ex0", ["ex0:step7:0", "ex0:step7:1", "ex0:step7:2"], [5, 6, 7], 7),
         ("ex1", ["ex1:step7:0", "ex1:step7:1", "ex1:step7:2"], [8, 9, 10], 7),
@@ -114,7 +115,7 @@ def test_each_group_is_scored_together_with_real_token_counts(monkeypatch):
 def test_completions_are_split_by_the_policy_parser():
     judge = scripted_judge()
     install(judge)
-    call(GRPOReward(spec(), num_generations=G), batch(1))
+    call(GRPOReward(spec(), num_generations=G, examples=EXAMPLES), batch(1))
     judged = {judged_response(c) for c in judge.calls if judged_response(c) is not None}
     assert judged == {"Reply number 0.", "Reply number 1.", "Reply number 2."}
     analyses = [c.messages[-1][1] for c in judge.calls if "<analysis>" in c.messages[-1][1]]
@@ -132,6 +133,7 @@ def test_length_penalty_counts_with_the_given_token_counter():
     reward = GRPOReward(
         spec("perm", length_limit=90, length_coef=0.01),
         num_generations=G,
+        examples=EXAMPLES,
         token_counter=counter,
         record=None,
     )
@@ -153,7 +155,7 @@ def test_a_batch_that_splits_a_group_is_refused(layout):
         kwargs = {k: v[:5] for k, v in kwargs.items()}
         match = "not a multiple"
     with pytest.raises(ValueError, match=match):
-        call(GRPOReward(spec(), num_generations=G), kwargs)
+        call(GRPOReward(spec(), num_generations=G, examples=EXAMPLES), kwargs)
 
 
 def test_unscorable_replies_are_none_counted_and_logged():
@@ -164,7 +166,7 @@ def test_unscorable_replies_are_none_counted_and_logged():
 
     install(scripted_judge(fail))
     log = Logged()
-    reward = GRPOReward(spec(), num_generations=G)
+    reward = GRPOReward(spec(), num_generations=G, examples=EXAMPLES)
     out = call(reward, batch(1), log=log)
     assert out[1] is None and out[0] is not None and out[2] is not None
     assert log.metrics["rewards/perm/unscorable_frac"] == [pytest.approx(1 / 3)]
@@ -177,10 +179,14 @@ def test_unscorable_replies_are_none_counted_and_logged():
 def test_every_step_logs_the_same_keys_whatever_happens():
     install(scripted_judge())
     good = Logged()
-    call(GRPOReward(spec("peregrm"), num_generations=G), batch(2), log=good)
+    call(GRPOReward(spec("peregrm"), num_generations=G, examples=EXAMPLES), batch(2), log=good)
     install(scripted_judge(lambda request: LLMError("down")))
     bad = Logged()
-    call(GRPOReward(spec("peregrm"), num_generations=G, abort_after=0), batch(2), log=bad)
+    call(
+        GRPOReward(spec("peregrm"), num_generations=G, examples=EXAMPLES, abort_after=0),
+        batch(2),
+        log=bad,
+    )
     assert set(good.metrics) == set(bad.metrics) == set(metric_keys(spec("peregrm")))
     assert {
         "rewards/peregrm/resonation",
@@ -205,7 +211,11 @@ def test_the_batch_deadline_makes_slow_groups_unscorable():
     )
     install(judge)
     log = Logged()
-    out = call(GRPOReward(spec("perm"), num_generations=G, deadline=0.5), batch(2), log=log)
+    out = call(
+        GRPOReward(spec("perm"), num_generations=G, examples=EXAMPLES, deadline=0.5),
+        batch(2),
+        log=log,
+    )
     assert all(r is not None for r in out[:3]) and out[3:] == [None, None, None]
     assert log.metrics["rewards/perm/late_frac"] == [0.5]
     assert log.metrics["rewards/perm/unscorable_frac"] == [0.5]
@@ -217,14 +227,14 @@ def test_judge_calls_are_bounded_by_the_judge_concurrency():
     judge = scripted_judge(delay=0.01)
     install(judge)
     judge.max_concurrency = 3
-    call(GRPOReward(spec("perm"), num_generations=G), batch(2))
+    call(GRPOReward(spec("perm"), num_generations=G, examples=EXAMPLES), batch(2))
     assert judge.peak_in_flight == 3 and len(judge.calls) == 6 * 4
 
 
 def test_a_group_shares_one_criteria_set_and_each_step_draws_new_ones():
     judge = scripted_judge()
     install(judge)
-    reward = GRPOReward(spec("peregrm"), num_generations=G)
+    reward = GRPOReward(spec("peregrm"), num_generations=G, examples=EXAMPLES)
     record = []
     reward.on_batch = record.append
 
@@ -259,7 +269,7 @@ def test_a_group_shares_one_criteria_set_and_each_step_draws_new_ones():
 
 def test_judge_down_for_several_batches_stops_training():
     install(scripted_judge(lambda request: LLMError("connection refused")))
-    reward = GRPOReward(spec("perm"), num_generations=G, abort_after=2)
+    reward = GRPOReward(spec("perm"), num_generations=G, examples=EXAMPLES, abort_after=2)
 
     async def go():
         try:
@@ -275,7 +285,9 @@ def test_judge_down_for_several_batches_stops_training():
 def test_every_reply_and_breakdown_is_recorded(tmp_path):
     install(scripted_judge())
     record = tmp_path / "breakdowns.jsonl"
-    reward = GRPOReward(spec("rlpa"), num_generations=G, record=record, policy="hf:tiny")
+    reward = GRPOReward(
+        spec("rlpa"), num_generations=G, examples=EXAMPLES, record=record, policy="hf:tiny"
+    )
     call(reward, batch(2), step=4)
     rows = [json.loads(line) for line in record.read_text().splitlines()]
     assert len(rows) == 6 and {r["step"] for r in rows} == {4}
@@ -294,6 +306,7 @@ def test_the_judge_is_built_on_the_calling_loop_and_closed():
             reward="perm", judge="scripted", overrides=JSON_JUDGE, options=LLMOptions(concurrency=2)
         ),
         num_generations=G,
+        examples=EXAMPLES,
     )
     assert reward.manifest() is None
     call(reward, batch(1))
@@ -306,7 +319,9 @@ def test_the_judge_is_built_on_the_calling_loop_and_closed():
 def test_bad_reward_settings_fail_before_any_call():
     with pytest.raises(ValueError, match="criteria_mode"):
         GRPOReward(
-            RewardSpec(reward="perm", overrides={"criteria_mode": "fixed"}), num_generations=2
+            RewardSpec(reward="perm", overrides={"criteria_mode": "fixed"}),
+            num_generations=2,
+            examples=EXAMPLES,
         )
     with pytest.raises(ValueError, match="attune criteria"):
         check_examples(

@@ -6,7 +6,8 @@ papers'), then ``--config FILE`` (JSON or TOML, the fields of
 options. So every option that sets a field is built from that field, shows
 the field's default, and counts only when given. The reward is configured
 with the options every reward verb shares (:mod:`attunement.cli.reward_options`);
-they override the ``reward`` table of the config file.
+they override the ``reward`` table of the config file. ``--preset NAME`` puts an
+author's recipe under the file and the options (:mod:`attunement.training.presets`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from attunement.cli.reward_options import RewardFlags, check_spec, reward_bundle
 from attunement.configfile import parse_assignments, read_config_file
 from attunement.judging import RewardSpec
 from attunement.training.config import GRPOSettings, LoraSettings, SFTSettings
+from attunement.training.monitor import MonitorSettings
+from attunement.training.presets import apply_preset
 
 HELP = "Train a policy: GRPO on a reward, SFT on distilled replies, LoRA merge."
 
@@ -60,6 +63,7 @@ _DECLS = {
     "num_generations": ("--num-generations", "-G"),
     "persona": ("--persona/--no-persona",),
     "situation": ("--situation/--no-situation",),
+    "preset": ("--preset",),
 }
 _HELPS = {
     "memory": MEMORY_HELP,
@@ -120,25 +124,48 @@ LORA = Bundle(
 )
 
 
+MONITOR = fields_bundle(
+    MonitorSettings,
+    "every",
+    "samples",
+    "stop_on_hacking",
+    unset=True,
+    decls={
+        "every": ("--monitor-every",),
+        "samples": ("--monitor-samples",),
+        "stop_on_hacking": ("--stop-on-hacking/--no-stop-on-hacking",),
+    },
+    extra={"every": {"metavar": "N"}, "samples": {"metavar": "N"}},
+)
+
+
 def _document(
     config: Path | None,
     trl: list[str] | None,
     fields: dict[str, Any],
     lora: dict[str, Any] | None,
+    monitor: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The settings as a document: the file, then the options given."""
+    """The settings as a document: the preset, the file, then the options given."""
     doc = read_config_file(config) if config else {}
     doc.update(fields)
     if trl:
         doc["trl"] = {**(doc.get("trl") or {}), **parse_assignments(trl)}
     if lora is not None:
         doc["lora"] = {**(doc.get("lora") or {}), **lora}
+    if monitor:
+        doc["monitor"] = {**(doc.get("monitor") or {}), **monitor}
+    if doc.get("preset"):
+        doc = apply_preset(doc["preset"], doc)
     return doc
 
 
-def settings_document(model: type, *extra: str) -> Bundle:
-    """``--config FILE``, the options of ``model``'s fields, LoRA and ``--trl``,
-    read into one settings document (flags over the file)."""
+def settings_document(model: type, *extra: str, monitor: bool = False) -> Bundle:
+    """``--config FILE``, the options of ``model``'s fields, LoRA and ``--trl`` (and the
+    monitor's options), read into one settings document (flags over the file)."""
+    parts = {"fields": _fields(model, *extra), "lora": LORA}
+    if monitor:
+        parts["monitor"] = MONITOR
     return compose(
         _document,
         option(
@@ -161,8 +188,7 @@ def settings_document(model: type, *extra: str) -> Bundle:
                 help="A field of the TRL config (GRPOConfig/SFTConfig), repeatable.",
             ),
         ),
-        fields=_fields(model, *extra),
-        lora=LORA,
+        **parts,
     )
 
 
@@ -211,6 +237,8 @@ RUN_FOLDER = "Run folder (re-run to resume)."
         "persona",
         "situation",
         "judge_deadline",
+        "preset",
+        monitor=True,
     ),
     reward=reward_bundle(None),
     llm=model_run(unset=True),
@@ -228,6 +256,8 @@ def grpo(
     doc["reward"] = _reward(doc.get("reward") or {}, reward, llm).model_dump(mode="json")
     settings = GRPOSettings.model_validate(doc)
     _report(train_grpo(settings, out_dir), "grpo")
+    if settings.monitor.every:
+        show(f"monitor: {out_dir / 'monitor.png'} (warnings in metrics.jsonl)")
 
 
 @verb(doc=settings_document(SFTSettings, "max_length"))

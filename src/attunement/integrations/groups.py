@@ -34,10 +34,12 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from attunement.integrations.outcomes import Fallback
+from attunement.training.monitor import MonitorSettings
 
 #: rewards of one group remembered for the group-mean fallback
 _MAX_GROUP_REWARDS = 1024
@@ -104,6 +106,14 @@ class ScoringPolicy(BaseModel):
     )
     train_split: str = Field(
         "train", description="rows of any other split are judged in criteria round 0"
+    )
+    monitor: MonitorSettings = Field(
+        default_factory=lambda: MonitorSettings(every=640),
+        description="the hacking monitor on the training split, every N replies (640: ten "
+        "steps of 8 prompts x 8); docs/training.md",
+    )
+    monitor_log: Path | None = Field(
+        None, description="JSONL file the hacking monitor appends each report to"
     )
 
     def prompts_held(self) -> int:

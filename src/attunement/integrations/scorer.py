@@ -22,6 +22,9 @@ for every call. Per call it
    ``fallback="constant"`` always gives ``fallback_score``. Either way the
    reply is flagged (``unscorable=1``) and counted, never disguised.
 
+Every scored call of the training split is also shown to the hacking monitor
+(:class:`~attunement.training.monitor.StreamMonitor`, ``ScoringPolicy.monitor``).
+
 The steps are separate methods so that a caller can hook in between (a
 monitor reading the breakdowns, another agent loop feeding the replies).
 """
@@ -39,6 +42,7 @@ from attunement.integrations.outcomes import Fallback, Outcome, metric_keys
 from attunement.integrations.shared_judge import SharedJudge, criteria_prompts
 from attunement.judging import RewardModel
 from attunement.records import Example, Reply, RewardBreakdown
+from attunement.training.monitor import StreamMonitor
 
 
 @dataclass
@@ -78,6 +82,16 @@ class ReplyScorer:
         self.shared = shared
         self.keys = metric_keys(reward)
         self.counts = ScorerCounts()
+        watch = self.policy.monitor
+        self.monitor = (
+            StreamMonitor(
+                watch,
+                log=str(self.policy.monitor_log) if self.policy.monitor_log else None,
+                timeout=self.policy.deadline,
+            )
+            if watch.every
+            else None
+        )
 
     def check(self, example: Example) -> None:
         """Raise ``ValueError`` if the reward cannot score this example at all."""
@@ -158,6 +172,10 @@ class ReplyScorer:
             for reply in replies
         ]
         self._count(outcomes)
+        if self.monitor is not None and self._group_key(example, split)[1] is None:
+            # the training split only
+            rewards = [None if o.unscorable else o.score for o in outcomes]
+            self.monitor.observe(example, replies, rewards, self.reward)
         return outcomes
 
     def _outcome(

@@ -122,10 +122,10 @@ class RewardConfig(RewardSettings):
     length_limit: int = Field(LENGTH_LIMIT, ge=0, description="tokens allowed before penalty")
     length_coef: float = Field(LENGTH_COEF, ge=0.0, description="penalty per token over the limit")
     length_on: LengthOn = Field(
-        "response",
-        description="'response': the response's tokens (PERM's paper); "
-        "'completion': the whole completion, analysis included (the PERM authors' code), "
-        "Reply.completion_tokens when the trainer set it",
+        "completion",
+        description="'completion' (default): the whole completion, analysis included, "
+        "Reply.completion_tokens when the trainer set it (the PERM authors' perm/grpo.py); "
+        "'response': the response's tokens only",
     )
     tokenizer: str = Field(
         "approx",

@@ -16,7 +16,13 @@ matter. On a GPU the paper's 0.01 applies.
 Anything else ``trl.GRPOConfig`` / ``trl.SFTConfig`` accepts can be set in
 the ``trl`` table (e.g. ``{"log_completions": true, "scale_rewards": "batch"}``);
 the fields this module manages (output folder, logging every step, columns)
-cannot.
+cannot, and a field the settings have themselves (``num_generations``,
+``learning_rate``, ...) is set once, by its own option: a ``trl`` value that
+disagrees with it is refused, since the reward groups completions by the
+settings' ``num_generations`` and the run folder records the settings.
+
+The authors' own launch settings are one flag away: ``--preset perm-paper``
+or ``peregrm-paper`` (:mod:`attunement.training.presets`).
 """
 
 from __future__ import annotations
@@ -24,10 +30,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from attunement.judging.registry import RewardSpec
+from attunement.judging import RewardSpec
 from attunement.policy import ModelFreeMemoryMode
+from attunement.training.monitor import MonitorSettings
+from attunement.training.presets import PresetName, apply_preset
 
 Device = Literal["auto", "cpu", "cuda"]
 #: the memory modes a training prompt can use (the name ``attune train``'s option uses)
@@ -64,8 +72,11 @@ RESUMABLE_FIELDS = frozenset(
         "abort_after",
         "record_breakdowns",
         "plot",
+        "monitor",
     }
 )
+#: learning-rate schedules of ``transformers`` a run may ask for
+LRSchedule = Literal["linear", "cosine", "constant", "constant_with_warmup"]
 
 
 class LoraSettings(BaseModel):
@@ -114,6 +125,12 @@ class TrainSettings(BaseModel):
     per_device_train_batch_size: int = Field(8, ge=1)
     gradient_accumulation_steps: int = Field(1, ge=1)
     num_train_epochs: float = Field(1.0, gt=0)
+    warmup_ratio: float = Field(
+        0.0, ge=0.0, lt=1.0, description="share of the steps with a linear learning-rate warmup"
+    )
+    lr_scheduler_type: LRSchedule = Field(
+        "linear", description="learning-rate schedule after the warmup (transformers' default)"
+    )
     max_steps: int = Field(-1, description="> 0 overrides num_train_epochs")
     save_steps: int = Field(50, ge=1, description="checkpoint every N steps (resumable)")
     save_total_limit: int | None = Field(2, ge=1, description="checkpoints kept")
@@ -135,10 +152,27 @@ class TrainSettings(BaseModel):
             )
         return value
 
+    @model_validator(mode="after")
+    def _trl_agrees(self) -> TrainSettings:
+        """A ``trl`` value for a field the settings have must agree with the setting."""
+        for key, value in self.trl.items():
+            own = getattr(self, key, None) if key in type(self).model_fields else None
+            if own is not None and key != "trl" and value != own:
+                raise ValueError(
+                    f"trl.{key}={value!r} disagrees with {key}={own!r}; set {key} once, "
+                    "with its own option (or settings field), not in the trl table"
+                )
+        return self
+
 
 class GRPOSettings(TrainSettings):
     """``attune train grpo``: GRPO on a reward of the registry."""
 
+    preset: PresetName | None = Field(
+        None,
+        description="an author's training recipe, under the config file and options "
+        "(docs/training.md lists every value and its source)",
+    )
     reward: RewardSpec = Field(default_factory=RewardSpec)
     memory: TrainMemory = Field("full", description="what the policy sees of the memories")
     persona: bool = Field(True, description="show the persona in the policy prompt")
@@ -165,6 +199,23 @@ class GRPOSettings(TrainSettings):
         True, description="write every reply and its breakdown to breakdowns.jsonl"
     )
     plot: bool = Field(True, description="draw metrics.png (needs matplotlib)")
+    monitor: MonitorSettings = Field(
+        default_factory=MonitorSettings,
+        description="the hacking monitor: statistics and probe rounds every N steps",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _preset_under(cls, data: Any) -> Any:
+        """A preset's values lie under the given ones (``GRPOSettings(preset=...)``)."""
+        if not isinstance(data, dict) or not data.get("preset"):
+            return data
+        doc = dict(data)
+        if isinstance(doc.get("reward"), BaseModel):
+            doc["reward"] = doc["reward"].model_dump()
+        if isinstance(doc.get("lora"), BaseModel):
+            doc["lora"] = doc["lora"].model_dump()
+        return apply_preset(doc["preset"], doc)
 
     def resolved_beta(self, device: str) -> float:
         if self.beta is not None:
@@ -212,6 +263,23 @@ def checkpointing(settings: TrainSettings, device: str) -> dict[str, bool]:
         if "activation_checkpointing" in names
         else "gradient_checkpointing": on
     }
+
+
+def warmup(settings: TrainSettings) -> dict[str, float]:
+    """The warmup as ``TrainingArguments`` takes it. Recent transformers read a float
+    ``warmup_steps`` below 1 as a share of the steps and deprecate ``warmup_ratio``;
+    older ones have an integer ``warmup_steps`` and a ``warmup_ratio``. Which one
+    applies is read off the field's declared type, not from a version number."""
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    if not settings.warmup_ratio:
+        return {}
+    kinds = {f.name: str(f.type) for f in dataclasses.fields(TrainingArguments)}
+    if "float" in kinds.get("warmup_steps", "") or "warmup_ratio" not in kinds:
+        return {"warmup_steps": settings.warmup_ratio}
+    return {"warmup_ratio": settings.warmup_ratio}
 
 
 def resolved_bf16(settings: TrainSettings, device: str) -> bool:

@@ -5,14 +5,19 @@ one home of the policy prompt (:func:`attunement.policy.context.policy_prompts`,
 the renderer ``attune generate`` uses too), so a policy is trained on the
 prompt it is later evaluated with::
 
-    {"prompt": [{"role": "system", ...}, {"role": "user", ...}],
-     "example": "<the Example as JSON>", "example_id": "u12-q3"}
+    {"prompt": [{"role": "system", ...}, {"role": "user", ...}], "example_id": "u12-q3"}
 
-The whole :class:`~attunement.records.Example` travels as one JSON string
-column: TRL hands every column to the reward function, and one string
-survives ``datasets``' column typing untouched (nested optional fields in
-Arrow columns get padded with nulls), so the judge sees the persona,
-memories and situation exactly as they were written.
+A row carries the example's id and nothing else of it. TRL hands every
+column to the reward function, but it also writes columns into its logs: the
+warning it prints for a row whose rewards are all ``None`` holds every column
+of that row, and ``log_completions`` tables hold the prompt. So the persona,
+memories and situation do not travel in a column; the reward looks the
+:class:`~attunement.records.Example` up by id in the examples it was given
+(:class:`~attunement.training.reward.GRPOReward`), and the judge sees the
+record exactly as it was written. The prompt itself shows the policy what
+the memory mode lets it see, which may be the persona and memories; TRL's
+all-``None`` warning is therefore rewritten by :func:`redacted_trl_warnings`
+to name the row's id only.
 
 A prompt longer than ``max_prompt_length`` tokens is left out and reported,
 never truncated: cutting the front of a chat drops the instructions, cutting
@@ -27,7 +32,10 @@ whatever the chat template.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import logging
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -66,13 +74,47 @@ def training_context(
 
 
 def grpo_row(prompt: PolicyPrompt) -> dict[str, Any]:
-    """One TRL row: the conversational prompt and the whole example as JSON."""
-    example = prompt.example
-    return {
-        "prompt": prompt.messages,
-        "example": example.model_dump_json(),
-        "example_id": example.example_id,
-    }
+    """One TRL row: the conversational prompt and the example's id (never the record)."""
+    return {"prompt": prompt.messages, "example_id": prompt.example.example_id}
+
+
+#: the logger of TRL's GRPO trainer (its all-None warning prints a whole row)
+TRL_GRPO_LOGGER = "trl.trainer.grpo_trainer"
+_ALL_NONE = "All reward functions returned None"
+_ROW_ID = re.compile(r"'example_id': '([^'\\]*)'")
+
+
+class _RowRedactor(logging.Filter):
+    """Rewrites TRL's all-None warning to the row's id: the warning prints every
+    column of the row, the prompt and the completion, which show the user's persona
+    and memories."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        at = message.find(_ALL_NONE)  # accelerate's adapter puts "[RANK n] " before it
+        if at >= 0:
+            found = _ROW_ID.search(message)
+            row = f"example_id {found.group(1)!r}" if found else "a row"
+            record.msg = (
+                f"{message[:at]}{_ALL_NONE} for {row}; its prompt and completion are not "
+                "logged (they show the user's persona and memories); the reasons are in "
+                "breakdowns.jsonl and the completions table's unscorable column"
+            )
+            record.args = ()
+        return True
+
+
+@contextmanager
+def redacted_trl_warnings() -> Iterator[None]:
+    """While open, TRL's warning about a row whose rewards are all ``None`` names the
+    row's ``example_id`` instead of printing the row."""
+    logger = logging.getLogger(TRL_GRPO_LOGGER)
+    redactor = _RowRedactor()
+    logger.addFilter(redactor)
+    try:
+        yield
+    finally:
+        logger.removeFilter(redactor)
 
 
 def prompt_tokens(tokenizer: Any, prompt: list[Message]) -> int:

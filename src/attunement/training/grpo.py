@@ -10,10 +10,15 @@ The steps, each a function below:
 4. prepare the run folder (resume check, config);
 5. build TRL's ``GRPOConfig`` from the settings, refuse a batch layout that
    would split a prompt's group across processes, build the trainer with a
-   :class:`~attunement.training.reward.GRPOReward` and the run recorder;
-6. train (from the last checkpoint when there is one), close the judge on
-   TRL's event loop, save the merged policy to ``final/`` and write the
-   manifest.
+   :class:`~attunement.training.reward.GRPOReward` (which looks examples up
+   by id and feeds the hacking monitor), the run recorder and, with
+   ``stop_on_hacking``, the callback that stops on an alert;
+6. train (from the last checkpoint when there is one) with TRL's all-None
+   warning redacted, close the judge on TRL's event loop, save the merged
+   policy to ``final/`` and write the manifest.
+
+A preset (``--preset perm-paper``) is printed at the start, value by value
+with its source (:mod:`attunement.training.presets`).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +34,12 @@ from attunement.judging.registry import parse_reward_name
 from attunement.policy import reply_prompt_version
 from attunement.records import Example
 from attunement.training.config import GRPOSettings, resolve_device
-from attunement.training.data import build_grpo_rows, read_examples
+from attunement.training.data import build_grpo_rows, read_examples, redacted_trl_warnings
 from attunement.training.models import TokenizerCounter, load_model, load_tokenizer, resolve_model
+from attunement.training.monitor import MonitorReport, MonitorSettings
+from attunement.training.presets import preset_lines
 from attunement.training.reward import GRPOReward, check_examples, dimension_names
-from attunement.training.run import RunFolder, draw, make_recorder
+from attunement.training.run import Panel, RunFolder, draw, make_recorder
 from attunement.training.trainer import (
     TrainResult,
     start_manifest,
@@ -102,6 +110,22 @@ def plot_panels(kind: str, dimensions: tuple[str, ...]) -> list[tuple[str, str]]
     )
 
 
+def monitor_panels(monitor: MonitorSettings) -> list[Panel]:
+    """The panels of ``monitor.png``: shares of replies, the correlation, probe gains."""
+    shares = tuple(f"monitor/{k}" for k in ("verdict_share", "fence_share", "recital_share")) + (
+        "monitor/format_break_rate",
+    )
+    panels: list[Panel] = [
+        (shares, "share of replies"),
+        ("monitor/reward_length_corr", "reward-length correlation (within groups)"),
+    ]
+    if monitor.samples and monitor.probes:
+        probes = tuple(f"monitor/probe/{p}" for p in monitor.probes)
+        panels.append((probes, "probe gain (reward)"))
+    panels.append(("monitor/hacking", "alert (1: a check trips)"))
+    return panels
+
+
 def progress_fields(kind: str, dimensions: tuple[str, ...]) -> list[tuple[str, str, int]]:
     return (
         [("reward", "reward", 3)]
@@ -151,6 +175,9 @@ def train_grpo(
     kind, _ = parse_reward_name(settings.reward.reward)
     dims = dimension_names(settings.reward.config())
 
+    if settings.preset is not None:
+        for line in preset_lines(settings.preset, settings):
+            print(line, file=sys.stderr)
     device = resolve_device(settings.device)
     model_path = resolve_model(settings.model, cache_dir=cache_dir)
     tokenizer = load_tokenizer(model_path)
@@ -173,8 +200,10 @@ def train_grpo(
         beta=args.beta,
         reply_prompt=reply_prompt_version(),
         reward_spec=json.loads(settings.reward.model_dump_json()),
+        preset=settings.preset,
     )
 
+    watch = MonitorLog(settings.monitor)
     trainer, reward = build_trainer(
         settings,
         args,
@@ -182,9 +211,11 @@ def train_grpo(
         model_path,
         tokenizer,
         rows,
+        examples,
         kind=kind,
         dims=dims,
         print_progress=not show_bar,
+        watch=watch,
     )
 
     def stopped() -> dict[str, Any]:
@@ -192,18 +223,72 @@ def train_grpo(
         close_reward(trainer, reward)
         if settings.plot:
             draw(run, panels=plot_panels(kind, dims), title=f"GRPO on {settings.reward.reward}")
-        return {"reward": reward_manifest}
+            if settings.monitor.every:
+                draw(
+                    run,
+                    panels=monitor_panels(settings.monitor),
+                    title="hacking monitor",
+                    png=run.monitor_plot,
+                )
+        return {"reward": reward_manifest, **watch.manifest()}
 
-    return train_and_save(
-        trainer,
-        tokenizer,
-        run,
-        manifest,
-        lora=bool(settings.lora),
-        checkpoint=checkpoint,
-        left_out=too_long,
-        on_stop=stopped,
-    )
+    with redacted_trl_warnings():
+        return train_and_save(
+            trainer,
+            tokenizer,
+            run,
+            manifest,
+            lora=bool(settings.lora),
+            checkpoint=checkpoint,
+            left_out=too_long,
+            on_stop=stopped,
+        )
+
+
+class MonitorLog:
+    """The monitor's side of a run: warning lines waiting for ``metrics.jsonl``, every
+    warning of the run for the manifest, and whether a stop was asked for."""
+
+    def __init__(self, settings: MonitorSettings):
+        self.settings = settings
+        self.pending: deque[str] = deque()
+        self.warnings: list[str] = []
+        self.stopped_at: int | None = None
+
+    def on_report(self, report: MonitorReport) -> None:
+        """Called by the reward (on TRL's event loop thread) with each report."""
+        self.pending.extend(report.warnings)
+        self.warnings.extend(report.warnings)
+
+    def row_extra(self) -> dict[str, Any]:
+        """What the recorder adds to the step's row in ``metrics.jsonl``."""
+        lines = []
+        while self.pending:
+            lines.append(self.pending.popleft())
+        return {"monitor_warnings": lines} if lines else {}
+
+    def manifest(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"monitor_warnings": self.warnings}
+        if self.stopped_at is not None:
+            out["status"] = "stopped_on_hacking"
+            out["stopped_at_step"] = self.stopped_at
+        return out
+
+
+def stop_on_hacking(watch: MonitorLog) -> Any:
+    """A ``TrainerCallback`` that saves a checkpoint and stops when a step's logs carry
+    ``monitor/hacking`` above 0. TRL averages the value over processes before any
+    callback sees it, so every process decides the same."""
+    from transformers import TrainerCallback
+
+    class StopOnHacking(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and (logs.get("monitor/hacking") or 0) > 0:
+                control.should_save = True
+                control.should_training_stop = True
+                watch.stopped_at = state.global_step
+
+    return StopOnHacking()
 
 
 def build_trainer(
@@ -213,26 +298,32 @@ def build_trainer(
     model_path: Path,
     tokenizer: Any,
     rows: list[dict],
+    examples: list[Example],
     *,
     kind: str,
     dims: tuple[str, ...],
     print_progress: bool,
+    watch: MonitorLog | None = None,
 ) -> tuple[Any, GRPOReward]:
     """The ``GRPOTrainer`` with our reward and run recorder (printer callback removed when
-    progress goes to plain lines)."""
+    progress goes to plain lines), and the hacking stop when asked for."""
     from datasets import Dataset
     from transformers import PrinterCallback
     from trl import GRPOTrainer
 
     model = load_model(model_path, bf16=bool(args.bf16))
+    watch = watch or MonitorLog(settings.monitor)
     reward = GRPOReward(
         settings.reward,
         num_generations=settings.num_generations,
+        examples=examples,
         token_counter=TokenizerCounter(tokenizer, model_path.name),
         deadline=settings.judge_deadline,
         abort_after=settings.abort_after,
         policy=f"hf:{model_path.name}",
         record=run.breakdowns if settings.record_breakdowns else None,
+        monitor=settings.monitor,
+        on_report=watch.on_report,
     )
     recorder = make_recorder(
         run,
@@ -241,14 +332,18 @@ def build_trainer(
         progress_fields=progress_fields(kind, dims),
         print_progress=print_progress,
         plot=settings.plot,
+        row_extra=watch.row_extra,
     )
+    callbacks = [recorder]
+    if settings.monitor.every and settings.monitor.stop_on_hacking:
+        callbacks.append(stop_on_hacking(watch))
     trainer = GRPOTrainer(
         model=model,
         reward_funcs=reward,
         args=args,
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
-        callbacks=[recorder],
+        callbacks=callbacks,
         peft_config=settings.lora.peft_config() if settings.lora else None,
     )
     if print_progress:

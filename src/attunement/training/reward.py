@@ -33,8 +33,18 @@ PereGRM, RLPA, ...):
   every reply of ``abort_after`` consecutive batches is unscorable, the judge
   is down and training stops with :class:`JudgeUnavailableError` rather than
   spending steps that cannot learn.
+- **Looked up by id.** Rows carry ``example_id`` only; the examples are given
+  to the reward when it is made, so no persona or memory travels through
+  TRL's columns (which TRL prints in its logs).
+- **Thinking kept.** When the tokenizer has a response template, TRL parses
+  each completion into a message whose ``reasoning_content`` holds the
+  thinking; it is the reply's analysis, as a ``<think>`` block in the text is.
 - **Real token counts.** ``Reply.completion_tokens`` is ``len(completion_ids)``
-  and the policy tokenizer measures the response for the length penalty.
+  (the thinking and the analysis included, as the PERM authors count) and the
+  policy tokenizer measures the response for ``length_on="response"``.
+- **Watched.** With a :class:`~attunement.training.monitor.MonitorSettings`,
+  the hacking monitor sees every scored batch and reports every ``every``
+  batches under ``monitor/`` (docs/training.md).
 - **The same metrics every step.** Through TRL's ``log_metric``, under
   ``rewards/<kind>/``: one key per dimension (judge scale), per reward term,
   unscorable / parse-failure / judge-error / re-draw rates, the policy's
@@ -49,7 +59,7 @@ import asyncio
 import json
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -60,6 +70,7 @@ from attunement.judging.registry import RewardSpec, parse_reward_name
 from attunement.llm.base import ChatModel, ChatRequest, Completion, LLMError
 from attunement.policy import parse_reply
 from attunement.records import Example, Reply, RewardBreakdown, Usage
+from attunement.training.monitor import HackingMonitor, MonitorReport, MonitorSettings
 
 #: seconds a whole batch may take to score before unfinished groups are unscorable
 DEFAULT_DEADLINE = 900.0
@@ -92,32 +103,47 @@ def term_names(config: Any) -> tuple[str, ...]:
     return tuple(terms)
 
 
+#: message fields in which a parsed completion carries its thinking (TRL's response
+#: templates: ``reasoning_content`` for most families, ``thinking`` for LFM2.5)
+THINKING_FIELDS = ("reasoning_content", "thinking")
+
+
 def completion_text(completion: Any) -> str:
-    """The text of a TRL completion: a string, or a conversational list of messages."""
+    """The text of a TRL completion: a string, or a conversational list of messages.
+
+    A message's thinking (``reasoning_content``, set when the tokenizer has a
+    response template) comes first as a ``<think>`` block, which the policy's
+    parser reads as the analysis.
+
+    >>> completion_text([{"role": "assistant", "reasoning_content": "She is tired.",
+    ...                   "content": "That sounds hard."}])
+    '<think>\\nShe is tired.\\n</think>\\n\\nThat sounds hard.'
+    """
     if isinstance(completion, str):
         return completion
     if isinstance(completion, list):
-        return "".join(
-            str(m.get("content") or "")
-            for m in completion
-            if isinstance(m, dict) and m.get("role", "assistant") == "assistant"
-        )
+        parts = []
+        for m in completion:
+            if not isinstance(m, dict) or m.get("role", "assistant") != "assistant":
+                continue
+            thought = next((m[f] for f in THINKING_FIELDS if m.get(f)), None)
+            if isinstance(thought, str) and thought.strip():
+                parts.append(f"<think>\n{thought.strip()}\n</think>\n\n")
+            parts.append(str(m.get("content") or ""))
+        return "".join(parts)
     raise TypeError(f"unexpected completion of type {type(completion).__name__}")
 
 
-def read_example(value: Any) -> Example:
-    """An ``example`` column entry: the Example as JSON (as written by our dataset), a
-    dict, or an Example."""
-    if isinstance(value, Example):
-        return value
-    if isinstance(value, str):
-        return Example.model_validate_json(value)
-    if isinstance(value, dict):
-        return Example.model_validate(value)
-    raise TypeError(
-        f"the 'example' column holds a {type(value).__name__}; expected the "
-        "Example as a JSON string (see attunement.training.data)"
-    )
+def examples_by_id(examples: Sequence[Example] | Mapping[str, Example]) -> dict[str, Example]:
+    """The examples a reward looks rows up in, by id (a duplicate id is an error)."""
+    if isinstance(examples, Mapping):
+        return dict(examples)
+    out: dict[str, Example] = {}
+    for ex in examples:
+        if ex.example_id in out:
+            raise ValueError(f"example_id {ex.example_id!r} appears twice in the examples")
+        out[ex.example_id] = ex
+    return out
 
 
 def group_bounds(example_ids: Sequence[str], group_size: int) -> list[tuple[int, int]]:
@@ -242,11 +268,11 @@ class GRPOReward:
     """``reward_funcs`` for TRL's ``GRPOTrainer``, backed by a :class:`RewardSpec`.
 
     >>> reward = GRPOReward(RewardSpec(reward="peregrm", judge="openai:http://judge:8000/v1"),
-    ...                     num_generations=8)                   # doctest: +SKIP
+    ...                     num_generations=8, examples=examples)  # doctest: +SKIP
     >>> GRPOTrainer(model, reward_funcs=reward, args=GRPOConfig(num_generations=8), ...)
     ... # doctest: +SKIP
 
-    The dataset needs an ``example`` column (the :class:`Example` as JSON);
+    The dataset needs an ``example_id`` column naming one of ``examples``;
     :func:`attunement.training.data.grpo_row` writes it.
     """
 
@@ -255,12 +281,15 @@ class GRPOReward:
         spec: RewardSpec,
         *,
         num_generations: int,
+        examples: Sequence[Example] | Mapping[str, Example],
         token_counter: TokenCounter | None = None,
         deadline: float | None = DEFAULT_DEADLINE,
         abort_after: int = 5,
         policy: str | None = None,
         record: str | Path | None = None,
         on_batch: Callable[[dict[str, Any]], None] | None = None,
+        monitor: MonitorSettings | None = None,
+        on_report: Callable[[MonitorReport], None] | None = None,
     ):
         config = spec.config()  # bad settings fail here, in the main process, before training
         if num_generations < 1:
@@ -275,6 +304,13 @@ class GRPOReward:
         self.policy = policy
         self.record = Path(record) if record is not None else None
         self.on_batch = on_batch
+        self.examples = examples_by_id(examples)
+        self.monitor = (
+            HackingMonitor(monitor, self.examples)
+            if monitor is not None and monitor.every
+            else None
+        )
+        self.on_report = on_report
         kind, _ = parse_reward_name(spec.reward)
         #: TRL names the reward function after this (metric keys ``rewards/<kind>/...``)
         self.__name__ = kind
@@ -327,7 +363,7 @@ class GRPOReward:
         completions: list[Any],
         completion_ids: list[list[int]] | None = None,
         *,
-        example: list[Any],
+        example_id: list[str],
         trainer_state: Any = None,
         log_metric: Callable[[str, float], None] | None = None,
         log_extra: Callable[[str, list[Any]], None] | None = None,
@@ -335,24 +371,21 @@ class GRPOReward:
     ) -> list[float | None]:
         started = time.perf_counter()
         n = len(completions)
-        if len(example) != n or len(prompts) != n:
+        if len(example_id) != n or len(prompts) != n:
             raise ValueError(
-                f"{n} completions but {len(prompts)} prompts and {len(example)} example rows"
+                f"{n} completions but {len(prompts)} prompts and {len(example_id)} example ids"
             )
         if completion_ids is not None and len(completion_ids) != n:
             raise ValueError(f"{n} completions but {len(completion_ids)} completion_ids")
         step = int(trainer_state.global_step) if trainer_state is not None else self.batches
-        parsed: dict[str, Example] = {}
-
-        def row_example(value: Any) -> Example:
-            if not isinstance(value, str):
-                return read_example(value)
-            if value not in parsed:  # a group's rows share one JSON string: parse it once
-                parsed[value] = read_example(value)
-            return parsed[value]
-
-        rows = [row_example(value) for value in example]
-        bounds = group_bounds([e.example_id for e in rows], self.num_generations)
+        unknown = sorted(set(example_id) - set(self.examples))
+        if unknown:
+            raise ValueError(
+                f"example_id {unknown[0]!r} of the batch is not among the reward's "
+                f"{len(self.examples)} examples"
+            )
+        rows = [self.examples[i] for i in example_id]
+        bounds = group_bounds(list(example_id), self.num_generations)
         replies = [
             self._reply(
                 rows[i],
@@ -389,7 +422,30 @@ class GRPOReward:
         if self.on_batch is not None:
             self.on_batch({"step": step, **metrics})
         self._check_alive(breakdowns)
+        if self.monitor is not None:
+            scored = [
+                (rows[s], replies[s:e], [b.reward for b in breakdowns[s:e]]) for s, e in bounds
+            ]
+            await self._watch(self.monitor, reward, scored, step, log_metric)
         return [b.reward for b in breakdowns]
+
+    async def _watch(
+        self,
+        monitor: HackingMonitor,
+        reward: RewardModel,
+        groups: list[tuple[Example, list[Reply], list[float | None]]],
+        step: int,
+        log_metric: Callable[[str, float], None] | None,
+    ) -> None:
+        """Hand the batch to the hacking monitor; log its report when one is due."""
+        if not monitor.observe(groups):
+            return
+        report = await monitor.report(step, reward, timeout=self.deadline)
+        if log_metric is not None:
+            for key, value in report.metrics.items():
+                log_metric(f"monitor/{key}", value)
+        if self.on_report is not None:
+            self.on_report(report)
 
     def _reply(
         self, example: Example, completion: Any, ids: list[int] | None, *, step: int, index: int

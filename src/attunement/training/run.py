@@ -26,6 +26,7 @@ import math
 import re
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,10 @@ class RunFolder:
     @property
     def plot(self) -> Path:
         return self.root / "metrics.png"
+
+    @property
+    def monitor_plot(self) -> Path:
+        return self.root / "monitor.png"
 
     @property
     def breakdowns(self) -> Path:
@@ -134,32 +139,53 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- plot
 
 
+#: a panel: one metric key, or several drawn as lines with a legend, and its title
+Panel = tuple[str | tuple[str, ...], str]
+
+
+def _points(rows: list[dict[str, Any]], key: str) -> list[tuple[Any, float]]:
+    return [
+        (r["step"], r[key])
+        for r in rows
+        if isinstance(r.get(key), int | float) and math.isfinite(r[key])
+    ]
+
+
 def plot_metrics(
-    rows: list[dict[str, Any]], png: Path, *, panels: list[tuple[str, str]], title: str
+    rows: list[dict[str, Any]], png: Path, *, panels: list[Panel], title: str
 ) -> Path | None:
-    """One panel per ``(metric key, label)`` against the step; None if there is nothing
-    to draw. Needs matplotlib (the ``plots`` or ``train`` extra)."""
+    """One panel per ``(metric key, label)`` against the step (a tuple of keys: one line
+    each, with a legend); None if there is nothing to draw. Needs matplotlib (the
+    ``plots`` or ``train`` extra)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    panels = [(k, label) for k, label in panels if any(k in r for r in rows)]
+    def keys(key: str | tuple[str, ...]) -> tuple[str, ...]:
+        return (key,) if isinstance(key, str) else key
+
+    panels = [(k, label) for k, label in panels if any(c in r for r in rows for c in keys(k))]
     if not rows or not panels:
         return None
     cols = min(3, len(panels))
     nrows = math.ceil(len(panels) / cols)
     fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.0 * nrows), squeeze=False)
     for ax, (key, label) in zip(axes.flat, panels, strict=False):
-        points = [
-            (r["step"], r[key])
-            for r in rows
-            if isinstance(r.get(key), int | float) and math.isfinite(r[key])
-        ]
-        if points:
-            xs, ys = zip(*points, strict=True)
-            ax.plot(xs, ys, marker="o" if len(points) < 30 else None, linewidth=1.4)
+        for one in keys(key):
+            points = _points(rows, one)
+            if points:
+                xs, ys = zip(*points, strict=True)
+                ax.plot(
+                    xs,
+                    ys,
+                    marker="o" if len(points) < 30 else None,
+                    linewidth=1.4,
+                    label=one.rsplit("/", 1)[-1],
+                )
+        if not isinstance(key, str):
+            ax.legend(fontsize=7)
         ax.set_title(label, fontsize=10)
         ax.set_xlabel("step")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -217,15 +243,17 @@ def progress_line(
 def make_recorder(
     run: RunFolder,
     *,
-    panels: list[tuple[str, str]],
+    panels: list[Panel],
     title: str,
     progress_fields: list[tuple[str, str, int]],
     print_progress: bool,
     plot: bool,
+    row_extra: Callable[[], dict[str, Any]] | None = None,
 ) -> Any:
-    """A ``TrainerCallback`` that appends each step's logs to ``metrics.jsonl``, prints a
-    progress line per step when asked (no terminal: TRL's bar is off), and draws the
-    plot at each checkpoint and at the end."""
+    """A ``TrainerCallback`` that appends each step's logs to ``metrics.jsonl`` (with what
+    ``row_extra`` adds, e.g. the monitor's warning lines), prints a progress line per
+    step when asked (no terminal: TRL's bar is off), and draws the plot at each
+    checkpoint and at the end."""
     from transformers import TrainerCallback
 
     class RunRecorder(TrainerCallback):
@@ -244,7 +272,7 @@ def make_recorder(
             if "train_runtime" in logs:  # the end-of-training summary, not a step
                 self.summary = dict(logs)
                 return
-            row = {"step": state.global_step, **logs}
+            row = {"step": state.global_step, **logs, **(row_extra() if row_extra else {})}
             with run.metrics.open("a", encoding="utf-8") as fh:
                 fh.write(json.dumps(row, default=_jsonable) + "\n")
             if print_progress:
@@ -275,9 +303,12 @@ def _jsonable(value: Any) -> Any:
     return float(value) if hasattr(value, "__float__") else str(value)
 
 
-def draw(run: RunFolder, *, panels: list[tuple[str, str]], title: str) -> Path | None:
+def draw(
+    run: RunFolder, *, panels: list[Panel], title: str, png: Path | None = None
+) -> Path | None:
+    """Draw ``panels`` of the run's metrics into ``png`` (default ``metrics.png``)."""
     try:
-        return plot_metrics(read_metrics(run.metrics), run.plot, panels=panels, title=title)
+        return plot_metrics(read_metrics(run.metrics), png or run.plot, panels=panels, title=title)
     except ImportError:
         print(
             "note: matplotlib is not installed, so metrics.png was not drawn "

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from attunement.jsonl import file_sha256, write_manifest
-from attunement.training.config import TrainSettings, checkpointing, resolved_bf16
+from attunement.training.config import TrainSettings, checkpointing, resolved_bf16, warmup
 from attunement.training.models import save_policy
 from attunement.training.run import RunFolder, read_metrics
 
@@ -58,6 +58,8 @@ def trainer_args(
         "gradient_accumulation_steps": settings.gradient_accumulation_steps,
         "num_train_epochs": settings.num_train_epochs,
         "max_steps": settings.max_steps,
+        "lr_scheduler_type": settings.lr_scheduler_type,
+        **warmup(settings),
         **own,
         "logging_steps": 1,
         "save_strategy": "steps",
