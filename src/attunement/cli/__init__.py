@@ -23,6 +23,7 @@ from attunement.cli import (
     benchmarks,
     build,
     demo,
+    dialogue,
     evaluate,
     export,
     judge_card,
@@ -56,6 +57,7 @@ def commands() -> tuple[Verb | Group, ...]:
         ("split", build.split),
         ("generate", policy.generate),
         ("distill", policy.distill),
+        ("converse", dialogue.converse_verb),
         ("score", score.score),
         ("criteria", score.criteria),
         ("judge-card", judge_card.judge_card),
@@ -65,6 +67,7 @@ def commands() -> tuple[Verb | Group, ...]:
         ("evaluate", evaluate.evaluate),
         ("emobench", benchmarks.emobench),
         ("eqbench3", benchmarks.eqbench3),
+        ("sage", dialogue.sage),
         Group("export", export.HELP, (("verl", export.verl), ("openrlhf", export.openrlhf))),
         ("serve", serve.serve),
         Group(

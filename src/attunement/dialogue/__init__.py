@@ -74,6 +74,8 @@ from attunement.dialogue.scoring import (
     turn_reply_id,
 )
 from attunement.dialogue.simulator import (
+    ASSESS_PROMPT,
+    SPEAK_PROMPT,
     PersonaEmpSimulator,
     Reading,
     SimulatorSettings,
@@ -89,6 +91,7 @@ from attunement.dialogue.users import (
 )
 
 __all__ = [
+    "ASSESS_PROMPT",
     "CHANGE_LIMIT",
     "END_REASONS",
     "HIDDEN_NEEDS",
@@ -96,6 +99,7 @@ __all__ = [
     "LEVEL_FLOORS",
     "MAX_EMOTION",
     "MAX_USER_TURNS",
+    "SPEAK_PROMPT",
     "START_EMOTION",
     "Assessment",
     "AssistantSide",

@@ -46,7 +46,7 @@ class Row(BaseModel):
 class Paired(BaseModel):
     """``system`` minus ``baseline`` on the examples both scored."""
 
-    view: Literal["baseline", "memory"] = "baseline"
+    view: Literal["baseline", "memory", "dialogue"] = "baseline"
     judge: str
     split: str
     system: str
