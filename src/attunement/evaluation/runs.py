@@ -113,6 +113,10 @@ class Results(BaseModel):
     k_scaling: list[ScalingPoint] = Field(default_factory=list)
     cost: list[Cost] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
+    dialogues: dict[str, Any] | None = Field(
+        None,
+        description="systems compared on simulated talks (evaluation.dialogues.DialogueResults)",
+    )
 
 
 @dataclass(frozen=True)
@@ -142,6 +146,8 @@ class EvalRun:
     #: (example_id, reply_id) -> reply
     reply_index: dict[tuple[str, str], Reply] = field(default_factory=dict)
     report: Path | None = None
+    #: the talks of each dialogue system (evaluation.dialogues.DialogueSet), for the page
+    dialogue_sets: list[Any] = field(default_factory=list)
 
 
 def safe_name(label: str) -> str:
