@@ -10,6 +10,7 @@ from attunement.dialogue.assistant import (
     AssistantSide,
     MemoryAssistant,
     SystemPromptAssistant,
+    TranscriptAssistant,
     example_at,
 )
 from attunement.dialogue.baseline import RandomPolicy
@@ -70,6 +71,7 @@ from attunement.dialogue.scoring import (
     score_dialogue,
     summarize_dialogues,
     trajectory,
+    trajectory_reward,
     turn_examples,
     turn_reply_id,
 )
@@ -121,6 +123,7 @@ __all__ = [
     "SimulatedUser",
     "SimulatorSettings",
     "SystemPromptAssistant",
+    "TranscriptAssistant",
     "TurnLine",
     "UserModel",
     "UserSimulator",
@@ -151,6 +154,7 @@ __all__ = [
     "score_dialogue",
     "summarize_dialogues",
     "trajectory",
+    "trajectory_reward",
     "turn_examples",
     "turn_reply_id",
     "untrusted_of",

@@ -26,7 +26,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from attunement.dialogue import SimulatorSettings
 from attunement.judging.registry import RewardSpec
+from attunement.llm import LLMOptions
 from attunement.policy import ModelFreeMemoryMode
 
 Device = Literal["auto", "cpu", "cuda"]
@@ -136,6 +138,27 @@ class TrainSettings(BaseModel):
         return value
 
 
+class MultiTurnSettings(BaseModel):
+    """``attune train grpo --multi-turn``: talks instead of single replies."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    simulator: str = Field(description="the model that plays the simulated users (a model spec)")
+    options: LLMOptions = Field(
+        default_factory=LLMOptions, description="how the simulator model is run"
+    )
+    user: SimulatorSettings = Field(
+        default_factory=SimulatorSettings, description="the simulator's sampling and answers"
+    )
+    max_turns: int = Field(3, ge=1, description="user messages per training talk")
+    turn_weight: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="weight w of the mean per-turn judge reward: r = (1-w) e/100 + w m",
+    )
+
+
 class GRPOSettings(TrainSettings):
     """``attune train grpo``: GRPO on a reward of the registry."""
 
@@ -165,6 +188,11 @@ class GRPOSettings(TrainSettings):
         True, description="write every reply and its breakdown to breakdowns.jsonl"
     )
     plot: bool = Field(True, description="draw metrics.png (needs matplotlib)")
+    multi_turn: MultiTurnSettings | None = Field(
+        None,
+        description="train on talks with simulated users instead of single replies "
+        "(docs/multi-turn.md)",
+    )
 
     def resolved_beta(self, device: str) -> float:
         if self.beta is not None:
