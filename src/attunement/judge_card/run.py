@@ -73,6 +73,7 @@ from attunement.judge_card.inputs import (
 )
 from attunement.judge_card.probes import PROBES
 from attunement.judge_card.report import write_card
+from attunement.judge_card.simulator import SimulatorCheck, run_simulator_check
 from attunement.judging import RewardModel, RewardSpec, score_dataset
 from attunement.llm import ChatModel
 from attunement.policy import generate_replies
@@ -223,6 +224,7 @@ class _CardRun:
         self.stability_set = Scored()
         self.run_rows: dict[str, list[RewardBreakdown]] = {}
         self.ref_rows: list[RewardBreakdown] = []
+        self.simulator: SimulatorCheck | None = None
 
     async def discrimination(self) -> None:
         """Every candidate of every EA Response item, one group per item."""
@@ -432,12 +434,34 @@ class _CardRun:
             group_runs=[scored, *self.runs[1:]],
         )
 
+    async def simulator_check(self) -> None:
+        """The judge model as a simulated user: scripted good vs bad assistant."""
+        turns = self.settings.simulator_turns
+        if turns is None:
+            return
+        examples = self.inputs.examples[: self.settings.limit]
+        self.simulator = await run_simulator_check(
+            examples,
+            self.judge,
+            self.settings.out,
+            max_turns=turns,
+            seed=self.settings.seed,
+            show_progress=self.show_progress,
+        )
+
     def card(self, started: float) -> JudgeCard:
         results = self.figures()
         check_list = [
             CheckSummary(name=n, status=results[n].status, verdict=results[n].verdict)
             for n in CHECK_NAMES
         ]
+        if self.simulator is not None:
+            results["simulator"] = self.simulator
+            check_list.append(
+                CheckSummary(
+                    name="simulator", status=self.simulator.status, verdict=self.simulator.verdict
+                )
+            )
         settings, inputs = self.settings, self.inputs
         data = DataInfo(
             emobench=str(settings.emobench) if settings.emobench else None,
@@ -507,6 +531,7 @@ async def run_judge_card(
     await run.gaming_probes()
     await run.repeat_runs()
     await run.agreement_runs()
+    await run.simulator_check()
     card = run.card(started)
     write_card(card, out, plots=settings.plots)
     write_manifest(
