@@ -77,6 +77,7 @@ def commands() -> tuple[Verb | Group, ...]:
                 ("rewards", bench.rewards),
                 ("serve", bench.serve),
                 ("train", bench.train),
+                ("converse", bench.converse),
                 ("llm", bench.llm),
             ),
         ),
