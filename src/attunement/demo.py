@@ -61,6 +61,13 @@ def example_users_path() -> Path:
     return Path(str(resources.files("attunement").joinpath("data/example_users.jsonl")))
 
 
+def example_queries_path() -> Path:
+    """One PersonaEmp example per bundled user with a history (persona, the user's own
+    memories, a situation, a query; written for this project): simulated users for
+    ``attune converse`` without building a dataset first."""
+    return Path(str(resources.files("attunement").joinpath("data/example_queries.jsonl")))
+
+
 @dataclass
 class ModeResult:
     """One memory mode's row of the evaluation (1-5 judge scale)."""
