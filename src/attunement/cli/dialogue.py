@@ -31,7 +31,6 @@ from attunement.benchmarks.sage import (
 )
 from attunement.cli.common import report_failures, run, say, show
 from attunement.cli.options import (
-    MEMORY_HELP,
     SPEC_FORMS,
     Bundle,
     ModelRun,
@@ -47,6 +46,7 @@ from attunement.cli.options import (
     policy_option,
     verb,
 )
+from attunement.cli.policy import GENERATION_HELPS
 from attunement.dialogue import (
     AssistantSide,
     ConverseReport,
@@ -77,12 +77,7 @@ POLICY = fields_bundle(
     "max_tokens",
     "seed",
     decls={"memory_mode": ("--memory",)},
-    helps={
-        "memory_mode": MEMORY_HELP,
-        "temperature": "Sampling temperature of the replies.",
-        "max_tokens": "Token budget of one reply.",
-        "seed": "Sampling seed; also picks the other user in mismatch mode.",
-    },
+    helps=GENERATION_HELPS,
 )
 TALK = fields_bundle(ConverseSettings, "max_turns", "samples", decls={"samples": ("--talks",)})
 

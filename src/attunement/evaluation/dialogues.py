@@ -213,20 +213,14 @@ def dialogue_paired(
             seed=cfg.seed,
         )
         out.append(
-            Paired(
+            Paired.of(
+                cmp,
                 view="dialogue",
                 judge=f"simulator {simulator}",
                 split="dialogues",
                 system=dset.label,
                 baseline=baseline.label,
                 metric=metric,
-                diff=Stat.of(cmp.diff),
-                n=cmp.n,
-                wins=cmp.wins,
-                losses=cmp.losses,
-                ties=cmp.ties,
-                wilcoxon_p=cmp.wilcoxon_p,
-                sign_p=cmp.sign_p,
             )
         )
     return out

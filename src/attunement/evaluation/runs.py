@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from attunement.evaluation.stats import Stat
+from attunement.evaluation.stats import PairedComparison, Stat
 from attunement.records import Example, Reply, RewardBreakdown
 
 # --------------------------------------------------------------------------- rows
@@ -59,6 +59,20 @@ class Paired(BaseModel):
     ties: int
     wilcoxon_p: float | None
     sign_p: float | None
+
+    @classmethod
+    def of(cls, cmp: PairedComparison, **where: Any) -> Paired:
+        """The row of a comparison (``where``: view, judge, split, system, baseline, metric)."""
+        return cls(
+            **where,
+            diff=Stat.of(cmp.diff),
+            n=cmp.n,
+            wins=cmp.wins,
+            losses=cmp.losses,
+            ties=cmp.ties,
+            wilcoxon_p=cmp.wilcoxon_p,
+            sign_p=cmp.sign_p,
+        )
 
 
 class ScalingPoint(BaseModel):
