@@ -200,3 +200,40 @@ def test_sage_runs_all_100_profiles_on_a_simulated_server(tmp_path, shared_data)
     page = (tmp_path / "sage" / "report.html").read_text()
     assert "emotion trajectories" in page or "emotion per reply" in page
     assert "Change:" in page  # a talk is shown with the simulator's analysis beside it
+
+
+def test_a_server_that_goes_down_mid_run_loses_no_turn_and_the_rerun_resumes(tmp_path, users_file):
+    """The server answers 14 requests, then fails the next two (no retries, one talk
+    at a time): u0 finishes (11 calls), u1 stops after its second user turn, u2
+    before its first reply; both are listed (exit 1) with their finished turns
+    journaled; the rerun, the server back up, finishes them, and every talk equals
+    the one an uninterrupted run writes."""
+    out = tmp_path / "run" / "d.jsonl"
+    reference = tmp_path / "ref" / "d.jsonl"
+
+    def args(server, path, retries="0"):
+        return [
+            "converse", "--users", str(users_file), "--policy", spec(server, "p"),
+            "--simulator", spec(server, "s"), "--max-turns", "4", "--retries", retries,
+            "-c", "1", "--no-cache", "-o", str(path),
+        ]  # fmt: skip
+
+    down = SimConfig(base_latency=0.0, per_output_token=0.0, responder=TalkResponder(),
+                     faults=["none"] * 14 + ["500"] * 2)  # fmt: skip
+    with SimServer(down) as server:
+        first = invoke(*args(server, out))
+        assert first.exit_code == 1 and "2 talks failed" in first.output
+        journal = read_journal(out.with_name("d.turns.jsonl"))
+        assert len(journal["u1:0"]) == 3 and len(journal["u2:0"]) == 1
+        assert [d.dialogue_id for d in read_dialogues(out)] == ["u0:0"]
+        second = invoke(*args(server, out))
+        assert second.exit_code == 0, second.output
+        assert "resumed" in second.output
+        assert invoke(*args(server, reference)).exit_code == 0
+    resumed = {d.dialogue_id: d for d in read_dialogues(out)}
+    whole = {d.dialogue_id: d for d in read_dialogues(reference)}
+    assert resumed.keys() == whole.keys() == {"u0:0", "u1:0", "u2:0"}
+    for did, talk in whole.items():
+        assert [t.model_dump(exclude={"raw"}) for t in resumed[did].turns] == [
+            t.model_dump(exclude={"raw"}) for t in talk.turns
+        ]
