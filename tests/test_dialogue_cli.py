@@ -237,3 +237,27 @@ def test_a_server_that_goes_down_mid_run_loses_no_turn_and_the_rerun_resumes(tmp
         assert [t.model_dump(exclude={"raw"}) for t in resumed[did].turns] == [
             t.model_dump(exclude={"raw"}) for t in talk.turns
         ]
+
+
+@pytest.mark.shared
+def test_converse_plays_sage_profiles_with_sages_prompts(tmp_path, shared_data):
+    data = load_sage(shared_data / "sage")
+    ref = data.reference
+    heads = (
+        ref.analysis_template.strip().splitlines()[0],
+        ref.reply_template.strip().splitlines()[0],
+    )
+    responder = TalkResponder(change=lambda reply: 10, sage_heads=heads, sage_npc=ref.npc_system)
+    with SimServer(SimConfig(base_latency=0.0, per_output_token=0.0, responder=responder)) as srv:
+        out = tmp_path / "sage.jsonl"
+        result = invoke(
+            "converse", "--users", f"sage:{shared_data / 'sage'}", "--limit", "2",
+            "--policy", spec(srv, "p"), "--simulator", spec(srv, "s"), "--memory", "none",
+            "-o", str(out),
+        )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert responder.steps["sage_npc"] > 0 and responder.steps["sage_assess"] > 0
+    talks = read_dialogues(out)
+    assert [d.user_id for d in talks] == [p.id for p in data.profiles[:2]]
+    for talk in talks:
+        assert talk.source == "sage" and talk.end == "success" and talk.final_emotion == 100
