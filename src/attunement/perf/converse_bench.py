@@ -73,10 +73,10 @@ class PrefixCache:
     """An ideal prefix cache over chat prompts (see the module docstring).
 
     >>> cache = PrefixCache(block=2)
-    >>> cache.serve([{"role": "user", "content": "a b c d"}])
-    (6, 0)
-    >>> cache.serve([{"role": "user", "content": "a b c d e f"}])
-    (8, 4)
+    >>> cache.serve([{"role": "user", "content": "a b c d"}])  # <user> a | b c | d
+    (5, 0)
+    >>> cache.serve([{"role": "user", "content": "a b c d e f"}])  # two blocks seen before
+    (7, 4)
     """
 
     def __init__(self, block: int = 16):
