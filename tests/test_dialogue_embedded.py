@@ -35,7 +35,7 @@ def test_attune_converse_on_the_bundled_users_with_the_embedded_model(local_mode
     assert result.exit_code == 0, result.output
     [talk] = read_dialogues(out)
     print(talk.model_dump_json(indent=1))  # the talk, for the record (pytest -s)
-    assert talk.user_id == "demo-maren" and talk.turns[0].role == "user"
+    assert talk.user_id == "demo-maren:talk" and talk.turns[0].role == "user"
     assert any(t.role == "assistant" for t in talk.turns)
     # JSON answers make the tiny simulator readable: a scorable talk
     assert talk.end != "unscorable", talk.reason

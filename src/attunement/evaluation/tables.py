@@ -246,14 +246,20 @@ def paired(
                 ys.append(y)
         cmp = compare_paired(xs, ys, resamples=cfg.resamples, level=cfg.level, seed=cfg.seed)
         out.append(
-            Paired.of(
-                cmp,
+            Paired(
                 view=view,
                 judge=judge,
                 split=split,
                 system=system.label,
                 baseline=baseline.label,
                 metric=metric,
+                diff=Stat.of(cmp.diff),
+                n=cmp.n,
+                wins=cmp.wins,
+                losses=cmp.losses,
+                ties=cmp.ties,
+                wilcoxon_p=cmp.wilcoxon_p,
+                sign_p=cmp.sign_p,
             )
         )
     return out
