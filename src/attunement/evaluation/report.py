@@ -81,13 +81,13 @@ def results_markdown(results: Results) -> str:
             md_table(*paired_rows(baseline)),
             "",
         ]
+    if results.dialogues:
+        parts += [dialogue_markdown(DialogueResults.model_validate(results.dialogues)), ""]
     for b in BREAKDOWNS:
         if b.present(results):
             parts += [f"## {b.md_title}", "", md_table(*b.rows(results)), ""]
     if results.cost:
         parts += ["## Judge cost", "", md_table(*cost_rows(results)), ""]
-    if results.dialogues:
-        parts += [dialogue_markdown(DialogueResults.model_validate(results.dialogues)), ""]
     if results.notes:
         parts += ["## Notes", "", *(f"- {n}" for n in results.notes), ""]
     return "\n".join(parts)
