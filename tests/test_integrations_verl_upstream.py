@@ -357,6 +357,11 @@ def test_documented_verl_command_passes_verls_own_checks(doc, overrides):
     assert config.data.val_files != "~/data/rlhf/gsm8k/test.parquet", "data.val_files is missing"
     resolve_reward_manager_cls(config)  # a name verl's registry knows
     fn = get_custom_reward_fn(config)
+    if config.actor_rollout_ref.rollout.multi_turn.enable:
+        # the talk's reward comes from the agent loop (test_integrations_verl_agent.py)
+        assert config.actor_rollout_ref.rollout.agent.agent_loop_config_path
+        assert fn is None
+        return
     assert fn is not None and fn.args[0] is attune_verl.compute_score_async
     attune_verl.settings_from_kwargs(fn.args[1])  # every reward_kwargs key is one of ours
     if config.reward.reward_manager.name == "rate_limited":

@@ -131,7 +131,7 @@ def test_length_penalty_counts_with_the_given_token_counter():
         return 100
 
     reward = GRPOReward(
-        spec("perm", length_limit=90, length_coef=0.01),
+        spec("perm", length_limit=90, length_coef=0.01, length_on="response"),
         num_generations=G,
         examples=EXAMPLES,
         token_counter=counter,

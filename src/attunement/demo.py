@@ -8,6 +8,12 @@ way PersonaEmp's table 1 is (fixed criteria written once, PereGRM scoring
 against them) by :func:`attunement.evaluation.run_evaluation`, which ends in
 ``eval/report.html``.
 
+With ``multi_turn``, the first query's user also talks with the policy for a
+few turns (``DEMO_TURNS`` user messages), the same model playing the
+simulated user with JSON answers (a model this small never writes the
+labelled format), and the talk joins the report's dialogue section: the
+emotion trajectory and each reply with the simulator's analysis beside it.
+
 Every step writes into the run folder and resumes, and every model call is
 cached, so a second run prints the same table without calling the model.
 """
@@ -19,22 +25,47 @@ from importlib import resources
 from pathlib import Path
 
 from attunement.building import BuildConfig, build_dataset, filter_user
-from attunement.evaluation import EvalInputs, EvalRun, EvalSettings, Row, run_evaluation
+from attunement.dialogue import (
+    ConverseSettings,
+    SimulatorSettings,
+    converse,
+    users_from_examples,
+)
+from attunement.evaluation import (
+    DialogueSet,
+    EvalInputs,
+    EvalRun,
+    EvalSettings,
+    Row,
+    read_dialogue_set,
+    run_evaluation,
+)
 from attunement.jsonl import read_jsonl, write_manifest
 from attunement.judging import CriteriaConfig
 from attunement.llm import ChatModel, LLMOptions, load_chat_model
-from attunement.policy import generate_replies
+from attunement.policy import GenerationSettings, generate_replies
 from attunement.records import EMPATHY_DIMENSIONS, Category, Example, Reply, UserHistory
 
 DEMO_MODES = ("full", "mismatch")
 #: maxLength of the judge's free-text JSON fields: the tiny model otherwise writes
 #: until its token limit
 DEMO_TEXT_CHARS = 120
+#: user messages of the demo's simulated talk (the opening query included)
+DEMO_TURNS = 3
+#: token budget of one simulator answer in the demo (a JSON object of short parts)
+DEMO_SIMULATOR_TOKENS = 320
 
 
 def example_users_path() -> Path:
     """The bundled example users (written for this project)."""
     return Path(str(resources.files("attunement").joinpath("data/example_users.jsonl")))
+
+
+def example_queries_path() -> Path:
+    """One PersonaEmp example per bundled user with a history (persona, the user's own
+    memories, a situation, a query; written for this project): simulated users for
+    ``attune converse`` without building a dataset first."""
+    return Path(str(resources.files("attunement").joinpath("data/example_queries.jsonl")))
 
 
 @dataclass
@@ -72,6 +103,9 @@ class DemoReport:
     inspection_passed: int
     results: list[ModeResult]
     evaluation: EvalRun | None = None
+    dialogue: Path | None = None
+    #: the simulated talk's end and final emotion (multi-turn only)
+    talk: str | None = None
 
     @property
     def report(self) -> Path | None:
@@ -111,6 +145,7 @@ async def run_demo(
     concurrency: int = 1,
     judge_label: str = "judge",
     show_progress: bool | None = None,
+    multi_turn: bool = False,
 ) -> DemoReport:
     """Run the demo with the given models (``judge`` defaults to ``model``).
 
@@ -155,8 +190,11 @@ async def run_demo(
         k_scaling=k if k > 1 else None,
         examples_shown=len(chosen),
     )
+    talks = []
+    if multi_turn:
+        talks = [await _talk(chosen[0], model, out_dir, seed=seed, max_tokens=max_tokens)]
     evaluation = await run_evaluation(
-        EvalInputs(splits={"demo": chosen}, replies=replies),
+        EvalInputs(splits={"demo": chosen}, replies=replies, dialogues=talks),
         {judge_label: judge},
         out_dir / "eval",
         settings,
@@ -175,6 +213,7 @@ async def run_demo(
         evaluation=str(out_dir / "eval" / "results.json"),
         reward=evaluation.results.judges[0]["reward"],
         examples=[e.example_id for e in chosen],
+        dialogues=str(talks[0].path) if talks else None,
     )
     return DemoReport(
         out_dir=out_dir,
@@ -183,7 +222,35 @@ async def run_demo(
         inspection_passed=sum(1 for e in chosen if e.meta.get("inspection_passed")),
         results=results,
         evaluation=evaluation,
+        dialogue=Path(talks[0].path) if talks else None,
+        talk=_talk_line(talks[0]) if talks else None,
     )
+
+
+async def _talk(
+    example: Example, model: ChatModel, out_dir: Path, *, seed: int, max_tokens: int
+) -> DialogueSet:
+    """One short simulated talk with the user of ``example`` (resuming)."""
+    path = out_dir / "dialogues.jsonl"
+    settings = ConverseSettings(
+        policy=GenerationSettings(memory_mode="full", max_tokens=max_tokens, seed=seed),
+        simulator=SimulatorSettings(
+            output="json", max_tokens=DEMO_SIMULATOR_TOKENS, max_resamples=1, seed=seed
+        ),
+        max_turns=DEMO_TURNS,
+        concurrency=1,
+    )
+    await converse(
+        users_from_examples([example]), model, model, path, settings, show_progress=False
+    )
+    return read_dialogue_set("full", path)
+
+
+def _talk_line(talks: DialogueSet) -> str:
+    [talk] = talks.dialogues
+    final = "none (unscorable)" if talk.final_emotion is None else str(talk.final_emotion)
+    turns = sum(1 for t in talk.turns if t.role == "user")
+    return f"{turns} user turns, ended {talk.end}, final emotion {final}"
 
 
 async def _build_queries(

@@ -1,4 +1,4 @@
-"""``attune bench rewards|serve|train|llm``: benchmarks that print figures (not timed tests).
+"""``attune bench rewards|serve|train|converse|llm``: benchmarks that print figures (not timed tests).
 
 The measuring code lives in :mod:`attunement.perf`; this module reads the
 options (the fields of the benchmarks' settings, whose defaults are the
@@ -22,6 +22,7 @@ from attunement.cli.options import fields_bundle, model_option, sentence, verb
 from attunement.judging import RewardConfig
 from attunement.llm import LLMOptions, load_chat_model
 from attunement.llm.local import LocalChatModel
+from attunement.perf.converse_bench import ConverseBenchSettings, run_converse_bench
 from attunement.perf.llm_bench import DEFAULT_PROMPT, bench_local_llm
 from attunement.perf.reward_bench import (
     MODES,
@@ -430,3 +431,70 @@ def llm(
         f"raw llama_cpp {result.raw.tokens_per_second:.1f}"
     )
     show(f"overhead ratio (interface s/token / raw s/token): {result.overhead_ratio:.3f}")
+
+
+TALKS = fields_bundle(
+    ConverseBenchSettings,
+    "users",
+    "max_turns",
+    "concurrency",
+    "slots",
+    "base_latency",
+    "per_output_token",
+    "block",
+    "output",
+    decls={"output": ("--format",), "concurrency": ("--concurrency", "-c")},
+    helps={
+        "users": "Simulated users (one talk each).",
+        "max_turns": "User messages per talk, the opening one included.",
+        "concurrency": "Talks and requests in flight.",
+        "slots": "Server parallel slots.",
+        "base_latency": "Seconds per request.",
+        "per_output_token": "Seconds per output token.",
+        "block": "Prefix-cache block size in tokens.",
+        "output": "Simulator answer format: text or json.",
+    },
+    extra={
+        **{n: POSITIVE for n in ("users", "max_turns", "concurrency", "slots", "block")},
+        **{n: NON_NEGATIVE for n in ("base_latency", "per_output_token")},
+    },
+)
+
+
+@verb(talks=TALKS)
+def converse(*, talks: dict[str, Any]) -> None:
+    """Simulated talks on a simulated server: dialogues per minute, and prompt tokens per
+    user turn with the uncached share an ideal prefix cache leaves (docs/multi-turn.md)."""
+    if talks["output"] not in ("text", "json"):
+        raise fail("--format must be text or json")
+    s = ConverseBenchSettings(**talks)
+    say(
+        f"{s.users} talks of up to {s.max_turns} user turns, {s.concurrency} in flight; "
+        f"server: {s.slots} slots, {s.base_latency * 1000:.0f} ms + "
+        f"{s.per_output_token * 1000:.2f} ms/output token; prefix cache: ideal, "
+        f"{s.block}-token blocks"
+    )
+    result = run_converse_bench(s)
+    table = Table(title="prompt tokens per user turn (ideal prefix cache)")
+    for col in ("call", "requests", "prompt tok/turn", "uncached tok/turn", "uncached share"):
+        table.add_column(col, justify="left" if col == "call" else "right")
+    for kind in ("policy", "assess", "speak"):
+        f = result.steps.get(kind)
+        if f is None:
+            continue
+        share = f.uncached_tokens / f.prompt_tokens if f.prompt_tokens else 0.0
+        table.add_row(
+            kind,
+            str(f.requests),
+            f"{result.per_turn(kind, 'prompt_tokens'):.0f}",
+            f"{result.per_turn(kind, 'uncached_tokens'):.0f}",
+            f"{100 * share:.0f}%",
+        )
+    out.print(table)
+    ends = ", ".join(f"{k} {v}" for k, v in sorted(result.ends.items()))
+    show(
+        f"dialogues per minute: {result.dialogues_per_minute:.1f} "
+        f"({result.dialogues} talks, {result.user_turns} user turns, {result.wall:.1f} s; {ends})"
+    )
+    sim = result.per_turn("assess", "uncached_tokens") + result.per_turn("speak", "uncached_tokens")
+    show(f"uncached simulator prompt tokens per turn: {sim:.0f}")

@@ -32,6 +32,12 @@ def demo(
         help="CPU threads of the embedded model (all cores when not given; 1 is much "
         "faster on a machine other jobs keep busy).",
     ),
+    multi_turn: bool = typer.Option(
+        False,
+        "--multi-turn",
+        help="Add one short simulated talk (3 user turns, the model playing the user) "
+        "to the report.",
+    ),
 ) -> None:
     """Run the whole method on the bundled example users (the embedded model by default).
 
@@ -56,6 +62,7 @@ def demo(
                 seed=seed,
                 concurrency=concurrency,
                 judge_label=spec_label(judge or model),
+                multi_turn=multi_turn,
             )
         finally:
             await policy.aclose()
@@ -85,5 +92,7 @@ def demo(
         f"{report.inspection_passed} of {report.examples} queries passed the "
         "builder's inspection (the demo keeps all; see docs/building.md)"
     )
+    if report.talk is not None:
+        show(f"simulated talk: {report.talk} ({report.dialogue})")
     say(f"run folder: {report.out_dir}  ({time.perf_counter() - started:.0f} s)")
     show(f"report: {report.report}")

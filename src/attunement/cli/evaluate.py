@@ -96,19 +96,26 @@ async def _evaluate(
     llm=model_run(concurrency=(EvalSettings, "concurrency")),
 )
 def evaluate(
-    data: list[str] = typer.Option(
-        ...,
+    data: list[str] | None = typer.Option(
+        None,
         "--data",
         metavar="[LABEL=]PATH",
         help="Examples of one split, repeatable: e.g. --data random=test.jsonl "
         "--data ood=ood_test.jsonl. The label is the file name when not given.",
     ),
-    replies: list[str] = typer.Option(
-        ...,
+    replies: list[str] | None = typer.Option(
+        None,
         "--replies",
         metavar="[LABEL=]PATH",
         help="Replies of one system, repeatable. A file holding several memory modes "
         "becomes one system per mode.",
+    ),
+    dialogues: list[str] | None = typer.Option(
+        None,
+        "--dialogues",
+        metavar="[LABEL=]PATH",
+        help="Simulated talks of one system (attune converse), repeatable: compared by "
+        "final emotion, area, success and failure over users. Alone, needs no judge.",
     ),
     out_dir: Path = out_option("Output folder (resumable).", kind="new folder"),
     judge: list[str] | None = typer.Option(
@@ -141,8 +148,9 @@ def evaluate(
     skip_invalid: bool = skip_invalid_option(),
     llm: ModelRun,
 ) -> None:
-    """Score every reply set with every judge under fixed criteria; write tables, plots and
-    report.html (the path is printed last). Re-running resumes and costs no judge call."""
+    """Score every reply set with every judge under fixed criteria, and compare systems on
+    simulated talks (--dialogues); write tables, plots and report.html (the path is
+    printed last). Re-running resumes and costs no judge call."""
     judges = unique_labels([split_label(j) for j in (judge or ["local"])], spec_label)
     spec = reward.spec(llm.options(), use_bystander=True if with_bystander else None)
     criteria = CriteriaConfig(temperature=criteria_temperature, seed=summary["seed"])
@@ -154,10 +162,14 @@ def evaluate(
         **summary,
     )
     settings.reward_config()
-    inputs = EvalInputs.read(data, replies, skip_invalid=skip_invalid)  # before any model
+    inputs = EvalInputs.read(  # before any model
+        data or [], replies or [], skip_invalid=skip_invalid, dialogues=dialogues or []
+    )
     if limit is not None:
         splits = {label: first(rows, limit) for label, rows in inputs.splits.items()}
         inputs = dataclasses.replace(inputs, splits=splits)
+    if not inputs.replies:
+        judges = []  # simulated talks only: the simulator's emotion needs no judge
     result = run(_evaluate(inputs, judges, criteria_judge, out_dir, settings, llm))
     print_results(result.results)
     from attunement.evaluation.views import headline
@@ -187,5 +199,12 @@ def print_results(results) -> None:
                     f"{r.unscorable}/{r.replies}",
                 )
         out.print(table)
+    if results.dialogues:
+        from attunement.evaluation.dialogues import DialogueResults, dialogue_summary_line
+
+        talks = DialogueResults.model_validate(results.dialogues)
+        show(f"dialogues (simulator {talks.simulator}; 95% intervals over users):")
+        for row in talks.rows:
+            show(f"  {dialogue_summary_line(row)}")
     for note in results.notes:
         say(f"note {note}", style="yellow")

@@ -80,6 +80,12 @@ def verl(
         DATA_SOURCE, "--data-source", help="verl's data_source column."
     ),
     ability: str = typer.Option(ABILITY, "--ability", help="verl's ability column."),
+    multi_turn: bool = typer.Option(
+        False,
+        "--multi-turn",
+        help="Route every row to attunement's talk agent loop (agent_name column): "
+        "the policy talks with a simulated user (docs/scale-out.md).",
+    ),
     limit: int | None = limit_option(),
     *,
     prompt: PromptFlags,
@@ -87,6 +93,7 @@ def verl(
     """Write examples as a verl parquet file (prompt, reward_model, extra_info with the
     example) for `compute_score` in attunement.integrations.verl."""
     from attunement.integrations.verl import export_verl
+    from attunement.integrations.verl_data import TALK_AGENT
 
     report = export_verl(
         _examples(data, limit),
@@ -98,6 +105,7 @@ def verl(
         seed=prompt.seed,
         k=prompt.k,
         source=str(data),
+        agent_name=TALK_AGENT if multi_turn else None,
     )
     say(f"{report.rows} rows written to {report.out} (manifest {report.manifest.name})")
 

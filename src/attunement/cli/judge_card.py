@@ -36,6 +36,7 @@ CARD = fields_bundle(
     "limit",
     "runs",
     "budget_seconds",
+    "simulator_turns",
     paths={"emobench": "file", "data": "file", "replies": "file"},
     extra={"policy": {"metavar": "SPEC"}, "reference": {"metavar": "SPEC"}},
 )

@@ -40,6 +40,14 @@ from attunement.policy import GenerationSettings
 from attunement.policy.distill import RowFormat
 from attunement.records import Example
 
+#: the help of the GenerationSettings fields whose descriptions do not fit an option
+#: (``attune converse`` sets the same fields)
+GENERATION_HELPS = {
+    "memory_mode": MEMORY_HELP,
+    "temperature": "Sampling temperature of the replies.",
+    "max_tokens": "Token budget of one reply.",
+    "seed": "Sampling seed; also picks the other user in mismatch mode.",
+}
 SETTINGS = fields_bundle(
     GenerationSettings,
     "memory_mode",
@@ -52,12 +60,7 @@ SETTINGS = fields_bundle(
     "with_persona",
     "with_situation",
     decls={"memory_mode": ("--memory",), "n": ("-n",), "k": ("--top-k",)},
-    helps={
-        "memory_mode": MEMORY_HELP,
-        "temperature": "Sampling temperature of the replies.",
-        "max_tokens": "Token budget of one reply.",
-        "seed": "Sampling seed; also picks the other user in mismatch mode.",
-    },
+    helps=GENERATION_HELPS,
 )
 
 

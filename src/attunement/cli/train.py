@@ -17,7 +17,7 @@ from typing import Any
 
 import typer
 
-from attunement.cli.common import show
+from attunement.cli.common import show, usage
 from attunement.cli.options import (
     MEMORY_HELP,
     Bundle,
@@ -34,7 +34,12 @@ from attunement.cli.options import (
 from attunement.cli.reward_options import RewardFlags, check_spec, reward_bundle
 from attunement.configfile import parse_assignments, read_config_file
 from attunement.judging import RewardSpec
-from attunement.training.config import GRPOSettings, LoraSettings, SFTSettings
+from attunement.training.config import (
+    GRPOSettings,
+    LoraSettings,
+    MultiTurnSettings,
+    SFTSettings,
+)
 from attunement.training.monitor import MonitorSettings
 from attunement.training.presets import apply_preset
 
@@ -136,6 +141,51 @@ MONITOR = fields_bundle(
         "stop_on_hacking": ("--stop-on-hacking/--no-stop-on-hacking",),
     },
     extra={"every": {"metavar": "N"}, "samples": {"metavar": "N"}},
+)
+
+
+def _multi_turn(**v: Any) -> dict[str, Any] | None:
+    """The ``multi_turn`` table the options ask for (None: none given)."""
+    fields = {k: v[k] for k in ("simulator", "max_turns", "turn_weight") if v[k] is not None}
+    if fields and not v["multi_turn"]:
+        raise usage("--simulator, --max-turns and --turn-weight need --multi-turn")
+    return fields if v["multi_turn"] else None
+
+
+MULTI_TURN = Bundle(
+    (
+        option(
+            "multi_turn",
+            bool,
+            typer.Option(
+                False,
+                "--multi-turn",
+                help="Train on talks with simulated users: the reward is the talk's "
+                "(docs/multi-turn.md).",
+            ),
+        ),
+        option(
+            "simulator",
+            str | None,
+            typer.Option(
+                None,
+                "--simulator",
+                metavar="SPEC",
+                help="The model that plays the simulated users (a model spec).",
+            ),
+        ),
+        option(
+            "max_turns",
+            int | None,
+            field_option(MultiTurnSettings, "max_turns", "--max-turns", unset=True),
+        ),
+        option(
+            "turn_weight",
+            float | None,
+            field_option(MultiTurnSettings, "turn_weight", "--turn-weight", unset=True),
+        ),
+    ),
+    _multi_turn,
 )
 
 
@@ -241,6 +291,7 @@ RUN_FOLDER = "Run folder (re-run to resume)."
         monitor=True,
     ),
     reward=reward_bundle(None),
+    talks=MULTI_TURN,
     llm=model_run(unset=True),
 )
 def grpo(
@@ -248,12 +299,16 @@ def grpo(
     *,
     doc: dict[str, Any],
     reward: RewardFlags,
+    talks: dict[str, Any] | None,
     llm: ModelRun,
 ) -> None:
-    """GRPO with TRL on PERM, PereGRM[@k] or RLPA (and their ablations)."""
+    """GRPO with TRL on PERM, PereGRM[@k] or RLPA (and their ablations), or with
+    --multi-turn on whole talks with simulated users."""
     from attunement.training.grpo import train_grpo
 
     doc["reward"] = _reward(doc.get("reward") or {}, reward, llm).model_dump(mode="json")
+    if talks is not None:
+        doc["multi_turn"] = {**(doc.get("multi_turn") or {}), **talks}
     settings = GRPOSettings.model_validate(doc)
     _report(train_grpo(settings, out_dir), "grpo")
     if settings.monitor.every:

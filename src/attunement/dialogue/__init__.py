@@ -10,6 +10,7 @@ from attunement.dialogue.assistant import (
     AssistantSide,
     MemoryAssistant,
     SystemPromptAssistant,
+    TranscriptAssistant,
     example_at,
 )
 from attunement.dialogue.baseline import RandomPolicy
@@ -70,10 +71,13 @@ from attunement.dialogue.scoring import (
     score_dialogue,
     summarize_dialogues,
     trajectory,
+    trajectory_reward,
     turn_examples,
     turn_reply_id,
 )
 from attunement.dialogue.simulator import (
+    ASSESS_PROMPT,
+    SPEAK_PROMPT,
     PersonaEmpSimulator,
     Reading,
     SimulatorSettings,
@@ -89,6 +93,7 @@ from attunement.dialogue.users import (
 )
 
 __all__ = [
+    "ASSESS_PROMPT",
     "CHANGE_LIMIT",
     "END_REASONS",
     "HIDDEN_NEEDS",
@@ -96,6 +101,7 @@ __all__ = [
     "LEVEL_FLOORS",
     "MAX_EMOTION",
     "MAX_USER_TURNS",
+    "SPEAK_PROMPT",
     "START_EMOTION",
     "Assessment",
     "AssistantSide",
@@ -117,6 +123,7 @@ __all__ = [
     "SimulatedUser",
     "SimulatorSettings",
     "SystemPromptAssistant",
+    "TranscriptAssistant",
     "TurnLine",
     "UserModel",
     "UserSimulator",
@@ -147,6 +154,7 @@ __all__ = [
     "score_dialogue",
     "summarize_dialogues",
     "trajectory",
+    "trajectory_reward",
     "turn_examples",
     "turn_reply_id",
     "untrusted_of",

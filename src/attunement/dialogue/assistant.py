@@ -138,3 +138,44 @@ class SystemPromptAssistant(AssistantSide):
     def settings(self) -> dict[str, Any]:
         digest = hashlib.sha256(self.system.encode("utf-8")).hexdigest()[:12]
         return {"kind": "system_prompt", "name": self.name, "system_prompt": digest}
+
+
+class TranscriptAssistant(AssistantSide):
+    """A fixed opening prompt, then the talk as chat turns, each earlier reply as
+    the policy wrote it (its analysis included).
+
+    Every turn's prompt extends the one before it, message by message, so a
+    whole talk is one growing sequence a trainer can learn from in one pass
+    (multi-turn GRPO): the opening is the training row's prompt (the reply
+    prompt under the row's memory mode, which shows the opening query), and
+    the policy sees exactly what it wrote before. The simulated user is shown
+    only the ``# Response`` part, as everywhere.
+    """
+
+    def __init__(self, opening: Sequence[Message], *, memory_mode: str | None = None):
+        if not opening or opening[-1]["role"] != "user":
+            raise ValueError("the opening prompt must end with the user's message")
+        self.opening = [dict(m) for m in opening]
+        self.memory_mode = memory_mode
+
+    async def prompt(
+        self, user: SimulatedUser, turns: Sequence[DialogueTurn]
+    ) -> tuple[list[Message], list[str] | None]:
+        if not turns or turns[-1].role != "user":
+            raise ValueError("the assistant answers a user message: turns must end with one")
+        later: list[Message] = [
+            {"role": t.role, "content": t.raw if t.role == "assistant" else t.text}
+            for t in turns[1:]
+        ]
+        return [*self.opening, *later], None
+
+    def read(self, text: str) -> tuple[str, str]:
+        parsed = parse_reply(text)
+        return parsed.analysis, parsed.response
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "kind": "transcript",
+            "memory_mode": self.memory_mode,
+            "prompt": {"policy_reply": load_prompt("policy_reply").version},
+        }

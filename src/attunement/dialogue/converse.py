@@ -58,7 +58,7 @@ class ConverseSettings(BaseModel):
     )
     samples: int = Field(1, ge=1, description="talks per user")
     concurrency: int | None = Field(
-        None, ge=1, description="talks in flight (default: the larger of the models' limits)"
+        None, ge=1, description="talks in flight (when not given: the larger of the models' limits)"
     )
 
     @model_validator(mode="after")

@@ -244,3 +244,36 @@ def attach_turn_rewards(
             rewards.append(found.reward if found is not None else None)
     known = [r for r in rewards if r is not None]
     return score.model_copy(update={"turn_rewards": rewards, "mean_turn_reward": _mean(known)})
+
+
+# --------------------------------------------------------------------------- training
+
+
+def trajectory_reward(score: DialogueScore, *, turn_weight: float = 0.0) -> float | None:
+    """The reward of a whole talk for training (TRL and verl alike).
+
+    With ``e`` the final emotion (0-100) and ``m`` the mean judge reward of the
+    talk's replies (each judged in its dialogue; the reward's own scale, in
+    [0, 1] for PERM and PereGRM before penalties)::
+
+        r = (1 - w) * e / 100 + w * m
+
+    ``w = turn_weight`` (0: the final emotion alone, SAGE's score). An
+    unscorable talk has no reward (``None``), and so has a talk with ``w > 0``
+    none of whose replies the judge could score: never a constant in its place.
+
+    >>> s = DialogueScore(dialogue_id="u:0", user_id="u", policy="p", unscorable=False,
+    ...                   final_emotion=70, mean_turn_reward=0.5)
+    >>> trajectory_reward(s), trajectory_reward(s, turn_weight=0.5)
+    (0.7, 0.6)
+    """
+    if not 0.0 <= turn_weight <= 1.0:
+        raise ValueError(f"turn_weight must be within [0, 1], got {turn_weight}")
+    if score.unscorable or score.final_emotion is None:
+        return None
+    emotion = score.final_emotion / 100
+    if turn_weight == 0.0:
+        return emotion
+    if score.mean_turn_reward is None:
+        return None
+    return round((1 - turn_weight) * emotion + turn_weight * score.mean_turn_reward, 6)

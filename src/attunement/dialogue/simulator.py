@@ -26,6 +26,16 @@ shown fenced (:func:`attunement.render.fence`), and the change is parsed with
 every text the simulator was shown as untrusted (:func:`reading.parse_change`),
 so a reply cannot move the emotion by containing ``Change: +10``.
 
+**JSON answers** (``SimulatorSettings.output = "json"``). A small model
+often never writes the labelled format (SmolLM2-135M wrote no ``Change:``
+line in any answer), so the talk would be unscorable. In JSON mode each step
+asks for one object whose keys are the step's labels, with a schema generated
+from the pydantic model that reads it (:func:`labelled_answer_model`): free
+text bounded in length, the change one of the whole numbers -10..+10. The
+object is turned back into the labelled text (:func:`labelled_text`) and read
+by the very same rules as a text answer, copy detection included; an answer
+that is not such an object (a server that ignored the schema) is read as text.
+
 **Retries.** An answer that cannot be read is drawn again, with a fresh
 sample number so a cache does not hand back the same answer, at most
 ``max_resamples`` times; then the step's outcome carries the reason and the
@@ -35,12 +45,14 @@ deadline) raises: it is not a result, and the dialogue is resumed later.
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from functools import cache
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, create_model
 
 from attunement.dialogue.emotion import CHANGE_LIMIT, MAX_EMOTION, apply_change, level_of
 from attunement.dialogue.reading import (
@@ -61,6 +73,7 @@ from attunement.render import (
     render_situation,
     sections,
 )
+from attunement.textjson import last_json_object
 
 ROLE_PROMPT = "dialogue_user_role"
 ASSESS_PROMPT = "dialogue_user_assess"
@@ -82,6 +95,75 @@ class SimulatorSettings(BaseModel):
     max_tokens: int = Field(1024, ge=16, description="token budget of one simulator answer")
     max_resamples: int = Field(2, ge=0, description="fresh draws after an unreadable answer")
     seed: int = 0
+    output: Literal["text", "json"] = Field(
+        "text",
+        description="text: labelled parts; json: one schema-constrained object per step "
+        "(for small models), read by the same rules",
+    )
+
+
+#: the longest free-text part of a JSON answer (a bound keeps small models from
+#: writing until max_tokens and leaving the object open)
+JSON_TEXT_CHARS = 400
+
+
+def _key(label: str) -> str:
+    """A label as a JSON key: ``Need met`` -> ``need_met``."""
+    return re.sub(r"\W+", "_", label.strip()).strip("_").lower()
+
+
+@cache
+def labelled_answer_model(labels: tuple[str, ...], number: str | None = None) -> type[BaseModel]:
+    """The pydantic model of a JSON answer with one key per label; ``number``
+    names the label that holds the change (a whole number of -10..+10 in the
+    schema, any whole number accepted when read: the clamp applies later)."""
+    change = Annotated[
+        int,
+        WithJsonSchema({"type": "integer", "enum": list(range(-CHANGE_LIMIT, CHANGE_LIMIT + 1))}),
+    ]
+    text = Annotated[str, WithJsonSchema({"type": "string", "maxLength": JSON_TEXT_CHARS})]
+    fields: dict[str, Any] = {
+        _key(label): (change if label == number else text, ...) for label in labels
+    }
+    return create_model(
+        "SimulatorAnswer",
+        __config__=ConfigDict(extra="ignore"),
+        **fields,
+    )
+
+
+def answer_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The request schema of a flat answer model: every key required, no others."""
+    schema = model.model_json_schema()
+    schema.pop("title", None)
+    for node in schema.get("properties", {}).values():
+        node.pop("title", None)
+    return {**schema, "required": list(schema["properties"]), "additionalProperties": False}
+
+
+def labelled_text(text: str, labels: Sequence[str], number: str | None = None) -> str:
+    """A JSON answer rendered as the labelled text the readers take (``Label: value``
+    lines in the labels' order); ``text`` itself when it holds no such object.
+
+    >>> labelled_text('{"feeling": "calmer", "change": 3}', ["Feeling", "Change"], "Change")
+    'Feeling: calmer\\nChange: +3'
+    >>> labelled_text("Feeling: calm", ["Feeling", "Change"], "Change")
+    'Feeling: calm'
+    """
+    model = labelled_answer_model(tuple(labels), number)
+    found = last_json_object(text)
+    if found is None:
+        return text
+    try:
+        answer = model.model_validate(found.value)
+    except ValidationError:
+        return text
+    lines = []
+    for label in labels:
+        value = getattr(answer, _key(label))
+        shown = f"{value:+d}" if label == number else " ".join(str(value).split())
+        lines.append(f"{label}: {shown}")
+    return "\n".join(lines)
 
 
 def untrusted_of(user: SimulatedUser, turns: Sequence[DialogueTurn]) -> tuple[str, ...]:
@@ -98,9 +180,17 @@ def untrusted_of(user: SimulatedUser, turns: Sequence[DialogueTurn]) -> tuple[st
 
 
 class UserSimulator(ABC):
-    """How a kind of simulated user is prompted and how its answers are read."""
+    """How a kind of simulated user is prompted and how its answers are read.
+
+    ``assess_labels`` / ``speak_labels`` are the labelled parts of each step's
+    answer and ``change_label`` the one holding the change: JSON mode asks for
+    an object of those keys (:func:`labelled_answer_model`).
+    """
 
     kind: str
+    assess_labels: tuple[str, ...] = ()
+    speak_labels: tuple[str, ...] = ()
+    change_label: str = "Change"
 
     def check_user(self, user: SimulatedUser) -> None:
         """Raise ``ValueError`` when this simulator cannot play ``user``."""
@@ -155,6 +245,8 @@ class PersonaEmpSimulator(UserSimulator):
     and hidden need, in that user's language."""
 
     kind = "personaemp"
+    assess_labels = ASSESS_LABELS
+    speak_labels = SPEAK_LABELS
 
     def check_user(self, user: SimulatedUser) -> None:
         if user.example.persona is None and not user.example.memories:
@@ -268,11 +360,19 @@ class UserModel:
         self.settings = settings or SimulatorSettings()
 
     async def _ask(
-        self, messages: list[Message], read: Callable[[str], Outcome], sample_index: int
+        self,
+        messages: list[Message],
+        read: Callable[[str], Outcome],
+        sample_index: int,
+        labels: tuple[str, ...],
     ) -> Asked[Outcome]:
         s = self.settings
         first = sample_index * (s.max_resamples + 1)
         refused: list[str] = []
+        number = self.simulator.change_label if self.simulator.change_label in labels else None
+        schema = None
+        if s.output == "json" and labels:
+            schema = answer_schema(labelled_answer_model(labels, number))
         for attempt in range(s.max_resamples + 1):
             [completion] = await self.model.complete(
                 messages,
@@ -281,12 +381,16 @@ class UserModel:
                 max_tokens=s.max_tokens,
                 seed=s.seed,
                 sample_start=first + attempt,
+                json_schema=schema,
             )
-            outcome = read(completion.text)
+            text = completion.text
+            if schema is not None:
+                text = labelled_text(text, labels, number)
+            outcome = read(text)
             if outcome.ok:
-                return Asked(outcome, completion.text, attempt + 1, refused)
+                return Asked(outcome, text, attempt + 1, refused)
             refused.append(outcome.reason or "unreadable")
-        return Asked(outcome, completion.text, s.max_resamples + 1, refused[:-1])
+        return Asked(outcome, text, s.max_resamples + 1, refused[:-1])
 
     async def assess(
         self,
@@ -303,6 +407,7 @@ class UserModel:
             self.simulator.assess_messages(user, turns, emotion),
             lambda text: self.simulator.read_assessment(text, untrusted=untrusted),
             sample_index,
+            self.simulator.assess_labels,
         )
         reading = asked.outcome
         common = {
@@ -337,6 +442,7 @@ class UserModel:
             self.simulator.speak_messages(user, turns, emotion, assessment),
             self.simulator.read_speech,
             sample_index,
+            self.simulator.speak_labels,
         )
         return Speech(asked.outcome, asked.raw, asked.attempts, asked.refused)
 

@@ -27,14 +27,25 @@ from typing import Any
 
 #: the face's names and the module each comes from (imported on first use)
 _FROM = {
+    "DialogueSet": "dialogues",
     "EvalInputs": "evaluate",
     "EvalRun": "runs",
     "EvalSettings": "evaluate",
     "Results": "runs",
     "Row": "runs",
+    "read_dialogue_set": "dialogues",
     "run_evaluation": "evaluate",
 }
-__all__ = ["EvalInputs", "EvalRun", "EvalSettings", "Results", "Row", "run_evaluation"]
+__all__ = [
+    "DialogueSet",
+    "EvalInputs",
+    "EvalRun",
+    "EvalSettings",
+    "Results",
+    "Row",
+    "read_dialogue_set",
+    "run_evaluation",
+]
 
 
 def __getattr__(name: str) -> Any:

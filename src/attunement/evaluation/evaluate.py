@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from attunement.evaluation.cost import cost_of, criteria_samples, shared_cost
 from attunement.evaluation.criteria import ensure_criteria
+from attunement.evaluation.dialogues import DialogueSet, compare_dialogues, read_dialogue_set
 from attunement.evaluation.report import write_evaluation_report
 from attunement.evaluation.runs import Cost, EvalRun, Results, System, safe_name
 from attunement.evaluation.tables import (
@@ -160,20 +161,32 @@ class EvalInputs:
     splits: dict[str, list[Example]]
     replies: dict[str, list[Reply]]
     paths: dict[str, str] = field(default_factory=dict)  # label -> file, for the record
+    #: systems compared on simulated talks (``attune converse`` outputs)
+    dialogues: list[DialogueSet] = field(default_factory=list)
 
     @classmethod
     def read(
-        cls, data: Sequence[str], replies: Sequence[str], *, skip_invalid: bool = False
+        cls,
+        data: Sequence[str],
+        replies: Sequence[str],
+        *,
+        skip_invalid: bool = False,
+        dialogues: Sequence[str] = (),
     ) -> EvalInputs:
         """Read ``[LABEL=]PATH`` arguments (labels default to the file stem)."""
         stem = lambda p: Path(p).stem
         split_args = unique_labels([split_label(d) for d in data], stem)
         reply_args = unique_labels([split_label(r) for r in replies], stem)
+        talk_args = unique_labels([split_label(d) for d in dialogues], stem)
+        talks = [read_dialogue_set(label, path) for label, path in talk_args]
+        if talks and not reply_args and not split_args:
+            return cls(splits={}, replies={}, dialogues=talks)
         if not split_args:
             raise ValueError("give at least one --data file")
         if not reply_args:
             raise ValueError("give at least one --replies file")
         return cls(
+            dialogues=talks,
             splits={
                 lab: read_jsonl(p, Example, skip_invalid=skip_invalid) for lab, p in split_args
             },
@@ -291,10 +304,12 @@ async def run_evaluation(
     fixed criteria (default: the first judge).
     """
     settings = settings or EvalSettings()
-    if not judges:
-        raise ValueError("give at least one judge")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    if not inputs.replies and inputs.dialogues:
+        return _dialogues_only(inputs, out, settings, write=write)
+    if not judges:
+        raise ValueError("give at least one judge")
     config = settings.reward_config()  # bad reward settings fail before any call
     dims = list(config.dimensions)
     empathy = [d for d in EMPATHY_DIMENSIONS if d in dims]
@@ -324,6 +339,8 @@ async def run_evaluation(
         cfg=settings.stats(),
     )
     _record(results, settings, inputs, plan, splits, scored, criteria_info)
+    if inputs.dialogues:
+        results.dialogues = _compare_dialogues(inputs, settings)
     run = EvalRun(
         out=out,
         results=results,
@@ -331,6 +348,36 @@ async def run_evaluation(
         systems=plan.systems,
         breakdowns=scored.by_judge(),
         reply_index={(r.example_id, r.reply_id): r for rows in plan.replies.values() for r in rows},
+        dialogue_sets=list(inputs.dialogues),
+    )
+    if write:
+        run.report = write_evaluation_report(run)
+    return run
+
+
+def _compare_dialogues(inputs: EvalInputs, settings: EvalSettings) -> dict[str, Any]:
+    """The dialogue systems' rows and paired comparisons (docs/multi-turn.md)."""
+    table = compare_dialogues(inputs.dialogues, settings.stats(), baseline=settings.baseline)
+    return table.model_dump(mode="json")
+
+
+def _dialogues_only(
+    inputs: EvalInputs, out: Path, settings: EvalSettings, *, write: bool
+) -> EvalRun:
+    """An evaluation of simulated talks only: no judge is needed (the simulator's
+    emotion is the figure)."""
+    results = Results(settings=settings.model_dump(mode="json"))
+    results.dialogues = _compare_dialogues(inputs, settings)
+    results.systems = [
+        {"label": d.label, "path": d.path, "dialogues": len(d.dialogues)} for d in inputs.dialogues
+    ]
+    run = EvalRun(
+        out=out,
+        results=results,
+        examples={},
+        systems=[],
+        breakdowns={},
+        dialogue_sets=list(inputs.dialogues),
     )
     if write:
         run.report = write_evaluation_report(run)

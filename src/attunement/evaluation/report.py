@@ -19,6 +19,12 @@ from pathlib import Path
 
 from attunement.evaluation import html as H
 from attunement.evaluation import plots
+from attunement.evaluation.dialogues import (
+    DialogueResults,
+    dialogue_html,
+    dialogue_markdown,
+    trajectory_plot,
+)
 from attunement.evaluation.reporting import fmt, fmt_ci, md_table, write_page, write_results
 from attunement.evaluation.runs import EvalRun, Results, System, safe_name
 from attunement.evaluation.tables import LEVELS, MEMORY_TITLES, SHORT, category_of
@@ -98,6 +104,8 @@ def results_markdown(results: Results) -> str:
             md_table(*paired_rows(baseline)),
             "",
         ]
+    if results.dialogues:
+        parts += [dialogue_markdown(DialogueResults.model_validate(results.dialogues)), ""]
     for b in BREAKDOWNS:
         if b.present(results):
             parts += [f"## {b.md_title}", "", md_table(*b.rows(results)), ""]
@@ -398,11 +406,24 @@ def _run_part(results: Results) -> Part:
     return ("run", "Run"), H.section("Run", H.table(["", ""], meta, text_columns=2), id="run")
 
 
+def _dialogue_parts(run: EvalRun) -> list[Part]:
+    """The dialogue systems: tables, emotion trajectories, a talk each."""
+    if not run.results.dialogues or not run.dialogue_sets:
+        return []
+    png = trajectory_plot(run.dialogue_sets)
+    (run.out / "plots").mkdir(exist_ok=True)
+    (run.out / "plots" / "dialogue_trajectories.png").write_bytes(png)
+    plot = H.wide(H.figure(png, "emotion after each assessed reply"))
+    table = DialogueResults.model_validate(run.results.dialogues)
+    return [(("dialogues", "Dialogues"), dialogue_html(table, run.dialogue_sets, plot))]
+
+
 def report_html(run: EvalRun, figures: Sequence[Figure]) -> str:
     results = run.results
     parts = [
         *_table1_parts(results),
         *_paired_parts(results),
+        *_dialogue_parts(run),
         *_breakdown_parts(results),
         *_plot_parts(figures),
         *_example_parts(run),

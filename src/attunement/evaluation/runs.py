@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from attunement.evaluation.stats import Stat
+from attunement.evaluation.stats import PairedComparison, Stat
 from attunement.records import Example, Reply, RewardBreakdown
 
 # --------------------------------------------------------------------------- rows
@@ -46,7 +46,7 @@ class Row(BaseModel):
 class Paired(BaseModel):
     """``system`` minus ``baseline`` on the examples both scored."""
 
-    view: Literal["baseline", "memory"] = "baseline"
+    view: Literal["baseline", "memory", "dialogue"] = "baseline"
     judge: str
     split: str
     system: str
@@ -65,6 +65,20 @@ class Paired(BaseModel):
     p_holm: float | None = Field(
         None, description="p adjusted by Holm over every comparison of the report"
     )
+
+    @classmethod
+    def of(cls, cmp: PairedComparison, **where: Any) -> Paired:
+        """The row of a comparison (``where``: view, judge, split, system, baseline, metric)."""
+        return cls(
+            **where,
+            diff=Stat.of(cmp.diff),
+            n=cmp.n,
+            wins=cmp.wins,
+            losses=cmp.losses,
+            ties=cmp.ties,
+            wilcoxon_p=cmp.wilcoxon_p,
+            sign_p=cmp.sign_p,
+        )
 
 
 class ScalingPoint(BaseModel):
@@ -122,6 +136,10 @@ class Results(BaseModel):
     k_scaling: list[ScalingPoint] = Field(default_factory=list)
     cost: list[Cost] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
+    dialogues: dict[str, Any] | None = Field(
+        None,
+        description="systems compared on simulated talks (evaluation.dialogues.DialogueResults)",
+    )
 
 
 @dataclass(frozen=True)
@@ -151,6 +169,8 @@ class EvalRun:
     #: (example_id, reply_id) -> reply
     reply_index: dict[tuple[str, str], Reply] = field(default_factory=dict)
     report: Path | None = None
+    #: the talks of each dialogue system (evaluation.dialogues.DialogueSet), for the page
+    dialogue_sets: list[Any] = field(default_factory=list)
 
 
 def safe_name(label: str) -> str:

@@ -32,6 +32,8 @@ ABILITY = "empathy"
 ExportMemoryMode = ModelFreeMemoryMode
 #: the extra_info field holding the example's JSON
 EXAMPLE_FIELD = "example"
+#: the verl agent loop of multi-turn rows (:mod:`attunement.integrations.verl_agent`)
+TALK_AGENT = "attunement_talk"
 
 
 def plain(value: Any) -> Any:
@@ -86,12 +88,15 @@ class ExportReport:
     memory_mode: str
 
 
-def _parquet_schema():
+def _parquet_schema(agent_name: bool = False):
     import pyarrow as pa
 
     message = pa.struct([("role", pa.string()), ("content", pa.string())])
+    # verl routes a row to an agent loop by its top-level agent_name column
+    agent = [("agent_name", pa.string())] if agent_name else []
     return pa.schema(
         [
+            *agent,
             ("data_source", pa.string()),
             ("prompt", pa.list_(message)),
             ("ability", pa.string()),
@@ -125,9 +130,12 @@ async def verl_rows(
     k: int = 3,
     persona: bool = True,
     situation: bool = True,
+    agent_name: str | None = None,
 ) -> list[dict[str, Any]]:
     """One verl row per example: the reply prompt the policy answers, the example in
-    ``extra_info``, the example id as ``reward_model.ground_truth``.
+    ``extra_info``, the example id as ``reward_model.ground_truth``; ``agent_name``
+    (a column) routes every row to that verl agent loop (multi-turn:
+    ``attunement_talk``, :mod:`attunement.integrations.verl_agent`).
 
     ``memory_mode`` chooses the memories shown to the policy (as in ``attune
     generate``); the judges always see the example's own user.
@@ -150,6 +158,7 @@ async def verl_rows(
         example, view, messages = prompt.example, prompt.view, prompt.messages
         rows.append(
             {
+                **({"agent_name": agent_name} if agent_name else {}),
                 "data_source": data_source,
                 "prompt": [{"role": m["role"], "content": m["content"]} for m in messages],
                 "ability": ability,
@@ -174,7 +183,9 @@ def write_parquet(rows: Sequence[Mapping[str, Any]], out: str | Path) -> Path:
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    table = pa.Table.from_pylist(list(rows), schema=_parquet_schema())
+    rows = list(rows)
+    agent = bool(rows) and "agent_name" in rows[0]
+    table = pa.Table.from_pylist(rows, schema=_parquet_schema(agent))
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
         pq.write_table(table, tmp)
@@ -196,6 +207,7 @@ def export_verl(
     seed: int = 0,
     k: int = 3,
     source: str | None = None,
+    agent_name: str | None = None,
 ) -> ExportReport:
     """Write ``examples`` as a verl parquet file and its manifest (``<out>.manifest.json``)."""
     rows = asyncio.run(
@@ -208,6 +220,7 @@ def export_verl(
             pool=pool,
             seed=seed,
             k=k,
+            agent_name=agent_name,
         )
     )
     path = write_parquet(rows, out)
@@ -222,6 +235,7 @@ def export_verl(
         ability=ability,
         seed=seed,
         k=k,
+        agent_name=agent_name,
         prompt={"policy_reply": reply_prompt_version()},
     )
     return ExportReport(

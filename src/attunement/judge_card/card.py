@@ -25,6 +25,7 @@ from attunement.judge_card.checks import (
     Stability,
     Status,
 )
+from attunement.judge_card.simulator import SimulatorCheck
 
 CheckName = Literal["discrimination", "personalization", "probes", "stability", "cost", "agreement"]
 CHECK_NAMES: tuple[CheckName, ...] = get_args(CheckName)
@@ -77,7 +78,7 @@ def ci_num(e: Estimate, digits: int = 3, *, sign: bool = True, negate: bool = Fa
 
 
 class CheckSummary(BaseModel):
-    name: CheckName
+    name: CheckName | Literal["simulator"]
     status: Status
     verdict: str
 
@@ -112,6 +113,9 @@ class JudgeCard(BaseModel):
     stability: Stability
     cost: Cost
     agreement: Agreement
+    simulator: SimulatorCheck | None = Field(
+        None, description="the simulator check (judge_card.simulator), when it was run"
+    )
     reward_manifest: dict[str, Any]
     files: dict[str, str] = Field(description="breakdown files, by name")
     created: str

@@ -61,6 +61,12 @@ class CardSettings(BaseModel):
         None, gt=0, description="judge seconds per reply the cost check allows (none: report only)"
     )
     plots: bool = Field(True, description="PNG plots in card.html (needs matplotlib)")
+    simulator_turns: int | None = Field(
+        None,
+        ge=1,
+        description="play the simulator check (the judge plays the users of --data) "
+        "with talks of N user messages; none: skip it",
+    )
 
     @model_validator(mode="after")
     def _sources(self) -> CardSettings:

@@ -32,8 +32,9 @@ which replies count as good), :mod:`~attunement.judge_card.checks` (the
 figures and verdicts), :mod:`~attunement.judge_card.probes` (the gaming
 edits), :mod:`~attunement.judge_card.card` (the card as data) and
 :mod:`~attunement.judge_card.sections` and :mod:`~attunement.judge_card.report`
-(``card.md``, ``card.html``). This module
-runs the scoring steps in order and assembles the card.
+(``card.md``, ``card.html``), :mod:`~attunement.judge_card.scoring` (one
+resumable file per check; the good replies). This module runs the scoring
+steps in order and assembles the card.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from attunement.jsonl import read_jsonl, write_manifest
+from attunement.jsonl import write_manifest
 from attunement.judge_card import checks
 from attunement.judge_card.card import (
     CHECK_NAMES,
@@ -76,46 +77,13 @@ from attunement.judge_card.inputs import (
 )
 from attunement.judge_card.probes import PROBES
 from attunement.judge_card.report import write_card
-from attunement.judging import RewardModel, RewardSpec, score_dataset
+from attunement.judge_card.scoring import Scoring, good_replies
+from attunement.judge_card.simulator import SimulatorCheck, run_simulator_check
+from attunement.judging import RewardModel, RewardSpec
 from attunement.llm import ChatModel
-from attunement.policy import generate_replies
 from attunement.records import Example, Reply, RewardBreakdown
 
 Log = Callable[[str], None]
-
-
-@dataclass
-class _Scoring:
-    """Runs score_dataset per check into its own file and remembers what this run did."""
-
-    out: Path
-    concurrency: int
-    show_progress: bool | None
-    log: Log
-    scored_now: int = 0
-    seconds_now: float = 0.0
-    files: dict[str, Path] = field(default_factory=dict)
-
-    async def __call__(
-        self, name: str, reward: RewardModel, examples: Sequence[Example], replies: Sequence[Reply]
-    ) -> list[RewardBreakdown]:
-        path = self.out / "breakdowns" / f"{name}.jsonl"
-        self.files[name] = path
-        if not replies:
-            return []
-        self.log(f"{name}: {len(replies)} replies to {len(examples)} examples -> {path}")
-        summary = await score_dataset(
-            reward,
-            list(examples),
-            list(replies),
-            path,
-            concurrency=self.concurrency,
-            show_progress=self.show_progress,
-        )
-        self.scored_now += summary.scored_now
-        self.seconds_now += summary.seconds
-        wanted = {(r.example_id, r.reply_id) for r in replies}
-        return [b for b in read_jsonl(path, RewardBreakdown) if key_of(b) in wanted]
 
 
 def _by_key(rows: Sequence[RewardBreakdown]) -> dict[Key, RewardBreakdown]:
@@ -124,54 +92,6 @@ def _by_key(rows: Sequence[RewardBreakdown]) -> dict[Key, RewardBreakdown]:
 
 def _keys(replies: Sequence[Reply]) -> list[Key]:
     return [(r.example_id, r.reply_id) for r in replies]
-
-
-async def _good_replies(
-    inputs: CardInputs,
-    settings: CardSettings,
-    policy: ChatModel | None,
-    show_progress: bool | None,
-    log: Log,
-) -> tuple[list[Example], list[Reply]]:
-    """The examples and good replies the probes and personalization start from."""
-    if inputs.base_source == "replies":
-        examples = inputs.base_examples
-        return examples, [judged_copy(inputs.given_replies[e.example_id]) for e in examples]
-    if inputs.base_source == "policy":
-        if policy is None:
-            raise ValueError(
-                "the card was asked to write replies with --policy, but no policy model was given"
-            )
-        path = settings.out / "policy_replies.jsonl"
-        log(f"policy: writing {len(inputs.base_examples)} replies with {policy.name} -> {path}")
-        await generate_replies(
-            inputs.base_examples,
-            policy,
-            path,
-            memory_mode="full",
-            n=1,
-            seed=settings.seed,
-            pool=inputs.examples,
-            show_progress=show_progress,
-        )
-        wanted = {e.example_id for e in inputs.base_examples}
-        written = {
-            r.example_id: r
-            for r in read_jsonl(path, Reply)
-            if r.example_id in wanted and r.sample_index == 0 and r.format_ok
-        }
-        examples = [e for e in inputs.base_examples if e.example_id in written]
-        if len(examples) < len(inputs.base_examples):
-            log(
-                f"policy: {len(inputs.base_examples) - len(examples)} replies ignored "
-                "(the policy did not follow the reply format)"
-            )
-        return examples, [judged_copy(written[e.example_id]) for e in examples]
-    if inputs.base_source == "emobench":
-        examples = [emobench_example(i) for i in inputs.ea_items]
-        replies = [emobench_replies(i)[i.answer_index] for i in inputs.ea_items]
-        return examples, replies
-    return [], []
 
 
 @dataclass
@@ -213,7 +133,7 @@ class _CardRun:
                 "and the card's EmoBench items, other-user copies and probes have "
                 "none; run the card with the shared or inline criteria mode"
             )
-        self.score = _Scoring(Path(settings.out), settings.concurrency, show_progress, log)
+        self.score = Scoring(Path(settings.out), settings.concurrency, show_progress, log)
         self.measures = ["reward", *self.config.dimensions]
         self.reads_analysis = self.config.use_resonation and self.config.resonation_on == "analysis"
         self.choice_groups: list[ChoiceGroup] = []
@@ -230,6 +150,7 @@ class _CardRun:
         self.stability_set = Scored()
         self.run_rows: dict[str, list[RewardBreakdown]] = {}
         self.ref_rows: list[RewardBreakdown] = []
+        self.simulator: SimulatorCheck | None = None
 
     async def discrimination(self) -> None:
         """Every candidate of every EA Response item, one group per item."""
@@ -256,7 +177,7 @@ class _CardRun:
 
     async def good_replies(self) -> None:
         """The good replies, judged in their own context."""
-        examples, replies = await _good_replies(
+        examples, replies = await good_replies(
             self.inputs, self.settings, self.policy, self.show_progress, self.log
         )
         if self.own_context:
@@ -495,12 +416,34 @@ class _CardRun:
             group_runs=[scored, *self.runs[1:]],
         )
 
+    async def simulator_check(self) -> None:
+        """The judge model as a simulated user: scripted good vs bad assistant."""
+        turns = self.settings.simulator_turns
+        if turns is None:
+            return
+        examples = self.inputs.examples[: self.settings.limit]
+        self.simulator = await run_simulator_check(
+            examples,
+            self.judge,
+            self.settings.out,
+            max_turns=turns,
+            seed=self.settings.seed,
+            show_progress=self.show_progress,
+        )
+
     def card(self, started: float) -> JudgeCard:
         results = self.figures()
         check_list = [
             CheckSummary(name=n, status=results[n].status, verdict=results[n].verdict)
             for n in CHECK_NAMES
         ]
+        if self.simulator is not None:
+            results["simulator"] = self.simulator
+            check_list.append(
+                CheckSummary(
+                    name="simulator", status=self.simulator.status, verdict=self.simulator.verdict
+                )
+            )
         settings, inputs = self.settings, self.inputs
         data = DataInfo(
             emobench=str(settings.emobench) if settings.emobench else None,
@@ -572,6 +515,7 @@ async def run_judge_card(
     await run.gaming_probes()
     await run.repeat_runs()
     await run.agreement_runs()
+    await run.simulator_check()
     card = run.card(started)
     write_card(card, out, plots=settings.plots)
     write_manifest(

@@ -506,6 +506,37 @@ def _files(card: JudgeCard) -> Section:
     )
 
 
+def _simulator(card: JudgeCard) -> list[Section]:
+    """The simulator check, when it was run (judge_card.simulator)."""
+    s = card.simulator
+    if s is None:
+        return []
+    rows = [
+        ["good assistant", num(s.good.estimate, 1, sign=False), str(s.good.n)],
+        ["bad assistant", num(s.bad.estimate, 1, sign=False), str(s.bad.n)],
+        ["good minus bad", ci_num(s.difference, 1), str(s.difference.n)],
+    ]
+    return [
+        Section(
+            "simulator",
+            "Simulator check",
+            "The judge model plays the users of --data with attunement's simulator; a "
+            "scripted attentive assistant and a scripted dismissive one talk with each "
+            f"user ({s.max_turns} user messages). A simulator fit for multi-turn figures "
+            "leaves users better off with the attentive one.",
+            [
+                P(f"{s.status}: {s.verdict}."),
+                T(["assistant", "final emotion 0-100 (mean over users)", "users"], rows),
+                P(
+                    f"Users better off with the good assistant: {s.wins}, worse: {s.losses}, "
+                    f"tied: {s.ties}. Unscorable talks: good {s.unscorable.get('good', 0)}, "
+                    f"bad {s.unscorable.get('bad', 0)}."
+                ),
+            ],
+        )
+    ]
+
+
 def sections(card: JudgeCard) -> list[Section]:
     return [
         _overview(card),
@@ -515,5 +546,6 @@ def sections(card: JudgeCard) -> list[Section]:
         _stability(card),
         _cost(card),
         _agreement(card),
+        *_simulator(card),
         _files(card),
     ]

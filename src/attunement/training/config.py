@@ -32,7 +32,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from attunement.dialogue import SimulatorSettings
 from attunement.judging import RewardSpec
+from attunement.llm import LLMOptions
 from attunement.policy import ModelFreeMemoryMode
 from attunement.training.monitor import MonitorSettings
 from attunement.training.presets import PresetName, apply_preset
@@ -165,6 +167,27 @@ class TrainSettings(BaseModel):
         return self
 
 
+class MultiTurnSettings(BaseModel):
+    """``attune train grpo --multi-turn``: talks instead of single replies."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    simulator: str = Field(description="the model that plays the simulated users (a model spec)")
+    options: LLMOptions = Field(
+        default_factory=LLMOptions, description="how the simulator model is run"
+    )
+    user: SimulatorSettings = Field(
+        default_factory=SimulatorSettings, description="the simulator's sampling and answers"
+    )
+    max_turns: int = Field(3, ge=1, description="user messages per training talk")
+    turn_weight: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="weight w of the mean per-turn judge reward: r = (1-w) e/100 + w m",
+    )
+
+
 class GRPOSettings(TrainSettings):
     """``attune train grpo``: GRPO on a reward of the registry."""
 
@@ -199,6 +222,11 @@ class GRPOSettings(TrainSettings):
         True, description="write every reply and its breakdown to breakdowns.jsonl"
     )
     plot: bool = Field(True, description="draw metrics.png (needs matplotlib)")
+    multi_turn: MultiTurnSettings | None = Field(
+        None,
+        description="train on talks with simulated users instead of single replies "
+        "(docs/multi-turn.md)",
+    )
     monitor: MonitorSettings = Field(
         default_factory=MonitorSettings,
         description="the hacking monitor: statistics and probe rounds every N steps",

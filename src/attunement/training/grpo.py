@@ -30,13 +30,15 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
+from attunement.dialogue import users_from_examples
 from attunement.judging.registry import parse_reward_name
-from attunement.policy import reply_prompt_version
+from attunement.policy import GenerationSettings, reply_prompt_version
 from attunement.records import Example
 from attunement.training.config import GRPOSettings, resolve_device
 from attunement.training.data import build_grpo_rows, read_examples, redacted_trl_warnings
 from attunement.training.models import TokenizerCounter, load_model, load_tokenizer, resolve_model
 from attunement.training.monitor import MonitorReport, MonitorSettings
+from attunement.training.multiturn import DialogueReward, MultiTurnRollout
 from attunement.training.presets import preset_lines
 from attunement.training.reward import GRPOReward, check_examples, dimension_names
 from attunement.training.run import Panel, RunFolder, draw, make_recorder
@@ -99,7 +101,14 @@ def check_groups_stay_whole(args: Any, rows: int) -> None:
 
 
 def plot_panels(kind: str, dimensions: tuple[str, ...]) -> list[tuple[str, str]]:
-    scale = {"bystander": " (0-100)", "profile_match": " (0-1)", "would_continue": " (0-1)"}
+    scale = {
+        "bystander": " (0-100)",
+        "profile_match": " (0-1)",
+        "would_continue": " (0-1)",
+        "final_emotion": " (0-100)",
+        "success": " (0-1)",
+        "turns": "",
+    }
     return (
         [("reward", "reward (mean)")]
         + [(f"rewards/{kind}/{d}", f"{d}{scale.get(d, ' (1-5)')}") for d in dimensions]
@@ -171,9 +180,13 @@ def train_grpo(
     """Train a policy with GRPO on ``settings.reward``; see the module docstring."""
     run = RunFolder(Path(out))
     examples = read_examples(settings.data)
-    check_examples(settings.reward, examples)
+    if settings.multi_turn is None or settings.multi_turn.turn_weight > 0:
+        check_examples(settings.reward, examples)
     kind, _ = parse_reward_name(settings.reward.reward)
     dims = dimension_names(settings.reward.config())
+    if settings.multi_turn is not None:
+        users_from_examples(examples)  # every example must be a user (a category): fail now
+        kind, dims = "dialogue", ("final_emotion", "success", "turns")
 
     if settings.preset is not None:
         for line in preset_lines(settings.preset, settings):
@@ -304,27 +317,18 @@ def build_trainer(
     dims: tuple[str, ...],
     print_progress: bool,
     watch: MonitorLog | None = None,
-) -> tuple[Any, GRPOReward]:
+) -> tuple[Any, Any]:
     """The ``GRPOTrainer`` with our reward and run recorder (printer callback removed when
-    progress goes to plain lines), and the hacking stop when asked for."""
+    progress goes to plain lines); with ``multi_turn``, TRL's rollout plays talks with
+    simulated users and the reward is each talk's (:mod:`attunement.training.multiturn`);
+    the hacking stop when asked for."""
     from datasets import Dataset
     from transformers import PrinterCallback
     from trl import GRPOTrainer
 
     model = load_model(model_path, bf16=bool(args.bf16))
     watch = watch or MonitorLog(settings.monitor)
-    reward = GRPOReward(
-        settings.reward,
-        num_generations=settings.num_generations,
-        examples=examples,
-        token_counter=TokenizerCounter(tokenizer, model_path.name),
-        deadline=settings.judge_deadline,
-        abort_after=settings.abort_after,
-        policy=f"hf:{model_path.name}",
-        record=run.breakdowns if settings.record_breakdowns else None,
-        monitor=settings.monitor,
-        on_report=watch.on_report,
-    )
+    reward, rollout = grpo_reward(settings, run, model_path, tokenizer, rows, examples, watch)
     recorder = make_recorder(
         run,
         panels=plot_panels(kind, dims),
@@ -345,13 +349,57 @@ def build_trainer(
         processing_class=tokenizer,
         callbacks=callbacks,
         peft_config=settings.lora.peft_config() if settings.lora else None,
+        rollout_func=rollout,
     )
     if print_progress:
         trainer.remove_callback(PrinterCallback)
     return trainer, reward
 
 
-def close_reward(trainer: Any, reward: GRPOReward) -> None:
+def grpo_reward(
+    settings: GRPOSettings,
+    run: RunFolder,
+    model_path: Path,
+    tokenizer: Any,
+    rows: list[dict],
+    examples: list[Example],
+    watch: MonitorLog,
+) -> tuple[Any, Any]:
+    """The reward function and TRL's rollout function (None: TRL's own generation)."""
+    if settings.multi_turn is not None:
+        rollout = MultiTurnRollout(
+            rows,
+            settings.multi_turn,
+            GenerationSettings(
+                memory_mode=settings.memory,
+                temperature=settings.temperature,
+                max_tokens=settings.max_completion_length,
+                seed=settings.seed,
+            ),
+            tokenizer,
+            num_generations=settings.num_generations,
+            reward_spec=settings.reward,
+            record=run.root / "dialogues.jsonl",
+            abort_after=settings.abort_after,
+            examples=examples,
+        )
+        return DialogueReward(rollout), rollout
+    reward = GRPOReward(
+        settings.reward,
+        num_generations=settings.num_generations,
+        examples=examples,
+        token_counter=TokenizerCounter(tokenizer, model_path.name),
+        deadline=settings.judge_deadline,
+        abort_after=settings.abort_after,
+        policy=f"hf:{model_path.name}",
+        record=run.breakdowns if settings.record_breakdowns else None,
+        monitor=settings.monitor,
+        on_report=watch.on_report,
+    )
+    return reward, None
+
+
+def close_reward(trainer: Any, reward: Any) -> None:
     """Close the judge on the event loop TRL ran the reward on."""
     loop = getattr(trainer, "async_loop", None)
     if loop is not None and loop.is_running():

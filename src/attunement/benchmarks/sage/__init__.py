@@ -15,6 +15,7 @@ from attunement.benchmarks.sage.data import (
     read_profiles,
     read_reference,
 )
+from attunement.benchmarks.sage.report import SAGE_STEPS, write_sage_report
 from attunement.benchmarks.sage.run import (
     SAGE_PROFILES,
     SageResult,
@@ -30,6 +31,7 @@ from attunement.benchmarks.sage.simulator import SageSimulator, fill
 
 __all__ = [
     "SAGE_PROFILES",
+    "SAGE_STEPS",
     "SageData",
     "SageDataError",
     "SageProfile",
@@ -47,4 +49,5 @@ __all__ = [
     "sage_random_policy",
     "sage_user",
     "sage_users",
+    "write_sage_report",
 ]

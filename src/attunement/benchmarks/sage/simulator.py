@@ -68,6 +68,9 @@ class SageSimulator(UserSimulator):
 
     def __init__(self, reference: SageReference):
         self.reference = reference
+        self.assess_labels = tuple(reference.analysis_labels)
+        self.speak_labels = tuple(reference.reply_labels)
+        self.change_label = CHANGE_LABEL
 
     def check_user(self, user: SimulatedUser) -> None:
         missing = [k for k in ("player", "scene") if not user.profile.get(k)]
