@@ -212,7 +212,9 @@ def test_lambda_bys_scales_the_penalty():
 def test_length_penalty_uses_the_token_counter():
     long_reply = reply("r1", response=" ".join(["word"] * 800))
     judge = scripted(bystander=100)
-    reward = perm_reward(judge, token_counter=lambda text: len(text.split()))
+    reward = perm_reward(
+        judge, PermConfig(length_on="response"), token_counter=lambda text: len(text.split())
+    )
     [b] = run(reward.score(example(), [long_reply]))
     assert b.terms["length_penalty"] == pytest.approx(-0.032)
     assert b.config["length_tokens"] == 800
@@ -888,15 +890,16 @@ def test_peregrm_judges_the_whole_text_of_an_unformatted_reply_by_default():
 # --------------------------------------------------------------------------- item 4: length
 
 
-def test_the_length_penalty_counts_the_trainers_completion_tokens_when_asked():
+def test_the_length_penalty_counts_the_trainers_completion_tokens_by_default():
     long = reply("r1", response="short response", analysis="short analysis")
     long = long.model_copy(update={"completion_tokens": 1000})
-    config = PermConfig(length_on="completion")
+    config = PermConfig()  # the authors' rule: the whole completion
     [b] = run(perm_reward(scripted(bystander=100), config).score(example(), [long]))
     assert b.terms["length_penalty"] == pytest.approx(-0.232)  # 1000 - 768 tokens
     assert b.config["length_tokens"] == 1000
-    # the paper's default counts the response only (2 tokens here: no penalty)
-    [b] = run(perm_reward(scripted(bystander=100)).score(example(), [long]))
+    # length_on="response" (the paper's appendix) counts the response only: 2 tokens
+    response_only = PermConfig(length_on="response")
+    [b] = run(perm_reward(scripted(bystander=100), response_only).score(example(), [long]))
     assert b.terms["length_penalty"] == 0.0 and b.config["length_tokens"] == 2
     # without completion_tokens, the whole completion is counted by the token counter
     bare = reply("r1", response="a b c", analysis="d e")
@@ -913,8 +916,11 @@ def test_a_long_chinese_reply_is_long_for_the_default_counter():
 
     chinese = "我真的很理解你现在的感受，这次没有通过考试一定让你很难过。" * 30
     assert approx_tokens(chinese) >= 29 * 30
+    config = PermConfig(length_on="response")
     [b] = run(
-        perm_reward(scripted(bystander=100)).score(example(), [reply("r1", response=chinese)])
+        perm_reward(scripted(bystander=100), config).score(
+            example(), [reply("r1", response=chinese)]
+        )
     )
     assert b.config["length_tokens"] == approx_tokens(chinese)
     assert b.terms["length_penalty"] < -0.05
