@@ -1007,9 +1007,9 @@ def test_real_tokenizers_count_the_length(local_model):
     hf = load_token_counter(f"hf:{folder}")
     assert hf("hello hello hello") == 3 and hf(text) > 10
     [b] = run(
-        perm_reward(scripted(bystander=100), PermConfig(tokenizer=f"hf:{folder}")).score(
-            example(), [reply("r1", response=text)]
-        )
+        perm_reward(
+            scripted(bystander=100), PermConfig(tokenizer=f"hf:{folder}", length_on="response")
+        ).score(example(), [reply("r1", response=text)])
     )
     assert b.config["length_tokens"] == hf(text)
 
