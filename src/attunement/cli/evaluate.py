@@ -22,6 +22,7 @@ from attunement.cli.options import (
     field_option,
     fields_bundle,
     first,
+    labelled_option,
     limit_option,
     model_run,
     out_option,
@@ -96,25 +97,19 @@ async def _evaluate(
     llm=model_run(concurrency=(EvalSettings, "concurrency")),
 )
 def evaluate(
-    data: list[str] | None = typer.Option(
-        None,
+    data: list[str] | None = labelled_option(
         "--data",
-        metavar="[LABEL=]PATH",
-        help="Examples of one split, repeatable: e.g. --data random=test.jsonl "
+        "Examples of one split, repeatable: e.g. --data random=test.jsonl "
         "--data ood=ood_test.jsonl. The label is the file name when not given.",
     ),
-    replies: list[str] | None = typer.Option(
-        None,
+    replies: list[str] | None = labelled_option(
         "--replies",
-        metavar="[LABEL=]PATH",
-        help="Replies of one system, repeatable. A file holding several memory modes "
+        "Replies of one system, repeatable. A file holding several memory modes "
         "becomes one system per mode.",
     ),
-    dialogues: list[str] | None = typer.Option(
-        None,
+    dialogues: list[str] | None = labelled_option(
         "--dialogues",
-        metavar="[LABEL=]PATH",
-        help="Simulated talks of one system (attune converse), repeatable: compared by "
+        "Simulated talks of one system (attune converse), repeatable: compared by "
         "final emotion, area, success and failure over users. Alone, needs no judge.",
     ),
     out_dir: Path = out_option("Output folder (resumable).", kind="new folder"),

@@ -412,6 +412,11 @@ def out_option(help: str, *, kind: PathKind = "new file", default: Any = ...) ->
 MEMORY_HELP = "What the policy sees of the user's memories."
 
 
+def labelled_option(flag: str, help: str, *, metavar: str = "[LABEL=]PATH") -> Any:
+    """A repeatable ``[LABEL=]VALUE`` option (``evaluate --data/--replies/--judge``)."""
+    return typer.Option(None, flag, metavar=metavar, help=help)
+
+
 def limit_option() -> Any:
     return typer.Option(
         None, "--limit", min=1, help="Use the first N input records only (a quick look, a test)."
