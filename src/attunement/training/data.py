@@ -66,11 +66,10 @@ def read_examples(path: str | Path) -> list[Example]:
 def training_context(
     *, memory: ModelFreeMemoryMode, persona: bool, situation: bool, seed: int
 ) -> PromptContext:
-    """What a training prompt shows: the example's own persona and situation when
-    switched on, whatever the memory mode (see :class:`PromptContext`)."""
-    return PromptContext(
-        memory_mode=memory, persona=persona, situation=situation, seed=seed, context_of="example"
-    )
+    """What a training prompt shows: the :class:`PromptContext` generation builds
+    from the same switches (``GRPOSettings`` names them ``memory``, ``persona``,
+    ``situation``), so a run records, and ``generate`` replays, exactly this."""
+    return PromptContext(memory_mode=memory, persona=persona, situation=situation, seed=seed)
 
 
 def grpo_row(prompt: PolicyPrompt) -> dict[str, Any]:
