@@ -39,6 +39,7 @@ from pydantic_core import PydanticUndefined
 
 from attunement.cli.common import CommandError, UsageError
 from attunement.llm import LLMOptions
+from attunement.policy import SHOW_PERSONA, SHOW_SITUATION, PromptContext
 
 #: the default of an option is its field's
 FROM_FIELD: Any = object()
@@ -544,3 +545,52 @@ def model_run(
         ),
     )
     return Bundle(params, ModelRun)
+
+
+# --------------------------------------------------------------------------- the policy prompt
+
+
+@dataclass(frozen=True)
+class ShownFlags:
+    """``--persona/--no-persona`` and ``--situation/--no-situation`` as given
+    (None: not given, so the run's recorded setting or the default applies)."""
+
+    persona: bool | None
+    situation: bool | None
+
+    def given(self) -> dict[str, bool]:
+        """The switches set on the command line, by :class:`PromptContext` field name."""
+        both = {"persona": self.persona, "situation": self.situation}
+        return {k: v for k, v in both.items() if v is not None}
+
+
+#: the old spellings of generate and distill
+SHOWN_RENAMED = {
+    f"--{no}with-{x}": f"--{no}{x}" for x in ("persona", "situation") for no in ("", "no-")
+}
+
+
+def shown_options() -> Bundle:
+    """What the policy prompt shows besides the memories and the query, the same
+    two options on every verb that shows a policy a prompt (generate, distill,
+    converse, train grpo, export verl|openrlhf). Not given, the setting is the
+    one a trained run recorded (generate, distill, converse with ``hf:RUN``) or
+    the one default of :mod:`attunement.policy.context`."""
+
+    params = tuple(
+        option(
+            name,
+            bool | None,
+            field_option(
+                PromptContext,
+                name,
+                f"--{name}/--no-{name}",
+                unset=True,
+                help=f"Show the user's {name} in the policy prompt (the papers' policy "
+                "sees memories and query only).",
+                shown="on" if default else "off",
+            ),
+        )
+        for name, default in (("persona", SHOW_PERSONA), ("situation", SHOW_SITUATION))
+    )
+    return Bundle(params, ShownFlags)

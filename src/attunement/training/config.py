@@ -40,7 +40,9 @@ from attunement.policy import (
     SHOW_PERSONA,
     SHOW_SITUATION,
     ModelFreeMemoryMode,
+    PromptContext,
 )
+from attunement.training.data import training_context
 from attunement.training.monitor import MonitorSettings
 from attunement.training.presets import PresetName, apply_preset
 
@@ -251,6 +253,12 @@ class GRPOSettings(TrainSettings):
         if isinstance(doc.get("lora"), BaseModel):
             doc["lora"] = doc["lora"].model_dump()
         return apply_preset(doc["preset"], doc)
+
+    def prompt_context(self) -> PromptContext:
+        """The policy prompt these settings train on (recorded in the run's manifest)."""
+        return training_context(
+            memory=self.memory, persona=self.persona, situation=self.situation, seed=self.seed
+        )
 
     def resolved_beta(self, device: str) -> float:
         if self.beta is not None:

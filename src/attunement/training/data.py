@@ -32,6 +32,7 @@ whatever the chat template.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 from collections.abc import Iterator, Sequence
@@ -41,9 +42,16 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from attunement.jsonl import read_jsonl
+from attunement.jsonl import manifest_path, read_jsonl
 from attunement.llm.base import Message
-from attunement.policy import ModelFreeMemoryMode, PolicyPrompt, PromptContext, policy_prompts
+from attunement.policy import (
+    PROMPT_MANIFEST_KEY,
+    GenerationSettings,
+    ModelFreeMemoryMode,
+    PolicyPrompt,
+    PromptContext,
+    policy_prompts,
+)
 from attunement.records import Example
 
 
@@ -188,6 +196,30 @@ class SFTRow(BaseModel):
             "prompt": [t.model_dump() for t in self.prompt or []],
             "completion": [t.model_dump() for t in self.completion or []],
         }
+
+
+def rows_prompt(path: str | Path) -> tuple[PromptContext | None, str | None]:
+    """The policy prompt SFT rows were written with: the settings ``attune distill``
+    recorded in their manifest, or None and why not."""
+    manifest = manifest_path(path)
+    if not manifest.is_file():
+        return None, f"the rows have no manifest ({manifest.name}): not written by attune distill"
+    try:
+        doc = json.loads(manifest.read_text(encoding="utf-8"))
+        if doc.get("command") != "distill":
+            raise ValueError(f"written by {doc.get('command')!r}")
+        return GenerationSettings.model_validate(doc["settings"]).context(), None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return None, f"{manifest.name} records no distill settings ({exc})"
+
+
+def prompt_record(path: str | Path) -> dict[str, Any]:
+    """The manifest fields of an SFT run on ``path``: the prompt its rows show
+    (``policy_prompt``) or why it is unknown (``policy_prompt_missing``)."""
+    context, missing = rows_prompt(path)
+    if context is None:
+        return {PROMPT_MANIFEST_KEY: None, f"{PROMPT_MANIFEST_KEY}_missing": missing}
+    return {PROMPT_MANIFEST_KEY: context.model_dump(mode="json")}
 
 
 def read_sft_rows(path: str | Path) -> list[dict[str, list[dict[str, str]]]]:
