@@ -235,7 +235,7 @@ def test_an_older_grpo_run_is_read_from_its_whole_config(tmp_path, data, hf_load
 
 
 def test_a_run_without_prompt_settings_gets_the_defaults_and_says_why(tmp_path, data, hf_loads):
-    why = "the rows have no manifest (hand.manifest.json): not written by attune distill"
+    why = "the rows have no readable hand.manifest.json: not written by attune distill"
     run = fake_run(
         tmp_path / "sft", command="train sft", policy_prompt=None, policy_prompt_missing=why
     )

@@ -32,7 +32,6 @@ whatever the chat template.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 from collections.abc import Iterator, Sequence
@@ -42,7 +41,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from attunement.jsonl import manifest_path, read_jsonl
+from attunement.jsonl import manifest_path, read_jsonl, read_manifest
 from attunement.llm.base import Message
 from attunement.policy import (
     PROMPT_MANIFEST_KEY,
@@ -202,14 +201,14 @@ def rows_prompt(path: str | Path) -> tuple[PromptContext | None, str | None]:
     """The policy prompt SFT rows were written with: the settings ``attune distill``
     recorded in their manifest, or None and why not."""
     manifest = manifest_path(path)
-    if not manifest.is_file():
-        return None, f"the rows have no manifest ({manifest.name}): not written by attune distill"
+    doc = read_manifest(manifest)
+    if doc is None:
+        return None, f"the rows have no readable {manifest.name}: not written by attune distill"
     try:
-        doc = json.loads(manifest.read_text(encoding="utf-8"))
         if doc.get("command") != "distill":
             raise ValueError(f"written by {doc.get('command')!r}")
         return GenerationSettings.model_validate(doc["settings"]).context(), None
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError) as exc:
         return None, f"{manifest.name} records no distill settings ({exc})"
 
 

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from attunement.jsonl import read_manifest
 from attunement.policy import PROMPT_MANIFEST_KEY, PromptContext
 from attunement.training.config import changed_fields
 
@@ -133,14 +134,8 @@ class RunPrompt:
 
 
 def _training_manifest(folder: Path) -> dict[str, Any] | None:
-    path = folder / "manifest.json"
-    if not path.is_file():
-        return None
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
-    command = doc.get("command") if isinstance(doc, dict) else None
+    doc = read_manifest(RunFolder(folder).manifest)
+    command = doc.get("command") if doc is not None else None
     return doc if isinstance(command, str) and command.startswith("train ") else None
 
 
