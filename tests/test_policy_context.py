@@ -75,7 +75,7 @@ async def test_the_build_export_shows_what_generate_shows_by_default(tmp_path):
 
 
 async def test_whose_persona_a_mismatched_prompt_shows_is_one_setting():
-    exs = examples(3)
+    exs = examples(4)  # the pool grpo_prompts uses
     strategy = memory_strategy("mismatch", pool=exs, seed=0)
     view = await strategy.select(exs[0])
     assert view.source_user_id != exs[0].user_id
@@ -83,11 +83,13 @@ async def test_whose_persona_a_mismatched_prompt_shows_is_one_setting():
     own = PromptContext(persona=True, context_of="example")
     assert theirs == view.persona.profile != exs[0].persona.profile
     assert persona_shown(render_policy_prompt(exs[0], view, own)) == exs[0].persona.profile
-    # generate shows the memories' owner; training and the exports the example's own user
+    # generate, training and the exports all show the memories' owner (issue 17, finding 2)
     trained = await asyncio.to_thread(
         grpo_prompts, memory="mismatch", persona=True, situation=False
     )
-    assert persona_shown(trained["ex0"]) == exs[0].persona.profile
+    assert persona_shown(trained["ex0"]) == view.persona.profile != exs[0].persona.profile
+    exported = await verl_rows(exs, memory_mode="mismatch", persona=True)
+    assert persona_shown(exported[0]["prompt"]) == view.persona.profile
 
 
 def persona_shown(messages: list[dict]) -> str:

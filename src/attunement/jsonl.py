@@ -269,6 +269,15 @@ def manifest_path(out: str | Path) -> Path:
     return out.with_name((out.stem if out.suffix == ".jsonl" else out.name) + ".manifest.json")
 
 
+def read_manifest(path: str | Path) -> dict[str, Any] | None:
+    """A manifest's fields, or None when the file is missing, unreadable or not an object."""
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
 class SettingsChangedError(ValueError):
     """An output holds work made with other settings than this run's."""
 

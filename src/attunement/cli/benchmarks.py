@@ -33,16 +33,18 @@ from attunement.benchmarks.eqbench3 import (
 from attunement.cli.common import UsageError, out, run, say, show
 from attunement.cli.options import (
     ModelRun,
-    data_option,
     fields_bundle,
     first,
     judge_option,
     limit_option,
     model_run,
-    out_option,
-    path_option,
     policy_option,
     verb,
+)
+from attunement.cli.paths import (
+    data_option,
+    out_option,
+    path_option,
 )
 from attunement.jsonl import read_jsonl
 from attunement.llm import load_chat_model

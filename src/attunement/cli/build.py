@@ -32,19 +32,21 @@ from attunement.cli.common import fail, out, run, say, show
 from attunement.cli.options import (
     SPEC_FORMS,
     ModelRun,
-    data_option,
     field_option,
     fields_bundle,
     limit_option,
     model_option,
     model_run,
-    out_option,
     param_default,
-    path_check,
-    path_option,
     seed_option,
     skip_invalid_option,
     verb,
+)
+from attunement.cli.paths import (
+    data_option,
+    out_option,
+    path_check,
+    path_option,
 )
 from attunement.llm import load_chat_model
 

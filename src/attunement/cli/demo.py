@@ -8,7 +8,15 @@ from pathlib import Path
 import typer
 
 from attunement.cli.common import run, say, show
-from attunement.cli.options import field_option, judge_option, model_option, out_option, verb
+from attunement.cli.options import (
+    field_option,
+    judge_option,
+    model_option,
+    verb,
+)
+from attunement.cli.paths import (
+    out_option,
+)
 from attunement.demo import load_demo_models, run_demo
 from attunement.evaluation.evaluate import EvalSettings, spec_label
 from attunement.llm import LLMOptions

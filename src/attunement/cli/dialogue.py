@@ -34,7 +34,7 @@ from attunement.cli.options import (
     SPEC_FORMS,
     Bundle,
     ModelRun,
-    data_option,
+    ShownFlags,
     field_annotation,
     field_option,
     fields_bundle,
@@ -42,11 +42,15 @@ from attunement.cli.options import (
     limit_option,
     model_run,
     option,
-    out_option,
     policy_option,
+    shown_options,
     verb,
 )
-from attunement.cli.policy import GENERATION_HELPS
+from attunement.cli.paths import (
+    data_option,
+    out_option,
+)
+from attunement.cli.policy import GENERATION_HELPS, prompt_choice
 from attunement.dialogue import (
     AssistantSide,
     ConverseReport,
@@ -179,6 +183,7 @@ def _default_cache(out: Path) -> Path:
 
 @verb(
     generation=POLICY,
+    shown=shown_options(),
     talk=TALK,
     sim=simulator_bundle("temperature", "max_tokens", "max_resamples", "output"),
     llm=model_run(concurrency=(ConverseSettings, "concurrency")),
@@ -197,6 +202,7 @@ def converse_verb(
     limit: int | None = limit_option(),
     *,
     generation: dict[str, Any],
+    shown: ShownFlags,
     talk: dict[str, Any],
     sim: dict[str, Any],
     llm: ModelRun,
@@ -205,8 +211,13 @@ def converse_verb(
     every turn with its emotion and the simulator's analysis (docs/multi-turn.md).
     A killed run resumes at the last finished turn of every talk."""
     cast = read_cast(users, limit)
+    policy, chosen, line = prompt_choice(policy, shown)
+    if not cast.sage:
+        say(line)
     settings = ConverseSettings(
-        policy=GenerationSettings(**generation),
+        policy=GenerationSettings(
+            **generation, with_persona=chosen["persona"], with_situation=chosen["situation"]
+        ),
         simulator=SimulatorSettings(**sim),
         assess_last_reply=not cast.sage,
         concurrency=llm.concurrency,

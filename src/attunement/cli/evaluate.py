@@ -25,9 +25,11 @@ from attunement.cli.options import (
     labelled_option,
     limit_option,
     model_run,
-    out_option,
     skip_invalid_option,
     verb,
+)
+from attunement.cli.paths import (
+    out_option,
 )
 from attunement.cli.reward_options import RewardFlags, reward_bundle
 from attunement.evaluation.evaluate import (

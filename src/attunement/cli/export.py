@@ -1,7 +1,9 @@
 """``attune export verl|openrlhf``: training data for cluster trainers.
 
 Both exports show the policy the same prompt (``--memory``, ``--top-k``,
-``--seed``: :data:`PROMPT`); the files are written by the library
+``--seed`` and the shared ``--persona``/``--situation``: :data:`PROMPT`), the
+one ``attune generate`` and ``attune train grpo`` show with the same settings;
+the files are written by the library
 (:func:`~attunement.integrations.verl.export_verl`,
 :func:`~attunement.integrations.openrlhf.export_openrlhf`).
 """
@@ -10,24 +12,34 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from attunement.cli.common import fail, say
 from attunement.cli.options import (
     MEMORY_HELP,
-    Bundle,
-    data_option,
+    ShownFlags,
+    compose,
     field_option,
     first,
     limit_option,
     option,
-    out_option,
+    shown_options,
     verb,
+)
+from attunement.cli.paths import (
+    data_option,
+    out_option,
 )
 from attunement.integrations.verl import ABILITY, DATA_SOURCE, ExportMemoryMode
 from attunement.jsonl import read_jsonl
-from attunement.policy import GenerationSettings
+from attunement.policy import (
+    DEFAULT_MEMORY_MODE,
+    SHOW_PERSONA,
+    SHOW_SITUATION,
+    GenerationSettings,
+)
 from attunement.records import Example
 
 HELP = "Training data for cluster trainers (verl, OpenRLHF)."
@@ -40,21 +52,31 @@ class PromptFlags:
     memory_mode: ExportMemoryMode
     seed: int
     k: int
+    shown: ShownFlags
+
+    def settings(self) -> dict[str, Any]:
+        """The prompt settings as the export functions take them (defaults when not given)."""
+        return {"memory_mode": self.memory_mode, "seed": self.seed, "k": self.k} | {
+            "persona": SHOW_PERSONA,
+            "situation": SHOW_SITUATION,
+            **self.shown.given(),
+        }
 
 
-PROMPT = Bundle(
-    (
-        option(
-            "memory_mode",
-            ExportMemoryMode,
-            typer.Option(
-                "full", "--memory", help=MEMORY_HELP + " The judges always see the user's own."
-            ),
-        ),
-        option("seed", int, typer.Option(0, "--seed", help="Seed of the mismatch memory pairing.")),
-        option("k", int, field_option(GenerationSettings, "k", "--top-k")),
-    ),
+PROMPT = compose(
     PromptFlags,
+    option(
+        "memory_mode",
+        ExportMemoryMode,
+        typer.Option(
+            DEFAULT_MEMORY_MODE,
+            "--memory",
+            help=MEMORY_HELP + " The judges always see the user's own.",
+        ),
+    ),
+    option("seed", int, typer.Option(0, "--seed", help="Seed of the mismatch memory pairing.")),
+    option("k", int, field_option(GenerationSettings, "k", "--top-k")),
+    shown=shown_options(),
 )
 RENAMED = {"--memory-mode": "--memory", "-k": "--top-k", "--k": "--top-k"}
 
@@ -99,11 +121,9 @@ def verl(
         _examples(data, limit),
         out / f"{split}.parquet",
         split=split,
-        memory_mode=prompt.memory_mode,
         data_source=data_source,
         ability=ability,
-        seed=prompt.seed,
-        k=prompt.k,
+        **prompt.settings(),
         source=str(data),
         agent_name=TALK_AGENT if multi_turn else None,
     )
@@ -137,9 +157,7 @@ def openrlhf(
     done = export_openrlhf(
         _examples(data, limit),
         out,
-        memory_mode=prompt.memory_mode,
-        seed=prompt.seed,
-        k=prompt.k,
+        **prompt.settings(),
         server_url=server_url,
         token_file=token_file,
         source=str(data),

@@ -18,8 +18,10 @@ from attunement.cli.options import (
     field_option,
     fields_bundle,
     model_run,
-    out_option,
     verb,
+)
+from attunement.cli.paths import (
+    out_option,
 )
 from attunement.cli.reward_options import RewardFlags, reward_bundle
 from attunement.judge_card import CardSettings, JudgeCard, load_inputs, run_judge_card

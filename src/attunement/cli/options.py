@@ -25,20 +25,20 @@ import dataclasses
 import functools
 import inspect
 import re
-import tempfile
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import annotated_types
 import typer
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic_core import PydanticUndefined
 
-from attunement.cli.common import CommandError, UsageError
+from attunement.cli.paths import PathKind, path_check
 from attunement.llm import LLMOptions
+from attunement.policy import SHOW_PERSONA, SHOW_SITUATION, PromptContext
 
 #: the default of an option is its field's
 FROM_FIELD: Any = object()
@@ -48,7 +48,6 @@ FIELD_HELP: set[str] = set()
 SPEC_FORMS = "local, local:FILE.gguf, openai:URL#model, hf:DIR"
 KEYWORD = inspect.Parameter.KEYWORD_ONLY
 #: what a path option must be: an existing file, folder or either, or a new file or folder
-PathKind = Literal["file", "folder", "path", "new file", "new folder"]
 
 
 # --------------------------------------------------------------------------- fields
@@ -329,82 +328,6 @@ def fields_bundle(
     return Bundle(params, build)
 
 
-# --------------------------------------------------------------------------- paths
-
-
-def _flag(param: Any) -> str:
-    """How the line names an option (``--data``) or an argument (``BUILD_DIR``)."""
-    if param.param_type_name == "argument":
-        return (param.name or "").upper()
-    return next((o for o in param.opts if o.startswith("--")), param.opts[0] if param.opts else "")
-
-
-def _writable(folder: Path) -> str | None:
-    """Why files cannot be created in ``folder`` (None: they can).
-
-    The nearest folder that exists is asked by creating (and at once
-    removing) an unnamed file there: permission bits say nothing for root,
-    nor for a read-only file system.
-    """
-    probe = folder
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    if not probe.is_dir():
-        return f"{probe} is a file, not a folder"
-    try:
-        with tempfile.TemporaryFile(dir=probe):
-            return None
-    except OSError as exc:
-        return f"{probe}: {exc.strerror or type(exc).__name__}"
-
-
-def check_path(flag: str, path: Path, kind: PathKind) -> None:
-    """Raise a one-line error naming ``flag`` when ``path`` cannot serve as ``kind``."""
-    if kind in ("file", "folder", "path") and not path.exists():
-        raise UsageError(f"{flag}: {path}: no such {'file or folder' if kind == 'path' else kind}")
-    if kind in ("file", "new file") and path.is_dir():
-        raise UsageError(f"{flag}: {path}: is a folder; give a file")
-    if kind in ("folder", "new folder") and path.exists() and not path.is_dir():
-        raise UsageError(f"{flag}: {path}: is a file; give a folder")
-    why = None
-    if kind.startswith("new"):
-        why = _writable(path.parent if kind == "new file" else path)
-    if why:
-        raise CommandError(f"{flag}: {path}: cannot be written ({why})")
-
-
-def path_check(kind: PathKind) -> Callable[..., Any]:
-    """A typer callback checking a path option or argument (see :func:`check_path`)."""
-
-    def check(param: typer.CallbackParam, value: Any) -> Any:
-        for path in value if isinstance(value, list | tuple) else [value]:
-            if path is not None:
-                check_path(_flag(param), Path(path), kind)
-        return value
-
-    return check
-
-
-def path_option(kind: PathKind, help: str, *decls: str, default: Any = ...) -> Any:
-    """A path option checked before the verb runs: an input ``file``, ``folder``
-    or ``path`` (either) must exist; a ``new file`` or ``new folder`` must be
-    creatable. ``decls`` default to ``--data`` for inputs, ``--out`` for outputs."""
-    decls = decls or (("--out",) if kind.startswith("new") else ("--data",))
-    return typer.Option(default, *decls, help=help, callback=path_check(kind))
-
-
-def data_option(help: str, *, default: Any = ..., kind: PathKind = "file") -> Any:
-    return path_option(kind, help, "--data", default=default)
-
-
-def replies_option(help: str, *, default: Any = ...) -> Any:
-    return path_option("file", help, "--replies", default=default)
-
-
-def out_option(help: str, *, kind: PathKind = "new file", default: Any = ...) -> Any:
-    return path_option(kind, help, "--out", "-o", default=default)
-
-
 # --------------------------------------------------------------------------- shared options
 
 
@@ -549,3 +472,52 @@ def model_run(
         ),
     )
     return Bundle(params, ModelRun)
+
+
+# --------------------------------------------------------------------------- the policy prompt
+
+
+@dataclass(frozen=True)
+class ShownFlags:
+    """``--persona/--no-persona`` and ``--situation/--no-situation`` as given
+    (None: not given, so the run's recorded setting or the default applies)."""
+
+    persona: bool | None
+    situation: bool | None
+
+    def given(self) -> dict[str, bool]:
+        """The switches set on the command line, by :class:`PromptContext` field name."""
+        both = {"persona": self.persona, "situation": self.situation}
+        return {k: v for k, v in both.items() if v is not None}
+
+
+#: the old spellings of generate and distill
+SHOWN_RENAMED = {
+    f"--{no}with-{x}": f"--{no}{x}" for x in ("persona", "situation") for no in ("", "no-")
+}
+
+
+def shown_options() -> Bundle:
+    """What the policy prompt shows besides the memories and the query, the same
+    two options on every verb that shows a policy a prompt (generate, distill,
+    converse, train grpo, export verl|openrlhf). Not given, the setting is the
+    one a trained run recorded (generate, distill, converse with ``hf:RUN``) or
+    the one default of :mod:`attunement.policy.context`."""
+
+    params = tuple(
+        option(
+            name,
+            bool | None,
+            field_option(
+                PromptContext,
+                name,
+                f"--{name}/--no-{name}",
+                unset=True,
+                help=f"Show the user's {name} in the policy prompt (the papers' policy "
+                "sees memories and query only).",
+                shown="on" if default else "off",
+            ),
+        )
+        for name, default in (("persona", SHOW_PERSONA), ("situation", SHOW_SITUATION))
+    )
+    return Bundle(params, ShownFlags)

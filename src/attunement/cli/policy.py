@@ -5,7 +5,11 @@ their output, as one bundle (:func:`answering`): the input, the policy, the
 output, ``--limit``; the sampling options, which are the fields of
 :class:`~attunement.policy.GenerationSettings` (:data:`SETTINGS`); the memory
 sources (``--pool``, ``--retriever``, ``--summarizer``: :data:`SOURCES`); and
-how to run the models.
+how to run the models. What the prompt shows besides memories and query is the
+shared ``--persona``/``--situation`` pair (:func:`~attunement.cli.options.shown_options`):
+a flag wins; otherwise a policy from a training run (``hf:RUN`` or
+``hf:RUN/final``) is shown the prompt it was trained on, and anything else the
+defaults; one line says which (:func:`prompt_choice`).
 """
 
 from __future__ import annotations
@@ -20,23 +24,28 @@ import typer
 from attunement.cli.common import report_failures, run, say
 from attunement.cli.options import (
     MEMORY_HELP,
+    SHOWN_RENAMED,
     Bundle,
     ModelRun,
+    ShownFlags,
     compose,
-    data_option,
     fields_bundle,
     first,
     limit_option,
     model_run,
     option,
+    policy_option,
+    shown_options,
+    verb,
+)
+from attunement.cli.paths import (
+    data_option,
     out_option,
     path_option,
-    policy_option,
-    verb,
 )
 from attunement.jsonl import read_jsonl
 from attunement.llm import CachedChatModel, CompletionCache, load_chat_model
-from attunement.policy import GenerationSettings
+from attunement.policy import SHOW_PERSONA, SHOW_SITUATION, GenerationSettings
 from attunement.policy.distill import RowFormat
 from attunement.records import Example
 
@@ -57,8 +66,6 @@ SETTINGS = fields_bundle(
     "seed",
     "k",
     "summary_max_tokens",
-    "with_persona",
-    "with_situation",
     decls={"memory_mode": ("--memory",), "n": ("-n",), "k": ("--top-k",)},
     helps=GENERATION_HELPS,
 )
@@ -108,6 +115,33 @@ SOURCES = Bundle(
 )
 
 
+def prompt_choice(policy: str, flags: ShownFlags) -> tuple[str, dict[str, bool], str]:
+    """The policy spec to load, the persona and situation switches, and one line
+    saying where they came from: the flag when given, else what the policy's
+    training run recorded (``hf:RUN`` loads ``RUN/final``), else the default."""
+    from attunement.training.run import run_prompt
+
+    given = flags.given()
+    found = run_prompt(policy.removeprefix("hf:")) if policy.startswith("hf:") else None
+    recorded = found.context if found else None
+    chosen, said = {}, []
+    for name, default in (("persona", SHOW_PERSONA), ("situation", SHOW_SITUATION)):
+        if name in given:
+            value, why = given[name], "given"
+        elif recorded is not None:
+            value, why = getattr(recorded, name), "as trained"
+        else:
+            value, why = default, "default"
+        chosen[name] = value
+        said.append(f"{name} {'on' if value else 'off'} ({why})")
+    line = f"policy prompt: {', '.join(said)}"
+    if found is not None and recorded is not None:
+        line += f"; run {found.run} trained with --memory {recorded.memory_mode}"
+    elif found is not None:
+        line += f"; run {found.run} records no prompt settings ({found.missing})"
+    return (f"hf:{found.policy}" if found else policy), chosen, line
+
+
 def _summary_cache(out: Path) -> Path:
     stem = out.stem if out.suffix == ".jsonl" else out.name
     return out.with_name(f"{stem}.cache.sqlite")
@@ -140,6 +174,7 @@ class Answering:
     out: Path
     limit: int | None
     settings: dict[str, Any]
+    shown: ShownFlags
     sources: MemorySources
     llm: ModelRun
 
@@ -149,9 +184,16 @@ class Answering:
 
         examples = first(read_jsonl(self.data, Example), self.limit)
         pool = read_jsonl(self.sources.pool, Example) if self.sources.pool else None
-        config = GenerationSettings(**self.settings, concurrency=self.llm.concurrency)
+        spec, shown, line = prompt_choice(self.policy, self.shown)
+        say(line)
+        config = GenerationSettings(
+            **self.settings,
+            with_persona=shown["persona"],
+            with_situation=shown["situation"],
+            concurrency=self.llm.concurrency,
+        )
         rag = make_retriever(self.sources.retriever) if config.memory_mode == "rag" else None
-        model, summary = _models(self.policy, self.sources, config.memory_mode, self.out, self.llm)
+        model, summary = _models(spec, self.sources, config.memory_mode, self.out, self.llm)
         try:
             return await job(
                 examples,
@@ -178,13 +220,14 @@ def answering(policy_help: str | None, out_help: str) -> Bundle:
         option("out", Path, out_option(out_help)),
         option("limit", int | None, limit_option()),
         settings=SETTINGS,
+        shown=shown_options(),
         sources=SOURCES,
         llm=model_run(),
     )
 
 
 @verb(
-    renamed={"-k": "--top-k"},
+    renamed={"-k": "--top-k", **SHOWN_RENAMED},
     job=answering(None, "Replies JSONL (appended to; a re-run resumes)."),
 )
 def generate(*, job: Answering) -> None:
@@ -202,7 +245,7 @@ def generate(*, job: Answering) -> None:
 
 
 @verb(
-    renamed={"-k": "--top-k", "--teacher": "--policy", "--format": "--row-format"},
+    renamed={"-k": "--top-k", "--teacher": "--policy", "--format": "--row-format", **SHOWN_RENAMED},
     job=answering(
         "The stronger model whose replies are distilled (a model spec).",
         "SFT rows JSONL (TRL conversational format).",

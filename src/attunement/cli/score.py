@@ -16,16 +16,18 @@ import typer
 from attunement.cli.common import fail, report_failures, run, say, show
 from attunement.cli.options import (
     ModelRun,
-    data_option,
     fields_bundle,
     first,
     judge_option,
     limit_option,
     model_run,
-    out_option,
-    replies_option,
     skip_invalid_option,
     verb,
+)
+from attunement.cli.paths import (
+    data_option,
+    out_option,
+    replies_option,
 )
 from attunement.cli.reward_options import RewardFlags, kind_defaults, reward_bundle
 from attunement.jsonl import read_jsonl

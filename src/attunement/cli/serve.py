@@ -14,7 +14,15 @@ from typing import Any
 import typer
 
 from attunement.cli.common import fail, say
-from attunement.cli.options import ModelRun, fields_bundle, model_run, path_option, verb
+from attunement.cli.options import (
+    ModelRun,
+    fields_bundle,
+    model_run,
+    verb,
+)
+from attunement.cli.paths import (
+    path_option,
+)
 from attunement.cli.reward_options import RewardFlags, reward_bundle
 from attunement.integrations.server import ServeSettings
 

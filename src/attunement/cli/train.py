@@ -22,14 +22,18 @@ from attunement.cli.options import (
     MEMORY_HELP,
     Bundle,
     ModelRun,
+    ShownFlags,
     compose,
     field_option,
     fields_bundle,
     model_run,
     option,
+    shown_options,
+    verb,
+)
+from attunement.cli.paths import (
     out_option,
     path_option,
-    verb,
 )
 from attunement.cli.reward_options import RewardFlags, check_spec, reward_bundle
 from attunement.configfile import parse_assignments, read_config_file
@@ -66,8 +70,6 @@ _DECLS = {
     "per_device_train_batch_size": ("--batch-size",),
     "gradient_accumulation_steps": ("--grad-accum",),
     "num_generations": ("--num-generations", "-G"),
-    "persona": ("--persona/--no-persona",),
-    "situation": ("--situation/--no-situation",),
     "preset": ("--preset",),
 }
 _HELPS = {
@@ -195,10 +197,12 @@ def _document(
     fields: dict[str, Any],
     lora: dict[str, Any] | None,
     monitor: dict[str, Any] | None = None,
+    shown: ShownFlags | None = None,
 ) -> dict[str, Any]:
     """The settings as a document: the preset, the file, then the options given."""
     doc = read_config_file(config) if config else {}
     doc.update(fields)
+    doc.update(shown.given() if shown is not None else {})
     if trl:
         doc["trl"] = {**(doc.get("trl") or {}), **parse_assignments(trl)}
     if lora is not None:
@@ -210,12 +214,17 @@ def _document(
     return doc
 
 
-def settings_document(model: type, *extra: str, monitor: bool = False) -> Bundle:
+def settings_document(
+    model: type, *extra: str, monitor: bool = False, prompt: bool = False
+) -> Bundle:
     """``--config FILE``, the options of ``model``'s fields, LoRA and ``--trl`` (and the
-    monitor's options), read into one settings document (flags over the file)."""
+    monitor's options, and with ``prompt`` the policy prompt's ``--persona`` and
+    ``--situation``), read into one settings document (flags over the file)."""
     parts = {"fields": _fields(model, *extra), "lora": LORA}
     if monitor:
         parts["monitor"] = MONITOR
+    if prompt:
+        parts["shown"] = shown_options()
     return compose(
         _document,
         option(
@@ -284,11 +293,10 @@ RUN_FOLDER = "Run folder (re-run to resume)."
         "max_completion_length",
         "temperature",
         "memory",
-        "persona",
-        "situation",
         "judge_deadline",
         "preset",
         monitor=True,
+        prompt=True,
     ),
     reward=reward_bundle(None),
     talks=MULTI_TURN,

@@ -26,7 +26,14 @@ from typing import Any
 
 from attunement.dialogue.records import DialogueTurn, SimulatedUser, as_turns
 from attunement.llm.base import Message
-from attunement.policy import MemoryStrategy, parse_reply, render_reply_messages
+from attunement.policy import (
+    SHOW_PERSONA,
+    SHOW_SITUATION,
+    MemoryStrategy,
+    PromptContext,
+    parse_reply,
+    render_policy_prompt,
+)
 from attunement.prompts import load_prompt
 from attunement.records import Example
 
@@ -72,7 +79,11 @@ class MemoryAssistant(AssistantSide):
     """attunement's reply prompt under a memory strategy."""
 
     def __init__(
-        self, strategy: MemoryStrategy, *, with_persona: bool = False, with_situation: bool = False
+        self,
+        strategy: MemoryStrategy,
+        *,
+        with_persona: bool = SHOW_PERSONA,
+        with_situation: bool = SHOW_SITUATION,
     ):
         self.strategy = strategy
         self.memory_mode = strategy.mode
@@ -84,13 +95,10 @@ class MemoryAssistant(AssistantSide):
     ) -> tuple[list[Message], list[str] | None]:
         example = example_at(user, turns)
         view = await self.strategy.select(example)
-        messages = render_reply_messages(
-            example,
-            list(view.memories),
-            summary=view.summary,
-            persona=view.persona if self.with_persona else None,
-            situation=view.situation if self.with_situation else None,
+        shown = PromptContext(
+            memory_mode=self.memory_mode, persona=self.with_persona, situation=self.with_situation
         )
+        messages = render_policy_prompt(example, view, shown)
         return messages, [m.memory_id for m in view.memories]
 
     def read(self, text: str) -> tuple[str, str]:

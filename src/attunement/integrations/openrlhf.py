@@ -31,6 +31,7 @@ from typing import Any
 import httpx2
 
 from attunement.integrations.verl_data import ExportMemoryMode, verl_rows
+from attunement.policy import DEFAULT_MEMORY_MODE, SHOW_PERSONA, SHOW_SITUATION
 from attunement.records import Example
 
 log = logging.getLogger(__name__)
@@ -47,23 +48,24 @@ reward_func = RemoteReward({url!r}, token_file={token_file!r})
 '''
 
 
-async def _rows(
-    examples: Sequence[Example], memory_mode: ExportMemoryMode, seed: int, k: int
-) -> list[dict[str, Any]]:
-    rows = await verl_rows(examples, memory_mode=memory_mode, seed=seed, k=k)
+async def _rows(examples: Sequence[Example], **prompt: Any) -> list[dict[str, Any]]:
+    rows = await verl_rows(examples, **prompt)
     return [{"prompt": row["prompt"], "label": row["extra_info"]["example_id"]} for row in rows]
 
 
 def openrlhf_rows(
     examples: Sequence[Example],
     *,
-    memory_mode: ExportMemoryMode = "full",
+    memory_mode: ExportMemoryMode = DEFAULT_MEMORY_MODE,
     seed: int = 0,
     k: int = 3,
+    persona: bool = SHOW_PERSONA,
+    situation: bool = SHOW_SITUATION,
 ) -> list[dict[str, Any]]:
     """``{"prompt": [chat messages], "label": example_id}`` per example (the same
-    prompt as the verl export)."""
-    return asyncio.run(_rows(examples, memory_mode, seed, k))
+    prompt as the verl export, with the same settings and defaults)."""
+    shown = {"memory_mode": memory_mode, "seed": seed, "k": k}
+    return asyncio.run(_rows(examples, **shown, persona=persona, situation=situation))
 
 
 def reward_func_source(url: str, token_file: str | Path | None) -> str:
@@ -161,9 +163,11 @@ def export_openrlhf(
     examples: Sequence[Example],
     out: str | Path,
     *,
-    memory_mode: ExportMemoryMode = "full",
+    memory_mode: ExportMemoryMode = DEFAULT_MEMORY_MODE,
     seed: int = 0,
     k: int = 3,
+    persona: bool = SHOW_PERSONA,
+    situation: bool = SHOW_SITUATION,
     server_url: str | None = None,
     token_file: str | Path | None = None,
     source: str | None = None,
@@ -177,7 +181,8 @@ def export_openrlhf(
         raise ValueError(f"{source or out}: no examples")
     if token_file is not None and server_url is None:
         raise ValueError("a token file goes with a server URL (it is written into reward_func.py)")
-    rows = openrlhf_rows(examples, memory_mode=memory_mode, seed=seed, k=k)
+    shown = {"persona": persona, "situation": situation}
+    rows = openrlhf_rows(examples, memory_mode=memory_mode, seed=seed, k=k, **shown)
     prompts = Path(out) / "prompts.jsonl"
     write_jsonl(prompts, rows)
     manifest = manifest_path(prompts)
@@ -189,6 +194,7 @@ def export_openrlhf(
         memory_mode=memory_mode,
         seed=seed,
         k=k,
+        **shown,
         prompt={"policy_reply": reply_prompt_version()},
     )
     func = None

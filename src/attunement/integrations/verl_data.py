@@ -23,7 +23,14 @@ from typing import Any
 from pydantic import ValidationError
 
 from attunement.jsonl import manifest_path, write_manifest
-from attunement.policy import ModelFreeMemoryMode, PromptContext, policy_prompts
+from attunement.policy import (
+    DEFAULT_MEMORY_MODE,
+    SHOW_PERSONA,
+    SHOW_SITUATION,
+    ModelFreeMemoryMode,
+    PromptContext,
+    policy_prompts,
+)
 from attunement.policy.prompting import reply_prompt_version
 from attunement.records import Example
 
@@ -122,14 +129,14 @@ async def verl_rows(
     examples: Sequence[Example],
     *,
     split: str = "train",
-    memory_mode: ExportMemoryMode = "full",
+    memory_mode: ExportMemoryMode = DEFAULT_MEMORY_MODE,
     data_source: str = DATA_SOURCE,
     ability: str = ABILITY,
     pool: Sequence[Example] | None = None,
     seed: int = 0,
     k: int = 3,
-    persona: bool = True,
-    situation: bool = True,
+    persona: bool = SHOW_PERSONA,
+    situation: bool = SHOW_SITUATION,
     agent_name: str | None = None,
 ) -> list[dict[str, Any]]:
     """One verl row per example: the reply prompt the policy answers, the example in
@@ -137,8 +144,9 @@ async def verl_rows(
     (a column) routes every row to that verl agent loop (multi-turn:
     ``attunement_talk``, :mod:`attunement.integrations.verl_agent`).
 
-    ``memory_mode`` chooses the memories shown to the policy (as in ``attune
-    generate``); the judges always see the example's own user.
+    ``memory_mode``, ``persona`` and ``situation`` choose what the policy is shown
+    (as in ``attune generate``, with the same defaults); the judges always see the
+    example's own user.
     """
     seen: set[str] = set()
     for e in examples:
@@ -149,7 +157,6 @@ async def verl_rows(
         memory_mode=memory_mode,
         persona=persona,
         situation=situation,
-        context_of="example",
         seed=seed,
         k=k,
     )
@@ -206,6 +213,8 @@ def export_verl(
     pool: Sequence[Example] | None = None,
     seed: int = 0,
     k: int = 3,
+    persona: bool = SHOW_PERSONA,
+    situation: bool = SHOW_SITUATION,
     source: str | None = None,
     agent_name: str | None = None,
 ) -> ExportReport:
@@ -220,6 +229,8 @@ def export_verl(
             pool=pool,
             seed=seed,
             k=k,
+            persona=persona,
+            situation=situation,
             agent_name=agent_name,
         )
     )
@@ -235,6 +246,8 @@ def export_verl(
         ability=ability,
         seed=seed,
         k=k,
+        persona=persona,
+        situation=situation,
         agent_name=agent_name,
         prompt={"policy_reply": reply_prompt_version()},
     )

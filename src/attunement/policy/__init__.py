@@ -9,6 +9,10 @@ rows, the build's ``prompts.jsonl`` and the verl / OpenRLHF exports.
 """
 
 from attunement.policy.context import (
+    DEFAULT_MEMORY_MODE,
+    PROMPT_MANIFEST_KEY,
+    SHOW_PERSONA,
+    SHOW_SITUATION,
     PolicyPrompt,
     PromptContext,
     policy_prompt,
@@ -57,8 +61,12 @@ from attunement.policy.retrieval import (
 )
 
 __all__ = [
+    "DEFAULT_MEMORY_MODE",
     "MEMORY_MODES",
     "MODEL_FREE_MEMORY_MODES",
+    "PROMPT_MANIFEST_KEY",
+    "SHOW_PERSONA",
+    "SHOW_SITUATION",
     "BM25Retriever",
     "DistillReport",
     "EmbeddingRetriever",

@@ -1,24 +1,37 @@
 """What the policy sees: one home for the policy prompt of every caller.
 
-``attune generate``, ``attune distill``, ``attune train grpo`` (its rows), the
-build's ``prompts.jsonl`` and the verl / OpenRLHF exports all show the policy
-the same prompt, built the same way: a memory mode picks a
-:class:`~attunement.policy.memory.MemoryView` for the example, and
-:func:`render_policy_prompt` turns example, view and :class:`PromptContext`
-into the messages (through :func:`attunement.policy.prompting.render_reply_messages`,
-the one renderer of the user-context block). :func:`policy_prompts` does it for
-a whole file without a model (every mode but ``summary``): the rows of
-training and of the exports are built from its :class:`PolicyPrompt` values,
-never by a second loop of their own.
+``attune generate``, ``attune distill`` (so the SFT rows), ``attune train grpo``
+(its rows, single- and multi-turn), the build's ``prompts.jsonl`` and the verl /
+OpenRLHF exports all show the policy the same prompt, built the same way: a
+memory mode picks a :class:`~attunement.policy.memory.MemoryView` for the
+example, and :func:`render_policy_prompt` turns example, view and
+:class:`PromptContext` into the messages (through
+:func:`attunement.policy.prompting.render_reply_messages`, the one renderer of
+the user-context block). :func:`policy_prompts` does it for a whole file
+without a model (every mode but ``summary``): the rows of training and of the
+exports are built from its :class:`PolicyPrompt` values, never by a second loop
+of their own.
 
-The callers still differ in two settings, both stated here rather than in
-their code: the default persona and situation switches (off for generate and
-the build, on for training and the exports), and whose persona and situation
-are shown when the memories are another user's (:attr:`PromptContext.context_of`:
-``memories`` for generate and distill, ``example`` for training and the
-exports, which in ``mismatch`` mode shows the real user's persona next to
-another user's memories). Making them agree is a decision for the next step;
-this module is where it will be made.
+The defaults are defined once, here (:data:`SHOW_PERSONA`,
+:data:`SHOW_SITUATION`, :data:`DEFAULT_MEMORY_MODE`), and every settings model
+that shows the policy a prompt takes them from here. They follow the papers'
+task: PersonaEmp / PereGRM define the reply as policy(memories, query) (seed
+000, eq. 1); the persona and the situation are what the *judges* condition on
+(eq. 3), both derived from the memories when the dataset is built. So the
+policy sees memory and query only, unless asked; PERM's persona-and-scenario
+prompt (seed 003, figures 11-12) is the ``persona`` and ``situation`` switches.
+Showing the policy the persona during training would hand it the judge's own
+reading of the user, which evaluation on memory alone then takes away.
+
+Whose persona and situation a prompt shows when the memories are another
+user's (``mismatch``) is one setting too, :attr:`PromptContext.context_of`,
+``memories`` by default for every caller: the ablation replaces the user's
+whole context, so the real user never leaks through text derived from their
+memories.
+
+A training run records the :class:`PromptContext` it trained with in its
+manifest (``policy_prompt``), and ``attune generate --policy hf:RUN/final``
+shows the policy that prompt unless a flag says otherwise.
 """
 
 from __future__ import annotations
@@ -37,6 +50,15 @@ from attunement.records import Example, UserHistory
 #: whose persona and situation the prompt shows (see :class:`PromptContext`)
 ContextOf = Literal["memories", "example"]
 
+#: the memory mode a policy prompt shows unless asked for another
+DEFAULT_MEMORY_MODE: MemoryMode = "full"
+#: the policy sees the persona only when asked (the papers' task: memories and query)
+SHOW_PERSONA = False
+#: the policy sees the situation only when asked (the papers' task: memories and query)
+SHOW_SITUATION = False
+#: the key of a run manifest that records the prompt a policy was trained on
+PROMPT_MANIFEST_KEY = "policy_prompt"
+
 
 class PromptContext(BaseModel):
     """What the policy is shown besides the user's message.
@@ -51,9 +73,9 @@ class PromptContext(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    memory_mode: MemoryMode = "full"
-    persona: bool = False
-    situation: bool = False
+    memory_mode: MemoryMode = DEFAULT_MEMORY_MODE
+    persona: bool = SHOW_PERSONA
+    situation: bool = SHOW_SITUATION
     context_of: ContextOf = "memories"
     seed: int = 0
     k: int = Field(default=3, ge=1)

@@ -38,7 +38,14 @@ from attunement.jsonl import (
 )
 from attunement.llm.base import ChatModel, Completion
 from attunement.llm.cache import contiguous_runs
-from attunement.policy.context import PolicyPrompt, PromptContext, policy_prompt
+from attunement.policy.context import (
+    DEFAULT_MEMORY_MODE,
+    SHOW_PERSONA,
+    SHOW_SITUATION,
+    PolicyPrompt,
+    PromptContext,
+    policy_prompt,
+)
 from attunement.policy.memory import MemoryMode, MemoryStrategy, memory_strategy
 from attunement.policy.prompting import REPLY_PROMPT, parse_reply, reply_prompt_version
 from attunement.policy.retrieval import Retriever
@@ -52,7 +59,7 @@ class GenerationSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    memory_mode: MemoryMode = "full"
+    memory_mode: MemoryMode = DEFAULT_MEMORY_MODE
     n: int = Field(default=1, ge=1, description="replies per example, in one request")
     temperature: float = Field(default=0.7, ge=0.0, le=2.0)
     max_tokens: int = Field(default=DEFAULT_MAX_TOKENS, ge=1)
@@ -62,8 +69,12 @@ class GenerationSettings(BaseModel):
     )
     k: int = Field(default=3, ge=1, description="rag: memory items kept")
     summary_max_tokens: int = Field(default=256, ge=1, description="summary: token budget")
-    with_persona: bool = Field(default=False, description="show the persona (memory-derived)")
-    with_situation: bool = Field(default=False, description="show the situation (memory-derived)")
+    with_persona: bool = Field(
+        default=SHOW_PERSONA, description="show the persona in the policy prompt"
+    )
+    with_situation: bool = Field(
+        default=SHOW_SITUATION, description="show the situation in the policy prompt"
+    )
 
     def context(self) -> PromptContext:
         """What these settings show the policy (the prompt's one definition)."""

@@ -35,7 +35,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from attunement.dialogue import SimulatorSettings
 from attunement.judging import RewardSpec
 from attunement.llm import LLMOptions
-from attunement.policy import ModelFreeMemoryMode
+from attunement.policy import (
+    DEFAULT_MEMORY_MODE,
+    SHOW_PERSONA,
+    SHOW_SITUATION,
+    ModelFreeMemoryMode,
+    PromptContext,
+)
+from attunement.training.data import training_context
 from attunement.training.monitor import MonitorSettings
 from attunement.training.presets import PresetName, apply_preset
 
@@ -197,9 +204,11 @@ class GRPOSettings(TrainSettings):
         "(docs/training.md lists every value and its source)",
     )
     reward: RewardSpec = Field(default_factory=RewardSpec)
-    memory: TrainMemory = Field("full", description="what the policy sees of the memories")
-    persona: bool = Field(True, description="show the persona in the policy prompt")
-    situation: bool = Field(True, description="show the situation in the policy prompt")
+    memory: TrainMemory = Field(
+        DEFAULT_MEMORY_MODE, description="what the policy sees of the memories"
+    )
+    persona: bool = Field(SHOW_PERSONA, description="show the persona in the policy prompt")
+    situation: bool = Field(SHOW_SITUATION, description="show the situation in the policy prompt")
     learning_rate: float = Field(1e-6, gt=0, description="PERM authors: 1e-6")
     num_generations: int = Field(8, ge=2, description="completions per prompt (a GRPO group)")
     beta: float | None = Field(
@@ -244,6 +253,12 @@ class GRPOSettings(TrainSettings):
         if isinstance(doc.get("lora"), BaseModel):
             doc["lora"] = doc["lora"].model_dump()
         return apply_preset(doc["preset"], doc)
+
+    def prompt_context(self) -> PromptContext:
+        """The policy prompt these settings train on (recorded in the run's manifest)."""
+        return training_context(
+            memory=self.memory, persona=self.persona, situation=self.situation, seed=self.seed
+        )
 
     def resolved_beta(self, device: str) -> float:
         if self.beta is not None:

@@ -41,9 +41,16 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from attunement.jsonl import read_jsonl
+from attunement.jsonl import manifest_path, read_jsonl, read_manifest
 from attunement.llm.base import Message
-from attunement.policy import ModelFreeMemoryMode, PolicyPrompt, PromptContext, policy_prompts
+from attunement.policy import (
+    PROMPT_MANIFEST_KEY,
+    GenerationSettings,
+    ModelFreeMemoryMode,
+    PolicyPrompt,
+    PromptContext,
+    policy_prompts,
+)
 from attunement.records import Example
 
 
@@ -66,11 +73,10 @@ def read_examples(path: str | Path) -> list[Example]:
 def training_context(
     *, memory: ModelFreeMemoryMode, persona: bool, situation: bool, seed: int
 ) -> PromptContext:
-    """What a training prompt shows: the example's own persona and situation when
-    switched on, whatever the memory mode (see :class:`PromptContext`)."""
-    return PromptContext(
-        memory_mode=memory, persona=persona, situation=situation, seed=seed, context_of="example"
-    )
+    """What a training prompt shows: the :class:`PromptContext` generation builds
+    from the same switches (``GRPOSettings`` names them ``memory``, ``persona``,
+    ``situation``), so a run records, and ``generate`` replays, exactly this."""
+    return PromptContext(memory_mode=memory, persona=persona, situation=situation, seed=seed)
 
 
 def grpo_row(prompt: PolicyPrompt) -> dict[str, Any]:
@@ -189,6 +195,30 @@ class SFTRow(BaseModel):
             "prompt": [t.model_dump() for t in self.prompt or []],
             "completion": [t.model_dump() for t in self.completion or []],
         }
+
+
+def rows_prompt(path: str | Path) -> tuple[PromptContext | None, str | None]:
+    """The policy prompt SFT rows were written with: the settings ``attune distill``
+    recorded in their manifest, or None and why not."""
+    manifest = manifest_path(path)
+    doc = read_manifest(manifest)
+    if doc is None:
+        return None, f"the rows have no readable {manifest.name}: not written by attune distill"
+    try:
+        if doc.get("command") != "distill":
+            raise ValueError(f"written by {doc.get('command')!r}")
+        return GenerationSettings.model_validate(doc["settings"]).context(), None
+    except (ValueError, KeyError, TypeError) as exc:
+        return None, f"{manifest.name} records no distill settings ({exc})"
+
+
+def prompt_record(path: str | Path) -> dict[str, Any]:
+    """The manifest fields of an SFT run on ``path``: the prompt its rows show
+    (``policy_prompt``) or why it is unknown (``policy_prompt_missing``)."""
+    context, missing = rows_prompt(path)
+    if context is None:
+        return {PROMPT_MANIFEST_KEY: None, f"{PROMPT_MANIFEST_KEY}_missing": missing}
+    return {PROMPT_MANIFEST_KEY: context.model_dump(mode="json")}
 
 
 def read_sft_rows(path: str | Path) -> list[dict[str, list[dict[str, str]]]]:

@@ -212,6 +212,7 @@ def train_grpo(
         left_out_long_prompts=too_long,
         beta=args.beta,
         reply_prompt=reply_prompt_version(),
+        policy_prompt=settings.prompt_context().model_dump(mode="json"),
         reward_spec=json.loads(settings.reward.model_dump_json()),
         preset=settings.preset,
     )

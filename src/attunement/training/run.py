@@ -12,6 +12,12 @@
       final/             the trained policy, merged: ``hf:OUT/final``
       adapter/           the LoRA adapter alone (``--lora``)
 
+The manifest records the prompt the policy was trained on (``policy_prompt``:
+memory mode, persona and situation switches, seed, top-k), so evaluating the
+policy can show it the same prompt: :func:`run_prompt` finds the run of a
+checkpoint folder (``RUN``, ``RUN/final`` or ``RUN/checkpoints/checkpoint-N``)
+and reads it back.
+
 Running the same command again resumes from the last checkpoint; the
 metrics and breakdowns written after that checkpoint are dropped first, so
 each step appears once. Settings that change what is learnt must match the
@@ -31,6 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from attunement.jsonl import read_manifest
+from attunement.policy import PROMPT_MANIFEST_KEY, PromptContext
 from attunement.training.config import changed_fields
 
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
@@ -108,6 +116,60 @@ class RunFolder:
         self.root.mkdir(parents=True, exist_ok=True)
         self.config.write_text(json.dumps(settings, indent=2, default=str) + "\n", encoding="utf-8")
         return checkpoint
+
+
+@dataclass(frozen=True)
+class RunPrompt:
+    """The run a policy checkpoint belongs to and the prompt it was trained on.
+
+    ``policy`` is the checkpoint folder to load (``RUN/final`` when the run
+    folder itself was named); ``context`` is None when the run records no
+    prompt settings, ``missing`` then says why.
+    """
+
+    run: Path
+    policy: Path
+    context: PromptContext | None
+    missing: str | None = None
+
+
+def _training_manifest(folder: Path) -> dict[str, Any] | None:
+    doc = read_manifest(RunFolder(folder).manifest)
+    command = doc.get("command") if doc is not None else None
+    return doc if isinstance(command, str) and command.startswith("train ") else None
+
+
+def _older_grpo_prompt(run: RunFolder) -> PromptContext | None:
+    """A GRPO run from before the manifest recorded its prompt: its config.json is whole."""
+    try:
+        doc = json.loads(run.config.read_text(encoding="utf-8"))
+        fields = {"memory_mode": doc["memory"], "persona": doc["persona"]}
+        return PromptContext(**fields, situation=doc["situation"], seed=doc["seed"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def run_prompt(folder: str | Path) -> RunPrompt | None:
+    """The run of a checkpoint folder (the folder itself, its parent, or the run of a
+    ``checkpoints/checkpoint-N``) and its recorded prompt; None when the folder is
+    not a training run's."""
+    folder = Path(folder)
+    for root in (folder, folder.parent, folder.parent.parent):
+        manifest = _training_manifest(root)
+        if manifest is None:
+            continue
+        run = RunFolder(root)
+        policy = run.final if root == folder else folder
+        recorded = manifest.get(PROMPT_MANIFEST_KEY)
+        if isinstance(recorded, dict):
+            return RunPrompt(root, policy, PromptContext.model_validate(recorded))
+        if PROMPT_MANIFEST_KEY not in manifest and manifest["command"] == "train grpo":
+            older = _older_grpo_prompt(run)
+            if older is not None:
+                return RunPrompt(root, policy, older)
+        why = manifest.get(f"{PROMPT_MANIFEST_KEY}_missing") or "its manifest records none"
+        return RunPrompt(root, policy, None, why)
+    return None
 
 
 def keep_rows(path: Path, keep) -> int:

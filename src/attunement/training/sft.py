@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from attunement.training.config import SFTSettings, resolve_device
-from attunement.training.data import read_sft_rows
+from attunement.training.data import prompt_record, read_sft_rows
 from attunement.training.models import load_model, load_tokenizer, resolve_model
 from attunement.training.run import RunFolder, make_recorder
 from attunement.training.trainer import (
@@ -109,6 +109,7 @@ def train_sft(
         rows=len(rows),
         rows_used=len(kept),
         left_out_long_rows=too_long,
+        **prompt_record(settings.data),
     )
     recorder = make_recorder(
         run,
