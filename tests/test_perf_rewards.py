@@ -4,6 +4,7 @@ tiny run reports sane figures and a cache re-run without calls."""
 from __future__ import annotations
 
 import asyncio
+import re
 
 import pytest
 
@@ -15,6 +16,7 @@ from attunement.perf.judge import RealisticJudge
 from attunement.perf.reward_bench import BenchSettings, check_targets, run_reward_bench
 from attunement.perf.synthetic import bench_batch
 from attunement.prompts import load_prompt
+from attunement.records import EMPATHY_DIMENSIONS as DIMENSIONS
 
 
 def as_scripted(judge: RealisticJudge) -> ScriptedChatModel:
@@ -110,3 +112,64 @@ def test_group_statistics():
     )
     assert std == pytest.approx(0.15) and ties == 0.5 and flat == 0.5
     assert corr == pytest.approx(0.6 / (0.18 * 2.5) ** 0.5)  # pooled within-group deviations
+
+
+def _uncached_after(earlier: list[list[dict]], prompt: list[dict], block: int = 64):
+    """(prompt tokens, uncached tokens) of ``prompt`` sent after the ``earlier`` ones
+    through a prefix cache of ``block``-character blocks, worked out from the longest
+    start it has in common with one of them."""
+
+    def flat(ms: list[dict]) -> str:
+        return "".join(f"<|{m['role']}|>{m['content']}" for m in ms)
+
+    text, same = flat(prompt), 0
+    for other in map(flat, earlier):
+        n = 0
+        while n < min(len(text), len(other)) and text[n] == other[n]:
+            n += 1
+        same = max(same, n)
+    cached_chars = min(same, len(text) - 1) // block * block
+    ends, at = [], 0
+    for m in prompt:
+        at += len(f"<|{m['role']}|>")
+        ends += [at + t.end() for t in re.finditer(r"\w+|[^\w\s]", m["content"])]
+        at += len(m["content"])
+    return len(ends), sum(1 for end in ends if end > cached_chars)
+
+
+def test_the_bench_counts_what_the_prefix_cache_leaves_uncached():
+    """PERM, one example, two replies, k=1, one call at a time: each judge's prompt for
+    the second reply is served up to the 64-character block where the two replies part."""
+    settings = BenchSettings(
+        prompts=1,
+        replies=2,
+        k=1,
+        slots=1,
+        client_concurrency=1,
+        base_latency=0.001,
+        per_output_token=0.0,
+        per_prompt_token=0.0001,
+    )
+    (result,) = asyncio.run(run_reward_bench(settings, ("perm",)))
+    examples, replies = bench_batch(1, 2)
+    reward = perm_reward(ScriptedChatModel(outputs=[]), PermConfig(k=1, output="text"))
+    prompts = [
+        [reward.messages(examples[0], r, d) for d in DIMENSIONS]
+        + [reward.bystander_messages(examples[0], r)]
+        for r in replies
+    ]
+    sent = [p for per_reply in prompts for p in per_reply]  # the order they are sent in
+    total = uncached = 0
+    for i, prompt in enumerate(sent):
+        tokens, left = _uncached_after(sent[:i], prompt)
+        total += tokens
+        uncached += left
+        if i >= 4:  # the second reply's: served up to where the replies part
+            assert 0 < left < tokens / 2
+    assert result.requests == result.samples == 8
+    assert result.prompt_tokens == total
+    assert result.uncached_prompt_tokens == uncached
+    assert result.per_reply("uncached_prompt_tokens") == uncached / 2
+    assert result.prefill_seconds == pytest.approx(0.0001 * uncached)
+    assert result.base_seconds == pytest.approx(0.008)
+    assert result.decode_seconds == 0.0

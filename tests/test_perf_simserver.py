@@ -191,3 +191,44 @@ def test_stop_is_idempotent_and_base_url_needs_running_server():
     server.start()
     server.stop()
     server.stop()
+
+
+def test_the_prefix_cache_serves_whole_64_character_blocks_of_a_shared_start():
+    # "<|user|>" (8 characters) opens the message; then 30 five-character words
+    shared = "word " * 30
+    cfg = SimConfig(base_latency=0.0, per_prompt_token=0.001, per_output_token=0.0)
+    with SimServer(cfg) as server:
+        post(server, chat(shared + "tail1"))
+        first = server.stats()
+        post(server, chat(shared + "tail2"))
+        second = server.stats()
+    assert cfg.prefix_block == 64
+    assert (first.prompt_tokens, first.cached_prompt_tokens) == (31, 0)
+    # 164 characters: blocks 0-63 and 64-127 are shared; the 24 words ending by
+    # character 128 (word i ends at 8 + 5 i + 4) are served, the other 7 tokens computed
+    assert (second.prompt_tokens, second.cached_prompt_tokens) == (62, 24)
+    assert second.prefill_seconds == pytest.approx(0.031 + 0.007)
+    assert second.busy_seconds == pytest.approx(second.prefill_seconds)
+    assert second.base_seconds == 0.0 and second.decode_seconds == 0.0
+
+    # without a prefix cache every prompt token is prefilled
+    with SimServer(SimConfig(base_latency=0.0, per_output_token=0.0, prefix_block=0)) as server:
+        post(server, chat(shared + "tail1"))
+        post(server, chat(shared + "tail2"))
+        assert server.stats().cached_prompt_tokens == 0
+
+
+def test_the_bound_splits_into_base_prefill_and_decode_seconds():
+    def responder(messages, index, params):
+        return " ".join(["w"] * (10 if index == 0 else 40))
+
+    cfg = SimConfig(
+        base_latency=0.01, per_prompt_token=0.001, per_output_token=0.001, responder=responder
+    )
+    with SimServer(cfg) as server:
+        post(server, chat("a b c d e", n=2, max_tokens=100))
+        stats = server.stats()
+    assert stats.base_seconds == pytest.approx(0.02)
+    assert stats.prefill_seconds == pytest.approx(0.01)  # 5 tokens, each of 2 samples
+    assert stats.decode_seconds == pytest.approx(0.05)
+    assert stats.busy_seconds == pytest.approx(0.08)

@@ -65,7 +65,7 @@ SERVER = fields_bundle(
         "slots": "Server parallel slots.",
         "base_latency": "Seconds per request.",
         "per_output_token": "Seconds per output token (longest sample).",
-        "per_prompt_token": "Seconds per prompt token.",
+        "per_prompt_token": "Seconds per prompt token the prefix cache cannot serve.",
         "supports_n": "Server decodes the n samples of a request side by side, or ignores "
         "n, so each sample is its own request.",
         "n_shares_slot": "The n samples of a request cost one sequence slot instead of n "
@@ -126,9 +126,11 @@ def rewards(
     server: dict[str, Any],
     judge: dict[str, Any],
 ) -> None:
-    """Score a GRPO-sized batch with PERM, PereGRM inline and PereGRM shared on a simulated
-    judge server; print wall time against the server's own lower bound, then the
-    within-group reward spread of each criteria mode (inline, shared, per_reply)."""
+    """Score a GRPO-sized batch with PERM, PereGRM inline, shared and as the authors' code
+    runs it on a simulated judge server with a prefix cache; print wall time against the
+    server's own lower bound, calls, samples, prompt, uncached prompt and output tokens per
+    reply and where the bound's time goes, then the within-group reward spread of each
+    criteria mode (inline, shared, per_reply)."""
     chosen = _csv(modes)
     unknown = [m for m in chosen if m not in MODES]
     if unknown:
@@ -183,7 +185,9 @@ def _server_line(s: BenchSettings) -> str:
         n = "samples share one slot" if s.n_shares_slot else "one sequence slot per sample"
     return (
         f"batch: {s.prompts} prompts x {s.replies} replies, k={s.k}; server: {s.slots} slots, "
-        f"{s.base_latency * 1000:.0f} ms + {s.per_output_token * 1000:.2f} ms/output token, n {n}"
+        f"{s.base_latency * 1000:.0f} ms + {s.per_output_token * 1000:.2f} ms/output token + "
+        f"{s.per_prompt_token * 1000:.3f} ms/uncached prompt token (prefix cache: 64-character "
+        f"blocks), n {n}"
     )
 
 
@@ -197,8 +201,8 @@ def _timing_table(settings: BenchSettings, chosen: tuple[str, ...]) -> None:
     )
     results = run(run_reward_bench(settings, chosen))
     table = Table(title="reward scoring on the simulated judge (per reply: /r)")
-    columns = ("mode", "wall s", "bound s", "ratio", "calls", "prompt tok/r", "out tok/r")
-    for col in (*columns, "unscorable", "cached calls", "cached s"):
+    columns = ("mode", "wall s", "bound s", "ratio", "calls", "samples/r", "prompt tok/r")
+    for col in (*columns, "uncached tok/r", "out tok/r", "unscorable", "cached calls"):
         table.add_column(col, justify="left" if col == "mode" else "right", no_wrap=col == "mode")
     for r in results:
         table.add_row(
@@ -207,13 +211,31 @@ def _timing_table(settings: BenchSettings, chosen: tuple[str, ...]) -> None:
             f"{r.bound:.2f}",
             f"{r.ratio:.2f}",
             str(r.requests),
-            f"{r.prompt_tokens / r.replies:.0f}",
-            f"{r.completion_tokens / r.replies:.0f}",
+            f"{r.per_reply('samples'):.1f}",
+            f"{r.per_reply('prompt_tokens'):.0f}",
+            f"{r.per_reply('uncached_prompt_tokens'):.0f}",
+            f"{r.per_reply('completion_tokens'):.0f}",
             str(r.unscorable),
             str(r.cached_requests),
-            f"{r.cached_wall:.2f}",
         )
-    _wide_table(table, 112)
+    _wide_table(table, 120)
+    say(
+        "where the bound's slot-seconds go (busy seconds / slots = the bound when it is not one long call):"
+    )
+    for r in results:
+        busy = r.base_seconds + r.prefill_seconds + r.decode_seconds
+        parts = (
+            ("fixed latency", r.base_seconds),
+            ("prefill", r.prefill_seconds),
+            ("decoding", r.decode_seconds),
+        )
+        say(
+            f"  {r.mode}: {busy / settings.slots:.2f} s = "
+            + " + ".join(
+                f"{name} {s / settings.slots:.2f} s ({100 * s / busy if busy else 0:.0f}%)"
+                for name, s in parts
+            )
+        )
     _targets(check_targets(results))
 
 

@@ -13,8 +13,9 @@ realistic length (:func:`attunement.perf.synthetic.bench_batch`):
   run (``converse`` itself: its concurrency, journal and manifest included);
 - **prompt tokens per turn** and **uncached prompt tokens per turn**, per
   kind of call (policy, assess, speak): an ideal prefix cache is modelled
-  on the requests the server received (:class:`PrefixCache`: the prompt cut
-  into blocks of ``block`` tokens, a block cached when the same chain of
+  on the requests the server received
+  (:class:`~attunement.perf.prefix_cache.PrefixCache`: the prompt cut into
+  blocks of ``block`` tokens, a block cached when the same chain of
   blocks was seen before, nothing evicted, as vLLM's automatic prefix
   caching), so the uncached share is what the prompt layout lets a server
   skip, not a guess of one server's eviction policy.
@@ -27,13 +28,10 @@ wall time, show the cache's effect.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import re
 import tempfile
-import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +44,7 @@ from attunement.dialogue import (
     users_from_examples,
 )
 from attunement.llm import LLMOptions, load_chat_model
+from attunement.perf.prefix_cache import PrefixCache
 from attunement.perf.simserver import SimConfig, SimServer
 from attunement.perf.simuser import TalkResponder
 from attunement.perf.synthetic import bench_batch
@@ -67,41 +66,6 @@ class ConverseBenchSettings:
     per_prompt_token: float = 0.0
     block: int = 16
     output: str = "text"
-
-
-class PrefixCache:
-    """An ideal prefix cache over chat prompts (see the module docstring).
-
-    >>> cache = PrefixCache(block=2)
-    >>> cache.serve([{"role": "user", "content": "a b c d"}])  # <user> a | b c | d
-    (5, 0)
-    >>> cache.serve([{"role": "user", "content": "a b c d e f"}])  # two blocks seen before
-    (7, 4)
-    """
-
-    def __init__(self, block: int = 16):
-        if block < 1:
-            raise ValueError("block must be >= 1")
-        self.block = block
-        self._seen: set[bytes] = set()
-        self._lock = threading.Lock()
-
-    def serve(self, messages: Sequence[dict[str, Any]]) -> tuple[int, int]:
-        """``(prompt tokens, tokens served from the cache)`` of one request."""
-        tokens: list[str] = []
-        for m in messages:
-            tokens += [f"<{m.get('role')}>", *_TOKEN.findall(str(m.get("content", "")))]
-        cached, chain, missed = 0, b"", False
-        with self._lock:
-            for start in range(0, len(tokens) - len(tokens) % self.block, self.block):
-                piece = "\x1f".join(tokens[start : start + self.block]).encode("utf-8")
-                chain = hashlib.sha256(chain + piece).digest()
-                if not missed and chain in self._seen:
-                    cached += self.block
-                else:
-                    missed = True
-                    self._seen.add(chain)
-        return len(tokens), cached
 
 
 @dataclass

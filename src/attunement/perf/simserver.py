@@ -16,13 +16,19 @@ the server decodes at once (vLLM's ``max_num_seqs``, llama.cpp server's
 ``--parallel``). Each sample of a request is one sequence: it waits, first come
 first served, for a free slot and holds it for::
 
-    base_latency + per_prompt_token * prompt_tokens + per_output_token * its tokens
+    base_latency + per_prompt_token * uncached prompt tokens + per_output_token * its tokens
 
 and the request is answered when its last sample is done. So ``n`` samples in
-one request save HTTP round trips and client work, not decoding capacity (a
-server-side prefix cache is not modelled). ``n_shares_slot=True`` models a
-server whose n samples cost one slot for the longest sample's time, which
-flatters n-sampling. ``busy_seconds`` sums the slot-seconds of all samples and
+one request save HTTP round trips and client work, not decoding capacity.
+Each sample's sequence prefills the prompt (a server that forks ``n`` samples
+from one prefill pays it once: this model is the conservative one) through an
+ideal prefix cache of ``prefix_block``-character blocks
+(:mod:`attunement.perf.prefix_cache`; 0 turns it off): the tokens it serves
+cost nothing and are counted in ``cached_prompt_tokens``; ``base_seconds``,
+``prefill_seconds`` and ``decode_seconds`` split the slot time among the three
+terms above. ``n_shares_slot=True`` models a server whose n samples cost one
+slot for the longest sample's time, which flatters n-sampling.
+``busy_seconds`` sums the slot-seconds of all samples and
 ``max_request_seconds`` is the longest single sample, so
 ``max(max_request_seconds, busy_seconds / slots)`` is a lower bound on the
 wall time any client needs for the calls the server answered
@@ -75,6 +81,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Self
 
 from attunement.llm.scripted import count_tokens
+from attunement.perf.prefix_cache import PrefixCache
+from attunement.perf.simhttp import error_body, send, send_json
 from attunement.perf.simschema import enforce_max_length
 
 FAULTS = ("500", "429", "slow", "garbled", "drop", "400", "none")
@@ -83,16 +91,6 @@ FAULTS = ("500", "429", "slow", "garbled", "drop", "400", "none")
 SimResponder = Callable[[list[dict[str, Any]], int, dict[str, Any]], str]
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")
-_REASONS = {
-    200: "OK",
-    400: "Bad Request",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    411: "Length Required",
-    413: "Payload Too Large",
-    429: "Too Many Requests",
-    500: "Internal Server Error",
-}
 _MAX_BODY = 32 * 1024 * 1024
 _LOG_SIZE = 1000
 
@@ -115,11 +113,18 @@ class SimConfig:
     n_rejection: int | None = None
     response_formats: tuple[str, ...] = ("text", "json_object", "json_schema")
     max_length: Literal["ignore", "cut"] = "ignore"
+    prefix_block: int = 64
 
     def __post_init__(self) -> None:
         if self.slots < 1:
             raise ValueError(f"slots must be >= 1, got {self.slots}")
-        for name in ("base_latency", "per_prompt_token", "per_output_token", "slow_seconds"):
+        for name in (
+            "base_latency",
+            "per_prompt_token",
+            "per_output_token",
+            "slow_seconds",
+            "prefix_block",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
         unknown = [f for f in self.faults if f not in FAULTS]
@@ -138,14 +143,19 @@ class SimStats:
     ``requests`` counts every chat request received, faulted ones included;
     ``samples`` and the token counts only the answered ones. ``peak_in_flight``
     is the largest number of chat requests received and not yet answered
-    (queued for a slot or in service) at one moment.
+    (queued for a slot or in service) at one moment. ``busy_seconds`` is the sum
+    of ``base_seconds``, ``prefill_seconds`` and ``decode_seconds``.
     """
 
     requests: int = 0
     samples: int = 0
     prompt_tokens: int = 0
+    cached_prompt_tokens: int = 0
     completion_tokens: int = 0
     busy_seconds: float = 0.0
+    base_seconds: float = 0.0
+    prefill_seconds: float = 0.0
+    decode_seconds: float = 0.0
     max_request_seconds: float = 0.0
     peak_in_flight: int = 0
     faults_served: int = 0
@@ -194,6 +204,8 @@ class SimServer:
         self._slots: asyncio.Semaphore | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._ids = itertools.count(1)
+        block = self.config.prefix_block
+        self._prefix = PrefixCache(block, unit="char") if block else None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -343,7 +355,7 @@ class SimServer:
         try:
             method, target, version = lines[0].split(" ", 2)
         except ValueError:
-            await self._send_json(writer, 400, _error("malformed request line"), False)
+            await send_json(writer, 400, error_body("malformed request line"), False)
             return False
         headers = {}
         for line in lines[1:]:
@@ -353,32 +365,32 @@ class SimServer:
         conn = headers.get("connection", "").lower()
         keep_alive = conn != "close" and (version == "HTTP/1.1" or conn == "keep-alive")
         if "chunked" in headers.get("transfer-encoding", "").lower():
-            await self._send_json(writer, 411, _error("send a Content-Length body"), False)
+            await send_json(writer, 411, error_body("send a Content-Length body"), False)
             return False
         try:
             length = int(headers.get("content-length", "0"))
         except ValueError:
-            await self._send_json(writer, 400, _error("bad Content-Length"), False)
+            await send_json(writer, 400, error_body("bad Content-Length"), False)
             return False
         if length > _MAX_BODY:
-            await self._send_json(writer, 413, _error("body too large"), False)
+            await send_json(writer, 413, error_body("body too large"), False)
             return False
         body = await reader.readexactly(length) if length else b""
         path = target.split("?", 1)[0].rstrip("/")
         if path in ("/v1/models", "/models"):
             if method != "GET":
-                await self._send_json(writer, 405, _error("use GET"), keep_alive)
+                await send_json(writer, 405, error_body("use GET"), keep_alive)
                 return keep_alive
-            await self._send_json(writer, 200, self._models_body(), keep_alive)
+            await send_json(writer, 200, self._models_body(), keep_alive)
             return keep_alive
         if path in ("/v1/chat/completions", "/chat/completions"):
             if method != "POST":
-                await self._send_json(writer, 405, _error("use POST"), keep_alive)
+                await send_json(writer, 405, error_body("use POST"), keep_alive)
                 return keep_alive
             with self._lock:
                 self._headers.append(headers)
             return await self._chat(body, reader, writer, keep_alive)
-        await self._send_json(writer, 404, _error(f"no route {path!r}"), keep_alive)
+        await send_json(writer, 404, error_body(f"no route {path!r}"), keep_alive)
         return keep_alive
 
     async def _chat(
@@ -400,26 +412,24 @@ class SimServer:
             if fault is not None:
                 self._update(faults_served=1)
                 if fault == "500":
-                    await self._send_json(
-                        writer, 500, _error("simulated failure", "server_error"), keep_alive
+                    await send_json(
+                        writer, 500, error_body("simulated failure", "server_error"), keep_alive
                     )
                     return keep_alive
                 if fault == "429":
-                    await self._send_json(
+                    await send_json(
                         writer,
                         429,
-                        _error("simulated rate limit", "rate_limit_exceeded"),
+                        error_body("simulated rate limit", "rate_limit_exceeded"),
                         keep_alive,
                         extra={"Retry-After": self.config.retry_after},
                     )
                     return keep_alive
                 if fault == "400":
-                    await self._send_json(writer, 400, _error("simulated bad request"), keep_alive)
+                    await send_json(writer, 400, error_body("simulated bad request"), keep_alive)
                     return keep_alive
                 if fault == "garbled":
-                    await self._send(
-                        writer, 200, b'{"id": "chatcmpl-garbled", "choi<<<<', keep_alive
-                    )
+                    await send(writer, 200, b'{"id": "chatcmpl-garbled", "choi<<<<', keep_alive)
                     return keep_alive
                 if fault == "drop":
                     writer.transport.abort()
@@ -431,16 +441,16 @@ class SimServer:
             try:
                 payload = self._parse_chat(body)
             except _BadRequest as exc:
-                await self._send_json(writer, exc.status, _error(exc.message), keep_alive)
+                await send_json(writer, exc.status, error_body(exc.message), keep_alive)
                 return keep_alive
             with self._lock:
                 self._received.append(payload)
             refusal = self._refusal(payload)
             if refusal is not None:
-                await self._send_json(writer, refusal[0], refusal[1], keep_alive)
+                await send_json(writer, refusal[0], refusal[1], keep_alive)
                 return keep_alive
             response = await self._generate(payload)
-            await self._send_json(writer, 200, response, keep_alive)
+            await send_json(writer, 200, response, keep_alive)
             return keep_alive
         finally:
             with self._lock:
@@ -473,7 +483,7 @@ class SimServer:
         """The error a less capable server gives this request, if any."""
         cfg = self.config
         if cfg.n_rejection is not None and (payload.get("n") or 1) > 1:
-            return cfg.n_rejection, _error("Only one completion choice is allowed")
+            return cfg.n_rejection, error_body("Only one completion choice is allowed")
         fmt = payload.get("response_format") or {}
         kind = fmt.get("type") if isinstance(fmt, dict) else None
         if kind is not None and kind not in cfg.response_formats:
@@ -485,7 +495,7 @@ class SimServer:
                 "msg": f"Input should be {expected}",
                 "input": kind,
             }
-            return 500, _error(f"1 validation error:\n  {detail}", "internal_server_error")
+            return 500, error_body(f"1 validation error:\n  {detail}", "internal_server_error")
         return None
 
     async def _generate(self, payload: dict[str, Any]) -> dict[str, Any]:
@@ -496,7 +506,13 @@ class SimServer:
         params = {k: v for k, v in payload.items() if k != "messages"}
         responder = cfg.responder or default_responder
         count = n if cfg.supports_n else 1
-        prompt_tokens = sum(count_tokens(str(m.get("content", ""))) for m in messages)
+        if self._prefix is not None:
+            prompt_tokens, cached = self._prefix.serve(messages)
+        else:
+            prompt_tokens, cached = (
+                sum(count_tokens(str(m.get("content", ""))) for m in messages),
+                0,
+            )
         choices, lengths = [], []
         for i in range(count):
             answer = str(responder(messages, i, params))
@@ -512,13 +528,11 @@ class SimServer:
                     "logprobs": None,
                 }
             )
-        start = cfg.base_latency + cfg.per_prompt_token * prompt_tokens
+        prefill = cfg.per_prompt_token * (prompt_tokens - cached)
         if self._slots is None:
             raise RuntimeError("the server was not started")
-        if cfg.n_shares_slot:
-            times = [start + cfg.per_output_token * max(lengths)]
-        else:
-            times = [start + cfg.per_output_token * t for t in lengths]
+        decoded = [max(lengths)] if cfg.n_shares_slot else lengths
+        times = [cfg.base_latency + prefill + cfg.per_output_token * t for t in decoded]
 
         async def occupy(seconds: float) -> None:
             async with self._slots:
@@ -528,8 +542,12 @@ class SimServer:
         self._update(
             samples=count,
             prompt_tokens=prompt_tokens,
+            cached_prompt_tokens=cached,
             completion_tokens=sum(lengths),
             busy_seconds=sum(times),
+            base_seconds=cfg.base_latency * len(times),
+            prefill_seconds=prefill * len(times),
+            decode_seconds=cfg.per_output_token * sum(decoded),
             max_request_seconds=max(times),
         )
         return {
@@ -557,35 +575,3 @@ class SimServer:
                 }
             ],
         }
-
-    async def _send_json(
-        self,
-        writer: asyncio.StreamWriter,
-        status: int,
-        doc: Any,
-        keep_alive: bool,
-        extra: dict[str, str] | None = None,
-    ) -> None:
-        await self._send(writer, status, json.dumps(doc).encode("utf-8"), keep_alive, extra)
-
-    async def _send(
-        self,
-        writer: asyncio.StreamWriter,
-        status: int,
-        body: bytes,
-        keep_alive: bool,
-        extra: dict[str, str] | None = None,
-    ) -> None:
-        head = [
-            f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}",
-            "Content-Type: application/json",
-            f"Content-Length: {len(body)}",
-            f"Connection: {'keep-alive' if keep_alive else 'close'}",
-        ]
-        head += [f"{k}: {v}" for k, v in (extra or {}).items()]
-        writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
-        await writer.drain()
-
-
-def _error(message: str, kind: str = "invalid_request_error") -> dict[str, Any]:
-    return {"error": {"message": message, "type": kind, "code": None}}
