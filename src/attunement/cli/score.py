@@ -29,7 +29,13 @@ from attunement.cli.options import (
 )
 from attunement.cli.reward_options import RewardFlags, kind_defaults, reward_bundle
 from attunement.jsonl import read_jsonl
-from attunement.judging import CriteriaConfig, PereGRMConfig, RewardConfig, score_dataset
+from attunement.judging import (
+    CriteriaConfig,
+    PereGRMConfig,
+    RewardConfig,
+    score_dataset,
+    unfinished,
+)
 from attunement.llm import load_chat_model
 from attunement.records import Example, Reply
 
@@ -131,7 +137,7 @@ def score(
         f"written: {out_path} ({summary.replies} breakdowns: {summary.scorable} scorable, "
         f"{summary.unscorable} unscorable)"
     )
-    report_failures(summary.failed)
+    report_failures(summary.failed, unfinished=unfinished(summary))
 
 
 def _fmt(x: float | None, digits: int = 3) -> str:
