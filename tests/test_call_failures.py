@@ -154,3 +154,70 @@ def test_score_rows_an_older_version_wrote_for_failed_calls_are_retried(tmp_path
     assert "scored now / resumed: 1 / 2" in again.stdout
     rows = read_jsonl(out, RewardBreakdown)
     assert len(rows) == 3 and all(b.reward is not None for b in rows)
+
+
+# --------------------------------------------------------------------------- the other judging verbs
+
+
+def evaluate_args(data: Path, replies: Path, out: Path, judge: str) -> list[str]:
+    return ["evaluate", "--data", data, "--replies", replies, "--out", out, "--judge", judge]
+
+
+def criteria_args(data: Path, _: Path, out: Path, judge: str) -> list[str]:
+    return ["criteria", "--data", data, "--out", out, "--judge", judge]
+
+
+def card_args(data: Path, replies: Path, out: Path, judge: str) -> list[str]:
+    return [
+        *("judge-card", "--judge", judge, "--reward", "perm", "--limit", "2", "--runs", "1"),
+        *("--emobench", FIXTURES / "card_ea.jsonl", "--out", out),
+    ]
+
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+#: case -> (its arguments, what the one line counts)
+def evaluate_perm_args(data: Path, replies: Path, out: Path, judge: str) -> list[str]:
+    return [*evaluate_args(data, replies, out, judge), "--reward", "perm"]
+
+
+VERBS = {
+    "evaluate": (evaluate_args, "examples without criteria (no scores)"),
+    "evaluate-perm": (evaluate_perm_args, "replies not scored (no report written)"),
+    "criteria": (criteria_args, "examples without criteria"),
+    "judge-card": (card_args, "replies not scored"),
+}
+
+
+@pytest.mark.parametrize("verb", sorted(VERBS))
+def test_judge_down_then_up(verb, tmp_path, inputs):
+    """Down (a closed port): refused before any work. Failing (HTTP 500 to every
+    chat request): exit 1, the one line, nothing final. Back: exit 0."""
+    build, unit = VERBS[verb]
+    port = free_port()
+    out = tmp_path / ("out" if verb != "criteria" else "criteria.jsonl")
+    args = [*build(*inputs, out, spec(port)), *FAST]
+    down = invoke(*args)
+    assert down.exit_code == 1, down.output
+    assert error_line(down) == (
+        f"error: judge unreachable at http://127.0.0.1:{port}/v1 (connection refused); "
+        "nothing was done"
+    )
+    with judge_at(port, failing=True):
+        failing = invoke(*args)
+    assert failing.exit_code == 1, failing.output
+    line = error_line(failing)
+    assert line.startswith(f"error: judge failing at http://127.0.0.1:{port}/v1 (HTTP 500): ")
+    assert line.endswith(f" {unit}; run again to retry")
+    written = [p for p in tmp_path.rglob("*.jsonl") if p.parent != tmp_path or p == out]
+    assert all("call failed" not in p.read_text() for p in written)
+    with judge_at(port):
+        back = invoke(*args)
+    assert back.exit_code == 0, back.output
+    if verb.startswith("evaluate"):
+        assert (out / "report.html").exists() and (out / "results.json").exists()
+    if verb == "judge-card":
+        assert (out / "card.json").exists()
+    if verb == "criteria":
+        assert len(out.read_text().splitlines()) == len(EXAMPLES)

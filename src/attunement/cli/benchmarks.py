@@ -43,9 +43,10 @@ from attunement.cli.options import (
     path_option,
     policy_option,
     verb,
+    warn_if_stand_in,
 )
 from attunement.jsonl import read_jsonl
-from attunement.llm import load_chat_model
+from attunement.llm import load_chat_model, preflight
 
 EMOBENCH = fields_bundle(
     EmoBenchSettings,
@@ -108,7 +109,7 @@ def emobench(
         async with load_chat_model(
             policy, llm.options(default_cache=out_dir / "cache.sqlite")
         ) as chat:
-            await chat.ensure_ready()
+            await preflight(chat, "policy")
             results = await run_emobench(
                 items, chat, out_dir, config, data_files=data, official=official
             )
@@ -192,16 +193,17 @@ def eqbench3(
     """Play EQ-Bench 3's scripted role-plays with --policy, judge each transcript with the
     rubric, and report upstream's rubric score (0-100) with per-criterion means."""
     config = EQBenchSettings(**settings, concurrency=llm.concurrency)
+    warn_if_stand_in(judge)
     options = llm.options(default_cache=out_dir / "cache.sqlite")
 
     async def go():
         bench = load_eqbench_data(data)  # files checked before a model is loaded
         ids = _scenario_ids(scenarios, limit, bench)
         async with load_chat_model(policy, options) as tested:
-            await tested.ensure_ready()
+            await preflight(tested, "policy")
             grader = tested if judge == policy else load_chat_model(judge, options)
             try:
-                await grader.ensure_ready()
+                await preflight(grader)
                 results = await run_eqbench3(
                     bench, tested, grader, out_dir, config, scenario_ids=ids
                 )
