@@ -221,3 +221,24 @@ def test_judge_down_then_up(verb, tmp_path, inputs):
         assert (out / "card.json").exists()
     if verb == "criteria":
         assert len(out.read_text().splitlines()) == len(EXAMPLES)
+
+
+def test_emobench_failed_calls_are_no_answers_and_are_asked_again(tmp_path):
+    port = free_port()
+    out = tmp_path / "emo"
+    data = FIXTURES / "card_ea.jsonl"
+    args = ["emobench", "--data", data, "--policy", spec(port), "--out", out, *FAST]
+    assert "policy unreachable at" in error_line(invoke(*args))
+    with judge_at(port, failing=True):
+        failing = invoke(*args)
+    assert failing.exit_code == 1
+    assert error_line(failing) == (
+        f"error: policy failing at http://127.0.0.1:{port}/v1 (HTTP 500): "
+        "8 of 8 items not answered; run again to retry"
+    )
+    assert not (out / "answers.jsonl").read_text().strip()
+    cfg = SimConfig(base_latency=0.0, per_output_token=0.0)
+    with SimServer(cfg, port=port):
+        back = invoke(*args)
+    assert back.exit_code == 0, back.output
+    assert len((out / "answers.jsonl").read_text().splitlines()) == 8
