@@ -20,8 +20,8 @@ from attunement.benchmarks.emobench import (
 from attunement.benchmarks.emobench.prompts import answer_schema, item_messages, parse_answer
 from attunement.benchmarks.emobench.scoring import grade, score_answers
 from attunement.cli import build_app
-from attunement.jsonl import read_jsonl
-from attunement.llm import LLMError, ScriptedChatModel
+from attunement.jsonl import read_jsonl, write_jsonl
+from attunement.llm import CallsFailedError, LLMError, ScriptedChatModel
 from attunement.llm.spec import register_backend
 
 Z = 1.959963984540054
@@ -196,13 +196,27 @@ async def test_accuracies_by_hand(tmp_path, output):
     assert again.tasks == res.tasks
 
 
-async def test_failed_calls_count_as_wrong(tmp_path):
-    res = await run_emobench(ITEMS, model(fail="1"), tmp_path, show_progress=False)
-    ea_acc = next(a for a in res.tasks if a.group["task"] == "EA")
-    assert (ea_acc.correct, ea_acc.unparsed) == (2, 1)
+async def test_failed_calls_are_no_answers_and_the_next_run_asks_again(tmp_path):
+    # issue 17: a failed call was stored as a wrong answer, kept on every rerun
+    with pytest.raises(CallsFailedError, match="1 of 7 items not answered; run again to retry"):
+        await run_emobench(ITEMS, model(fail="1"), tmp_path, show_progress=False)
     answers = read_jsonl(tmp_path / "answers.jsonl", EmoBenchAnswer)
-    failed = next(a for a in answers if a.qid == "1")
-    assert failed.reason.startswith("model call failed") and failed.correct is False
+    assert len(answers) == 6 and all(a.qid != "1" for a in answers)
+    chat = model()
+    res = await run_emobench(ITEMS, chat, tmp_path, show_progress=False)
+    assert res.answered_now == 1 and len(chat.calls) == 1
+
+
+async def test_answers_an_older_version_wrote_for_failed_calls_are_asked_again(tmp_path):
+    await run_emobench(ITEMS, model(), tmp_path, show_progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "answers.jsonl").read_text().splitlines()]
+    rows[0].update(reason="model call failed: server went away", correct=False, raw="")
+    write_jsonl(tmp_path / "answers.jsonl", rows)
+    chat = model()
+    res = await run_emobench(ITEMS, chat, tmp_path, show_progress=False)
+    assert res.answered_now == 1 and len(chat.calls) == 1
+    answers = read_jsonl(tmp_path / "answers.jsonl", EmoBenchAnswer)
+    assert len(answers) == 7 and not any("call failed" in (a.reason or "") for a in answers)
 
 
 async def test_other_settings_are_refused_and_language_filters(tmp_path):

@@ -119,3 +119,20 @@ def test_cli_prints_the_judge_and_the_random_band(tmp_path, bench):  # noqa: F81
     text = result.output.replace("\n", " ")
     assert "judge: random-judge; a judge scoring at random gets 50.0" in text
     assert "only under the leaderboard's judge" in text and "Warning:" in text
+
+
+def test_cli_a_run_that_judged_nothing_exits_1_with_the_cause(tmp_path, bench):  # noqa: F811
+    # issue 17, finding 11: 0 of N scenarios judged used to exit 0
+    register_backend("eq-tested", lambda spec, options: model_under_test())
+    register_backend(
+        "eq-mute",
+        lambda spec, options: ScriptedChatModel(rules=[], default="no verdict here", name="mute"),
+    )
+    args = ["eqbench3", "--policy", "eq-tested:x", "--judge", "eq-mute:x"]
+    result = CliRunner().invoke(
+        build_app(), [*args, "--data", str(bench.folder), "--out", str(tmp_path / "out")]
+    )
+    assert result.exit_code == 1, result.output
+    [line] = [ln for ln in result.stderr.splitlines() if ln.startswith("error:")]
+    assert line.startswith("error: 0 of 3 scenarios judged (judge: ")
+    assert line.endswith("try --judge-format json, then run the same command again")

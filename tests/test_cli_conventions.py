@@ -321,8 +321,15 @@ def files(tmp_path):
 #: (verb, required arguments, old spelling, value, parameter it sets, value it gets)
 DEPRECATED = [
     ("split", ["--data", "{data}"], "--k", "3", "clusters", 3),
-    ("score", ["--data", "{data}", "--replies", "{data}", "--out", "{out}"], "--k", "2", "k", 2),
-    ("judge-card", ["--out", "{out}"], "--k", "2", "k", 2),
+    (
+        "score",
+        ["--judge", "j", "--data", "{data}", "--replies", "{data}", "--out", "{out}"],
+        "--k",
+        "2",
+        "k",
+        2,
+    ),
+    ("judge-card", ["--judge", "j", "--out", "{out}"], "--k", "2", "k", 2),
     ("generate", ["--data", "{data}", "--policy", "x", "--out", "{out}"], "-k", "5", "k", 5),
     ("distill", ["--data", "{data}", "--out", "{out}"], "--teacher", "big", "policy", "big"),
     ("distill", ["--data", "{data}", "--policy", "x", "--out", "{out}"], "-k", "5", "k", 5),

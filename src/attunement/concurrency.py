@@ -25,7 +25,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import IO, Any, Generic, Self, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -48,6 +48,9 @@ class FailedItem(BaseModel):
 
     key: str
     reason: str
+    #: what went wrong, when a model call failed (``attunement.llm.failure_cause``):
+    #: the run then ends with one line naming it
+    cause: str | None = Field(None, repr=False)
 
 
 def reason_of(exc: BaseException) -> str:

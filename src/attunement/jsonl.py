@@ -129,6 +129,36 @@ def write_jsonl(path: str | Path, records: Iterable[BaseModel | dict[str, Any]])
     return n
 
 
+def drop_records(path: str | Path, unwanted: Callable[[dict[str, Any]], bool]) -> int:
+    """Rewrite ``path`` without the records ``unwanted`` picks (atomically, lines
+    kept byte for byte); the number dropped. Lines that are not JSON are kept.
+
+    A resuming job uses it to take back rows that are not results (a failed
+    model call an older version wrote as final), so the retried rows replace
+    them instead of sitting beside them.
+    """
+    p = Path(path)
+    if not p.exists():
+        return 0
+    kept: list[str] = []
+    dropped = 0
+    with p.open(encoding="utf-8") as fh:
+        for line in fh:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                record = None
+            if isinstance(record, dict) and unwanted(record):
+                dropped += 1
+            else:
+                kept.append(line)
+    if dropped:
+        tmp = p.with_name(p.name + ".tmp")
+        tmp.write_text("".join(kept), encoding="utf-8")
+        os.replace(tmp, p)
+    return dropped
+
+
 def repair_tail(path: str | Path) -> bool:
     """Make the file end on a whole line. Returns True if it changed the file.
 

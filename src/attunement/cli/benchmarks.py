@@ -23,6 +23,7 @@ from attunement.benchmarks.emobench import (
     write_emobench_report,
 )
 from attunement.benchmarks.eqbench3 import (
+    PLAY_FAILED,
     EQBenchSettings,
     load_eqbench_data,
     random_judge_text,
@@ -30,7 +31,7 @@ from attunement.benchmarks.eqbench3 import (
     score_notes,
     write_eqbench_report,
 )
-from attunement.cli.common import UsageError, out, run, say, show
+from attunement.cli.common import UsageError, fail, out, run, say, show
 from attunement.cli.options import (
     ModelRun,
     fields_bundle,
@@ -40,6 +41,7 @@ from attunement.cli.options import (
     model_run,
     policy_option,
     verb,
+    warn_if_stand_in,
 )
 from attunement.cli.paths import (
     data_option,
@@ -47,7 +49,7 @@ from attunement.cli.paths import (
     path_option,
 )
 from attunement.jsonl import read_jsonl
-from attunement.llm import load_chat_model
+from attunement.llm import call_failure_in, calls_failed, load_chat_model, preflight
 
 EMOBENCH = fields_bundle(
     EmoBenchSettings,
@@ -110,7 +112,7 @@ def emobench(
         async with load_chat_model(
             policy, llm.options(default_cache=out_dir / "cache.sqlite")
         ) as chat:
-            await chat.ensure_ready()
+            await preflight(chat, "policy")
             results = await run_emobench(
                 items, chat, out_dir, config, data_files=data, official=official
             )
@@ -194,16 +196,17 @@ def eqbench3(
     """Play EQ-Bench 3's scripted role-plays with --policy, judge each transcript with the
     rubric, and report upstream's rubric score (0-100) with per-criterion means."""
     config = EQBenchSettings(**settings, concurrency=llm.concurrency)
+    warn_if_stand_in(judge)
     options = llm.options(default_cache=out_dir / "cache.sqlite")
 
     async def go():
         bench = load_eqbench_data(data)  # files checked before a model is loaded
         ids = _scenario_ids(scenarios, limit, bench)
         async with load_chat_model(policy, options) as tested:
-            await tested.ensure_ready()
+            await preflight(tested, "policy")
             grader = tested if judge == policy else load_chat_model(judge, options)
             try:
-                await grader.ensure_ready()
+                await preflight(grader)
                 results = await run_eqbench3(
                     bench, tested, grader, out_dir, config, scenario_ids=ids
                 )
@@ -235,3 +238,24 @@ def eqbench3(
         f"transcripts in {out_dir / 'transcripts.jsonl'}"
     )
     show(f"report: {report}")
+    _eqbench_end(results)
+
+
+def _eqbench_end(results: Any) -> None:
+    """Exit 1 when model calls failed (one line; the rerun retries them) or when no
+    scenario was judged (an empty score is no result)."""
+    reasons = list(results.failed.values())
+    played = [r.removeprefix(PLAY_FAILED) for r in reasons if r.startswith(PLAY_FAILED)]
+    if played:
+        raise calls_failed(
+            played, len(played), results.scenarios, role="policy", what="scenarios not played"
+        )
+    causes = [c for c in map(call_failure_in, reasons) if c is not None]
+    if causes:
+        raise calls_failed(causes, len(causes), results.scenarios, what="scenarios not judged")
+    if results.rubric_score.n == 0:
+        first = reasons[0] if reasons else "no scenario chosen"
+        raise fail(
+            f"0 of {results.scenarios} scenarios judged ({first}); read the judge's answers "
+            "in verdicts, or try --judge-format json, then run the same command again"
+        )

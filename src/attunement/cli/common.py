@@ -74,10 +74,20 @@ def show(message: str) -> None:
     out.print(message, markup=False, highlight=False, soft_wrap=True)
 
 
-def report_failures(failed: Sequence[Any], what: str = "example", *, shown: int = 5) -> None:
+def report_failures(
+    failed: Sequence[Any],
+    what: str = "example",
+    *,
+    shown: int = 5,
+    unfinished: Exception | None = None,
+) -> None:
     """After a long job: the first failed items with their reasons, a count, and
     exit code 1 (finished records are kept; running the command again retries
-    the failed ones). Does nothing when nothing failed."""
+    the failed ones). Does nothing when nothing failed. ``unfinished`` (the
+    library's :class:`~attunement.llm.CallsFailedError` when model calls failed)
+    is raised last, so the error mapper ends the run with its one line."""
+    if unfinished is not None and not failed:
+        raise unfinished
     if not failed:
         return
     for item in failed[:shown]:
@@ -90,6 +100,8 @@ def report_failures(failed: Sequence[Any], what: str = "example", *, shown: int 
         f"written; run the same command again to retry {'it' if one else 'them'}",
         style="yellow",
     )
+    if unfinished is not None:
+        raise unfinished
     raise typer.Exit(1)
 
 

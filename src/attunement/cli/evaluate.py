@@ -15,7 +15,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from attunement.cli.common import out, run, say, show
+from attunement.cli.common import UsageError, out, run, say, show
 from attunement.cli.options import (
     SPEC_FORMS,
     ModelRun,
@@ -27,6 +27,7 @@ from attunement.cli.options import (
     model_run,
     skip_invalid_option,
     verb,
+    warn_if_stand_in,
 )
 from attunement.cli.paths import (
     out_option,
@@ -42,7 +43,7 @@ from attunement.evaluation.evaluate import (
     unique_labels,
 )
 from attunement.judging import CriteriaConfig
-from attunement.llm import ChatModel, load_chat_model
+from attunement.llm import ChatModel, load_chat_model, preflight
 
 SUMMARY = fields_bundle(
     EvalSettings,
@@ -66,12 +67,12 @@ async def _open(
     models: dict[str, ChatModel] = {}
     for label, spec in specs:
         models[label] = load_chat_model(spec, options)
-        await models[label].ensure_ready()
+        await preflight(models[label])
     by_spec = {spec: models[label] for label, spec in specs}
     if criteria_judge is None or criteria_judge in by_spec:
         return models, by_spec.get(criteria_judge or "")
     writer = load_chat_model(criteria_judge, options)
-    await writer.ensure_ready()
+    await preflight(writer, "criteria judge")
     return models, writer
 
 
@@ -119,7 +120,8 @@ def evaluate(
         None,
         "--judge",
         metavar="[LABEL=]SPEC",
-        help=f"A judge model, repeatable ({SPEC_FORMS}; local when not given).",
+        help=f"A judge model, repeatable ({SPEC_FORMS}); required to score replies: "
+        "'local' is the embedded 135M stand-in, whose numbers are not meaningful.",
     ),
     criteria_judge: str | None = typer.Option(
         None,
@@ -148,7 +150,13 @@ def evaluate(
     """Score every reply set with every judge under fixed criteria, and compare systems on
     simulated talks (--dialogues); write tables, plots and report.html (the path is
     printed last). Re-running resumes and costs no judge call."""
-    judges = unique_labels([split_label(j) for j in (judge or ["local"])], spec_label)
+    if not judge and replies:
+        raise UsageError(
+            "--judge is required to score replies (e.g. --judge openai:URL#model; "
+            "--judge local is the embedded 135M stand-in, for trying the tool only)"
+        )
+    judges = unique_labels([split_label(j) for j in (judge or [])], spec_label)
+    warn_if_stand_in(*(spec for _, spec in judges))
     spec = reward.spec(llm.options(), use_bystander=True if with_bystander else None)
     criteria = CriteriaConfig(temperature=criteria_temperature, seed=summary["seed"])
     settings = EvalSettings(

@@ -19,6 +19,7 @@ from attunement.cli.options import (
     fields_bundle,
     model_run,
     verb,
+    warn_if_stand_in,
 )
 from attunement.cli.paths import (
     out_option,
@@ -26,7 +27,7 @@ from attunement.cli.paths import (
 from attunement.cli.reward_options import RewardFlags, reward_bundle
 from attunement.judge_card import CardSettings, JudgeCard, load_inputs, run_judge_card
 from attunement.judging import RewardConfig, RewardSpec
-from attunement.llm import load_chat_model
+from attunement.llm import load_chat_model, preflight
 
 CARD = fields_bundle(
     CardSettings,
@@ -57,7 +58,7 @@ async def _card(settings: CardSettings, spec: RewardSpec, llm: ModelRun) -> Judg
         ):
             if model_spec is not None:
                 model = await stack.enter_async_context(load_chat_model(model_spec, options))
-                await model.ensure_ready()
+                await preflight(model, role)
                 opened[role] = model
         return await run_judge_card(
             settings,
@@ -105,6 +106,7 @@ def judge_card(
     spec = reward.spec(
         llm.options(), seed=seed, bystander_output="text" if text else None, **judging
     )
+    warn_if_stand_in(spec.judge)
     settings = CardSettings(out=out_dir, seed=seed, concurrency=llm.concurrency, **card)
     result = run(_card(settings, spec, llm))
     _print_card(result, out_dir)

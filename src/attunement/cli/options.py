@@ -36,6 +36,7 @@ import typer
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic_core import PydanticUndefined
 
+from attunement.cli.common import say
 from attunement.cli.paths import PathKind, path_check
 from attunement.llm import LLMOptions
 from attunement.policy import SHOW_PERSONA, SHOW_SITUATION, PromptContext
@@ -356,10 +357,35 @@ def seed_option(help: str = "Sampling seed.") -> Any:
     return typer.Option(0, "--seed", help=help)
 
 
-def judge_option(default: Any = "local", help: str | None = None) -> Any:
-    return typer.Option(
-        default, "--judge", metavar="SPEC", help=help or f"The judge model ({SPEC_FORMS})."
-    )
+#: why ``--judge`` has no default: numbers from a forgotten option must not look real
+JUDGE_HELP = (
+    f"The judge model ({SPEC_FORMS}); required: 'local' is the embedded 135M stand-in, "
+    "whose numbers are not meaningful."
+)
+#: what is printed (and noted in reports) when the embedded stand-in judges
+STAND_IN_NOTE = (
+    "the embedded 135M stand-in (--judge local) judged: its numbers are not meaningful; "
+    "name a real judge for results"
+)
+
+
+def judge_option(default: Any = ..., help: str | None = None) -> Any:
+    return typer.Option(default, "--judge", metavar="SPEC", help=help or JUDGE_HELP)
+
+
+def is_stand_in(spec: str | None) -> bool:
+    """The embedded toy model (``local``), not a GGUF file the user chose.
+
+    >>> is_stand_in("local"), is_stand_in("local:/m/judge.gguf"), is_stand_in(None)
+    (True, False, False)
+    """
+    return spec is not None and spec.strip() == "local"
+
+
+def warn_if_stand_in(*specs: str | None) -> None:
+    """Say so when the embedded stand-in judges (``--judge local``)."""
+    if any(is_stand_in(spec) for spec in specs):
+        say(STAND_IN_NOTE, style="yellow")
 
 
 def policy_option(default: Any = ..., help: str | None = None) -> Any:

@@ -120,7 +120,7 @@ def reward_bundle(
                 "e.g. peregrm@4.",
             ),
         ),
-        *([option("judge", str | None, judge_option(None if unset else "local"))] if judge else []),
+        *([option("judge", str | None, judge_option(None if unset else ...))] if judge else []),
         *(
             option(f"no_{dim}", bool, typer.Option(False, f"--no-{dim}", help=ABLATION_HELP[dim]))
             for dim in ablations

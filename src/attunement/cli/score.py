@@ -23,6 +23,7 @@ from attunement.cli.options import (
     model_run,
     skip_invalid_option,
     verb,
+    warn_if_stand_in,
 )
 from attunement.cli.paths import (
     data_option,
@@ -31,8 +32,14 @@ from attunement.cli.paths import (
 )
 from attunement.cli.reward_options import RewardFlags, kind_defaults, reward_bundle
 from attunement.jsonl import read_jsonl
-from attunement.judging import CriteriaConfig, PereGRMConfig, RewardConfig, score_dataset
-from attunement.llm import load_chat_model
+from attunement.judging import (
+    CriteriaConfig,
+    PereGRMConfig,
+    RewardConfig,
+    score_dataset,
+    unfinished,
+)
+from attunement.llm import call_failure_in, calls_failed, load_chat_model, preflight
 from attunement.records import Example, Reply
 
 _SCORING_FIELDS = (
@@ -119,6 +126,7 @@ def score(
     if scoring.get("output") == "text":
         scoring.setdefault("bystander_output", "text")  # the papers' text formats throughout
     spec = reward.spec(llm.options(), **scoring, **peregrm)
+    warn_if_stand_in(spec.judge)
     examples, rows = _inputs(data, replies, limit, skip_invalid)  # before any model is loaded
 
     async def go():
@@ -133,7 +141,7 @@ def score(
         f"written: {out_path} ({summary.replies} breakdowns: {summary.scorable} scorable, "
         f"{summary.unscorable} unscorable)"
     )
-    report_failures(summary.failed)
+    report_failures(summary.failed, unfinished=unfinished(summary))
 
 
 def _fmt(x: float | None, digits: int = 3) -> str:
@@ -202,7 +210,7 @@ async def _write_criteria(
 
     failures: dict[str, dict[str, str]] = {}
     async with load_chat_model(judge, llm.options()) as model:
-        await model.ensure_ready()
+        await preflight(model)
         write_manifest(
             manifest_path(out_path),
             command="criteria",
@@ -230,6 +238,11 @@ async def _write_criteria(
     return failures
 
 
+def _call_failures(errors: dict[str, str]) -> list[str]:
+    """The causes of the failed calls among one example's criteria errors."""
+    return [c for c in map(call_failure_in, errors.values()) if c is not None]
+
+
 @verb(config=CRITERIA, llm=model_run())
 def criteria(
     data: Path = data_option("Examples JSONL."),
@@ -248,10 +261,14 @@ def criteria(
     done = read_done_keys(out_path, lambda rec: rec["example_id"])
     todo = [e for e in examples if e.example_id not in done]
     settings = CriteriaConfig(**config)
+    warn_if_stand_in(judge)
     failures = run(_write_criteria(todo, judge, data, out_path, settings, overwrite, llm))
     say(f"{len(todo) - len(failures)} examples written to {out_path} ({len(done)} already there)")
     for eid, errors in list(failures.items())[:5]:
         say(f"no criteria {eid}: {errors}", style="yellow")
+    causes = [c for errors in failures.values() for c in _call_failures(errors)[:1]]
+    if causes:
+        raise calls_failed(causes, len(causes), len(todo), what="examples without criteria")
     if failures:
         raise fail(
             f"{len(failures)} examples failed and were not written; "

@@ -47,9 +47,15 @@ from attunement.evaluation.tables import (
     systems_of,
 )
 from attunement.jsonl import read_jsonl
-from attunement.judging import CriteriaConfig, load_reward, reward_config, score_dataset
+from attunement.judging import (
+    CriteriaConfig,
+    ScoreSummary,
+    load_reward,
+    reward_config,
+    score_dataset,
+)
 from attunement.judging.registry import parse_reward_name
-from attunement.llm import ChatModel
+from attunement.llm import ChatModel, call_failure_in, calls_failed
 from attunement.records import EMPATHY_DIMENSIONS, Example, Reply, RewardBreakdown
 
 #: settings the evaluation protocol changes from a reward's training defaults
@@ -277,6 +283,22 @@ class _Scores:
     scaling: list[ScoreSet] = field(default_factory=list)
     judges: list[dict[str, Any]] = field(default_factory=list)
     costs: list[Cost] = field(default_factory=list)
+    #: every scoring run's summary: replies left unscored by failed judge calls end
+    #: the evaluation (:meth:`check_finished`) before any table is computed
+    summaries: list[ScoreSummary] = field(default_factory=list)
+
+    def check_finished(self) -> None:
+        """Raise the one-line :class:`~attunement.llm.CallsFailedError` when judge
+        calls failed: a table over the replies that happened to get through
+        would look like a result and is not one."""
+        causes = [f.cause for s in self.summaries for f in s.failed if f.cause is not None]
+        if causes:
+            raise calls_failed(
+                causes,
+                sum(s.not_scored for s in self.summaries),
+                sum(s.to_score for s in self.summaries),
+                what="replies not scored (no report written)",
+            )
 
     def by_judge(self) -> dict[str, dict[tuple[str, str], RewardBreakdown]]:
         out: dict[str, dict[tuple[str, str], RewardBreakdown]] = {}
@@ -326,6 +348,7 @@ async def run_evaluation(
     for jlabel, judge in judges.items():
         spec = (judge_specs or {}).get(jlabel)
         await _score_with(scored, jlabel, judge, spec, plan, out, settings, show_progress)
+    scored.check_finished()
     results = compute_tables(
         splits=splits,
         systems=plan.systems,
@@ -402,6 +425,16 @@ async def _fixed_criteria(
         concurrency=settings.concurrency,
         show_progress=show_progress,
     )
+    causes = [
+        cause
+        for errors in info["failed"].values()
+        for cause in [next(filter(None, map(call_failure_in, errors.values())), None)]
+        if cause is not None
+    ]
+    if causes:  # the writer's calls failed: nothing to leave out, everything to retry
+        raise calls_failed(
+            causes, len(causes), len(plan.examples), what="examples without criteria (no scores)"
+        )
     failed = set(info["failed"])
     if failed:
         plan.notes.append(
@@ -428,7 +461,7 @@ async def _score_with(
     scored.judges.append(record)
     folder = safe_name(label)
     for sset in await _score_files(
-        reward, label, plan, out / "scores" / folder, settings, show_progress
+        reward, label, plan, out / "scores" / folder, settings, show_progress, scored.summaries
     ):
         scored.scores.append(sset)
         scored.costs.append(cost_of(label, sset.source, sset.breakdowns))
@@ -443,7 +476,7 @@ async def _score_with(
     scaled = load_reward("peregrm", judge, **overrides)
     record["k_scaling_reward"] = scaled.manifest()
     files = await _score_files(
-        scaled, label, plan, out / "scaling" / folder, settings, show_progress
+        scaled, label, plan, out / "scaling" / folder, settings, show_progress, scored.summaries
     )
     scored.scaling += files
     # the criteria are written once per example for every system: one line for all
@@ -466,13 +499,18 @@ async def _score_files(
     folder: Path,
     settings: EvalSettings,
     show_progress: bool | None,
+    summaries: list[ScoreSummary],
 ) -> list[ScoreSet]:
-    """Every replies file scored with ``reward`` into ``folder/<replies>.jsonl``."""
+    """Every replies file scored with ``reward`` into ``folder/<replies>.jsonl``
+    (each run's summary appended to ``summaries``)."""
     out = []
     for flabel, rows in plan.replies.items():
         if rows:
             path = folder / f"{safe_name(flabel)}.jsonl"
-            breakdowns = await _score(reward, plan.examples, rows, path, settings, show_progress)
+            breakdowns, summary = await _score(
+                reward, plan.examples, rows, path, settings, show_progress
+            )
+            summaries.append(summary)
             out.append(ScoreSet(judge, flabel, breakdowns))
     return out
 
@@ -517,9 +555,9 @@ async def _score(
     path: Path,
     settings: EvalSettings,
     show_progress: bool | None,
-) -> list[RewardBreakdown]:
+) -> tuple[list[RewardBreakdown], ScoreSummary]:
     ids = {r.example_id for r in rows}
-    await score_dataset(
+    summary = await score_dataset(
         reward,
         [examples[eid] for eid in sorted(ids)],
         rows,
@@ -528,4 +566,5 @@ async def _score(
         show_progress=show_progress,
     )
     wanted = {(r.example_id, r.reply_id) for r in rows}
-    return [b for b in read_jsonl(path, RewardBreakdown) if (b.example_id, b.reply_id) in wanted]
+    rows_read = read_jsonl(path, RewardBreakdown)
+    return [b for b in rows_read if (b.example_id, b.reply_id) in wanted], summary

@@ -17,7 +17,7 @@ from attunement.judge_card.inputs import (
     emobench_replies,
     judged_copy,
 )
-from attunement.judging import RewardModel, score_dataset
+from attunement.judging import RewardModel, score_dataset, unfinished
 from attunement.llm import ChatModel
 from attunement.policy import generate_replies
 from attunement.records import Example, Reply, RewardBreakdown
@@ -27,7 +27,12 @@ Log = Callable[[str], None]
 
 @dataclass
 class Scoring:
-    """Runs score_dataset per check into its own file and remembers what this run did."""
+    """Runs score_dataset per check into its own file and remembers what this run did.
+
+    Replies whose judge calls failed end the card at once with the one-line
+    :class:`~attunement.llm.CallsFailedError` (no card is written: a judge that
+    was down is not an unfit judge); the same command resumes and retries them.
+    """
 
     out: Path
     concurrency: int
@@ -55,6 +60,9 @@ class Scoring:
         )
         self.scored_now += summary.scored_now
         self.seconds_now += summary.seconds
+        failed = unfinished(summary)
+        if failed is not None:  # a card over the replies that got through would mislead
+            raise failed
         wanted = {(r.example_id, r.reply_id) for r in replies}
         return [b for b in read_jsonl(path, RewardBreakdown) if key_of(b) in wanted]
 

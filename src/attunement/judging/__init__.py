@@ -21,7 +21,7 @@ from attunement.judging.aggregate import (
     harmonic_mean,
     softmin,
 )
-from attunement.judging.base import JudgeReward, RewardModel
+from attunement.judging.base import JudgeReward, RewardModel, call_failure
 from attunement.judging.criteria import CriteriaConfig, prepare_criteria
 from attunement.judging.parsing import (
     Parsed,
@@ -57,7 +57,7 @@ from attunement.judging.scale import (
     Normalization,
     normalize,
 )
-from attunement.judging.scoring import ScoreSummary, score_dataset
+from attunement.judging.scoring import ScoreSummary, score_dataset, unfinished
 from attunement.judging.settings import (
     BystanderOutput,
     CriteriaMode,
@@ -106,6 +106,7 @@ __all__ = [
     "approx_tokens",
     "arithmetic_mean",
     "bystander_penalty",
+    "call_failure",
     "geometric_mean",
     "harmonic_mean",
     "length_penalty",
@@ -127,4 +128,5 @@ __all__ = [
     "score_dataset",
     "softmin",
     "strip_fenced",
+    "unfinished",
 ]

@@ -48,6 +48,7 @@ from attunement.judging.settings import (
 from attunement.judging.templates import recording, render_context, resolve_output, versions
 from attunement.judging.tokens import TokenCounter
 from attunement.llm.base import ChatModel, Message, usage_of
+from attunement.llm.failures import call_failure_in
 from attunement.records import (
     EMPATHY_DIMENSIONS,
     Dimension,
@@ -76,6 +77,7 @@ __all__ = [
     "Sample",
     "TokenCounter",
     "Unformatted",
+    "call_failure",
     "check_group",
     "dimension_means",
     "round_seed",
@@ -126,6 +128,21 @@ def check_group(example: Example, replies: Sequence[Reply]) -> None:
         if reply.reply_id in seen:
             raise ValueError(f"reply id {reply.reply_id!r} appears twice in one group")
         seen.add(reply.reply_id)
+
+
+def call_failure(breakdown: RewardBreakdown | dict[str, Any]) -> str | None:
+    """Why a breakdown is no result: the cause of a judge call of it that failed
+    (:func:`attunement.llm.call_failure_in`), else None. Takes the record or its
+    JSON (rows an older version wrote as final are found the same way).
+    """
+    if isinstance(breakdown, dict):
+        reasons = [
+            j.get("reason") for j in breakdown.get("judgements") or () if isinstance(j, dict)
+        ]
+        reasons.append(breakdown.get("reason"))
+    else:
+        reasons = [j.reason for j in breakdown.judgements] + [breakdown.reason]
+    return next((c for c in map(call_failure_in, reasons) if c is not None), None)
 
 
 def untrusted_texts(example: Example, *judged: str) -> tuple[str, ...]:

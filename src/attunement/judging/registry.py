@@ -28,7 +28,7 @@ from attunement.judging.kinds import KINDS as _KINDS
 from attunement.judging.kinds import RewardKind, register_reward
 from attunement.judging.settings import RewardSettings
 from attunement.judging.tokens import TokenCounter
-from attunement.llm import LLMOptions, load_chat_model
+from attunement.llm import LLMOptions, load_chat_model, preflight
 from attunement.llm.base import ChatModel
 
 __all__ = [
@@ -140,5 +140,5 @@ class RewardSpec(BaseModel):
         """
         self.config()  # fail on bad settings before a model is loaded
         async with load_chat_model(self.judge, self.options) as judge:
-            await judge.ensure_ready()
+            await preflight(judge)  # up, and serving the model, before any work
             yield self.load(judge, token_counter=token_counter)

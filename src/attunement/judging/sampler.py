@@ -11,7 +11,10 @@ judge through a :class:`JudgeSampler`:
   numbers (``sample_start`` beyond those used, so a cache never hands back
   the same bad answer), at most ``max_resamples`` times;
 - a judge call that fails for good (the LLM layer has already retried it) is
-  not retried again here: its samples are recorded as failed, with the error.
+  not retried again here: its samples are recorded as failed with the reason
+  ``judge call failed: <cause>`` (:func:`attunement.llm.call_failed_reason`),
+  which no runner takes for a result: :func:`attunement.judging.scoring.score_dataset`
+  leaves such a reply out of its file and the next run asks again.
 
 Nothing here decides a score: a :class:`Sample` carries the raw text and the
 parser's verdict, and the reward turns valid verdicts into numbers.
@@ -20,13 +23,17 @@ parser's verdict, and the reward turns valid verdicts into numbers.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from attunement.judging.settings import JudgeSettings
 from attunement.llm.base import ChatModel, Completion, LLMError, Message, usage_of
+from attunement.llm.failures import call_failed_reason
 from attunement.records import Usage
+
+log = logging.getLogger(__name__)
 
 
 class Verdict(Protocol):
@@ -180,7 +187,8 @@ class JudgeSampler:
                     seed=seed,
                 )
             except LLMError as exc:
-                error = f"judge call failed: {exc}"
+                error = call_failed_reason(exc)
+                log.info("%s (%s)", error, exc)
                 samples.extend(
                     Sample(index=start + j, attempt=attempt, raw="", verdict=None, error=error)
                     for j in range(need)

@@ -12,6 +12,7 @@ refused rather than mixing two rewards in one file.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -19,17 +20,22 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from attunement.concurrency import FailedItem, FailureLog, run_bounded
+from attunement.concurrency import FailedItem, reason_of, run_bounded
 from attunement.jsonl import (
     JsonlAppender,
     check_settings,
+    drop_records,
     manifest_path,
     read_done_keys,
     read_jsonl,
     write_manifest,
 )
-from attunement.judging.base import RewardModel
+from attunement.judging.base import RewardModel, call_failure
+from attunement.llm.base import LLMError
+from attunement.llm.failures import CallsFailedError, calls_failed, failure_cause
 from attunement.records import ALL_DIMENSIONS, Example, Reply, RewardBreakdown, Usage
+
+log = logging.getLogger(__name__)
 
 
 class ScoreSummary(BaseModel):
@@ -56,9 +62,32 @@ class ScoreSummary(BaseModel):
     seconds: float
     failed: list[FailedItem] = Field(
         default_factory=list,
-        description="examples whose scoring failed in this run (by "
-        "example_id), with the reason; not written, so a re-run retries them",
+        description="what failed in this run, with the reason: an example whose "
+        "scoring raised (by example_id) or a reply whose judge call failed "
+        "(example_id:reply_id); not written, so a re-run retries them",
     )
+    to_score: int = Field(0, description="replies this run set out to score")
+    not_scored: int = Field(0, description="of those, replies not written (failed)")
+    retried_old: int = Field(
+        0, description="rows of earlier runs whose judge call had failed, taken out to retry"
+    )
+
+
+def unfinished(summary: ScoreSummary) -> CallsFailedError | None:
+    """The run's one closing line when judge calls failed (None when none did).
+
+    >>> s = ScoreSummary(reward_model="perm", out="s.jsonl", replies=0, scored_now=0,
+    ...     resumed=0, scorable=0, unscorable=0, reward_mean=None, reward_std=None,
+    ...     dimension_means={}, judgements=0, failed_judgements=0, resampled_judgements=0,
+    ...     usage=Usage(), usage_now=Usage(), seconds=0.0, to_score=4, not_scored=4,
+    ...     failed=[FailedItem(key="e1", reason="x", cause="unreachable at U (connection refused)")])
+    >>> print(unfinished(s))
+    judge unreachable at U (connection refused): 4 of 4 replies not scored; run again to retry
+    """
+    causes = [f.cause for f in summary.failed if f.cause is not None]
+    if not causes:
+        return None
+    return calls_failed(causes, summary.not_scored, summary.to_score, what="replies not scored")
 
 
 def join_groups(
@@ -138,6 +167,39 @@ def summarize(
     )
 
 
+class _Tally:
+    """What a scoring run wrote, spent, and left for the next run (and why)."""
+
+    def __init__(self) -> None:
+        self.usage = Usage()
+        self.scored = 0
+        self.not_scored = 0
+        self.failed: list[FailedItem] = []
+
+    def keep(self, sink: JsonlAppender, eid: str, breakdowns: list[RewardBreakdown]) -> None:
+        """Write the group's results; a reply whose judge call failed is not one."""
+        causes = []
+        for b in breakdowns:
+            self.usage = self.usage + b.usage
+            cause = call_failure(b)
+            if cause is not None:
+                causes.append(cause)
+                continue
+            sink.write(b)
+            self.scored += 1
+        if causes:
+            reason = f"judge call failed: {causes[0]}"
+            self.failed.append(FailedItem(key=eid, reason=reason, cause=causes[0]))
+            self.not_scored += len(causes)
+
+    def fail(self, eid: str, exc: BaseException, replies: int) -> None:
+        """The whole group raised (after the client's retries)."""
+        cause = failure_cause(exc) if isinstance(exc, LLMError) else None
+        self.failed.append(FailedItem(key=eid, reason=reason_of(exc), cause=cause))
+        log.warning("%s failed: %s", eid, reason_of(exc))
+        self.not_scored += replies
+
+
 async def score_dataset(
     reward: RewardModel,
     examples: list[Example],
@@ -163,6 +225,7 @@ async def score_dataset(
         outputs=[out],
         fix="write to a new --out file or delete the old one",
     )
+    retried_old = drop_records(out, lambda rec: call_failure(rec) is not None)
     done = read_done_keys(out, lambda rec: (rec["example_id"], rec["reply_id"]))
     todo = {
         eid: [r for r in group if (eid, r.reply_id) not in done] for eid, group in groups.items()
@@ -179,27 +242,18 @@ async def score_dataset(
     )
 
     started = time.perf_counter()
-    usage_now = Usage()
-    scored_now = 0
+    tally = _Tally()
     with JsonlAppender(out) as sink:
-
-        def write(_: str, breakdowns: list[RewardBreakdown]) -> None:
-            nonlocal usage_now, scored_now
-            for b in breakdowns:
-                sink.write(b)
-                usage_now = usage_now + b.usage
-                scored_now += 1
 
         async def score_group(eid: str) -> list[RewardBreakdown]:
             return await reward.score(by_id[eid], todo[eid])
 
-        failures: FailureLog[str] = FailureLog(str)
         await run_bounded(
             list(todo),
             score_group,
             limit=concurrency,
-            on_result=write,
-            on_failure=failures,
+            on_result=lambda eid, breakdowns: tally.keep(sink, eid, breakdowns),
+            on_failure=lambda eid, exc: tally.fail(eid, exc, len(todo[eid])),
             description=f"scoring ({reward.name})",
             show_progress=show_progress,
         )
@@ -212,10 +266,13 @@ async def score_dataset(
         breakdowns,
         reward_model=reward.name,
         out=out,
-        scored_now=scored_now,
+        scored_now=tally.scored,
         resumed=resumed,
-        usage_now=usage_now,
+        usage_now=tally.usage,
         seconds=seconds,
     )
-    summary.failed = failures.items
+    summary.failed = tally.failed
+    summary.to_score = sum(len(g) for g in todo.values())
+    summary.not_scored = tally.not_scored
+    summary.retried_old = retried_old
     return summary

@@ -19,6 +19,14 @@ from attunement.llm.base import (
 )
 from attunement.llm.cache import CachedChatModel, CacheError, CompletionCache
 from attunement.llm.endpoint import redact_url
+from attunement.llm.failures import (
+    CallsFailedError,
+    call_failed_reason,
+    call_failure_in,
+    calls_failed,
+    failure_cause,
+    preflight,
+)
 from attunement.llm.options import LLMOptions
 from attunement.llm.scripted import ScriptedChatModel, Step
 from attunement.llm.spec import (
@@ -32,6 +40,7 @@ from attunement.llm.spec import (
 __all__ = [
     "CacheError",
     "CachedChatModel",
+    "CallsFailedError",
     "ChatModel",
     "ChatRequest",
     "Completion",
@@ -46,9 +55,14 @@ __all__ = [
     "ModelSpec",
     "ScriptedChatModel",
     "Step",
+    "call_failed_reason",
+    "call_failure_in",
+    "calls_failed",
+    "failure_cause",
     "load_chat_model",
     "make_request",
     "parse_spec",
+    "preflight",
     "redact_spec",
     "redact_url",
     "register_backend",

@@ -48,6 +48,8 @@ class LLMError(RuntimeError):
 
     partial: tuple[Completion, ...] = ()
     spent: Usage | None = None
+    #: the name of the model whose call failed (set by :meth:`ChatModel.complete_with_usage`)
+    source: str | None = None
 
     def keeping(self, partial: Sequence[Completion], spent: Usage) -> LLMError:
         """This error, carrying the samples that did arrive and their cost."""
@@ -264,6 +266,8 @@ class ChatModel(ABC):
         except LLMError as exc:
             if exc.spent is not None:
                 self.usage.add(exc.spent)
+            if exc.source is None:
+                exc.source = self.name
             raise
         self.usage.add(spent)
         if len(out) != request.n:
@@ -294,6 +298,14 @@ class ChatModel(ABC):
 
         An OpenAI-compatible model built without a model id asks the server
         for it here; wrappers that key on ``name`` (the cache) call this first.
+        """
+
+    async def check_serving(self) -> None:
+        """Raise :class:`LLMError` if the model cannot answer now (a no-op by default).
+
+        An OpenAI-compatible model asks its server whether it is up and serves
+        the model id; in-process models have nothing to check. See
+        :func:`attunement.llm.failures.preflight`.
         """
 
     async def aclose(self) -> None:

@@ -193,6 +193,9 @@ class CachedChatModel(ChatModel):
         await self.inner.ensure_ready()
         self.name = self.inner.name
 
+    async def check_serving(self) -> None:
+        await self.inner.check_serving()
+
     async def _complete(self, request: ChatRequest) -> list[Completion]:
         return (await self._complete_with_usage(request))[0]
 

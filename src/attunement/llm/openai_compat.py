@@ -47,6 +47,7 @@ from attunement.llm.base import (
     LLMResponseError,
     LLMStatusError,
     LLMTimeoutError,
+    make_request,
 )
 from attunement.llm.endpoint import (
     JSON_MODES,
@@ -285,6 +286,28 @@ class OpenAIChatModel(ChatModel):
             deadline = Deadline(self.options.timeout, self._clock)
             self.model = await self._with_retries("listing models", first_model, deadline)
             self._update_name()
+
+    async def check_serving(self) -> None:
+        """The server is up and serves the model: it lists the model id, or, when it
+        lists another (llama.cpp's server takes any name) or cannot list, answers
+        one token to it (an unknown model then gets the server's HTTP 404)."""
+        await self.ensure_ready()
+
+        async def model_ids(client: openai.AsyncOpenAI) -> list[str]:
+            page = await client.models.list(extra_headers=self._headers or None)
+            return [str(getattr(m, "id", "")) for m in (getattr(page, "data", None) or [])]
+
+        deadline = Deadline(self.options.timeout, self._clock)
+        try:
+            ids = await self._with_retries("listing models", model_ids, deadline)
+        except LLMStatusError as exc:
+            if exc.status not in (404, 405, 501):
+                raise
+            ids = []  # no listing: the one-token call below decides
+        if self.model in ids:
+            return
+        probe = make_request([{"role": "user", "content": "ping"}], max_tokens=1)
+        await self._complete_with_usage(probe)  # not counted in the model's usage
 
     # ------------------------------------------------------------------ completions
 

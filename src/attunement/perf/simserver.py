@@ -53,7 +53,9 @@ Servers that support less of the API than vLLM are modelled too:
   message "Only one completion choice is allowed";
 - ``response_formats`` lists the ``response_format`` types accepted; another
   type is answered as llama-cpp-python's server does, HTTP 500 with a pydantic
-  validation message ("Input should be 'text' or 'json_object'").
+  validation message ("Input should be 'text' or 'json_object'");
+- ``known_model_only=True`` answers another model than ``model_name`` as vLLM
+  does (HTTP 404); ``SimServer(port=P)`` comes back where a stopped one was.
 
 String length limits of a ``json_schema`` response format (``maxLength``)
 are treated as real servers treat them, by ``max_length``: ``"ignore"`` sends
@@ -114,6 +116,7 @@ class SimConfig:
     response_formats: tuple[str, ...] = ("text", "json_object", "json_schema")
     max_length: Literal["ignore", "cut"] = "ignore"
     prefix_block: int = 64
+    known_model_only: bool = False
 
     def __post_init__(self) -> None:
         if self.slots < 1:
@@ -188,9 +191,10 @@ class _BadRequest(Exception):
 class SimServer:
     """The server; use as a context manager (or :meth:`start` / :meth:`stop`)."""
 
-    def __init__(self, config: SimConfig | None = None, *, host: str = "127.0.0.1"):
+    def __init__(self, config: SimConfig | None = None, *, host: str = "127.0.0.1", port: int = 0):
         self.config = config or SimConfig()
         self.host = host
+        self._bind_port = port
         self.port: int | None = None
         self._lock = threading.Lock()
         self._stats = SimStats()
@@ -250,7 +254,9 @@ class SimServer:
 
     async def _open(self) -> None:
         self._slots = asyncio.Semaphore(self.config.slots)
-        self._server = await asyncio.start_server(self._serve_connection, self.host, 0)
+        self._server = await asyncio.start_server(
+            self._serve_connection, self.host, self._bind_port
+        )
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def _close(self) -> None:
@@ -482,6 +488,9 @@ class SimServer:
     def _refusal(self, payload: dict[str, Any]) -> tuple[int, dict[str, Any]] | None:
         """The error a less capable server gives this request, if any."""
         cfg = self.config
+        if cfg.known_model_only and payload.get("model") != cfg.model_name:
+            message = f"The model `{payload.get('model')}` does not exist."
+            return 404, error_body(message, "NotFoundError")
         if cfg.n_rejection is not None and (payload.get("n") or 1) > 1:
             return cfg.n_rejection, error_body("Only one completion choice is allowed")
         fmt = payload.get("response_format") or {}

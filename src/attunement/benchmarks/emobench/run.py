@@ -52,15 +52,22 @@ from attunement.concurrency import run_bounded
 from attunement.jsonl import (
     JsonlAppender,
     check_settings,
+    drop_records,
     file_sha256,
     manifest_path,
     read_jsonl,
     write_manifest,
 )
 from attunement.judging.base import usage_of
-from attunement.llm import ChatModel, LLMError, Message
+from attunement.llm import (
+    ChatModel,
+    LLMError,
+    Message,
+    call_failure_in,
+    calls_failed,
+    failure_cause,
+)
 from attunement.prompts import load_prompt
-from attunement.records import Usage
 
 PromptSet = Literal["attune", "official"]
 #: what the report says each prompt set makes the number comparable with
@@ -121,22 +128,18 @@ async def answer_item(
     settings: EmoBenchSettings,
     official: OfficialPrompts | None = None,
 ) -> EmoBenchAnswer:
-    parts = parts_of(item)
     messages, schema, read = asking(item, model, settings, official)
-    raw, reason, usage = "", None, Usage()
-    try:
-        completions = await model.complete(
-            messages,
-            temperature=settings.temperature,
-            max_tokens=settings.max_tokens,
-            json_schema=schema,
-            seed=settings.seed,
-        )
-        raw = completions[0].text
-        usage = usage_of(completions)
-        predicted, reason = read(raw)
-    except LLMError as exc:
-        predicted, reason = dict.fromkeys(parts), f"model call failed: {exc}"
+    # a failed call raises (LLMError): it is no answer, and run_emobench asks again next run
+    completions = await model.complete(
+        messages,
+        temperature=settings.temperature,
+        max_tokens=settings.max_tokens,
+        json_schema=schema,
+        seed=settings.seed,
+    )
+    raw = completions[0].text
+    usage = usage_of(completions)
+    predicted, reason = read(raw)
     by_part, correct = grade(item, predicted)
     if isinstance(item, EUItem):
         category, sub = item.coarse_category, item.finegrained_category
@@ -206,6 +209,8 @@ async def run_emobench(
         outputs=[path],
         fix="use a new --out folder",
     )
+    # answers an older version wrote for failed calls are no answers: asked again
+    drop_records(path, lambda rec: call_failure_in(rec.get("reason")) is not None)
     done = {
         item_key(a.task, a.qid, a.language): a
         for a in (read_jsonl(path, EmoBenchAnswer) if path.exists() else [])
@@ -218,13 +223,29 @@ async def run_emobench(
             sink.write(answer)
             done[item_key(answer.task, answer.qid, answer.language)] = answer
 
+        failures: list[str] = []
+        broken: list[BaseException] = []
+
+        def failed(_: Item, exc: BaseException) -> None:
+            if isinstance(exc, LLMError):
+                failures.append(failure_cause(exc))
+            else:
+                broken.append(exc)
+
         await run_bounded(
             todo,
             lambda i: answer_item(i, model, settings, official),
             limit=settings.concurrency,
             on_result=keep,
+            on_failure=failed,
             description="emobench",
             show_progress=show_progress,
+        )
+    if broken:
+        raise broken[0]
+    if failures:  # scores over the items that got through would not be EmoBench's
+        raise calls_failed(
+            failures, len(failures), len(todo), role="policy", what="items not answered"
         )
     answers = [done[item_key(task_of(i), i.qid, i.language)] for i in chosen]
     results = score_answers(answers, level=settings.level, items=chosen)

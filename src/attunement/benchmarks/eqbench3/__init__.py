@@ -25,9 +25,10 @@ from attunement.benchmarks.eqbench3.report import (
     write_eqbench_report,
 )
 from attunement.benchmarks.eqbench3.rubric import EQBenchResults
-from attunement.benchmarks.eqbench3.run import run_eqbench3
+from attunement.benchmarks.eqbench3.run import PLAY_FAILED, run_eqbench3
 
 __all__ = [
+    "PLAY_FAILED",
     "EQBenchData",
     "EQBenchResults",
     "EQBenchSettings",

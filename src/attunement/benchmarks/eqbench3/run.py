@@ -55,6 +55,10 @@ from attunement.records import Turn, Usage
 
 # --------------------------------------------------------------------------- playing
 
+#: how a scenario whose role-play call failed is listed in ``failed`` (the
+#: command line ends such a run with exit 1; the rerun plays it again)
+PLAY_FAILED = "model: "
+
 
 def wrap(template: str, prompt: str) -> str:
     """A user turn wrapped by its master prompt (``{scenario_prompt}`` replaced once)."""
@@ -223,7 +227,7 @@ async def run_eqbench3(
                 try:
                     transcript = await play(scenario, data, model, settings)
                 except LLMError as exc:
-                    failed[scenario.id] = f"model: {exc}"
+                    failed[scenario.id] = f"{PLAY_FAILED}{exc}"  # a call failed: no result
                     return
                 tsink.write(transcript)
                 transcripts[scenario.id] = transcript
