@@ -133,7 +133,9 @@ FORMAT_WORDS = frozenset(
     }
 )
 
-_DECORATION = frozenset("*_`#>~|-")
+#: Markdown, and the brackets a fence rewrites a tag with (``</response>`` is shown
+#: as ``[/response]``): never compared
+_DECORATION = frozenset("*_`#>~|-<[]")
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 
 
