@@ -156,7 +156,26 @@ def final_verdict(
     body, left, copy = without_echoes(body, candidates, untrusted)
     if not left:
         return None, copy
-    return _ends_answer(body, max(left, key=lambda c: (c.end, -c.start)))
+    last = max(left, key=lambda c: (c.end, -c.start))
+    return _ends_answer(_quiet_tail(body, last.end, untrusted), last)
+
+
+def _quiet_tail(body: str, after: int, untrusted: Sequence[str]) -> str:
+    """``body`` with every echo that holds score-like text after ``after`` blanked
+    (a quoted reply's ``Score: 5`` after the judge's own verdict is not the judge's)."""
+    pos = after
+    while untrusted:
+        found = _SCORE_LIKE.search(body, pos)
+        if found is None:
+            break
+        span = echo_span(body, found.start(), found.end(), untrusted)
+        if span is None or span[1] <= found.start():
+            pos = found.end()
+            continue
+        start = max(span[0], after)
+        body = body[:start] + _blank(body[start : span[1]]) + body[span[1] :]
+        pos = span[1]
+    return body
 
 
 def without_echoes(
