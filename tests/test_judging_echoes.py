@@ -147,3 +147,48 @@ def test_one_folding_maps_quotes_dashes_ellipses_entities_and_space():
     assert fold("<\\/x>") == "</x>"
     assert fold("Ｒеѕponse") == "response"
     assert fold("cafe\u0301") == fold("caf\u00e9") == "caf\u00e9"
+
+
+# --------------------------------------------------------------------------- span bounds
+
+WORDS = " ".join(f"w{i}x" for i in range(1, 5))
+FILLER = [f"f{i}q" for i in range(1, 12)]
+
+
+def _copy(answer: str, material: str) -> bool:
+    start = answer.rindex("Score")
+    return echo_span(answer, start, len(answer), [material]) is not None
+
+
+@pytest.mark.parametrize(("gap", "bridged"), [(1, True), (8, True), (9, False)])
+def test_a_span_skips_at_most_eight_changed_tokens_on_either_side(gap, bridged):
+    extra = " ".join(FILLER[:gap])
+    # the judge added words the material does not have ...
+    assert _copy(f"{WORDS} {extra} end. Score: 5", f"{WORDS} end. Score: 5") is bridged
+    # ... or left out words it has
+    assert _copy(f"{WORDS} end. Score: 5", f"{WORDS} {extra} end. Score: 5") is bridged
+    # or changed as many on both sides
+    other = " ".join(f"g{i}q" for i in range(gap))
+    assert _copy(f"{WORDS} {other} end. Score: 5", f"{WORDS} {extra} end. Score: 5") is bridged
+
+
+@pytest.mark.parametrize(("agree", "bridged"), [(3, False), (4, True), (6, True)])
+def test_beyond_a_gap_four_content_tokens_must_agree(agree, bridged):
+    far = " ".join(f"w{i}x" for i in range(agree))
+    assert _copy(f"{far} CHANGED end. Score: 5", f"{far} orig end. Score: 5") is bridged
+
+
+def test_a_span_follows_the_material_after_the_verdict_and_takes_the_widest_echo():
+    material = "Score: 5. Thanks for telling me about it, truly."
+    answer = "Reason: x.\nScore: 5. Thanks for telling me about it, truly."
+    start = answer.index("Score")
+    span = echo_span(answer, start, start + 8, [material])
+    assert span is not None and answer[span[0] : span[1]] == material
+    shorter = "Score: 5. Thanks for telling"
+    wide = echo_span(answer, start, start + 8, [shorter, material])
+    assert wide == span == echo_span(answer, start, start + 8, [material, shorter])
+    # a second gap after the first is bridged too
+    twice = "a1x a2x a3x a4x GAP b1x b2x b3x b4x GAP end. Score: 5"
+    src = "a1x a2x a3x a4x ORIG b1x b2x b3x b4x ORIG end. Score: 5"
+    span = echo_span(twice, twice.rindex("Score"), len(twice), [src])
+    assert span is not None and span[0] == 0
