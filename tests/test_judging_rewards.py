@@ -375,7 +375,13 @@ def echoing_judge(score: int, bystander: int, *, how: str) -> ScriptedChatModel:
 
 
 def injected(make: str, judge: ScriptedChatModel, attack: str):
-    text = {"output": "text", "bystander_output": "same", "max_resamples": 1}
+    # the judges' own defences, with the verdict_in_reply rule out of the way
+    text = {
+        "output": "text",
+        "bystander_output": "same",
+        "max_resamples": 1,
+        "verdict_in_reply": "judge",
+    }
     reward = (
         perm_reward(judge, PermConfig(**text))
         if make == "perm"

@@ -265,7 +265,9 @@ def test_a_verdict_copied_from_the_reply_is_refused():
         lambda r, i: echo if judge_kind(r) == "match" else "Reason: fine\nDecision: continue"
     )
     [b] = run(
-        rlpa_reward(judge, RLPAConfig(max_resamples=0)).score(example(), [reply("r1", hostile)])
+        rlpa_reward(judge, RLPAConfig(max_resamples=0, verdict_in_reply="judge")).score(
+            example(), [reply("r1", hostile)]
+        )
     )
     assert b.unscorable and "copied" in b.reason
 

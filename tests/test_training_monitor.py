@@ -15,19 +15,17 @@ from typing import Any
 import pytest
 from train_scripted import JSON_JUDGE, examples, install, scripted_judge
 
-from attunement.judging import RewardModel, RewardSpec
+from attunement.folding import fold as folded
+from attunement.judging import RewardModel, RewardSpec, fence_marks, verdict_marks
 from attunement.llm import LLMError
 from attunement.records import Example, Reply, RewardBreakdown
 from attunement.training.grpo import MonitorLog, monitor_panels, stop_on_hacking
 from attunement.training.monitor import (
     HackingMonitor,
     MonitorSettings,
-    fence_marks,
-    folded,
     observe_reply,
     pick_samples,
     recites_memory,
-    verdict_marks,
     window_statistics,
     within_group_correlation,
 )

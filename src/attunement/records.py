@@ -357,6 +357,9 @@ class RewardBreakdown(Record):
     usage: Usage = Field(default_factory=Usage)
     seconds: float = 0.0
     config: dict[str, Any] = Field(default_factory=dict)
+    #: verdict or fence shapes found in the judged text of the reply (the reward rule
+    #: ``verdict_in_reply``); empty when there were none
+    verdict_in_reply: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _consistent(self) -> RewardBreakdown:

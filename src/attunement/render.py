@@ -19,7 +19,9 @@ lines are indented, so a newline inside a memory cannot start a new item.
 A fence is defused, not trusted: every tag inside the text that a model, a
 parser or a careless echo could read as a fence tag (spaced, with
 attributes, upper case, look-alike letters, fullwidth brackets, HTML entities,
-zero-width characters) is rewritten with square brackets, ``[/response]``.
+an escaped slash, any invisible code point: zero-width and format characters,
+variation selectors, the combining grapheme joiner, tags; the labels are compared
+after :func:`attunement.folding.fold`) is rewritten with square brackets, ``[/response]``.
 Square brackets survive any normalisation a judge applies when it quotes the
 text back, so a quoted block still ends where the real fence ends.
 :func:`find_tags` is the one tag matcher, used here to defuse and by the
@@ -28,12 +30,11 @@ judge parsers to strip echoed blocks, so the two always agree on what a tag is.
 
 from __future__ import annotations
 
-import html
 import re
-import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
+from attunement.folding import IGNORABLE, fold
 from attunement.records import (
     BIG_FIVE_TRAITS,
     BigFive,
@@ -66,54 +67,10 @@ FENCE_LABELS: frozenset[str] = frozenset(
     }
 )
 
-# Look-alikes of ASCII letters that NFKC does not fold (Cyrillic, Greek, small capitals).
-_CONFUSABLES = str.maketrans(
-    {
-        **dict.fromkeys("аАⲁ", "a"),
-        **dict.fromkeys("вВʙβΒ", "b"),
-        **dict.fromkeys("сСϲᴄ", "c"),
-        **dict.fromkeys("ԁᴅ", "d"),
-        **dict.fromkeys("еЕεΕᴇ", "e"),
-        **dict.fromkeys("ɢ", "g"),
-        **dict.fromkeys("һНΗʜ", "h"),
-        **dict.fromkeys("іІιΙɪıӏ", "i"),
-        **dict.fromkeys("јЈᴊ", "j"),
-        **dict.fromkeys("кКκΚᴋ", "k"),
-        **dict.fromkeys("ʟ", "l"),
-        **dict.fromkeys("мМΜᴍ", "m"),
-        **dict.fromkeys("ΝɴпП", "n"),
-        **dict.fromkeys("оОοΟᴏσ", "o"),
-        **dict.fromkeys("рРρΡᴘ", "p"),
-        **dict.fromkeys("ʀ", "r"),
-        **dict.fromkeys("ѕЅꜱ", "s"),
-        **dict.fromkeys("тТτΤᴛ", "t"),
-        **dict.fromkeys("υᴜ", "u"),
-        **dict.fromkeys("νᴠ", "v"),
-        **dict.fromkeys("ԝᴡ", "w"),
-        **dict.fromkeys("хХχΧ", "x"),
-        **dict.fromkeys("уУΥʏ", "y"),
-        **dict.fromkeys("Ζᴢ", "z"),
-    }
-)
-
-
-def fold(text: str) -> str:
-    """Text as a reader would see it: invisible characters dropped, compatibility
-    forms folded (NFKC: fullwidth, ligatures, styled letters), HTML entities
-    decoded, look-alike letters
-    mapped to ASCII, case folded. Used to compare, never to show.
-
-    >>> fold("Ｒеѕ\\u200bponse")
-    'response'
-    """
-    text = "".join(ch for ch in html.unescape(text) if unicodedata.category(ch) != "Cf")
-    return unicodedata.normalize("NFKC", text).translate(_CONFUSABLES).casefold()
-
-
 _OPEN = r"(?:<|＜|﹤|〈|〈|⟨|‹|&lt;?|&#0*60;?|&#x0*3c;?)"
 _CLOSE = r"(?:>|＞|﹥|〉|〉|⟩|›|&gt;?|&#0*62;?|&#x0*3e;?)"
-_SLASH = r"(?:/|／|⁄|∕|&sol;|&#0*47;|&#x0*2f;)"
-_GAP = r"[\s\u00ad\u200b-\u200f\u2060-\u2064\ufeff]*"
+_SLASH = r"(?:\\?(?:/|／|⁄|∕)|&sol;|&#0*47;|&#x0*2f;)"
+_GAP = rf"[\s{IGNORABLE}]*"
 _LABEL_CHARS = r"(?:[^\s<>＜＞﹤﹥〈〉〈〉⟨⟩‹›/／⁄∕&;\[\]]|&#?\w{1,8};)"
 _TAG = re.compile(
     rf"{_OPEN}{_GAP}(?P<slash>{_SLASH})?{_GAP}(?P<label>{_LABEL_CHARS}{{1,48}})"

@@ -51,6 +51,7 @@ BASE_FIELDS = (
     "format_ok",
     "criteria_round",
     "judge_calls",
+    "verdict_in_reply",
 )
 
 
@@ -120,6 +121,7 @@ class Outcome:
             key("format_ok"): float(self.format_ok),
             key("criteria_round"): float(self.criteria_round),
             key("judge_calls"): float(b.usage.calls if b is not None else 0),
+            key("verdict_in_reply"): float(bool(b is not None and b.verdict_in_reply)),
         }
         out = {}
         for name in keys:

@@ -125,6 +125,12 @@ class _CardRun:
             show_progress,
             log,
         )
+        # the card measures the judge, so every probe reply reaches it: the reward rule
+        # verdict_in_reply (which would give a forged verdict the minimum unjudged) is off
+        spec = spec.model_copy(
+            update={"overrides": {**spec.overrides, "verdict_in_reply": "judge"}}
+        )
+        self.spec = spec
         self.reward = spec.load(judge)
         self.config = spec.config()
         if getattr(self.config, "criteria_mode", None) == "fixed":

@@ -23,6 +23,13 @@ from attunement.judging.aggregate import (
 )
 from attunement.judging.base import JudgeReward, RewardModel, call_failure
 from attunement.judging.criteria import CriteriaConfig, prepare_criteria
+from attunement.judging.injections import (
+    FENCE_KINDS,
+    VERDICT_KINDS,
+    fence_marks,
+    injection_marks,
+    verdict_marks,
+)
 from attunement.judging.parsing import (
     Parsed,
     parse_bystander,
@@ -69,13 +76,16 @@ from attunement.judging.settings import (
     ResonationOn,
     RewardSettings,
     Unformatted,
+    VerdictInReply,
 )
 from attunement.judging.tokens import approx_tokens, load_token_counter
 
 __all__ = [
     "BYSTANDER_MAX",
+    "FENCE_KINDS",
     "RATING_MAX",
     "RATING_MIN",
+    "VERDICT_KINDS",
     "Aggregation",
     "BystanderOutput",
     "CriteriaConfig",
@@ -103,12 +113,15 @@ __all__ = [
     "RewardSpec",
     "ScoreSummary",
     "Unformatted",
+    "VerdictInReply",
     "approx_tokens",
     "arithmetic_mean",
     "bystander_penalty",
     "call_failure",
+    "fence_marks",
     "geometric_mean",
     "harmonic_mean",
+    "injection_marks",
     "length_penalty",
     "load_reward",
     "load_token_counter",
@@ -129,4 +142,5 @@ __all__ = [
     "softmin",
     "strip_fenced",
     "unfinished",
+    "verdict_marks",
 ]

@@ -12,9 +12,20 @@ baseline. It holds what none of them decides differently:
   (bounded calls in flight, ``n=k``, bounded re-draws of unreadable answers);
 - what is judged of a reply that broke the "# Analysis / # Response" format
   (``unformatted``), and what the judges see of the user (``judge_context``);
-- every verdict is parsed with the texts the judge saw as data (the reply,
-  the query, the earlier turns, the user's record), so a verdict the judge
-  merely copied out of them is refused (:func:`untrusted_texts`);
+- every verdict is parsed with the texts the judge saw as data (what the
+  judges are shown of the reply, the query, the earlier turns, the user's
+  record), so a verdict the judge merely copied out of them is refused
+  (:func:`untrusted_texts`); text of the reply no judge is shown (whatever
+  came before ``# Analysis``, an analysis no judge reads) is not material;
+- **injection costs the policy** (``verdict_in_reply``): a reply whose
+  judged text carries a verdict or fence shape
+  (:func:`attunement.judging.injections.injection_marks`) gets the reward's
+  minimum with no judge call (``minimum``, the default: every judged
+  dimension at the bottom of its scale, every term the judges do not decide,
+  such as the length penalty, as it is), is judged as usual (``judge``), or
+  is unscorable (``unscorable``). Every breakdown records the shapes found
+  (``verdict_in_reply``), so injecting is never better than not injecting
+  and the trainers log how often it is tried;
 - a dimension's value is the mean of its valid samples; a reply is
   unscorable (``reward=None``) only when an enabled dimension has no valid
   sample at all (:func:`dimension_means`). No constant ever stands in for a
@@ -35,6 +46,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar
 
 from attunement.judging.aggregate import mean
+from attunement.judging.injections import injection_marks
 from attunement.judging.sampler import JudgeSampler, Sample, round_seed
 from attunement.judging.settings import (
     BystanderOutput,
@@ -296,9 +308,25 @@ class JudgeReward(RewardModel):
         )
         return whole, whole
 
+    def shown_texts(self, reply: Reply) -> tuple[str, ...]:
+        """The texts of ``reply`` this reward's judges are shown (by default its
+        judged analysis and response)."""
+        return self.judged_texts(reply)
+
     def untrusted(self, example: Example, reply: Reply) -> tuple[str, ...]:
         """Every text a judge is shown as data (a verdict copied from one is refused)."""
-        return untrusted_texts(example, *self.judged_texts(reply), reply.raw)
+        return untrusted_texts(example, *self.shown_texts(reply))
+
+    def injections(self, reply: Reply) -> list[str]:
+        """The verdict and fence shapes in what the judges are shown of ``reply``
+        (a heading only in the response of a reply that kept the format)."""
+        response = self.judged_texts(reply)[1] if reply.format_ok else None
+        return injection_marks(self.shown_texts(reply), response)
+
+    def floor(self) -> tuple[dict[str, float], dict[str, float]]:
+        """Every judged dimension at the bottom of its scale: (on the judge's scale,
+        normalised). The reward's minimum is :meth:`terms` of the normalised floor."""
+        raise NotImplementedError(f"{type(self).__name__} does not define its floor")
 
     def context(self, example: Example) -> str:
         """The user's record as the judges see it."""
@@ -364,12 +392,46 @@ class JudgeReward(RewardModel):
             raise ValueError(f"criteria_round must be >= 0, got {criteria_round}")
         self.check_examples([example])
         started = time.perf_counter()
-        by_reply = await self.judge_group(example, replies, criteria_round=criteria_round)
+        marks = {r.reply_id: self.injections(r) for r in replies}
+        mode = self.config.verdict_in_reply
+        judged = [r for r in replies if mode == "judge" or not marks[r.reply_id]]
+        by_reply = (
+            await self.judge_group(example, judged, criteria_round=criteria_round) if judged else {}
+        )
         seconds = time.perf_counter() - started
         return [
-            self.compose(example, reply, *by_reply[reply.reply_id], seconds=seconds)
+            self.compose(
+                example,
+                reply,
+                *by_reply[reply.reply_id],
+                seconds=seconds,
+                marks=marks[reply.reply_id],
+            )
+            if reply.reply_id in by_reply
+            else self.injected(example, reply, marks[reply.reply_id])
             for reply in replies
         ]
+
+    def injected(self, example: Example, reply: Reply, marks: list[str]) -> RewardBreakdown:
+        """The breakdown of a reply the ``verdict_in_reply`` rule decides (no judge call)."""
+        shown = ", ".join(marks)
+        common: dict[str, Any] = {
+            "example_id": example.example_id,
+            "reply_id": reply.reply_id,
+            "reward_model": self.name,
+            "config": dict(self._record_config),
+            "verdict_in_reply": marks,
+        }
+        if self.config.verdict_in_reply == "unscorable":
+            reason = f"verdict_in_reply: the judged text carries {shown}"
+            return RewardBreakdown(reward=None, unscorable=True, reason=reason, **common)
+        raw, normalized = self.floor()
+        terms, recorded = self.terms(reply, normalized)
+        common["config"].update(recorded)
+        reason = f"verdict_in_reply: the judged text carries {shown}; the reward's minimum"
+        return RewardBreakdown(
+            reward=sum(terms.values()), terms=terms, dimensions=dict(raw), reason=reason, **common
+        )
 
     def compose(
         self,
@@ -379,8 +441,10 @@ class JudgeReward(RewardModel):
         usage: Usage,
         *,
         seconds: float,
+        marks: Sequence[str] = (),
     ) -> RewardBreakdown:
-        """Average the samples of each dimension and combine them into the reward."""
+        """Average the samples of each dimension and combine them into the reward
+        (``marks``: the verdict and fence shapes the judged text carries)."""
         raw_means, means, problems = dimension_means(judgements, self.config.dimensions)
         record_config = dict(self._record_config)
         common: dict[str, Any] = {
@@ -392,6 +456,7 @@ class JudgeReward(RewardModel):
             "usage": usage,
             "seconds": round(seconds, 4),
             "config": record_config,
+            "verdict_in_reply": list(marks),
         }
         if problems:
             return RewardBreakdown(

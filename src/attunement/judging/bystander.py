@@ -44,6 +44,7 @@ from attunement.judging.verdicts import (
     line_end_at,
     section,
     str_field,
+    without_echoes,
 )
 from attunement.textjson import json_objects
 
@@ -140,6 +141,9 @@ def _json_answer(body: str, untrusted: Sequence[str]) -> Parsed:
 
 
 def _text_answer(body: str, untrusted: Sequence[str]) -> Parsed:
+    body, _, copy = without_echoes(
+        body, totals(body) + sub_scores(body)[1], untrusted
+    )  # a forged total or sub-score line the judge quoted is not read at all
     subs, part_candidates = sub_scores(body)
     rationale = section(
         body, r"(?:\d\.\s*)?overall\s+assessment", (r"\d\.\s*dimension[^:\n]*", *_PART_HEADS)
@@ -148,7 +152,9 @@ def _text_answer(body: str, untrusted: Sequence[str]) -> Parsed:
     verdict, problem = final_verdict(body, found + part_candidates, untrusted)
     if verdict is None:
         return failed(
-            problem or f"no 'Total Score: X / {BYSTANDER_MAX}' line and not all five sub-scores",
+            problem
+            or copy
+            or f"no 'Total Score: X / {BYSTANDER_MAX}' line and not all five sub-scores",
             sub_scores=subs,
         )
     value, problem = _checked_total(subs, found)

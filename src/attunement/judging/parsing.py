@@ -11,8 +11,9 @@ parser follows the same five rules, each kept in one module:
    (:mod:`attunement.judging.verdicts`): the last score token, alone at the end
    of its line with nothing score-like after it; ranges, templates, quoted
    lines and values off the scale are failures with a reason.
-4. **A verdict copied from the judged text is refused**
-   (:func:`attunement.judging.echoes.copied`).
+4. **A verdict copied from the judged text is not the judge's**
+   (:func:`attunement.judging.echoes.echo_span`): both sides folded, only
+   text the judge was shown counts, format words never make a copy.
 5. **The bystander's arithmetic is checked** (:mod:`attunement.judging.bystander`).
 
 The readers of each answer shape: ratings (:mod:`attunement.judging.ratings`),
@@ -36,7 +37,16 @@ from attunement.judging.criteria_lists import (
     render_criteria,
     rescale_weights,
 )
-from attunement.judging.echoes import ECHO_CONTEXT, FENCE_LABELS, readable, strip_fenced
+from attunement.judging.echoes import (
+    ECHO_GAP,
+    ECHO_RUN,
+    ECHO_TOKENS,
+    FENCE_LABELS,
+    FORMAT_WORDS,
+    echo_span,
+    readable,
+    strip_fenced,
+)
 from attunement.judging.ratings import parse_rating
 from attunement.judging.scale import (
     BYSTANDER_KEYS,
@@ -61,8 +71,11 @@ __all__ = [
     "BYSTANDER_MAX",
     "BYSTANDER_PARTS",
     "BYSTANDER_PART_MAX",
-    "ECHO_CONTEXT",
+    "ECHO_GAP",
+    "ECHO_RUN",
+    "ECHO_TOKENS",
     "FENCE_LABELS",
+    "FORMAT_WORDS",
     "LINE_PREFIX",
     "NUMBER",
     "RANGE_AFTER",
@@ -71,6 +84,7 @@ __all__ = [
     "OutputFormat",
     "Parsed",
     "ParsedCriteria",
+    "echo_span",
     "failed",
     "final_verdict",
     "format_criteria_list",

@@ -34,7 +34,7 @@ from attunement.judging.base import JudgeReward, add_usage, to_judgements
 from attunement.judging.bystander import parse_bystander
 from attunement.judging.kinds import register_reward
 from attunement.judging.ratings import parse_rating
-from attunement.judging.scale import Normalization, normalize, normalize_bystander
+from attunement.judging.scale import RATING_MIN, Normalization, normalize, normalize_bystander
 from attunement.judging.settings import (
     BystanderOutput,
     JudgeSamples,
@@ -214,6 +214,24 @@ class EmpathyReward(JudgeReward):
     def manifest_details(self) -> dict[str, Any]:
         counter = self.token_counter_name if self.config.length_penalty else None
         return {"bystander_format": self.bystander_fmt, "token_counter": counter}
+
+    def shown_texts(self, reply: Reply) -> tuple[str, ...]:
+        """The response (every judge), and the analysis when the resonation judge reads it."""
+        analysis, response = self.judged_texts(reply)
+        reads_analysis = (
+            "resonation" in self.config.empathy_dimensions
+            and self.config.resonation_on == "analysis"
+        )
+        return (analysis, response) if reads_analysis else (response,)
+
+    def floor(self) -> tuple[dict[str, float], dict[str, float]]:
+        """Each empathy rating at its lowest (1), the bystander total at 0."""
+        raw: dict[str, float] = dict.fromkeys(self.config.empathy_dimensions, float(RATING_MIN))
+        normalized = {d: self.normalize_rating(RATING_MIN) for d in raw}
+        if self.config.use_bystander:
+            raw["bystander"] = 0.0
+            normalized["bystander"] = normalize_bystander(0.0)
+        return raw, normalized
 
     def normalize_rating(self, score: float) -> float:
         """A 1-5 rating in [0, 1], by the config's ``normalization``."""

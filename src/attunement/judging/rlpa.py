@@ -45,7 +45,7 @@ from pydantic import (
 )
 
 from attunement.judging.answers import number_or_none, validation_problem
-from attunement.judging.base import JudgeReward, add_usage, to_judgements, untrusted_texts
+from attunement.judging.base import JudgeReward, add_usage, to_judgements
 from attunement.judging.echoes import readable, strip_fenced
 from attunement.judging.kinds import register_reward
 from attunement.judging.settings import JSON_TEXT_CHARS, OutputFormat, RewardSettings, Unformatted
@@ -374,9 +374,14 @@ class RLPAReward(JudgeReward):
         that broke the format)."""
         return self.judged_texts(reply)[1]
 
-    def untrusted(self, example: Example, reply: Reply) -> tuple[str, ...]:
-        """Every text the judges are shown as data (a verdict copied from one is refused)."""
-        return untrusted_texts(example, self.judged_response(reply), reply.raw)
+    def shown_texts(self, reply: Reply) -> tuple[str, ...]:
+        """Both judges read the response only."""
+        return (self.judged_response(reply),)
+
+    def floor(self) -> tuple[dict[str, float], dict[str, float]]:
+        """A match of 0 and a decision to stop: both judges answer on [0, 1]."""
+        low = dict.fromkeys(self.config.dimensions, 0.0)
+        return low, dict(low)
 
     def messages(self, example: Example, reply: Reply, dimension: Dimension) -> list[Message]:
         """The prompt of one judge for one reply."""

@@ -48,6 +48,10 @@ LengthOn = Literal["response", "completion"]
 CriteriaMode = Literal["shared", "per_reply", "inline", "fixed"]
 #: which dimension definitions PereGRM's judges read
 Definitions = Literal["training", "evaluation"]
+#: what a reply whose judged text carries a verdict or fence shape gets (see
+#: :mod:`attunement.judging.injections`): the reward's minimum with no judge call,
+#: the judges' verdict as usual, or no reward (unscorable)
+VerdictInReply = Literal["minimum", "judge", "unscorable"]
 
 # --------------------------------------------------------------------------- defaults
 
@@ -116,6 +120,13 @@ class RewardSettings(JudgeSettings):
         "judge_whole",
         description="a reply that broke the '# Analysis / # Response' format: "
         "'judge_whole' judges its whole text; 'empty' judges it as an empty reply",
+    )
+    verdict_in_reply: VerdictInReply = Field(
+        "minimum",
+        description="a reply whose judged text carries verdict-shaped text (Score: N, "
+        "\\boxed{N}, a JSON verdict, a bystander line) or a fence or heading look-alike: "
+        "'minimum' gives it the reward's minimum without calling a judge; 'judge' judges "
+        "it as usual; 'unscorable' gives it no reward",
     )
 
     @property

@@ -17,8 +17,11 @@ verdict to :func:`final_verdict`:
   value: it still ends the answer, and so it fails the sample with its reason;
   nothing is clipped, rounded or picked out of a range. Quoted lines
   (``> Score: 5``) are not candidates at all (:data:`LINE_PREFIX`).
-- **A verdict copied from the judged text is refused**
-  (:func:`attunement.judging.echoes.copied`).
+- **A verdict copied from the judged text is not the judge's**
+  (:func:`attunement.judging.echoes.echo_span`): the echo around it is cut
+  out of the answer and the verdict rules apply to what is left, so a judge
+  that gave its own verdict and then quoted the reply keeps its verdict, and
+  one that only quoted it has none.
 
 A parse never invents a number: it returns a :class:`Parsed` whose ``score``
 is ``None`` and whose ``reason`` says what was wrong, and the caller decides
@@ -32,7 +35,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from attunement.judging.echoes import copied
+from attunement.judging.echoes import echo_span
 
 #: one number as written in an answer
 NUMBER = r"(-?\d+(?:\.\d+)?)"
@@ -142,17 +145,66 @@ def headed_candidate(
 def final_verdict(
     body: str, candidates: list[Candidate], untrusted: Sequence[str]
 ) -> tuple[Candidate | None, str | None]:
-    """The verdict: the last candidate, if it ends its line (only punctuation or
-    Markdown after it), nothing score-like follows it, and it is not a copy of
-    an untrusted text. Returns (verdict, problem).
+    """The verdict: the last candidate that is not inside an echo of an untrusted
+    text, if it ends its line (only punctuation or Markdown after it) and nothing
+    score-like follows it outside the echoes. Returns (verdict, problem).
 
     >>> body = "Score: 4\\nScore: 5 would be generous"
     >>> final_verdict(body, [Candidate(0, 8, 4.0, "Score: 4"), Candidate(9, 17, 5.0, "Score: 5")], [])[1]
     "text after the verdict 'Score: 5' on its line: 'would be generous'"
     """
-    if not candidates:
-        return None, None
-    last = max(candidates, key=lambda c: (c.end, -c.start))
+    body, left, copy = without_echoes(body, candidates, untrusted)
+    if not left:
+        return None, copy
+    last = max(left, key=lambda c: (c.end, -c.start))
+    return _ends_answer(_quiet_tail(body, last.end, untrusted), last)
+
+
+def _quiet_tail(body: str, after: int, untrusted: Sequence[str]) -> str:
+    """``body`` with every echo that holds score-like text after ``after`` blanked
+    (a quoted reply's ``Score: 5`` after the judge's own verdict is not the judge's)."""
+    pos = after
+    while untrusted:
+        found = _SCORE_LIKE.search(body, pos)
+        if found is None:
+            break
+        span = echo_span(body, found.start(), found.end(), untrusted)
+        if span is None or span[1] <= found.start():
+            pos = found.end()
+            continue
+        start = max(span[0], after)
+        body = body[:start] + _blank(body[start : span[1]]) + body[span[1] :]
+        pos = span[1]
+    return body
+
+
+def without_echoes(
+    body: str, candidates: list[Candidate], untrusted: Sequence[str]
+) -> tuple[str, list[Candidate], str | None]:
+    """Cut the echo around the last candidate out of ``body`` (blanked in place)
+    while that candidate is a copy (:func:`attunement.judging.echoes.echo_span`).
+    Returns (the body, the candidates outside the echoes, why the first copy was
+    refused or None)."""
+    left = list(candidates)
+    copy: str | None = None
+    while left:
+        last = max(left, key=lambda c: (c.end, -c.start))
+        span = echo_span(body, last.start, last.end, untrusted)
+        if span is None:
+            break
+        copy = copy or f"the verdict {last.what!r} is copied from the judged text"
+        body = body[: span[0]] + _blank(body[span[0] : span[1]]) + body[span[1] :]
+        left = [c for c in left if c.end <= span[0] or c.start >= span[1]]
+    return body, left, copy
+
+
+def _blank(text: str) -> str:
+    """``text`` as spaces, its line breaks kept (an echo cut out in place)."""
+    return "".join(ch if ch == "\n" else " " for ch in text)
+
+
+def _ends_answer(body: str, last: Candidate) -> tuple[Candidate | None, str | None]:
+    """``last`` as the verdict, if it ends its line and nothing score-like follows it."""
     line_end = line_end_at(body, last.end)
     rest_of_line = body[last.end : line_end]
     tail = body[line_end:]
@@ -167,8 +219,6 @@ def final_verdict(
         )
     if last.value is None:
         return None, last.what
-    if copied(body, last.start, last.end, untrusted):
-        return None, f"the verdict {last.what!r} is copied from the judged text"
     return last, None
 
 

@@ -215,6 +215,8 @@ def batch_metrics(
     out.update(
         {
             "unscorable_frac": sum(b.unscorable for b in breakdowns) / n if n else 0.0,
+            # share of replies whose judged text carried a verdict or fence shape
+            "verdict_in_reply": sum(bool(b.verdict_in_reply) for b in breakdowns) / n if n else 0.0,
             "late_frac": late / n if n else 0.0,
             "parse_failure_frac": len(unreadable) / len(judgements) if judgements else 0.0,
             "judge_error_frac": len(errors) / len(judgements) if judgements else 0.0,
