@@ -173,3 +173,22 @@ def test_the_bench_counts_what_the_prefix_cache_leaves_uncached():
     assert result.prefill_seconds == pytest.approx(0.0001 * uncached)
     assert result.base_seconds == pytest.approx(0.008)
     assert result.decode_seconds == 0.0
+
+
+def test_realistic_judge_scores_a_sets_prompt_by_the_set_it_names():
+    """A scoring prompt that shows k criteria sets is answered as the prompt showing
+    the named set alone (without noise the score is the reply's quality plus that
+    set's offset), so the shared layout leaves the simulated scores as they were."""
+    judge = RealisticJudge(noise=0.0, criteria_spread=2.0)
+    model = as_scripted(judge)
+    reward = peregrm_reward(model, PereGRMConfig(k=4, output="text"))
+    examples, replies = bench_batch(1, 1)
+    ex, r = examples[0], replies[0]
+    sets = [(n, f"1. Yardstick {n * 7919} (100%): a fixed offset") for n in range(1, 5)]
+    alone = [judge(reward.score_messages(ex, r, "expression", text), 0, {}) for _, text in sets]
+    named = [
+        judge(reward.score_sets_messages(ex, r, "expression", sets, n), 0, {}) for n, _ in sets
+    ]
+    scores = [re.search(r"boxed\{(\d)\}", a).group(1) for a in alone]
+    assert [re.search(r"boxed\{(\d)\}", a).group(1) for a in named] == scores
+    assert len(set(scores)) > 1  # the sets give different scores: which one is read matters
