@@ -192,3 +192,32 @@ def test_realistic_judge_scores_a_sets_prompt_by_the_set_it_names():
     scores = [re.search(r"boxed\{(\d)\}", a).group(1) for a in alone]
     assert [re.search(r"boxed\{(\d)\}", a).group(1) for a in named] == scores
     assert len(set(scores)) > 1  # the sets give different scores: which one is read matters
+
+
+def test_targets_against_the_authors_procedure_read_wall_bound_and_uncached_tokens():
+    from attunement.perf.reward_bench import ModeResult
+
+    def result(mode, wall, bound, prompt, cached):
+        return ModeResult(
+            mode=mode,
+            replies=10,
+            wall=wall,
+            bound=bound,
+            requests=1,
+            samples=1,
+            prompt_tokens=prompt,
+            completion_tokens=1,
+            unscorable=0,
+            cached_requests=0,
+            cached_wall=0.0,
+            cached_prompt_tokens=cached,
+        )
+
+    authors = result("peregrm-authors", 60.0, 50.0, 9000, 1000)  # 800 uncached per reply
+    fast = result("peregrm-shared", 26.0, 20.0, 20000, 12000)  # 800 per reply, 2.31x, 2.5x
+    slow = result("peregrm-shared", 27.0, 22.0, 20000, 11990)  # 801 per reply, 2.22x, 2.27x
+    for shared, met in ((fast, True), (slow, False)):
+        checks = {what: ok for what, ok, _ in check_targets([shared, authors])}
+        assert checks["shared: uncached prompt tokens/reply <= the authors' procedure"] is met
+        assert checks["shared: >= 2.3x faster than the authors' procedure"] is met
+        assert checks["shared: server bound >= 2.3x shorter than the authors' procedure"] is met
