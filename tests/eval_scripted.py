@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import re
 
+from attunement.judging import named_criteria
 from attunement.llm import ScriptedChatModel
 from attunement.llm.base import ChatRequest
 from attunement.records import BigFive, Example, MemoryItem, Persona, Reply, Situation
@@ -95,7 +96,7 @@ def judge(fail: tuple[str, str, str] | None = None, name: str = "judge-a") -> Sc
         if fail and (m.group(5), m.group(4), dim) == fail:
             return "I would rather not say."
         score = int(m.group(1 + DIMS.index(dim)))
-        slot = re.search(r"slot(\d+) point", user)
+        slot = re.search(r"slot(\d+) point", named_criteria(user) or user)
         if slot:
             score = max(1, score - min(1, int(slot.group(1))))
         return f"Analysis: {dim} of {m.group(4)} on {m.group(5)} <i>fine</i>\nScores: \\boxed{{{score}}}"

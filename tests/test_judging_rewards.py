@@ -9,7 +9,14 @@ import re
 
 import pytest
 
-from attunement.judging import PereGRMConfig, PermConfig, load_reward, peregrm_reward, perm_reward
+from attunement.judging import (
+    PereGRMConfig,
+    PermConfig,
+    load_reward,
+    named_criteria,
+    peregrm_reward,
+    perm_reward,
+)
 from attunement.judging.parsing import BYSTANDER_KEYS
 from attunement.llm import LLMError, ScriptedChatModel
 from attunement.llm.base import ChatRequest
@@ -432,7 +439,12 @@ def criteria_marked_judge(**kw) -> ScriptedChatModel:
                 f"{i}. Yardstick-{index}-{seed} part {i} (25%): d" for i in range(1, 5)
             )
         if k == "score":
-            j = int(re.search(r"Yardstick-(\d+)-", request.messages[-1][1]).group(1))
+            j = int(
+                re.search(
+                    r"Yardstick-(\d+)-",
+                    named_criteria(request.messages[-1][1]) or request.messages[-1][1],
+                ).group(1)
+            )
             return f"Analysis: ok\nScores: \\boxed{{{1 + j % 5}}}"
         return judge_answer(request, 4)
 

@@ -173,3 +173,51 @@ def test_the_bench_counts_what_the_prefix_cache_leaves_uncached():
     assert result.prefill_seconds == pytest.approx(0.0001 * uncached)
     assert result.base_seconds == pytest.approx(0.008)
     assert result.decode_seconds == 0.0
+
+
+def test_realistic_judge_scores_a_sets_prompt_by_the_set_it_names():
+    """A scoring prompt that shows k criteria sets is answered as the prompt showing
+    the named set alone (without noise the score is the reply's quality plus that
+    set's offset), so the shared layout leaves the simulated scores as they were."""
+    judge = RealisticJudge(noise=0.0, criteria_spread=2.0)
+    model = as_scripted(judge)
+    reward = peregrm_reward(model, PereGRMConfig(k=4, output="text"))
+    examples, replies = bench_batch(1, 1)
+    ex, r = examples[0], replies[0]
+    sets = [(n, f"1. Yardstick {n * 7919} (100%): a fixed offset") for n in range(1, 5)]
+    alone = [judge(reward.score_messages(ex, r, "expression", text), 0, {}) for _, text in sets]
+    named = [
+        judge(reward.score_sets_messages(ex, r, "expression", sets, n), 0, {}) for n, _ in sets
+    ]
+    scores = [re.search(r"boxed\{(\d)\}", a).group(1) for a in alone]
+    assert [re.search(r"boxed\{(\d)\}", a).group(1) for a in named] == scores
+    assert len(set(scores)) > 1  # the sets give different scores: which one is read matters
+
+
+def test_targets_against_the_authors_procedure_read_wall_bound_and_uncached_tokens():
+    from attunement.perf.reward_bench import ModeResult
+
+    def result(mode, wall, bound, prompt, cached):
+        return ModeResult(
+            mode=mode,
+            replies=10,
+            wall=wall,
+            bound=bound,
+            requests=1,
+            samples=1,
+            prompt_tokens=prompt,
+            completion_tokens=1,
+            unscorable=0,
+            cached_requests=0,
+            cached_wall=0.0,
+            cached_prompt_tokens=cached,
+        )
+
+    authors = result("peregrm-authors", 60.0, 50.0, 9000, 1000)  # 800 uncached per reply
+    fast = result("peregrm-shared", 26.0, 20.0, 20000, 12000)  # 800 per reply, 2.31x, 2.5x
+    slow = result("peregrm-shared", 27.0, 22.0, 20000, 11990)  # 801 per reply, 2.22x, 2.27x
+    for shared, met in ((fast, True), (slow, False)):
+        checks = {what: ok for what, ok, _ in check_targets([shared, authors])}
+        assert checks["shared: uncached prompt tokens/reply <= the authors' procedure"] is met
+        assert checks["shared: >= 2.3x faster than the authors' procedure"] is met
+        assert checks["shared: server bound >= 2.3x shorter than the authors' procedure"] is met

@@ -78,6 +78,7 @@ from attunement.judging.settings import (
     Unformatted,
     VerdictInReply,
 )
+from attunement.judging.templates import named_criteria
 from attunement.judging.tokens import approx_tokens, load_token_counter
 
 __all__ = [
@@ -125,6 +126,7 @@ __all__ = [
     "length_penalty",
     "load_reward",
     "load_token_counter",
+    "named_criteria",
     "normalize",
     "parse_bystander",
     "parse_criteria",

@@ -68,8 +68,10 @@ from attunement.judging.settings import (
 )
 from attunement.judging.templates import (
     fenced_judged,
+    named_set,
     prompt_piece,
     render_context,
+    render_criteria_sets,
     render_message,
     render_prompt,
     schema,
@@ -242,17 +244,45 @@ class PereGRMReward(EmpathyReward):
     def score_messages(
         self, example: Example, reply: Reply, dimension: Dimension, criteria: str
     ) -> list[Message]:
+        """The prompt scoring a reply against one criteria set (``fixed`` mode)."""
+        return self._score_prompt(
+            example, reply, dimension, fence("criteria", criteria.strip()), named=""
+        )
+
+    def score_sets_messages(
+        self,
+        example: Example,
+        reply: Reply,
+        dimension: Dimension,
+        sets: Sequence[tuple[int, str]],
+        number: int,
+    ) -> list[Message]:
+        """The prompt scoring a reply against criteria set ``number`` of ``sets``
+        (``(number, text)`` pairs), all of them shown before the reply and the set
+        named in the last line: the calls for the sets of one reply differ only in
+        that line, and the replies of a group only from the reply on, so a server's
+        prefix cache serves the rest (``shared`` and ``per_reply`` modes)."""
+        if number not in {n for n, _ in sets}:
+            raise ValueError(f"criteria set {number} is not among the sets shown")
+        return self._score_prompt(
+            example, reply, dimension, render_criteria_sets(sets), named=named_set(number)
+        )
+
+    def _score_prompt(
+        self, example: Example, reply: Reply, dimension: Dimension, criteria: str, named: str
+    ) -> list[Message]:
         label, judged = self._judged(reply, dimension)
         return render_prompt(
             "peregrm_score",
             dimension=dimension,
             definition=definition(dimension, self.config.definitions),
-            criteria=fence("criteria", criteria.strip()),
+            criteria=criteria,
             context=self.context(example),
             message=render_message(example),
             judged_label=label,
             judged=judged,
             output_format=prompt_piece(f"peregrm_format_score_{self.fmt}"),
+            named_set=named,
         )
 
     def probe_prompts(self, example: Example, reply: Reply) -> Iterator[list[Message]]:
@@ -262,8 +292,10 @@ class PereGRMReward(EmpathyReward):
                 yield self.criteria_messages(example, dim)
             if mode == "inline":
                 yield self.inline_messages(example, reply, dim)
-            else:
+            elif mode == "fixed":
                 yield self.score_messages(example, reply, dim, example.criteria[dim])
+            else:
+                yield self.score_sets_messages(example, reply, dim, [(1, example.criteria[dim])], 1)
         if self.config.use_bystander:
             yield self.bystander_messages(example, reply)
 
@@ -370,14 +402,16 @@ class PereGRMReward(EmpathyReward):
         example: Example,
         reply: Reply,
         dimension: Dimension,
+        messages: list[Message],
         criteria: str,
         *,
         k: int,
         temperature: float,
         index: int | None,
     ) -> tuple[list[Judgement], Usage]:
+        """``k`` verdicts of ``messages``, a prompt scoring against ``criteria``."""
         samples, usage = await self.sample(
-            self.score_messages(example, reply, dimension, criteria),
+            messages,
             k=k,
             temperature=temperature,
             schema=schema(ScoreAnswer, self.config.json_text_chars),
@@ -391,9 +425,10 @@ class PereGRMReward(EmpathyReward):
     async def _against_set(
         self, example: Example, reply: Reply, dimension: Dimension, criteria: CriteriaSet
     ) -> tuple[list[Judgement], Usage]:
-        """Score the reply against each of the k criteria samples (slot j -> sample j)."""
-        jobs = []
+        """Score the reply against each of the k criteria samples (slot j -> sample j),
+        one call per slot, every call showing all usable sets and naming its own."""
         failures: list[Judgement] = []
+        sets: list[tuple[int, str]] = []
         for j in range(self.config.k):
             text = criteria.text(j)
             if text is None:
@@ -405,18 +440,21 @@ class PereGRMReward(EmpathyReward):
                         reason=f"criteria sample {j} unusable: {criteria.failure(j)}",
                     )
                 )
-                continue
-            jobs.append(
-                self._score_against(
-                    example,
-                    reply,
-                    dimension,
-                    text,
-                    k=1,
-                    temperature=self.config.temperature,
-                    index=j,
-                )
+            else:
+                sets.append((j + 1, text))
+        jobs = [
+            self._score_against(
+                example,
+                reply,
+                dimension,
+                self.score_sets_messages(example, reply, dimension, sets, number),
+                text,
+                k=1,
+                temperature=self.config.temperature,
+                index=number - 1,
             )
+            for number, text in sets
+        ]
         judgements, usage = add_usage(await asyncio.gather(*jobs))
         return failures + judgements, usage
 
@@ -479,6 +517,7 @@ class PereGRMReward(EmpathyReward):
                         example,
                         reply,
                         dim,
+                        self.score_messages(example, reply, dim, example.criteria[dim]),
                         example.criteria[dim],
                         k=self.config.k,
                         temperature=self.config.fixed_temperature,

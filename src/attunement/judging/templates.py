@@ -29,7 +29,8 @@ latest message, which is the one the judged reply answers.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import re
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, Literal
@@ -54,6 +55,8 @@ MEMORY_HEADING = "Memories from the user's earlier conversations"
 NO_CONTEXT = "(no persona, memories or situation were given)"
 NO_ANALYSIS = "(the assistant wrote no analysis)"
 NO_RESPONSE = "(the assistant wrote no response)"
+#: the heading of one criteria set in a prompt that shows several
+CRITERIA_SET_HEADING = "## Criteria set {number}"
 
 # --------------------------------------------------------------------------- rendering
 
@@ -90,6 +93,15 @@ def prompt_piece(name: str) -> str:
     if len(tpl.messages) != 1:
         raise ValueError(f"prompt piece {name!r} must hold exactly one message")
     return tpl.messages[0][1].strip()
+
+
+def render_piece(name: str, **values: object) -> str:
+    """A one-message prompt piece with its placeholders filled, noted like a prompt."""
+    _note(name)
+    messages = load_prompt(name).render(**values)
+    if len(messages) != 1:
+        raise ValueError(f"prompt piece {name!r} must hold exactly one message")
+    return messages[0]["content"]
 
 
 def versions(names: list[str] | tuple[str, ...] | set[str]) -> dict[str, str]:
@@ -172,3 +184,39 @@ def fenced_judged(label: Literal["analysis", "response"], text: str) -> str:
     if not text.strip():
         text = NO_ANALYSIS if label == "analysis" else NO_RESPONSE
     return fence(label, text)
+
+
+def render_criteria_sets(sets: Sequence[tuple[int, str]]) -> str:
+    """Several criteria sets for one scoring prompt, each under its number's heading
+    and fenced, after the piece that tells the judge to score by the named set only.
+
+    ``sets`` holds ``(number, criteria text)`` in the order shown; the numbers are
+    the ones :func:`named_set` names (a failed set is left out, the others keep
+    their numbers).
+    """
+    blocks = [
+        f"{CRITERIA_SET_HEADING.format(number=n)}\n{fence('criteria', text.strip())}"
+        for n, text in sets
+    ]
+    intro = render_piece("peregrm_criteria_sets", count=len(sets))
+    return "\n\n".join([intro, *blocks])
+
+
+def named_set(number: int | str) -> str:
+    """The closing line of a scoring prompt that shows several criteria sets."""
+    return render_piece("peregrm_named_set", number=number)
+
+
+def named_criteria(prompt: str) -> str | None:
+    """The criteria of the set a rendered scoring prompt names in its last line, as
+    shown in its fence; None for a prompt that names no set. (For simulated and
+    scripted judges, which must answer by the named set.)"""
+    marker = "\x00"
+    line = re.escape(named_set(marker)).replace(re.escape(marker), r"(\d+)")
+    named = re.search(rf"\n{line}$", prompt)
+    if named is None:
+        return None
+    heading = CRITERIA_SET_HEADING.format(number=named.group(1)) + "\n<criteria>\n"
+    if heading not in prompt:
+        raise ValueError(f"the prompt names criteria set {named.group(1)}, not shown in it")
+    return prompt.split(heading, 1)[1].split("\n</criteria>", 1)[0]

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
+from attunement.judging import named_criteria
 from attunement.judging.parsing import BYSTANDER_PARTS
 from attunement.perf.prompt_names import PromptIndex
 from attunement.perf.synthetic import filler
@@ -60,6 +61,16 @@ _CRITERIA = re.compile(r"<criteria>\n(.*?)\n</criteria>", re.DOTALL)
 def judge_prompts() -> PromptIndex:
     """The index of the prompts in :data:`ANSWER_KINDS` (built once per process)."""
     return PromptIndex.of(ANSWER_KINDS)
+
+
+def _given_criteria(prompt: str) -> str:
+    """The criteria a scoring prompt asks to score by: the named set when it shows
+    several, else its one set ("" when it shows none)."""
+    named = named_criteria(prompt)
+    if named is not None:
+        return named
+    given = _CRITERIA.search(prompt)
+    return given.group(1) if given else ""
 
 
 def _unit(salt: str) -> float:
@@ -173,8 +184,7 @@ class RealisticJudge:
         )
 
     def _score_answer(self, prompt: str, salt: str, as_json: bool) -> str:
-        given = _CRITERIA.search(prompt)
-        score = self._rating(prompt, salt, yardstick=given.group(1) if given else "")
+        score = self._rating(prompt, salt, yardstick=_given_criteria(prompt))
         analysis = filler(self.score_analysis_tokens, salt + "/a")
         if as_json:
             return json.dumps({"analysis": analysis, "score": score})
