@@ -98,8 +98,12 @@ def test_build_show_filter_rules_and_override(cli, tmp_path):
         "--filter-rules",
         rules,
     )
-    assert res.exit_code == 0, res.output
+    # a build that exports no example is a failure (issue 17, finding 11): exit 1 with the
+    # cause and the command that would fix it
+    assert res.exit_code == 1, res.output
     assert "0 examples" in res.output and "filter.shallow_memories 6" in res.output
+    assert "error: no example was exported: every user or query was rejected" in res.output
+    assert "run again with --redo rejected" in res.output
     res = cli(
         "build",
         "--source",

@@ -76,7 +76,9 @@ def test_converse_writes_talks_that_resume_and_refuses_bad_users(tmp_path, users
         requests = server.stats().requests
         again = invoke(*args)  # finished talks are skipped: no model call
         assert again.exit_code == 0
-        assert server.stats().requests == requests
+        # no talk model call; the pre-flight asks each model one token (two requests:
+        # the server does not list the names "policy" and "simulator")
+        assert server.stats().requests == requests + 2
         assert "0 talks finished now" in again.output
     bad = invoke(
         "converse",
@@ -219,7 +221,8 @@ def test_a_server_that_goes_down_mid_run_loses_no_turn_and_the_rerun_resumes(tmp
         ]  # fmt: skip
 
     down = SimConfig(base_latency=0.0, per_output_token=0.0, responder=TalkResponder(),
-                     faults=["none"] * 14 + ["500"] * 2)  # fmt: skip
+                     faults=["none"] * (2 + 14) + ["500"] * 2)  # fmt: skip
+    # (2 +: the pre-flight's one-token request to each model comes first)
     with SimServer(down) as server:
         first = invoke(*args(server, out))
         assert first.exit_code == 1 and "2 talks failed" in first.output

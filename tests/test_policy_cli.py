@@ -266,3 +266,24 @@ def test_distill(tmp_path, data, scripted_spec):
     }
     assert "hikes" not in rows[0]["messages"][1]["content"]
     assert (tmp_path / "sft.replies.jsonl").exists() and (tmp_path / "sft.prompts.jsonl").exists()
+
+
+def test_distill_that_writes_no_row_fails_with_the_cause_and_the_fix(tmp_path, data, monkeypatch):
+    """Issue 17, finding 11: a teacher that never writes the two headings gives 0 rows:
+    exit 1, the cause and what to do (the replies file is kept for the record)."""
+
+    def factory(parsed, options):
+        return ScriptedChatModel(rules=[("", "Just a plain answer.")], name="plain")
+
+    monkeypatch.setitem(spec._BACKENDS, "plain", factory)
+    out = tmp_path / "sft.jsonl"
+    result = invoke(
+        "distill", "--data", str(data), "--teacher", "plain:t", "--out", str(out),
+        "--memory", "none",
+    )  # fmt: skip
+    assert result.exit_code == 1, result.output
+    assert (
+        "error: 0 SFT rows written: all 4 teacher replies skipped for not following the "
+        f"format; delete {tmp_path / 'sft.replies.jsonl'} and run again" in result.output
+    )
+    assert not out.read_text().strip()

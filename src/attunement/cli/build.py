@@ -309,6 +309,25 @@ def build(
     if skip_invalid and (out_dir / "input.rejects.jsonl").exists():
         say(f"malformed input lines written to {out_dir / 'input.rejects.jsonl'}", style="yellow")
     say(f"output: {out_dir}  (manifest: {report.paths.get('manifest')})")
+    if report.accepted == 0 and "export" in report.stages:
+        raise fail(_nothing_exported(report))
+
+
+def _nothing_exported(report: BuildReport) -> str:
+    """Why a build that ran its export wrote no example, and what would fix it."""
+    if report.users == 0:
+        return "no example was exported: the source holds no user history; check --source"
+    if report.rejected:
+        return (
+            "no example was exported: every user or query was rejected ("
+            + _counts(report.rejection_reasons)
+            + "); change the settings that rejected them (--gates, --filter-rules, --config) "
+            "and run again with --redo rejected"
+        )
+    return (
+        "no example was exported: no query reached the export; "
+        "run again without --stages or --limit"
+    )
 
 
 def _counts(counts: dict[str, int]) -> str:
@@ -333,10 +352,6 @@ def _print_report(report: BuildReport) -> None:
     out.print(table)
     if report.rejection_reasons:
         show("rejections: " + _counts(report.rejection_reasons))
-    if report.accepted == 0 and "export" in report.stages:
-        say(
-            "no example was exported: every query was rejected (see the rejections)", style="yellow"
-        )
     if report.languages:
         show("query languages: " + _counts(report.languages))
     if report.user_languages:

@@ -64,10 +64,11 @@ from attunement.dialogue import (
     read_dialogues,
     score_dialogue,
     summarize_dialogues,
+    unfinished_talks,
     users_from_examples,
 )
 from attunement.jsonl import read_jsonl
-from attunement.llm import ChatModel, load_chat_model
+from attunement.llm import ChatModel, load_chat_model, preflight
 from attunement.policy import GenerationSettings
 from attunement.records import Example
 
@@ -160,13 +161,17 @@ def read_cast(spec: str, limit: int | None) -> Cast:
 
 
 async def _open_pair(policy: str, simulator: str, options: Any) -> tuple[ChatModel, ChatModel]:
-    """The policy and the simulator (one model object when the specs are the same)."""
+    """The policy and the simulator (one model object when the specs are the same),
+    each checked before any talk starts (up, and serving the model)."""
     tested = load_chat_model(policy, options)
-    await tested.ensure_ready()
-    if simulator == policy:
-        return tested, tested
-    other = load_chat_model(simulator, options)
-    await other.ensure_ready()
+    other = tested if simulator == policy else load_chat_model(simulator, options)
+    try:
+        await preflight(tested, "policy" if other is not tested else "model")
+        if other is not tested:
+            await preflight(other, "simulator")
+    except BaseException:
+        await _close_pair(tested, other)
+        raise
     return tested, other
 
 
@@ -264,7 +269,7 @@ def converse_verb(
         f"failure {summary.failure}, unscorable {summary.unscorable}"
     )
     show(f"dialogues: {out_path}")
-    report_failures(report.failed, "talk")
+    report_failures(report.failed, "talk", unfinished=unfinished_talks([report]))
 
 
 def _retriever(memory_mode: str) -> Any:
@@ -342,6 +347,11 @@ def sage(
     if not out_dir.exists():
         out_dir.mkdir(parents=True)
     result, floor = run(go())
+    reports = [result.report, *([floor.report] if floor else [])]
+    failed = [f for r in reports for f in r.failed]
+    unfinished = unfinished_talks(reports)
+    if unfinished is not None:  # a score over the talks that happened to finish is none
+        report_failures(failed, "talk", unfinished=unfinished)
     report = write_sage_report(result, floor, out_dir, provenance=sage_manifest(sage_data))
     score = "-" if result.score is None else f"{result.score:.1f}"
     show(f"SAGE score {score} / 100 ({result.policy}, simulator {result.simulator})")
@@ -350,5 +360,4 @@ def sage(
         show(f"random-policy baseline {base} / 100 (same simulator)")
     say(result.note)
     show(f"report: {report}")
-    failed = [*result.report.failed, *(floor.report.failed if floor else [])]
     report_failures(failed, "talk")

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import typer
 
-from attunement.cli.common import report_failures, run, say
+from attunement.cli.common import fail, report_failures, run, say
 from attunement.cli.options import (
     MEMORY_HELP,
     SHOWN_RENAMED,
@@ -45,7 +45,12 @@ from attunement.cli.paths import (
 )
 from attunement.jsonl import read_jsonl
 from attunement.llm import CachedChatModel, CompletionCache, load_chat_model
-from attunement.policy import SHOW_PERSONA, SHOW_SITUATION, GenerationSettings
+from attunement.policy import (
+    SHOW_PERSONA,
+    SHOW_SITUATION,
+    GenerationSettings,
+    nothing_distilled,
+)
 from attunement.policy.distill import RowFormat
 from attunement.records import Example
 
@@ -274,3 +279,5 @@ def distill(
         f"skipped for not following the format. Teacher replies: {report.replies}"
     )
     report_failures(report.generation.failed)
+    if (empty := nothing_distilled(report)) is not None:
+        raise fail(empty)

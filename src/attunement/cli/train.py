@@ -30,6 +30,7 @@ from attunement.cli.options import (
     option,
     shown_options,
     verb,
+    warn_if_stand_in,
 )
 from attunement.cli.paths import (
     out_option,
@@ -318,6 +319,10 @@ def grpo(
     if talks is not None:
         doc["multi_turn"] = {**(doc.get("multi_turn") or {}), **talks}
     settings = GRPOSettings.model_validate(doc)
+    # no judge named (option or config file) means the embedded stand-in: never silently
+    turns = settings.multi_turn
+    if turns is None or turns.turn_weight > 0:
+        warn_if_stand_in(settings.reward.judge)
     _report(train_grpo(settings, out_dir), "grpo")
     if settings.monitor.every:
         show(f"monitor: {out_dir / 'monitor.png'} (warnings in metrics.jsonl)")

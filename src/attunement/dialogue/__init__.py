@@ -60,6 +60,7 @@ from attunement.dialogue.run import (
     memory_assistant,
     read_dialogues,
     read_journal,
+    unfinished_talks,
 )
 from attunement.dialogue.scoring import (
     DialogueScore,
@@ -157,6 +158,7 @@ __all__ = [
     "trajectory_reward",
     "turn_examples",
     "turn_reply_id",
+    "unfinished_talks",
     "untrusted_of",
     "user_from_example",
     "users_from_examples",

@@ -14,8 +14,13 @@ A run skips the talks already in ``out``, rebuilds each unfinished talk from
 its journal lines and continues it from its last finished turn, so a killed
 run, or one whose model calls failed, loses no finished turn and asks for none
 twice. Resuming with other settings is refused (one output, one
-configuration). Talks whose model call failed are listed in the report with
-the reason; the run goes on with the others.
+configuration). A talk whose policy or simulator call failed (server down,
+HTTP 4xx/5xx after the retries, deadline) is not a result: it is not written
+to ``out``, only its finished turns stay in the journal, and it is listed in
+the report with the reason (``policy call failed: <cause>``); the run goes on
+with the others and :func:`unfinished_talks` is the one line that ends it.
+An answer the simulator wrote but that cannot be read is a result (the talk
+ends ``unscorable`` with the reason).
 
 Talks run concurrently, up to the larger of the two models' limits (each
 backend also bounds its own requests in flight), with progress on long runs.
@@ -33,7 +38,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from attunement.concurrency import FailedItem, FailureLog, run_bounded
+from attunement.concurrency import FailedItem, reason_of, run_bounded
 from attunement.dialogue.assistant import AssistantSide, MemoryAssistant
 from attunement.dialogue.converse import Conversation, ConverseSettings, dialogue_id
 from attunement.dialogue.records import Dialogue, DialogueTurn, SimulatedUser, TurnLine
@@ -46,7 +51,14 @@ from attunement.jsonl import (
     read_jsonl,
     write_manifest,
 )
-from attunement.llm.base import ChatModel
+from attunement.llm import (
+    CallsFailedError,
+    ChatModel,
+    LLMError,
+    call_failed_reason,
+    calls_failed,
+    failure_cause,
+)
 from attunement.policy import GenerationSettings, Retriever, memory_strategy
 from attunement.records import Example, Usage, UserHistory
 
@@ -160,6 +172,36 @@ def _check_users(users: Sequence[SimulatedUser], simulator: UserSimulator) -> No
         simulator.check_user(user)
 
 
+def talk_failure(talk: Conversation, key: str, exc: BaseException) -> FailedItem:
+    """A talk whose job raised: a failed model call names its side (policy,
+    simulator, or model when one object plays both) and its cause."""
+    if not isinstance(exc, LLMError):
+        return FailedItem(key=key, reason=reason_of(exc))
+    policy, simulator = talk.policy, talk.users.model
+    role = "model"
+    if policy is not simulator:
+        role = "simulator" if exc.source == simulator.name else "policy"
+    return FailedItem(key=key, reason=call_failed_reason(exc, role), cause=failure_cause(exc))
+
+
+def unfinished_talks(reports: Sequence[ConverseReport]) -> CallsFailedError | None:
+    """The one line that ends a run whose talks were left by failed model calls,
+    e.g. ``policy unreachable at URL (connection refused): 3 of 3 talks not
+    finished; run again to retry`` (None when no call failed)."""
+    calls = [f for r in reports for f in r.failed if f.cause is not None]
+    if not calls:
+        return None
+    roles = Counter(f.reason.partition(" call failed: ")[0] for f in calls)
+    role = roles.most_common(1)[0][0]
+    return calls_failed(
+        [f.cause for f in calls if f.reason.startswith(f"{role} call failed: ") and f.cause],
+        len(calls),
+        sum(r.dialogues - r.already_done for r in reports),
+        role=role,
+        what="talks not finished",
+    )
+
+
 @dataclass
 class _Played:
     """What one pass over the talks did."""
@@ -214,19 +256,18 @@ async def _play_all(
             if on_dialogue is not None:
                 on_dialogue(dialogue)
 
-        failures: FailureLog[tuple[SimulatedUser, int]] = FailureLog(
-            lambda job: dialogue_id(job[0].user_id, job[1])
-        )
+        def failed(job: tuple[SimulatedUser, int], exc: BaseException) -> None:
+            played.failed.append(talk_failure(talk, dialogue_id(job[0].user_id, job[1]), exc))
+
         await run_bounded(
             jobs,
             play,
             limit=limit,
             on_result=keep,
-            on_failure=failures,
+            on_failure=failed,
             description=description,
             show_progress=show_progress,
         )
-        played.failed = failures.items
     return played
 
 

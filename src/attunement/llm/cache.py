@@ -16,6 +16,11 @@ backend for the new ones only.
   made (several when a server rejects ``n``) plus the samples it served.
 - A file that is not a readable cache fails with a :class:`CacheError` naming
   the file, never a sqlite traceback.
+- The pre-flight check (:meth:`CachedChatModel.check_serving`) counts only
+  when a call would be made: when the server cannot be reached but the cache
+  holds answers of this model, the check is deferred to the first sample the
+  cache cannot serve, so a run the cache serves whole needs no server, and a
+  run that does need it fails on that sample with the check's cause.
 """
 
 from __future__ import annotations
@@ -145,6 +150,10 @@ class CompletionCache:
     def delete_many(self, keys: Sequence[str]) -> None:
         self._run("DELETE FROM completions WHERE key = ?", [(k,) for k in keys], many=True)
 
+    def holds(self, model: str) -> bool:
+        """Whether any answer of ``model`` is stored."""
+        return bool(self._run("SELECT 1 FROM completions WHERE model = ? LIMIT 1", [(model,)]))
+
     def __len__(self) -> int:
         return self._run("SELECT COUNT(*) FROM completions")[0][0]
 
@@ -160,6 +169,9 @@ class CompletionCache:
     async def aput_many(self, model: str, items: Sequence[tuple[str, Completion]]) -> None:
         if items:
             await asyncio.to_thread(self.put_many, model, items)
+
+    async def aholds(self, model: str) -> bool:
+        return await asyncio.to_thread(self.holds, model)
 
     async def adelete_many(self, keys: Sequence[str]) -> None:
         if keys:
@@ -188,13 +200,36 @@ class CachedChatModel(ChatModel):
         self.name = inner.name
         self.max_concurrency = inner.max_concurrency
         self.enforces_json_schema = inner.enforces_json_schema
+        #: the pre-flight failed while the cache held answers: check again on a miss
+        self._unchecked = False
+        self._check_lock = asyncio.Lock()
 
     async def ensure_ready(self) -> None:
         await self.inner.ensure_ready()
         self.name = self.inner.name
 
     async def check_serving(self) -> None:
-        await self.inner.check_serving()
+        """The server's check, deferred to the first miss when it fails but the
+        cache holds answers of this model (it may serve the whole run)."""
+        try:
+            await self.inner.check_serving()
+        except LLMError:
+            if not await self.cache.aholds(self.name):
+                raise
+            self._unchecked = True
+
+    async def _check_before_call(self) -> None:
+        """On a miss after a deferred check: the check, once it passes."""
+        async with self._check_lock:
+            if not self._unchecked:
+                return
+            try:
+                await self.inner.check_serving()
+            except LLMError as exc:
+                if exc.source is None:
+                    exc.source = self.name
+                raise
+            self._unchecked = False
 
     async def _complete(self, request: ChatRequest) -> list[Completion]:
         return (await self._complete_with_usage(request))[0]
@@ -213,6 +248,8 @@ class CachedChatModel(ChatModel):
         missing = [i for i in indices if i not in found]
         # fetch missing samples in contiguous runs so that each run's samples
         # keep their own numbers (and so their own per-sample seeds)
+        if missing and self._unchecked:
+            await self._check_before_call()
         for start, count in contiguous_runs(missing):
             sub = dataclasses.replace(request, n=count, sample_start=start)
             try:

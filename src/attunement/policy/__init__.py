@@ -19,7 +19,7 @@ from attunement.policy.context import (
     policy_prompts,
     render_policy_prompt,
 )
-from attunement.policy.distill import DistillReport, distill, sft_row
+from attunement.policy.distill import DistillReport, distill, nothing_distilled, sft_row
 from attunement.policy.generate import (
     GenerateReport,
     GenerationSettings,
@@ -93,6 +93,7 @@ __all__ = [
     "make_retriever",
     "memories_by_user",
     "memory_strategy",
+    "nothing_distilled",
     "parse_reply",
     "policy_prompt",
     "policy_prompts",

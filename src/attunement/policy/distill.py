@@ -51,6 +51,20 @@ class DistillReport(BaseModel):
     generation: GenerateReport
 
 
+def nothing_distilled(report: DistillReport) -> str | None:
+    """Why a distillation wrote no row and what would fix it (None when it wrote
+    some): ``attune distill`` then exits 1 with this line."""
+    if report.rows:
+        return None
+    if report.skipped_format:
+        return (
+            f"0 SFT rows written: all {report.skipped_format} teacher replies skipped for not "
+            f"following the format; delete {report.replies} and run again with a teacher that "
+            "writes both headings (or a larger --max-tokens)"
+        )
+    return "0 SFT rows written: there was no teacher reply to distill; check --data and --limit"
+
+
 def sidecar(out: str | Path, kind: str) -> Path:
     """``sft.jsonl`` -> ``sft.<kind>.jsonl``."""
     out = Path(out)
