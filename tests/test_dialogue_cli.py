@@ -261,6 +261,8 @@ def test_converse_plays_sage_profiles_with_sages_prompts(tmp_path, shared_data):
     assert result.exit_code == 0, result.output
     assert responder.steps["sage_npc"] > 0 and responder.steps["sage_assess"] > 0
     talks = read_dialogues(out)
-    assert [d.user_id for d in talks] == [p.id for p in data.profiles[:2]]
+    assert sorted(d.user_id for d in talks) == sorted(
+        p.id for p in data.profiles[:2]
+    )  # two run at once
     for talk in talks:
         assert talk.source == "sage" and talk.end == "success" and talk.final_emotion == 100
