@@ -36,8 +36,19 @@ from attunement.llm.spec import (
     redact_spec,
     register_backend,
 )
+from attunement.llm.stand_in import (
+    STAND_IN_KEY,
+    STAND_IN_NOTE,
+    STAND_IN_SPEC,
+    is_stand_in,
+    stand_in_fields,
+    stand_in_line,
+)
 
 __all__ = [
+    "STAND_IN_KEY",
+    "STAND_IN_NOTE",
+    "STAND_IN_SPEC",
     "CacheError",
     "CachedChatModel",
     "CallsFailedError",
@@ -59,6 +70,7 @@ __all__ = [
     "call_failure_in",
     "calls_failed",
     "failure_cause",
+    "is_stand_in",
     "load_chat_model",
     "make_request",
     "parse_spec",
@@ -66,4 +78,6 @@ __all__ = [
     "redact_spec",
     "redact_url",
     "register_backend",
+    "stand_in_fields",
+    "stand_in_line",
 ]
