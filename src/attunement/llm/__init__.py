@@ -40,9 +40,11 @@ from attunement.llm.stand_in import (
     STAND_IN_KEY,
     STAND_IN_NOTE,
     STAND_IN_SPEC,
+    StandInNote,
     is_stand_in,
     stand_in_fields,
     stand_in_line,
+    stand_in_note,
 )
 
 __all__ = [
@@ -65,6 +67,7 @@ __all__ = [
     "Message",
     "ModelSpec",
     "ScriptedChatModel",
+    "StandInNote",
     "Step",
     "call_failed_reason",
     "call_failure_in",
@@ -80,4 +83,5 @@ __all__ = [
     "register_backend",
     "stand_in_fields",
     "stand_in_line",
+    "stand_in_note",
 ]

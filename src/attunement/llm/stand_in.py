@@ -15,7 +15,9 @@ note share one sentence and one test.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import BaseModel, Field
 
 from attunement.llm.base import ChatModel
 
@@ -39,6 +41,17 @@ def is_stand_in(spec: str | None) -> bool:
     return spec is not None and spec.strip() == STAND_IN_SPEC
 
 
+#: a results model's field holding the note (named :data:`STAND_IN_KEY`)
+StandInNote = Annotated[
+    str | None, Field(description="set when the embedded stand-in judged: its numbers mean nothing")
+]
+
+
+def stand_in_note(model: ChatModel) -> str | None:
+    """:data:`STAND_IN_NOTE` when ``model`` is the embedded stand-in, else None."""
+    return STAND_IN_NOTE if model.stand_in else None
+
+
 def stand_in_fields(model: ChatModel) -> dict[str, Any]:
     """What a manifest of work judged by ``model`` adds: the note, or nothing."""
     return {STAND_IN_KEY: STAND_IN_NOTE} if model.stand_in else {}
@@ -48,7 +61,8 @@ def stand_in_line(manifest: Any) -> str:
     """The note a report shows for a manifest ('' when no stand-in judged).
 
     Looks through nested manifests (a reward's inside a run's, a list of
-    judges), so a report passes the manifest it has, whatever its shape.
+    judges, a results model with a ``stand_in_judge`` field), so a report
+    passes what it has, whatever its shape.
 
     >>> stand_in_line({"judges": [{"reward": {STAND_IN_KEY: STAND_IN_NOTE}}]}) == (
     ...     "Note: " + STAND_IN_NOTE + ".")
@@ -60,6 +74,8 @@ def stand_in_line(manifest: Any) -> str:
 
 
 def _holds_note(value: Any) -> bool:
+    if isinstance(value, BaseModel):
+        value = value.model_dump()
     if isinstance(value, Mapping):
         if value.get(STAND_IN_KEY):
             return True
