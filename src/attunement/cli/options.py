@@ -38,7 +38,7 @@ from pydantic_core import PydanticUndefined
 
 from attunement.cli.common import say
 from attunement.cli.paths import PathKind, path_check
-from attunement.llm import STAND_IN_NOTE, LLMOptions, is_stand_in
+from attunement.llm import STAND_IN_NOTE, LLMOptions, is_stand_in, stand_in_line
 from attunement.policy import SHOW_PERSONA, SHOW_SITUATION, PromptContext
 
 #: the default of an option is its field's
@@ -372,6 +372,12 @@ def warn_if_stand_in(*specs: str | None) -> None:
     """Say so when the embedded stand-in judges (``--judge local``)."""
     if any(is_stand_in(spec) for spec in specs):
         say(STAND_IN_NOTE, style="yellow")
+
+
+def say_stand_in(manifest: Any) -> None:
+    """Under a summary: the stand-in's note, when the manifest written carries it."""
+    if line := stand_in_line(manifest):
+        say(line, style="yellow")
 
 
 def policy_option(default: Any = ..., help: str | None = None) -> Any:
