@@ -20,12 +20,14 @@ from eval_scripted import replies as eval_replies
 from eval_scripted import split_examples
 from test_benchmarks_emobench import ITEMS
 from test_benchmarks_emobench import model as emobench_model
+from test_benchmarks_eqbench3 import FILES, judge_model, model_under_test
 from test_demo import scripted_everything
 from test_judging_scoring import dataset, perm_reward, scripted
 from typer.testing import CliRunner
 
 from attunement.benchmarks.emobench import run_emobench, write_emobench_report
 from attunement.benchmarks.emobench.scoring import EmoBenchAnswer
+from attunement.benchmarks.eqbench3 import load_eqbench_data, run_eqbench3, write_eqbench_report
 from attunement.cli import build_app
 from attunement.evaluation.evaluate import EvalInputs, EvalSettings, run_evaluation
 from attunement.jsonl import manifest_path, read_jsonl, write_jsonl
@@ -153,6 +155,25 @@ def test_emobench_results_and_report_carry_the_note_only_for_the_stand_in(tmp_pa
     assert (NOTE in page) is marked
     manifest = json.loads(manifest_path(tmp_path / "answers.jsonl").read_text())
     assert manifest.get(STAND_IN_KEY) == (NOTE if marked else None)
+
+
+@pytest.mark.parametrize("marked", [True, False])
+def test_eqbench3_results_and_report_carry_the_note_only_when_the_stand_in_judged(tmp_path, marked):
+    folder = tmp_path / "eqbench3"
+    folder.mkdir()
+    for name, text in FILES.items():
+        (folder / name).write_text(text, encoding="utf-8")
+    bench = load_eqbench_data(folder)
+    judge = stand_in(judge_model()) if marked else judge_model()
+    out = tmp_path / "run"
+    results = asyncio.run(run_eqbench3(bench, model_under_test(), judge, out, show_progress=False))
+    page = write_eqbench_report(results, bench, out).read_text()
+    md = (out / "results.md").read_text()
+    assert (md.splitlines()[2] == f"**Note: {NOTE}.**") is marked, md[:400]
+    assert (NOTE in page) is marked
+    assert json.loads((out / "manifest.json").read_text()).get(STAND_IN_KEY) == (
+        NOTE if marked else None
+    )
 
 
 # --------------------------------------------------------------------------- demo
