@@ -13,6 +13,7 @@ from attunement.cli.options import (
     judge_option,
     model_option,
     verb,
+    warn_if_stand_in,
 )
 from attunement.cli.paths import (
     out_option,
@@ -56,6 +57,7 @@ def demo(
     Resumable; a re-run costs no model calls.
     """
     started = time.perf_counter()
+    warn_if_stand_in(judge or model)  # the demo's default: its numbers show the method only
 
     async def go():
         options = LLMOptions(concurrency=concurrency, n_threads=threads)

@@ -38,7 +38,7 @@ from pydantic_core import PydanticUndefined
 
 from attunement.cli.common import say
 from attunement.cli.paths import PathKind, path_check
-from attunement.llm import LLMOptions
+from attunement.llm import STAND_IN_NOTE, LLMOptions, is_stand_in, stand_in_line
 from attunement.policy import SHOW_PERSONA, SHOW_SITUATION, PromptContext
 
 #: the default of an option is its field's
@@ -362,30 +362,22 @@ JUDGE_HELP = (
     f"The judge model ({SPEC_FORMS}); required: 'local' is the embedded 135M stand-in, "
     "whose numbers are not meaningful."
 )
-#: what is printed (and noted in reports) when the embedded stand-in judges
-STAND_IN_NOTE = (
-    "the embedded 135M stand-in (--judge local) judged: its numbers are not meaningful; "
-    "name a real judge for results"
-)
 
 
 def judge_option(default: Any = ..., help: str | None = None) -> Any:
     return typer.Option(default, "--judge", metavar="SPEC", help=help or JUDGE_HELP)
 
 
-def is_stand_in(spec: str | None) -> bool:
-    """The embedded toy model (``local``), not a GGUF file the user chose.
-
-    >>> is_stand_in("local"), is_stand_in("local:/m/judge.gguf"), is_stand_in(None)
-    (True, False, False)
-    """
-    return spec is not None and spec.strip() == "local"
-
-
 def warn_if_stand_in(*specs: str | None) -> None:
     """Say so when the embedded stand-in judges (``--judge local``)."""
     if any(is_stand_in(spec) for spec in specs):
         say(STAND_IN_NOTE, style="yellow")
+
+
+def say_stand_in(manifest: Any) -> None:
+    """Under a summary: the stand-in's note, when the manifest written carries it."""
+    if line := stand_in_line(manifest):
+        say(line, style="yellow")
 
 
 def policy_option(default: Any = ..., help: str | None = None) -> Any:

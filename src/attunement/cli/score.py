@@ -21,6 +21,7 @@ from attunement.cli.options import (
     judge_option,
     limit_option,
     model_run,
+    say_stand_in,
     skip_invalid_option,
     verb,
     warn_if_stand_in,
@@ -31,7 +32,7 @@ from attunement.cli.paths import (
     replies_option,
 )
 from attunement.cli.reward_options import RewardFlags, kind_defaults, reward_bundle
-from attunement.jsonl import read_jsonl
+from attunement.jsonl import manifest_path, read_jsonl, read_manifest
 from attunement.judging import (
     CriteriaConfig,
     PereGRMConfig,
@@ -141,6 +142,7 @@ def score(
         f"written: {out_path} ({summary.replies} breakdowns: {summary.scorable} scorable, "
         f"{summary.unscorable} unscorable)"
     )
+    say_stand_in(read_manifest(manifest_path(out_path)))
     report_failures(summary.failed, unfinished=unfinished(summary))
 
 

@@ -49,6 +49,7 @@ details.example > summary { cursor: pointer; font-weight: 600; }
 .panel pre, .context pre { white-space: pre-wrap; word-break: break-word; font: inherit; margin: 4px 0; }
 .summary { font-size: 1.1em; padding: 10px 14px; border-left: 4px solid var(--accent);
            background: var(--bg-alt); margin: 12px 0; }
+.summary.note { border-left-color: #b45309; font-weight: 600; }
 nav a { margin-right: 14px; }
 """
 
@@ -134,10 +135,14 @@ def page(
     *,
     subtitle: str | None = None,
     summary: str | None = None,
+    note: str = "",
     nav: Sequence[tuple[str, str]] = (),
     extra_css: str = "",
 ) -> str:
     """The whole document: title, optional one-line summary and navigation, then parts.
+
+    ``note`` is a warning above everything else (the stand-in judge's,
+    :func:`attunement.llm.stand_in_line`).
 
     ``extra_css`` follows the shared style (a report's own rules)."""
     links = "".join(f'<a href="#{esc(anchor)}">{esc(label)}</a>' for anchor, label in nav)
@@ -148,6 +153,7 @@ def page(
             f"<title>{esc(title)}</title><style>{CSS}{extra_css}</style></head><body>",
             f"<h1>{esc(title)}</h1>",
             f'<p class="lead">{esc(subtitle)}</p>' if subtitle else "",
+            f'<div class="summary note">{esc(note)}</div>' if note else "",
             f'<div class="summary">{esc(summary)}</div>' if summary else "",
             f"<nav>{links}</nav>" if links else "",
             *parts,

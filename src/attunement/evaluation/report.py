@@ -25,7 +25,14 @@ from attunement.evaluation.dialogues import (
     dialogue_markdown,
     trajectory_plot,
 )
-from attunement.evaluation.reporting import fmt, fmt_ci, md_table, write_page, write_results
+from attunement.evaluation.reporting import (
+    fmt,
+    fmt_ci,
+    md_table,
+    note_lines,
+    write_page,
+    write_results,
+)
 from attunement.evaluation.runs import EvalRun, Results, System, safe_name
 from attunement.evaluation.tables import LEVELS, MEMORY_TITLES, SHORT, category_of
 from attunement.evaluation.views import (
@@ -38,6 +45,7 @@ from attunement.evaluation.views import (
     split_labels,
     table1_rows,
 )
+from attunement.llm import stand_in_line
 from attunement.records import BIG_FIVE_TRAITS, Category, Example, Judgement
 
 #: fmt and fmt_ci stay importable from here (the command line prints with them)
@@ -75,7 +83,7 @@ BIG_FIVE_CAPTION = (
 def results_markdown(results: Results) -> str:
     level = round(100 * results.settings.get("level", 0.95))
     reward = results.settings.get("reward", "peregrm")
-    parts = ["# Evaluation results", "", headline(results), ""]
+    parts = ["# Evaluation results", "", *note_lines(results.judges), headline(results), ""]
     parts += [
         (
             f"Reward `{reward}`; scores on the judge's 1-5 scale. {INTERVALS.format(level=level)} "
@@ -435,6 +443,7 @@ def report_html(run: EvalRun, figures: Sequence[Figure]) -> str:
         [section for _, section in parts],
         subtitle="attune evaluate · results.json holds every number",
         summary=headline(results),
+        note=stand_in_line(results.judges),
         nav=[entry for entry, _ in parts if entry is not None],
         extra_css=EXTRA_CSS,
     )

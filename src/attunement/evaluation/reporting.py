@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from attunement.evaluation.stats import Stat
+from attunement.llm import stand_in_line
 
 # --------------------------------------------------------------------------- numbers
 
@@ -128,6 +129,13 @@ def md_table(header: Sequence[Any], rows: Iterable[Sequence[Any]]) -> str:
     ]
     lines += ["| " + " | ".join(md_cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def note_lines(manifest: Any) -> list[str]:
+    """The stand-in judge's note as Markdown lines under a report's title, when
+    ``manifest`` (any nesting of the manifests behind the report) carries it."""
+    line = stand_in_line(manifest)
+    return [f"**{line}**", ""] if line else []
 
 
 # --------------------------------------------------------------------------- the folder

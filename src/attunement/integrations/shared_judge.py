@@ -73,6 +73,7 @@ class SharedJudge(ChatModel):
         self.name = inner.name
         self.max_concurrency = inner.max_concurrency
         self.enforces_json_schema = inner.enforces_json_schema
+        self.stand_in = inner.stand_in
         self._shared: OrderedDict[str, None] = OrderedDict()
 
     def share(self, prompts: Sequence[Sequence[Message]]) -> None:

@@ -17,9 +17,10 @@ from typing import Any
 
 from attunement.evaluation import html as H
 from attunement.evaluation import plots
-from attunement.evaluation.reporting import md_table, write_page
+from attunement.evaluation.reporting import md_table, note_lines, write_page
 from attunement.judge_card.card import JudgeCard, ci_num, ci_pct, num, pct
 from attunement.judge_card.sections import sections
+from attunement.llm import stand_in_line
 
 #: ci_num, ci_pct, num and pct stay importable from here (the command line prints with them)
 __all__ = ["ci_num", "ci_pct", "num", "pct", "render_html", "render_markdown", "write_card"]
@@ -41,7 +42,12 @@ VERDICT_COLOURS = {"gains": "#a33a2b", "may gain": "#8a6100", "held": "#1f7a3f"}
 
 
 def render_markdown(card: JudgeCard) -> str:
-    lines = [f"# Judge card: {card.judge} with {card.reward}", "", f"**{card.summary}**", ""]
+    lines = [
+        f"# Judge card: {card.judge} with {card.reward}",
+        "",
+        *note_lines(card.reward_manifest),
+    ]
+    lines += [f"**{card.summary}**", ""]
     for s in sections(card):
         if s.id != "overview":
             lines += [f"## {s.title}", ""]
@@ -107,6 +113,7 @@ def render_html(card: JudgeCard, *, plots: bool = True) -> str:
         parts,
         subtitle=f"Created {card.created} in {card.seconds:.1f} s.",
         summary=card.summary,
+        note=stand_in_line(card.reward_manifest),
         nav=nav,
     )
 

@@ -61,6 +61,7 @@ from attunement.judging.templates import recording, render_context, resolve_outp
 from attunement.judging.tokens import TokenCounter
 from attunement.llm.base import ChatModel, Message, usage_of
 from attunement.llm.failures import call_failure_in
+from attunement.llm.stand_in import stand_in_fields
 from attunement.records import (
     EMPATHY_DIMENSIONS,
     Dimension,
@@ -360,6 +361,7 @@ class JudgeReward(RewardModel):
             "reward_model": self.name,
             "kind": self.kind,
             "judge": self.judge.name,
+            **stand_in_fields(self.judge),
             "output_format": self.fmt,
             "token_counter": None,
             **self.manifest_details(),

@@ -35,6 +35,7 @@ from attunement.judging.sampler import JudgeSampler, Sample
 from attunement.judging.settings import Definitions, JudgeSettings, Temperature
 from attunement.judging.templates import recording, resolve_output, schema, versions
 from attunement.llm.base import ChatModel, Message
+from attunement.llm.stand_in import stand_in_fields
 from attunement.records import EMPATHY_DIMENSIONS, Dimension, Example, Usage
 
 #: the authors' evaluation script writes its criteria at this temperature
@@ -81,6 +82,7 @@ def criteria_manifest(judge: ChatModel, config: CriteriaConfig) -> dict[str, Any
             _messages(PROBE_EXAMPLE, dim, fmt, config)
     return {
         "judge": judge.name,
+        **stand_in_fields(judge),
         "output_format": fmt,
         "config": config.model_dump(mode="json"),
         "prompts": versions(names),

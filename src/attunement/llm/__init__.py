@@ -36,8 +36,21 @@ from attunement.llm.spec import (
     redact_spec,
     register_backend,
 )
+from attunement.llm.stand_in import (
+    STAND_IN_KEY,
+    STAND_IN_NOTE,
+    STAND_IN_SPEC,
+    StandInNote,
+    is_stand_in,
+    stand_in_fields,
+    stand_in_line,
+    stand_in_note,
+)
 
 __all__ = [
+    "STAND_IN_KEY",
+    "STAND_IN_NOTE",
+    "STAND_IN_SPEC",
     "CacheError",
     "CachedChatModel",
     "CallsFailedError",
@@ -54,11 +67,13 @@ __all__ = [
     "Message",
     "ModelSpec",
     "ScriptedChatModel",
+    "StandInNote",
     "Step",
     "call_failed_reason",
     "call_failure_in",
     "calls_failed",
     "failure_cause",
+    "is_stand_in",
     "load_chat_model",
     "make_request",
     "parse_spec",
@@ -66,4 +81,7 @@ __all__ = [
     "redact_spec",
     "redact_url",
     "register_backend",
+    "stand_in_fields",
+    "stand_in_line",
+    "stand_in_note",
 ]

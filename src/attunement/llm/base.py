@@ -227,6 +227,9 @@ class ChatModel(ABC):
     #: (a grammar sampler), so schema-constrained prompts are the safe choice
     #: even for a weak model
     enforces_json_schema: bool = False
+    #: True for the embedded 135M stand-in (the bare spec ``local``): whatever it
+    #: judges carries :data:`attunement.llm.stand_in.STAND_IN_NOTE`; wrappers copy it
+    stand_in: bool = False
 
     def __init__(self) -> None:
         self.usage = UsageMeter()

@@ -200,6 +200,7 @@ class CachedChatModel(ChatModel):
         self.name = inner.name
         self.max_concurrency = inner.max_concurrency
         self.enforces_json_schema = inner.enforces_json_schema
+        self.stand_in = inner.stand_in
         #: the pre-flight failed while the cache held answers: check again on a miss
         self._unchecked = False
         self._check_lock = asyncio.Lock()

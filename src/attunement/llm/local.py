@@ -106,6 +106,8 @@ class LocalChatModel(ChatModel):
         n_threads: int | None = None,
     ):
         super().__init__()
+        #: no file named: the embedded stand-in (attunement.llm.stand_in)
+        self.stand_in = not path
         self.path = Path(path) if path else find_default_gguf()
         if not self.path.exists():
             raise ModelNotFoundError(f"{self.path}: no such GGUF file")

@@ -138,6 +138,7 @@ class OneSampleCalls(ChatModel):
         self.name = inner.name
         self.max_concurrency = inner.max_concurrency
         self.enforces_json_schema = inner.enforces_json_schema
+        self.stand_in = inner.stand_in
 
     async def _complete_with_usage(self, request: ChatRequest) -> tuple[list[Completion], Usage]:
         singles = [

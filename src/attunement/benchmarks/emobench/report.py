@@ -18,6 +18,7 @@ from attunement.evaluation import html as H
 from attunement.evaluation import plots
 from attunement.evaluation.reporting import (
     md_table,
+    note_lines,
     number,
     with_interval,
     write_page,
@@ -25,6 +26,7 @@ from attunement.evaluation.reporting import (
     write_results,
 )
 from attunement.evaluation.stats import Stat
+from attunement.llm import stand_in_line
 
 #: the accuracy tables: the results field, its Markdown title and the group keys shown
 GROUPINGS = (
@@ -67,6 +69,7 @@ def emobench_markdown(results: EmoBenchResults) -> str:
     parts = [
         "# EmoBench results",
         "",
+        *note_lines(results),
         (
             f"Model `{results.model}`; accuracy on 0-100 with {level}% Wilson intervals, and "
             "the accuracy of random picks (chance). EU counts an item right only when the "
@@ -199,6 +202,7 @@ def write_emobench_report(
         ],
         subtitle=f"attune emobench · model {results.model} · {results.settings.get('prompts', '')} prompts",
         summary="; ".join(f"{t} {accuracy_text(by_task[t])}" for t in ("EU", "EA") if t in by_task),
+        note=stand_in_line(results),
         nav=[
             ("accuracy", "Accuracy"),
             ("categories", "Categories"),

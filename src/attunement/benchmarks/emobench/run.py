@@ -66,6 +66,8 @@ from attunement.llm import (
     call_failure_in,
     calls_failed,
     failure_cause,
+    stand_in_fields,
+    stand_in_note,
 )
 from attunement.prompts import load_prompt
 
@@ -173,6 +175,7 @@ def emobench_manifest(
         prompts = {n: load_prompt(n).version for n in prompt_names(settings.output)}
     return {
         "model": model.name,
+        **stand_in_fields(model),
         "settings": settings.model_dump(mode="json"),
         "prompts": prompts,
         "data": {str(f): file_sha256(f) for f in files if Path(f).is_file()},
@@ -249,7 +252,7 @@ async def run_emobench(
         )
     answers = [done[item_key(task_of(i), i.qid, i.language)] for i in chosen]
     results = score_answers(answers, level=settings.level, items=chosen)
-    results.model = model.name
+    results.model, results.stand_in_judge = model.name, stand_in_note(model)
     results.settings = settings.model_dump(mode="json")
     results.prompts = PROMPT_SETS[settings.prompts] + (
         f" ({official.folder}: {', '.join(f'{n} {h[:12]}' for n, h in official.hashes.items())})"

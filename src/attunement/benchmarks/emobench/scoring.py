@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 
 from attunement.benchmarks.emobench.data import Item, Task, expected_of, item_key, parts_of, task_of
 from attunement.evaluation.stats import wilson_ci
+from attunement.llm import StandInNote
 from attunement.records import Record, Usage
 
 
@@ -72,6 +73,7 @@ class EmoBenchResults(BaseModel):
     settings: dict[str, Any] = Field(default_factory=dict)
     prompts: str = Field("", description="which prompts asked the items, and what that means")
     answered_now: int = 0
+    stand_in_judge: StandInNote = None
     tasks: list[Accuracy] = Field(default_factory=list, description="EU and EA (table 5)")
     parts: list[Accuracy] = Field(
         default_factory=list, description="EU emotion alone and cause alone"

@@ -24,10 +24,12 @@ from attunement.evaluation import plots
 from attunement.evaluation.reporting import (
     fmt_ci,
     md_table,
+    note_lines,
     write_page,
     write_plot,
     write_results,
 )
+from attunement.llm import stand_in_line
 
 TableRows = tuple[list[str], list[list]]
 
@@ -98,6 +100,7 @@ def eqbench_markdown(results: EQBenchResults, data: EQBenchData) -> str:
     parts = [
         "# EQ-Bench 3 results",
         "",
+        *note_lines(results),
         headline(results) + ".",
         "",
         *(line for text in score_notes(results) for line in (text, "")),
@@ -220,6 +223,7 @@ def write_eqbench_report(
         parts,
         subtitle=f"attune eqbench3 · model {results.model} · judge {results.judge}",
         summary=headline(results),
+        note=stand_in_line(results),
         nav=[
             ("score", "Score"),
             ("criteria", "Criteria"),

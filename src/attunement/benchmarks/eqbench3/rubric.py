@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 from attunement.benchmarks.eqbench3.data import EQBenchData, Scenario, ScenarioKind
 from attunement.benchmarks.eqbench3.records import EQBenchSettings, RubricVerdict, Transcript
 from attunement.evaluation.stats import Stat, bootstrap_column_means
+from attunement.llm import StandInNote
 from attunement.textjson import lenient_json_object
 
 OVERALL_EQ = "overall_eq"
@@ -267,6 +268,7 @@ class TaskResult(BaseModel):
 class EQBenchResults(BaseModel):
     model: str = ""
     judge: str = ""
+    stand_in_judge: StandInNote = None
     comparable: str = Field("", description="which judge the score is comparable under")
     random_judge: Stat = Field(
         default_factory=lambda: Stat(mean=None),

@@ -50,7 +50,7 @@ from attunement.concurrency import run_bounded
 from attunement.jsonl import JsonlAppender, check_settings, write_manifest
 from attunement.judging import JudgeSampler
 from attunement.judging.base import usage_of
-from attunement.llm import ChatModel, LLMError, Message
+from attunement.llm import ChatModel, LLMError, Message, stand_in_fields, stand_in_note
 from attunement.records import Turn, Usage
 
 # --------------------------------------------------------------------------- playing
@@ -176,6 +176,7 @@ def eqbench_manifest(
     return {
         "model": model.name,
         "judge": judge.name,
+        **stand_in_fields(judge),
         "data": str(data.folder),
         "files": data.hashes,
         "settings": settings.model_dump(mode="json"),
@@ -252,6 +253,7 @@ async def run_eqbench3(
     chosen = [verdicts[s.id] for s in scenarios if s.id in verdicts]
     results = score_verdicts(chosen, scenarios, data, settings)
     results.model, results.judge = model.name, judge.name
+    results.stand_in_judge = stand_in_note(judge)
     results.comparable = comparability(judge.name)
     counted = [
         [c for c in data.asked_criteria(t.kind) if c in data.scored_criteria(t.kind)]
