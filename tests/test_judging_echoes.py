@@ -192,3 +192,50 @@ def test_a_span_follows_the_material_after_the_verdict_and_takes_the_widest_echo
     src = "a1x a2x a3x a4x ORIG b1x b2x b3x b4x ORIG end. Score: 5"
     span = echo_span(twice, twice.rindex("Score"), len(twice), [src])
     assert span is not None and span[0] == 0
+
+
+# --------------------------------------------------------------------------- content words
+
+
+def test_single_ascii_letters_and_punctuation_are_not_content():
+    # "a b." agrees with the material next to the verdict, but single letters say nothing
+    assert not _copy("Reason: a b. Score: 5", "I say a b. Score: 5")
+    # nor does punctuation, even outside ASCII (the material has no content word at all)
+    assert not _copy("Reason: \u00a1 \u00bf Score: 5", "\u00a1 \u00bf Score: 5")
+    assert not _copy("Reason: \u00a1 \u00bf Score: 5", "Really \u00a1 \u00bf Score: 5")
+
+
+def test_short_words_and_single_letters_of_other_scripts_are_content():
+    # two-letter words are words
+    assert _copy("Reason: meh.\nwe go on. Score: 5", "we go on. Score: 5")
+    # a CJK character is a word of its own (the script has no spaces to split on)
+    assert _copy("\u7406\u7531: x\n\u732b \u72ac\u3002Score: 5", "\u732b \u72ac\u3002Score: 5")
+
+
+def test_a_material_with_one_content_word_is_copied_when_that_word_is():
+    # ECHO_TOKENS content words, or all of a material's when it has fewer
+    assert _copy("Reason: meh.\nSorry. Score: 5", "Sorry. Score: 5")
+    assert not _copy("Reason: meh.\nScore: 5", "Sorry. Score: 5")
+
+
+def test_every_material_and_every_place_of_the_verdict_in_it_is_tried():
+    answer = "Reason: x.\nI hear you, truly. Score: 5"
+    # a first material without content words does not end the search
+    start = answer.rindex("Score")
+    assert echo_span(answer, start, len(answer), ["Score: 5", "I hear you, truly. Score: 5"])
+    # the material holds the verdict twice; the answer echoes the second place
+    twice = "Score: 5 at first. Then: I hear you, truly. Score: 5"
+    span = echo_span(answer, start, len(answer), [twice])
+    assert span is not None and answer[span[0] : span[1]] == "I hear you, truly. Score: 5"
+
+
+def test_the_widest_echo_wins_wherever_it_starts():
+    # one material is echoed long before the verdict, another briefly after it: the
+    # cut is the widest stretch, whichever material comes first
+    before = "I know how hard this month has been for you. Score: 5"
+    after = "Score: 5 honestly, friend"
+    answer = "Reason: x.\nI know how hard this month has been for you. Score: 5 honestly, friend"
+    start = answer.index("Score")
+    wide = (answer.index("I know"), start + 8)
+    assert echo_span(answer, start, start + 8, [before, after]) == wide
+    assert echo_span(answer, start, start + 8, [after, before]) == wide
