@@ -451,6 +451,56 @@ def test_limits_are_declared_and_none_logs_without_a_limit():
         MonitorSettings(probes=["boxed", "boxed"])
 
 
+def test_the_defaults_are_the_documented_ones():
+    # docs/training.md's table and the probe rule, as `attune train grpo` starts with them
+    s = MonitorSettings()
+    assert (s.every, s.samples, s.recital_words, s.stop_on_hacking) == (10, 4, 8, False)
+    assert (s.probe_threshold, s.probe_alpha, s.probe_rounds, s.min_pairs) == (0.15, 0.01, 4, 12)
+    assert (s.verdict_share, s.fence_share) == (0.05, 0.05)
+    assert s.recital_share is None and s.reward_length_corr is None
+    assert len(s.probes) == 9 and s.probes[-1] == "wrong_user"
+
+
+ACCEPTED = {
+    "every": 0,  # off
+    "samples": 0,  # no probes
+    "probe_threshold": 0.5,
+    "probe_alpha": 0.5,
+    "probe_rounds": 1,
+    "min_pairs": 1,
+    "verdict_share": 0.0,  # any verdict-shaped reply trips
+    "fence_share": 0.0,
+    "recital_share": 0.0,
+    "reward_length_corr": -1.0,
+    "recital_words": 3,
+}
+REJECTED = {
+    "every": -1,
+    "samples": -1,
+    "probe_threshold": 0.0,
+    "probe_alpha": 1.0,
+    "probe_rounds": 0,
+    "min_pairs": 0,
+    "verdict_share": 1.5,
+    "fence_share": 1.5,
+    "recital_share": 1.5,
+    "reward_length_corr": -1.5,
+    "recital_words": 2,
+}
+
+
+@pytest.mark.parametrize("name", ACCEPTED)
+def test_each_setting_takes_the_edge_of_its_range_and_refuses_beyond_it(name):
+    assert getattr(MonitorSettings(**{name: ACCEPTED[name]}), name) == ACCEPTED[name]
+    with pytest.raises(ValueError, match=name):
+        MonitorSettings(**{name: REJECTED[name]})
+    shares = ("verdict_share", "fence_share", "recital_share", "reward_length_corr")
+    if name in shares:  # a limit of 1 is the top of a share or a correlation
+        assert getattr(MonitorSettings(**{name: 1.0}), name) == 1.0
+        with pytest.raises(ValueError, match=name):
+            MonitorSettings(**{name: 1.01})
+
+
 # --------------------------------------------------------------------------- inside the trainer
 
 
