@@ -368,9 +368,15 @@ def tests_for(mutant: Mutant, lines: dict[int, set[str]], all_tests: list[str]) 
 PYTEST_ARGS = ["-x", "-q", "-p", "no:cacheprovider", "-m", "not slow", "--no-header"]
 
 
-def _preload() -> None:
+def _preload(extra: list[str]) -> None:
     """Import what every test run needs, except attunement itself, once in this
-    process; each mutant then runs in a fork that starts with them loaded."""
+    process; each mutant then runs in a fork that starts with them loaded.
+    ``extra``: more third-party modules the tests import (``--preload
+    transformers``, when a test imports it: seconds saved on every mutant)."""
+    import importlib
+
+    for name in extra:
+        importlib.import_module(name)
     import asyncio  # noqa: F401
 
     import openai  # noqa: F401
@@ -500,6 +506,12 @@ def main() -> int:
         help="time limit per mutant: this many times the unmutated run ...",
     )
     parser.add_argument("--timeout-slack", type=float, default=10.0, help="... plus these seconds")
+    parser.add_argument(
+        "--preload",
+        nargs="*",
+        default=[],
+        help="third-party modules to import once before forking (never attunement)",
+    )
     parser.add_argument("--only", type=int, nargs="*", help="mutant indices to run")
     parser.add_argument("--list", action="store_true", help="list mutants and stop")
     parser.add_argument("--report", type=Path, help="write every mutant's outcome as JSON")
@@ -523,7 +535,7 @@ def main() -> int:
     # the unmutated module must pass (or every mutant would look caught); this run
     # also records which tests execute which lines
     lines = line_map(module, args.tests, LINE_MAP_TIMEOUT)
-    _preload()
+    _preload(args.preload)
     limit = args.timeout or time_limit(args.tests, args.timeout_factor, args.timeout_slack)
     print(
         f"{module.relative_to(ROOT)}: {len(mutants)} mutants; tests: {' '.join(args.tests)}; "

@@ -133,6 +133,31 @@ def test_the_correlation_is_taken_within_groups():
     assert math.isnan(within_group_correlation([[(0.1, 10.0), (0.1, 20.0)]]))
 
 
+def test_a_recital_at_either_end_of_the_memory_or_the_response_counts():
+    memory = "Her younger brother passed the driving test on his first try last May"
+    # the response is the memory's last eight words, and nothing else
+    assert recites_memory("the driving test on his first try last May", [memory], words=8)
+    # ... or ends with its first eight
+    assert recites_memory("So: her younger brother passed the driving test on", [memory], words=8)
+    # a memory too short to count does not stop the search of the others
+    assert recites_memory("the driving test on his first try last May", ["Milo", memory], words=8)
+    assert not recites_memory("the driving test on his first try", [memory], words=8)
+
+
+def test_the_correlation_needs_three_centred_points_with_spread_on_both_sides():
+    # groups of two count; a lone reply (nothing to compare with) is skipped, not an end
+    pairs = [[(0.1, 10.0), (0.5, 50.0)], [(0.3, 30.0), (0.9, 90.0)]]
+    assert within_group_correlation(pairs) == 1.0
+    assert within_group_correlation([[(0.4, 5.0)], *pairs]) == 1.0
+    # three points in one group are enough
+    assert within_group_correlation([[(0.1, 10.0), (0.2, 20.0), (0.3, 30.0)]]) == 1.0
+    # no spread in rewards, or none in lengths: no correlation
+    assert math.isnan(within_group_correlation([[(0.2, 10.0), (0.2, 20.0), (0.2, 30.0)]]))
+    assert math.isnan(within_group_correlation([[(0.1, 10.0), (0.2, 10.0), (0.3, 10.0)]]))
+    # logged to six decimals
+    assert within_group_correlation([[(0.0, 1.0), (1.0, 2.0), (1.0, 4.0)]]) == 0.755929
+
+
 # --------------------------------------------------------------------------- statistics
 
 
