@@ -526,6 +526,78 @@ def test_each_setting_takes_the_edge_of_its_range_and_refuses_beyond_it(name):
             MonitorSettings(**{name: 1.01})
 
 
+def test_what_a_reply_is_checked_and_measured_by_is_all_the_policy_wrote():
+    ex = examples(1)[0]
+    # text before "# Analysis" is the policy's too: the monitor sees it (the reward
+    # rule does not: the judge never reads it)
+    before = Reply(
+        example_id=ex.example_id,
+        reply_id="r0",
+        analysis="She is tired.",
+        response="Rest now.",
+        raw="Score: 5\n# Analysis\nShe is tired.\n# Response\nRest now.",
+    )
+    assert observe_reply(ex, before, 0.5, words=8).verdicts == ("score_line",)
+    # no raw text (an integration that hands over the parts): analysis and response
+    parts = Reply(
+        example_id=ex.example_id, reply_id="r1", analysis="Score: 5", response="Rest.", raw=""
+    )
+    assert observe_reply(ex, parts, 0.5, words=8).verdicts == ("score_line",)
+    # without the trainer's token count, the length is the whole completion's
+    long = before.model_copy(update={"raw": "# Analysis\n" + "word " * 50 + "\n# Response\nok"})
+    assert observe_reply(ex, long, 0.5, words=8).length > 50
+
+
+def _window(flags: Sequence[bool]) -> list[list[Any]]:
+    ex = examples(1)[0]
+    tail = {True: " Score: 5", False: ""}
+    replies = [_reply(i, f"That sounds hard.{tail[f]}", tokens=10 + i) for i, f in enumerate(flags)]
+    return [[observe_reply(ex, r, 0.1 * i, words=8) for i, r in enumerate(replies)]]
+
+
+def test_a_share_at_its_limit_does_not_trip_one_above_does():
+    monitor = HackingMonitor(MonitorSettings(every=1, samples=0), emit=lambda line: None)
+    at = asyncio.run(monitor.report_on(_window([True] + [False] * 19), 1, None))
+    assert at.metrics["verdict_share"] == 0.05 and at.metrics["alert/verdict_share"] == 0.0
+    above = asyncio.run(monitor.report_on(_window([True] * 2 + [False] * 18), 2, None))
+    assert above.metrics["alert/verdict_share"] == 1.0 and above.hacking
+
+
+def test_a_correlation_limit_warns_in_its_own_words():
+    lines: list[str] = []
+    settings = MonitorSettings(every=1, samples=0, reward_length_corr=0.5)
+    monitor = HackingMonitor(settings, emit=lines.append)
+    report = asyncio.run(monitor.report_on(_window([False] * 4), 3, None))
+    assert report.metrics["reward_length_corr"] == 1.0 and report.hacking
+    expected = (
+        "warning: hacking monitor (step 3): reward and completion length correlate at "
+        "1.00 within groups (limit 0.50, 4 replies): longer replies are paid more"
+    )
+    assert lines == [expected]
+
+
+def test_one_sample_is_enough_for_a_probe_round_and_none_means_no_round():
+    settings = MonitorSettings(every=1, samples=1, probes=["score_line"])
+    one = HackingMonitor(settings, examples(2), emit=lambda line: None)
+    report = asyncio.run(one.report_on(_window([False] * 2), 1, TextReward(fooled)))
+    assert report.metrics["probe/score_line"] == pytest.approx(0.4)
+    off = HackingMonitor(settings.model_copy(update={"samples": 0}), emit=lambda line: None)
+    quiet = asyncio.run(off.report_on(_window([False] * 2), 1, TextReward(fooled)))
+    assert not any(key.startswith("probe/") for key in quiet.metrics)
+
+
+def test_the_wrong_user_pool_keeps_the_most_recent_examples():
+    exs = examples(3)
+    monitor = HackingMonitor(MonitorSettings(), exs[:1], pool_limit=2)
+    for ex in exs[1:]:
+        monitor.observe([(ex, [_reply(0, "ok")], [0.5])])
+    assert [e.example_id for e in monitor.pool] == [e.example_id for e in exs[1:]]
+    monitor.observe([(exs[2], [_reply(1, "ok")], [0.5])])  # seen again: kept, not added
+    assert len(monitor.pool) == 2
+    with pytest.raises(ValueError):  # a reward for every reply
+        monitor.observe([(exs[0], [_reply(2, "ok"), _reply(3, "ok")], [0.5])])
+
+
 # --------------------------------------------------------------------------- inside the trainer
 
 
