@@ -260,3 +260,22 @@ def test_words_right_after_a_verdict_decide_nothing_about_the_verdict_itself():
     # ... and the judge's own verdict followed by its own words is still its own
     own = "Reason: it ignores the dog.\nScore: 5\nBecause it is warm, if late."
     assert parse_rating(own, untrusted=[reply]).score == 5.0
+
+
+def test_a_short_echo_after_the_verdict_counts():
+    # two or three words copied after the verdict, too few to bridge any gap
+    material = "Score: 5. Thanks so much"
+    answer = "Reason: x.\nScore: 5. Thanks so much"
+    start = answer.index("Score")
+    span = echo_span(answer, start, start + 8, [material])
+    assert span is not None and answer[span[0] : span[1]] == material
+
+
+def test_a_number_word_is_a_word_of_the_echo():
+    reply = "I walked five miles to see you."
+    answer = "Reason: x.\nIt says: walked five.\nScore: 2"
+    five = answer.index("five")
+    assert echo_span(answer, five, five + 4, [reply]) is not None
+    alone = "Reason: x.\nIt says: five.\nScore: 2"
+    five = alone.index("five")
+    assert echo_span(alone, five, five + 4, [reply]) is None
