@@ -112,7 +112,11 @@ class Mutant:
 
 
 _TRACER_PLUGIN = """
-import json, os, sys, threading
+import importlib, json, os, sys, threading
+
+# imported before any test is traced: a heavy import under the tracer takes minutes
+for name in filter(None, os.environ.get("MUTATE_PRELOAD", "").split(",")):
+    importlib.import_module(name)
 
 TARGET = os.path.realpath(os.environ["MUTATE_TARGET"])
 OUT = os.environ["MUTATE_MAP"]
@@ -156,8 +160,11 @@ def pytest_sessionfinish(session, exitstatus):
 SNAPSHOT: Path = ROOT / "src"
 
 
-def line_map(module: Path, tests: list[str], timeout: float) -> dict[int, set[str]]:
-    """{line of ``module``: ids of the tests that execute it} (on the snapshot)."""
+def line_map(
+    module: Path, tests: list[str], timeout: float, preload: list[str] | tuple[str, ...] = ()
+) -> dict[int, set[str]]:
+    """{line of ``module``: ids of the tests that execute it} (on the snapshot;
+    the ``preload`` modules imported before tracing starts)."""
     with tempfile.TemporaryDirectory(prefix="attune-linemap-") as tmp:
         plugin = Path(tmp) / "mutate_tracer.py"
         plugin.write_text(_TRACER_PLUGIN, encoding="utf-8")
@@ -168,6 +175,7 @@ def line_map(module: Path, tests: list[str], timeout: float) -> dict[int, set[st
             PYTHONPATH=f"{SNAPSHOT}{os.pathsep}{tmp}",
             MUTATE_TARGET=str(target),
             MUTATE_MAP=str(out),
+            MUTATE_PRELOAD=",".join(preload),
         )
         proc = subprocess.run(
             [
@@ -510,7 +518,8 @@ def main() -> int:
         "--preload",
         nargs="*",
         default=[],
-        help="third-party modules to import once before forking (never attunement)",
+        help="third-party modules to import once, before tracing and before forking "
+        "(never attunement)",
     )
     parser.add_argument("--only", type=int, nargs="*", help="mutant indices to run")
     parser.add_argument("--list", action="store_true", help="list mutants and stop")
@@ -534,7 +543,7 @@ def main() -> int:
         return 0
     # the unmutated module must pass (or every mutant would look caught); this run
     # also records which tests execute which lines
-    lines = line_map(module, args.tests, LINE_MAP_TIMEOUT)
+    lines = line_map(module, args.tests, LINE_MAP_TIMEOUT, args.preload)
     _preload(args.preload)
     limit = args.timeout or time_limit(args.tests, args.timeout_factor, args.timeout_slack)
     print(
