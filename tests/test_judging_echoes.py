@@ -149,6 +149,14 @@ def test_one_folding_maps_quotes_dashes_ellipses_entities_and_space():
     assert fold("cafe\u0301") == fold("caf\u00e9") == "caf\u00e9"
 
 
+def test_folding_drops_only_what_renders_as_nothing():
+    # a spacing diacritic folds to a space and its combining mark (NFKC): the mark is
+    # kept, so two texts that read differently never fold alike
+    for mark in ("\u00a8", "\u00b4", "\u02dc", "\u00af"):
+        assert fold(f"na{mark}ive") != fold("na ive"), hex(ord(mark))
+        assert fold(f"na{mark}ive").startswith("na ") and len(fold(f"na{mark}ive")) == 7
+
+
 # --------------------------------------------------------------------------- span bounds
 
 WORDS = " ".join(f"w{i}x" for i in range(1, 5))
