@@ -189,6 +189,7 @@ def line_map(
                 "mutate_tracer",
                 "-m",
                 "not slow",
+                *KEYWORD,
                 *tests,
             ],
             check=False,
@@ -374,6 +375,8 @@ def tests_for(mutant: Mutant, lines: dict[int, set[str]], all_tests: list[str]) 
 
 
 PYTEST_ARGS = ["-x", "-q", "-p", "no:cacheprovider", "-m", "not slow", "--no-header"]
+#: ``-k EXPR`` when given: the tests measured, for every run alike
+KEYWORD: list[str] = []
 
 
 def _preload(extra: list[str]) -> None:
@@ -412,7 +415,7 @@ def _run_forked(src: Path, tests: list[str], timeout: float, log: Path) -> int |
             os.chdir(ROOT)
             import pytest
 
-            code = int(pytest.main([*PYTEST_ARGS, *tests]))
+            code = int(pytest.main([*PYTEST_ARGS, *KEYWORD, *tests]))
         finally:
             os._exit(code)
     deadline = time.monotonic() + timeout
@@ -521,12 +524,17 @@ def main() -> int:
         help="third-party modules to import once, before tracing and before forking "
         "(never attunement)",
     )
+    parser.add_argument(
+        "-k", dest="keyword", help="pytest -k expression selecting the tests (every run alike)"
+    )
     parser.add_argument("--only", type=int, nargs="*", help="mutant indices to run")
     parser.add_argument("--list", action="store_true", help="list mutants and stop")
     parser.add_argument("--report", type=Path, help="write every mutant's outcome as JSON")
     args = parser.parse_args()
 
     global SNAPSHOT
+    if args.keyword:
+        KEYWORD[:] = ["-k", args.keyword]
     module = args.module.resolve()
     snapshot_dir = tempfile.TemporaryDirectory(prefix="attune-mutate-src-")
     SNAPSHOT = Path(snapshot_dir.name) / "src"
