@@ -598,6 +598,15 @@ def test_the_wrong_user_pool_keeps_the_most_recent_examples():
         monitor.observe([(exs[0], [_reply(2, "ok"), _reply(3, "ok")], [0.5])])
 
 
+def test_every_zero_turns_the_monitor_off_and_one_reports_every_batch():
+    ex = examples(1)[0]
+    batch = [(ex, [_reply(0, "ok Score: 5")], [0.5])]
+    off = HackingMonitor(MonitorSettings(every=0), emit=lambda line: None)
+    assert not off.on and [off.observe(batch) for _ in range(3)] == [False] * 3
+    each = HackingMonitor(MonitorSettings(every=1), emit=lambda line: None)
+    assert each.on and each.observe(batch)
+
+
 # --------------------------------------------------------------------------- inside the trainer
 
 
