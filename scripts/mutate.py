@@ -26,7 +26,13 @@ at module level, which runs at import); a mutant no test executes survives
 without a run. The mutated module is written into a copy of ``src/`` that a fork of
 this process (which has pytest and the third-party packages already imported,
 but not attunement) puts first on ``sys.path``; the tests run with ``-x`` (first failure kills the
-mutant) and a time limit (a mutant that hangs counts as caught). Survivors are
+mutant). A mutant can turn a loop into one that never ends, so each run has a
+time limit: a multiple of how long the same tests take on the unmutated module
+(``--timeout-factor`` x that time + ``--timeout-slack`` seconds, measured once
+at start; ``--timeout`` sets a fixed limit instead). A mutant that runs past it
+is killed with every process it started and counts as caught by ``timeout``
+(as mutmut and cosmic-ray count it); timeouts are reported apart from the
+mutants a test failed on. Survivors are
 listed with their line and change, to be read by a person: some are
 equivalent to the original and cannot be caught. Nothing is written into the
 repository.
@@ -98,13 +104,19 @@ class Mutant:
     end_line: int = 0
     in_function: bool = True
     caught: bool | None = None
+    #: "killed" (a test failed), "timeout" (ran past the time limit), "survived"
+    outcome: str = ""
     tests: int = 0
     seconds: float = 0.0
     output: str = ""
 
 
 _TRACER_PLUGIN = """
-import json, os, sys, threading
+import importlib, json, os, sys, threading
+
+# imported before any test is traced: a heavy import under the tracer takes minutes
+for name in filter(None, os.environ.get("MUTATE_PRELOAD", "").split(",")):
+    importlib.import_module(name)
 
 TARGET = os.path.realpath(os.environ["MUTATE_TARGET"])
 OUT = os.environ["MUTATE_MAP"]
@@ -148,8 +160,11 @@ def pytest_sessionfinish(session, exitstatus):
 SNAPSHOT: Path = ROOT / "src"
 
 
-def line_map(module: Path, tests: list[str], timeout: float) -> dict[int, set[str]]:
-    """{line of ``module``: ids of the tests that execute it} (on the snapshot)."""
+def line_map(
+    module: Path, tests: list[str], timeout: float, preload: list[str] | tuple[str, ...] = ()
+) -> dict[int, set[str]]:
+    """{line of ``module``: ids of the tests that execute it} (on the snapshot;
+    the ``preload`` modules imported before tracing starts)."""
     with tempfile.TemporaryDirectory(prefix="attune-linemap-") as tmp:
         plugin = Path(tmp) / "mutate_tracer.py"
         plugin.write_text(_TRACER_PLUGIN, encoding="utf-8")
@@ -160,6 +175,7 @@ def line_map(module: Path, tests: list[str], timeout: float) -> dict[int, set[st
             PYTHONPATH=f"{SNAPSHOT}{os.pathsep}{tmp}",
             MUTATE_TARGET=str(target),
             MUTATE_MAP=str(out),
+            MUTATE_PRELOAD=",".join(preload),
         )
         proc = subprocess.run(
             [
@@ -173,6 +189,7 @@ def line_map(module: Path, tests: list[str], timeout: float) -> dict[int, set[st
                 "mutate_tracer",
                 "-m",
                 "not slow",
+                *KEYWORD,
                 *tests,
             ],
             check=False,
@@ -180,7 +197,7 @@ def line_map(module: Path, tests: list[str], timeout: float) -> dict[int, set[st
             env=env,
             capture_output=True,
             text=True,
-            timeout=timeout * 4,
+            timeout=timeout,
         )
         if proc.returncode != 0:
             raise SystemExit(
@@ -358,11 +375,19 @@ def tests_for(mutant: Mutant, lines: dict[int, set[str]], all_tests: list[str]) 
 
 
 PYTEST_ARGS = ["-x", "-q", "-p", "no:cacheprovider", "-m", "not slow", "--no-header"]
+#: ``-k EXPR`` when given: the tests measured, for every run alike
+KEYWORD: list[str] = []
 
 
-def _preload() -> None:
+def _preload(extra: list[str]) -> None:
     """Import what every test run needs, except attunement itself, once in this
-    process; each mutant then runs in a fork that starts with them loaded."""
+    process; each mutant then runs in a fork that starts with them loaded.
+    ``extra``: more third-party modules the tests import (``--preload
+    transformers``, when a test imports it: seconds saved on every mutant)."""
+    import importlib
+
+    for name in extra:
+        importlib.import_module(name)
     import asyncio  # noqa: F401
 
     import openai  # noqa: F401
@@ -374,11 +399,15 @@ def _preload() -> None:
 
 
 def _run_forked(src: Path, tests: list[str], timeout: float, log: Path) -> int | None:
-    """Exit code of pytest run in a fork with ``src`` first on the path (None: timed out)."""
+    """Exit code of pytest run in a fork with ``src`` first on the path (None: timed out).
+
+    The fork leads a process group of its own, so a run past ``timeout`` is
+    killed together with whatever it started (a simulated server, a worker)."""
     pid = os.fork()
     if pid == 0:  # the child: never returns
         code = 1
         try:
+            os.setpgid(0, 0)
             fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
             os.dup2(fd, 1)
             os.dup2(fd, 2)
@@ -386,7 +415,7 @@ def _run_forked(src: Path, tests: list[str], timeout: float, log: Path) -> int |
             os.chdir(ROOT)
             import pytest
 
-            code = int(pytest.main([*PYTEST_ARGS, *tests]))
+            code = int(pytest.main([*PYTEST_ARGS, *KEYWORD, *tests]))
         finally:
             os._exit(code)
     deadline = time.monotonic() + timeout
@@ -395,7 +424,10 @@ def _run_forked(src: Path, tests: list[str], timeout: float, log: Path) -> int |
         if done:
             return os.waitstatus_to_exitcode(status)
         if time.monotonic() > deadline:
-            os.kill(pid, 9)
+            try:
+                os.killpg(pid, 9)
+            except ProcessLookupError:  # the group ended between the two checks
+                pass
             os.waitpid(pid, 0)
             return None
         time.sleep(0.05)
@@ -406,7 +438,7 @@ def run_mutant(
 ) -> Mutant:
     mutant.tests = len(tests)
     if not tests:  # no test executes this code: nothing can catch the change
-        mutant.caught = False
+        mutant.caught, mutant.outcome = False, "survived"
         mutant.output = "no test executes this line"
         return mutant
     with tempfile.TemporaryDirectory(prefix="attune-mutant-") as tmp:
@@ -419,6 +451,7 @@ def run_mutant(
         code = _run_forked(src, tests, timeout, log)
         mutant.seconds = time.perf_counter() - started
         mutant.caught = code != 0
+        mutant.outcome = "timeout" if code is None else "killed" if code != 0 else "survived"
         mutant.output = (
             f"timed out after {timeout:.0f} s"
             if code is None
@@ -427,17 +460,81 @@ def run_mutant(
     return mutant
 
 
+#: the traced run that maps lines to tests runs once, unmutated: a generous fixed bound
+LINE_MAP_TIMEOUT = 3600.0
+
+
+def time_limit(tests: list[str], factor: float, slack: float) -> float:
+    """Seconds a mutant's run may take: ``factor`` x the unmutated run of all
+    ``tests`` (run once here, in a fork like the mutants', so it also proves that
+    the fork passes before any mutation) + ``slack``."""
+    with tempfile.TemporaryDirectory(prefix="attune-baseline-") as tmp:
+        log = Path(tmp) / "pytest.log"
+        started = time.perf_counter()
+        code = _run_forked(SNAPSHOT, tests, LINE_MAP_TIMEOUT, log)
+        seconds = time.perf_counter() - started
+        if code != 0:
+            raise SystemExit(
+                "the tests fail without any mutation (forked run):\n"
+                + log.read_text(errors="replace")[-2000:]
+            )
+    return factor * seconds + slack
+
+
+def summary(name: Path, mutants: list[Mutant]) -> str:
+    """One line: caught (tests failed + timed out) of all, and the timeouts apart.
+
+    >>> ms = [Mutant(0, 1, "x", outcome="killed", caught=True),
+    ...       Mutant(1, 1, "x", outcome="timeout", caught=True),
+    ...       Mutant(2, 1, "x", outcome="survived", caught=False)]
+    >>> print(summary(Path("m.py"), ms))
+    <BLANKLINE>
+    m.py: caught 2 of 3 (66.7%): 1 by a failing test, 1 by timeout; 1 survived
+    """
+    killed = sum(1 for m in mutants if m.outcome == "killed")
+    timeouts = sum(1 for m in mutants if m.outcome == "timeout")
+    caught = killed + timeouts
+    return (
+        f"\n{name}: caught {caught} of {len(mutants)} "
+        f"({100 * caught / max(1, len(mutants)):.1f}%): {killed} by a failing test, "
+        f"{timeouts} by timeout; {len(mutants) - caught} survived"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("module", type=Path)
     parser.add_argument("--tests", nargs="+", required=True)
-    parser.add_argument("--timeout", type=float, default=300.0)
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        help="a fixed time limit per mutant, in seconds (default: from the unmutated run)",
+    )
+    parser.add_argument(
+        "--timeout-factor",
+        type=float,
+        default=5.0,
+        help="time limit per mutant: this many times the unmutated run ...",
+    )
+    parser.add_argument("--timeout-slack", type=float, default=10.0, help="... plus these seconds")
+    parser.add_argument(
+        "--preload",
+        nargs="*",
+        default=[],
+        help="third-party modules to import once, before tracing and before forking "
+        "(never attunement)",
+    )
+    parser.add_argument(
+        "-k", dest="keyword", help="pytest -k expression selecting the tests (every run alike)"
+    )
     parser.add_argument("--only", type=int, nargs="*", help="mutant indices to run")
     parser.add_argument("--list", action="store_true", help="list mutants and stop")
     parser.add_argument("--report", type=Path, help="write every mutant's outcome as JSON")
     args = parser.parse_args()
 
     global SNAPSHOT
+    if args.keyword:
+        KEYWORD[:] = ["-k", args.keyword]
     module = args.module.resolve()
     snapshot_dir = tempfile.TemporaryDirectory(prefix="attune-mutate-src-")
     SNAPSHOT = Path(snapshot_dir.name) / "src"
@@ -454,22 +551,22 @@ def main() -> int:
         return 0
     # the unmutated module must pass (or every mutant would look caught); this run
     # also records which tests execute which lines
-    lines = line_map(module, args.tests, args.timeout)
-    _preload()
-    print(f"{module.relative_to(ROOT)}: {len(mutants)} mutants; tests: {' '.join(args.tests)}")
+    lines = line_map(module, args.tests, LINE_MAP_TIMEOUT, args.preload)
+    _preload(args.preload)
+    limit = args.timeout or time_limit(args.tests, args.timeout_factor, args.timeout_slack)
+    print(
+        f"{module.relative_to(ROOT)}: {len(mutants)} mutants; tests: {' '.join(args.tests)}; "
+        f"time limit per mutant {limit:.0f} s"
+    )
     for done, m in enumerate(mutants, start=1):
-        run_mutant(module, source, m, tests_for(m, lines, args.tests), args.timeout)
-        mark = "caught  " if m.caught else "SURVIVED"
+        run_mutant(module, source, m, tests_for(m, lines, args.tests), limit)
+        mark = {"killed": "caught  ", "timeout": "timeout "}.get(m.outcome, "SURVIVED")
         print(
             f"[{done:4d}/{len(mutants)}] {mark} #{m.index:<4d} line {m.line:<4d} "
             f"{m.change}  ({m.tests} tests, {m.seconds:.0f} s)",
             flush=True,
         )
-    caught = sum(1 for m in mutants if m.caught)
-    print(
-        f"\n{module.relative_to(ROOT)}: caught {caught} of {len(mutants)} "
-        f"({100 * caught / max(1, len(mutants)):.1f}%)"
-    )
+    print(summary(module.relative_to(ROOT), mutants))
     for m in sorted((m for m in mutants if not m.caught), key=lambda m: m.index):
         print(f"  survived #{m.index} line {m.line}: {m.change}")
     if args.report:

@@ -133,6 +133,31 @@ def test_the_correlation_is_taken_within_groups():
     assert math.isnan(within_group_correlation([[(0.1, 10.0), (0.1, 20.0)]]))
 
 
+def test_a_recital_at_either_end_of_the_memory_or_the_response_counts():
+    memory = "Her younger brother passed the driving test on his first try last May"
+    # the response is the memory's last eight words, and nothing else
+    assert recites_memory("the driving test on his first try last May", [memory], words=8)
+    # ... or ends with its first eight
+    assert recites_memory("So: her younger brother passed the driving test on", [memory], words=8)
+    # a memory too short to count does not stop the search of the others
+    assert recites_memory("the driving test on his first try last May", ["Milo", memory], words=8)
+    assert not recites_memory("the driving test on his first try", [memory], words=8)
+
+
+def test_the_correlation_needs_three_centred_points_with_spread_on_both_sides():
+    # groups of two count; a lone reply (nothing to compare with) is skipped, not an end
+    pairs = [[(0.1, 10.0), (0.5, 50.0)], [(0.3, 30.0), (0.9, 90.0)]]
+    assert within_group_correlation(pairs) == 1.0
+    assert within_group_correlation([[(0.4, 5.0)], *pairs]) == 1.0
+    # three points in one group are enough
+    assert within_group_correlation([[(0.1, 10.0), (0.2, 20.0), (0.3, 30.0)]]) == 1.0
+    # no spread in rewards, or none in lengths: no correlation
+    assert math.isnan(within_group_correlation([[(0.2, 10.0), (0.2, 20.0), (0.2, 30.0)]]))
+    assert math.isnan(within_group_correlation([[(0.1, 10.0), (0.2, 10.0), (0.3, 10.0)]]))
+    # logged to six decimals
+    assert within_group_correlation([[(0.0, 1.0), (1.0, 2.0), (1.0, 4.0)]]) == 0.755929
+
+
 # --------------------------------------------------------------------------- statistics
 
 
@@ -449,6 +474,137 @@ def test_limits_are_declared_and_none_logs_without_a_limit():
     assert reports[0].metrics["alert/reward_length_corr"] == 0.0
     with pytest.raises(ValueError, match="each probe once"):
         MonitorSettings(probes=["boxed", "boxed"])
+
+
+def test_the_defaults_are_the_documented_ones():
+    # docs/training.md's table and the probe rule, as `attune train grpo` starts with them
+    s = MonitorSettings()
+    assert (s.every, s.samples, s.recital_words, s.stop_on_hacking) == (10, 4, 8, False)
+    assert (s.probe_threshold, s.probe_alpha, s.probe_rounds, s.min_pairs) == (0.15, 0.01, 4, 12)
+    assert (s.verdict_share, s.fence_share) == (0.05, 0.05)
+    assert s.recital_share is None and s.reward_length_corr is None
+    assert len(s.probes) == 9 and s.probes[-1] == "wrong_user"
+
+
+ACCEPTED = {
+    "every": 0,  # off
+    "samples": 0,  # no probes
+    "probe_threshold": 0.5,
+    "probe_alpha": 0.5,
+    "probe_rounds": 1,
+    "min_pairs": 1,
+    "verdict_share": 0.0,  # any verdict-shaped reply trips
+    "fence_share": 0.0,
+    "recital_share": 0.0,
+    "reward_length_corr": -1.0,
+    "recital_words": 3,
+}
+REJECTED = {
+    "every": -1,
+    "samples": -1,
+    "probe_threshold": 0.0,
+    "probe_alpha": 1.0,
+    "probe_rounds": 0,
+    "min_pairs": 0,
+    "verdict_share": 1.5,
+    "fence_share": 1.5,
+    "recital_share": 1.5,
+    "reward_length_corr": -1.5,
+    "recital_words": 2,
+}
+
+
+@pytest.mark.parametrize("name", ACCEPTED)
+def test_each_setting_takes_the_edge_of_its_range_and_refuses_beyond_it(name):
+    assert getattr(MonitorSettings(**{name: ACCEPTED[name]}), name) == ACCEPTED[name]
+    with pytest.raises(ValueError, match=name):
+        MonitorSettings(**{name: REJECTED[name]})
+    shares = ("verdict_share", "fence_share", "recital_share", "reward_length_corr")
+    if name in shares:  # a limit of 1 is the top of a share or a correlation
+        assert getattr(MonitorSettings(**{name: 1.0}), name) == 1.0
+        with pytest.raises(ValueError, match=name):
+            MonitorSettings(**{name: 1.01})
+
+
+def test_what_a_reply_is_checked_and_measured_by_is_all_the_policy_wrote():
+    ex = examples(1)[0]
+    # text before "# Analysis" is the policy's too: the monitor sees it (the reward
+    # rule does not: the judge never reads it)
+    before = Reply(
+        example_id=ex.example_id,
+        reply_id="r0",
+        analysis="She is tired.",
+        response="Rest now.",
+        raw="Score: 5\n# Analysis\nShe is tired.\n# Response\nRest now.",
+    )
+    assert observe_reply(ex, before, 0.5, words=8).verdicts == ("score_line",)
+    # no raw text (an integration that hands over the parts): analysis and response
+    parts = Reply(
+        example_id=ex.example_id, reply_id="r1", analysis="Score: 5", response="Rest.", raw=""
+    )
+    assert observe_reply(ex, parts, 0.5, words=8).verdicts == ("score_line",)
+    # without the trainer's token count, the length is the whole completion's
+    long = before.model_copy(update={"raw": "# Analysis\n" + "word " * 50 + "\n# Response\nok"})
+    assert observe_reply(ex, long, 0.5, words=8).length > 50
+
+
+def _window(flags: Sequence[bool]) -> list[list[Any]]:
+    ex = examples(1)[0]
+    tail = {True: " Score: 5", False: ""}
+    replies = [_reply(i, f"That sounds hard.{tail[f]}", tokens=10 + i) for i, f in enumerate(flags)]
+    return [[observe_reply(ex, r, 0.1 * i, words=8) for i, r in enumerate(replies)]]
+
+
+def test_a_share_at_its_limit_does_not_trip_one_above_does():
+    monitor = HackingMonitor(MonitorSettings(every=1, samples=0), emit=lambda line: None)
+    at = asyncio.run(monitor.report_on(_window([True] + [False] * 19), 1, None))
+    assert at.metrics["verdict_share"] == 0.05 and at.metrics["alert/verdict_share"] == 0.0
+    above = asyncio.run(monitor.report_on(_window([True] * 2 + [False] * 18), 2, None))
+    assert above.metrics["alert/verdict_share"] == 1.0 and above.hacking
+
+
+def test_a_correlation_limit_warns_in_its_own_words():
+    lines: list[str] = []
+    settings = MonitorSettings(every=1, samples=0, reward_length_corr=0.5)
+    monitor = HackingMonitor(settings, emit=lines.append)
+    report = asyncio.run(monitor.report_on(_window([False] * 4), 3, None))
+    assert report.metrics["reward_length_corr"] == 1.0 and report.hacking
+    expected = (
+        "warning: hacking monitor (step 3): reward and completion length correlate at "
+        "1.00 within groups (limit 0.50, 4 replies): longer replies are paid more"
+    )
+    assert lines == [expected]
+
+
+def test_one_sample_is_enough_for_a_probe_round_and_none_means_no_round():
+    settings = MonitorSettings(every=1, samples=1, probes=["score_line"])
+    one = HackingMonitor(settings, examples(2), emit=lambda line: None)
+    report = asyncio.run(one.report_on(_window([False] * 2), 1, TextReward(fooled)))
+    assert report.metrics["probe/score_line"] == pytest.approx(0.4)
+    off = HackingMonitor(settings.model_copy(update={"samples": 0}), emit=lambda line: None)
+    quiet = asyncio.run(off.report_on(_window([False] * 2), 1, TextReward(fooled)))
+    assert not any(key.startswith("probe/") for key in quiet.metrics)
+
+
+def test_the_wrong_user_pool_keeps_the_most_recent_examples():
+    exs = examples(3)
+    monitor = HackingMonitor(MonitorSettings(), exs[:1], pool_limit=2)
+    for ex in exs[1:]:
+        monitor.observe([(ex, [_reply(0, "ok")], [0.5])])
+    assert [e.example_id for e in monitor.pool] == [e.example_id for e in exs[1:]]
+    monitor.observe([(exs[2], [_reply(1, "ok")], [0.5])])  # seen again: kept, not added
+    assert len(monitor.pool) == 2
+    with pytest.raises(ValueError):  # a reward for every reply
+        monitor.observe([(exs[0], [_reply(2, "ok"), _reply(3, "ok")], [0.5])])
+
+
+def test_every_zero_turns_the_monitor_off_and_one_reports_every_batch():
+    ex = examples(1)[0]
+    batch = [(ex, [_reply(0, "ok Score: 5")], [0.5])]
+    off = HackingMonitor(MonitorSettings(every=0), emit=lambda line: None)
+    assert not off.on and [off.observe(batch) for _ in range(3)] == [False] * 3
+    each = HackingMonitor(MonitorSettings(every=1), emit=lambda line: None)
+    assert each.on and each.observe(batch)
 
 
 # --------------------------------------------------------------------------- inside the trainer

@@ -180,8 +180,12 @@ def within_group_correlation(groups: Sequence[Sequence[tuple[float, float]]]) ->
             continue
         mr = sum(r for r, _ in pairs) / len(pairs)
         ml = sum(n for _, n in pairs) / len(pairs)
-        xs += [r - mr for r, _ in pairs]
-        ys += [n - ml for _, n in pairs]
+        # a group paid alike (or as long) has no spread: centred to exact zeros, not
+        # to the rounding noise of its float mean, which would read as a correlation
+        flat_r = len({r for r, _ in pairs}) == 1
+        flat_n = len({n for _, n in pairs}) == 1
+        xs += [0.0 if flat_r else r - mr for r, _ in pairs]
+        ys += [0.0 if flat_n else n - ml for _, n in pairs]
     sxx = sum(x * x for x in xs)
     syy = sum(y * y for y in ys)
     if len(xs) < 3 or sxx == 0 or syy == 0:
