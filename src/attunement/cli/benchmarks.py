@@ -43,11 +43,7 @@ from attunement.cli.options import (
     verb,
     warn_if_stand_in,
 )
-from attunement.cli.paths import (
-    data_option,
-    out_option,
-    path_option,
-)
+from attunement.cli.paths import data_option, out_option, path_option
 from attunement.jsonl import read_jsonl
 from attunement.llm import call_failure_in, calls_failed, load_chat_model, preflight
 

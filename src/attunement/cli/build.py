@@ -42,12 +42,7 @@ from attunement.cli.options import (
     skip_invalid_option,
     verb,
 )
-from attunement.cli.paths import (
-    data_option,
-    out_option,
-    path_check,
-    path_option,
-)
+from attunement.cli.paths import data_option, out_option, path_check, path_option
 from attunement.llm import load_chat_model
 
 #: the config fields ``build`` sets from options (when given)

@@ -15,9 +15,7 @@ from attunement.cli.options import (
     verb,
     warn_if_stand_in,
 )
-from attunement.cli.paths import (
-    out_option,
-)
+from attunement.cli.paths import out_option
 from attunement.demo import load_demo_models, run_demo
 from attunement.evaluation.evaluate import EvalSettings, spec_label
 from attunement.llm import LLMOptions

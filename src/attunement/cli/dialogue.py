@@ -46,10 +46,7 @@ from attunement.cli.options import (
     shown_options,
     verb,
 )
-from attunement.cli.paths import (
-    data_option,
-    out_option,
-)
+from attunement.cli.paths import data_option, out_option
 from attunement.cli.policy import GENERATION_HELPS, prompt_choice
 from attunement.dialogue import (
     AssistantSide,

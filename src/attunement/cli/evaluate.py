@@ -29,9 +29,7 @@ from attunement.cli.options import (
     verb,
     warn_if_stand_in,
 )
-from attunement.cli.paths import (
-    out_option,
-)
+from attunement.cli.paths import out_option
 from attunement.cli.reward_options import RewardFlags, reward_bundle
 from attunement.evaluation.evaluate import (
     EvalInputs,

@@ -28,10 +28,7 @@ from attunement.cli.options import (
     shown_options,
     verb,
 )
-from attunement.cli.paths import (
-    data_option,
-    out_option,
-)
+from attunement.cli.paths import data_option, out_option
 from attunement.integrations.verl import ABILITY, DATA_SOURCE, ExportMemoryMode
 from attunement.jsonl import read_jsonl
 from attunement.policy import (

@@ -21,9 +21,7 @@ from attunement.cli.options import (
     verb,
     warn_if_stand_in,
 )
-from attunement.cli.paths import (
-    out_option,
-)
+from attunement.cli.paths import out_option
 from attunement.cli.reward_options import RewardFlags, reward_bundle
 from attunement.judge_card import CardSettings, JudgeCard, load_inputs, run_judge_card
 from attunement.judging import RewardConfig, RewardSpec

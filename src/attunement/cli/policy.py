@@ -38,11 +38,7 @@ from attunement.cli.options import (
     shown_options,
     verb,
 )
-from attunement.cli.paths import (
-    data_option,
-    out_option,
-    path_option,
-)
+from attunement.cli.paths import data_option, out_option, path_option
 from attunement.jsonl import read_jsonl
 from attunement.llm import CachedChatModel, CompletionCache, load_chat_model
 from attunement.policy import (

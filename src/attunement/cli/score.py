@@ -26,11 +26,7 @@ from attunement.cli.options import (
     verb,
     warn_if_stand_in,
 )
-from attunement.cli.paths import (
-    data_option,
-    out_option,
-    replies_option,
-)
+from attunement.cli.paths import data_option, out_option, replies_option
 from attunement.cli.reward_options import RewardFlags, kind_defaults, reward_bundle
 from attunement.jsonl import manifest_path, read_jsonl, read_manifest
 from attunement.judging import (

@@ -20,9 +20,7 @@ from attunement.cli.options import (
     model_run,
     verb,
 )
-from attunement.cli.paths import (
-    path_option,
-)
+from attunement.cli.paths import path_option
 from attunement.cli.reward_options import RewardFlags, reward_bundle
 from attunement.integrations.server import ServeSettings
 

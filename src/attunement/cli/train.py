@@ -32,10 +32,7 @@ from attunement.cli.options import (
     verb,
     warn_if_stand_in,
 )
-from attunement.cli.paths import (
-    out_option,
-    path_option,
-)
+from attunement.cli.paths import out_option, path_option
 from attunement.cli.reward_options import RewardFlags, check_spec, reward_bundle
 from attunement.configfile import parse_assignments, read_config_file
 from attunement.judging import RewardSpec
