@@ -136,3 +136,48 @@ def test_cli_a_run_that_judged_nothing_exits_1_with_the_cause(tmp_path, bench): 
     [line] = [ln for ln in result.stderr.splitlines() if ln.startswith("error:")]
     assert line.startswith("error: 0 of 3 scenarios judged (judge: ")
     assert line.endswith("try --judge-format json, then run the same command again")
+
+
+def test_cli_judge_down_then_failing_then_up(tmp_path, bench):  # noqa: F811
+    """Issue 17, finding 1, for eqbench3: a judge that is down is named before any
+    work; one that answers HTTP 500 leaves the 3 scenarios unjudged (exit 1, one
+    line, no verdict written); back on the same port, exactly those are judged."""
+    import socket
+
+    from attunement.benchmarks.eqbench3 import RubricVerdict
+    from attunement.jsonl import read_jsonl
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    register_backend("eq-tested", lambda spec, options: model_under_test())
+    out = tmp_path / "out"
+    args = [
+        *("eqbench3", "--policy", "eq-tested:x", "--judge"),
+        f"openai:http://127.0.0.1:{port}/v1#sim-judge",
+        *("--data", str(bench.folder), "--out", str(out), "--retries", "0"),
+    ]
+
+    def run():
+        result = CliRunner().invoke(build_app(), args)
+        errors = [ln for ln in result.stderr.splitlines() if ln.startswith("error:")]
+        return result, errors
+
+    down, errors = run()
+    assert down.exit_code == 1 and len(errors) == 1, down.output
+    assert errors[0].startswith(f"error: judge unreachable at http://127.0.0.1:{port}/v1")
+    config = SimConfig(responder=follows_the_request, base_latency=0.0, per_output_token=0.0)
+    config.faults = ["500"] * 50
+    with SimServer(config, port=port):
+        failing, errors = run()
+    assert failing.exit_code == 1 and len(errors) == 1, failing.output
+    assert errors[0].startswith(f"error: judge failing at http://127.0.0.1:{port}/v1 (HTTP 500)")
+    assert errors[0].endswith("run again to retry")
+    verdicts = out / "rubric.jsonl"
+    assert not verdicts.exists() or not read_jsonl(verdicts, RubricVerdict)
+    config.faults = []
+    with SimServer(config, port=port) as server:
+        back, errors = run()
+    assert back.exit_code == 0 and not errors, back.output
+    assert len(read_jsonl(verdicts, RubricVerdict)) == 3
+    assert len([r for r in server.received() if "response_format" in r]) == 3
