@@ -123,7 +123,9 @@ def test_a_step_of_many_prompts_through_one_worker_writes_criteria_once_per_grou
     examples, _ = bench_batch(n, 1)
     rows = asyncio.run(verl.verl_rows(examples))
     judge = ScriptedJudge()
-    settings = {"group_size": 2, "prompts_per_step": n}
+    # the hacking monitor's probe rounds (every 640 replies by default) write criteria
+    # for their own copies: off here, where only the training traffic is counted
+    settings = {"group_size": 2, "prompts_per_step": n, "monitor": {"every": 0}}
 
     async def step():
         gate = asyncio.Semaphore(32)
@@ -158,7 +160,9 @@ def test_the_servers_service_holds_a_step_of_many_prompts(n):
     spec = RewardSpec(
         reward="peregrm@1", judge=judge.spec, overrides={"output": "text", "use_bystander": False}
     )
-    settings = ServeSettings(group_size=2, prompts_per_step=n, log_level="warning")
+    settings = ServeSettings(
+        group_size=2, prompts_per_step=n, log_level="warning", monitor={"every": 0}
+    )  # no probe rounds (they write criteria for their own copies)
     prompt = "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
 
     async def run():
