@@ -367,6 +367,9 @@ def test_grpo_with_the_monitor_on_writes_its_metrics_and_stops_on_hacking(base, 
         "--out",
         str(stopped),
         *common,
+        # the judge must see the forged score for the probe to pay (by default a reply
+        # carrying a verdict gets the reward's minimum without a judge call)
+        *("--set", "verdict_in_reply=judge"),
         "--config",
         str(config),
         "--max-steps",

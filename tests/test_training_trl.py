@@ -22,7 +22,8 @@ from attunement.training.reward import GRPOReward
 torch = pytest.importorskip("torch")
 trl_utils = pytest.importorskip("trl.chat_template_utils")
 
-SPECIAL = ["<|im_start|>", "<|im_end|>", "<think>", "</think>"]
+SPECIAL = ["<|im_start|>", "<|im_end|>"]
+THINK_TAGS = ["<think>", "</think>"]
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
@@ -32,7 +33,7 @@ CHAT_TEMPLATE = (
 def template_tokenizer():
     """A tiny tokenizer with a chat template and a response template (legacy schema on
     transformers < 5.13, as TRL's ``add_response_schema`` sets it)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
@@ -44,6 +45,9 @@ def template_tokenizer():
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     tok.train_from_iterator(["She has felt lonely since the move. That sounds hard."], trainer)
+    # the thinking tags are added tokens but not special ones, as in Qwen3's tokenizer:
+    # decoding with skip_special_tokens keeps them, so the template can find them
+    tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in THINK_TAGS])
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>")
     fast.chat_template = CHAT_TEMPLATE
     if trl_utils._SUPPORTS_RESPONSE_TEMPLATE:
@@ -64,8 +68,11 @@ def test_thinking_parsed_by_a_response_template_is_the_analysis():
     )
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     message = trl_utils.parse_response(tokenizer, ids)  # what GRPOTrainer puts in completions
-    assert message["reasoning_content"] == "She has felt lonely since the move."
-    assert "lonely" not in message["content"]
+    if "reasoning_content" in message:  # the legacy schema (transformers < 5.13)
+        assert message["reasoning_content"] == "She has felt lonely since the move."
+        assert "lonely" not in message["content"]
+    else:  # the new template, given no chat prefix: the <think> block stays in content
+        assert message["content"].startswith("<think>\nShe has felt lonely")
 
     judge = scripted_judge()
     install(judge)
