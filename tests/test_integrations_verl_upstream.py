@@ -30,7 +30,7 @@ from scale_helpers import ScriptedJudge, bench_batch
 from attunement.integrations import verl as attune_verl
 from attunement.integrations.outcomes import KEY_PREFIX
 
-verl = pytest.importorskip("verl", reason="the verl extra: pip install 'attunement[verl]'")
+verl = pytest.importorskip("verl", reason="verl 0.9.1: pip install verl==0.9.1 cachetools")
 torch = pytest.importorskip("torch")
 from omegaconf import OmegaConf
 
