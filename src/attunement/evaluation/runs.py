@@ -78,6 +78,7 @@ class Paired(BaseModel):
             ties=cmp.ties,
             wilcoxon_p=cmp.wilcoxon_p,
             sign_p=cmp.sign_p,
+            p=cmp.p,
         )
 
 

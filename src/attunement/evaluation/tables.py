@@ -285,21 +285,14 @@ def paired(
             min_clusters=cfg.min_users,
         )
         out.append(
-            Paired(
+            Paired.of(
+                cmp,
                 view=view,
                 judge=judge,
                 split=split,
                 system=system.label,
                 baseline=baseline.label,
                 metric=metric,
-                diff=Stat.of(cmp.diff),
-                n=cmp.n,
-                wins=cmp.wins,
-                losses=cmp.losses,
-                ties=cmp.ties,
-                wilcoxon_p=cmp.wilcoxon_p,
-                sign_p=cmp.sign_p,
-                p=cmp.p,
             )
         )
     return out
