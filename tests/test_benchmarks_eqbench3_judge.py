@@ -142,14 +142,12 @@ def test_cli_judge_down_then_failing_then_up(tmp_path, bench):  # noqa: F811
     """Issue 17, finding 1, for eqbench3: a judge that is down is named before any
     work; one that answers HTTP 500 leaves the 3 scenarios unjudged (exit 1, one
     line, no verdict written); back on the same port, exactly those are judged."""
-    import socket
+    from test_call_failures import free_port
 
     from attunement.benchmarks.eqbench3 import RubricVerdict
     from attunement.jsonl import read_jsonl
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     register_backend("eq-tested", lambda spec, options: model_under_test())
     out = tmp_path / "out"
     args = [

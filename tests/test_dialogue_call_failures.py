@@ -11,28 +11,20 @@ finishes every talk from its journaled turns and exits 0.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import dialogue_scripted as ds
 import pytest
-from typer.testing import CliRunner
+from test_call_failures import error_line, free_port, invoke, spec
 
 from attunement.benchmarks.sage import load_sage
-from attunement.cli import build_app
 from attunement.dialogue import read_dialogues, read_journal
 from attunement.jsonl import write_jsonl
 from attunement.perf.simserver import SimConfig, SimServer
 from attunement.perf.simuser import TalkResponder
 
 FAST = ["--retries", "0", "--timeout", "10", "-c", "1"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextmanager
@@ -43,20 +35,6 @@ def talker_at(port: int, *, failing: bool = False, responder=None) -> Iterator[S
     cfg.faults = ["none", *["500"] * 300] if failing else []
     with SimServer(cfg, port=port) as server:
         yield server
-
-
-def spec(port: int, model: str) -> str:
-    return f"openai:http://127.0.0.1:{port}/v1#{model}"
-
-
-def invoke(*args: str):
-    return CliRunner().invoke(build_app(), [*map(str, args)])
-
-
-def error_line(result) -> str:
-    lines = [ln for ln in result.stderr.splitlines() if ln.startswith("error:")]
-    assert len(lines) == 1, result.output
-    return lines[0]
 
 
 @pytest.fixture
