@@ -73,7 +73,7 @@ def row(uid: str) -> dict:
         {"role": "system", "content": "You are a caring assistant."},
         {"role": "user", "content": ex.query},
     ]
-    return {"prompt": prompt, "example": ex.model_dump_json(), "example_id": uid}
+    return {"prompt": prompt, "example_id": uid}  # ids only, as training rows are
 
 
 def rollout(tokenizer, sampler, sim, *, max_turns=3, turn_weight=0.0, judge=None):
@@ -86,6 +86,7 @@ def rollout(tokenizer, sampler, sim, *, max_turns=3, turn_weight=0.0, judge=None
         num_generations=2,
         simulator_model=sim,
         abort_after=2,
+        examples=[ds.example("u1"), ds.example("u2")],
     )
     r.make_generate = lambda trainer: sampler
     if judge is not None:

@@ -244,8 +244,7 @@ class MultiTurnRollout:
         """``simulator_model``: an open model to play the users instead of loading
         ``settings.simulator`` (tests); ``make_generate(trainer)`` builds the
         policy's sampler (default :func:`trainer_generate`). ``examples``: the
-        records the rows' ``example_id`` name (training rows carry ids only); a row
-        may instead carry its record as JSON under ``example``."""
+        records the rows' ``example_id`` name (training rows carry ids only)."""
         self.settings = settings
         self.tokenizer = tokenizer
         self.num_generations = num_generations
@@ -268,11 +267,7 @@ class MultiTurnRollout:
             key = prompt_key(row["prompt"])
             if key in self.examples:
                 raise ValueError(f"two training rows have the same prompt ({row['example_id']})")
-            self.examples[key] = (
-                Example.model_validate_json(row["example"])
-                if "example" in row
-                else by_id[row["example_id"]]
-            )
+            self.examples[key] = by_id[row["example_id"]]
             self.prompts[key] = list(row["prompt"])
         self.users = {k: user_from_example(ex) for k, ex in self.examples.items()}
         self.talk = ConverseSettings(
