@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 
-from attunement.judging import named_criteria
+from attunement.judging import named_criteria, named_task
 from attunement.llm import ScriptedChatModel
 from attunement.llm.base import ChatRequest
 from attunement.records import BigFive, Example, MemoryItem, Persona, Reply, Situation
@@ -78,6 +78,9 @@ def replies(system: str) -> list[Reply]:
 
 
 def _dimension(user: str) -> str:
+    task = named_task(user)
+    if task is not None:
+        return task[1]
     return next(d for d in DIMS if re.search(rf"on the {d} dimension", user, re.IGNORECASE))
 
 
@@ -86,7 +89,7 @@ def judge(fail: tuple[str, str, str] | None = None, name: str = "judge-a") -> Sc
 
     def respond(request: ChatRequest, index: int) -> str:
         user = request.messages[-1][1]
-        if "Write the criteria that a reply" in user:
+        if (named_task(user) or ("",))[0] == "criteria":
             return "Specific Criteria:\n" + "\n".join(
                 f"{i}. slot{index} point {i} (25%): detail" for i in range(1, 5)
             )

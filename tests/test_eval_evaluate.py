@@ -25,6 +25,7 @@ from attunement.evaluation.evaluate import (
 )
 from attunement.evaluation.tables import example_scores, scaling_ks, systems_of
 from attunement.jsonl import read_jsonl
+from attunement.judging import named_task
 from attunement.llm.spec import register_backend
 from attunement.records import Example, Judgement, Reply, RewardBreakdown
 
@@ -269,7 +270,7 @@ async def test_criteria_are_kept_and_other_settings_refused(tmp_path):
         given, {"A": fresh}, tmp_path / "given", EvalSettings(plots=False), show_progress=False
     )
     assert run.results.criteria["from_input"] == 4 and run.results.criteria["prepared_now"] == 0
-    assert not [c for c in fresh.calls if "Write the criteria" in c.messages[-1][1]]
+    assert not [c for c in fresh.calls if named_task(c.messages[-1][1])]
 
 
 async def test_unreadable_criteria_leave_the_example_out(tmp_path):
@@ -277,7 +278,7 @@ async def test_unreadable_criteria_leave_the_example_out(tmp_path):
 
     def broken(request, index):
         user = request.messages[-1][1]
-        if "Write the criteria" in user and "Query of e4" in user:
+        if named_task(user) and "Query of e4" in user:
             return "no list here"
         return base._responder(request, index)
 

@@ -18,6 +18,7 @@ from attunement.judging import (
     fence_marks,
     injection_marks,
     load_reward,
+    named_task,
     peregrm_reward,
     perm_reward,
     rlpa_reward,
@@ -62,7 +63,7 @@ def _kind(system: str, user: str) -> str:
         return "decision"
     if "how personal an AI assistant's reply is" in system:
         return "match"
-    if "Write the criteria that a reply" in user:
+    if (named_task(user) or ("",))[0] == "criteria":
         return "criteria"
     return "rating"
 

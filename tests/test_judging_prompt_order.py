@@ -15,7 +15,7 @@ import re
 import pytest
 
 from attunement.judging import load_reward
-from attunement.judging.templates import CRITERIA_SET_HEADING, named_set
+from attunement.judging.templates import CRITERIA_SET_HEADING, named_dimension, named_in, named_set
 from attunement.llm import ScriptedChatModel
 from attunement.records import (
     EMPATHY_DIMENSIONS,
@@ -124,9 +124,9 @@ def test_the_judged_text_comes_after_everything_the_group_shares(name, config, d
         closing = re.match(r"\n</(?:response|analysis)>", after)
         assert closing is not None, after
         tail = after[closing.end() :]
-        shows_sets = CRITERIA_SET_HEADING.format(number=1) in first
-        sets_shown += shows_sets
-        assert tail == ("\n\n" + named_set(1) if shows_sets else ""), after
+        named = named_in(first)
+        sets_shown += named is not None
+        assert tail == ("\n\n" + named_set(*named) if named else ""), after
         assert second.endswith(after)
     # PereGRM scoring against criteria written at run time shows them as numbered sets
     assert bool(sets_shown) == (config.get("criteria_mode") in ("shared", "per_reply"))
@@ -154,22 +154,47 @@ def test_no_shared_part_is_sent_twice_in_one_prompt(name, config, dialogue):
                 assert text.count(line) == 1, line
 
 
-@pytest.mark.parametrize("mode", ["shared", "inline", "fixed"])
+@pytest.mark.parametrize("mode", ["inline", "fixed"])
 def test_peregrm_names_the_dimension_after_the_user_so_dimensions_share_it(mode):
     """The three dimensions' prompts of one reply share the user's record and message:
     the dimension and its definition come after them."""
     ex = example(dialogue=False)
-    reward = load_reward("peregrm", ScriptedChatModel(outputs=[]), criteria_mode=mode)
-    prompts = [flat(p) for p in reward.probe_prompts(ex, reply(1))]
-    by_kind: dict[str, list[str]] = {}
-    for text in prompts:
-        by_kind.setdefault(text[:200], []).append(text)
-    groups = [texts for texts in by_kind.values() if len(texts) == len(EMPATHY_DIMENSIONS)]
-    assert groups  # criteria writing and scoring: one prompt per dimension each
-    for texts in groups:
-        shared = min(common_prefix(texts[0], t) for t in texts[1:])
-        for part in (ex.query, ex.persona.profile, ex.situation.description):
-            assert texts[0].index(part) + len(part) <= shared, part
+    reward = load_reward(
+        "peregrm", ScriptedChatModel(outputs=[]), criteria_mode=mode, use_bystander=False
+    )
+    texts = [flat(p) for p in reward.probe_prompts(ex, reply(1))]
+    assert len(texts) == len(EMPATHY_DIMENSIONS)
+    shared = min(common_prefix(texts[0], t) for t in texts[1:])
+    for part in (ex.query, ex.persona.profile, ex.situation.description):
+        assert texts[0].index(part) + len(part) <= shared, part
+
+
+@pytest.mark.parametrize("mode", ["shared", "per_reply"])
+def test_criteria_and_scoring_prompts_of_an_example_share_all_up_to_the_task(mode):
+    """PereGRM writes criteria and scores by them with one prompt whose last part
+    says which: all its requests about one example share the instructions, the
+    definitions, the user's record and the message, so a prefix cache prefills the
+    record once per example; the criteria requests differ only in their last line."""
+    ex = example(dialogue=False)
+    reward = load_reward(
+        "peregrm", ScriptedChatModel(outputs=[]), criteria_mode=mode, use_bystander=False
+    )
+    prompts = list(reward.probe_prompts(ex, reply(1)))
+    texts = [flat(p) for p in prompts]
+    assert len(texts) == 2 * len(EMPATHY_DIMENSIONS)
+    shared = min(common_prefix(texts[0], t) for t in texts[1:])
+    for part in (ex.query, ex.persona.profile, ex.situation.description, *ex.memories):
+        part = getattr(part, "value", part)
+        assert texts[0].index(part) + len(part) <= shared, part
+    criteria = texts[: len(EMPATHY_DIMENSIONS)]
+    for dim, text in zip(EMPATHY_DIMENSIONS, criteria, strict=True):
+        assert "number 1" not in text  # no reply in view
+        assert text.endswith("\n" + named_dimension(dim))
+        body = text[: -len(named_dimension(dim))]
+        assert body == criteria[0][: -len(named_dimension(EMPATHY_DIMENSIONS[0]))]
+    # every dimension's definition comes before the user's record (every example shares it)
+    for dim in EMPATHY_DIMENSIONS:
+        assert f"## {dim}\n" in texts[0][: texts[0].index(ex.persona.profile)]
 
 
 # --------------------------------------------------------------------------- k criteria sets
@@ -183,31 +208,40 @@ def criteria_text(dimension: str, index: int) -> str:
     )
 
 
+def criteria_for(prompt: str) -> str | None:
+    """The dimension a criteria request names in its last line (None for scoring)."""
+    for dim in EMPATHY_DIMENSIONS:
+        if prompt.endswith("\n" + named_dimension(dim)):
+            return dim
+    return None
+
+
 def sets_judge(*, broken: tuple[int, ...] = ()):
     """A scripted judge that writes numbered criteria (sample ``broken`` unreadable)
     and scores each reply with the number of the set its prompt names; it keeps
-    every scoring prompt, by (reply, dimension)."""
-    from attunement.perf.judge import judge_prompts
-
-    scoring: dict[tuple[str, str], list[str]] = {}
+    every scoring prompt, by reply, and the (dimension, set) each one named."""
+    scoring: dict[str, list[tuple[str, int, str]]] = {}
 
     def respond(request, index):
         messages = request.message_dicts
-        name = judge_prompts().identify(messages)
-        dim = next(d for d in EMPATHY_DIMENSIONS if f"# Dimension: {d}" in flat(messages))
-        if name == "peregrm_criteria":
-            return "nothing usable" if index in broken else criteria_text(dim, index)
         text = flat(messages)
+        dim = criteria_for(text)
+        if dim is not None:
+            return "nothing usable" if index in broken else criteria_text(dim, index)
+        named_dim, number = named_in(text)
         who = "r1" if "number 1" in text else "r2"
-        scoring.setdefault((who, dim), []).append(text)
-        number = int(re.search(r"(\d+)\.$", text).group(1))
+        scoring.setdefault(who, []).append((named_dim, number, text))
         return f"Analysis: judged by set {number}.\nScores: \\boxed{{{number}}}"
 
     return ScriptedChatModel(respond), scoring
 
 
 @pytest.mark.parametrize("mode", ["shared", "per_reply"])
-def test_each_scoring_call_shows_all_k_sets_once_in_order_and_names_its_own_last(mode):
+def test_each_scoring_call_shows_every_set_once_in_order_and_names_its_own_last(mode):
+    """A reply's 3 x k scoring calls show the k sets of every dimension once, in
+    order, before the reply, and differ only in the last line, which names one
+    (dimension, set) pair: each pair once. Slot j's verdict is the call naming set
+    j + 1 of its dimension, against that set's criteria."""
     import asyncio
 
     judge, scoring = sets_judge()
@@ -215,29 +249,31 @@ def test_each_scoring_call_shows_all_k_sets_once_in_order_and_names_its_own_last
         "peregrm", judge, k=4, criteria_mode=mode, output="text", use_bystander=False
     )
     breakdowns = asyncio.run(reward.score(example(False), [reply(1), reply(2)]))
-    assert len(scoring) == 2 * len(EMPATHY_DIMENSIONS)
+    assert sorted(scoring) == ["r1", "r2"]
     # per_reply draws each reply its own criteria: reply p's samples start at p * block
     block = 4 * (1 + reward.config.max_resamples) if mode == "per_reply" else 0
     first_sample = {"r1": 0, "r2": block}
-    for (who, dim), prompts in scoring.items():
+    for who, calls in scoring.items():
         judged = reply(int(who[1])).response
-        sets = [criteria_text(dim, first_sample[who] + i) for i in range(4)]
-        assert len(prompts) == 4
-        named = []
-        for text in prompts:
-            # every set once, in order, all before the judged text
+        sets = [
+            criteria_text(d, first_sample[who] + i) for d in EMPATHY_DIMENSIONS for i in range(4)
+        ]
+        assert len(calls) == 4 * len(EMPATHY_DIMENSIONS)
+        for dim, number, text in calls:
+            # every set once, in order (dimension by dimension), all before the judged text
             starts = [text.index(c) for c in sets]
             assert all(text.count(c) == 1 for c in sets)
             assert starts == sorted(starts) and starts[-1] < text.index(judged)
-            number = int(re.search(r"(\d+)\.$", text).group(1))
-            named.append(number)
+            assert text.count(judged) == 1
             # after the judged text: its closing fence, then the line naming the set
-            assert text.endswith(f"{judged}\n</response>\n\n{named_set(number)}")
-        assert sorted(named) == [1, 2, 3, 4]
-        # the k calls for one reply differ only in that last line
-        bodies = {t[: -len(named_set(n))] for t, n in zip(prompts, named)}
+            assert text.endswith(f"{judged}\n</response>\n\n{named_set(dim, number)}")
+        named = sorted((d, n) for d, n, _ in calls)
+        assert named == sorted((d, n) for d in EMPATHY_DIMENSIONS for n in range(1, 5))
+        # the calls for one reply differ only in that last line
+        bodies = {t[: -len(named_set(d, n))] for d, n, t in calls}
         assert len(bodies) == 1
     for b in breakdowns:
+        assert len(b.judgements) == 4 * len(EMPATHY_DIMENSIONS)
         for j in b.judgements:
             # the verdict of slot j came from the call naming set j + 1, against its criteria
             assert j.score == j.sample_index + 1
@@ -252,9 +288,28 @@ def test_shared_prompts_of_a_group_part_only_at_the_reply():
     judge, scoring = sets_judge()
     reward = load_reward("peregrm", judge, k=4, output="text", use_bystander=False)
     asyncio.run(reward.score(example(False), [reply(1), reply(2)]))
-    for dim in EMPATHY_DIMENSIONS:
-        one, two = scoring[("r1", dim)][0], scoring[("r2", dim)][0]
-        assert common_prefix(one, two) == one.index("number 1") + len("number ")
+    one, two = scoring["r1"][0][2], scoring["r2"][0][2]
+    assert common_prefix(one, two) == one.index("number 1") + len("number ")
+
+
+def test_dimensions_judged_on_different_texts_get_their_own_prompts():
+    """With resonation judged on the analysis, its calls show only its own sets
+    and the analysis; expression and reception share theirs, on the response."""
+    import asyncio
+
+    judge, scoring = sets_judge()
+    reward = load_reward(
+        "peregrm", judge, k=2, output="text", use_bystander=False, resonation_on="analysis"
+    )
+    asyncio.run(reward.score(example(False), [reply(1)]))
+    calls = scoring["r1"]
+    assert len(calls) == 2 * len(EMPATHY_DIMENSIONS)
+    for dim, _, text in calls:
+        on_analysis = dim == "resonation"
+        assert (reply(1).analysis in text) == on_analysis
+        assert (reply(1).response in text) != on_analysis
+        shown = {d for d in EMPATHY_DIMENSIONS if criteria_text(d, 0) in text}
+        assert shown == ({"resonation"} if on_analysis else {"expression", "reception"})
 
 
 def test_an_unusable_criteria_set_is_left_out_of_the_scoring_prompts():
@@ -265,14 +320,15 @@ def test_an_unusable_criteria_set_is_left_out_of_the_scoring_prompts():
     judge, scoring = sets_judge(broken=(1,))
     reward = load_reward("peregrm", judge, k=4, output="text", use_bystander=False, max_resamples=0)
     (first,) = asyncio.run(reward.score(example(False), [reply(1)]))
+    calls = scoring["r1"]
     for dim in EMPATHY_DIMENSIONS:
-        prompts = scoring[("r1", dim)]
-        assert sorted(int(re.search(r"(\d+)\.$", t).group(1)) for t in prompts) == [1, 2, 3]
-        for text in prompts:
+        assert sorted(n for d, n, _ in calls if d == dim) == [1, 2, 3]
+    for _, _, text in calls:
+        for dim in EMPATHY_DIMENSIONS:
             assert criteria_text(dim, 1) not in text and criteria_text(dim, 3) in text
-            assert CRITERIA_SET_HEADING.format(number=3) in text
-            assert CRITERIA_SET_HEADING.format(number=4) not in text
+            assert CRITERIA_SET_HEADING.format(dimension=dim, number=3) in text
+            assert CRITERIA_SET_HEADING.format(dimension=dim, number=4) not in text
     missing = [j for j in first.judgements if j.score is None]
-    assert {j.sample_index for j in missing} == {3}
+    assert {(j.dimension, j.sample_index) for j in missing} == {(d, 3) for d in EMPATHY_DIMENSIONS}
     assert all("criteria sample 3 unusable" in j.reason for j in missing)
     assert all(j.score == j.sample_index + 1 for j in first.judgements if j.score is not None)

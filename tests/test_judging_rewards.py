@@ -14,6 +14,7 @@ from attunement.judging import (
     PermConfig,
     load_reward,
     named_criteria,
+    named_task,
     peregrm_reward,
     perm_reward,
 )
@@ -49,8 +50,9 @@ def kind(request: ChatRequest) -> str:
     system, user = request.messages[0][1], request.messages[-1][1]
     if "neutral third party" in system:
         return "bystander"
-    if "Write the criteria that a reply" in user:
-        return "criteria"
+    task = named_task(user)
+    if task is not None:
+        return task[0]
     if "derive criteria specific to this user" in user:
         return "inline"
     if "using the criteria below" in user:
@@ -60,6 +62,9 @@ def kind(request: ChatRequest) -> str:
 
 def dimension(request: ChatRequest) -> str | None:
     user = request.messages[-1][1]
+    task = named_task(user)
+    if task is not None:
+        return task[1]
     for d in DIMS:
         if re.search(rf"on the {d} dimension", user, re.IGNORECASE):
             return d
@@ -660,7 +665,9 @@ def test_load_reward_names_and_overrides():
 def test_manifest_lists_prompt_versions_and_judge():
     m = peregrm_reward(scripted()).manifest()
     assert m["judge"] == "scripted" and m["reward_model"] == "peregrm"
-    assert {"peregrm_criteria", "peregrm_score", "judge_bystander"} <= set(m["prompts"])
+    sent = {"peregrm_write_or_score", "peregrm_named_set", "peregrm_judged", "judge_bystander"}
+    assert sent <= set(m["prompts"])
+    assert "peregrm_score" not in m["prompts"]  # fixed mode's prompt: not sent in shared mode
     assert all(re.fullmatch(r"[0-9a-f]{12}", v) for v in m["prompts"].values())
     assert m["config"]["criteria_mode"] == "shared" and m["config"]["lambda_bys"] == 0.5
 

@@ -121,7 +121,7 @@ def test_bystander_prompts_state_its_scale():
 def test_criteria_prompts_state_the_set_size():
     low, high = CRITERIA_ITEMS
     for name in (
-        "peregrm_criteria",
+        "peregrm_write_or_score",
         "peregrm_format_criteria_text",
         "peregrm_format_criteria_json",
     ):

@@ -187,7 +187,8 @@ def test_realistic_judge_scores_a_sets_prompt_by_the_set_it_names():
     sets = [(n, f"1. Yardstick {n * 7919} (100%): a fixed offset") for n in range(1, 5)]
     alone = [judge(reward.score_messages(ex, r, "expression", text), 0, {}) for _, text in sets]
     named = [
-        judge(reward.score_sets_messages(ex, r, "expression", sets, n), 0, {}) for n, _ in sets
+        judge(reward.score_sets_messages(ex, r, {"expression": sets}, "expression", n), 0, {})
+        for n, _ in sets
     ]
     scores = [re.search(r"boxed\{(\d)\}", a).group(1) for a in alone]
     assert [re.search(r"boxed\{(\d)\}", a).group(1) for a in named] == scores
@@ -221,3 +222,45 @@ def test_targets_against_the_authors_procedure_read_wall_bound_and_uncached_toke
         assert checks["shared: uncached prompt tokens/reply <= the authors' procedure"] is met
         assert checks["shared: >= 2.3x faster than the authors' procedure"] is met
         assert checks["shared: server bound >= 2.3x shorter than the authors' procedure"] is met
+
+
+def uncached_per_reply(mode: str, prompts: int = 4) -> float:
+    """Score ``prompts`` bench groups of 8 one after another, every request served by
+    an ideal prefix cache of 64-character blocks (the bench's); uncached prompt
+    tokens per reply. ``authors``: inline criteria, the k trials as k one-sample calls."""
+    from attunement.perf.prefix_cache import PrefixCache
+    from attunement.perf.reward_bench import OneSampleCalls
+
+    judge, cache, uncached = RealisticJudge(), PrefixCache(64, unit="char"), [0]
+
+    def respond(request: ChatRequest, index: int) -> str:
+        if index == request.sample_start:  # once per request, as a server prefills it
+            total, hit = cache.serve(request.message_dicts)
+            uncached[0] += total - hit
+        return answer(request, index)
+
+    answer = as_scripted(judge)._responder
+    model = ScriptedChatModel(respond)
+    if mode == "authors":
+        model = OneSampleCalls(model)
+    criteria_mode = "inline" if mode == "authors" else mode
+    reward = peregrm_reward(model, PereGRMConfig(k=4, criteria_mode=criteria_mode, output="text"))
+    examples, replies = bench_batch(prompts, 8)
+
+    async def score_all():
+        for ex in examples:
+            group = [r for r in replies if r.example_id == ex.example_id]
+            assert all(b.reward is not None for b in await reward.score(ex, group))
+
+    asyncio.run(score_all())
+    return uncached[0] / len(replies)
+
+
+def test_shared_criteria_leave_no_more_uncached_prompt_tokens_than_the_authors_procedure():
+    """Issue 18's target, on the bench's batch and cache model without the server:
+    the criteria requests and the 3k scoring calls of a group share all up to their
+    task, so shared PereGRM prefills less than the authors' procedure, which prefills
+    every reply once per dimension; per-reply criteria cost far more."""
+    shared, authors = uncached_per_reply("shared"), uncached_per_reply("authors")
+    assert shared <= authors, (shared, authors)
+    assert uncached_per_reply("per_reply") > 2 * authors

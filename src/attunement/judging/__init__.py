@@ -78,7 +78,7 @@ from attunement.judging.settings import (
     Unformatted,
     VerdictInReply,
 )
-from attunement.judging.templates import named_criteria
+from attunement.judging.templates import named_criteria, named_in, named_task
 from attunement.judging.tokens import approx_tokens, load_token_counter
 
 __all__ = [
@@ -127,6 +127,8 @@ __all__ = [
     "load_reward",
     "load_token_counter",
     "named_criteria",
+    "named_in",
+    "named_task",
     "normalize",
     "parse_bystander",
     "parse_criteria",

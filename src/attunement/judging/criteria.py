@@ -30,7 +30,7 @@ from attunement.concurrency import run_bounded
 from attunement.judging.answers import CRITERIA_ITEMS, criteria_answer
 from attunement.judging.base import PROBE_EXAMPLE
 from attunement.judging.criteria_lists import ParsedCriteria, parse_criteria
-from attunement.judging.peregrm import criteria_messages
+from attunement.judging.peregrm_prompts import criteria_messages
 from attunement.judging.sampler import JudgeSampler, Sample
 from attunement.judging.settings import Definitions, JudgeSettings, Temperature
 from attunement.judging.templates import recording, resolve_output, schema, versions
@@ -71,7 +71,12 @@ class CriteriaConfig(JudgeSettings):
 
 def _messages(example: Example, dimension: Dimension, fmt: str, config: CriteriaConfig):
     return criteria_messages(
-        example, dimension, fmt, definitions=config.definitions, judge_context=config.judge_context
+        example,
+        dimension,
+        fmt,
+        definitions=config.definitions,
+        judge_context=config.judge_context,
+        dimensions=config.dimensions,
     )
 
 

@@ -44,7 +44,7 @@ import asyncio
 import hashlib
 import json
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,6 +54,10 @@ from attunement.judging.answers import CRITERIA_ITEMS, InlineAnswer, ScoreAnswer
 from attunement.judging.base import add_usage, to_judgements
 from attunement.judging.criteria_lists import TEXT_CRITERIA_ITEMS, ParsedCriteria, parse_criteria
 from attunement.judging.kinds import register_reward
+from attunement.judging.peregrm_prompts import (
+    definition,
+    write_or_score,
+)
 from attunement.judging.perm import EmpathyReward, RewardConfig
 from attunement.judging.ratings import parse_rating
 from attunement.judging.sampler import Sample, round_seed
@@ -61,18 +65,18 @@ from attunement.judging.settings import (
     JUDGE_TEMPERATURE,
     CriteriaMode,
     Definitions,
-    JudgeContext,
     ResonationOn,
     Temperature,
     Unformatted,
 )
 from attunement.judging.templates import (
     fenced_judged,
+    named_dimension,
     named_set,
     prompt_piece,
-    render_context,
     render_criteria_sets,
     render_message,
+    render_piece,
     render_prompt,
     schema,
 )
@@ -150,32 +154,6 @@ class CriteriaSet:
         return str(self.slots[j].reason)
 
 
-def definition(dimension: Dimension, definitions: Definitions) -> str:
-    """PereGRM's definition of ``dimension`` in the ``definitions`` version."""
-    return prompt_piece(f"peregrm_def_{definitions}_{dimension}")
-
-
-def criteria_messages(
-    example: Example,
-    dimension: Dimension,
-    fmt: str,
-    *,
-    definitions: Definitions = "training",
-    judge_context: JudgeContext = "authors",
-) -> list[Message]:
-    """The prompt asking for weighted criteria for one example and dimension."""
-    return render_prompt(
-        "peregrm_criteria",
-        dimension=dimension,
-        definition=definition(dimension, definitions),
-        context=render_context(
-            example, judge_context=judge_context, include_memories=True, demographics=False
-        ),
-        message=render_message(example),
-        output_format=prompt_piece(f"peregrm_format_criteria_{fmt}"),
-    )
-
-
 @register_reward("peregrm", config=PereGRMConfig)
 class PereGRMReward(EmpathyReward):
     """PereGRM's judges: criteria for this user, then a score against them."""
@@ -218,13 +196,11 @@ class PereGRMReward(EmpathyReward):
         return "response", fenced_judged("response", response)
 
     def criteria_messages(self, example: Example, dimension: Dimension) -> list[Message]:
-        return criteria_messages(
-            example,
-            dimension,
-            self.fmt,
-            definitions=self.config.definitions,
-            judge_context=self.config.judge_context,
-        )
+        """The prompt asking for criteria on ``dimension``: the scoring prompts'
+        start (the same user record), then the line naming the dimension."""
+        if dimension not in self.config.empathy_dimensions:
+            raise ValueError(f"{dimension} is not among the scored dimensions")
+        return self._write_or_score(example, named_dimension(dimension))
 
     def inline_messages(
         self, example: Example, reply: Reply, dimension: Dimension
@@ -245,57 +221,76 @@ class PereGRMReward(EmpathyReward):
         self, example: Example, reply: Reply, dimension: Dimension, criteria: str
     ) -> list[Message]:
         """The prompt scoring a reply against one criteria set (``fixed`` mode)."""
-        return self._score_prompt(
-            example, reply, dimension, fence("criteria", criteria.strip()), named=""
+        label, judged = self._judged(reply, dimension)
+        return render_prompt(
+            "peregrm_score",
+            dimension=dimension,
+            definition=definition(dimension, self.config.definitions),
+            criteria=fence("criteria", criteria.strip()),
+            context=self.context(example),
+            message=render_message(example),
+            judged_label=label,
+            judged=judged,
+            output_format=prompt_piece(f"peregrm_format_score_{self.fmt}"),
         )
 
     def score_sets_messages(
         self,
         example: Example,
         reply: Reply,
+        sets: Mapping[Dimension, Sequence[tuple[int, str]]],
         dimension: Dimension,
-        sets: Sequence[tuple[int, str]],
         number: int,
     ) -> list[Message]:
-        """The prompt scoring a reply against criteria set ``number`` of ``sets``
-        (``(number, text)`` pairs), all of them shown before the reply and the set
-        named in the last line: the calls for the sets of one reply differ only in
-        that line, and the replies of a group only from the reply on, so a server's
-        prefix cache serves the rest (``shared`` and ``per_reply`` modes)."""
-        if number not in {n for n, _ in sets}:
-            raise ValueError(f"criteria set {number} is not among the sets shown")
-        return self._score_prompt(
-            example, reply, dimension, render_criteria_sets(sets), named=named_set(number)
-        )
+        """The prompt scoring a reply on ``dimension`` against its criteria set
+        ``number`` (``shared`` and ``per_reply`` modes).
 
-    def _score_prompt(
-        self, example: Example, reply: Reply, dimension: Dimension, criteria: str, named: str
-    ) -> list[Message]:
+        ``sets`` maps each dimension judged on the same text to its ``(number,
+        text)`` sets; the definitions of every scored dimension come before the
+        user's record (every group shares them), then the sets, dimension by
+        dimension, then the reply; the last line names the dimension and set to
+        score by. The
+        calls for one reply then differ only in that line and the replies of a
+        group only from the reply on, so a server's prefix cache prefills the
+        reply once for all its verdicts and the group's part once per group.
+        """
+        if number not in {n for n, _ in sets.get(dimension, ())}:
+            raise ValueError(f"{dimension} criteria set {number} is not among the sets shown")
         label, judged = self._judged(reply, dimension)
-        return render_prompt(
-            "peregrm_score",
-            dimension=dimension,
-            definition=definition(dimension, self.config.definitions),
-            criteria=criteria,
+        task = "\n\n".join(
+            [
+                render_criteria_sets({d: shown for d, shown in sets.items() if shown}),
+                render_piece("peregrm_judged", judged_label=label, judged=judged),
+                named_set(dimension, number),
+            ]
+        )
+        return self._write_or_score(example, task)
+
+    def _write_or_score(self, example: Example, task: str) -> list[Message]:
+        return write_or_score(
+            example,
+            self.fmt,
+            definitions=self.config.definitions,
             context=self.context(example),
-            message=render_message(example),
-            judged_label=label,
-            judged=judged,
-            output_format=prompt_piece(f"peregrm_format_score_{self.fmt}"),
-            named_set=named,
+            dimensions=self.config.empathy_dimensions,
+            task=task,
         )
 
     def probe_prompts(self, example: Example, reply: Reply) -> Iterator[list[Message]]:
         mode = self.config.criteria_mode
-        for dim in self.config.empathy_dimensions:
-            if mode in ("shared", "per_reply"):
+        dims = self.config.empathy_dimensions
+        if mode in ("shared", "per_reply"):
+            for dim in dims:
                 yield self.criteria_messages(example, dim)
+            shown = {d: [(1, example.criteria[d])] for d in dims}
+            for group in self._together(reply, shown).values():
+                for dim in group:
+                    yield self.score_sets_messages(example, reply, group, dim, 1)
+        for dim in dims:
             if mode == "inline":
                 yield self.inline_messages(example, reply, dim)
             elif mode == "fixed":
                 yield self.score_messages(example, reply, dim, example.criteria[dim])
-            else:
-                yield self.score_sets_messages(example, reply, dim, [(1, example.criteria[dim])], 1)
         if self.config.use_bystander:
             yield self.bystander_messages(example, reply)
 
@@ -422,65 +417,84 @@ class PereGRMReward(EmpathyReward):
         )
         return judgements, usage
 
-    async def _against_set(
-        self, example: Example, reply: Reply, dimension: Dimension, criteria: CriteriaSet
+    async def _against_sets(
+        self, example: Example, reply: Reply, criteria: Mapping[Dimension, CriteriaSet]
     ) -> tuple[list[Judgement], Usage]:
-        """Score the reply against each of the k criteria samples (slot j -> sample j),
-        one call per slot, every call showing all usable sets and naming its own."""
+        """Score the reply against each of the k criteria samples of every dimension
+        (slot j -> sample j), one call per (dimension, slot); every call shows the
+        usable sets of all dimensions judged on the same text and names its own."""
         failures: list[Judgement] = []
-        sets: list[tuple[int, str]] = []
-        for j in range(self.config.k):
-            text = criteria.text(j)
-            if text is None:
-                failures.append(
-                    Judgement(
-                        dimension=dimension,
-                        score=None,
-                        sample_index=j,
-                        reason=f"criteria sample {j} unusable: {criteria.failure(j)}",
+        shown: dict[Dimension, list[tuple[int, str]]] = {}
+        for dim, cset in criteria.items():
+            shown[dim] = []
+            for j in range(self.config.k):
+                text = cset.text(j)
+                if text is None:
+                    failures.append(
+                        Judgement(
+                            dimension=dim,
+                            score=None,
+                            sample_index=j,
+                            reason=f"criteria sample {j} unusable: {cset.failure(j)}",
+                        )
                     )
-                )
-            else:
-                sets.append((j + 1, text))
+                else:
+                    shown[dim].append((j + 1, text))
+        together = self._together(reply, shown)
         jobs = [
             self._score_against(
                 example,
                 reply,
-                dimension,
-                self.score_sets_messages(example, reply, dimension, sets, number),
+                dim,
+                self.score_sets_messages(example, reply, group, dim, number),
                 text,
                 k=1,
                 temperature=self.config.temperature,
                 index=number - 1,
             )
+            for group in together.values()
+            for dim, sets in group.items()
             for number, text in sets
         ]
         judgements, usage = add_usage(await asyncio.gather(*jobs))
         return failures + judgements, usage
 
-    async def _shared_dim(
-        self, example: Example, reply: Reply, dimension: Dimension, task: asyncio.Task[CriteriaSet]
+    def _together(
+        self, reply: Reply, shown: Mapping[Dimension, list[tuple[int, str]]]
+    ) -> dict[str, dict[Dimension, list[tuple[int, str]]]]:
+        """The dimensions' sets grouped by the text they judge (the analysis or the
+        response): the dimensions of one group are scored with one prompt layout."""
+        together: dict[str, dict[Dimension, list[tuple[int, str]]]] = {}
+        for dim, sets in shown.items():
+            together.setdefault(self._judged(reply, dim)[1], {})[dim] = sets
+        return together
+
+    async def _shared_sets(
+        self, example: Example, reply: Reply, tasks: Mapping[Dimension, asyncio.Task[CriteriaSet]]
     ) -> tuple[list[Judgement], Usage]:
         # shielded: cancelling this score() must not cancel criteria others wait for
-        criteria = await asyncio.shield(task)
-        return await self._against_set(example, reply, dimension, criteria)
+        sets = await asyncio.gather(*(asyncio.shield(t) for t in tasks.values()))
+        return await self._against_sets(example, reply, dict(zip(tasks, sets)))
 
-    async def _per_reply_dim(
-        self,
-        example: Example,
-        reply: Reply,
-        dimension: Dimension,
-        position: int,
-        criteria_round: int,
+    async def _per_reply_sets(
+        self, example: Example, reply: Reply, position: int, criteria_round: int
     ) -> tuple[list[Judgement], Usage]:
         block = self.config.k * (1 + self.config.max_resamples)
-        criteria = await self._write_criteria(
-            self.criteria_messages(example, dimension),
-            round_seed(self.config.seed, criteria_round),
-            first_index=position * block,
+        dims = self.config.empathy_dimensions
+        sets = await asyncio.gather(
+            *(
+                self._write_criteria(
+                    self.criteria_messages(example, dim),
+                    round_seed(self.config.seed, criteria_round),
+                    first_index=position * block,
+                )
+                for dim in dims
+            )
         )
-        judgements, usage = await self._against_set(example, reply, dimension, criteria)
-        return judgements, usage + criteria.usage
+        judgements, usage = await self._against_sets(example, reply, dict(zip(dims, sets)))
+        for cset in sets:
+            usage = usage + cset.usage
+        return judgements, usage
 
     async def _inline_dim(
         self, example: Example, reply: Reply, dimension: Dimension
@@ -504,14 +518,14 @@ class PereGRMReward(EmpathyReward):
     ) -> tuple[list[Judgement], Usage]:
         mode = self.config.criteria_mode
         jobs = []
+        if mode == "shared":
+            jobs.append(self._shared_sets(example, reply, tasks))
+        elif mode == "per_reply":
+            jobs.append(self._per_reply_sets(example, reply, position, criteria_round))
         for dim in self.config.empathy_dimensions:
-            if mode == "shared":
-                jobs.append(self._shared_dim(example, reply, dim, tasks[dim]))
-            elif mode == "per_reply":
-                jobs.append(self._per_reply_dim(example, reply, dim, position, criteria_round))
-            elif mode == "inline":
+            if mode == "inline":
                 jobs.append(self._inline_dim(example, reply, dim))
-            else:
+            elif mode == "fixed":
                 jobs.append(
                     self._score_against(
                         example,

@@ -30,7 +30,7 @@ latest message, which is the one the judged reply answers.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, Literal
@@ -55,8 +55,12 @@ MEMORY_HEADING = "Memories from the user's earlier conversations"
 NO_CONTEXT = "(no persona, memories or situation were given)"
 NO_ANALYSIS = "(the assistant wrote no analysis)"
 NO_RESPONSE = "(the assistant wrote no response)"
+#: the headings of PereGRM's prompts that define several dimensions and show their sets
+DIMENSIONS_HEADING = "# Dimensions"
+DIMENSION_HEADING = "## {dimension}"
+CRITERIA_HEADING = "# Criteria"
 #: the heading of one criteria set in a prompt that shows several
-CRITERIA_SET_HEADING = "## Criteria set {number}"
+CRITERIA_SET_HEADING = "## {dimension} criteria, set {number}"
 
 # --------------------------------------------------------------------------- rendering
 
@@ -186,37 +190,78 @@ def fenced_judged(label: Literal["analysis", "response"], text: str) -> str:
     return fence(label, text)
 
 
-def render_criteria_sets(sets: Sequence[tuple[int, str]]) -> str:
-    """Several criteria sets for one scoring prompt, each under its number's heading
-    and fenced, after the piece that tells the judge to score by the named set only.
+def render_definitions(definitions: Sequence[tuple[str, str]]) -> str:
+    """The definitions of several dimensions, each under its heading: what the
+    prompts of every group share, so they come before the user's record."""
+    blocks = [f"{DIMENSION_HEADING.format(dimension=d)}\n{text}" for d, text in definitions]
+    return "\n\n".join([DIMENSIONS_HEADING, *blocks])
 
-    ``sets`` holds ``(number, criteria text)`` in the order shown; the numbers are
-    the ones :func:`named_set` names (a failed set is left out, the others keep
-    their numbers).
+
+def render_criteria_sets(sets: Mapping[str, Sequence[tuple[int, str]]]) -> str:
+    """The criteria sets of a scoring prompt that shows several, dimension by
+    dimension, each set under its heading and fenced.
+
+    ``sets`` maps a dimension to its ``(number, criteria text)`` pairs in the
+    order shown; the numbers are the ones :func:`named_set` names (a failed set
+    is left out, the others keep their numbers).
     """
     blocks = [
-        f"{CRITERIA_SET_HEADING.format(number=n)}\n{fence('criteria', text.strip())}"
-        for n, text in sets
+        f"{CRITERIA_SET_HEADING.format(dimension=d, number=n)}\n{fence('criteria', text.strip())}"
+        for d, shown in sets.items()
+        for n, text in shown
     ]
-    intro = render_piece("peregrm_criteria_sets", count=len(sets))
-    return "\n\n".join([intro, *blocks])
+    return "\n\n".join([CRITERIA_HEADING, *blocks])
 
 
-def named_set(number: int | str) -> str:
+def named_dimension(dimension: str) -> str:
+    """The closing line of a criteria prompt: the dimension to write criteria for."""
+    return render_piece("peregrm_named_dimension", dimension=dimension)
+
+
+def named_set(dimension: str, number: int | str) -> str:
     """The closing line of a scoring prompt that shows several criteria sets."""
-    return render_piece("peregrm_named_set", number=number)
+    return render_piece("peregrm_named_set", dimension=dimension, number=number)
+
+
+def _unnoted(name: str, **values: object) -> str:
+    """A piece rendered to read prompts back, not to send: not noted as sent."""
+    return load_prompt(name).render(**values)[0]["content"]
+
+
+def named_in(prompt: str) -> tuple[str, int] | None:
+    """The (dimension, set number) the last line of a scoring prompt names, or None."""
+    marker, digit = "\x00", "\x01"
+    line = re.escape(_unnoted("peregrm_named_set", dimension=marker, number=digit))
+    line = line.replace(re.escape(marker), r"(\w+)").replace(re.escape(digit), r"(\d+)")
+    named = re.search(rf"\n{line}$", prompt)
+    if named is None:
+        return None
+    return named.group(1), int(named.group(2))
+
+
+def named_task(prompt: str) -> tuple[str, str, int | None] | None:
+    """What a rendered PereGRM criteria-or-scoring prompt asks in its last line:
+    ``("criteria", dimension, None)``, ``("score", dimension, set number)``, or
+    None for any other prompt. (For simulated and scripted judges.)"""
+    named = named_in(prompt)
+    if named is not None:
+        return "score", named[0], named[1]
+    marker = "\x00"
+    line = re.escape(_unnoted("peregrm_named_dimension", dimension=marker))
+    line = line.replace(re.escape(marker), r"(\w+)")
+    asked = re.search(rf"\n{line}$", prompt)
+    return ("criteria", asked.group(1), None) if asked else None
 
 
 def named_criteria(prompt: str) -> str | None:
     """The criteria of the set a rendered scoring prompt names in its last line, as
     shown in its fence; None for a prompt that names no set. (For simulated and
     scripted judges, which must answer by the named set.)"""
-    marker = "\x00"
-    line = re.escape(named_set(marker)).replace(re.escape(marker), r"(\d+)")
-    named = re.search(rf"\n{line}$", prompt)
+    named = named_in(prompt)
     if named is None:
         return None
-    heading = CRITERIA_SET_HEADING.format(number=named.group(1)) + "\n<criteria>\n"
+    dimension, number = named
+    heading = CRITERIA_SET_HEADING.format(dimension=dimension, number=number) + "\n<criteria>\n"
     if heading not in prompt:
-        raise ValueError(f"the prompt names criteria set {named.group(1)}, not shown in it")
+        raise ValueError(f"the prompt names {dimension} criteria set {number}, not shown in it")
     return prompt.split(heading, 1)[1].split("\n</criteria>", 1)[0]

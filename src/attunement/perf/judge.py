@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
-from attunement.judging import named_criteria
+from attunement.judging import named_criteria, named_in
 from attunement.judging.parsing import BYSTANDER_PARTS
 from attunement.perf.prompt_names import PromptIndex
 from attunement.perf.synthetic import filler
@@ -44,7 +44,7 @@ from attunement.records import EMPATHY_DIMENSIONS
 #: the judge prompts the simulated judge answers, and the kind of answer each asks for
 ANSWER_KINDS: dict[str, str] = {
     **{f"perm_{d}": "rating" for d in EMPATHY_DIMENSIONS},
-    "peregrm_criteria": "criteria",
+    "peregrm_write_or_score": "criteria_or_score",
     "peregrm_inline": "inline",
     "peregrm_score": "score",
     "judge_bystander": "bystander",
@@ -111,6 +111,8 @@ class RealisticJudge:
             )
         kind = ANSWER_KINDS[name]
         prompt = str(messages[-1].get("content", ""))
+        if kind == "criteria_or_score":  # PereGRM's one prompt: its last line says which
+            kind = "score" if named_in(prompt) else "criteria"
         salt = hashlib.sha256(f"{prompt}|{index}|{params.get('seed')}".encode()).hexdigest()
         answers: dict[str, Callable[[str, str, bool], str]] = {
             "rating": self._rating_answer,

@@ -18,10 +18,12 @@ that reached the server (zero when caching works). :func:`check_targets` holds
 the figures against the targets; :mod:`attunement.cli.bench` prints them.
 
 Shared PereGRM sends ``k`` scoring calls per reply and dimension; each shows
-all ``k`` criteria sets of the group before the reply and names its set in a
-last line, so the calls of one reply share everything up to that line and a
-prefix cache serves it (see docs/rewards.md, *Prompt layout and the prefix
-cache*).
+the ``k`` criteria sets of every dimension before the reply and names its
+dimension and set in a last line, so the ``3k`` calls of one reply share
+everything up to that line, and its criteria requests and scoring calls share
+everything up to the task (one prompt for both, ending in the line that says
+which): a prefix cache serves it (see docs/rewards.md, *Prompt layout and the
+prefix cache*).
 
 The authors' layout here is their *procedure* sent with this project's prompts
 (which put the reply last); their own prompt order, with the dimension named
