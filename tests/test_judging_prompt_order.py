@@ -332,3 +332,60 @@ def test_an_unusable_criteria_set_is_left_out_of_the_scoring_prompts():
     assert {(j.dimension, j.sample_index) for j in missing} == {(d, 3) for d in EMPATHY_DIMENSIONS}
     assert all("criteria sample 3 unusable" in j.reason for j in missing)
     assert all(j.score == j.sample_index + 1 for j in first.judgements if j.score is not None)
+
+
+def test_sets_shown_dimension_shows_the_named_dimensions_sets_only():
+    """For judges with a small context window: each call shows its own dimension's k
+    sets; the k calls of one (reply, dimension) still differ only in the last line."""
+    import asyncio
+
+    judge, scoring = sets_judge()
+    reward = load_reward(
+        "peregrm", judge, k=3, output="text", use_bystander=False, sets_shown="dimension"
+    )
+    (scored,) = asyncio.run(reward.score(example(False), [reply(1)]))
+    calls = scoring["r1"]
+    assert len(calls) == 3 * len(EMPATHY_DIMENSIONS)
+    for dim in EMPATHY_DIMENSIONS:
+        own = [t for d, _, t in calls if d == dim]
+        for text in own:
+            shown = {d for d in EMPATHY_DIMENSIONS if criteria_text(d, 0) in text}
+            assert shown == {dim}
+            assert all(criteria_text(dim, i) in text for i in range(3))
+        bodies = {t[: -len(named_set(dim, n))] for d, n, t in calls if d == dim}
+        assert len(bodies) == 1
+    assert all(j.score == j.sample_index + 1 for j in scored.judgements)
+
+
+@pytest.mark.parametrize(("k", "sets_shown"), [(4, "all"), (8, "dimension")])
+def test_shared_scoring_prompts_fit_the_embedded_models_context(k, sets_shown):
+    """The bench's realistic lengths (a persona, 8 memories, 5 criteria of ~34 tokens,
+    a 150-word reply), counted by the embedded model's tokenizer: the longest prompt
+    plus the judge's answer budget fits the default context."""
+    pytest.importorskip("llama_cpp", reason="the embedded model needs llama-cpp-python")
+    import asyncio
+
+    from attunement.llm.local import LocalChatModel
+    from attunement.llm.options import DEFAULT_N_CTX
+    from attunement.perf.judge import RealisticJudge
+    from attunement.perf.synthetic import bench_batch
+
+    try:
+        counter = LocalChatModel(n_ctx=512)
+        counter.count_tokens("x")
+    except Exception as exc:  # no GGUF installed
+        pytest.skip(f"the embedded model is not available: {exc}")
+    simulated, prompts = RealisticJudge(), []
+
+    def respond(request, index):
+        prompts.append(request.message_dicts)
+        fmt = {"type": "json_schema"} if request.json_schema else None
+        return simulated(request.message_dicts, index, {"response_format": fmt})
+
+    reward = load_reward(
+        "peregrm", ScriptedChatModel(respond), k=k, output="text", sets_shown=sets_shown
+    )
+    examples, replies = bench_batch(1, 1)
+    asyncio.run(reward.score(examples[0], replies))
+    longest = max(sum(counter.count_tokens(m["content"]) for m in p) for p in prompts)
+    assert longest + reward.config.max_tokens <= DEFAULT_N_CTX, longest

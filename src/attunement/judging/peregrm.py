@@ -66,6 +66,7 @@ from attunement.judging.settings import (
     CriteriaMode,
     Definitions,
     ResonationOn,
+    SetsShown,
     Temperature,
     Unformatted,
 )
@@ -111,6 +112,14 @@ class PereGRMConfig(RewardConfig):
         "authors' training reward: personality detection, personalised strategy, the user's "
         "own reception) or 'evaluation' (the authors' criteria-writing definitions); default "
         "'evaluation' in fixed mode, 'training' otherwise",
+    )
+    sets_shown: SetsShown = Field(
+        "all",
+        description="criteria sets a scoring prompt shows in shared and per_reply mode: "
+        "'all' (every scored dimension's k sets: a reply's 3k calls differ only in their "
+        "last line, so a prefix cache prefills the reply once) or 'dimension' (the named "
+        "dimension's k sets: prompts about 2k sets shorter, for judges with a small "
+        "context window, the reply prefilled once per dimension)",
     )
     criteria_temperature: Temperature = Field(
         JUDGE_TEMPERATURE, description="temperature of criteria writing"
@@ -463,10 +472,14 @@ class PereGRMReward(EmpathyReward):
         self, reply: Reply, shown: Mapping[Dimension, list[tuple[int, str]]]
     ) -> dict[str, dict[Dimension, list[tuple[int, str]]]]:
         """The dimensions' sets grouped by the text they judge (the analysis or the
-        response): the dimensions of one group are scored with one prompt layout."""
+        response) and, with ``sets_shown="dimension"``, by dimension: the
+        dimensions of one group are scored with one prompt layout."""
         together: dict[str, dict[Dimension, list[tuple[int, str]]]] = {}
         for dim, sets in shown.items():
-            together.setdefault(self._judged(reply, dim)[1], {})[dim] = sets
+            key = self._judged(reply, dim)[1]
+            if self.config.sets_shown == "dimension":
+                key += "\x00" + dim
+            together.setdefault(key, {})[dim] = sets
         return together
 
     async def _shared_sets(

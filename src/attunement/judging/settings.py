@@ -48,6 +48,8 @@ LengthOn = Literal["response", "completion"]
 CriteriaMode = Literal["shared", "per_reply", "inline", "fixed"]
 #: which dimension definitions PereGRM's judges read
 Definitions = Literal["training", "evaluation"]
+#: which criteria sets a PereGRM scoring prompt shows in shared and per-reply mode
+SetsShown = Literal["all", "dimension"]
 #: what a reply whose judged text carries a verdict or fence shape gets (see
 #: :mod:`attunement.judging.injections`): the reward's minimum with no judge call,
 #: the judges' verdict as usual, or no reward (unscorable)

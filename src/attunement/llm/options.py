@@ -43,8 +43,8 @@ NO_API_KEY = "EMPTY"
 
 # --------------------------------------------------------------------------- in-process models
 
-#: context size of local GGUF models
-DEFAULT_N_CTX = 4096
+#: context size of local GGUF models (the embedded SmolLM2 was trained on 8192)
+DEFAULT_N_CTX = 8192
 #: the smallest context a local model is given
 MIN_N_CTX = 256
 #: the PyPI package whose GGUF file is the embedded model
