@@ -497,3 +497,27 @@ def test_prepared_criteria_keep_the_judges_list_as_written():
     assert scoring and all(
         "   - no tips in the first two sentences" in c.messages[-1][1] for c in scoring
     )
+
+
+def test_prepared_criteria_prompts_show_the_memories_not_the_demographics_and_only_the_dimensions_asked():
+    """``attune criteria`` writes as the authors' criteria writer read the user: the
+    memories in, the persona's demographic fields out whatever the reward's memory
+    setting; its prompt defines the dimensions it writes for and no others."""
+    from attunement.judging import CriteriaConfig
+    from attunement.records import MemoryItem, Persona
+
+    judge = scripted()
+    ex = example("a").model_copy(
+        update={
+            "persona": Persona(profile="Quiet archivist.", age=61, occupation="trawlerman"),
+            "memories": [MemoryItem(memory_id="m1", value="Lost a dog named Biscuit.")],
+        }
+    )
+    config = CriteriaConfig(dimensions=("expression",))
+    run(prepare_criteria([ex], judge, config=config, show_progress=False))
+    (call,) = [c for c in judge.calls if kind(c) == "criteria"]
+    user = call.messages[-1][1]
+    assert "Lost a dog named Biscuit." in user and "Quiet archivist." in user
+    assert "trawlerman" not in user and "61" not in user
+    assert "## expression\n" in user
+    assert "## resonation\n" not in user and "## reception\n" not in user
