@@ -358,23 +358,16 @@ def test_sets_shown_dimension_shows_the_named_dimensions_sets_only():
 
 
 @pytest.mark.parametrize(("k", "sets_shown"), [(4, "all"), (8, "dimension")])
-def test_shared_scoring_prompts_fit_the_embedded_models_context(k, sets_shown):
+def test_shared_scoring_prompts_fit_the_embedded_models_context(k, sets_shown, local_model):
     """The bench's realistic lengths (a persona, 8 memories, 5 criteria of ~34 tokens,
     a 150-word reply), counted by the embedded model's tokenizer: the longest prompt
     plus the judge's answer budget fits the default context."""
-    pytest.importorskip("llama_cpp", reason="the embedded model needs llama-cpp-python")
     import asyncio
 
-    from attunement.llm.local import LocalChatModel
     from attunement.llm.options import DEFAULT_N_CTX
     from attunement.perf.judge import RealisticJudge
     from attunement.perf.synthetic import bench_batch
 
-    try:
-        counter = LocalChatModel(n_ctx=512)
-        counter.count_tokens("x")
-    except Exception as exc:  # no GGUF installed
-        pytest.skip(f"the embedded model is not available: {exc}")
     simulated, prompts = RealisticJudge(), []
 
     def respond(request, index):
@@ -387,5 +380,13 @@ def test_shared_scoring_prompts_fit_the_embedded_models_context(k, sets_shown):
     )
     examples, replies = bench_batch(1, 1)
     asyncio.run(reward.score(examples[0], replies))
-    longest = max(sum(counter.count_tokens(m["content"]) for m in p) for p in prompts)
+    longest = max(sum(local_model.count_tokens(m["content"]) for m in p) for p in prompts)
     assert longest + reward.config.max_tokens <= DEFAULT_N_CTX, longest
+
+
+def test_an_empty_judged_text_is_named_for_what_it_is():
+    from attunement.judging.templates import NO_ANALYSIS, NO_RESPONSE, fenced_judged
+
+    assert fenced_judged("analysis", " \n") == f"<analysis>\n{NO_ANALYSIS}\n</analysis>"
+    assert fenced_judged("response", "") == f"<response>\n{NO_RESPONSE}\n</response>"
+    assert fenced_judged("response", "Here.") == "<response>\nHere.\n</response>"
