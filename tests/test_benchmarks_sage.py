@@ -277,3 +277,34 @@ def test_sage_users_carry_the_profile_and_farewells(sage):
     assert u.hidden_need == sage.profiles[0].task and u.opening == sage.profiles[0].first_talk
     assert u.farewells == list(sage.reference.farewells) and u.language == "zh"
     assert re.search(r"\S", u.profile["scene"])
+
+
+async def test_a_stand_in_simulator_is_noted_in_the_results_and_the_report(sage, tmp_path):
+    """The simulated user rates every reply: when the embedded stand-in plays it, the
+    note travels into the result, the converse manifest and every report file."""
+    import json
+
+    from attunement.benchmarks.sage import write_sage_report
+    from attunement.jsonl import manifest_path
+    from attunement.llm import STAND_IN_KEY, STAND_IN_NOTE
+
+    for stand_in in (True, False):
+        simulator = sage_simulator(sage, lambda who: +10)
+        simulator.stand_in = stand_in
+        out = tmp_path / f"sage-{stand_in}.jsonl"
+        result = await run_sage(
+            sage,
+            tagged_policy(),
+            simulator,
+            out,
+            SageSettings(limit=2),
+            show_progress=False,
+        )
+        folder = write_sage_report(result, None, tmp_path / f"report-{stand_in}").parent
+        texts = [(folder / f).read_text(encoding="utf-8") for f in ("results.md", "report.html")]
+        manifest = json.loads(manifest_path(out).read_text(encoding="utf-8"))
+        record = json.loads((folder / "results.json").read_text(encoding="utf-8"))
+        assert (result.stand_in_judge == STAND_IN_NOTE) == stand_in
+        assert (manifest.get(STAND_IN_KEY) == STAND_IN_NOTE) == stand_in
+        assert (record["tested"]["stand_in_judge"] == STAND_IN_NOTE) == stand_in
+        assert all((STAND_IN_NOTE in " ".join(t.split())) == stand_in for t in texts)

@@ -29,7 +29,7 @@ from attunement.dialogue import (
     read_journal,
 )
 from attunement.jsonl import SettingsChangedError
-from attunement.llm import LLMError, ScriptedChatModel
+from attunement.llm import STAND_IN_KEY, STAND_IN_NOTE, LLMError, ScriptedChatModel
 from attunement.policy import GenerationSettings
 
 
@@ -315,6 +315,26 @@ async def test_a_run_writes_dialogues_a_journal_and_a_manifest(tmp_path):
         show_progress=False,
     )
     assert again.finished == 0 and again.already_done == 4
+    assert STAND_IN_KEY not in manifest
+
+
+@pytest.mark.parametrize("status", ["running", "complete"])
+async def test_a_stand_in_simulator_is_noted_in_the_manifest(tmp_path, status, monkeypatch):
+    """The simulated user rates every reply (its emotion): when the embedded stand-in
+    plays it, the note is in the manifest while the run goes and when it ends."""
+    from attunement.dialogue import run as dialogue_run
+
+    written = []
+    real = dialogue_run.write_manifest
+    monkeypatch.setattr(
+        dialogue_run, "write_manifest", lambda path, **f: written.append(f) or real(path, **f)
+    )
+    sim = simulator()
+    sim.stand_in = True
+    out = tmp_path / "d.jsonl"
+    await converse([user("u1")], policy([+10] * 10), sim, out, show_progress=False)
+    (fields,) = [f for f in written if f["status"] == status]
+    assert fields[STAND_IN_KEY] == STAND_IN_NOTE
 
 
 async def test_a_failed_call_is_not_a_result_and_the_next_run_resumes_the_turn(tmp_path):

@@ -58,6 +58,7 @@ from attunement.llm import (
     call_failed_reason,
     calls_failed,
     failure_cause,
+    stand_in_fields,
 )
 from attunement.policy import GenerationSettings, Retriever, memory_strategy
 from attunement.records import Example, Usage, UserHistory
@@ -314,7 +315,11 @@ async def converse(
         "converse": settings.model_dump(mode="json", exclude={"concurrency"}),
     }
     check_settings(manifest, {"settings": recorded}, outputs=[out, journal])
-    write_manifest(manifest, command="converse", out=str(out), settings=recorded, status="running")
+    # the simulated user rates every reply (its emotion): the stand-in's note travels
+    noted = stand_in_fields(simulator_model)
+    write_manifest(
+        manifest, command="converse", out=str(out), settings=recorded, status="running", **noted
+    )
     before = (policy.usage.snapshot(), simulator_model.usage.snapshot())
     started = time.perf_counter()
     played = await _play_all(
@@ -353,5 +358,6 @@ async def converse(
         settings=recorded,
         status="incomplete" if played.failed else "complete",
         report=report.model_dump(mode="json", exclude={"out", "journal", "manifest"}),
+        **noted,
     )
     return report

@@ -27,6 +27,7 @@ from attunement.evaluation.dialogues import (
 )
 from attunement.evaluation.reporting import fmt_ci, write_json, write_page, write_plot
 from attunement.evaluation.tables import StatsConfig
+from attunement.llm import stand_in_line
 
 #: the most assessed replies of a SAGE talk (10 user turns, the last reply not assessed)
 SAGE_STEPS = max_assessments(MAX_USER_TURNS, assess_last_reply=False)
@@ -82,8 +83,9 @@ def write_sage_report(
         "dialogues": table.model_dump(mode="json"),
         "files": provenance or {},
     }
+    note = "\n\n".join(p for p in (result.note, stand_in_line(result)) if p)
     markdown = "\n".join(
-        ["# SAGE results", "", title + ".", "", result.note, "", dialogue_markdown(table)]
+        ["# SAGE results", "", title + ".", "", note, "", dialogue_markdown(table)]
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "results.json", record)
@@ -93,7 +95,7 @@ def write_sage_report(
     body = dialogue_html(table, sets, H.wide(H.figure(png, "emotion per reply")))
     page = H.page(
         "SAGE: Sentient Agent as a Judge",
-        [H.section("What this number is", H.pre(result.note), id="note"), body],
+        [H.section("What this number is", H.pre(note), id="note"), body],
         subtitle=title,
     )
     return write_page(out_dir / "report.html", page)

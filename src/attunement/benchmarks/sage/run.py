@@ -47,6 +47,7 @@ from attunement.dialogue import (
     score_dialogue,
     summarize_dialogues,
 )
+from attunement.llm import StandInNote, stand_in_note
 from attunement.llm.base import ChatModel
 from attunement.policy import GenerationSettings
 from attunement.records import Example, Persona
@@ -135,6 +136,7 @@ class SageResult(BaseModel):
     )
     note: str
     report: ConverseReport
+    stand_in_judge: StandInNote = None
 
 
 def comparability_note(
@@ -199,6 +201,7 @@ async def run_sage(
             simulator=simulator_model.name, profiles=len(users), summary=summary, failed=failed
         ),
         report=report,
+        stand_in_judge=stand_in_note(simulator_model),
     )
 
 
