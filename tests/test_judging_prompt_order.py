@@ -390,3 +390,19 @@ def test_an_empty_judged_text_is_named_for_what_it_is():
     assert fenced_judged("analysis", " \n") == f"<analysis>\n{NO_ANALYSIS}\n</analysis>"
     assert fenced_judged("response", "") == f"<response>\n{NO_RESPONSE}\n</response>"
     assert fenced_judged("response", "Here.") == "<response>\nHere.\n</response>"
+
+
+@pytest.mark.parametrize("include_memories", [True, False])
+def test_the_criteria_writer_reads_the_user_as_the_scorer_does(include_memories):
+    """Criteria and scoring prompts share their start, the user's record included:
+    without memories for the judges, the criteria writer does not see them either."""
+    ex = example(dialogue=False)
+    reward = load_reward(
+        "peregrm",
+        ScriptedChatModel(outputs=[]),
+        use_bystander=False,
+        include_memories=include_memories,
+    )
+    for prompt in reward.probe_prompts(ex, reply(1)):
+        text = flat(prompt)
+        assert all((m.value in text) == include_memories for m in ex.memories)

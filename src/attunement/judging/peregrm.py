@@ -258,17 +258,17 @@ class PereGRMReward(EmpathyReward):
         text)`` sets; the definitions of every scored dimension come before the
         user's record (every group shares them), then the sets, dimension by
         dimension, then the reply; the last line names the dimension and set to
-        score by. The
-        calls for one reply then differ only in that line and the replies of a
-        group only from the reply on, so a server's prefix cache prefills the
-        reply once for all its verdicts and the group's part once per group.
+        score by. The calls for one reply then differ only in that line and the
+        replies of a group only from the reply on, so a server's prefix cache
+        prefills the reply once for all its verdicts and the group's part once
+        per group.
         """
         if number not in {n for n, _ in sets.get(dimension, ())}:
             raise ValueError(f"{dimension} criteria set {number} is not among the sets shown")
         label, judged = self._judged(reply, dimension)
         task = "\n\n".join(
             [
-                render_criteria_sets({d: shown for d, shown in sets.items() if shown}),
+                render_criteria_sets(sets),
                 render_piece("peregrm_judged", judged_label=label, judged=judged),
                 named_set(dimension, number),
             ]
@@ -470,15 +470,14 @@ class PereGRMReward(EmpathyReward):
 
     def _together(
         self, reply: Reply, shown: Mapping[Dimension, list[tuple[int, str]]]
-    ) -> dict[str, dict[Dimension, list[tuple[int, str]]]]:
+    ) -> dict[tuple[str, str], dict[Dimension, list[tuple[int, str]]]]:
         """The dimensions' sets grouped by the text they judge (the analysis or the
         response) and, with ``sets_shown="dimension"``, by dimension: the
         dimensions of one group are scored with one prompt layout."""
-        together: dict[str, dict[Dimension, list[tuple[int, str]]]] = {}
+        alone = self.config.sets_shown == "dimension"
+        together: dict[tuple[str, str], dict[Dimension, list[tuple[int, str]]]] = {}
         for dim, sets in shown.items():
-            key = self._judged(reply, dim)[1]
-            if self.config.sets_shown == "dimension":
-                key += "\x00" + dim
+            key = (self._judged(reply, dim)[0], dim if alone else "")
             together.setdefault(key, {})[dim] = sets
         return together
 
